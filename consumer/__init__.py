@@ -1,0 +1,1 @@
+"""Kafka consumer group that writes events and their rollups to PostgreSQL, exactly once."""

@@ -1,0 +1,102 @@
+"""`python -m consumer`: one replica of the consumer group. Run as many as there are
+partitions; SIGTERM or Ctrl-C stores (or abandons) the batch in hand and leaves the group."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import signal
+import sys
+
+import psycopg
+from aiokafka.errors import KafkaError
+from prometheus_client import start_http_server
+
+from consumer.deadletter import DeadLetters
+from consumer.loop import ConsumerLoop, make_kafka_consumer
+from consumer.metrics import ConsumerStats
+from consumer.schema import apply_schema
+from consumer.settings import ConsumerSettings
+from consumer.write import Writer
+from ingest.config import ConfigError, environ
+from ingest.logs import configure_logging
+from ingest.topics import ensure_topics
+
+log = logging.getLogger("consumer")
+
+
+async def run(settings: ConsumerSettings, stop: asyncio.Event) -> None:
+    """Prepares the schema and topics, then consumes until `stop` is set."""
+    await apply_schema(settings.database_url)
+    await ensure_topics(
+        settings.kafka_bootstrap_servers,
+        [settings.events_topic, settings.dlq_topic],
+        partitions=settings.topic_partitions,
+        replication_factor=settings.topic_replication_factor,
+    )
+    stats = ConsumerStats()
+    if settings.metrics_port:
+        start_http_server(settings.metrics_port, settings.metrics_host, registry=stats.registry)
+    consumer = make_kafka_consumer(settings)
+    writer = Writer(settings.database_url, settings.group_id, settings.events_topic)
+    dead_letters = DeadLetters(
+        settings.kafka_bootstrap_servers, settings.dlq_topic, settings.events_topic
+    )
+    await dead_letters.start()
+    await consumer.start()
+    log.info(
+        "consuming %r as group %r from %s into PostgreSQL",
+        settings.events_topic,
+        settings.group_id,
+        settings.kafka_bootstrap_servers,
+    )
+    try:
+        loop = ConsumerLoop(settings, consumer, writer, dead_letters, stats)
+        await loop.run(stop)
+    finally:
+        await consumer.stop()  # leaves the group, so the partitions move on at once
+        await dead_letters.stop()
+        await writer.close()
+        log.info("stopped")
+
+
+async def main_async(settings: ConsumerSettings) -> None:
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
+    task = asyncio.create_task(run(settings, stop), name="consumer")
+    stopping = asyncio.create_task(stop.wait(), name="wait-for-signal")
+    await asyncio.wait({task, stopping}, return_when=asyncio.FIRST_COMPLETED)
+    if task.done():  # it failed on its own: report why
+        stopping.cancel()
+        task.result()
+        return
+    try:
+        # The loop notices `stop` within one poll; the whole exit is bounded.
+        async with asyncio.timeout(settings.shutdown_timeout_s):
+            await task
+    except TimeoutError:
+        log.error("shutdown took longer than %.0fs; exiting anyway", settings.shutdown_timeout_s)
+
+
+def main() -> int:
+    configure_logging("consumer")
+    try:
+        settings = ConsumerSettings.from_env(environ())
+    except ConfigError as exc:
+        print(f"consumer: configuration error: {exc}", file=sys.stderr)
+        return 2
+    try:
+        asyncio.run(main_async(settings))
+    except KafkaError as exc:
+        log.error("%s", exc)
+        return 1
+    except psycopg.OperationalError as exc:
+        log.error("cannot use PostgreSQL: %s (is it up? check DATABASE_URL)", exc)
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,134 @@
+"""Accumulating Kafka messages into a batch, and deciding when the batch is due.
+
+Pure logic, with the clock injected: no aiokafka or psycopg object crosses into this module.
+A batch is written when it holds `max_rows` events or `max_bytes` of message values, or when
+its oldest message has waited `max_age_s`, so a quiet site's event shows within about a
+second and a busy stream is written in large batches. Memory is bounded by the same limits:
+the poll loop asks for no more than the batch has room for.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import uuid
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+import msgspec
+
+from ingest.events import EventRecord, decode_records
+
+Clock = Callable[[], float]
+
+
+@dataclass(frozen=True, slots=True)
+class Message:
+    """One Kafka message as the consumer sees it (the adapter copies it out of aiokafka)."""
+
+    partition: int
+    offset: int
+    value: bytes
+    schema: bytes | None
+    key: bytes | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Poison:
+    """A message that cannot be stored, with the reason it goes to the dead-letter topic."""
+
+    message: Message
+    reason: str
+
+
+# The row layout of the staging table, in COPY order.
+Row = tuple[dt.date, uuid.UUID, str, str, str, str, dt.datetime, dt.datetime]
+
+
+def to_row(record: EventRecord) -> Row:
+    return (
+        record.timestamp.date(),  # the timestamp is UTC, so this is the UTC day
+        record.event_id,
+        record.site_id,
+        record.event_type,
+        record.path,
+        record.user_id,
+        record.timestamp,
+        record.received_at,
+    )
+
+
+@dataclass(frozen=True, slots=True)
+class BatchPolicy:
+    max_rows: int
+    max_bytes: int
+    max_age_s: float
+
+
+@dataclass(slots=True)
+class Batch:
+    """Decoded rows and poison messages, with the offset to store for each partition."""
+
+    clock: Clock
+    rows: list[Row] = field(default_factory=list)
+    poison: list[Poison] = field(default_factory=list)
+    # partition -> offset of the next message after those in the batch
+    next_offsets: dict[int, int] = field(default_factory=dict)
+    # per message: (message, first row, end row), so that a batch the database rejects can
+    # be replayed message by message to find the culprit
+    spans: list[tuple[Message, int, int]] = field(default_factory=list)
+    poison_sent: bool = False
+    size_bytes: int = 0
+    started_at: float | None = None
+
+    def add(self, message: Message) -> None:
+        """Decodes the message's events into rows; an undecodable message becomes poison."""
+        if self.started_at is None:
+            self.started_at = self.clock()
+        start = len(self.rows)
+        try:
+            records = decode_records(message.value, message.schema)
+        except (msgspec.DecodeError, msgspec.ValidationError) as exc:
+            self.poison.append(Poison(message, f"undecodable: {exc}"))
+        else:
+            self.rows.extend(to_row(r) for r in records)
+        self.spans.append((message, start, len(self.rows)))
+        self.next_offsets[message.partition] = message.offset + 1
+        self.size_bytes += len(message.value)
+
+    def __len__(self) -> int:
+        return len(self.spans)
+
+    def is_empty(self) -> bool:
+        return not self.spans
+
+    def room(self, policy: BatchPolicy) -> int:
+        """How many more messages may be fetched before the batch is full (at least 1)."""
+        return max(1, policy.max_rows - len(self.rows))
+
+    def is_due(self, policy: BatchPolicy) -> bool:
+        if self.started_at is None:
+            return False
+        return (
+            len(self.rows) >= policy.max_rows
+            or self.size_bytes >= policy.max_bytes
+            or self.clock() - self.started_at >= policy.max_age_s
+        )
+
+    def drop_partitions(self, partitions: set[int]) -> None:
+        """Forgets everything of these partitions (they were revoked); keeps the rest."""
+        if not partitions.intersection(self.next_offsets):
+            return
+        kept = Batch(self.clock)
+        kept.started_at = self.started_at
+        for message, start, end in self.spans:
+            if message.partition in partitions:
+                continue
+            kept.spans.append((message, len(kept.rows), len(kept.rows) + end - start))
+            kept.rows.extend(self.rows[start:end])
+            kept.next_offsets[message.partition] = message.offset + 1
+        kept.poison = [p for p in self.poison if p.message.partition not in partitions]
+        kept.size_bytes = self.size_bytes  # an overestimate is harmless: it only flushes sooner
+        self.rows, self.poison, self.next_offsets = kept.rows, kept.poison, kept.next_offsets
+        self.spans, self.size_bytes = kept.spans, kept.size_bytes
+        if not self.spans:
+            self.started_at = None

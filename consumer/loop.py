@@ -1,0 +1,333 @@
+"""The consumer's main loop: poll Kafka, batch, write to PostgreSQL, then commit to Kafka.
+
+Correctness rests on PostgreSQL, not on Kafka's committed offsets: each batch's transaction
+records where every partition stands (see write.py), and on assignment the loop seeks to
+those stored offsets. The Kafka commit that follows each write only feeds lag monitoring.
+
+While PostgreSQL is down the loop pauses every partition, keeps calling `getmany` (so the
+group does not evict it for exceeding max.poll.interval.ms), retries the same batch with
+backoff, and resumes once it is stored.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import random
+import time
+from collections.abc import Callable
+from typing import Any
+
+from aiokafka import AIOKafkaConsumer, ConsumerRebalanceListener, TopicPartition
+from aiokafka.errors import KafkaError
+
+from consumer.batch import Batch, BatchPolicy, Clock, Message, Poison
+from consumer.deadletter import DeadLetters, DeadLetterUnavailable
+from consumer.metrics import ConsumerStats
+from consumer.settings import ConsumerSettings
+from consumer.write import DatabaseUnavailable, Fenced, RowsRejected, Writer
+from ingest.events import SCHEMA_HEADER
+
+log = logging.getLogger(__name__)
+
+POLL_TIMEOUT_MS = 100
+
+
+def make_kafka_consumer(settings: ConsumerSettings, **overrides: Any) -> AIOKafkaConsumer:
+    options: dict[str, Any] = {
+        "bootstrap_servers": settings.kafka_bootstrap_servers,
+        "group_id": settings.group_id,
+        "enable_auto_commit": False,  # offsets live in PostgreSQL; see module docstring
+        "auto_offset_reset": "earliest",
+        "session_timeout_ms": settings.session_timeout_ms,
+        "heartbeat_interval_ms": max(1000, settings.session_timeout_ms // 3),
+        "max_poll_interval_ms": settings.max_poll_interval_ms,
+        "max_partition_fetch_bytes": 4 * 1024 * 1024,
+        "fetch_max_bytes": 32 * 1024 * 1024,
+        "client_id": "analytics-consumer",
+    }
+    options.update(overrides)
+    return AIOKafkaConsumer(**options)
+
+
+class Backoff:
+    """Exponential backoff with jitter, as state: the loop keeps polling while it waits."""
+
+    def __init__(self, initial_s: float, max_s: float, clock: Clock) -> None:
+        self._initial_s = initial_s
+        self._max_s = max_s
+        self._clock = clock
+        self._attempts = 0
+        self._ready_at = 0.0
+
+    def failed(self) -> float:
+        delay = min(self._max_s, self._initial_s * 2.0**self._attempts)
+        delay *= random.uniform(0.5, 1.0)
+        self._attempts += 1
+        self._ready_at = self._clock() + delay
+        return delay
+
+    def succeeded(self) -> None:
+        self._attempts = 0
+        self._ready_at = 0.0
+
+    @property
+    def waiting(self) -> bool:
+        return self._clock() < self._ready_at
+
+    @property
+    def failing(self) -> bool:
+        return self._attempts > 0
+
+
+class ConsumerLoop(ConsumerRebalanceListener):  # type: ignore[misc]
+    """Owns the batch and the stored positions of the partitions assigned to this replica."""
+
+    def __init__(
+        self,
+        settings: ConsumerSettings,
+        consumer: AIOKafkaConsumer,
+        writer: Writer,
+        dead_letters: DeadLetters,
+        stats: ConsumerStats,
+        clock: Clock = time.monotonic,
+    ) -> None:
+        self._settings = settings
+        self._consumer = consumer
+        self._writer = writer
+        self._dead_letters = dead_letters
+        self._stats = stats
+        self._clock = clock
+        self._topic = settings.events_topic
+        self._policy = BatchPolicy(
+            settings.max_batch_rows, settings.max_batch_bytes, settings.max_batch_age_s
+        )
+        self._batch = Batch(clock)
+        # partition -> next offset stored in PostgreSQL (None: nothing stored yet)
+        self._stored: dict[int, int | None] = {}
+        # partition -> next offset expected from Kafka, to skip anything older
+        self._fetch_from: dict[int, int] = {}
+        # assigned partitions whose stored offsets are not loaded yet (kept paused)
+        self._unloaded: set[int] = set()
+        # held while writing or seeking, so a rebalance waits for the write in flight
+        self._lock = asyncio.Lock()
+        self._backoff = Backoff(settings.retry_initial_s, settings.retry_max_s, clock)
+
+    # -- rebalance listener (called by aiokafka's coordinator task) ------------------------
+
+    async def on_partitions_revoked(self, revoked: list[TopicPartition]) -> None:
+        """Waits for a write in flight, then forgets the revoked partitions' pending rows."""
+        partitions = {tp.partition for tp in revoked if tp.topic == self._topic}
+        async with self._lock:
+            self._batch.drop_partitions(partitions)
+            for partition in partitions:
+                self._stored.pop(partition, None)
+                self._fetch_from.pop(partition, None)
+            self._unloaded -= partitions
+        self._stats.rebalances.inc()
+        log.info("partitions revoked: %s", sorted(partitions))
+
+    async def on_partitions_assigned(self, assigned: list[TopicPartition]) -> None:
+        """Pauses the new partitions until their stored offsets are loaded and sought."""
+        partitions = {tp.partition for tp in assigned if tp.topic == self._topic}
+        self._unloaded |= partitions
+        if assigned:
+            self._consumer.pause(*assigned)
+        log.info("partitions assigned: %s", sorted(partitions))
+
+    # -- the loop ---------------------------------------------------------------------------
+
+    async def run(self, stop: asyncio.Event) -> None:
+        """Polls, batches and writes until `stop` is set; then writes or abandons the batch
+        in hand (within the shutdown timeout). Returns without leaving the group: the caller
+        stops the Kafka consumer."""
+        self._consumer.subscribe([self._topic], listener=self)
+        reporter = _Reporter(self._stats, self._clock)
+        while not stop.is_set():
+            if self._unloaded and not self._backoff.waiting:
+                await self._load_positions()
+            if self._batch.is_due(self._policy) and not self._backoff.waiting:
+                await self._flush()
+            await self._poll()
+            reporter.maybe_report(self._consumer.assignment())
+        await self._finish()
+
+    async def _poll(self) -> None:
+        # While a write is being retried every partition is paused: this call then returns
+        # nothing, and only keeps the group membership alive.
+        room = self._batch.room(self._policy)
+        fetched = await self._consumer.getmany(timeout_ms=POLL_TIMEOUT_MS, max_records=room)
+        for tp, records in fetched.items():
+            partition = tp.partition
+            start = self._fetch_from.get(partition, -1)
+            for record in records:
+                if record.offset < start:
+                    continue  # fetched before a seek moved the position back
+                self._batch.add(_message(partition, record))
+            if records:
+                self._fetch_from[partition] = records[-1].offset + 1
+
+    async def _load_positions(self) -> None:
+        async with self._lock:
+            partitions = set(self._unloaded)
+            if not partitions:
+                return
+            try:
+                stored = await self._writer.load_offsets(partitions)
+            except DatabaseUnavailable as exc:
+                delay = self._backoff.failed()
+                log.warning("cannot load stored offsets (%s); retrying in %.1fs", exc, delay)
+                return
+            self._backoff.succeeded()
+            for partition, offset in stored.items():
+                tp = TopicPartition(self._topic, partition)
+                if offset is None:
+                    await self._consumer.seek_to_beginning(tp)
+                    self._fetch_from.pop(partition, None)
+                else:
+                    self._consumer.seek(tp, offset)
+                    self._fetch_from[partition] = offset
+                self._stored[partition] = offset
+            self._unloaded -= partitions
+            resumable = [TopicPartition(self._topic, p) for p in partitions]
+            self._consumer.resume(*resumable)
+            log.info("seeking to stored offsets %s", {p: stored[p] for p in sorted(stored)})
+
+    async def _flush(self) -> None:
+        """Writes the batch; on failure keeps it, pauses fetching and schedules a retry."""
+        async with self._lock:
+            batch = self._batch
+            if batch.is_empty():
+                return
+            started = self._clock()
+            try:
+                if not batch.poison_sent:
+                    await self._dead_letters.send(batch.poison)
+                    batch.poison_sent = True
+                    self._stats.dead_lettered.inc(len(batch.poison))
+                try:
+                    inserted = await self._writer.write(
+                        batch.rows, batch.next_offsets, self._stored
+                    )
+                except RowsRejected as exc:
+                    log.warning("batch rejected (%s); writing it message by message", exc)
+                    inserted = await self._write_each(batch)
+            except (DatabaseUnavailable, DeadLetterUnavailable) as exc:
+                delay = self._backoff.failed()
+                self._consumer.pause(*self._consumer.assignment())
+                self._stats.write_retries.inc()
+                log.warning(
+                    "cannot store a batch of %d events (%s); fetching paused, retrying in %.1fs",
+                    len(batch.rows),
+                    exc,
+                    delay,
+                )
+                return
+            except Fenced as exc:
+                log.warning("%s; dropping the batch and reloading stored offsets", exc)
+                self._refetch(set(batch.next_offsets))
+                return
+            elapsed = self._clock() - started
+            self._stored.update(batch.next_offsets)
+            self._batch = Batch(self._clock)
+            if self._backoff.failing:
+                log.info("database is back: batch stored, fetching resumed")
+                loaded = self._consumer.assignment() - self._paused_until_loaded()
+                self._consumer.resume(*loaded)
+            self._backoff.succeeded()
+            self._stats.record_batch(len(batch.rows), inserted, elapsed)
+            await self._commit_to_kafka(batch.next_offsets)
+
+    async def _write_each(self, batch: Batch) -> int:
+        """Writes a rejected batch one message per transaction; a message the database refuses
+        goes to the dead-letter topic and its offset is stored past it."""
+        inserted = 0
+        for message, start, end in batch.spans:
+            partition, next_offset = message.partition, message.offset + 1
+            rows = batch.rows[start:end]
+            try:
+                inserted += await self._writer.write(rows, {partition: next_offset}, self._stored)
+            except RowsRejected as exc:
+                await self._dead_letters.send([Poison(message, f"rejected by database: {exc}")])
+                self._stats.dead_lettered.inc()
+                await self._writer.write([], {partition: next_offset}, self._stored)
+            self._stored[partition] = next_offset
+        return inserted
+
+    def _paused_until_loaded(self) -> set[TopicPartition]:
+        return {TopicPartition(self._topic, p) for p in self._unloaded}
+
+    def _refetch(self, partitions: set[int]) -> None:
+        """Forgets the batch and re-reads these partitions from their stored offsets."""
+        self._batch = Batch(self._clock)
+        assigned = {tp.partition for tp in self._consumer.assignment()}
+        owned = partitions & assigned
+        self._unloaded |= owned
+        if owned:
+            self._consumer.pause(*[TopicPartition(self._topic, p) for p in owned])
+
+    async def _commit_to_kafka(self, next_offsets: dict[int, int]) -> None:
+        """Mirrors the stored offsets into Kafka for lag monitoring; failures are harmless."""
+        assigned = self._consumer.assignment()
+        offsets = {
+            tp: offset
+            for partition, offset in next_offsets.items()
+            if (tp := TopicPartition(self._topic, partition)) in assigned
+        }
+        if not offsets:
+            return
+        try:
+            await self._consumer.commit(offsets)
+        except KafkaError as exc:
+            log.info("Kafka offset commit skipped (%s); PostgreSQL holds the truth", exc)
+
+    async def _finish(self) -> None:
+        """On shutdown: one bounded attempt to store the batch in hand, else abandon it (its
+        messages will be read again by whoever owns the partitions next)."""
+        if self._batch.is_empty():
+            return
+        count = len(self._batch.rows)
+        try:
+            async with asyncio.timeout(self._settings.shutdown_timeout_s / 2):
+                await self._flush()
+        except TimeoutError:
+            pass
+        if self._batch.is_empty():
+            log.info("shutdown: stored the last batch of %d events", count)
+        else:
+            log.warning("shutdown: abandoned a batch of %d events (it will be re-read)", count)
+
+
+def _message(partition: int, record: Any) -> Message:
+    schema = None
+    for name, value in record.headers or ():
+        if name == SCHEMA_HEADER:
+            schema = value
+            break
+    return Message(partition, record.offset, record.value or b"", schema, record.key)
+
+
+class _Reporter:
+    """One summary log line every 10 seconds, instead of one line per batch."""
+
+    INTERVAL_S = 10.0
+
+    def __init__(self, stats: ConsumerStats, clock: Callable[[], float]) -> None:
+        self._stats = stats
+        self._clock = clock
+        self._last = clock()
+        self._last_written = 0
+
+    def maybe_report(self, assignment: set[TopicPartition]) -> None:
+        now = self._clock()
+        if now - self._last < self.INTERVAL_S:
+            return
+        written = self._stats.written_total
+        if written != self._last_written:
+            log.info(
+                "stored %d new events in the last %.0fs (%d partitions assigned)",
+                written - self._last_written,
+                now - self._last,
+                len(assignment),
+            )
+        self._last, self._last_written = now, written

@@ -1,0 +1,52 @@
+"""The consumer's Prometheus metrics, in a registry of its own (one per consumer)."""
+
+from __future__ import annotations
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+
+
+class ConsumerStats:
+    def __init__(self) -> None:
+        self.registry = CollectorRegistry()
+        self.events_written = Counter(
+            "consumer_events_written", "Events stored (new rows)", registry=self.registry
+        )
+        self.duplicates = Counter(
+            "consumer_duplicate_events",
+            "Events skipped because their event_id was already stored",
+            registry=self.registry,
+        )
+        self.batches = Counter("consumer_batches", "Batches committed", registry=self.registry)
+        self.batch_seconds = Histogram(
+            "consumer_batch_write_seconds",
+            "Time to write one batch to PostgreSQL (one transaction)",
+            buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10),
+            registry=self.registry,
+        )
+        self.dead_lettered = Counter(
+            "consumer_dead_lettered",
+            "Messages sent to the dead-letter topic",
+            registry=self.registry,
+        )
+        self.write_retries = Counter(
+            "consumer_write_retries",
+            "Batch writes that failed and were retried",
+            registry=self.registry,
+        )
+        self.rebalances = Counter(
+            "consumer_rebalances", "Partition revocations seen", registry=self.registry
+        )
+        self.lag = Gauge(
+            "consumer_lag",
+            "Messages behind the end of the partition",
+            ["partition"],
+            registry=self.registry,
+        )
+        self.written_total = 0
+
+    def record_batch(self, rows: int, inserted: int, elapsed_s: float) -> None:
+        self.events_written.inc(inserted)
+        self.duplicates.inc(rows - inserted)
+        self.batches.inc()
+        self.batch_seconds.observe(elapsed_s)
+        self.written_total += inserted

@@ -1,0 +1,44 @@
+"""Applying `schema.sql` (idempotent) under an advisory lock; `python -m consumer.schema`."""
+
+from __future__ import annotations
+
+import asyncio
+import sys
+from pathlib import Path
+
+import psycopg
+
+from ingest.config import DEFAULT_DATABASE_URL, env_str, environ
+
+SCHEMA_PATH = Path(__file__).resolve().parent.parent / "schema.sql"
+_LOCK_KEY = "analytics schema"
+
+
+async def apply_schema(database_url: str, schema_path: Path = SCHEMA_PATH) -> None:
+    """Runs schema.sql in one transaction; replicas starting together take turns."""
+    schema = schema_path.read_bytes()  # noqa: ASYNC240 (a few KiB, once at start-up)
+    async with (
+        await psycopg.AsyncConnection.connect(database_url, connect_timeout=10) as conn,
+        conn.transaction(),
+    ):
+        await conn.execute("SELECT pg_advisory_xact_lock(hashtext(%s))", (_LOCK_KEY,))
+        await conn.execute(schema)
+
+
+def main() -> int:
+    database_url = env_str(environ(), "DATABASE_URL", DEFAULT_DATABASE_URL)
+    try:
+        asyncio.run(apply_schema(database_url))
+    except psycopg.OperationalError as exc:
+        print(
+            f"schema: cannot connect to {database_url}: {exc}\n"
+            "Is PostgreSQL up? (`make up`, or check DATABASE_URL)",
+            file=sys.stderr,
+        )
+        return 1
+    print(f"schema: applied {SCHEMA_PATH.name} to {database_url}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

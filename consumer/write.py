@@ -1,0 +1,256 @@
+"""Writing a batch to PostgreSQL in one transaction: offsets, raw rows, rollups.
+
+The only module of the consumer that speaks to psycopg. One transaction per batch:
+
+1. advance each partition's stored offset with a compare-and-set on the value this replica
+   last saw (first, so a replica that lost the partition stops before touching any row);
+2. binary `COPY` the rows into a session-local staging table;
+3. insert them into `events`, skipping `event_id`s already there (client retries, redelivery);
+4. update the rollups from the rows actually inserted.
+
+Either all of it is stored or none: a crash anywhere replays the batch from the stored
+offsets, and the unique key and compare-and-set make the replay count nothing twice.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import datetime as dt
+import logging
+from collections.abc import AsyncIterator, Iterable, Mapping, Sequence
+
+import psycopg
+from psycopg import sql
+from psycopg.rows import TupleRow
+
+from consumer.batch import Row
+
+log = logging.getLogger(__name__)
+
+
+class DatabaseUnavailable(Exception):
+    """PostgreSQL cannot take the batch now (down, restarting, timed out): retry it later."""
+
+
+class RowsRejected(Exception):
+    """PostgreSQL refused the rows themselves: retrying the same rows will not help."""
+
+
+class Fenced(Exception):
+    """Another replica advanced a partition's offset: this one no longer owns it."""
+
+
+STAGING_DDL = """
+CREATE TEMP TABLE IF NOT EXISTS staging_events (
+    day date, event_id uuid, site_id text, event_type text, path text, user_id text,
+    event_time timestamptz, received_at timestamptz
+) ON COMMIT DELETE ROWS
+"""
+
+COPY_STAGING = """
+COPY staging_events (day, event_id, site_id, event_type, path, user_id, event_time, received_at)
+FROM STDIN (FORMAT BINARY)
+"""
+COPY_TYPES = ["date", "uuid", "text", "text", "text", "text", "timestamptz", "timestamptz"]
+
+# Inserting a missing row is allowed only when this replica saw none (expected is NULL); an
+# existing row moves only from the value this replica expects. Rows come back for the
+# partitions that moved: fewer than asked means another replica got there first.
+ADVANCE_OFFSETS = """
+WITH wanted AS (
+    SELECT * FROM unnest(%(partitions)s::int[], %(next)s::bigint[], %(expected)s::bigint[])
+        AS w(partition, next_offset, expected)
+)
+INSERT INTO consumer_offsets AS o (group_id, topic, partition, next_offset)
+SELECT %(group)s, %(topic)s, partition, next_offset FROM wanted ORDER BY partition
+ON CONFLICT (group_id, topic, partition) DO UPDATE
+    SET next_offset = EXCLUDED.next_offset, updated_at = now()
+    WHERE o.next_offset IS NOT DISTINCT FROM
+        (SELECT expected FROM wanted WHERE wanted.partition = EXCLUDED.partition)
+RETURNING partition
+"""
+
+LOAD_OFFSETS = """
+SELECT partition, next_offset FROM consumer_offsets
+WHERE group_id = %s AND topic = %s AND partition = ANY(%s)
+"""
+
+# One statement, so every step reads the rows the insert actually produced. Rollup keys are
+# sorted so that concurrent writers lock rows in the same order (no deadlocks).
+INSERT_AND_ROLL_UP = """
+WITH inserted AS (
+    INSERT INTO events (day, event_id, site_id, event_type, path, user_id, event_time,
+                        received_at)
+    SELECT day, event_id, site_id, event_type, path, user_id, event_time, received_at
+    FROM staging_events
+    ON CONFLICT DO NOTHING
+    RETURNING day, site_id, event_type, path, user_id, event_time
+),
+views AS (
+    SELECT day, site_id, path, user_id FROM inserted WHERE event_type = 'page_view'
+),
+new_users AS (
+    INSERT INTO daily_users (site_id, day, user_id)
+    SELECT DISTINCT site_id, day, user_id FROM views ORDER BY 1, 2, 3
+    ON CONFLICT DO NOTHING
+    RETURNING site_id, day
+),
+daily AS (
+    INSERT INTO daily_stats AS s (site_id, day, page_views, unique_users, events)
+    SELECT site_id, day, sum(page_views), sum(unique_users), sum(events)
+    FROM (
+        SELECT site_id, day,
+               count(*) FILTER (WHERE event_type = 'page_view') AS page_views,
+               0 AS unique_users, count(*) AS events
+        FROM inserted GROUP BY site_id, day
+        UNION ALL
+        SELECT site_id, day, 0, count(*), 0 FROM new_users GROUP BY site_id, day
+    ) AS counts
+    GROUP BY site_id, day ORDER BY site_id, day
+    ON CONFLICT (site_id, day) DO UPDATE SET
+        page_views = s.page_views + EXCLUDED.page_views,
+        unique_users = s.unique_users + EXCLUDED.unique_users,
+        events = s.events + EXCLUDED.events
+),
+paths AS (
+    INSERT INTO daily_paths AS p (site_id, day, path, views)
+    SELECT site_id, day, path, count(*) FROM views
+    GROUP BY site_id, day, path ORDER BY site_id, day, path
+    ON CONFLICT (site_id, day, path) DO UPDATE SET views = p.views + EXCLUDED.views
+),
+hourly AS (
+    INSERT INTO hourly_stats AS h (site_id, hour, page_views, events)
+    SELECT site_id, date_trunc('hour', event_time, 'UTC') AS hour,
+           count(*) FILTER (WHERE event_type = 'page_view'), count(*)
+    FROM inserted GROUP BY 1, 2 ORDER BY 1, 2
+    ON CONFLICT (site_id, hour) DO UPDATE SET
+        page_views = h.page_views + EXCLUDED.page_views,
+        events = h.events + EXCLUDED.events
+)
+SELECT count(*) FROM inserted
+"""
+
+ENSURE_PARTITION = "SELECT ensure_events_partition(%s)"
+
+
+class Writer:
+    """Owns one PostgreSQL connection; reconnects on the next call after losing it."""
+
+    def __init__(self, database_url: str, group_id: str, topic: str) -> None:
+        self._database_url = database_url
+        self._group_id = group_id
+        self._topic = topic
+        self._conn: psycopg.AsyncConnection[TupleRow] | None = None
+        self._known_days: set[dt.date] = set()
+
+    async def close(self) -> None:
+        if self._conn is not None:
+            await self._conn.close()
+            self._conn = None
+
+    async def load_offsets(self, partitions: Iterable[int]) -> dict[int, int | None]:
+        """The stored next offset of each partition; None where this group stored none."""
+        wanted = sorted(partitions)
+        async with self._translated_errors():
+            conn = await self._connection()
+            cur = await conn.execute(LOAD_OFFSETS, (self._group_id, self._topic, wanted))
+            stored = {int(p): int(o) for p, o in await cur.fetchall()}
+        return {p: stored.get(p) for p in wanted}
+
+    async def write(
+        self,
+        rows: Sequence[Row],
+        next_offsets: Mapping[int, int],
+        expected: Mapping[int, int | None],
+    ) -> int:
+        """Stores the rows, their rollups and the partitions' next offsets atomically.
+
+        Waits for PostgreSQL's commit. Returns how many rows were new (the rest were
+        duplicates). Raises Fenced if another replica moved one of the offsets (nothing is
+        stored), RowsRejected if the database refuses the data, DatabaseUnavailable if it
+        cannot be reached; in every error case nothing was stored.
+        """
+        async with self._translated_errors():
+            conn = await self._connection()
+            await self._ensure_partitions(conn, {row[0] for row in rows})
+            async with conn.transaction():
+                await self._advance_offsets(conn, next_offsets, expected)
+                if not rows:
+                    return 0
+                async with conn.cursor() as cur:
+                    async with cur.copy(COPY_STAGING) as copy:
+                        copy.set_types(COPY_TYPES)
+                        for row in rows:
+                            await copy.write_row(row)
+                    await cur.execute(INSERT_AND_ROLL_UP)
+                    result = await cur.fetchone()
+                    return int(result[0]) if result else 0
+
+    async def drop_partitions_before(self, day: dt.date) -> list[str]:
+        """Drops the raw-event day partitions older than `day` (retention); rollups stay."""
+        async with self._translated_errors():
+            conn = await self._connection()
+            cur = await conn.execute(
+                "SELECT c.relname FROM pg_inherits i JOIN pg_class c ON c.oid = i.inhrelid "
+                "WHERE i.inhparent = 'events'::regclass AND c.relname < %s ORDER BY 1",
+                (f"events_{day:%Y%m%d}",),
+            )
+            names = [str(name) for (name,) in await cur.fetchall()]
+            for name in names:
+                await conn.execute(sql.SQL("DROP TABLE IF EXISTS {}").format(sql.Identifier(name)))
+                self._known_days.clear()
+        return names
+
+    async def _advance_offsets(
+        self,
+        conn: psycopg.AsyncConnection[TupleRow],
+        next_offsets: Mapping[int, int],
+        expected: Mapping[int, int | None],
+    ) -> None:
+        partitions = sorted(next_offsets)
+        cur = await conn.execute(
+            ADVANCE_OFFSETS,
+            {
+                "partitions": partitions,
+                "next": [next_offsets[p] for p in partitions],
+                "expected": [expected.get(p) for p in partitions],
+                "group": self._group_id,
+                "topic": self._topic,
+            },
+        )
+        moved = {int(p) for (p,) in await cur.fetchall()}
+        if len(moved) != len(partitions):
+            lost = sorted(set(partitions) - moved)
+            raise Fenced(f"partitions {lost} were advanced by another replica")
+
+    async def _ensure_partitions(
+        self, conn: psycopg.AsyncConnection[TupleRow], days: set[dt.date]
+    ) -> None:
+        for day in sorted(days - self._known_days):
+            # Outside the batch's transaction: DDL would hold a lock on `events` until commit.
+            await conn.execute(ENSURE_PARTITION, (day,))
+            self._known_days.add(day)
+
+    async def _connection(self) -> psycopg.AsyncConnection[TupleRow]:
+        if self._conn is None or self._conn.closed:
+            self._conn = await psycopg.AsyncConnection.connect(
+                self._database_url,
+                autocommit=True,
+                connect_timeout=5,
+                application_name=f"analytics-consumer:{self._group_id}",
+            )
+            await self._conn.execute(STAGING_DDL)
+        return self._conn
+
+    @contextlib.asynccontextmanager
+    async def _translated_errors(self) -> AsyncIterator[None]:
+        """Maps psycopg's exceptions onto the three the consumer acts on."""
+        try:
+            yield
+        except (psycopg.DataError, psycopg.IntegrityError) as exc:
+            raise RowsRejected(f"{type(exc).__name__}: {exc}") from exc
+        except psycopg.Error as exc:
+            # Anything else (connection lost, server restarting, timeouts) is retried on a
+            # new connection: the transaction was rolled back, so nothing was stored.
+            await self.close()
+            raise DatabaseUnavailable(f"{type(exc).__name__}: {exc}") from exc

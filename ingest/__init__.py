@@ -1,0 +1,1 @@
+"""HTTP ingest and stats API: validate events, publish them to Kafka, answer stats."""

@@ -1,0 +1,36 @@
+"""`python -m ingest`: serve the API with uvicorn (uvloop, httptools) on HOST:PORT."""
+
+from __future__ import annotations
+
+import sys
+
+import uvicorn
+
+from ingest.app import create_app
+from ingest.config import ConfigError, environ
+from ingest.logs import configure_logging
+from ingest.settings import Settings
+
+
+def main() -> int:
+    configure_logging("api")
+    try:
+        settings = Settings.from_env(environ())
+    except ConfigError as exc:
+        print(f"api: configuration error: {exc}", file=sys.stderr)
+        return 2
+    uvicorn.run(
+        create_app(settings),
+        host=settings.host,
+        port=settings.port,
+        loop="uvloop",
+        http="httptools",
+        access_log=False,
+        log_config=None,  # keep configure_logging's format
+        timeout_graceful_shutdown=10,
+    )
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

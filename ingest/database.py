@@ -1,0 +1,32 @@
+"""The API's PostgreSQL connection pool: the only module of the API that opens connections.
+
+Only the stats endpoints need the database; event ingest never does, so `/event` keeps
+answering 202 while PostgreSQL is down.
+"""
+
+from __future__ import annotations
+
+import psycopg
+from psycopg.rows import TupleRow
+from psycopg_pool import AsyncConnectionPool, PoolTimeout
+
+from ingest.settings import Settings
+
+
+class DatabaseUnavailable(Exception):
+    """No connection could be had in time, or the server went away mid-query."""
+
+
+def make_pool(settings: Settings) -> AsyncConnectionPool[psycopg.AsyncConnection[TupleRow]]:
+    return AsyncConnectionPool(
+        settings.database_url,
+        min_size=settings.db_pool_min_size,
+        max_size=settings.db_pool_max_size,
+        timeout=settings.db_timeout_s,
+        kwargs={"autocommit": True, "application_name": "analytics-api"},
+        open=False,
+        name="api",
+    )
+
+
+RETRIABLE_ERRORS = (PoolTimeout, psycopg.OperationalError)

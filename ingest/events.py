@@ -1,0 +1,128 @@
+"""The wire contract: what emitters send, and what travels through Kafka.
+
+`IncomingEvent` is the JSON body of `POST /event`. `EventRecord` is one accepted event as
+stored in Kafka (msgpack, array-like: compact and fast to decode). New fields get defaults and
+go at the end; fields are never retyped. The record's schema version travels in a header.
+"""
+
+from __future__ import annotations
+
+import uuid
+from datetime import UTC, datetime
+from typing import Annotated
+
+import msgspec
+from msgspec import Meta
+
+SiteId = Annotated[str, Meta(min_length=1, max_length=128)]
+EventType = Annotated[str, Meta(min_length=1, max_length=64)]
+Path = Annotated[str, Meta(min_length=1, max_length=2048)]
+UserId = Annotated[str, Meta(min_length=1, max_length=256)]
+AwareDatetime = Annotated[datetime, Meta(tz=True)]
+
+# Kafka header naming the encoding of a message's value.
+SCHEMA_HEADER = "schema"
+SCHEMA_EVENT_V1 = b"event.v1"  # one msgpack EventRecord
+SCHEMA_EVENT_BATCH_V1 = b"event-batch.v1"  # a msgpack array of EventRecords
+
+
+class IncomingEvent(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=False):
+    """One event as an emitter sends it. The original service's five fields stay required."""
+
+    site_id: SiteId
+    event_type: EventType
+    path: Path
+    user_id: UserId
+    timestamp: AwareDatetime
+    event_id: uuid.UUID | None = None  # the emitter's idempotency key, if it has one
+
+
+class EventRecord(msgspec.Struct, frozen=True, kw_only=True, array_like=True):
+    """One accepted event, as produced to Kafka and read by the consumer."""
+
+    event_id: uuid.UUID
+    site_id: str
+    event_type: str
+    path: str
+    user_id: str
+    timestamp: datetime
+    received_at: datetime
+
+
+class InvalidEvent(ValueError):
+    """An event body that is not acceptable; `field` names the culprit when there is one."""
+
+    def __init__(self, message: str, field: str | None, *, malformed: bool = False) -> None:
+        super().__init__(message)
+        self.message = message
+        self.field = field
+        self.malformed = malformed
+
+
+_json_event_decoder = msgspec.json.Decoder(IncomingEvent)
+_record_encoder = msgspec.msgpack.Encoder(uuid_format="bytes")
+_record_decoder = msgspec.msgpack.Decoder(EventRecord)
+_record_batch_decoder = msgspec.msgpack.Decoder(list[EventRecord])
+
+_TEXT_FIELDS = ("site_id", "event_type", "path", "user_id")
+
+
+def decode_event(body: bytes) -> IncomingEvent:
+    """Parses and validates one JSON event, or raises InvalidEvent naming the field."""
+    try:
+        event = _json_event_decoder.decode(body)
+    except msgspec.ValidationError as exc:
+        raise InvalidEvent(*_describe_validation_error(str(exc))) from None
+    except msgspec.DecodeError as exc:
+        raise InvalidEvent(f"Malformed JSON: {exc}", None, malformed=True) from None
+    for name in _TEXT_FIELDS:
+        # PostgreSQL text cannot hold NUL; refuse it here rather than poison the consumer.
+        if "\x00" in getattr(event, name):
+            raise InvalidEvent(f"`{name}` must not contain NUL characters", name)
+    return event
+
+
+def _describe_validation_error(text: str) -> tuple[str, str | None]:
+    """Turns msgspec's message into (message, field): "... - at `$.path`" or "missing ...`x`"."""
+    if "missing required field `" in text:
+        missing = text.split("`")[1]
+        return f"`{missing}` is required", missing
+    field: str | None = None
+    if " - at `$." in text:
+        field = text.rsplit(" - at `$.", 1)[1].rstrip("`").split(".")[0].split("[")[0]
+        text = text.rsplit(" - at `", 1)[0]
+    if field == "timestamp" and "timezone" in text:
+        return "`timestamp` must be an ISO 8601 date-time with a zone (Z or +hh:mm)", field
+    if field is not None:
+        return f"Invalid `{field}`: {text}", field
+    return text, None
+
+
+def to_record(event: IncomingEvent, event_id: uuid.UUID, received_at: datetime) -> EventRecord:
+    """The Kafka record for an accepted event; timestamps are normalized to UTC."""
+    return EventRecord(
+        event_id=event_id,
+        site_id=event.site_id,
+        event_type=event.event_type,
+        path=event.path,
+        user_id=event.user_id,
+        timestamp=event.timestamp.astimezone(UTC),
+        received_at=received_at,
+    )
+
+
+def encode_record(record: EventRecord) -> bytes:
+    return _record_encoder.encode(record)
+
+
+def encode_records(records: list[EventRecord]) -> bytes:
+    return _record_encoder.encode(records)
+
+
+def decode_records(value: bytes, schema: bytes | None) -> list[EventRecord]:
+    """Decodes a Kafka value of either schema; raises msgspec.DecodeError on garbage."""
+    if schema == SCHEMA_EVENT_BATCH_V1:
+        return _record_batch_decoder.decode(value)
+    if schema in (SCHEMA_EVENT_V1, None):
+        return [_record_decoder.decode(value)]
+    raise msgspec.DecodeError(f"unknown schema {schema!r}")

@@ -1,0 +1,16 @@
+"""One log format for every process, so `make run`'s interleaved output stays readable."""
+
+from __future__ import annotations
+
+import logging
+import os
+
+
+def configure_logging(process: str) -> None:
+    level = os.environ.get("LOG_LEVEL", "INFO").upper()
+    logging.basicConfig(
+        level=level,
+        format=f"%(asctime)s {process} %(levelname)s %(name)s: %(message)s",
+    )
+    # aiokafka logs every reconnect attempt at ERROR; our own code reports the outage once.
+    logging.getLogger("aiokafka").setLevel(max(logging.getLevelName(level), logging.WARNING))

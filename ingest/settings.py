@@ -1,0 +1,59 @@
+"""The API's settings: read once from the environment in the entry point, then passed down."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+
+import msgspec
+
+from ingest.config import (
+    DEFAULT_DATABASE_URL,
+    DEFAULT_KAFKA_BOOTSTRAP_SERVERS,
+    env_float,
+    env_int,
+    env_str,
+)
+
+
+class Settings(msgspec.Struct, frozen=True, kw_only=True):
+    kafka_bootstrap_servers: str = DEFAULT_KAFKA_BOOTSTRAP_SERVERS
+    database_url: str = DEFAULT_DATABASE_URL
+    events_topic: str = "events"
+    dlq_topic: str = "events.dlq"
+    topic_partitions: int = 12
+    topic_replication_factor: int = 1
+    host: str = "127.0.0.1"
+    port: int = 3001
+    # How long a request may wait for Kafka's ack before it is answered 503.
+    publish_timeout_s: float = 5.0
+    producer_linger_ms: int = 0
+    producer_max_batch_bytes: int = 1024 * 1024
+    producer_compression: str = "zstd"
+    db_pool_min_size: int = 1
+    db_pool_max_size: int = 8
+    # How long a stats query may wait for a pooled connection before answering 503.
+    db_timeout_s: float = 2.0
+
+    @classmethod
+    def from_env(cls, env: Mapping[str, str]) -> Settings:
+        return cls(
+            kafka_bootstrap_servers=env_str(
+                env, "KAFKA_BOOTSTRAP_SERVERS", DEFAULT_KAFKA_BOOTSTRAP_SERVERS
+            ),
+            database_url=env_str(env, "DATABASE_URL", DEFAULT_DATABASE_URL),
+            events_topic=env_str(env, "EVENTS_TOPIC", "events"),
+            dlq_topic=env_str(env, "DLQ_TOPIC", "events.dlq"),
+            topic_partitions=env_int(env, "TOPIC_PARTITIONS", 12, minimum=1),
+            topic_replication_factor=env_int(env, "TOPIC_REPLICATION_FACTOR", 1, minimum=1),
+            host=env_str(env, "HOST", "127.0.0.1"),
+            port=env_int(env, "PORT", 3001, minimum=0),
+            publish_timeout_s=env_float(env, "PUBLISH_TIMEOUT_S", 5.0, minimum=0.1),
+            producer_linger_ms=env_int(env, "PRODUCER_LINGER_MS", 0),
+            producer_max_batch_bytes=env_int(
+                env, "PRODUCER_MAX_BATCH_BYTES", 1024 * 1024, minimum=1024
+            ),
+            producer_compression=env_str(env, "PRODUCER_COMPRESSION", "zstd"),
+            db_pool_min_size=env_int(env, "DB_POOL_MIN_SIZE", 1, minimum=0),
+            db_pool_max_size=env_int(env, "DB_POOL_MAX_SIZE", 8, minimum=1),
+            db_timeout_s=env_float(env, "DB_TIMEOUT_S", 2.0, minimum=0.1),
+        )

@@ -1,0 +1,98 @@
+"""`GET /stats`: one site's page views, unique users and top paths on one UTC day.
+
+Answers come from the rollup tables the consumer maintains, never from a scan of raw events,
+and keep the original service's JSON shape byte for byte.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import re
+
+import msgspec
+import psycopg
+from psycopg.rows import TupleRow
+from psycopg_pool import AsyncConnectionPool
+
+from ingest.database import RETRIABLE_ERRORS, DatabaseUnavailable
+from ingest.errors import BadRequest
+
+TOP_PATHS_LIMIT = 3
+
+DAILY_TOTALS_SQL = """
+SELECT page_views, unique_users FROM daily_stats WHERE site_id = %s AND day = %s
+"""
+
+# Ties are broken by path so that answers are stable.
+TOP_PATHS_SQL = """
+SELECT path, views FROM daily_paths
+WHERE site_id = %s AND day = %s AND views > 0
+ORDER BY views DESC, path ASC
+LIMIT %s
+"""
+
+_DATE_RE = re.compile(r"\d{4}-\d{2}-\d{2}")
+
+
+class PathViews(msgspec.Struct):
+    path: str
+    views: int
+
+
+class DailyStats(msgspec.Struct):
+    """The original service's response; field order is part of the byte-compatible contract."""
+
+    site_id: str
+    date: str
+    total_views: int
+    unique_users: int
+    top_paths: list[PathViews]
+
+
+class StatsQuery(msgspec.Struct, frozen=True):
+    site_id: str
+    day: dt.date
+
+
+def parse_stats_query(params: dict[str, str]) -> StatsQuery:
+    """Validates `site_id` and `date` (YYYY-MM-DD, a real calendar day) or raises BadRequest."""
+    site_id = params.get("site_id", "")
+    if not site_id:
+        raise BadRequest("`site_id` query parameter is required", field="site_id")
+    raw_date = params.get("date", "")
+    if not raw_date:
+        raise BadRequest("`date` query parameter is required (YYYY-MM-DD)", field="date")
+    if not _DATE_RE.fullmatch(raw_date):
+        raise BadRequest(f"`date` must be YYYY-MM-DD, got {raw_date!r}", field="date")
+    try:
+        day = dt.date.fromisoformat(raw_date)
+    except ValueError:
+        raise BadRequest(f"`date` is not a calendar day: {raw_date!r}", field="date") from None
+    return StatsQuery(site_id, day)
+
+
+async def daily_stats(
+    pool: AsyncConnectionPool[psycopg.AsyncConnection[TupleRow]], query: StatsQuery
+) -> DailyStats:
+    """Reads one (site, day) from the rollups; a site or day with no data answers zeros.
+
+    Raises DatabaseUnavailable when PostgreSQL cannot answer within the pool's timeout.
+    """
+    try:
+        async with pool.connection() as conn:
+            cur = await conn.execute(DAILY_TOTALS_SQL, (query.site_id, query.day), prepare=True)
+            totals = await cur.fetchone()
+            cur = await conn.execute(
+                TOP_PATHS_SQL, (query.site_id, query.day, TOP_PATHS_LIMIT), prepare=True
+            )
+            paths = await cur.fetchall()
+    except RETRIABLE_ERRORS as exc:
+        raise DatabaseUnavailable(str(exc)) from exc
+    views, users = totals if totals else (0, 0)
+    return DailyStats(
+        site_id=query.site_id,
+        date=query.day.isoformat(),
+        total_views=views,
+        unique_users=users,
+        top_paths=[PathViews(path, count) for path, count in paths],
+    )

@@ -1,0 +1,88 @@
+-- The one source of the database schema. Idempotent: applied on every consumer start
+-- (under an advisory lock, so replicas starting together do not race) and by `make schema`.
+
+-- Raw events, one partition per UTC day of the event's timestamp: retention drops a
+-- partition, and a day's query touches one. The consumer creates partitions on demand
+-- (ensure_events_partition below) before it writes a day it has not seen.
+CREATE TABLE IF NOT EXISTS events (
+    day          date        NOT NULL,  -- UTC day of event_time; the partition key
+    event_id     uuid        NOT NULL,
+    site_id      text        NOT NULL,
+    event_type   text        NOT NULL,
+    path         text        NOT NULL,
+    user_id      text        NOT NULL,
+    event_time   timestamptz NOT NULL,
+    received_at  timestamptz NOT NULL,
+    -- A unique key on a partitioned table must hold the partition key. A retried event
+    -- carries the same timestamp, hence the same day, so (day, event_id) drops retries.
+    PRIMARY KEY (day, event_id)
+) PARTITION BY RANGE (day);
+
+-- Creates the partition of `events` holding day `d` if it is missing. Serialized by an
+-- advisory lock so that two consumers meeting a new day at once do not collide.
+CREATE OR REPLACE FUNCTION ensure_events_partition(d date) RETURNS void
+LANGUAGE plpgsql AS $$
+DECLARE
+    part text := format('events_%s', to_char(d, 'YYYYMMDD'));
+BEGIN
+    IF to_regclass(part) IS NOT NULL THEN
+        RETURN;
+    END IF;
+    PERFORM pg_advisory_xact_lock(hashtext('events partitions'));
+    EXECUTE format(
+        'CREATE TABLE IF NOT EXISTS %I PARTITION OF events FOR VALUES FROM (%L) TO (%L)',
+        part, d, d + 1);
+END;
+$$;
+
+-- Rollups, maintained by the consumer in the same transaction as the raw rows, from the rows
+-- actually inserted (duplicates excluded), so they stay exact under redelivery.
+
+-- Per (site, UTC day): page views, exact unique users among page views, all events.
+CREATE TABLE IF NOT EXISTS daily_stats (
+    site_id       text   NOT NULL,
+    day           date   NOT NULL,
+    page_views    bigint NOT NULL DEFAULT 0,
+    unique_users  bigint NOT NULL DEFAULT 0,
+    events        bigint NOT NULL DEFAULT 0,
+    PRIMARY KEY (site_id, day)
+);
+
+-- Per (site, UTC day, path): page views.
+CREATE TABLE IF NOT EXISTS daily_paths (
+    site_id  text   NOT NULL,
+    day      date   NOT NULL,
+    path     text   NOT NULL,
+    views    bigint NOT NULL DEFAULT 0,
+    PRIMARY KEY (site_id, day, path)
+);
+
+-- The set behind daily_stats.unique_users: a user's first page view of a (site, day) adds a
+-- row here and increments the count; later ones find the row and add nothing.
+CREATE TABLE IF NOT EXISTS daily_users (
+    site_id  text NOT NULL,
+    day      date NOT NULL,
+    user_id  text NOT NULL,
+    PRIMARY KEY (site_id, day, user_id)
+);
+
+-- Per (site, UTC hour): page views and all events, for timeseries.
+CREATE TABLE IF NOT EXISTS hourly_stats (
+    site_id     text        NOT NULL,
+    hour        timestamptz NOT NULL,
+    page_views  bigint      NOT NULL DEFAULT 0,
+    events      bigint      NOT NULL DEFAULT 0,
+    PRIMARY KEY (site_id, hour)
+);
+
+-- Where each consumer group is in each partition: the offset of the next record to write.
+-- Advanced in the same transaction as the rows it covers, with a compare-and-set on the
+-- previous value, so a replica that lost a partition cannot write over its new owner.
+CREATE TABLE IF NOT EXISTS consumer_offsets (
+    group_id     text    NOT NULL,
+    topic        text    NOT NULL,
+    partition    integer NOT NULL,
+    next_offset  bigint  NOT NULL,
+    updated_at   timestamptz NOT NULL DEFAULT now(),
+    PRIMARY KEY (group_id, topic, partition)
+);

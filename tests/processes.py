@@ -1,0 +1,108 @@
+"""Running the API and consumers as real processes, as an operator would."""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import httpx
+
+from consumer.settings import ConsumerSettings
+from ingest.settings import Settings
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def _env(**values: str) -> dict[str, str]:
+    env = {**os.environ, **values}
+    env["PYTHONUNBUFFERED"] = "1"
+    return env
+
+
+class Process:
+    """A child process with its output in a log file, stopped by its own pid."""
+
+    def __init__(self, name: str, args: list[str], env: dict[str, str], log_dir: Path) -> None:
+        self.name = name
+        self.log_path = log_dir / f"{name}.log"
+        self._log = self.log_path.open("ab")
+        self.popen = subprocess.Popen(
+            args, env=env, cwd=ROOT, stdout=self._log, stderr=subprocess.STDOUT
+        )
+
+    def log_tail(self, lines: int = 40) -> str:
+        return "\n".join(self.log_path.read_text(errors="replace").splitlines()[-lines:])
+
+    def alive(self) -> bool:
+        return self.popen.poll() is None
+
+    def terminate(self, timeout_s: float = 20) -> int:
+        """SIGTERM, wait; SIGKILL if it does not exit in time. Returns the exit code."""
+        if self.alive():
+            self.popen.send_signal(signal.SIGTERM)
+            try:
+                self.popen.wait(timeout_s)
+            except subprocess.TimeoutExpired:
+                self.popen.kill()
+                self.popen.wait(10)
+        self._log.close()
+        return int(self.popen.returncode)
+
+    def kill(self) -> None:
+        if self.alive():
+            self.popen.kill()
+            self.popen.wait(10)
+        self._log.close()
+
+
+def start_api(settings: Settings, log_dir: Path) -> tuple[Process, str]:
+    port = free_port()
+    env = _env(
+        KAFKA_BOOTSTRAP_SERVERS=settings.kafka_bootstrap_servers,
+        DATABASE_URL=settings.database_url,
+        EVENTS_TOPIC=settings.events_topic,
+        DLQ_TOPIC=settings.dlq_topic,
+        TOPIC_PARTITIONS=str(settings.topic_partitions),
+        PORT=str(port),
+    )
+    process = Process(f"api-{port}", [sys.executable, "-m", "ingest"], env, log_dir)
+    base_url = f"http://127.0.0.1:{port}"
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:
+        if not process.alive():
+            raise RuntimeError(f"API exited early:\n{process.log_tail()}")
+        try:
+            if httpx.get(f"{base_url}/healthz", timeout=1).status_code == 200:
+                return process, base_url
+        except httpx.TransportError:
+            pass
+        time.sleep(0.2)
+    process.kill()
+    raise RuntimeError(f"API did not answer within 60s:\n{process.log_tail()}")
+
+
+def start_consumer(settings: ConsumerSettings, log_dir: Path, name: str = "consumer") -> Process:
+    env = _env(
+        KAFKA_BOOTSTRAP_SERVERS=settings.kafka_bootstrap_servers,
+        DATABASE_URL=settings.database_url,
+        EVENTS_TOPIC=settings.events_topic,
+        DLQ_TOPIC=settings.dlq_topic,
+        CONSUMER_GROUP=settings.group_id,
+        TOPIC_PARTITIONS=str(settings.topic_partitions),
+        MAX_BATCH_AGE_S=str(settings.max_batch_age_s),
+        SESSION_TIMEOUT_MS=str(settings.session_timeout_ms),
+        RETRY_INITIAL_S=str(settings.retry_initial_s),
+        RETRY_MAX_S=str(settings.retry_max_s),
+    )
+    return Process(name, [sys.executable, "-m", "consumer"], env, log_dir)

@@ -1,0 +1,124 @@
+"""Helpers shared by integration, end-to-end and fault tests."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import time
+import uuid
+from collections.abc import AsyncIterator, Awaitable, Callable
+from datetime import UTC, datetime
+from typing import Any
+
+import psycopg
+
+from consumer.deadletter import DeadLetters
+from consumer.loop import ConsumerLoop, make_kafka_consumer
+from consumer.metrics import ConsumerStats
+from consumer.settings import ConsumerSettings
+from consumer.write import Writer
+from ingest.events import EventRecord
+
+# Rollups recomputed from the raw rows; a correct consumer's rollups equal these exactly.
+RECOUNT_DAILY = """
+SELECT site_id, day, count(*) FILTER (WHERE event_type = 'page_view'),
+       count(DISTINCT user_id) FILTER (WHERE event_type = 'page_view'), count(*)
+FROM events GROUP BY 1, 2 ORDER BY 1, 2
+"""
+ROLLUP_DAILY = """
+SELECT site_id, day, page_views, unique_users, events FROM daily_stats
+WHERE events > 0 ORDER BY 1, 2
+"""
+RECOUNT_PATHS = """
+SELECT site_id, day, path, count(*) FROM events WHERE event_type = 'page_view'
+GROUP BY 1, 2, 3 ORDER BY 1, 2, 3
+"""
+ROLLUP_PATHS = "SELECT site_id, day, path, views FROM daily_paths ORDER BY 1, 2, 3"
+RECOUNT_HOURLY = """
+SELECT site_id, date_trunc('hour', event_time, 'UTC'),
+       count(*) FILTER (WHERE event_type = 'page_view'), count(*)
+FROM events GROUP BY 1, 2 ORDER BY 1, 2
+"""
+ROLLUP_HOURLY = "SELECT site_id, hour, page_views, events FROM hourly_stats ORDER BY 1, 2"
+RECOUNT_USERS = """
+SELECT DISTINCT site_id, day, user_id FROM events WHERE event_type = 'page_view' ORDER BY 1, 2, 3
+"""
+ROLLUP_USERS = "SELECT site_id, day, user_id FROM daily_users ORDER BY 1, 2, 3"
+
+
+def make_record(**changes: Any) -> EventRecord:
+    fields: dict[str, Any] = {
+        "event_id": uuid.uuid4(),
+        "site_id": "site-a",
+        "event_type": "page_view",
+        "path": "/",
+        "user_id": "user-1",
+        "timestamp": datetime(2025, 11, 12, 19, 30, 1, tzinfo=UTC),
+        "received_at": datetime(2025, 11, 12, 19, 30, 2, tzinfo=UTC),
+    }
+    fields.update(changes)
+    return EventRecord(**fields)
+
+
+def assert_rollups_match_raw_rows(database_url: str) -> None:
+    """Every rollup equals a recount from the raw events: nothing lost, nothing twice."""
+    with psycopg.connect(database_url) as conn:
+        for recount, rollup in [
+            (RECOUNT_DAILY, ROLLUP_DAILY),
+            (RECOUNT_PATHS, ROLLUP_PATHS),
+            (RECOUNT_HOURLY, ROLLUP_HOURLY),
+            (RECOUNT_USERS, ROLLUP_USERS),
+        ]:
+            expected = conn.execute(recount).fetchall()
+            actual = conn.execute(rollup).fetchall()
+            assert actual == expected, f"rollup differs from recount:\n{rollup}"
+
+
+def scalar(database_url: str, query: str, params: tuple[Any, ...] = ()) -> Any:
+    with psycopg.connect(database_url) as conn:
+        row = conn.execute(query, params).fetchone()
+        return row[0] if row else None
+
+
+async def wait_for(
+    condition: Callable[[], Awaitable[bool] | bool], *, timeout_s: float, what: str
+) -> None:
+    """Polls `condition` until it holds; fails with `what` after `timeout_s`."""
+    deadline = time.monotonic() + timeout_s
+    while True:
+        result = condition()
+        if not isinstance(result, bool):
+            result = await result
+        if result:
+            return
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out after {timeout_s}s waiting for {what}")
+        await asyncio.sleep(0.1)
+
+
+def stored_event_count(database_url: str) -> int:
+    return int(scalar(database_url, "SELECT count(*) FROM events"))
+
+
+@contextlib.asynccontextmanager
+async def running_consumer(settings: ConsumerSettings) -> AsyncIterator[ConsumerStats]:
+    """Runs one in-process consumer replica until the block ends, then stops it cleanly."""
+    stats = ConsumerStats()
+    consumer = make_kafka_consumer(settings)
+    writer = Writer(settings.database_url, settings.group_id, settings.events_topic)
+    dead_letters = DeadLetters(
+        settings.kafka_bootstrap_servers, settings.dlq_topic, settings.events_topic
+    )
+    await dead_letters.start()
+    await consumer.start()
+    stop = asyncio.Event()
+    loop = ConsumerLoop(settings, consumer, writer, dead_letters, stats)
+    task = asyncio.create_task(loop.run(stop), name="test-consumer")
+    try:
+        yield stats
+    finally:
+        stop.set()
+        await asyncio.wait_for(task, timeout=30)
+        await consumer.stop()
+        await dead_letters.stop()
+        await writer.close()

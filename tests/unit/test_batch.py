@@ -1,0 +1,124 @@
+"""Batching policy with an injected clock, and what a batch keeps when partitions go."""
+
+from __future__ import annotations
+
+import uuid
+from datetime import UTC, date, datetime
+
+from consumer.batch import Batch, BatchPolicy, Message
+from ingest.events import SCHEMA_EVENT_BATCH_V1, SCHEMA_EVENT_V1, EventRecord, encode_record
+from ingest.events import encode_records
+
+
+class FakeClock:
+    def __init__(self) -> None:
+        self.now = 100.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def record(site: str = "s", ts: datetime | None = None) -> EventRecord:
+    return EventRecord(
+        event_id=uuid.uuid4(),
+        site_id=site,
+        event_type="page_view",
+        path="/",
+        user_id="u",
+        timestamp=ts or datetime(2025, 11, 12, 23, 59, 59, tzinfo=UTC),
+        received_at=datetime(2025, 11, 13, tzinfo=UTC),
+    )
+
+
+def message(partition: int, offset: int, value: bytes | None = None) -> Message:
+    return Message(partition, offset, value or encode_record(record()), SCHEMA_EVENT_V1)
+
+
+POLICY = BatchPolicy(max_rows=3, max_bytes=10_000, max_age_s=1.0)
+
+
+def test_empty_batch_is_never_due() -> None:
+    clock = FakeClock()
+    batch = Batch(clock)
+    clock.now += 1000
+    assert not batch.is_due(POLICY)
+    assert batch.is_empty()
+
+
+def test_due_by_age_of_first_message() -> None:
+    clock = FakeClock()
+    batch = Batch(clock)
+    batch.add(message(0, 0))
+    clock.now += 0.9
+    batch.add(message(0, 1))
+    assert not batch.is_due(POLICY)
+    clock.now += 0.1
+    assert batch.is_due(POLICY)
+
+
+def test_due_by_rows_and_room_shrinks() -> None:
+    batch = Batch(FakeClock())
+    assert batch.room(POLICY) == 3
+    batch.add(message(0, 0))
+    batch.add(message(0, 1))
+    assert batch.room(POLICY) == 1
+    assert not batch.is_due(POLICY)
+    batch.add(message(1, 0))
+    assert batch.is_due(POLICY)
+    assert batch.room(POLICY) == 1  # never zero: a poll must still be allowed
+
+
+def test_due_by_bytes() -> None:
+    batch = Batch(FakeClock())
+    batch.add(message(0, 0, encode_record(record(site="x" * 100))))
+    assert batch.is_due(BatchPolicy(max_rows=1000, max_bytes=50, max_age_s=60))
+
+
+def test_rows_carry_the_utc_day_and_next_offsets_advance() -> None:
+    batch = Batch(FakeClock())
+    batch.add(message(2, 41))
+    batch.add(message(2, 42))
+    batch.add(message(5, 7))
+    assert batch.next_offsets == {2: 43, 5: 8}
+    assert batch.rows[0][0] == date(2025, 11, 12)
+    assert len(batch) == 3
+
+
+def test_a_batch_message_contributes_all_its_events() -> None:
+    batch = Batch(FakeClock())
+    value = encode_records([record(), record(), record()])
+    batch.add(Message(0, 9, value, SCHEMA_EVENT_BATCH_V1))
+    assert len(batch.rows) == 3
+    assert batch.spans[0][1:] == (0, 3)
+
+
+def test_undecodable_message_becomes_poison_but_still_advances_the_offset() -> None:
+    batch = Batch(FakeClock())
+    batch.add(message(0, 0))
+    batch.add(Message(0, 1, b"\xc1 not msgpack", SCHEMA_EVENT_V1))
+    assert len(batch.rows) == 1
+    assert [p.message.offset for p in batch.poison] == [1]
+    assert "undecodable" in batch.poison[0].reason
+    assert batch.next_offsets == {0: 2}
+
+
+def test_dropping_revoked_partitions_keeps_the_others_intact() -> None:
+    batch = Batch(FakeClock())
+    batch.add(message(0, 0))
+    batch.add(message(1, 10))
+    batch.add(Message(1, 11, b"junk", SCHEMA_EVENT_V1))
+    batch.add(message(0, 1))
+    kept_rows = [batch.rows[0], batch.rows[2]]
+    batch.drop_partitions({1})
+    assert batch.next_offsets == {0: 2}
+    assert batch.rows == kept_rows
+    assert batch.poison == []
+    assert [(m.offset, start, end) for m, start, end in batch.spans] == [(0, 0, 1), (1, 1, 2)]
+
+
+def test_dropping_every_partition_empties_the_batch() -> None:
+    batch = Batch(FakeClock())
+    batch.add(message(3, 0))
+    batch.drop_partitions({3})
+    assert batch.is_empty()
+    assert not batch.is_due(POLICY)
