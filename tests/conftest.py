@@ -25,6 +25,7 @@ from consumer.settings import ConsumerSettings
 from ingest.settings import Settings
 
 TEST_PARTITIONS = 4
+DROP_DATABASE = sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)")
 
 
 def _docker_answers() -> bool:
@@ -89,7 +90,7 @@ def template_database(server_database_url: str) -> Iterator[str]:
     asyncio.run(apply_schema(_with_dbname(server_database_url, name)))
     yield name
     with psycopg.connect(server_database_url, autocommit=True) as conn:
-        conn.execute(sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(name)))
+        conn.execute(DROP_DATABASE.format(sql.Identifier(name)))
 
 
 @pytest.fixture
@@ -104,7 +105,7 @@ def database_url(server_database_url: str, template_database: str) -> Iterator[s
         )
     yield _with_dbname(server_database_url, name)
     with psycopg.connect(server_database_url, autocommit=True) as conn:
-        conn.execute(sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(name)))
+        conn.execute(DROP_DATABASE.format(sql.Identifier(name)))
 
 
 @pytest.fixture

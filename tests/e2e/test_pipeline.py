@@ -35,6 +35,7 @@ async def stats_when(
     client: httpx.AsyncClient, site: str, date: str, total_events_expected: int
 ) -> dict[str, Any]:
     """Waits until the consumer has stored the site's events for that day, then reads /stats."""
+
     async def caught_up() -> bool:
         response = await client.get("/stats", params={"site_id": site, "date": date})
         return bool(response.json()["total_views"] == total_events_expected)
@@ -67,9 +68,7 @@ async def test_the_original_curl_example_byte_for_byte(pipeline: str) -> None:
 async def test_top_three_paths_most_first_ties_by_path(pipeline: str) -> None:
     s = site()
     views = {"/a": 2, "/b": 4, "/c": 2, "/d": 1, "/e": 2}
-    events = [
-        event(s, path=path, user_id=f"u{i}") for path, n in views.items() for i in range(n)
-    ]
+    events = [event(s, path=path, user_id=f"u{i}") for path, n in views.items() for i in range(n)]
     async with httpx.AsyncClient(base_url=pipeline) as client:
         await post_all(client, events)
         stats = await stats_when(client, s, "2025-11-12", len(events))
@@ -138,10 +137,16 @@ async def test_a_site_without_data_answers_zeros(pipeline: str) -> None:
     [
         (b'{"site_id": "s"', None, "malformed_json"),
         (b"not json at all", None, "malformed_json"),
-        (json.dumps({**event("s"), "timestamp": "2025-11-12T19:30:01"}).encode(), "timestamp",
-         "invalid_request"),
-        (json.dumps({k: v for k, v in event("s").items() if k != "user_id"}).encode(), "user_id",
-         "invalid_request"),
+        (
+            json.dumps({**event("s"), "timestamp": "2025-11-12T19:30:01"}).encode(),
+            "timestamp",
+            "invalid_request",
+        ),
+        (
+            json.dumps({k: v for k, v in event("s").items() if k != "user_id"}).encode(),
+            "user_id",
+            "invalid_request",
+        ),
         (json.dumps({**event("s"), "site_id": 7}).encode(), "site_id", "invalid_request"),
     ],
 )

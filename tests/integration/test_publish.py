@@ -48,9 +48,7 @@ async def test_published_records_are_keyed_by_site_and_decode_back(
                     (record,) = decode_records(message.value, headers[SCHEMA_HEADER])
                     assert message.key == record.site_id.encode()
                     partitions = list(range(TEST_PARTITIONS))
-                    assert tp.partition == DefaultPartitioner()(
-                        message.key, partitions, partitions
-                    )
+                    assert tp.partition == DefaultPartitioner()(message.key, partitions, partitions)
                     seen.append(record)
     finally:
         await consumer.stop()

@@ -32,11 +32,15 @@ async def test_rows_rollups_and_offsets_are_stored_together(
     inserted = await writer.write([to_row(r) for r in records], {0: 4}, {})
     assert inserted == 4
     day = date(2025, 11, 12)
-    assert scalar(
-        database_url,
-        "SELECT (page_views, unique_users, events)::text FROM daily_stats WHERE site_id=%s AND day=%s",
-        ("site-a", day),
-    ) == "(3,2,4)"
+    assert (
+        scalar(
+            database_url,
+            "SELECT (page_views, unique_users, events)::text FROM daily_stats "
+            "WHERE site_id = %s AND day = %s",
+            ("site-a", day),
+        )
+        == "(3,2,4)"
+    )
     assert scalar(database_url, "SELECT views FROM daily_paths WHERE path = '/a'") == 2
     assert await writer.load_offsets([0, 1]) == {0: 4, 1: None}
     assert_rollups_match_raw_rows(database_url)

@@ -6,8 +6,13 @@ import uuid
 from datetime import UTC, date, datetime
 
 from consumer.batch import Batch, BatchPolicy, Message
-from ingest.events import SCHEMA_EVENT_BATCH_V1, SCHEMA_EVENT_V1, EventRecord, encode_record
-from ingest.events import encode_records
+from ingest.events import (
+    SCHEMA_EVENT_BATCH_V1,
+    SCHEMA_EVENT_V1,
+    EventRecord,
+    encode_record,
+    encode_records,
+)
 
 
 class FakeClock:
