@@ -1,0 +1,56 @@
+# The two commands a newcomer needs: `make run` and `make test`. Everything they need
+# (a virtualenv, Kafka, PostgreSQL) is installed and started on first use.
+SHELL := /bin/bash
+PYTHON ?= python3
+VENV := .venv
+PY := $(VENV)/bin/python
+INSTALLED := $(VENV)/.installed
+
+.PHONY: help install up down schema run test test-unit lint bench clean
+
+help:
+	@echo "make run        install, start Kafka + PostgreSQL, serve the API on :3001 with a consumer"
+	@echo "make test       install, start the services, lint, run the whole suite, stop them"
+	@echo "make test-unit  the fast unit tests alone (no services)"
+	@echo "make up / down  start / stop the local Kafka and PostgreSQL (data in .local/)"
+	@echo "make schema     apply schema.sql to DATABASE_URL"
+	@echo "make lint       ruff and mypy --strict"
+	@echo "make bench      benchmarks (see README)"
+
+$(INSTALLED): pyproject.toml
+	@test -x $(PY) || $(PYTHON) -m venv $(VENV) || { \
+	  echo "Cannot create a virtualenv: install python3-venv (apt-get install python3-venv)"; exit 1; }
+	$(PY) -m pip install -q --upgrade pip
+	$(PY) -m pip install -q -e '.[dev]'
+	@touch $@
+
+install: $(INSTALLED)
+
+up:
+	@services/up.sh
+
+down:
+	@services/down.sh
+
+schema: install
+	@scripts/with-services.sh $(PY) -m consumer.schema
+
+run: install
+	@scripts/with-services.sh scripts/run.sh
+
+test: install
+	@scripts/with-services.sh scripts/test.sh
+
+test-unit: install
+	$(PY) -m pytest tests/unit -q
+
+lint: install
+	$(PY) -m ruff check .
+	$(PY) -m ruff format --check .
+	$(PY) -m mypy
+
+bench: install
+	@scripts/with-services.sh $(PY) -m bench
+
+clean: down
+	rm -rf .local $(VENV)
