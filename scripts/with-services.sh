@@ -5,11 +5,15 @@
 set -uo pipefail
 cd "$(dirname "$0")/.."
 
+# The same test as services/up.sh: unset, or equal to the local default, means local.
+eval "$(env -u KAFKA_BOOTSTRAP_SERVERS -u DATABASE_URL services/env.sh | sed 's/^export /local_/')"
 started=()
-if [[ -z "${KAFKA_BOOTSTRAP_SERVERS:-}" ]] && ! services/kafka.sh status >/dev/null 2>&1; then
+if [[ "${KAFKA_BOOTSTRAP_SERVERS:-$local_KAFKA_BOOTSTRAP_SERVERS}" == "$local_KAFKA_BOOTSTRAP_SERVERS" ]] \
+    && ! services/kafka.sh status >/dev/null 2>&1; then
     started+=(kafka)
 fi
-if [[ -z "${DATABASE_URL:-}" ]] && ! services/postgres.sh status >/dev/null 2>&1; then
+if [[ "${DATABASE_URL:-$local_DATABASE_URL}" == "$local_DATABASE_URL" ]] \
+    && ! services/postgres.sh status >/dev/null 2>&1; then
     started+=(postgres)
 fi
 
@@ -19,6 +23,7 @@ stop_started() {
     done
 }
 trap stop_started EXIT
+trap 'exit 130' INT TERM  # so that the EXIT trap runs on Ctrl-C too
 
 services/up.sh || exit 1
 eval "$(services/env.sh)"
