@@ -1,0 +1,1 @@
+"""Benchmarks: each section measures the project and, in the same run, a baseline."""
