@@ -8,13 +8,15 @@
 #   services/kafka.sh status    exit 0 if running
 #
 # Everything lives in $ROOT/.local/kafka: lib/ (jars), data/ (log.dirs), kafka.log,
-# kafka.pid, server.properties, cluster.id.
+# kafka.pid, server.properties, cluster.id. KAFKA_STATE_DIR moves all but lib/ elsewhere, so
+# a second broker (other KAFKA_PORT / KAFKA_CONTROLLER_PORT) can run beside the first, e.g.
+# for tests that restart a broker.
 set -euo pipefail
 source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 
 NAME=kafka
-KAFKA_HOME="$LOCAL_DIR/kafka"
-LIB_DIR="$KAFKA_HOME/lib"
+LIB_DIR="$LOCAL_DIR/kafka/lib"
+KAFKA_HOME="${KAFKA_STATE_DIR:-$LOCAL_DIR/kafka}"
 DATA_DIR="$KAFKA_HOME/data"
 PROPS="$KAFKA_HOME/server.properties"
 LOG_FILE="$KAFKA_HOME/kafka.log"

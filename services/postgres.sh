@@ -9,12 +9,13 @@
 #
 # DATABASE_URL: postgresql://postgres@127.0.0.1:$PG_PORT/analytics (trust auth, loopback only)
 # Data, log and unix socket live in $ROOT/.local/postgres (see pg_home below for the
-# case where the postgres user cannot reach the repo).
+# case where the postgres user cannot reach the repo). PG_STATE_DIR replaces
+# $ROOT/.local/postgres, so a second server (other PG_PORT) can run beside the first.
 set -euo pipefail
 source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 
 NAME=postgres
-PG_LINK="$LOCAL_DIR/postgres"
+PG_LINK="${PG_STATE_DIR:-$LOCAL_DIR/postgres}"
 DB_NAME=analytics
 START_TIMEOUT="${PG_START_TIMEOUT:-60}"
 
@@ -64,7 +65,9 @@ pg_home() {
         return
     fi
     local real
-    real="/var/tmp/dev-postgres-$(printf '%s' "$ROOT" | sha256sum | cut -c1-12)"
+    local key="$ROOT"
+    [[ "$PG_LINK" == "$LOCAL_DIR/postgres" ]] || key="$PG_LINK"
+    real="/var/tmp/dev-postgres-$(printf '%s' "$key" | sha256sum | cut -c1-12)"
     # Only move an empty folder aside; never touch existing data.
     rmdir "$PG_LINK" 2>/dev/null || die $NAME "$PG_LINK is not reachable by user postgres and not empty"
     mkdir -p "$real"
