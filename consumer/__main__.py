@@ -10,11 +10,12 @@ import sys
 
 import psycopg
 from aiokafka.errors import KafkaError
-from prometheus_client import start_http_server
 
 from consumer.deadletter import DeadLetters
 from consumer.loop import ConsumerLoop, make_kafka_consumer
 from consumer.metrics import ConsumerStats
+from consumer.monitoring import serve
+from consumer.retention import apply_retention_periodically
 from consumer.schema import apply_schema
 from consumer.settings import ConsumerSettings
 from consumer.write import Writer
@@ -35,13 +36,19 @@ async def run(settings: ConsumerSettings, stop: asyncio.Event) -> None:
         replication_factor=settings.topic_replication_factor,
     )
     stats = ConsumerStats()
-    if settings.metrics_port:
-        start_http_server(settings.metrics_port, settings.metrics_host, registry=stats.registry)
     consumer = make_kafka_consumer(settings)
     writer = Writer(settings.database_url, settings.group_id, settings.events_topic)
     dead_letters = DeadLetters(
         settings.kafka_bootstrap_servers, settings.dlq_topic, settings.events_topic
     )
+    loop = ConsumerLoop(settings, consumer, writer, dead_letters, stats)
+    server = None
+    if settings.metrics_port:
+        server = serve(settings.metrics_host, settings.metrics_port, stats.registry, loop.health)
+        log.info("metrics and health on http://%s:%d", settings.metrics_host, settings.metrics_port)
+    retention = None
+    if settings.retention_days:
+        retention = asyncio.create_task(apply_retention_periodically(settings), name="retention")
     await dead_letters.start()
     await consumer.start()
     log.info(
@@ -51,12 +58,15 @@ async def run(settings: ConsumerSettings, stop: asyncio.Event) -> None:
         settings.kafka_bootstrap_servers,
     )
     try:
-        loop = ConsumerLoop(settings, consumer, writer, dead_letters, stats)
         await loop.run(stop)
     finally:
+        if retention is not None:
+            retention.cancel()
         await consumer.stop()  # leaves the group, so the partitions move on at once
         await dead_letters.stop()
         await writer.close()
+        if server is not None:
+            server.shutdown()
         log.info("stopped")
 
 

@@ -31,6 +31,10 @@ from ingest.events import SCHEMA_HEADER
 log = logging.getLogger(__name__)
 
 POLL_TIMEOUT_MS = 100
+# The Kafka commit only feeds lag monitoring: never wait long for it (aiokafka retries a
+# commit until the coordinator answers, i.e. for as long as the broker is down).
+KAFKA_COMMIT_TIMEOUT_S = 5.0
+LAG_REFRESH_S = 1.0
 
 
 def make_kafka_consumer(settings: ConsumerSettings, **overrides: Any) -> AIOKafkaConsumer:
@@ -46,6 +50,10 @@ def make_kafka_consumer(settings: ConsumerSettings, **overrides: Any) -> AIOKafk
         "fetch_max_bytes": 32 * 1024 * 1024,
         "client_id": "analytics-consumer",
     }
+    if settings.group_instance_id:
+        # Static membership: a restart within the session timeout gets its partitions back
+        # without a rebalance; a stopped replica's partitions wait for the session timeout.
+        options["group_instance_id"] = settings.group_instance_id
     options.update(overrides)
     return AIOKafkaConsumer(**options)
 
@@ -103,7 +111,9 @@ class ConsumerLoop(ConsumerRebalanceListener):  # type: ignore[misc]
             settings.max_batch_rows, settings.max_batch_bytes, settings.max_batch_age_s
         )
         self._batch = Batch(clock)
-        # partition -> next offset stored in PostgreSQL (None: nothing stored yet)
+        # partition -> next offset stored in PostgreSQL (None: nothing stored yet); a
+        # partition is here once its stored offset is loaded and sought, and only then are
+        # its records taken into a batch
         self._stored: dict[int, int | None] = {}
         # partition -> next offset expected from Kafka, to skip anything older
         self._fetch_from: dict[int, int] = {}
@@ -111,7 +121,12 @@ class ConsumerLoop(ConsumerRebalanceListener):  # type: ignore[misc]
         self._unloaded: set[int] = set()
         # held while writing or seeking, so a rebalance waits for the write in flight
         self._lock = asyncio.Lock()
-        self._backoff = Backoff(settings.retry_initial_s, settings.retry_max_s, clock)
+        # Writing a batch and loading offsets fail and back off separately: a rebalance that
+        # loads offsets while a batch is being retried must not resume fetching.
+        self._write_backoff = Backoff(settings.retry_initial_s, settings.retry_max_s, clock)
+        self._load_backoff = Backoff(settings.retry_initial_s, settings.retry_max_s, clock)
+        self._lag_refreshed_at = 0.0
+        self.health = Health(clock)
 
     # -- rebalance listener (called by aiokafka's coordinator task) ------------------------
 
@@ -123,8 +138,8 @@ class ConsumerLoop(ConsumerRebalanceListener):  # type: ignore[misc]
             for partition in partitions:
                 self._stored.pop(partition, None)
                 self._fetch_from.pop(partition, None)
+                self._stats.forget_partition(partition)
             self._unloaded -= partitions
-        self._stats.rebalances.inc()
         log.info("partitions revoked: %s", sorted(partitions))
 
     async def on_partitions_assigned(self, assigned: list[TopicPartition]) -> None:
@@ -133,6 +148,8 @@ class ConsumerLoop(ConsumerRebalanceListener):  # type: ignore[misc]
         self._unloaded |= partitions
         if assigned:
             self._consumer.pause(*assigned)
+        self._stats.rebalances.inc()
+        self.health.assigned = len(partitions)
         log.info("partitions assigned: %s", sorted(partitions))
 
     # -- the loop ---------------------------------------------------------------------------
@@ -144,12 +161,19 @@ class ConsumerLoop(ConsumerRebalanceListener):  # type: ignore[misc]
         self._consumer.subscribe([self._topic], listener=self)
         reporter = _Reporter(self._stats, self._clock)
         while not stop.is_set():
-            if self._unloaded and not self._backoff.waiting:
+            if self._unloaded and not self._load_backoff.waiting:
                 await self._load_positions()
-            if self._batch.is_due(self._policy) and not self._backoff.waiting:
-                await self._flush()
+            if self._batch.is_due(self._policy) and not self._write_backoff.waiting:
+                committed = await self._flush()
+                if committed:
+                    await self._commit_to_kafka(committed)
+            elif self._write_backoff.failing and self._batch.is_empty():
+                # The failing batch went with a revocation: nothing left to retry.
+                self._write_recovered()
             await self._poll()
+            self.health.polled()
             reporter.maybe_report(self._consumer.assignment())
+            self._refresh_lag()
         await self._finish()
 
     async def _poll(self) -> None:
@@ -159,6 +183,10 @@ class ConsumerLoop(ConsumerRebalanceListener):  # type: ignore[misc]
         fetched = await self._consumer.getmany(timeout_ms=POLL_TIMEOUT_MS, max_records=room)
         for tp, records in fetched.items():
             partition = tp.partition
+            if partition not in self._stored:
+                # Assigned, but its stored offset is not loaded yet: aiokafka may return
+                # records fetched between the assignment and the listener's pause.
+                continue
             start = self._fetch_from.get(partition, -1)
             for record in records:
                 if record.offset < start:
@@ -175,10 +203,10 @@ class ConsumerLoop(ConsumerRebalanceListener):  # type: ignore[misc]
             try:
                 stored = await self._writer.load_offsets(partitions)
             except DatabaseUnavailable as exc:
-                delay = self._backoff.failed()
+                delay = self._load_backoff.failed()
                 log.warning("cannot load stored offsets (%s); retrying in %.1fs", exc, delay)
                 return
-            self._backoff.succeeded()
+            self._load_backoff.succeeded()
             for partition, offset in stored.items():
                 tp = TopicPartition(self._topic, partition)
                 if offset is None:
@@ -189,16 +217,17 @@ class ConsumerLoop(ConsumerRebalanceListener):  # type: ignore[misc]
                     self._fetch_from[partition] = offset
                 self._stored[partition] = offset
             self._unloaded -= partitions
-            resumable = [TopicPartition(self._topic, p) for p in partitions]
-            self._consumer.resume(*resumable)
+            if not self._write_backoff.failing:  # else they resume once the batch is stored
+                self._consumer.resume(*[TopicPartition(self._topic, p) for p in partitions])
             log.info("seeking to stored offsets %s", {p: stored[p] for p in sorted(stored)})
 
-    async def _flush(self) -> None:
-        """Writes the batch; on failure keeps it, pauses fetching and schedules a retry."""
+    async def _flush(self) -> dict[int, int]:
+        """Writes the batch; on failure keeps it, pauses fetching and schedules a retry.
+        Returns the next offsets it stored (empty if it stored nothing)."""
         async with self._lock:
             batch = self._batch
             if batch.is_empty():
-                return
+                return {}
             started = self._clock()
             try:
                 if not batch.poison_sent:
@@ -213,30 +242,36 @@ class ConsumerLoop(ConsumerRebalanceListener):  # type: ignore[misc]
                     log.warning("batch rejected (%s); writing it message by message", exc)
                     inserted = await self._write_each(batch)
             except (DatabaseUnavailable, DeadLetterUnavailable) as exc:
-                delay = self._backoff.failed()
+                delay = self._write_backoff.failed()
                 self._consumer.pause(*self._consumer.assignment())
                 self._stats.write_retries.inc()
+                self.health.write_failing = True
                 log.warning(
                     "cannot store a batch of %d events (%s); fetching paused, retrying in %.1fs",
                     len(batch.rows),
                     exc,
                     delay,
                 )
-                return
+                return {}
             except Fenced as exc:
                 log.warning("%s; dropping the batch and reloading stored offsets", exc)
                 self._refetch(set(batch.next_offsets))
-                return
+                return {}
             elapsed = self._clock() - started
             self._stored.update(batch.next_offsets)
             self._batch = Batch(self._clock)
-            if self._backoff.failing:
+            if self._write_backoff.failing:
                 log.info("database is back: batch stored, fetching resumed")
-                loaded = self._consumer.assignment() - self._paused_until_loaded()
-                self._consumer.resume(*loaded)
-            self._backoff.succeeded()
+                self._write_recovered()
             self._stats.record_batch(len(batch.rows), inserted, elapsed)
-            await self._commit_to_kafka(batch.next_offsets)
+            self.health.stored()
+            return batch.next_offsets
+
+    def _write_recovered(self) -> None:
+        """Ends a write failure: resumes every partition whose offsets are loaded."""
+        self._write_backoff.succeeded()
+        self.health.write_failing = False
+        self._consumer.resume(*(self._consumer.assignment() - self._paused_until_loaded()))
 
     async def _write_each(self, batch: Batch) -> int:
         """Writes a rejected batch one message per transaction; a message the database refuses
@@ -267,7 +302,8 @@ class ConsumerLoop(ConsumerRebalanceListener):  # type: ignore[misc]
             self._consumer.pause(*[TopicPartition(self._topic, p) for p in owned])
 
     async def _commit_to_kafka(self, next_offsets: dict[int, int]) -> None:
-        """Mirrors the stored offsets into Kafka for lag monitoring; failures are harmless."""
+        """Mirrors the stored offsets into Kafka for lag monitoring; failures are harmless.
+        Runs outside the lock and bounded in time: a rebalance need not wait for it."""
         assigned = self._consumer.assignment()
         offsets = {
             tp: offset
@@ -277,9 +313,23 @@ class ConsumerLoop(ConsumerRebalanceListener):  # type: ignore[misc]
         if not offsets:
             return
         try:
-            await self._consumer.commit(offsets)
-        except KafkaError as exc:
-            log.info("Kafka offset commit skipped (%s); PostgreSQL holds the truth", exc)
+            async with asyncio.timeout(KAFKA_COMMIT_TIMEOUT_S):
+                await self._consumer.commit(offsets)
+        except (KafkaError, TimeoutError) as exc:
+            log.info("Kafka offset commit skipped (%r); PostgreSQL holds the truth", exc)
+
+    def _refresh_lag(self) -> None:
+        """Lag per partition: the partition's end (as of the last fetch) minus the offset
+        stored in PostgreSQL, i.e. events in Kafka that are not yet in /stats."""
+        now = self._clock()
+        if now - self._lag_refreshed_at < LAG_REFRESH_S:
+            return
+        self._lag_refreshed_at = now
+        for tp in self._consumer.assignment():
+            highwater = self._consumer.highwater(tp)
+            stored = self._stored.get(tp.partition)
+            if highwater is not None and stored is not None:
+                self._stats.set_lag(tp.partition, max(0, highwater - stored))
 
     async def _finish(self) -> None:
         """On shutdown: one bounded attempt to store the batch in hand, else abandon it (its
@@ -289,7 +339,9 @@ class ConsumerLoop(ConsumerRebalanceListener):  # type: ignore[misc]
         count = len(self._batch.rows)
         try:
             async with asyncio.timeout(self._settings.shutdown_timeout_s / 2):
-                await self._flush()
+                committed = await self._flush()
+                if committed:
+                    await self._commit_to_kafka(committed)
         except TimeoutError:
             pass
         if self._batch.is_empty():
@@ -305,6 +357,35 @@ def _message(partition: int, record: Any) -> Message:
             schema = value
             break
     return Message(partition, record.offset, record.value or b"", schema, record.key)
+
+
+class Health:
+    """What the health endpoint reports; updated by the loop, read by the HTTP thread."""
+
+    def __init__(self, clock: Clock) -> None:
+        self._clock = clock
+        self.started_at = clock()
+        self.last_poll_at = clock()
+        self.last_stored_at: float | None = None
+        self.assigned = 0
+        self.write_failing = False
+
+    def polled(self) -> None:
+        self.last_poll_at = self._clock()
+
+    def stored(self) -> None:
+        self.last_stored_at = self._clock()
+
+    def snapshot(self) -> dict[str, Any]:
+        now = self._clock()
+        return {
+            "seconds_since_poll": round(now - self.last_poll_at, 3),
+            "seconds_since_stored": (
+                None if self.last_stored_at is None else round(now - self.last_stored_at, 3)
+            ),
+            "assigned_partitions": self.assigned,
+            "database_writes_failing": self.write_failing,
+        }
 
 
 class _Reporter:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import contextlib
+
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
 
@@ -34,11 +36,13 @@ class ConsumerStats:
             registry=self.registry,
         )
         self.rebalances = Counter(
-            "consumer_rebalances", "Partition revocations seen", registry=self.registry
+            "consumer_rebalances",
+            "Partition assignments received (one per completed rebalance)",
+            registry=self.registry,
         )
         self.lag = Gauge(
             "consumer_lag",
-            "Messages behind the end of the partition",
+            "Messages in the partition not yet stored in PostgreSQL (end offset minus stored)",
             ["partition"],
             registry=self.registry,
         )
@@ -50,3 +54,11 @@ class ConsumerStats:
         self.batches.inc()
         self.batch_seconds.observe(elapsed_s)
         self.written_total += inserted
+
+    def set_lag(self, partition: int, lag: int) -> None:
+        self.lag.labels(str(partition)).set(lag)
+
+    def forget_partition(self, partition: int) -> None:
+        """Drops the lag of a partition this replica no longer owns (its new owner reports it)."""
+        with contextlib.suppress(KeyError):
+            self.lag.remove(str(partition))

@@ -21,6 +21,8 @@ class ConsumerSettings(msgspec.Struct, frozen=True, kw_only=True):
     events_topic: str = "events"
     dlq_topic: str = "events.dlq"
     group_id: str = "analytics-consumer"
+    # Static group membership (KIP-345) when set: unique per replica, stable across restarts.
+    group_instance_id: str = ""
     topic_partitions: int = 12
     topic_replication_factor: int = 1
     # A batch is written when it holds this many events or bytes, or is this old.
@@ -50,6 +52,7 @@ class ConsumerSettings(msgspec.Struct, frozen=True, kw_only=True):
             events_topic=env_str(env, "EVENTS_TOPIC", "events"),
             dlq_topic=env_str(env, "DLQ_TOPIC", "events.dlq"),
             group_id=env_str(env, "CONSUMER_GROUP", "analytics-consumer"),
+            group_instance_id=env_str(env, "CONSUMER_INSTANCE_ID", ""),
             topic_partitions=env_int(env, "TOPIC_PARTITIONS", 12, minimum=1),
             topic_replication_factor=env_int(env, "TOPIC_REPLICATION_FACTOR", 1, minimum=1),
             max_batch_rows=env_int(env, "MAX_BATCH_ROWS", 20_000, minimum=1),

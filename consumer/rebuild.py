@@ -1,0 +1,131 @@
+"""Rebuilding the rollups of a site (or every site) over a day range from the raw events.
+
+`python -m consumer.rebuild --from 2025-11-01 --to 2025-11-12 [--site SITE]`
+
+For operators: after a rollup bug is fixed, a manual correction, or a restore of raw rows.
+One transaction: it locks the rollup tables against writes (consumers wait, then carry on
+from where they were; nothing is lost or counted twice), deletes the range's rollup rows and
+recounts them from `events`. Days whose raw partition was dropped by retention are skipped:
+their rollups are all that is left of them.
+
+Each rollup has its own statement below; a new rollup table needs its own here too
+(tests/support.py's assert_rollups_match_raw_rows checks the same recounts).
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import datetime as dt
+import sys
+
+import psycopg
+
+from consumer.settings import ConsumerSettings
+from ingest.config import ConfigError, environ
+
+# Blocks the consumers' rollup updates (ROW EXCLUSIVE) until commit, and waits for the
+# batches in flight, so the recount sees every committed event and no batch straddles it.
+LOCK_ROLLUPS = """
+LOCK TABLE daily_stats, daily_paths, daily_users, hourly_stats IN SHARE ROW EXCLUSIVE MODE
+"""
+
+RETAINED_DAYS = """
+SELECT d::date FROM generate_series(%(first)s::date, %(last)s::date, interval '1 day') AS d
+WHERE to_regclass(format('events_%%s', to_char(d, 'YYYYMMDD'))) IS NOT NULL
+ORDER BY 1
+"""
+
+# (delete, recount) per rollup; %(days)s are the retained days, %(site)s NULL for all sites.
+REBUILD_DAILY_USERS = (
+    "DELETE FROM daily_users WHERE day = ANY(%(days)s) "
+    "AND (%(site)s::text IS NULL OR site_id = %(site)s)",
+    """
+    INSERT INTO daily_users (site_id, day, user_id)
+    SELECT DISTINCT site_id, day, user_id FROM events
+    WHERE day = ANY(%(days)s) AND (%(site)s::text IS NULL OR site_id = %(site)s)
+      AND event_type = 'page_view'
+    """,
+)
+REBUILD_DAILY_STATS = (
+    "DELETE FROM daily_stats WHERE day = ANY(%(days)s) "
+    "AND (%(site)s::text IS NULL OR site_id = %(site)s)",
+    """
+    INSERT INTO daily_stats (site_id, day, page_views, unique_users, events)
+    SELECT site_id, day, count(*) FILTER (WHERE event_type = 'page_view'),
+           count(DISTINCT user_id) FILTER (WHERE event_type = 'page_view'), count(*)
+    FROM events
+    WHERE day = ANY(%(days)s) AND (%(site)s::text IS NULL OR site_id = %(site)s)
+    GROUP BY site_id, day
+    """,
+)
+REBUILD_DAILY_PATHS = (
+    "DELETE FROM daily_paths WHERE day = ANY(%(days)s) "
+    "AND (%(site)s::text IS NULL OR site_id = %(site)s)",
+    """
+    INSERT INTO daily_paths (site_id, day, path, views)
+    SELECT site_id, day, path, count(*) FROM events
+    WHERE day = ANY(%(days)s) AND (%(site)s::text IS NULL OR site_id = %(site)s)
+      AND event_type = 'page_view'
+    GROUP BY site_id, day, path
+    """,
+)
+REBUILD_HOURLY_STATS = (
+    "DELETE FROM hourly_stats WHERE (hour AT TIME ZONE 'UTC')::date = ANY(%(days)s) "
+    "AND (%(site)s::text IS NULL OR site_id = %(site)s)",
+    """
+    INSERT INTO hourly_stats (site_id, hour, page_views, events)
+    SELECT site_id, date_trunc('hour', event_time, 'UTC'),
+           count(*) FILTER (WHERE event_type = 'page_view'), count(*)
+    FROM events
+    WHERE day = ANY(%(days)s) AND (%(site)s::text IS NULL OR site_id = %(site)s)
+    GROUP BY 1, 2
+    """,
+)
+REBUILDS = [REBUILD_DAILY_USERS, REBUILD_DAILY_STATS, REBUILD_DAILY_PATHS, REBUILD_HOURLY_STATS]
+
+
+async def rebuild_rollups(
+    database_url: str, first: dt.date, last: dt.date, site: str | None = None
+) -> list[dt.date]:
+    """Recomputes the rollups of [first, last] (UTC days) from raw events; returns the days
+    rebuilt (those whose raw partition still exists)."""
+    async with await psycopg.AsyncConnection.connect(database_url) as conn, conn.transaction():
+        await conn.execute(LOCK_ROLLUPS)
+        cur = await conn.execute(RETAINED_DAYS, {"first": first, "last": last})
+        days = [row[0] for row in await cur.fetchall()]
+        params = {"days": days, "site": site}
+        for delete, recount in REBUILDS:
+            await conn.execute(delete, params)
+            await conn.execute(recount, params)
+    return days
+
+
+def main(argv: list[str]) -> int:
+    parser = argparse.ArgumentParser(
+        prog="python -m consumer.rebuild", description=__doc__.split("\n\n")[0]
+    )
+    parser.add_argument("--from", dest="first", type=dt.date.fromisoformat, required=True)
+    parser.add_argument("--to", dest="last", type=dt.date.fromisoformat, required=True)
+    parser.add_argument("--site", default=None, help="one site_id (default: every site)")
+    args = parser.parse_args(argv)
+    try:
+        settings = ConsumerSettings.from_env(environ())
+    except ConfigError as exc:
+        print(f"rebuild: configuration error: {exc}", file=sys.stderr)
+        return 2
+    try:
+        days = asyncio.run(rebuild_rollups(settings.database_url, args.first, args.last, args.site))
+    except psycopg.Error as exc:
+        print(f"rebuild: {type(exc).__name__}: {exc}", file=sys.stderr)
+        return 1
+    skipped = (args.last - args.first).days + 1 - len(days)
+    print(
+        f"rebuild: recounted {len(days)} days for {args.site or 'every site'}"
+        + (f"; skipped {skipped} days without raw events (retention)" if skipped > 0 else "")
+    )
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))
