@@ -6,12 +6,13 @@ VENV := .venv
 PY := $(VENV)/bin/python
 INSTALLED := $(VENV)/.installed
 
-.PHONY: help install up down schema run test test-unit lint bench clean
+.PHONY: help install up down schema run test test-unit test-faults lint bench clean
 
 help:
 	@echo "make run        install, start Kafka + PostgreSQL, serve the API on :3001 with a consumer"
 	@echo "make test       install, start the services, lint, run the whole suite, stop them"
 	@echo "make test-unit  the fast unit tests alone (no services)"
+	@echo "make test-faults the fault suite alone (kills consumers, restarts a private broker/PG)"
 	@echo "make up / down  start / stop the local Kafka and PostgreSQL (data in .local/)"
 	@echo "make schema     apply schema.sql to DATABASE_URL"
 	@echo "make lint       ruff and mypy --strict"
@@ -43,6 +44,10 @@ test: install
 
 test-unit: install
 	$(PY) -m pytest tests/unit -q
+
+# Part of `make test` too (about a minute); this runs it alone.
+test-faults: install
+	@scripts/with-services.sh $(PY) -m pytest -m faults tests/faults
 
 lint: install
 	$(PY) -m ruff check .

@@ -92,7 +92,9 @@ def start_api(settings: Settings, log_dir: Path) -> tuple[Process, str]:
     raise RuntimeError(f"API did not answer within 60s:\n{process.log_tail()}")
 
 
-def start_consumer(settings: ConsumerSettings, log_dir: Path, name: str = "consumer") -> Process:
+def start_consumer(
+    settings: ConsumerSettings, log_dir: Path, name: str = "consumer", **extra_env: str
+) -> Process:
     env = _env(
         KAFKA_BOOTSTRAP_SERVERS=settings.kafka_bootstrap_servers,
         DATABASE_URL=settings.database_url,
@@ -104,5 +106,6 @@ def start_consumer(settings: ConsumerSettings, log_dir: Path, name: str = "consu
         SESSION_TIMEOUT_MS=str(settings.session_timeout_ms),
         RETRY_INITIAL_S=str(settings.retry_initial_s),
         RETRY_MAX_S=str(settings.retry_max_s),
+        **extra_env,
     )
     return Process(name, [sys.executable, "-m", "consumer"], env, log_dir)
