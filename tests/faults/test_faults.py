@@ -92,7 +92,8 @@ async def test_scale_one_to_three_to_one(case: FaultCase) -> None:
         what="the last replica to own every partition",
     )
     await case.progress()
-    metrics = httpx.get(f"http://127.0.0.1:{port}/metrics", timeout=5).text
+    async with httpx.AsyncClient() as client:
+        metrics = (await client.get(f"http://127.0.0.1:{port}/metrics", timeout=5)).text
     assert 'consumer_lag{partition="0"}' in metrics
     assert "consumer_rebalances_total" in metrics
 
