@@ -133,6 +133,8 @@ class ConsumerLoop(ConsumerRebalanceListener):  # type: ignore[misc]
     async def on_partitions_revoked(self, revoked: list[TopicPartition]) -> None:
         """Waits for a write in flight, then forgets the revoked partitions' pending rows."""
         partitions = {tp.partition for tp in revoked if tp.topic == self._topic}
+        if not partitions:
+            return  # the first join of a new member: nothing to give up
         async with self._lock:
             self._batch.drop_partitions(partitions)
             for partition in partitions:
