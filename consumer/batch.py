@@ -4,7 +4,9 @@ Pure logic, with the clock injected: no aiokafka or psycopg object crosses into 
 A batch is written when it holds `max_rows` events or `max_bytes` of message values, or when
 its oldest message has waited `max_age_s`, so a quiet site's event shows within about a
 second and a busy stream is written in large batches. Memory is bounded by the same limits:
-the poll loop asks for no more than the batch has room for.
+the poll loop asks for no more messages than the batch has room for (converted from events
+and bytes with the batch's average message), and aiokafka's fetch buffer is bounded by
+fetch_max_bytes.
 """
 
 from __future__ import annotations
@@ -19,6 +21,10 @@ import msgspec
 from ingest.events import EventRecord, decode_records
 
 Clock = Callable[[], float]
+
+# Messages asked for by the first poll of an empty batch, before it knows how many events
+# and bytes a message holds.
+PROBE_MESSAGES = 100
 
 
 @dataclass(frozen=True, slots=True)
@@ -102,8 +108,20 @@ class Batch:
         return not self.spans
 
     def room(self, policy: BatchPolicy) -> int:
-        """How many more messages may be fetched before the batch is full (at least 1)."""
-        return max(1, policy.max_rows - len(self.rows))
+        """How many more messages may be fetched before the batch is full (at least 1).
+
+        A message may carry many events (event-batch.v1) and any number of bytes, so the
+        limits are converted into messages with the batch's own averages; an empty batch
+        asks for a first `PROBE_MESSAGES` to learn them.
+        """
+        if not self.spans:
+            return max(1, min(policy.max_rows, PROBE_MESSAGES))
+        messages = len(self.spans)
+        rows_per_message = max(1.0, len(self.rows) / messages)
+        bytes_per_message = max(1.0, self.size_bytes / messages)
+        by_rows = (policy.max_rows - len(self.rows)) / rows_per_message
+        by_bytes = (policy.max_bytes - self.size_bytes) / bytes_per_message
+        return max(1, int(min(by_rows, by_bytes)))
 
     def is_due(self, policy: BatchPolicy) -> bool:
         if self.started_at is None:

@@ -73,6 +73,17 @@ def test_due_by_rows_and_room_shrinks() -> None:
     assert batch.room(POLICY) == 1  # never zero: a poll must still be allowed
 
 
+def test_room_counts_events_and_bytes_of_batch_messages() -> None:
+    policy = BatchPolicy(max_rows=1000, max_bytes=1_000_000, max_age_s=1.0)
+    batch = Batch(FakeClock())
+    assert batch.room(policy) == 100  # a first probe: messages may hold many events
+    value = encode_records([record() for _ in range(100)])
+    batch.add(Message(0, 0, value, SCHEMA_EVENT_BATCH_V1))
+    assert batch.room(policy) == 9  # 900 more events, at 100 a message
+    by_bytes = BatchPolicy(max_rows=1000, max_bytes=len(value) * 3, max_age_s=1.0)
+    assert batch.room(by_bytes) == 2
+
+
 def test_due_by_bytes() -> None:
     batch = Batch(FakeClock())
     batch.add(message(0, 0, encode_record(record(site="x" * 100))))

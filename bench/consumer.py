@@ -1,0 +1,365 @@
+"""`python -m bench consumer [--events=N] [--per-message=K] [--partitions=P] [--env=KEY=VALUE]`
+
+(Options in the `--name=value` form: `python -m bench` passes on only the arguments that start
+with a dash.)
+
+Preloads N events into a fresh topic (K events per Kafka message), then times one consumer
+replica (`python -m consumer`, a real process) draining them into a fresh database with
+dedupe and rollups: events/s, batch write latency p50/p99 (from the replica's Prometheus
+histogram), peak and sampled RSS. In the same run, the ceiling: a bare binary COPY of the
+same rows, in batches of the same size, into an unindexed table. Prints the ratio.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import os
+import random
+import subprocess
+import sys
+import time
+import uuid
+from collections.abc import Iterator
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import httpx
+import psycopg
+from aiokafka import AIOKafkaProducer
+from aiokafka.admin import AIOKafkaAdminClient, NewTopic
+from psycopg import sql
+from psycopg.conninfo import make_conninfo
+
+from bench.table import print_table
+from consumer.batch import Row, to_row
+from consumer.schema import apply_schema
+from consumer.write import COPY_TYPES, copy_rows
+from ingest.config import DEFAULT_DATABASE_URL, DEFAULT_KAFKA_BOOTSTRAP_SERVERS, env_str, environ
+from ingest.events import (
+    SCHEMA_EVENT_BATCH_V1,
+    SCHEMA_EVENT_V1,
+    SCHEMA_HEADER,
+    EventRecord,
+    encode_record,
+    encode_records,
+)
+
+ROOT = Path(__file__).resolve().parent.parent
+BATCH_ROWS = 20_000  # the consumer's default MAX_BATCH_ROWS, used by both sides
+BASE_TIME = datetime(2025, 11, 12, tzinfo=UTC)
+
+BASELINE_DDL = """
+CREATE TABLE bare_copy (
+    day date, event_id uuid, site_id text, event_type text, path text, user_id text,
+    event_time timestamptz, received_at timestamptz
+)
+"""
+BASELINE_COPY = """
+COPY bare_copy (day, event_id, site_id, event_type, path, user_id, event_time, received_at)
+FROM STDIN (FORMAT BINARY)
+"""
+
+
+def generate(seed: int, count: int) -> Iterator[EventRecord]:
+    """Deterministic events: 50 sites (a few hot), 200 paths, 5,000 users, two UTC days,
+    80 % page views; about 1 % repeat an earlier event_id (client retries)."""
+    rng = random.Random(seed)
+    recent: list[EventRecord] = []
+    for i in range(count):
+        if recent and rng.random() < 0.01:
+            yield rng.choice(recent)
+            continue
+        ts = BASE_TIME + timedelta(microseconds=rng.randrange(2 * 86_400_000_000))
+        site = int(rng.paretovariate(1.2)) % 50
+        record = EventRecord(
+            event_id=uuid.UUID(int=rng.getrandbits(128), version=4),
+            site_id=f"site-{site}",
+            event_type="page_view" if rng.random() < 0.8 else "click",
+            path=f"/section-{rng.randrange(20)}/page-{rng.randrange(10)}",
+            user_id=f"user-{rng.randrange(5000)}",
+            timestamp=ts,
+            received_at=ts + timedelta(milliseconds=rng.randrange(1000)),
+        )
+        if i % 100 == 0:
+            recent = [*recent[-99:], record]
+        yield record
+
+
+async def preload(bootstrap: str, topic: str, seed: int, count: int, per_message: int) -> int:
+    """Produces the events; returns the number of messages."""
+    producer = AIOKafkaProducer(
+        bootstrap_servers=bootstrap,
+        acks="all",
+        enable_idempotence=True,
+        compression_type="zstd",
+        linger_ms=20,
+        max_batch_size=1024 * 1024,
+    )
+    await producer.start()
+    messages = 0
+    try:
+        pending = []
+        chunk: list[EventRecord] = []
+        for record in generate(seed, count):
+            chunk.append(record)
+            if len(chunk) < per_message:
+                continue
+            pending.append(await _send(producer, topic, chunk))
+            messages += 1
+            chunk = []
+            if len(pending) >= 2000:
+                await asyncio.gather(*pending)
+                pending = []
+        if chunk:
+            pending.append(await _send(producer, topic, chunk))
+            messages += 1
+        await asyncio.gather(*pending)
+    finally:
+        await producer.stop()
+    return messages
+
+
+async def _send(
+    producer: AIOKafkaProducer, topic: str, chunk: list[EventRecord]
+) -> asyncio.Future[Any]:
+    if len(chunk) == 1:
+        value, schema = encode_record(chunk[0]), SCHEMA_EVENT_V1
+    else:
+        value, schema = encode_records(chunk), SCHEMA_EVENT_BATCH_V1
+    key = chunk[0].site_id.encode()
+    future: asyncio.Future[Any] = await producer.send(
+        topic, value, key=key, headers=[(SCHEMA_HEADER, schema)]
+    )
+    return future
+
+
+def bare_copy(database_url: str, seed: int, count: int) -> float:
+    """Seconds spent in binary COPY of the same rows (row building excluded)."""
+    spent = 0.0
+    with psycopg.connect(database_url, autocommit=True) as conn:
+        conn.execute(BASELINE_DDL)
+        rows: list[Row] = []
+        for record in generate(seed, count):
+            rows.append(to_row(record))
+            if len(rows) == BATCH_ROWS:
+                spent += _copy_batch(conn, rows)
+                rows = []
+        if rows:
+            spent += _copy_batch(conn, rows)
+    return spent
+
+
+def _copy_batch(conn: psycopg.Connection[tuple[object, ...]], rows: list[Row]) -> float:
+    started = time.perf_counter()
+    with conn.transaction(), conn.cursor() as cur, cur.copy(BASELINE_COPY) as copy:
+        copy.set_types(COPY_TYPES)
+        copy_rows(copy, rows)
+    return time.perf_counter() - started
+
+
+def rss_mib(pid: int) -> tuple[float, float]:
+    """(current, peak) resident set size of a process, MiB."""
+    values = {}
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        key, _, rest = line.partition(":")
+        if key in ("VmRSS", "VmHWM"):
+            values[key] = int(rest.split()[0]) / 1024
+    return values.get("VmRSS", 0.0), values.get("VmHWM", 0.0)
+
+
+def histogram_quantile(text: str, name: str, q: float) -> float:
+    """Prometheus' histogram_quantile on one scrape (linear within the bucket)."""
+    buckets: list[tuple[float, float]] = []
+    for line in text.splitlines():
+        if line.startswith(f"{name}_bucket"):
+            le = line.split('le="')[1].split('"')[0]
+            buckets.append((float("inf") if le == "+Inf" else float(le), float(line.split()[-1])))
+    total = buckets[-1][1]
+    rank = q * total
+    lower, below = 0.0, 0.0
+    for upper, cumulative in buckets:
+        if cumulative >= rank:
+            if upper == float("inf"):
+                return lower
+            inside = cumulative - below
+            return lower + (upper - lower) * ((rank - below) / inside if inside else 0)
+        lower, below = upper, cumulative
+    return lower
+
+
+def stored_messages(database_url: str, group: str) -> int:
+    with psycopg.connect(database_url) as conn:
+        row = conn.execute(
+            "SELECT coalesce(sum(next_offset), 0) FROM consumer_offsets WHERE group_id = %s",
+            (group,),
+        ).fetchone()
+    return int(row[0]) if row else 0
+
+
+def free_port() -> int:
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def drain(
+    bootstrap: str, database_url: str, topic: str, partitions: int, messages: int, extra: list[str]
+) -> dict[str, float]:
+    group = f"bench-{uuid.uuid4().hex[:8]}"
+    port = free_port()
+    env = {
+        **os.environ,
+        "KAFKA_BOOTSTRAP_SERVERS": bootstrap,
+        "DATABASE_URL": database_url,
+        "EVENTS_TOPIC": topic,
+        "DLQ_TOPIC": f"{topic}.dlq",
+        "CONSUMER_GROUP": group,
+        "TOPIC_PARTITIONS": str(partitions),
+        "CONSUMER_METRICS_PORT": str(port),
+        "LOG_LEVEL": "WARNING",
+    }
+    for item in extra:
+        key, _, value = item.partition("=")
+        env[key] = value
+    process = subprocess.Popen([sys.executable, "-m", "consumer"], env=env, cwd=ROOT)
+    samples: list[float] = []
+    try:
+        first_at = None
+        deadline = time.monotonic() + 3600
+        stored = 0
+        while stored < messages:
+            if process.poll() is not None:
+                raise RuntimeError(f"consumer exited with {process.returncode}")
+            if time.monotonic() > deadline:
+                raise RuntimeError("the consumer did not drain the topic within an hour")
+            time.sleep(0.1)
+            stored = stored_messages(database_url, group)
+            if stored and first_at is None:
+                first_at, first_stored = time.monotonic(), stored
+            samples.append(rss_mib(process.pid)[0])
+        elapsed = time.monotonic() - (first_at or time.monotonic())
+        metrics = httpx.get(f"http://127.0.0.1:{port}/metrics", timeout=10).text
+        _, peak = rss_mib(process.pid)
+    finally:
+        process.terminate()
+        process.wait(30)
+    quarter = max(1, len(samples) // 4)
+    return {
+        "elapsed_s": elapsed,
+        "first_messages": float(first_stored),
+        "p50_s": histogram_quantile(metrics, "consumer_batch_write_seconds", 0.5),
+        "p99_s": histogram_quantile(metrics, "consumer_batch_write_seconds", 0.99),
+        "rss_q1": max(samples[:quarter]),
+        "rss_q4": max(samples[-quarter:]),
+        "rss_peak": peak,
+    }
+
+
+def main(argv: list[str]) -> None:
+    parser = argparse.ArgumentParser(prog="python -m bench consumer")
+    parser.add_argument("--events", type=int, default=2_000_000)
+    parser.add_argument("--per-message", type=int, default=100)
+    parser.add_argument("--partitions", type=int, default=4)
+    parser.add_argument("--seed", type=int, default=1)
+    parser.add_argument(
+        "--env", action="append", default=[], help="KEY=VALUE for the consumer (repeatable)"
+    )
+    args = parser.parse_args(argv)
+    env = environ()
+    bootstrap = env_str(env, "KAFKA_BOOTSTRAP_SERVERS", DEFAULT_KAFKA_BOOTSTRAP_SERVERS)
+    server_url = env_str(env, "DATABASE_URL", DEFAULT_DATABASE_URL)
+    name = f"bench_{uuid.uuid4().hex[:8]}"
+    topic = name.replace("_", "-")
+    database_url = make_conninfo(server_url, dbname=name)
+
+    with psycopg.connect(server_url, autocommit=True) as conn:
+        conn.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name)))
+    try:
+        asyncio.run(_prepare(bootstrap, database_url, topic, args.partitions))
+        started = time.monotonic()
+        messages = asyncio.run(preload(bootstrap, topic, args.seed, args.events, args.per_message))
+        print(
+            f"preloaded {args.events:,} events in {messages:,} messages "
+            f"in {time.monotonic() - started:.1f}s",
+            file=sys.stderr,
+        )
+        result = drain(bootstrap, database_url, topic, args.partitions, messages, args.env)
+        stored_events = _scalar(database_url, "SELECT count(*) FROM events")
+        # Events/s over the time from the first stored batch to the last one.
+        drained = args.events * (1 - result["first_messages"] / messages)
+        rate = drained / result["elapsed_s"] if result["elapsed_s"] else float("nan")
+        copy_s = bare_copy(database_url, args.seed, args.events)
+        ceiling = args.events / copy_s
+        _report_statements(database_url)
+    finally:
+        asyncio.run(_delete_topic(bootstrap, topic))
+        with psycopg.connect(server_url, autocommit=True) as conn:
+            conn.execute(
+                sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(name))
+            )
+    print_table(
+        f"consumer: drain {args.events:,} events ({args.per_message}/message, "
+        f"{args.partitions} partitions), one replica",
+        ["measure", "value"],
+        [
+            ["events stored (distinct event_id)", stored_events],
+            ["replica: events/s (dedupe + rollups)", rate],
+            ["bare binary COPY, unindexed table: rows/s", ceiling],
+            ["ratio replica / bare COPY", f"{rate / ceiling:.0%}"],
+            ["batch write p50 (s, from histogram)", result["p50_s"]],
+            ["batch write p99 (s, from histogram)", result["p99_s"]],
+            ["RSS first quarter of drain (MiB)", result["rss_q1"]],
+            ["RSS last quarter of drain (MiB)", result["rss_q4"]],
+            ["RSS peak (MiB)", result["rss_peak"]],
+        ],
+    )
+
+
+async def _prepare(bootstrap: str, database_url: str, topic: str, partitions: int) -> None:
+    await apply_schema(database_url)
+    # Absent when not preloaded on this server: the statement report is then skipped.
+    with psycopg.connect(database_url, autocommit=True) as conn, contextlib.suppress(psycopg.Error):
+        conn.execute("CREATE EXTENSION IF NOT EXISTS pg_stat_statements")
+    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap)
+    await admin.start()
+    try:
+        await admin.create_topics([NewTopic(topic, partitions, 1), NewTopic(f"{topic}.dlq", 1, 1)])
+    finally:
+        await admin.close()
+
+
+async def _delete_topic(bootstrap: str, topic: str) -> None:
+    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap)
+    await admin.start()
+    try:
+        await admin.delete_topics([topic, f"{topic}.dlq"])
+    finally:
+        await admin.close()
+
+
+def _scalar(database_url: str, query: str) -> int:
+    with psycopg.connect(database_url) as conn:
+        row = conn.execute(query).fetchone()
+    return int(row[0]) if row else 0
+
+
+def _report_statements(database_url: str) -> None:
+    """The consumer's statements by total time (pg_stat_statements), to stderr."""
+    try:
+        with psycopg.connect(database_url) as conn:
+            rows = conn.execute(
+                "SELECT calls, round(total_exec_time)::bigint, round(mean_exec_time::numeric, 2),"
+                " rows, left(regexp_replace(query, '\\s+', ' ', 'g'), 70) "
+                "FROM pg_stat_statements s JOIN pg_database d ON d.oid = s.dbid "
+                "WHERE d.datname = current_database() ORDER BY total_exec_time DESC LIMIT 6"
+            ).fetchall()
+    except psycopg.Error:
+        return
+    print("\npg_stat_statements (calls, total ms, mean ms, rows, query):", file=sys.stderr)
+    for row in rows:
+        print("  ", *row, file=sys.stderr)
