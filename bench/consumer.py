@@ -7,7 +7,8 @@ Preloads N events into a fresh topic (K events per Kafka message), then times on
 replica (`python -m consumer`, a real process) draining them into a fresh database with
 dedupe and rollups: events/s, batch write latency p50/p99 (from the replica's Prometheus
 histogram), peak and sampled RSS. In the same run, the ceiling: a bare binary COPY of the
-same rows, in batches of the same size, into an unindexed table. Prints the ratio.
+same rows, in batches of the same size, into an unindexed table, and the same through the
+staging table with ON CONFLICT into a keyed table (dedupe without rollups). Prints the ratios.
 """
 
 from __future__ import annotations
@@ -36,7 +37,7 @@ from psycopg.conninfo import make_conninfo
 from bench.table import print_table
 from consumer.batch import Row, to_row
 from consumer.schema import apply_schema
-from consumer.write import COPY_TYPES, copy_rows
+from consumer.write import COPY_STAGING, COPY_TYPES, STAGING_DDL, copy_rows
 from ingest.config import DEFAULT_DATABASE_URL, DEFAULT_KAFKA_BOOTSTRAP_SERVERS, env_str, environ
 from ingest.events import (
     SCHEMA_EVENT_BATCH_V1,
@@ -57,6 +58,18 @@ CREATE TABLE bare_copy (
     event_time timestamptz, received_at timestamptz
 )
 """
+# The second reference: the consumer's statement without the rollups (staging COPY, then
+# insert skipping duplicate ids into a table with the events table's key), i.e. dedupe alone.
+DEDUPE_DDL = """
+CREATE TABLE dedupe_only (
+    day date, event_id uuid, site_id text, event_type text, path text, user_id text,
+    event_time timestamptz, received_at timestamptz, PRIMARY KEY (day, event_id)
+)
+"""
+DEDUPE_INSERT = """
+INSERT INTO dedupe_only SELECT * FROM staging_events ON CONFLICT DO NOTHING
+"""
+
 BASELINE_COPY = """
 COPY bare_copy (day, event_id, site_id, event_type, path, user_id, event_time, received_at)
 FROM STDIN (FORMAT BINARY)
@@ -64,24 +77,35 @@ FROM STDIN (FORMAT BINARY)
 
 
 def generate(seed: int, count: int) -> Iterator[EventRecord]:
-    """Deterministic events: 50 sites (a few hot), 200 paths, 5,000 users, two UTC days,
-    80 % page views; about 1 % repeat an earlier event_id (client retries)."""
+    """Deterministic events as the API would accept them over two days: received in order
+    with UUIDv7 ids (time-ordered, like the API's), event times up to a minute earlier; 50
+    sites (a few hot), 200 paths, 5,000 users, 80 % page views; about 1 % repeat an earlier
+    event (client retries)."""
     rng = random.Random(seed)
+    step_us = 2 * 86_400_000_000 // max(1, count)
     recent: list[EventRecord] = []
     for i in range(count):
         if recent and rng.random() < 0.01:
             yield rng.choice(recent)
             continue
-        ts = BASE_TIME + timedelta(microseconds=rng.randrange(2 * 86_400_000_000))
+        received = BASE_TIME + timedelta(microseconds=i * step_us)
+        millis = int(received.timestamp() * 1000)
+        event_id = uuid.UUID(
+            int=(millis << 80)
+            | (0x7 << 76)
+            | (rng.getrandbits(12) << 64)
+            | (0b10 << 62)
+            | rng.getrandbits(62)
+        )
         site = int(rng.paretovariate(1.2)) % 50
         record = EventRecord(
-            event_id=uuid.UUID(int=rng.getrandbits(128), version=4),
+            event_id=event_id,
             site_id=f"site-{site}",
             event_type="page_view" if rng.random() < 0.8 else "click",
             path=f"/section-{rng.randrange(20)}/page-{rng.randrange(10)}",
             user_id=f"user-{rng.randrange(5000)}",
-            timestamp=ts,
-            received_at=ts + timedelta(milliseconds=rng.randrange(1000)),
+            timestamp=received - timedelta(milliseconds=rng.randrange(60_000)),
+            received_at=received,
         )
         if i % 100 == 0:
             recent = [*recent[-99:], record]
@@ -136,27 +160,33 @@ async def _send(
     return future
 
 
-def bare_copy(database_url: str, seed: int, count: int) -> float:
-    """Seconds spent in binary COPY of the same rows (row building excluded)."""
+def bare_copy(database_url: str, seed: int, count: int, dedupe: bool) -> float:
+    """Seconds spent in binary COPY of the same rows in batches of BATCH_ROWS, one transaction
+    each (row building excluded): into an unindexed table, or with `dedupe` through the
+    staging table into a keyed one with ON CONFLICT DO NOTHING."""
     spent = 0.0
     with psycopg.connect(database_url, autocommit=True) as conn:
-        conn.execute(BASELINE_DDL)
+        conn.execute(DEDUPE_DDL if dedupe else BASELINE_DDL)
+        conn.execute(STAGING_DDL)
         rows: list[Row] = []
         for record in generate(seed, count):
             rows.append(to_row(record))
             if len(rows) == BATCH_ROWS:
-                spent += _copy_batch(conn, rows)
+                spent += _copy_batch(conn, rows, dedupe)
                 rows = []
         if rows:
-            spent += _copy_batch(conn, rows)
+            spent += _copy_batch(conn, rows, dedupe)
     return spent
 
 
-def _copy_batch(conn: psycopg.Connection[tuple[object, ...]], rows: list[Row]) -> float:
+def _copy_batch(conn: psycopg.Connection[tuple[Any, ...]], rows: list[Row], dedupe: bool) -> float:
     started = time.perf_counter()
-    with conn.transaction(), conn.cursor() as cur, cur.copy(BASELINE_COPY) as copy:
-        copy.set_types(COPY_TYPES)
-        copy_rows(copy, rows)
+    with conn.transaction(), conn.cursor() as cur:
+        with cur.copy(COPY_STAGING if dedupe else BASELINE_COPY) as copy:
+            copy.set_types(COPY_TYPES)
+            copy_rows(copy, rows)
+        if dedupe:
+            cur.execute(DEDUPE_INSERT)
     return time.perf_counter() - started
 
 
@@ -293,8 +323,8 @@ def main(argv: list[str]) -> None:
         # Events/s over the time from the first stored batch to the last one.
         drained = args.events * (1 - result["first_messages"] / messages)
         rate = drained / result["elapsed_s"] if result["elapsed_s"] else float("nan")
-        copy_s = bare_copy(database_url, args.seed, args.events)
-        ceiling = args.events / copy_s
+        ceiling = args.events / bare_copy(database_url, args.seed, args.events, dedupe=False)
+        dedupe = args.events / bare_copy(database_url, args.seed, args.events, dedupe=True)
         _report_statements(database_url)
     finally:
         asyncio.run(_delete_topic(bootstrap, topic))
@@ -311,6 +341,8 @@ def main(argv: list[str]) -> None:
             ["replica: events/s (dedupe + rollups)", rate],
             ["bare binary COPY, unindexed table: rows/s", ceiling],
             ["ratio replica / bare COPY", f"{rate / ceiling:.0%}"],
+            ["staging COPY + ON CONFLICT (dedupe, no rollups): rows/s", dedupe],
+            ["ratio replica / dedupe alone", f"{rate / dedupe:.0%}"],
             ["batch write p50 (s, from histogram)", result["p50_s"]],
             ["batch write p99 (s, from histogram)", result["p99_s"]],
             ["RSS first quarter of drain (MiB)", result["rss_q1"]],
