@@ -185,9 +185,10 @@ class ConsumerLoop(ConsumerRebalanceListener):  # type: ignore[misc]
         fetched = await self._consumer.getmany(timeout_ms=POLL_TIMEOUT_MS, max_records=room)
         for tp, records in fetched.items():
             partition = tp.partition
-            if partition not in self._stored:
-                # Assigned, but its stored offset is not loaded yet: aiokafka may return
-                # records fetched between the assignment and the listener's pause.
+            if partition not in self._stored or partition in self._unloaded:
+                # Its stored offset is not loaded (yet, or again after a fenced write):
+                # aiokafka may return records fetched between the assignment and the
+                # listener's pause, from Kafka's committed offset rather than ours.
                 continue
             start = self._fetch_from.get(partition, -1)
             for record in records:
