@@ -237,9 +237,10 @@ def free_port() -> int:
         return int(s.getsockname()[1])
 
 
-def drain(
-    bootstrap: str, database_url: str, topic: str, partitions: int, messages: int, extra: list[str]
-) -> dict[str, float]:
+def start_replica(
+    bootstrap: str, database_url: str, topic: str, partitions: int, extra: list[str]
+) -> tuple[subprocess.Popen[bytes], str, int]:
+    """Starts `python -m consumer` on a new group; returns the process, group, metrics port."""
     group = f"bench-{uuid.uuid4().hex[:8]}"
     port = free_port()
     env = {
@@ -257,6 +258,13 @@ def drain(
         key, _, value = item.partition("=")
         env[key] = value
     process = subprocess.Popen([sys.executable, "-m", "consumer"], env=env, cwd=ROOT)
+    return process, group, port
+
+
+def drain(
+    bootstrap: str, database_url: str, topic: str, partitions: int, messages: int, extra: list[str]
+) -> dict[str, float]:
+    process, group, port = start_replica(bootstrap, database_url, topic, partitions, extra)
     samples: list[float] = []
     try:
         first_at = None
@@ -290,12 +298,123 @@ def drain(
     }
 
 
+async def measure_freshness(
+    bootstrap: str, database_url: str, topic: str, port: int, rate: int, seconds: float
+) -> list[float]:
+    """Produces `rate` single-event messages a second (one per message, as the API does) for
+    `seconds`; every 100 ms one of them is a probe of a site of its own. Returns, per probe,
+    the seconds from the broker's ack (when the API would answer 202) to the probe's row in
+    daily_stats (what /stats reads), polled every 20 ms."""
+    async with httpx.AsyncClient() as client:
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline:
+            with contextlib.suppress(httpx.TransportError):
+                answer = await client.get(f"http://127.0.0.1:{port}/healthz")
+                if answer.json()["assigned_partitions"] > 0:
+                    break
+            await asyncio.sleep(0.2)
+    producer = AIOKafkaProducer(bootstrap_servers=bootstrap, acks="all", enable_idempotence=True)
+    await producer.start()
+    acked: dict[str, float] = {}
+    seen: dict[str, float] = {}
+    stop = asyncio.Event()
+
+    async def watch() -> None:
+        async with await psycopg.AsyncConnection.connect(database_url, autocommit=True) as conn:
+            while not stop.is_set() or len(seen) < len(acked):
+                cur = await conn.execute(
+                    "SELECT site_id FROM daily_stats WHERE site_id LIKE 'probe-%%'"
+                )
+                now = time.monotonic()
+                for (site,) in await cur.fetchall():
+                    seen.setdefault(site, now)
+                await asyncio.sleep(0.02)
+
+    async def probe(record: EventRecord) -> None:
+        future = await producer.send(
+            topic,
+            encode_record(record),
+            key=record.site_id.encode(),
+            headers=[(SCHEMA_HEADER, SCHEMA_EVENT_V1)],
+        )
+        await future
+        acked[record.site_id] = time.monotonic()
+
+    watcher = asyncio.create_task(watch())
+    probes = []
+    try:
+        records = generate(2, int(rate * seconds))
+        tick_s = 0.01
+        per_tick = max(1, int(rate * tick_s))
+        started = time.monotonic()
+        ticks = 0
+        while time.monotonic() - started < seconds:
+            pending = [await _send(producer, topic, [next(records)]) for _ in range(per_tick)]
+            if ticks % 10 == 0:
+                now = datetime.now(UTC)
+                probes.append(
+                    asyncio.create_task(
+                        probe(
+                            EventRecord(
+                                event_id=uuid.uuid4(),
+                                site_id=f"probe-{ticks}",
+                                event_type="page_view",
+                                path="/",
+                                user_id="u",
+                                timestamp=now,
+                                received_at=now,
+                            )
+                        )
+                    )
+                )
+            await asyncio.gather(*pending)
+            ticks += 1
+            await asyncio.sleep(max(0.0, started + ticks * tick_s - time.monotonic()))
+        await asyncio.gather(*probes)
+        stop.set()
+        await asyncio.wait_for(watcher, timeout=60)
+    finally:
+        stop.set()
+        watcher.cancel()
+        await producer.stop()
+    return sorted(seen[site] - acked[site] for site in acked if site in seen)
+
+
+def freshness(
+    bootstrap: str, database_url: str, partitions: int, rate: int, seconds: float
+) -> tuple[list[float], float]:
+    """Runs measure_freshness against a fresh topic and a replica; returns the latencies
+    and the event rate actually stored."""
+    topic = f"bench-fresh-{uuid.uuid4().hex[:8]}"
+    asyncio.run(_create_topic(bootstrap, topic, partitions))
+    process, _, port = start_replica(bootstrap, database_url, topic, partitions, [])
+    try:
+        started = time.monotonic()
+        before = _scalar(database_url, "SELECT count(*) FROM events")
+        latencies = asyncio.run(
+            measure_freshness(bootstrap, database_url, topic, port, rate, seconds)
+        )
+        stored = _scalar(database_url, "SELECT count(*) FROM events") - before
+        achieved = stored / (time.monotonic() - started)
+    finally:
+        process.terminate()
+        process.wait(30)
+        asyncio.run(_delete_topic(bootstrap, topic))
+    return latencies, achieved
+
+
+def quantile(values: list[float], q: float) -> float:
+    return values[min(len(values) - 1, int(q * len(values)))] if values else float("nan")
+
+
 def main(argv: list[str]) -> None:
     parser = argparse.ArgumentParser(prog="python -m bench consumer")
     parser.add_argument("--events", type=int, default=2_000_000)
     parser.add_argument("--per-message", type=int, default=100)
     parser.add_argument("--partitions", type=int, default=4)
     parser.add_argument("--seed", type=int, default=1)
+    parser.add_argument("--freshness-rate", type=int, default=10_000, help="events/s; 0: skip")
+    parser.add_argument("--freshness-s", type=float, default=20.0)
     parser.add_argument(
         "--env", action="append", default=[], help="KEY=VALUE for the consumer (repeatable)"
     )
@@ -326,6 +445,13 @@ def main(argv: list[str]) -> None:
         ceiling = args.events / bare_copy(database_url, args.seed, args.events, dedupe=False)
         dedupe = args.events / bare_copy(database_url, args.seed, args.events, dedupe=True)
         _report_statements(database_url)
+        latencies, achieved = (
+            freshness(
+                bootstrap, database_url, args.partitions, args.freshness_rate, args.freshness_s
+            )
+            if args.freshness_rate
+            else ([], 0.0)
+        )
     finally:
         asyncio.run(_delete_topic(bootstrap, topic))
         with psycopg.connect(server_url, autocommit=True) as conn:
@@ -350,6 +476,18 @@ def main(argv: list[str]) -> None:
             ["RSS peak (MiB)", result["rss_peak"]],
         ],
     )
+    if latencies:
+        print_table(
+            f"consumer: freshness at {args.freshness_rate:,} events/s, one event per message, "
+            f"ack (202) to visible in daily_stats, {len(latencies)} probes",
+            ["measure", "value"],
+            [
+                ["events/s stored meanwhile (including start-up)", achieved],
+                ["p50 (s)", quantile(latencies, 0.5)],
+                ["p99 (s)", quantile(latencies, 0.99)],
+                ["max (s)", latencies[-1]],
+            ],
+        )
 
 
 async def _prepare(bootstrap: str, database_url: str, topic: str, partitions: int) -> None:
@@ -357,6 +495,15 @@ async def _prepare(bootstrap: str, database_url: str, topic: str, partitions: in
     # Absent when not preloaded on this server: the statement report is then skipped.
     with psycopg.connect(database_url, autocommit=True) as conn, contextlib.suppress(psycopg.Error):
         conn.execute("CREATE EXTENSION IF NOT EXISTS pg_stat_statements")
+    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap)
+    await admin.start()
+    try:
+        await admin.create_topics([NewTopic(topic, partitions, 1), NewTopic(f"{topic}.dlq", 1, 1)])
+    finally:
+        await admin.close()
+
+
+async def _create_topic(bootstrap: str, topic: str, partitions: int) -> None:
     admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap)
     await admin.start()
     try:
