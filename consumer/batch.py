@@ -123,6 +123,24 @@ class Batch:
         by_bytes = (policy.max_bytes - self.size_bytes) / bytes_per_message
         return max(1, int(min(by_rows, by_bytes)))
 
+    def is_full(self, policy: BatchPolicy) -> bool:
+        return len(self.rows) >= policy.max_rows or self.size_bytes >= policy.max_bytes
+
+    def absorb(self, later: Batch) -> None:
+        """Appends a later batch to this one (used when this one failed to be written while
+        the later one was being fetched). Poison already sent is not sent again."""
+        shift = len(self.rows)
+        self.spans.extend(
+            (message, start + shift, end + shift) for message, start, end in later.spans
+        )
+        self.rows.extend(later.rows)
+        self.poison = ([] if self.poison_sent else self.poison) + later.poison
+        self.poison_sent = False
+        self.next_offsets.update(later.next_offsets)
+        self.size_bytes += later.size_bytes
+        if self.started_at is None:
+            self.started_at = later.started_at
+
     def is_due(self, policy: BatchPolicy) -> bool:
         if self.started_at is None:
             return False

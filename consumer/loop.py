@@ -4,6 +4,9 @@ Correctness rests on PostgreSQL, not on Kafka's committed offsets: each batch's 
 records where every partition stands (see write.py), and on assignment the loop seeks to
 those stored offsets. The Kafka commit that follows each write only feeds lag monitoring.
 
+A batch is written by a task of its own while the loop goes on polling into the next one, so
+that decoding in Python overlaps the database's work; there is at most one write in flight.
+
 While PostgreSQL is down the loop pauses every partition, keeps calling `getmany` (so the
 group does not evict it for exceeding max.poll.interval.ms), retries the same batch with
 backoff, and resumes once it is stored.
@@ -126,6 +129,8 @@ class ConsumerLoop(ConsumerRebalanceListener):  # type: ignore[misc]
         self._write_backoff = Backoff(settings.retry_initial_s, settings.retry_max_s, clock)
         self._load_backoff = Backoff(settings.retry_initial_s, settings.retry_max_s, clock)
         self._lag_refreshed_at = 0.0
+        # the write in flight, if any; it returns the offsets it stored
+        self._writing: asyncio.Task[dict[int, int]] | None = None
         self.health = Health(clock)
 
     # -- rebalance listener (called by aiokafka's coordinator task) ------------------------
@@ -163,15 +168,24 @@ class ConsumerLoop(ConsumerRebalanceListener):  # type: ignore[misc]
         self._consumer.subscribe([self._topic], listener=self)
         reporter = _Reporter(self._stats, self._clock)
         while not stop.is_set():
-            if self._unloaded and not self._load_backoff.waiting:
-                await self._load_positions()
-            if self._batch.is_due(self._policy) and not self._write_backoff.waiting:
-                committed = await self._flush()
+            if self._writing is not None and self._writing.done():
+                committed = self._writing.result()
+                self._writing = None
                 if committed:
                     await self._commit_to_kafka(committed)
-            elif self._write_backoff.failing and self._batch.is_empty():
-                # The failing batch went with a revocation: nothing left to retry.
-                self._write_recovered()
+            if self._writing is None:
+                if self._unloaded and not self._load_backoff.waiting:
+                    await self._load_positions()
+                if self._batch.is_due(self._policy) and not self._write_backoff.waiting:
+                    self._writing = asyncio.create_task(self._flush(), name="write-batch")
+                elif self._write_backoff.failing and self._batch.is_empty():
+                    # The failing batch went with a revocation: nothing left to retry.
+                    self._write_recovered()
+            if self._writing is not None and self._batch.is_full(self._policy):
+                # The next batch is full before the write in flight ended: wait for it
+                # rather than fetch more (memory stays bounded by two batches).
+                await asyncio.wait({self._writing}, timeout=POLL_TIMEOUT_MS / 1000)
+                continue
             await self._poll()
             self.health.polled()
             reporter.maybe_report(self._consumer.assignment())
@@ -231,6 +245,8 @@ class ConsumerLoop(ConsumerRebalanceListener):  # type: ignore[misc]
             batch = self._batch
             if batch.is_empty():
                 return {}
+            # What is polled while this batch is written goes into the next one.
+            self._batch = Batch(self._clock)
             started = self._clock()
             try:
                 if not batch.poison_sent:
@@ -245,6 +261,8 @@ class ConsumerLoop(ConsumerRebalanceListener):  # type: ignore[misc]
                     log.warning("batch rejected (%s); writing it message by message", exc)
                     inserted = await self._write_each(batch)
             except (DatabaseUnavailable, DeadLetterUnavailable) as exc:
+                batch.absorb(self._batch)  # the retry covers what came in meanwhile too
+                self._batch = batch
                 delay = self._write_backoff.failed()
                 self._consumer.pause(*self._consumer.assignment())
                 self._stats.write_retries.inc()
@@ -258,11 +276,10 @@ class ConsumerLoop(ConsumerRebalanceListener):  # type: ignore[misc]
                 return {}
             except Fenced as exc:
                 log.warning("%s; dropping the batch and reloading stored offsets", exc)
-                self._refetch(set(batch.next_offsets))
+                self._refetch(set(batch.next_offsets) | set(self._batch.next_offsets))
                 return {}
             elapsed = self._clock() - started
             self._stored.update(batch.next_offsets)
-            self._batch = Batch(self._clock)
             if self._write_backoff.failing:
                 log.info("database is back: batch stored, fetching resumed")
                 self._write_recovered()
@@ -296,7 +313,8 @@ class ConsumerLoop(ConsumerRebalanceListener):  # type: ignore[misc]
         return {TopicPartition(self._topic, p) for p in self._unloaded}
 
     def _refetch(self, partitions: set[int]) -> None:
-        """Forgets the batch and re-reads these partitions from their stored offsets."""
+        """Forgets the batch being fetched and re-reads these partitions (those of the batch
+        just refused and of the one being fetched) from their stored offsets."""
         self._batch = Batch(self._clock)
         assigned = {tp.partition for tp in self._consumer.assignment()}
         owned = partitions & assigned
@@ -335,22 +353,30 @@ class ConsumerLoop(ConsumerRebalanceListener):  # type: ignore[misc]
                 self._stats.set_lag(tp.partition, max(0, highwater - stored))
 
     async def _finish(self) -> None:
-        """On shutdown: one bounded attempt to store the batch in hand, else abandon it (its
-        messages will be read again by whoever owns the partitions next)."""
-        if self._batch.is_empty():
+        """On shutdown: ends the write in flight and makes one attempt to store the batch in
+        hand, within half the shutdown timeout; else abandons them (their messages will be
+        read again by whoever owns the partitions next)."""
+        if self._writing is None and self._batch.is_empty():
             return
-        count = len(self._batch.rows)
         try:
             async with asyncio.timeout(self._settings.shutdown_timeout_s / 2):
-                committed = await self._flush()
-                if committed:
-                    await self._commit_to_kafka(committed)
+                if self._writing is not None:
+                    committed = await self._writing
+                    self._writing = None
+                    if committed:
+                        await self._commit_to_kafka(committed)
+                if not self._batch.is_empty():
+                    count = len(self._batch.rows)
+                    committed = await self._flush()
+                    if committed:
+                        await self._commit_to_kafka(committed)
+                        log.info("shutdown: stored the last batch of %d events", count)
         except TimeoutError:
-            pass
-        if self._batch.is_empty():
-            log.info("shutdown: stored the last batch of %d events", count)
-        else:
-            log.warning("shutdown: abandoned a batch of %d events (it will be re-read)", count)
+            pass  # the write in flight was cancelled with the timeout: rolled back
+        if not self._batch.is_empty() or self._writing is not None:
+            log.warning(
+                "shutdown: abandoned %d events (they will be re-read)", len(self._batch.rows)
+            )
 
 
 def _message(partition: int, record: Any) -> Message:

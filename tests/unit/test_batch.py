@@ -138,3 +138,23 @@ def test_dropping_every_partition_empties_the_batch() -> None:
     batch.drop_partitions({3})
     assert batch.is_empty()
     assert not batch.is_due(POLICY)
+
+
+def test_absorb_puts_a_failed_batch_before_what_came_in_meanwhile() -> None:
+    clock = FakeClock()
+    failed = Batch(clock)
+    failed.add(message(0, 0))
+    failed.add(Message(0, 1, b"\xc1", SCHEMA_EVENT_V1))  # poison, already sent
+    failed.poison_sent = True
+    clock.now += 1
+    later = Batch(clock)
+    later.add(message(0, 2))
+    later.add(Message(1, 7, b"\xc1", SCHEMA_EVENT_V1))  # poison, not sent yet
+    failed.absorb(later)
+    assert [m.offset for m, _, _ in failed.spans] == [0, 1, 2, 7]
+    assert [(start, end) for _, start, end in failed.spans] == [(0, 1), (1, 1), (1, 2), (2, 2)]
+    assert len(failed.rows) == 2
+    assert failed.next_offsets == {0: 3, 1: 8}
+    assert [p.message.offset for p in failed.poison] == [7]
+    assert not failed.poison_sent
+    assert failed.started_at == 100.0
