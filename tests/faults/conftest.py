@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+import shutil
 import uuid
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
@@ -27,6 +28,7 @@ PARTITIONS = 4
 
 class FaultServices:
     def __init__(self, base: Path) -> None:
+        self.base = base
         self.kafka, self.bootstrap = private_kafka(base)
         self.postgres, self.server_url = private_postgres(base)
 
@@ -35,11 +37,14 @@ class FaultServices:
         self.postgres.start()
 
     def stop(self) -> None:
-        for service in (self.kafka, self.postgres):
-            try:
-                service.stop()
-            finally:
-                service.remove_state()
+        try:
+            for service in (self.kafka, self.postgres):
+                try:
+                    service.stop()
+                finally:
+                    service.remove_state()
+        finally:
+            shutil.rmtree(self.base, ignore_errors=True)
 
 
 @pytest.fixture(scope="session")
