@@ -8,7 +8,7 @@ go at the end; fields are never retyped. The record's schema version travels in 
 from __future__ import annotations
 
 import uuid
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Annotated
 
 import msgspec
@@ -35,6 +35,8 @@ class IncomingEvent(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fi
     user_id: UserId
     timestamp: AwareDatetime
     event_id: uuid.UUID | None = None  # the emitter's idempotency key, if it has one
+    # When the emitter sent the request, by its own clock: corrects the clock's skew.
+    sent_at: AwareDatetime | None = None
 
 
 class EventRecord(msgspec.Struct, frozen=True, kw_only=True, array_like=True):
@@ -67,7 +69,16 @@ _record_batch_decoder = msgspec.msgpack.Decoder(list[EventRecord])
 _TEXT_FIELDS = ("site_id", "event_type", "path", "user_id")
 
 
-def decode_event(body: bytes) -> IncomingEvent:
+class ItemError(msgspec.Struct, frozen=True, omit_defaults=True):
+    """Why one item of a batch was refused: its position, a code, and the field to blame."""
+
+    index: int
+    code: str
+    message: str
+    field: str | None = None
+
+
+def decode_event(body: bytes | msgspec.Raw) -> IncomingEvent:
     """Parses and validates one JSON event, or raises InvalidEvent naming the field."""
     try:
         event = _json_event_decoder.decode(body)
@@ -98,15 +109,43 @@ def _describe_validation_error(text: str) -> tuple[str, str | None]:
     return text, None
 
 
-def to_record(event: IncomingEvent, event_id: uuid.UUID, received_at: datetime) -> EventRecord:
-    """The Kafka record for an accepted event; timestamps are normalized to UTC."""
+def event_time(event: IncomingEvent, received_at: datetime, max_future: timedelta) -> datetime:
+    """When the event happened, by the server's clock, in UTC.
+
+    With `sent_at`, the emitter's clock skew is removed: `timestamp + (received_at - sent_at)`.
+    A time more than `max_future` after `received_at` is clamped to `received_at` (a clock
+    far ahead, or a bogus value, must not create rows in days that have not happened).
+    Raises InvalidEvent when the correction leaves the representable range.
+    """
+    timestamp = event.timestamp
+    try:
+        if event.sent_at is not None:
+            timestamp = timestamp + (received_at - event.sent_at)
+        timestamp = timestamp.astimezone(UTC)
+    except OverflowError:
+        raise InvalidEvent(
+            "`sent_at` moves `timestamp` out of the representable range", "sent_at"
+        ) from None
+    if timestamp - received_at > max_future:
+        return received_at
+    return timestamp
+
+
+def to_record(
+    event: IncomingEvent,
+    event_id: uuid.UUID,
+    received_at: datetime,
+    *,
+    max_future: timedelta = timedelta.max,
+) -> EventRecord:
+    """The Kafka record for an accepted event; its time corrected (see event_time), in UTC."""
     return EventRecord(
         event_id=event_id,
         site_id=event.site_id,
         event_type=event.event_type,
         path=event.path,
         user_id=event.user_id,
-        timestamp=event.timestamp.astimezone(UTC),
+        timestamp=event_time(event, received_at, max_future),
         received_at=received_at,
     )
 
