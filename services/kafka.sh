@@ -8,13 +8,15 @@
 #   services/kafka.sh status    exit 0 if running
 #
 # Everything lives in $ROOT/.local/kafka: lib/ (jars), data/ (log.dirs), kafka.log,
-# kafka.pid, server.properties, cluster.id.
+# kafka.pid, server.properties, cluster.id. KAFKA_HOME moves all of it elsewhere and
+# KAFKA_LIB_DIR the jars alone: a second broker (fault tests) runs with its own
+# KAFKA_HOME and ports and reuses the installed jars.
 set -euo pipefail
 source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 
 NAME=kafka
-KAFKA_HOME="$LOCAL_DIR/kafka"
-LIB_DIR="$KAFKA_HOME/lib"
+KAFKA_HOME="${KAFKA_HOME:-$LOCAL_DIR/kafka}"
+LIB_DIR="${KAFKA_LIB_DIR:-$KAFKA_HOME/lib}"
 DATA_DIR="$KAFKA_HOME/data"
 PROPS="$KAFKA_HOME/server.properties"
 LOG_FILE="$KAFKA_HOME/kafka.log"
