@@ -45,7 +45,7 @@ async def handle_api_error(request: Request, exc: Exception) -> Response:
 
 
 def create_app(settings: Settings) -> Starlette:
-    openapi_body = msgspec.json.encode(openapi_document())
+    openapi_body = msgspec.json.encode(openapi_document(settings.max_batch_events))
 
     async def openapi_json(request: Request) -> Response:
         return Response(openapi_body, 200, media_type=JSON_MEDIA_TYPE)

@@ -113,9 +113,9 @@ def event_time(event: IncomingEvent, received_at: datetime, max_future: timedelt
     """When the event happened, by the server's clock, in UTC.
 
     With `sent_at`, the emitter's clock skew is removed: `timestamp + (received_at - sent_at)`.
-    A time more than `max_future` after `received_at` is clamped to `received_at` (a clock
-    far ahead, or a bogus value, must not create rows in days that have not happened).
-    Raises InvalidEvent when the correction leaves the representable range.
+    A time more than `max_future` after `received_at`, or one the correction pushes out of
+    the representable range (years 1-9999), is clamped to `received_at`: a clock far ahead
+    or a bogus value must not create rows in days that have not happened.
     """
     timestamp = event.timestamp
     try:
@@ -123,9 +123,7 @@ def event_time(event: IncomingEvent, received_at: datetime, max_future: timedelt
             timestamp = timestamp + (received_at - event.sent_at)
         timestamp = timestamp.astimezone(UTC)
     except OverflowError:
-        raise InvalidEvent(
-            "`sent_at` moves `timestamp` out of the representable range", "sent_at"
-        ) from None
+        return received_at
     if timestamp - received_at > max_future:
         return received_at
     return timestamp

@@ -16,6 +16,7 @@ from ingest.events import IncomingEvent
 from ingest.stats import DailyStats
 
 _REF = "#/components/schemas/{name}"
+NO_NUL_PATTERN = "^[^\\x00]*$"
 
 
 class EventAccepted(msgspec.Struct):
@@ -62,20 +63,21 @@ def _body(schema: dict[str, Any], *media_types: str) -> dict[str, Any]:
     return {"required": True, "content": {m: {"schema": schema} for m in media_types}}
 
 
-def openapi_document() -> dict[str, Any]:
+def openapi_document(max_batch_events: int = 1000) -> dict[str, Any]:
     _, components = msgspec.json.schema_components(
         [IncomingEvent, BatchAccepted, ErrorBody, DailyStats, EventAccepted, Status],
         ref_template=_REF,
     )
+    # PostgreSQL text cannot hold NUL, so the decoder refuses it: say so in the document.
+    event_fields = components["IncomingEvent"]["properties"]
+    for name in ("site_id", "event_type", "path", "user_id"):
+        event_fields[name]["pattern"] = NO_NUL_PATTERN
     event_ref = {"$ref": _REF.format(name="IncomingEvent")}
+    events = {"type": "array", "items": event_ref, "minItems": 1, "maxItems": max_batch_events}
     batch_schema = {
         "oneOf": [
-            {"type": "array", "items": event_ref},
-            {
-                "type": "object",
-                "properties": {"batch": {"type": "array", "items": event_ref}},
-                "required": ["batch"],
-            },
+            events,
+            {"type": "object", "properties": {"batch": events}, "required": ["batch"]},
         ]
     }
     return {
@@ -116,7 +118,7 @@ def openapi_document() -> dict[str, Any]:
                             "name": "site_id",
                             "in": "query",
                             "required": True,
-                            "schema": {"type": "string"},
+                            "schema": {"type": "string", "minLength": 1, "pattern": NO_NUL_PATTERN},
                         },
                         {
                             "name": "date",
