@@ -8,13 +8,12 @@ is valid it is refused as a whole with 400 and the same list.
 from __future__ import annotations
 
 import uuid
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 
 import msgspec
 from starlette.requests import Request
 from starlette.responses import Response
-from uuid_utils.compat import uuid7
 
 from ingest.errors import (
     JSON_MEDIA_TYPE,
@@ -24,7 +23,15 @@ from ingest.errors import (
     PayloadTooLarge,
     ServiceUnavailable,
 )
-from ingest.events import EventRecord, IncomingEvent, InvalidEvent, ItemError, decode_event
+from ingest.events import (
+    EventRecord,
+    IncomingEvent,
+    InvalidEvent,
+    ItemError,
+    decode_event,
+    may_hold_nul,
+    new_event_ids,
+)
 from ingest.events import to_record as _to_record
 from ingest.keys import WriteKeys, presented_key
 from ingest.metrics import IngestMetrics
@@ -43,10 +50,10 @@ class Ingest:
     publisher: Publisher
     keys: WriteKeys
     metrics: IngestMetrics
+    max_future: timedelta = field(init=False)
 
-    @property
-    def max_future(self) -> timedelta:
-        return timedelta(seconds=self.settings.max_future_s)
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "max_future", timedelta(seconds=self.settings.max_future_s))
 
 
 class BatchAccepted(msgspec.Struct):
@@ -56,9 +63,21 @@ class BatchAccepted(msgspec.Struct):
     errors: list[ItemError]
 
 
-def _record(ingest: Ingest, event: IncomingEvent, received_at: datetime) -> EventRecord:
-    event_id: uuid.UUID = event.event_id or uuid7()
-    return _to_record(event, event_id, received_at, max_future=ingest.max_future)
+def _records(
+    ingest: Ingest, events: list[tuple[int, IncomingEvent]], received_at: datetime
+) -> tuple[list[EventRecord], list[ItemError]]:
+    """Records for decoded events (ids assigned where the emitter sent none)."""
+    missing = sum(1 for _, event in events if event.event_id is None)
+    fresh = iter(new_event_ids(missing))
+    records: list[EventRecord] = []
+    errors: list[ItemError] = []
+    for index, event in events:
+        event_id: uuid.UUID = event.event_id or next(fresh)
+        try:
+            records.append(_to_record(event, event_id, received_at, max_future=ingest.max_future))
+        except InvalidEvent as exc:
+            errors.append(ItemError(index, BadRequest.code, exc.message, exc.field))
+    return records, errors
 
 
 async def _body(request: Request, max_bytes: int) -> bytes:
@@ -104,7 +123,8 @@ async def post_event(request: Request) -> Response:
     body = await _body(request, ingest.settings.max_event_bytes)
     try:
         event = decode_event(body)
-        record = _record(ingest, event, datetime.now(UTC))
+        event_id = event.event_id or new_event_ids(1)[0]
+        record = _to_record(event, event_id, datetime.now(UTC), max_future=ingest.max_future)
     except InvalidEvent as exc:
         error_type = MalformedJson if exc.malformed else BadRequest
         ingest.metrics.rejected(error_type.code)
@@ -128,7 +148,8 @@ async def post_events(request: Request) -> Response:
     if not items:
         raise BadRequest("The batch holds no events", field="batch")
     received_at = datetime.now(UTC)
-    records: list[EventRecord] = []
+    check_nul = may_hold_nul(body)
+    events: list[tuple[int, IncomingEvent]] = []
     errors: list[ItemError] = []
     for index, item in enumerate(items):
         if len(item) > settings.max_event_bytes:
@@ -141,10 +162,13 @@ async def post_events(request: Request) -> Response:
             )
             continue
         try:
-            records.append(_record(ingest, decode_event(item), received_at))
+            events.append((index, decode_event(item, check_nul=check_nul)))
         except InvalidEvent as exc:
             code = MalformedJson.code if exc.malformed else BadRequest.code
             errors.append(ItemError(index, code, exc.message, exc.field))
+    records, record_errors = _records(ingest, events, received_at)
+    if record_errors:
+        errors = sorted(errors + record_errors, key=lambda e: e.index)
     for error in errors:
         ingest.metrics.rejected(error.code)
     if not records:

@@ -7,6 +7,7 @@ workers each process counts its own requests; a scrape sees the worker that answ
 from __future__ import annotations
 
 from collections.abc import Callable
+from typing import Any
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 from prometheus_client.exposition import CONTENT_TYPE_LATEST
@@ -29,6 +30,7 @@ class IngestMetrics(PublishObserver):
             ["route", "status"],
             registry=self.registry,
         )
+        self._request_children: dict[tuple[str, int], Any] = {}
         self.events_accepted = Counter(
             "ingest_events_accepted", "Events acknowledged by Kafka", registry=self.registry
         )
@@ -59,6 +61,13 @@ class IngestMetrics(PublishObserver):
         self.in_flight.set_function(in_flight)
         self.broker_down.set_function(broker_down)
 
+    def count_request(self, route: str, status: int) -> None:
+        key = (route, status)
+        child = self._request_children.get(key)
+        if child is None:
+            child = self._request_children[key] = self.requests.labels(route, str(status))
+        child.inc()
+
     def acknowledged(self, seconds: float) -> None:
         self.produce_seconds.observe(seconds)
 
@@ -67,6 +76,23 @@ class IngestMetrics(PublishObserver):
 
     async def endpoint(self, request: Request) -> Response:
         return Response(generate_latest(self.registry), media_type=CONTENT_TYPE_LATEST)
+
+
+class CorsWhenOrigin:
+    """Sends only requests that carry an `Origin` header through the CORS middleware: the
+    others (servers, apps, sendBeacon without CORS) skip its per-request header work."""
+
+    def __init__(self, app: ASGIApp, cors: ASGIApp) -> None:
+        self.app = app
+        self.cors = cors
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "http":
+            for name, _ in scope["headers"]:
+                if name == b"origin":
+                    await self.cors(scope, receive, send)
+                    return
+        await self.app(scope, receive, send)
 
 
 class RequestCounter:
@@ -85,7 +111,7 @@ class RequestCounter:
 
         async def counting_send(message: Message) -> None:
             if message["type"] == "http.response.start":
-                self.metrics.requests.labels(route, str(message["status"])).inc()
+                self.metrics.count_request(route, message["status"])
             await send(message)
 
         await self.app(scope, receive, counting_send)

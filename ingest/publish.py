@@ -193,6 +193,9 @@ class Publisher:
                     await self._producer.send(self._topic, value, key=key, headers=headers)
                     for key, value, headers in self._messages(records)
                 ]
+                if len(futures) == 1:
+                    await futures[0]
+                    return
                 results = await asyncio.gather(*futures, return_exceptions=True)
             failures = [r for r in results if isinstance(r, BaseException)]
             if failures:
