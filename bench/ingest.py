@@ -7,7 +7,8 @@ single events on POST /event, batches on POST /events, batches of one hot site (
 partition), and batches produced one message per event instead of one per site. Prints one
 table with requests/s, events/s, p50/p99 and the ratio to the bare ceiling.
 
-Options: --duration-s (10), --connections (64), --workers (1,2), --batch-size (100).
+Options: --duration-s (4, per round), --rounds (3), --connections (64), --workers (1,2),
+--batch-size (100).
 """
 
 from __future__ import annotations
@@ -136,7 +137,7 @@ def load(url: str, spec: dict[str, Any], tmp: Path, args: argparse.Namespace) ->
     spec_path.write_text(json.dumps(spec))
     command = [sys.executable, "-m", "bench.loadgen", "--url", url, "--spec", str(spec_path),
                "--connections", str(args.connections), "--duration-s", str(args.duration_s),
-               "--warmup-s", "1"]  # fmt: skip
+               "--warmup-s", "0.5"]  # fmt: skip
     out = subprocess.run(command, cwd=ROOT, stdout=subprocess.PIPE, check=True, timeout=600)
     result: dict[str, Any] = json.loads(out.stdout)
     return result
@@ -160,6 +161,29 @@ async def _delete_topics(bootstrap: str, names: list[str]) -> None:
         await admin.close()
 
 
+def _merge(runs: list[dict[str, Any]]) -> dict[str, Any]:
+    """Sums interleaved rounds of one run; percentiles from all their latencies."""
+    latencies = sorted(x for r in runs for x in r["latencies_ms"])
+    statuses: dict[str, int] = {}
+    for r in runs:
+        for status, n in r["statuses"].items():
+            statuses[status] = statuses.get(status, 0) + n
+
+    def pct(q: float) -> float:
+        return latencies[min(len(latencies) - 1, int(q * len(latencies)))] if latencies else 0.0
+
+    return {
+        "requests": sum(r["requests"] for r in runs),
+        "events": sum(r["events"] for r in runs),
+        "elapsed_s": sum(r["elapsed_s"] for r in runs),
+        "statuses": statuses,
+        "p50_ms": pct(0.5),
+        "p99_ms": pct(0.99),
+        "server_cpu_s": sum(r["server_cpu_s"] for r in runs),
+        "loadgen_cpu_s": sum(r["loadgen_cpu_s"] for r in runs),
+    }
+
+
 def _row(name: str, workers: int, r: dict[str, Any], ceiling: dict[str, Any] | None) -> list[Any]:
     seconds = r["elapsed_s"]
     rps = r["requests"] / seconds
@@ -171,12 +195,49 @@ def _row(name: str, workers: int, r: dict[str, Any], ceiling: dict[str, Any] | N
             f"{cpu_us:.1f}", f"{r['loadgen_cpu_s'] / seconds:.2f}"]  # fmt: skip
 
 
+def run_workers(
+    workers: int, api_env: dict[str, str], specs: dict[str, Any], tmp: Path, args: Any
+) -> list[list[Any]]:
+    """All runs for one worker count. The servers run side by side and the runs are
+    interleaved in rounds, so a burst of load from elsewhere on the machine hits the
+    ceiling and the API alike instead of skewing their ratio."""
+    plan = [
+        ("bare", "single"), ("api", "single"),
+        ("bare", "batch"), ("api", "batch"), ("per_event", "batch"), ("api", "hot"),
+    ]  # fmt: skip
+    results: dict[tuple[str, str], list[dict[str, Any]]] = {step: [] for step in plan}
+    per_event_env = {**api_env, "PRODUCE_SITE_ARRAYS": "0"}
+    with (
+        serve("bare", workers, {}, tmp) as bare,
+        serve("ingest", workers, api_env, tmp) as api,
+        serve("ingest", workers, per_event_env, tmp) as per_event,
+    ):
+        servers = {"bare": bare, "api": api, "per_event": per_event}
+        for _ in range(args.rounds):
+            for server, spec in plan:
+                results[(server, spec)].append(measure(servers[server], specs[spec], tmp, args))
+    r = {step: _merge(runs) for step, runs in results.items()}
+    n = args.batch_size
+    return [
+        _row("bare POST /event (ceiling)", workers, r["bare", "single"], None),
+        _row("API POST /event", workers, r["api", "single"], r["bare", "single"]),
+        _row(f"bare POST /events x{n} (ceiling)", workers, r["bare", "batch"], None),
+        _row(f"API POST /events x{n}, message per site", workers, r["api", "batch"],
+             r["bare", "batch"]),
+        _row(f"API POST /events x{n}, message per event", workers, r["per_event", "batch"],
+             r["bare", "batch"]),
+        _row(f"API POST /events x{n}, one site (1 partition)", workers, r["api", "hot"],
+             r["bare", "batch"]),
+    ]  # fmt: skip
+
+
 def main(argv: list[str]) -> None:
     parser = argparse.ArgumentParser(prog="python -m bench ingest")
-    parser.add_argument("--duration-s", type=float, default=10)
+    parser.add_argument("--duration-s", type=float, default=4, help="per run and round")
     parser.add_argument("--connections", type=int, default=64)
     parser.add_argument("--workers", default="1,2")
     parser.add_argument("--batch-size", type=int, default=100)
+    parser.add_argument("--rounds", type=int, default=3, help="interleaved rounds per run")
     args, _ = parser.parse_known_args(argv)
     bootstrap = os.environ.get("KAFKA_BOOTSTRAP_SERVERS", "127.0.0.1:19092")
     topic = f"bench-ingest-{uuid.uuid4().hex[:8]}"
@@ -190,34 +251,13 @@ def main(argv: list[str]) -> None:
         tmp = Path(tmp_name)
         try:
             for workers in [int(w) for w in args.workers.split(",")]:
-                with serve("bare", workers, {}, tmp) as bare:
-                    bare_single = measure(bare, specs["single"], tmp, args)
-                    bare_batch = measure(bare, specs["batch"], tmp, args)
-                with serve("ingest", workers, api_env, tmp) as api:
-                    single = measure(api, specs["single"], tmp, args)
-                    batch = measure(api, specs["batch"], tmp, args)
-                    hot = measure(api, specs["hot"], tmp, args)
-                per_event_env = {**api_env, "PRODUCE_SITE_ARRAYS": "0"}
-                with serve("ingest", workers, per_event_env, tmp) as api:
-                    per_event = measure(api, specs["batch"], tmp, args)
-                n = args.batch_size
-                rows += [
-                    _row("bare POST /event (ceiling)", workers, bare_single, None),
-                    _row("API POST /event", workers, single, bare_single),
-                    _row(f"bare POST /events x{n} (ceiling)", workers, bare_batch, None),
-                    _row(f"API POST /events x{n}, message per site", workers, batch, bare_batch),
-                    _row(
-                        f"API POST /events x{n}, message per event", workers, per_event, bare_batch
-                    ),
-                    _row(
-                        f"API POST /events x{n}, one site (1 partition)", workers, hot, bare_batch
-                    ),
-                ]
+                rows += run_workers(workers, api_env, specs, tmp, args)
         finally:
             with contextlib.suppress(Exception):
                 asyncio.run(_delete_topics(bootstrap, [topic, f"{topic}.dlq"]))
     print_table(
-        f"ingest: {args.connections} connections, {args.duration_s:g} s each, acks=all",
+        f"ingest: {args.connections} connections, {args.rounds} x {args.duration_s:g} s "
+        "per run (interleaved), acks=all",
         [
             "run",
             "workers",

@@ -42,6 +42,7 @@ class Result(msgspec.Struct):
     p50_ms: float
     p99_ms: float
     loadgen_cpu_s: float
+    latencies_ms: list[float]  # every measured request, so runs can be merged
 
 
 def build_requests(host: str, spec: Requests) -> list[bytes]:
@@ -154,6 +155,7 @@ async def run(
         p50_ms=pct(0.50),
         p99_ms=pct(0.99),
         loadgen_cpu_s=(cpu1.ru_utime + cpu1.ru_stime) - (cpu0.ru_utime + cpu0.ru_stime),
+        latencies_ms=[round(x * 1000, 3) for x in latencies],
     )
 
 
