@@ -19,6 +19,7 @@ from pathlib import Path
 from urllib.parse import urlsplit
 
 import msgspec
+from rich.console import Console
 from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 
 LOOPBACK = ("127.0.0.1", "localhost", "::1")
@@ -126,7 +127,7 @@ async def run(
         BarColumn(),
         TextColumn("{task.completed:,.0f} req"),
         TimeElapsedColumn(),
-        console=None,
+        console=Console(stderr=True),
         transient=True,
         redirect_stdout=False,
     ) as progress:
