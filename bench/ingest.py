@@ -137,9 +137,9 @@ def load(url: str, spec: dict[str, Any], tmp: Path, args: argparse.Namespace) ->
     spec_path.write_text(json.dumps(spec))
     command = [sys.executable, "-m", "bench.loadgen", "--url", url, "--spec", str(spec_path),
                "--connections", str(args.connections), "--duration-s", str(args.duration_s),
-               "--warmup-s", "0.5"]  # fmt: skip
-    out = subprocess.run(command, cwd=ROOT, stdout=subprocess.PIPE, check=True, timeout=600)
-    result: dict[str, Any] = json.loads(out.stdout)
+               "--warmup-s", "0.5", "--out", str(spec_path.with_suffix(".out"))]  # fmt: skip
+    subprocess.run(command, cwd=ROOT, check=True, timeout=600)
+    result: dict[str, Any] = json.loads(spec_path.with_suffix(".out").read_text())
     return result
 
 

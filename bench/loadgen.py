@@ -3,7 +3,7 @@
 Runs in its own process (so its CPU is not the server's), on loopback only, bounded by time
 and by request count. Each of `--connections` connections sends the prepared requests one
 after another (rotating through them) and times each answer. Prints one JSON object with
-counts, statuses, latency percentiles and its own CPU time to stdout; a progress bar to stderr.
+counts, statuses, latencies and its own CPU time to stdout (or --out); progress to stderr.
 """
 
 from __future__ import annotations
@@ -168,6 +168,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--duration-s", type=float, default=10)
     parser.add_argument("--warmup-s", type=float, default=1)
     parser.add_argument("--max-requests", type=int, default=10_000_000)
+    parser.add_argument("--out", type=Path, help="write the JSON result here, not to stdout")
     args = parser.parse_args(argv)
     spec = msgspec.json.decode(args.spec.read_bytes(), type=Requests)
     import uvloop
@@ -175,7 +176,11 @@ def main(argv: list[str] | None = None) -> int:
     result = uvloop.run(
         run(args.url, spec, args.connections, args.duration_s, args.max_requests, args.warmup_s)
     )
-    sys.stdout.write(json.dumps(msgspec.to_builtins(result)) + "\n")
+    output = json.dumps(msgspec.to_builtins(result)) + "\n"
+    if args.out:
+        args.out.write_text(output)
+    else:
+        sys.stdout.write(output)
     return 0
 
 
