@@ -4,7 +4,8 @@ For each worker count, serves (1) the bare Starlette endpoint of bench/bare.py a
 real API (`python -m ingest`, acks=all, on a fresh topic of the broker named by
 KAFKA_BOOTSTRAP_SERVERS), and drives each with bench/loadgen.py in its own process:
 single events on POST /event, batches on POST /events, batches of one hot site (one
-partition), and batches produced one message per event instead of one per site. Prints one
+partition) and the same site spread over sub-keys (HOT_SITES), and batches produced one
+message per event instead of one per site. Prints one
 table with requests/s, events/s, p50/p99 and the ratio to the bare ceiling.
 
 Options: --duration-s (4, per round), --rounds (3), --connections (64), --workers (1,2),
@@ -33,6 +34,7 @@ from bench.table import print_table
 
 ROOT = Path(__file__).resolve().parent.parent
 CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
+HOT_SITE_SPREAD = 4
 
 
 def _free_port() -> int:
@@ -204,15 +206,18 @@ def run_workers(
     plan = [
         ("bare", "single"), ("api", "single"),
         ("bare", "batch"), ("api", "batch"), ("per_event", "batch"), ("api", "hot"),
+        ("hot_spread", "hot"),
     ]  # fmt: skip
     results: dict[tuple[str, str], list[dict[str, Any]]] = {step: [] for step in plan}
     per_event_env = {**api_env, "PRODUCE_SITE_ARRAYS": "0"}
+    spread_env = {**api_env, "HOT_SITES": f"hot-site:{HOT_SITE_SPREAD}"}
     with (
         serve("bare", workers, {}, tmp) as bare,
         serve("ingest", workers, api_env, tmp) as api,
         serve("ingest", workers, per_event_env, tmp) as per_event,
+        serve("ingest", workers, spread_env, tmp) as hot_spread,
     ):
-        servers = {"bare": bare, "api": api, "per_event": per_event}
+        servers = {"bare": bare, "api": api, "per_event": per_event, "hot_spread": hot_spread}
         for _ in range(args.rounds):
             for server, spec in plan:
                 results[(server, spec)].append(measure(servers[server], specs[spec], tmp, args))
@@ -228,6 +233,8 @@ def run_workers(
              r["bare", "batch"]),
         _row(f"API POST /events x{n}, one site (1 partition)", workers, r["api", "hot"],
              r["bare", "batch"]),
+        _row(f"API POST /events x{n}, one site, HOT_SITES={HOT_SITE_SPREAD} sub-keys", workers,
+             r["hot_spread", "hot"], r["bare", "batch"]),
     ]  # fmt: skip
 
 

@@ -79,6 +79,7 @@ def create_app(settings: Settings) -> Starlette:
             max_in_flight_events=settings.max_in_flight_events,
             site_arrays=settings.produce_site_arrays,
             observer=metrics,
+            hot_sites=settings.hot_sites,
         )
         await publisher.start()
         metrics.track(

@@ -76,7 +76,9 @@ def make_producer(settings: Settings, **overrides: Any) -> AIOKafkaProducer:
         "enable_idempotence": True,
         "linger_ms": settings.producer_linger_ms,
         "max_batch_size": settings.producer_max_batch_bytes,
-        "compression_type": settings.producer_compression or None,
+        "compression_type": None
+        if settings.producer_compression in ("", "none")
+        else settings.producer_compression,
         "request_timeout_ms": int(settings.publish_timeout_s * 1000),
         "partitioner": CachedPartitioner(),
         "client_id": "analytics-ingest",
@@ -105,6 +107,7 @@ class Publisher:
         max_in_flight_events: int = 20_000,
         site_arrays: bool = False,
         observer: PublishObserver | None = None,
+        hot_sites: dict[str, int] | None = None,
     ) -> None:
         self._producer = producer
         self._topic = topic
@@ -112,6 +115,7 @@ class Publisher:
         self._max_in_flight = max_in_flight_events
         self._site_arrays = site_arrays
         self._observer = observer or PublishObserver()
+        self._keys = SiteKeys(hot_sites or {})
         self._in_flight = 0
         self._broker_down = False
         self._probing = False
@@ -210,17 +214,35 @@ class Publisher:
     def _messages(
         self, records: Sequence[EventRecord]
     ) -> Iterator[tuple[bytes, bytes, list[tuple[str, bytes]]]]:
+        keys = self._keys
         if not self._site_arrays or len(records) == 1:
             for record in records:
-                yield record.site_id.encode(), encode_record(record), _SINGLE_HEADERS
+                yield keys.key(record.site_id), encode_record(record), _SINGLE_HEADERS
             return
-        by_site: dict[str, list[EventRecord]] = {}
+        by_key: dict[bytes, list[EventRecord]] = {}
         for record in records:
-            by_site.setdefault(record.site_id, []).append(record)
-        for site, site_records in by_site.items():
-            key = site.encode()
-            for value in _encode_chunks(site_records):
+            by_key.setdefault(keys.key(record.site_id), []).append(record)
+        for key, key_records in by_key.items():
+            for value in _encode_chunks(key_records):
                 yield key, value, _BATCH_HEADERS
+
+
+class SiteKeys:
+    """The Kafka key of a site's events: the site id, so a site keeps one partition and its
+    order; or, for a site configured as hot with N sub-keys, `site#0` .. `site#N-1` in turn,
+    which spreads it over up to N partitions and gives up its per-site order (the consumer
+    reads the site from the event, not from the key, and rollups do not depend on order)."""
+
+    def __init__(self, hot_sites: dict[str, int]) -> None:
+        self._spread = {site: n for site, n in hot_sites.items() if n > 1}
+        self._turn = 0
+
+    def key(self, site_id: str) -> bytes:
+        spread = self._spread.get(site_id) if self._spread else None
+        if spread is None:
+            return site_id.encode()
+        self._turn += 1
+        return f"{site_id}#{self._turn % spread}".encode()
 
 
 _SINGLE_HEADERS = [(SCHEMA_HEADER, SCHEMA_EVENT_V1)]

@@ -9,11 +9,23 @@ import msgspec
 from ingest.config import (
     DEFAULT_DATABASE_URL,
     DEFAULT_KAFKA_BOOTSTRAP_SERVERS,
+    ConfigError,
     env_float,
     env_int,
     env_str,
 )
 from ingest.keys import load_write_keys
+
+
+def parse_hot_sites(raw: str) -> dict[str, int]:
+    """`HOT_SITES=site-a:4,site-b:8`: each named site spread over that many sub-keys."""
+    spread: dict[str, int] = {}
+    for item in filter(None, (part.strip() for part in raw.split(","))):
+        site, _, count = item.rpartition(":")
+        if not site or not count.isdigit() or int(count) < 1:
+            raise ConfigError(f"HOT_SITES must look like site-a:4,site-b:8, got {item!r}")
+        spread[site] = int(count)
+    return spread
 
 
 class Settings(msgspec.Struct, frozen=True, kw_only=True):
@@ -50,6 +62,8 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
     write_keys: dict[str, list[str]] = msgspec.field(default_factory=dict)
     cors_allow_origins: list[str] = msgspec.field(default_factory=lambda: ["*"])
     workers: int = 1
+    # Hot sites spread over N sub-keys (partitions), trading their order for throughput.
+    hot_sites: dict[str, int] = msgspec.field(default_factory=dict)
 
     @classmethod
     def from_env(cls, env: Mapping[str, str]) -> Settings:
@@ -83,4 +97,5 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
             write_keys=load_write_keys(env),
             cors_allow_origins=env_str(env, "CORS_ALLOW_ORIGINS", "*").split(","),
             workers=env_int(env, "WEB_CONCURRENCY", 1, minimum=1),
+            hot_sites=parse_hot_sites(env_str(env, "HOT_SITES", "")),
         )
