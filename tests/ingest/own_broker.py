@@ -19,6 +19,7 @@ class OwnBroker:
         self.controller_port = free_port()
         self.home = home
         lib_dir = os.environ.get("KAFKA_LIB_DIR") or str(ROOT / ".local" / "kafka" / "lib")
+        self.lib_dir = lib_dir
         self._env = {
             **os.environ,
             "KAFKA_HOME": str(home),
@@ -53,6 +54,12 @@ class OwnBroker:
 
 
 def own_broker_or_skip(home: Path) -> OwnBroker:
+    """A broker of the test's own, or a skip naming what is missing (java, or the jars that
+    `make up` / `services/kafka.sh install` put in .local/kafka/lib; KAFKA_LIB_DIR points
+    elsewhere)."""
     if shutil.which("java") is None:
         pytest.skip("no java: cannot start a broker of the test's own")
-    return OwnBroker(home)
+    broker = OwnBroker(home)
+    if not (Path(broker.lib_dir) / ".installed").exists():
+        pytest.skip(f"no Kafka jars in {broker.lib_dir} (services/kafka.sh install)")
+    return broker
