@@ -9,20 +9,19 @@ from collections.abc import AsyncIterator
 import msgspec
 from starlette.applications import Starlette
 from starlette.middleware import Middleware
-from starlette.middleware.cors import CORSMiddleware
 from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
-from starlette.types import ASGIApp
 
 from ingest import stats
 from ingest.accept import Ingest, post_event, post_events
 from ingest.config import environ
+from ingest.cors import cors
 from ingest.database import DatabaseUnavailable, make_pool
 from ingest.errors import JSON_MEDIA_TYPE, ApiError, ServiceUnavailable, error_response
 from ingest.health import healthz, readyz
 from ingest.keys import WriteKeys
-from ingest.metrics import CorsWhenOrigin, IngestMetrics, RequestCounter
+from ingest.metrics import IngestMetrics, RequestCounter
 from ingest.openapi import openapi_document
 from ingest.publish import Publisher, make_producer
 from ingest.settings import Settings
@@ -108,22 +107,11 @@ def create_app(settings: Settings) -> Starlette:
         routes=routes,
         middleware=[
             Middleware(RequestCounter, metrics=metrics),
-            Middleware(_cors, settings=settings),
+            Middleware(cors, settings=settings),
         ],
         exception_handlers={ApiError: handle_api_error},
         lifespan=lifespan,
     )
-
-
-def _cors(app: ASGIApp, settings: Settings) -> ASGIApp:
-    cors = CORSMiddleware(
-        app,
-        allow_origins=settings.cors_allow_origins,
-        allow_methods=["GET", "POST", "OPTIONS"],
-        allow_headers=["Content-Type", "Content-Encoding", "Authorization", "X-Write-Key"],
-        max_age=86400,
-    )
-    return CorsWhenOrigin(app, cors)
 
 
 def app_from_env() -> Starlette:

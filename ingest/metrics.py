@@ -78,23 +78,6 @@ class IngestMetrics(PublishObserver):
         return Response(generate_latest(self.registry), media_type=CONTENT_TYPE_LATEST)
 
 
-class CorsWhenOrigin:
-    """Sends only requests that carry an `Origin` header through the CORS middleware: the
-    others (servers, apps, sendBeacon without CORS) skip its per-request header work."""
-
-    def __init__(self, app: ASGIApp, cors: ASGIApp) -> None:
-        self.app = app
-        self.cors = cors
-
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] == "http":
-            for name, _ in scope["headers"]:
-                if name == b"origin":
-                    await self.cors(scope, receive, send)
-                    return
-        await self.app(scope, receive, send)
-
-
 class RequestCounter:
     """ASGI middleware counting answered requests by route (known paths only) and status."""
 
