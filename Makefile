@@ -6,7 +6,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 INSTALLED := $(VENV)/.installed
 
-.PHONY: help install up down schema run test test-unit test-faults lint bench clean
+.PHONY: help install up down schema run test test-unit test-faults lint bench bench-ingest clean
 
 help:
 	@echo "make run        install, start Kafka + PostgreSQL, serve the API on :3001 with a consumer"
@@ -17,6 +17,7 @@ help:
 	@echo "make schema     apply schema.sql to DATABASE_URL"
 	@echo "make lint       ruff and mypy --strict"
 	@echo "make bench      benchmarks (see README)"
+	@echo "make bench-ingest  the ingest benchmark alone"
 
 $(INSTALLED): pyproject.toml
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV) || { \
@@ -56,6 +57,9 @@ lint: install
 
 bench: install
 	@scripts/with-services.sh $(PY) -m bench
+
+bench-ingest: install
+	@scripts/with-services.sh $(PY) -m bench ingest
 
 clean: down
 	rm -rf .local $(VENV)

@@ -19,8 +19,12 @@ def main() -> int:
     except ConfigError as exc:
         print(f"api: configuration error: {exc}", file=sys.stderr)
         return 2
+    # Several workers each build their own app (and producer) through the factory.
+    app = "ingest.app:app_from_env" if settings.workers > 1 else create_app(settings)
     uvicorn.run(
-        create_app(settings),
+        app,
+        factory=settings.workers > 1,
+        workers=settings.workers,
         host=settings.host,
         port=settings.port,
         loop="uvloop",

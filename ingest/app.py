@@ -5,51 +5,29 @@ from __future__ import annotations
 import contextlib
 import logging
 from collections.abc import AsyncIterator
-from datetime import UTC, datetime
 
 import msgspec
 from starlette.applications import Starlette
+from starlette.middleware import Middleware
 from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
-from uuid_utils.compat import uuid7
 
 from ingest import stats
+from ingest.accept import Ingest, post_event, post_events
+from ingest.config import environ
+from ingest.cors import cors
 from ingest.database import DatabaseUnavailable, make_pool
-from ingest.errors import (
-    JSON_MEDIA_TYPE,
-    ApiError,
-    BadRequest,
-    MalformedJson,
-    ServiceUnavailable,
-    error_response,
-)
-from ingest.events import InvalidEvent, decode_event, to_record
-from ingest.publish import Publisher, PublishUnavailable, make_producer
+from ingest.errors import JSON_MEDIA_TYPE, ApiError, ServiceUnavailable, error_response
+from ingest.health import healthz, readyz
+from ingest.keys import WriteKeys
+from ingest.metrics import IngestMetrics, RequestCounter
+from ingest.openapi import openapi_document
+from ingest.publish import Publisher, make_producer
 from ingest.settings import Settings
 from ingest.topics import ensure_topics
 
 log = logging.getLogger(__name__)
-
-ACCEPTED_BODY = b'{"message":"Event accepted"}'
-
-
-async def post_event(request: Request) -> Response:
-    """Validates one event and answers 202 once Kafka has acknowledged it."""
-    body = await request.body()
-    try:
-        event = decode_event(body)
-    except InvalidEvent as exc:
-        error_type = MalformedJson if exc.malformed else BadRequest
-        raise error_type(exc.message, field=exc.field) from None
-    received_at = datetime.now(UTC)
-    record = to_record(event, event.event_id or uuid7(), received_at)
-    publisher: Publisher = request.app.state.publisher
-    try:
-        await publisher.publish([record])
-    except PublishUnavailable as exc:
-        raise ServiceUnavailable(f"Event not accepted: {exc}; retry later") from None
-    return Response(ACCEPTED_BODY, 202, media_type=JSON_MEDIA_TYPE)
 
 
 async def get_stats(request: Request) -> Response:
@@ -61,18 +39,32 @@ async def get_stats(request: Request) -> Response:
     return Response(msgspec.json.encode(result), 200, media_type=JSON_MEDIA_TYPE)
 
 
-async def healthz(request: Request) -> Response:
-    return Response(b'{"status":"ok"}', 200, media_type=JSON_MEDIA_TYPE)
-
-
 async def handle_api_error(request: Request, exc: Exception) -> Response:
     assert isinstance(exc, ApiError)
     return error_response(exc)
 
 
 def create_app(settings: Settings) -> Starlette:
+    openapi_body = msgspec.json.encode(openapi_document(settings.max_batch_events))
+
+    async def openapi_json(request: Request) -> Response:
+        return Response(openapi_body, 200, media_type=JSON_MEDIA_TYPE)
+
+    routes = [
+        Route("/event", post_event, methods=["POST"]),
+        Route("/events", post_events, methods=["POST"]),
+        Route("/stats", get_stats, methods=["GET"]),
+        Route("/healthz", healthz, methods=["GET"]),
+        Route("/readyz", readyz, methods=["GET"]),
+        Route("/openapi.json", openapi_json, methods=["GET"]),
+    ]
+    metrics = IngestMetrics({route.path for route in routes} | {"/metrics"})
+    routes.append(Route("/metrics", metrics.endpoint, methods=["GET"]))
+
     @contextlib.asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
+        # Start-up fails fast (with the broker address) when Kafka cannot be reached;
+        # mid-run outages are answered with 503 and recovered from without a restart.
         await ensure_topics(
             settings.kafka_bootstrap_servers,
             [settings.events_topic, settings.dlq_topic],
@@ -80,18 +72,29 @@ def create_app(settings: Settings) -> Starlette:
             replication_factor=settings.topic_replication_factor,
         )
         publisher = Publisher(
-            make_producer(settings), settings.events_topic, settings.publish_timeout_s
+            make_producer(settings),
+            settings.events_topic,
+            settings.publish_timeout_s,
+            max_in_flight_events=settings.max_in_flight_events,
+            site_arrays=settings.produce_site_arrays,
+            observer=metrics,
+            hot_sites=settings.hot_sites,
         )
         await publisher.start()
+        metrics.track(
+            lambda: publisher.in_flight_events, lambda: 1.0 if publisher.broker_down else 0.0
+        )
         # Ingest must work while PostgreSQL is down, so the pool connects in the background.
         pool = make_pool(settings)
         await pool.open(wait=False)
+        app.state.ingest = Ingest(settings, publisher, WriteKeys(settings.write_keys), metrics)
         app.state.publisher = publisher
         app.state.pool = pool
         log.info(
-            "API ready: Kafka %s topic %r, database pool for stats",
+            "API ready: Kafka %s topic %r, write keys %s, database pool for stats",
             settings.kafka_bootstrap_servers,
             settings.events_topic,
+            "required" if settings.write_keys else "off",
         )
         try:
             yield
@@ -101,11 +104,16 @@ def create_app(settings: Settings) -> Starlette:
             await pool.close()
 
     return Starlette(
-        routes=[
-            Route("/event", post_event, methods=["POST"]),
-            Route("/stats", get_stats, methods=["GET"]),
-            Route("/healthz", healthz, methods=["GET"]),
+        routes=routes,
+        middleware=[
+            Middleware(RequestCounter, metrics=metrics),
+            Middleware(cors, settings=settings),
         ],
         exception_handlers={ApiError: handle_api_error},
         lifespan=lifespan,
     )
+
+
+def app_from_env() -> Starlette:
+    """Factory for `uvicorn --factory` (several workers each build their own app)."""
+    return create_app(Settings.from_env(environ()))

@@ -6,8 +6,12 @@ machine-readable `code`, and `field` where one field is to blame.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 import msgspec
 from starlette.responses import Response
+
+from ingest.events import ItemError
 
 JSON_MEDIA_TYPE = "application/json; charset=utf-8"  # what the original (Express) sent
 
@@ -17,12 +21,18 @@ class ApiError(Exception):
     code = "internal_error"
 
     def __init__(
-        self, message: str, *, field: str | None = None, headers: dict[str, str] | None = None
+        self,
+        message: str,
+        *,
+        field: str | None = None,
+        headers: dict[str, str] | None = None,
+        errors: Sequence[ItemError] = (),
     ) -> None:
         super().__init__(message)
         self.message = message
         self.field = field
         self.headers = headers or {}
+        self.errors = list(errors)
 
 
 class BadRequest(ApiError):
@@ -45,6 +55,25 @@ class PayloadTooLarge(ApiError):
     code = "payload_too_large"
 
 
+class Unauthorized(ApiError):
+    """Write keys are configured and the request carries none."""
+
+    status = 401
+    code = "write_key_required"
+
+    def __init__(self, message: str, *, field: str | None = None) -> None:
+        super().__init__(
+            message, field=field, headers={"WWW-Authenticate": 'Basic realm="analytics-ingest"'}
+        )
+
+
+class Forbidden(ApiError):
+    """The request's write key is not valid for a site it sends events for."""
+
+    status = 403
+    code = "write_key_invalid"
+
+
 class ServiceUnavailable(ApiError):
     """A dependency (Kafka or PostgreSQL) cannot serve the request now; retry later."""
 
@@ -55,12 +84,21 @@ class ServiceUnavailable(ApiError):
         super().__init__(message, headers={"Retry-After": str(retry_after_s)})
 
 
-class _ErrorBody(msgspec.Struct, omit_defaults=True):
+class Overloaded(ServiceUnavailable):
+    """Too many events are waiting for Kafka's ack: shed load rather than queue it."""
+
+    code = "overloaded"
+
+
+class ErrorBody(msgspec.Struct, omit_defaults=True):
     message: str
     code: str
     field: str | None = None
+    errors: list[ItemError] | None = None  # per-item refusals of a batch, when all failed
 
 
 def error_response(error: ApiError) -> Response:
-    body = msgspec.json.encode(_ErrorBody(error.message, error.code, error.field))
+    body = msgspec.json.encode(
+        ErrorBody(error.message, error.code, error.field, error.errors or None)
+    )
     return Response(body, error.status, headers=error.headers, media_type=JSON_MEDIA_TYPE)

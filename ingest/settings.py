@@ -9,10 +9,23 @@ import msgspec
 from ingest.config import (
     DEFAULT_DATABASE_URL,
     DEFAULT_KAFKA_BOOTSTRAP_SERVERS,
+    ConfigError,
     env_float,
     env_int,
     env_str,
 )
+from ingest.keys import load_write_keys
+
+
+def parse_hot_sites(raw: str) -> dict[str, int]:
+    """`HOT_SITES=site-a:4,site-b:8`: each named site spread over that many sub-keys."""
+    spread: dict[str, int] = {}
+    for item in filter(None, (part.strip() for part in raw.split(","))):
+        site, _, count = item.rpartition(":")
+        if not site or not count.isdigit() or int(count) < 1:
+            raise ConfigError(f"HOT_SITES must look like site-a:4,site-b:8, got {item!r}")
+        spread[site] = int(count)
+    return spread
 
 
 class Settings(msgspec.Struct, frozen=True, kw_only=True):
@@ -33,6 +46,24 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
     db_pool_max_size: int = 8
     # How long a stats query may wait for a pooled connection before answering 503.
     db_timeout_s: float = 2.0
+    # --- ingest: limits, overload, time, keys, CORS, workers (see README-ingest.md) ---
+    max_event_bytes: int = 32 * 1024
+    max_body_bytes: int = 1024 * 1024
+    max_batch_events: int = 1000
+    # Events awaiting Kafka's ack across all requests; beyond it requests get 503.
+    max_in_flight_events: int = 20_000
+    # Retry-After (seconds) sent with 503 answers.
+    retry_after_s: int = 1
+    # Timestamps further than this ahead of receipt are clamped to the receipt time.
+    max_future_s: float = 3600.0
+    # A batch request is produced as one Kafka message per site holding an array.
+    produce_site_arrays: bool = True
+    # Per-site write keys {site_id: [key, ...]}; empty means keys are not required.
+    write_keys: dict[str, list[str]] = msgspec.field(default_factory=dict)
+    cors_allow_origins: list[str] = msgspec.field(default_factory=lambda: ["*"])
+    workers: int = 1
+    # Hot sites spread over N sub-keys (partitions), trading their order for throughput.
+    hot_sites: dict[str, int] = msgspec.field(default_factory=dict)
 
     @classmethod
     def from_env(cls, env: Mapping[str, str]) -> Settings:
@@ -56,4 +87,15 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
             db_pool_min_size=env_int(env, "DB_POOL_MIN_SIZE", 1, minimum=0),
             db_pool_max_size=env_int(env, "DB_POOL_MAX_SIZE", 8, minimum=1),
             db_timeout_s=env_float(env, "DB_TIMEOUT_S", 2.0, minimum=0.1),
+            max_event_bytes=env_int(env, "MAX_EVENT_BYTES", 32 * 1024, minimum=256),
+            max_body_bytes=env_int(env, "MAX_BODY_BYTES", 1024 * 1024, minimum=256),
+            max_batch_events=env_int(env, "MAX_BATCH_EVENTS", 1000, minimum=1),
+            max_in_flight_events=env_int(env, "MAX_IN_FLIGHT_EVENTS", 20_000, minimum=1),
+            retry_after_s=env_int(env, "RETRY_AFTER_S", 1, minimum=1),
+            max_future_s=env_float(env, "MAX_FUTURE_S", 3600.0),
+            produce_site_arrays=env_str(env, "PRODUCE_SITE_ARRAYS", "1") not in ("0", "false"),
+            write_keys=load_write_keys(env),
+            cors_allow_origins=env_str(env, "CORS_ALLOW_ORIGINS", "*").split(","),
+            workers=env_int(env, "WEB_CONCURRENCY", 1, minimum=1),
+            hot_sites=parse_hot_sites(env_str(env, "HOT_SITES", "")),
         )

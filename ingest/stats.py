@@ -59,6 +59,8 @@ def parse_stats_query(params: dict[str, str]) -> StatsQuery:
     site_id = params.get("site_id", "")
     if not site_id:
         raise BadRequest("`site_id` query parameter is required", field="site_id")
+    if "\x00" in site_id:
+        raise BadRequest("`site_id` must not contain NUL characters", field="site_id")
     raw_date = params.get("date", "")
     if not raw_date:
         raise BadRequest("`date` query parameter is required (YYYY-MM-DD)", field="date")

@@ -10,12 +10,13 @@
 # Everything lives in $ROOT/.local/kafka: lib/ (jars), data/ (log.dirs), kafka.log,
 # kafka.pid, server.properties, cluster.id. KAFKA_STATE_DIR moves all but lib/ elsewhere, so
 # a second broker (other KAFKA_PORT / KAFKA_CONTROLLER_PORT) can run beside the first, e.g.
-# for tests that restart a broker.
+# for tests that restart a broker. KAFKA_LIB_DIR points at the jars (default
+# $ROOT/.local/kafka/lib), e.g. those of another checkout.
 set -euo pipefail
 source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 
 NAME=kafka
-LIB_DIR="$LOCAL_DIR/kafka/lib"
+LIB_DIR="${KAFKA_LIB_DIR:-$LOCAL_DIR/kafka/lib}"
 KAFKA_HOME="${KAFKA_STATE_DIR:-$LOCAL_DIR/kafka}"
 DATA_DIR="$KAFKA_HOME/data"
 PROPS="$KAFKA_HOME/server.properties"

@@ -18,9 +18,9 @@ from psycopg import sql
 
 from consumer.schema import apply_schema
 from consumer.settings import ConsumerSettings
-from tests.faults.services import PrivateService, private_kafka, private_postgres
 from tests.faults.stream import EventStream, stored_ids, stored_offsets
 from tests.processes import ROOT, Process, start_consumer
+from tests.services import PrivateService, private_kafka, private_postgres
 from tests.support import assert_rollups_match_raw_rows, stored_event_count, wait_for
 
 PARTITIONS = 4

@@ -2,7 +2,7 @@
 while things are killed and restarted. Every case ends with FaultCase.settle(): every
 accepted event stored exactly once, and every rollup equal to a recount from the raw rows.
 
-The broker and PostgreSQL server restarted here are the suite's own (tests/faults/services.py).
+The broker and PostgreSQL server restarted here are the suite's own (tests/services.py).
 """
 
 from __future__ import annotations

@@ -1,4 +1,4 @@
-"""A broker and a PostgreSQL server of the fault suite's own, on free loopback ports.
+"""A broker and a PostgreSQL server of a test suite's own, on free loopback ports.
 
 Started with the same scripts as the shared services (services/kafka.sh, services/postgres.sh)
 but with other ports and state directories, so the suite can stop and restart them without

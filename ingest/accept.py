@@ -1,0 +1,179 @@
+"""The ingest endpoints: `POST /event` (one event) and `POST /events` (a batch).
+
+Both answer 202 only once Kafka has acknowledged every accepted event (acks=all). A batch
+accepts its valid items and names each refused one (index, code, field, message); when none
+is valid it is refused as a whole with 400 and the same list.
+"""
+
+from __future__ import annotations
+
+import uuid
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+
+import msgspec
+from starlette.requests import Request
+from starlette.responses import Response
+
+from ingest.errors import (
+    JSON_MEDIA_TYPE,
+    BadRequest,
+    MalformedJson,
+    Overloaded,
+    PayloadTooLarge,
+    ServiceUnavailable,
+)
+from ingest.events import (
+    EventRecord,
+    IncomingEvent,
+    InvalidEvent,
+    ItemError,
+    decode_event,
+    may_hold_nul,
+    new_event_ids,
+)
+from ingest.events import to_record as _to_record
+from ingest.keys import WriteKeys, presented_key
+from ingest.metrics import IngestMetrics
+from ingest.publish import Publisher, PublishSaturated, PublishUnavailable
+from ingest.receive import NDJSON_MEDIA_TYPES, read_body, split_batch
+from ingest.settings import Settings
+
+ACCEPTED_BODY = b'{"message":"Event accepted"}'
+
+
+@dataclass(frozen=True)
+class Ingest:
+    """What the ingest endpoints share, built once in the app's lifespan."""
+
+    settings: Settings
+    publisher: Publisher
+    keys: WriteKeys
+    metrics: IngestMetrics
+    max_future: timedelta = field(init=False)
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "max_future", timedelta(seconds=self.settings.max_future_s))
+
+
+class BatchAccepted(msgspec.Struct):
+    message: str
+    accepted: int
+    rejected: int
+    errors: list[ItemError]
+
+
+def _records(
+    ingest: Ingest, events: list[tuple[int, IncomingEvent]], received_at: datetime
+) -> tuple[list[EventRecord], list[ItemError]]:
+    """Records for decoded events (ids assigned where the emitter sent none)."""
+    missing = sum(1 for _, event in events if event.event_id is None)
+    fresh = iter(new_event_ids(missing))
+    records: list[EventRecord] = []
+    errors: list[ItemError] = []
+    for index, event in events:
+        event_id: uuid.UUID = event.event_id or next(fresh)
+        try:
+            records.append(_to_record(event, event_id, received_at, max_future=ingest.max_future))
+        except InvalidEvent as exc:
+            errors.append(ItemError(index, BadRequest.code, exc.message, exc.field))
+    return records, errors
+
+
+async def _body(request: Request, max_bytes: int) -> bytes:
+    headers = request.headers
+    return await read_body(
+        headers.get("content-length"),
+        headers.get("content-encoding"),
+        request.stream(),
+        max_bytes=max_bytes,
+    )
+
+
+def _required_key(ingest: Ingest, request: Request) -> str | None:
+    """The request's write key; refuses at once (401) when keys are on and none is sent."""
+    if not ingest.keys.required:
+        return None
+    key = presented_key(request.headers, request.query_params)
+    ingest.keys.check(key, ())
+    return key
+
+
+async def _publish(ingest: Ingest, records: list[EventRecord]) -> None:
+    retry_after = ingest.settings.retry_after_s
+    try:
+        await ingest.publisher.publish(records)
+    except PublishSaturated as exc:
+        ingest.metrics.rejected("overloaded", len(records))
+        raise Overloaded(
+            f"Events not accepted: {exc}; retry later", retry_after_s=retry_after
+        ) from None
+    except PublishUnavailable as exc:
+        ingest.metrics.rejected("unavailable", len(records))
+        raise ServiceUnavailable(
+            f"Events not accepted: {exc}; retry later", retry_after_s=retry_after
+        ) from None
+    ingest.metrics.events_accepted.inc(len(records))
+
+
+async def post_event(request: Request) -> Response:
+    """Validates one event and answers 202 once Kafka has acknowledged it."""
+    ingest: Ingest = request.app.state.ingest
+    key = _required_key(ingest, request)
+    body = await _body(request, ingest.settings.max_event_bytes)
+    try:
+        event = decode_event(body)
+        event_id = event.event_id or new_event_ids(1)[0]
+        record = _to_record(event, event_id, datetime.now(UTC), max_future=ingest.max_future)
+    except InvalidEvent as exc:
+        error_type = MalformedJson if exc.malformed else BadRequest
+        ingest.metrics.rejected(error_type.code)
+        raise error_type(exc.message, field=exc.field) from None
+    ingest.keys.check(key, (record.site_id,))
+    await _publish(ingest, [record])
+    return Response(ACCEPTED_BODY, 202, media_type=JSON_MEDIA_TYPE)
+
+
+async def post_events(request: Request) -> Response:
+    """Validates a batch; answers 202 with counts and per-item errors once Kafka has
+    acknowledged every valid item, or 400 (with the per-item errors) if none is valid."""
+    ingest: Ingest = request.app.state.ingest
+    settings = ingest.settings
+    key = _required_key(ingest, request)
+    body = await _body(request, settings.max_body_bytes)
+    media_type = request.headers.get("content-type", "").split(";")[0].strip().lower()
+    items = split_batch(
+        body, ndjson=media_type in NDJSON_MEDIA_TYPES, max_events=settings.max_batch_events
+    )
+    if not items:
+        raise BadRequest("The batch holds no events", field="batch")
+    received_at = datetime.now(UTC)
+    check_nul = may_hold_nul(body)
+    events: list[tuple[int, IncomingEvent]] = []
+    errors: list[ItemError] = []
+    for index, item in enumerate(items):
+        if len(item) > settings.max_event_bytes:
+            errors.append(
+                ItemError(
+                    index,
+                    PayloadTooLarge.code,
+                    f"The event is larger than {settings.max_event_bytes} bytes",
+                )
+            )
+            continue
+        try:
+            events.append((index, decode_event(item, check_nul=check_nul)))
+        except InvalidEvent as exc:
+            code = MalformedJson.code if exc.malformed else BadRequest.code
+            errors.append(ItemError(index, code, exc.message, exc.field))
+    records, record_errors = _records(ingest, events, received_at)
+    if record_errors:
+        errors = sorted(errors + record_errors, key=lambda e: e.index)
+    for error in errors:
+        ingest.metrics.rejected(error.code)
+    if not records:
+        raise BadRequest("No event in the batch is valid", field="batch", errors=errors)
+    ingest.keys.check(key, {record.site_id for record in records})
+    await _publish(ingest, records)
+    answer = BatchAccepted("Events accepted", len(records), len(errors), errors)
+    return Response(msgspec.json.encode(answer), 202, media_type=JSON_MEDIA_TYPE)

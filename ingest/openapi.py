@@ -1,0 +1,176 @@
+"""`GET /openapi.json`: the API described for clients and for the schemathesis fuzz tests.
+
+Bodies come from the same msgspec structs that decode and encode them, so the document cannot
+drift from the code; the paths, statuses and headers are written out here.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import msgspec
+
+from ingest.accept import BatchAccepted
+from ingest.errors import ErrorBody
+from ingest.events import IncomingEvent
+from ingest.stats import DailyStats
+
+_REF = "#/components/schemas/{name}"
+NO_NUL_PATTERN = "^[^\\x00]*$"
+
+
+class EventAccepted(msgspec.Struct):
+    message: str
+
+
+class Status(msgspec.Struct):
+    status: str
+
+
+def _json(ref: str, description: str, **extra: Any) -> dict[str, Any]:
+    return {
+        "description": description,
+        "content": {"application/json": {"schema": {"$ref": _REF.format(name=ref)}}},
+        **extra,
+    }
+
+
+def _error(description: str, *, retry: bool = False) -> dict[str, Any]:
+    extra: dict[str, Any] = {}
+    if retry:
+        extra["headers"] = {
+            "Retry-After": {"description": "Seconds to wait", "schema": {"type": "integer"}}
+        }
+    return _json("ErrorBody", description, **extra)
+
+
+_INGEST_ERRORS = {
+    "400": _error("Malformed JSON or an invalid event (`field` names it)"),
+    "401": _error("Write keys are configured and none was sent"),
+    "403": _error("The write key is not valid for a site of the request"),
+    "413": _error("Body, event or batch larger than the limits"),
+    "415": _error("Unsupported Content-Encoding"),
+    "503": _error("Kafka unreachable or the producer saturated", retry=True),
+}
+
+_KEY_PARAMETERS = [
+    {"name": "X-Write-Key", "in": "header", "required": False, "schema": {"type": "string"}},
+    {"name": "write_key", "in": "query", "required": False, "schema": {"type": "string"}},
+]
+
+
+def _body(schema: dict[str, Any], *media_types: str) -> dict[str, Any]:
+    return {"required": True, "content": {m: {"schema": schema} for m in media_types}}
+
+
+def openapi_document(max_batch_events: int = 1000) -> dict[str, Any]:
+    _, components = msgspec.json.schema_components(
+        [IncomingEvent, BatchAccepted, ErrorBody, DailyStats, EventAccepted, Status],
+        ref_template=_REF,
+    )
+    # PostgreSQL text cannot hold NUL, so the decoder refuses it: say so in the document.
+    event_fields = components["IncomingEvent"]["properties"]
+    for name in ("site_id", "event_type", "path", "user_id"):
+        event_fields[name]["pattern"] = NO_NUL_PATTERN
+    event_ref = {"$ref": _REF.format(name="IncomingEvent")}
+    events = {"type": "array", "items": event_ref, "minItems": 1, "maxItems": max_batch_events}
+    batch_schema = {
+        "oneOf": [
+            events,
+            {"type": "object", "properties": {"batch": events}, "required": ["batch"]},
+        ]
+    }
+    return {
+        "openapi": "3.1.0",
+        "info": {
+            "title": "analytics-ingest",
+            "version": "1",
+            "description": "Event ingest to Kafka, and stats from PostgreSQL rollups.",
+        },
+        "paths": {
+            "/event": {
+                "post": {
+                    "summary": "Send one event; 202 once Kafka acknowledged it",
+                    "parameters": _KEY_PARAMETERS,
+                    "requestBody": _body(event_ref, "application/json", "text/plain"),
+                    "responses": {
+                        "202": _json("EventAccepted", "Stored in Kafka (acks=all)"),
+                        **_INGEST_ERRORS,
+                    },
+                }
+            },
+            "/events": {
+                "post": {
+                    "summary": "Send a batch (array, {batch: [...]}, or NDJSON)",
+                    "parameters": _KEY_PARAMETERS,
+                    "requestBody": _body(batch_schema, "application/json", "text/plain"),
+                    "responses": {
+                        "202": _json("BatchAccepted", "Valid items stored in Kafka"),
+                        **_INGEST_ERRORS,
+                    },
+                }
+            },
+            "/stats": {
+                "get": {
+                    "summary": "One site's views, unique users and top paths on a UTC day",
+                    "parameters": [
+                        {
+                            "name": "site_id",
+                            "in": "query",
+                            "required": True,
+                            "schema": {"type": "string", "minLength": 1, "pattern": NO_NUL_PATTERN},
+                        },
+                        {
+                            "name": "date",
+                            "in": "query",
+                            "required": True,
+                            "schema": {"type": "string", "format": "date"},
+                        },
+                    ],
+                    "responses": {
+                        "200": _json("DailyStats", "The day's figures"),
+                        "400": _error("A missing or invalid parameter"),
+                        "503": _error("PostgreSQL unreachable", retry=True),
+                    },
+                }
+            },
+            "/healthz": {
+                "get": {
+                    "summary": "The process is alive",
+                    "responses": {"200": _json("Status", "Alive")},
+                }
+            },
+            "/readyz": {
+                "get": {
+                    "summary": "Kafka reachable and the producer not saturated",
+                    "responses": {
+                        "200": _json("Status", "Ready"),
+                        "503": _error("Not ready", retry=True),
+                    },
+                }
+            },
+            "/metrics": {
+                "get": {
+                    "summary": "Prometheus metrics",
+                    "responses": {
+                        "200": {
+                            "description": "Prometheus text format",
+                            "content": {"text/plain": {"schema": {"type": "string"}}},
+                        }
+                    },
+                }
+            },
+            "/openapi.json": {
+                "get": {
+                    "summary": "This document",
+                    "responses": {
+                        "200": {
+                            "description": "OpenAPI 3.1",
+                            "content": {"application/json": {"schema": {"type": "object"}}},
+                        }
+                    },
+                }
+            },
+        },
+        "components": {"schemas": components},
+    }

@@ -1,0 +1,247 @@
+"""The ingest endpoints against a real broker: batches, beacons, gzip, limits, CORS, time."""
+
+from __future__ import annotations
+
+import gzip
+import json
+import uuid
+from collections.abc import AsyncIterator
+from datetime import timedelta
+
+import msgspec
+import pytest
+
+from ingest.events import SCHEMA_EVENT_BATCH_V1, SCHEMA_HEADER
+from ingest.settings import Settings
+from tests.ingest.support import api_client, event, now, read_topic
+
+pytestmark = pytest.mark.kafka
+
+
+async def test_single_event_answer_is_byte_compatible(api_settings: Settings, topic: str) -> None:
+    async with api_client(api_settings) as client:
+        response = await client.post("/event", json=event())
+    assert response.status_code == 202
+    assert response.content == b'{"message":"Event accepted"}'
+    assert response.headers["content-type"] == "application/json; charset=utf-8"
+    (record,) = await read_topic(api_settings.kafka_bootstrap_servers, topic, 1)
+    assert record.site_id == "site-abc-123"
+
+
+async def test_mixed_batch_accepts_the_valid_and_names_the_invalid(
+    api_settings: Settings, topic: str
+) -> None:
+    items = [
+        event(path="/a"),
+        event(user_id=...),
+        event(path="/b", site_id="site-2"),
+        event(timestamp="yesterday"),
+        "not an object",
+        event(path="/c"),
+    ]
+    async with api_client(api_settings) as client:
+        response = await client.post("/events", json=items)
+    assert response.status_code == 202, response.text
+    body = response.json()
+    assert body["message"] == "Events accepted"
+    assert (body["accepted"], body["rejected"]) == (3, 3)
+    assert [(e["index"], e["code"], e.get("field")) for e in body["errors"]] == [
+        (1, "invalid_request", "user_id"),
+        (3, "invalid_request", "timestamp"),
+        (4, "invalid_request", None),
+    ]
+    records = await read_topic(api_settings.kafka_bootstrap_servers, topic, 3)
+    assert sorted(r.path for r in records) == ["/a", "/b", "/c"]
+
+
+async def test_batch_forms_envelope_ndjson_and_beacon(api_settings: Settings, topic: str) -> None:
+    ndjson = "\n".join(json.dumps(event(path=f"/n{i}")) for i in range(3)) + "\n\n"
+    async with api_client(api_settings) as client:
+        envelope = await client.post("/events", json={"batch": [event(path="/e")]})
+        lines = await client.post(
+            "/events", content=ndjson, headers={"content-type": "application/x-ndjson"}
+        )
+        beacon = await client.post(
+            "/events",
+            content=json.dumps([event(path="/beacon")]),
+            headers={"content-type": "text/plain;charset=UTF-8"},
+        )
+        single_beacon = await client.post(
+            "/event",
+            content=json.dumps(event(path="/one-beacon")),
+            headers={"content-type": "text/plain;charset=UTF-8"},
+        )
+    assert [r.status_code for r in (envelope, lines, beacon, single_beacon)] == [202] * 4
+    assert lines.json()["accepted"] == 3
+    records = await read_topic(api_settings.kafka_bootstrap_servers, topic, 6)
+    assert sorted(r.path for r in records) == ["/beacon", "/e", "/n0", "/n1", "/n2", "/one-beacon"]
+
+
+async def test_a_batch_is_one_message_per_site(api_settings: Settings, topic: str) -> None:
+    from aiokafka import AIOKafkaConsumer
+
+    items = [event(site_id=f"site-{i % 2}", path=f"/{i}") for i in range(10)]
+    async with api_client(api_settings) as client:
+        response = await client.post("/events", json=items)
+    assert response.json()["accepted"] == 10
+    consumer = AIOKafkaConsumer(
+        topic,
+        bootstrap_servers=api_settings.kafka_bootstrap_servers,
+        auto_offset_reset="earliest",
+        group_id=f"read-{uuid.uuid4().hex}",
+    )
+    await consumer.start()
+    try:
+        messages = []
+        for _ in range(10):
+            for batch in (await consumer.getmany(timeout_ms=1000)).values():
+                messages.extend(batch)
+            if len(messages) >= 2:
+                break
+    finally:
+        await consumer.stop()
+    assert sorted(m.key for m in messages) == [b"site-0", b"site-1"]
+    assert all(dict(m.headers)[SCHEMA_HEADER] == SCHEMA_EVENT_BATCH_V1 for m in messages)
+
+
+async def test_gzip_bodies_are_inflated_and_bombs_refused(
+    api_settings: Settings, topic: str
+) -> None:
+    gz = {"content-encoding": "gzip", "content-type": "application/json"}
+    bomb = gzip.compress(b"[" + b" " * (50 * 1024 * 1024) + b"]")  # 50 MiB of blanks
+    assert len(bomb) < 100 * 1024
+    async with api_client(api_settings) as client:
+        one = await client.post(
+            "/event", content=gzip.compress(json.dumps(event()).encode()), headers=gz
+        )
+        many = await client.post(
+            "/events", content=gzip.compress(json.dumps([event()] * 5).encode()), headers=gz
+        )
+        refused = await client.post("/events", content=bomb, headers=gz)
+        corrupt = await client.post("/event", content=b"\x1f\x8b not gzip", headers=gz)
+        truncated = await client.post("/event", content=gzip.compress(b"{}")[:-6], headers=gz)
+        brotli = await client.post("/event", content=b"{}", headers={"content-encoding": "br"})
+    assert (one.status_code, many.status_code) == (202, 202)
+    assert refused.status_code == 413
+    assert refused.json()["code"] == "payload_too_large"
+    assert corrupt.status_code == 400 and corrupt.json()["code"] == "malformed_json"
+    assert truncated.status_code == 400
+    assert brotli.status_code == 415
+    await read_topic(api_settings.kafka_bootstrap_servers, topic, 6)
+
+
+async def _chunks(data: bytes) -> AsyncIterator[bytes]:
+    for start in range(0, len(data), 500):
+        yield data[start : start + 500]
+
+
+async def test_limits_answer_413(api_settings: Settings) -> None:
+    settings = msgspec.structs.replace(
+        api_settings, max_event_bytes=2048, max_body_bytes=8192, max_batch_events=5
+    )
+    big = event(path="/" + "x" * 2040)
+    async with api_client(settings) as client:
+        too_big_event = await client.post("/event", json=big)
+        too_many = await client.post("/events", json=[event()] * 6)
+        too_big_body = await client.post("/events", json=[event(path="/" + "y" * 1900)] * 5)
+        one_too_big = await client.post("/events", json=[event(), big])
+        # Chunked (no Content-Length): counted while reading.
+        chunked = await client.post("/event", content=_chunks(b"{" + b" " * 3000 + b"}"))
+    assert too_big_event.status_code == 413
+    assert too_many.status_code == 413 and too_many.json()["field"] == "batch"
+    assert too_big_body.status_code == 413
+    assert one_too_big.status_code == 202
+    assert one_too_big.json()["errors"] == [
+        {"index": 1, "code": "payload_too_large", "message": "The event is larger than 2048 bytes"}
+    ]
+    assert chunked.status_code == 413
+
+
+async def test_malformed_and_empty_batches_are_400(api_settings: Settings) -> None:
+    async with api_client(api_settings) as client:
+        malformed = await client.post("/events", content=b"[{")
+        not_a_batch = await client.post("/events", json={"events": []})
+        empty = await client.post("/events", json=[])
+        none_valid = await client.post("/events", json=[{"site_id": 1}])
+        single_malformed = await client.post("/event", content=b"{")
+    assert malformed.json()["code"] == "malformed_json"
+    assert not_a_batch.status_code == 400 and not_a_batch.json()["field"] == "batch"
+    assert empty.status_code == 400
+    assert none_valid.status_code == 400
+    assert none_valid.json()["errors"][0]["field"] == "site_id"
+    assert single_malformed.status_code == 400
+    assert single_malformed.json()["code"] == "malformed_json"
+
+
+async def test_cors_preflight_and_simple_requests(api_settings: Settings) -> None:
+    origin = {"origin": "https://shop.example"}
+    async with api_client(api_settings) as client:
+        preflight = await client.options(
+            "/events",
+            headers={
+                **origin,
+                "access-control-request-method": "POST",
+                "access-control-request-headers": "content-type,x-write-key",
+            },
+        )
+        simple = await client.post("/event", json=event(), headers=origin)
+    assert preflight.status_code == 200
+    assert "POST" in preflight.headers["access-control-allow-methods"]
+    assert "x-write-key" in preflight.headers["access-control-allow-headers"].lower()
+    assert simple.status_code == 202
+    assert simple.headers["access-control-allow-origin"] == "*"
+
+
+async def test_sent_at_corrects_clock_skew_and_future_times_are_clamped(
+    api_settings: Settings, topic: str
+) -> None:
+    # The emitter's clock is two hours ahead; its event happened 10 s before it sent it.
+    client_now = now() + timedelta(hours=2)
+    skewed = event(
+        path="/skewed",
+        timestamp=(client_now - timedelta(seconds=10)).isoformat(),
+        sent_at=client_now.isoformat(),
+    )
+    future = event(path="/future", timestamp=(now() + timedelta(days=3)).isoformat())
+    async with api_client(api_settings) as client:
+        assert (await client.post("/events", json=[skewed, future])).status_code == 202
+    records = {r.path: r for r in await read_topic(api_settings.kafka_bootstrap_servers, topic, 2)}
+    corrected = records["/skewed"]
+    assert corrected.received_at - corrected.timestamp == timedelta(seconds=10)
+    assert records["/future"].timestamp == records["/future"].received_at
+
+
+async def test_event_ids_are_kept_or_assigned(api_settings: Settings, topic: str) -> None:
+    mine = uuid.uuid4()
+    async with api_client(api_settings) as client:
+        await client.post("/events", json=[event(event_id=str(mine), path="/mine"), event()])
+    records = {r.path: r for r in await read_topic(api_settings.kafka_bootstrap_servers, topic, 2)}
+    assert records["/mine"].event_id == mine
+    assigned = records["/pricing"].event_id
+    assert assigned.version == 7
+
+
+async def test_readyz_metrics_and_openapi(api_settings: Settings) -> None:
+    async with api_client(api_settings) as client:
+        await client.post("/event", json=event())
+        await client.post("/events", json=[event(), {"bad": 1}])
+        ready = await client.get("/readyz")
+        metrics = await client.get("/metrics")
+        document = (await client.get("/openapi.json")).json()
+        health = await client.get("/healthz")
+    assert ready.status_code == 200 and health.status_code == 200
+    text = metrics.text
+    assert 'ingest_http_requests_total{route="/event",status="202"} 1.0' in text
+    assert "ingest_events_accepted_total 2.0" in text
+    assert 'ingest_events_rejected_total{code="invalid_request"} 1.0' in text
+    assert "ingest_produce_seconds_count 2.0" in text
+    assert "ingest_in_flight_events 0.0" in text
+    assert set(document["paths"]) >= {
+        "/event",
+        "/events",
+        "/stats",
+        "/healthz",
+        "/readyz",
+        "/metrics",
+        "/openapi.json",
+    }
