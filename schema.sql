@@ -75,6 +75,54 @@ CREATE TABLE IF NOT EXISTS hourly_stats (
     PRIMARY KEY (site_id, hour)
 );
 
+-- Sketches and finer buckets for the richer stats API (ingest/query.py). `hll` is the
+-- postgresql-hll extension (Debian: postgresql-<version>-hll; services/postgres.sh installs it).
+-- Its sketches count distinct users exactly while small (explicit mode) and within about 2%
+-- beyond; unions of sketches answer unique users over any set of buckets.
+CREATE EXTENSION IF NOT EXISTS hll;
+
+-- Per (site, UTC day): a sketch of the users among page views (daily_users is the exact set).
+CREATE TABLE IF NOT EXISTS daily_visitors (
+    site_id   text NOT NULL,
+    day       date NOT NULL,
+    visitors  hll  NOT NULL,
+    PRIMARY KEY (site_id, day)
+);
+
+-- Per (site, 15-minute UTC bucket): page views, all events, a sketch of page-view users.
+-- Every time zone in use today has an offset that is a multiple of 15 minutes (+05:30,
+-- +05:45, +08:45, -03:30), so local days and hours are exact unions of these buckets.
+CREATE TABLE IF NOT EXISTS quarter_hour_stats (
+    site_id     text        NOT NULL,
+    bucket      timestamptz NOT NULL,
+    page_views  bigint      NOT NULL DEFAULT 0,
+    events      bigint      NOT NULL DEFAULT 0,
+    visitors    hll         NOT NULL,
+    PRIMARY KEY (site_id, bucket)
+);
+
+-- Per (site, UTC day, event type, path) and per (site, 15-minute bucket, event type, path):
+-- events and a sketch of their users, for filters and breakdowns by event type or path.
+CREATE TABLE IF NOT EXISTS daily_details (
+    site_id     text   NOT NULL,
+    day         date   NOT NULL,
+    event_type  text   NOT NULL,
+    path        text   NOT NULL,
+    events      bigint NOT NULL DEFAULT 0,
+    users       hll    NOT NULL,
+    PRIMARY KEY (site_id, day, event_type, path)
+);
+
+CREATE TABLE IF NOT EXISTS quarter_hour_details (
+    site_id     text        NOT NULL,
+    bucket      timestamptz NOT NULL,
+    event_type  text        NOT NULL,
+    path        text        NOT NULL,
+    events      bigint      NOT NULL DEFAULT 0,
+    users       hll         NOT NULL,
+    PRIMARY KEY (site_id, bucket, event_type, path)
+);
+
 -- Where each consumer group is in each partition: the offset of the next record to write.
 -- Advanced in the same transaction as the rows it covers, with a compare-and-set on the
 -- previous value, so a replica that lost a partition cannot write over its new owner.

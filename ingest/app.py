@@ -7,15 +7,13 @@ import logging
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime
 
-import msgspec
 from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 from uuid_utils.compat import uuid7
 
-from ingest import stats
-from ingest.database import DatabaseUnavailable, make_pool
+from ingest.database import make_pool
 from ingest.errors import (
     JSON_MEDIA_TYPE,
     ApiError,
@@ -27,6 +25,7 @@ from ingest.errors import (
 from ingest.events import InvalidEvent, decode_event, to_record
 from ingest.publish import Publisher, PublishUnavailable, make_producer
 from ingest.settings import Settings
+from ingest.stats_api import stats_routes
 from ingest.topics import ensure_topics
 
 log = logging.getLogger(__name__)
@@ -50,15 +49,6 @@ async def post_event(request: Request) -> Response:
     except PublishUnavailable as exc:
         raise ServiceUnavailable(f"Event not accepted: {exc}; retry later") from None
     return Response(ACCEPTED_BODY, 202, media_type=JSON_MEDIA_TYPE)
-
-
-async def get_stats(request: Request) -> Response:
-    query = stats.parse_stats_query(dict(request.query_params))
-    try:
-        result = await stats.daily_stats(request.app.state.pool, query)
-    except DatabaseUnavailable:
-        raise ServiceUnavailable("Stats are unavailable: the database cannot be reached") from None
-    return Response(msgspec.json.encode(result), 200, media_type=JSON_MEDIA_TYPE)
 
 
 async def healthz(request: Request) -> Response:
@@ -103,7 +93,7 @@ def create_app(settings: Settings) -> Starlette:
     return Starlette(
         routes=[
             Route("/event", post_event, methods=["POST"]),
-            Route("/stats", get_stats, methods=["GET"]),
+            *stats_routes(settings),
             Route("/healthz", healthz, methods=["GET"]),
         ],
         exception_handlers={ApiError: handle_api_error},

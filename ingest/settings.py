@@ -11,6 +11,7 @@ from ingest.config import (
     DEFAULT_KAFKA_BOOTSTRAP_SERVERS,
     env_float,
     env_int,
+    env_site_keys,
     env_str,
 )
 
@@ -33,6 +34,15 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
     db_pool_max_size: int = 8
     # How long a stats query may wait for a pooled connection before answering 503.
     db_timeout_s: float = 2.0
+    # Stats API (ingest/stats_api.py): read keys per site (sites without keys are public),
+    # a token-bucket rate limit per caller (0 turns it off), how many daily user rows an
+    # exact multi-day unique-user count may read before a sketch answers instead, and how
+    # often the dashboard refreshes.
+    stats_read_keys: dict[str, tuple[str, ...]] = msgspec.field(default_factory=dict)
+    stats_rate_limit_per_s: float = 100.0
+    stats_rate_burst: int = 200
+    stats_exact_visitors_max_rows: int = 2_000_000
+    dashboard_refresh_s: int = 10
 
     @classmethod
     def from_env(cls, env: Mapping[str, str]) -> Settings:
@@ -56,4 +66,9 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
             db_pool_min_size=env_int(env, "DB_POOL_MIN_SIZE", 1, minimum=0),
             db_pool_max_size=env_int(env, "DB_POOL_MAX_SIZE", 8, minimum=1),
             db_timeout_s=env_float(env, "DB_TIMEOUT_S", 2.0, minimum=0.1),
+            stats_read_keys=env_site_keys(env, "STATS_READ_KEYS"),
+            stats_rate_limit_per_s=env_float(env, "STATS_RATE_LIMIT_PER_S", 100.0),
+            stats_rate_burst=env_int(env, "STATS_RATE_BURST", 200, minimum=1),
+            stats_exact_visitors_max_rows=env_int(env, "STATS_EXACT_VISITORS_MAX_ROWS", 2_000_000),
+            dashboard_refresh_s=env_int(env, "DASHBOARD_REFRESH_S", 10, minimum=1),
         )

@@ -2,6 +2,10 @@
 
 Answers come from the rollup tables the consumer maintains, never from a scan of raw events,
 and keep the original service's JSON shape byte for byte.
+
+With `timezone` (an IANA name) the day is that zone's local day. Where its midnights are not
+UTC midnights, the answer comes from the 15-minute rollups (ingest/query.py); unique users
+are then a sketch's count: exact for small sets, within about 2% for large ones.
 """
 
 from __future__ import annotations
@@ -14,6 +18,8 @@ import psycopg
 from psycopg.rows import TupleRow
 from psycopg_pool import AsyncConnectionPool
 
+from ingest import query as stats_query
+from ingest import stats_read
 from ingest.database import RETRIABLE_ERRORS, DatabaseUnavailable
 from ingest.errors import BadRequest
 
@@ -52,10 +58,12 @@ class DailyStats(msgspec.Struct):
 class StatsQuery(msgspec.Struct, frozen=True):
     site_id: str
     day: dt.date
+    timezone: str = "UTC"
 
 
 def parse_stats_query(params: dict[str, str]) -> StatsQuery:
-    """Validates `site_id` and `date` (YYYY-MM-DD, a real calendar day) or raises BadRequest."""
+    """Validates `site_id`, `date` (YYYY-MM-DD, a real calendar day) and the optional
+    `timezone` (IANA name, default UTC), or raises BadRequest naming the field."""
     site_id = params.get("site_id", "")
     if not site_id:
         raise BadRequest("`site_id` query parameter is required", field="site_id")
@@ -68,7 +76,7 @@ def parse_stats_query(params: dict[str, str]) -> StatsQuery:
         day = dt.date.fromisoformat(raw_date)
     except ValueError:
         raise BadRequest(f"`date` is not a calendar day: {raw_date!r}", field="date") from None
-    return StatsQuery(site_id, day)
+    return StatsQuery(site_id, day, stats_query.parse_timezone(params))
 
 
 async def daily_stats(
@@ -78,6 +86,9 @@ async def daily_stats(
 
     Raises DatabaseUnavailable when PostgreSQL cannot answer within the pool's timeout.
     """
+    day_range = stats_query.make_range(query.day, query.day, query.timezone)
+    if not day_range.utc_aligned:
+        return await _local_day_stats(pool, query, day_range)
     try:
         async with pool.connection() as conn:
             cur = await conn.execute(DAILY_TOTALS_SQL, (query.site_id, query.day), prepare=True)
@@ -95,4 +106,24 @@ async def daily_stats(
         total_views=views,
         unique_users=users,
         top_paths=[PathViews(path, count) for path, count in paths],
+    )
+
+
+async def _local_day_stats(
+    pool: AsyncConnectionPool[psycopg.AsyncConnection[TupleRow]],
+    query: StatsQuery,
+    day_range: stats_query.DateRange,
+) -> DailyStats:
+    request = stats_query.StatsRequest(query.site_id, day_range, ("views", "visitors"))
+    values, _ = await stats_read.aggregate_values(pool, request, exact_max_rows=0)
+    top = stats_query.BreakdownRequest(
+        stats_query.StatsRequest(query.site_id, day_range, ("views",)), "path", TOP_PATHS_LIMIT, 1
+    )
+    rows = await stats_read.breakdown_rows(pool, top)
+    return DailyStats(
+        site_id=query.site_id,
+        date=query.day.isoformat(),
+        total_views=values["views"],
+        unique_users=values["visitors"],
+        top_paths=[PathViews(row["path"], row["views"]) for row in rows],
     )
