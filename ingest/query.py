@@ -136,9 +136,18 @@ def local_midnight(day: dt.date, zone: zoneinfo.ZoneInfo) -> dt.datetime:
     naive = dt.datetime.combine(day, dt.time(0))
     aware = naive.replace(tzinfo=zone)
     utc = aware.astimezone(dt.UTC)
-    if utc.astimezone(zone).replace(tzinfo=None) != naive:  # midnight skipped: day starts later
-        utc = aware.replace(fold=1).astimezone(dt.UTC)
-    return utc
+    if utc.astimezone(zone).replace(tzinfo=None) == naive:
+        return utc
+    # Midnight falls in a gap: the day starts at the transition, which lies between the
+    # instants midnight would be with the offsets after (fold=1) and before (fold=0) it.
+    low, high = aware.replace(fold=1).astimezone(dt.UTC), utc
+    while high - low > dt.timedelta(seconds=1):
+        middle = low + (high - low) / 2
+        if middle.astimezone(zone).date() >= day:
+            high = middle
+        else:
+            low = middle
+    return high.replace(microsecond=0)
 
 
 def make_range(first: dt.date, last: dt.date, timezone: str) -> DateRange:
