@@ -9,13 +9,14 @@
 #   services/postgres.sh status    exit 0 if running
 #
 # DATABASE_URL: postgresql://postgres@127.0.0.1:$PG_PORT/analytics (trust auth, loopback only)
-# Data, log and unix socket live in $ROOT/.local/postgres (see pg_home below for the
-# case where the postgres user cannot reach the repo).
+# Data, log and unix socket live in $PG_DIR, by default $ROOT/.local/postgres (see pg_home
+# below for the case where the postgres user cannot reach the repo).
 set -euo pipefail
 source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 
 NAME=postgres
-PG_LINK="$LOCAL_DIR/postgres"
+# PG_DIR: another data folder, for a second server (e.g. a test that stops its own).
+PG_LINK="${PG_DIR:-$LOCAL_DIR/postgres}"
 DB_NAME=analytics
 START_TIMEOUT="${PG_START_TIMEOUT:-60}"
 
@@ -76,7 +77,7 @@ pg_home() {
         return
     fi
     local real
-    real="/var/tmp/dev-postgres-$(printf '%s' "$ROOT" | sha256sum | cut -c1-12)"
+    real="/var/tmp/dev-postgres-$(printf '%s' "${PG_DIR:-$ROOT}" | sha256sum | cut -c1-12)"
     # Only move an empty folder aside; never touch existing data.
     rmdir "$PG_LINK" 2>/dev/null || die $NAME "$PG_LINK is not reachable by user postgres and not empty"
     mkdir -p "$real"
