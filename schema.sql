@@ -57,6 +57,10 @@ CREATE TABLE IF NOT EXISTS daily_paths (
     PRIMARY KEY (site_id, day, path)
 );
 
+-- Top paths of a day in index order: `ORDER BY views DESC, path LIMIT 3` reads three entries
+-- instead of sorting every path of the day.
+CREATE INDEX IF NOT EXISTS daily_paths_top ON daily_paths (site_id, day, views DESC, path);
+
 -- The set behind daily_stats.unique_users: a user's first page view of a (site, day) adds a
 -- row here and increments the count; later ones find the row and add nothing.
 CREATE TABLE IF NOT EXISTS daily_users (
@@ -122,6 +126,12 @@ CREATE TABLE IF NOT EXISTS quarter_hour_details (
     users       hll         NOT NULL,
     PRIMARY KEY (site_id, bucket, event_type, path)
 );
+
+-- Visitors of the values on a breakdown page (`path = ANY(...)` over a range of days or
+-- buckets) without reading every path of every day.
+CREATE INDEX IF NOT EXISTS daily_details_by_path ON daily_details (site_id, path, day);
+CREATE INDEX IF NOT EXISTS quarter_hour_details_by_path
+    ON quarter_hour_details (site_id, path, bucket);
 
 -- Where each consumer group is in each partition: the offset of the next record to write.
 -- Advanced in the same transaction as the rows it covers, with a compare-and-set on the

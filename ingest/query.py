@@ -385,9 +385,12 @@ DETAIL_ROWS = sql.SQL(
     """
 ).format(full_days=_FULL_DAYS, edges=_EDGE_BUCKETS)
 
+# DISTINCT in a subquery lets the planner hash instead of sorting (faster than count(DISTINCT)).
 EXACT_VISITORS_SQL = """
-SELECT count(DISTINCT user_id) FROM daily_users
-WHERE site_id = %(site)s AND day >= %(day_from)s AND day < %(day_to)s
+SELECT count(*) FROM (
+    SELECT DISTINCT user_id FROM daily_users
+    WHERE site_id = %(site)s AND day >= %(day_from)s AND day < %(day_to)s
+) users
 """
 
 
@@ -503,32 +506,56 @@ def timeseries_sql(request: TimeseriesRequest) -> tuple[sql.Composed, dict[str, 
     return query, params, False
 
 
-def breakdown_sql(request: BreakdownRequest) -> tuple[sql.Composed, dict[str, Any]]:
-    """Rows (value, views, events, visitors), ordered by the first metric (most first, ties
-    by value ascending), one page of `limit`; values whose first metric is zero are left out.
-    Visitors are computed for the page's rows only unless they are the sort key."""
-    stats = request.stats
-    pieces = split(stats.range.start, stats.range.end)
-    params = _piece_params(stats.site_id, pieces)
-    filters = stats.filters
+def _breakdown_filters(request: BreakdownRequest) -> tuple[Filter, ...]:
+    filters = request.stats.filters
     if request.dimension == "path" and not any(f.dimension == "event_type" for f in filters):
         # A page breakdown counts page views, as Plausible's does.
         filters = (*filters, Filter("event_type", False, PAGE_VIEW))
-    where = _filter_clause(filters, params)
+    return filters
+
+
+def _breakdown_visitors(request: BreakdownRequest, filters: tuple[Filter, ...]) -> sql.Composed:
+    # Grouping by event type selects each type's events, as an event type filter would.
+    visitor_rows = sql.SQL("TRUE") if request.dimension == "event_type" else _visitor_rows(filters)
+    return sql.SQL("coalesce(hll_cardinality(hll_union_agg(users) FILTER (WHERE {})), 0)").format(
+        visitor_rows
+    )
+
+
+# Page views per path for whole days come from daily_paths (a row per path and day, read in
+# index order), the edges from the quarter-hour details.
+PATH_VIEWS_ROWS = sql.SQL(
+    """
+    SELECT path, views AS events FROM daily_paths WHERE {full_days}
+    UNION ALL
+    SELECT path, events FROM quarter_hour_details WHERE {edges} AND event_type = 'page_view'
+    """
+).format(full_days=_FULL_DAYS, edges=_EDGE_BUCKETS)
+
+
+def breakdown_sql(request: BreakdownRequest) -> tuple[sql.Composed, dict[str, Any]]:
+    """One page of `limit` rows ordered by the first metric (most first, ties by value
+    ascending), leaving out values whose first metric is zero.
+
+    Sorted by views or events: rows (value, views, events), visitors to be added for the
+    page's values by breakdown_visitors_sql. Sorted by visitors: rows (value, views, events,
+    visitors), every value's sketch merged to rank them (slower).
+    """
+    stats = request.stats
+    pieces = split(stats.range.start, stats.range.end)
+    params = _piece_params(stats.site_id, pieces)
+    filters = _breakdown_filters(request)
     params["limit"] = request.limit
     params["offset"] = request.limit * (request.page - 1)
     key = sql.Identifier(request.dimension)
     sort = stats.metrics[0]
-    # Grouping by event type selects each type's events, as an event type filter would.
-    visitor_rows = sql.SQL("TRUE") if request.dimension == "event_type" else _visitor_rows(filters)
-    visitors = sql.SQL(
-        "coalesce(hll_cardinality(hll_union_agg(users) FILTER (WHERE {})), 0)"
-    ).format(visitor_rows)
     sums = sql.SQL(
         "coalesce(sum(events) FILTER (WHERE event_type = 'page_view'), 0)::bigint AS views, "
         "sum(events)::bigint AS events"
     )
     if sort == "visitors":
+        visitors = _breakdown_visitors(request, filters)
+        where = _filter_clause(filters, params)
         query = sql.SQL(
             """
             SELECT {key}, {sums}, {visitors} AS visitors FROM ({rows}) r WHERE {where}
@@ -537,25 +564,47 @@ def breakdown_sql(request: BreakdownRequest) -> tuple[sql.Composed, dict[str, An
             """
         ).format(key=key, sums=sums, visitors=visitors, rows=DETAIL_ROWS, where=where)
         return query, params
+    if request.dimension == "path" and stats.filters == ():
+        query = sql.SQL(
+            """
+            SELECT path, sum(events)::bigint AS views, sum(events)::bigint AS events
+            FROM ({rows}) r GROUP BY path HAVING sum(events) > 0
+            ORDER BY 2 DESC, path LIMIT %(limit)s OFFSET %(offset)s
+            """
+        ).format(rows=PATH_VIEWS_ROWS)
+        return query, params
+    where = _filter_clause(filters, params)
     query = sql.SQL(
         """
-        WITH r AS MATERIALIZED (SELECT * FROM ({rows}) r WHERE {where}),
-        ranked AS (
-            SELECT {key}, {sums} FROM r GROUP BY {key}
-            HAVING sum(events) FILTER (WHERE {sort_rows}) > 0
-            ORDER BY {sort} DESC, {key} LIMIT %(limit)s OFFSET %(offset)s
-        )
-        SELECT ranked.{key}, views, events,
-               (SELECT {visitors} FROM r WHERE r.{key} = ranked.{key})
-        FROM ranked ORDER BY {sort} DESC, {key}
+        SELECT {key}, {sums} FROM ({rows}) r WHERE {where} GROUP BY {key}
+        HAVING sum(events) FILTER (WHERE {sort_rows}) > 0
+        ORDER BY {sort} DESC, {key} LIMIT %(limit)s OFFSET %(offset)s
         """
     ).format(
         key=key,
         sums=sums,
-        visitors=visitors,
         rows=DETAIL_ROWS,
         where=where,
         sort=sql.Identifier(sort),
         sort_rows=sql.SQL("event_type = 'page_view'" if sort == "views" else "TRUE"),
     )
+    return query, params
+
+
+def breakdown_visitors_sql(
+    request: BreakdownRequest, values: list[str]
+) -> tuple[sql.Composed, dict[str, Any]]:
+    """Rows (value, visitors) for the given values of the breakdown's dimension."""
+    stats = request.stats
+    params = _piece_params(stats.site_id, split(stats.range.start, stats.range.end))
+    filters = _breakdown_filters(request)
+    where = _filter_clause(filters, params)
+    params["values"] = values
+    key = sql.Identifier(request.dimension)
+    query = sql.SQL(
+        """
+        SELECT {key}, {visitors} FROM ({rows}) r
+        WHERE {where} AND {key} = ANY(%(values)s) GROUP BY {key}
+        """
+    ).format(key=key, visitors=_breakdown_visitors(request, filters), rows=DETAIL_ROWS, where=where)
     return query, params

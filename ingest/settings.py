@@ -41,7 +41,7 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
     stats_read_keys: dict[str, tuple[str, ...]] = msgspec.field(default_factory=dict)
     stats_rate_limit_per_s: float = 100.0
     stats_rate_burst: int = 200
-    stats_exact_visitors_max_rows: int = 2_000_000
+    stats_exact_visitors_max_rows: int = 10_000
     dashboard_refresh_s: int = 10
 
     @classmethod
@@ -69,6 +69,6 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
             stats_read_keys=env_site_keys(env, "STATS_READ_KEYS"),
             stats_rate_limit_per_s=env_float(env, "STATS_RATE_LIMIT_PER_S", 100.0),
             stats_rate_burst=env_int(env, "STATS_RATE_BURST", 200, minimum=1),
-            stats_exact_visitors_max_rows=env_int(env, "STATS_EXACT_VISITORS_MAX_ROWS", 2_000_000),
+            stats_exact_visitors_max_rows=env_int(env, "STATS_EXACT_VISITORS_MAX_ROWS", 10_000),
             dashboard_refresh_s=env_int(env, "DASHBOARD_REFRESH_S", 10, minimum=1),
         )

@@ -21,6 +21,7 @@ from ingest.query import (
     TimeseriesRequest,
     aggregate_sql,
     breakdown_sql,
+    breakdown_visitors_sql,
     exact_visitors_possible,
     split,
     timeseries_sql,
@@ -120,9 +121,18 @@ async def timeseries(pool: Pool, request: TimeseriesRequest) -> Json:
 async def breakdown_rows(pool: Pool, request: BreakdownRequest) -> list[Json]:
     query, params = breakdown_sql(request)
     [rows] = await _fetch(pool, [(query, params)])
+    if rows and len(rows[0]) == 3 and "visitors" in request.stats.metrics:
+        more, more_params = breakdown_visitors_sql(request, [row[0] for row in rows])
+        [visitor_rows] = await _fetch(pool, [(more, more_params)])
+        visitors = dict(visitor_rows)
+        rows = [(*row, visitors.get(row[0], 0)) for row in rows]
     results: list[Json] = []
-    for value, views, events, visitors in rows:
-        values = {"views": int(views), "visitors": round(visitors), "events": int(events)}
+    for value, views, events, *rest in rows:
+        values = {
+            "views": int(views),
+            "visitors": round(rest[0]) if rest else 0,
+            "events": int(events),
+        }
         entry: Json = {request.dimension: value}
         entry.update((m, values[m]) for m in request.stats.metrics)
         results.append(entry)
