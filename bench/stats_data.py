@@ -12,6 +12,7 @@ import datetime as dt
 import itertools
 import random
 import time
+from collections.abc import Iterator
 
 import psycopg
 from psycopg import sql
@@ -95,7 +96,7 @@ def _zipf_cumulative(n: int, s: float) -> list[float]:
     return list(itertools.accumulate(1 / (k + 1) ** s for k in range(n)))
 
 
-def _chunks(events: int) -> list[bytes]:
+def _chunks(events: int) -> Iterator[bytes]:
     """Text COPY rows, CHUNK_ROWS at a time: uniform times over the month, Zipf-like paths
     and users (a few hot, a long tail)."""
     rng = random.Random(SEED)
@@ -104,7 +105,6 @@ def _chunks(events: int) -> list[bytes]:
     paths = [f"/page/{k}" for k in range(PATHS)]
     users = [f"user-{k}" for k in range(USERS)]
     month_s = MONTH_DAYS * 86400
-    chunks = []
     for first in range(0, events, CHUNK_ROWS):
         count = min(CHUNK_ROWS, events - first)
         seconds = sorted(rng.randrange(month_s) for _ in range(count))
@@ -123,8 +123,7 @@ def _chunks(events: int) -> list[bytes]:
                 f"2025-11-{day:02d}\t00000000-0000-4000-8000-{first + i:012x}\t{SITE}\t"
                 f"{chosen_types[i]}\t{chosen_paths[i]}\t{chosen_users[i]}\t{stamp}\t{stamp}\n"
             )
-        chunks.append("".join(lines).encode())
-    return chunks
+        yield "".join(lines).encode()
 
 
 def ensure_dataset(server_url: str, events: int, *, reload: bool) -> str:

@@ -25,16 +25,22 @@ from ingest.errors import BadRequest
 
 TOP_PATHS_LIMIT = 3
 
-DAILY_TOTALS_SQL = """
-SELECT page_views, unique_users FROM daily_stats WHERE site_id = %s AND day = %s
-"""
-
-# Ties are broken by path so that answers are stable.
-TOP_PATHS_SQL = """
-SELECT path, views FROM daily_paths
-WHERE site_id = %s AND day = %s AND views > 0
-ORDER BY views DESC, path ASC
-LIMIT %s
+# One round trip: the day's totals (absent row -> NULLs) and its top paths as two arrays.
+# Ties are broken by path so that answers are stable; daily_paths_top serves the order.
+DAILY_STATS_SQL = """
+SELECT s.page_views, s.unique_users, top.paths, top.views
+FROM (SELECT 1) AS one
+LEFT JOIN daily_stats s ON s.site_id = %(site)s AND s.day = %(day)s
+CROSS JOIN LATERAL (
+    SELECT array_agg(path ORDER BY views DESC, path) AS paths,
+           array_agg(views ORDER BY views DESC, path) AS views
+    FROM (
+        SELECT path, views FROM daily_paths
+        WHERE site_id = %(site)s AND day = %(day)s AND views > 0
+        ORDER BY views DESC, path ASC
+        LIMIT %(limit)s
+    ) t
+) top
 """
 
 _DATE_RE = re.compile(r"\d{4}-\d{2}-\d{2}")
@@ -86,20 +92,20 @@ async def daily_stats(
 
     Raises DatabaseUnavailable when PostgreSQL cannot answer within the pool's timeout.
     """
-    day_range = stats_query.make_range(query.day, query.day, query.timezone)
-    if not day_range.utc_aligned:
-        return await _local_day_stats(pool, query, day_range)
+    if query.timezone != "UTC":
+        day_range = stats_query.make_range(query.day, query.day, query.timezone)
+        if not day_range.utc_aligned:
+            return await _local_day_stats(pool, query, day_range)
+    params = {"site": query.site_id, "day": query.day, "limit": TOP_PATHS_LIMIT}
     try:
         async with pool.connection() as conn:
-            cur = await conn.execute(DAILY_TOTALS_SQL, (query.site_id, query.day), prepare=True)
-            totals = await cur.fetchone()
-            cur = await conn.execute(
-                TOP_PATHS_SQL, (query.site_id, query.day, TOP_PATHS_LIMIT), prepare=True
-            )
-            paths = await cur.fetchall()
+            cur = await conn.execute(DAILY_STATS_SQL, params, prepare=True)
+            row = await cur.fetchone()
     except RETRIABLE_ERRORS as exc:
         raise DatabaseUnavailable(str(exc)) from exc
-    views, users = totals if totals else (0, 0)
+    views, users, paths, counts = row if row else (None, None, None, None)
+    views, users = views or 0, users or 0
+    paths = list(zip(paths or [], counts or [], strict=True))
     return DailyStats(
         site_id=query.site_id,
         date=query.day.isoformat(),
