@@ -76,7 +76,7 @@ WHERE group_id = %s AND topic = %s AND partition = ANY(%s)
 """
 
 # The stats API's rollups (schema.sql: daily_visitors, quarter_hour_stats, daily_details,
-# quarter_hour_details), as CTEs of INSERT_AND_ROLL_UP reading its `inserted` and `views`.
+# daily_event_types, quarter_hour_details), as CTEs of INSERT_AND_ROLL_UP reading its `inserted` and `views`.
 # Sketches merge with hll_union, so a batch adds to what earlier batches stored.
 STATS_API_ROLLUPS = """
 visitors_daily AS (
@@ -103,6 +103,13 @@ details_daily AS (
     FROM inserted GROUP BY 1, 2, 3, 4 ORDER BY 1, 2, 3, 4
     ON CONFLICT (site_id, day, event_type, path) DO UPDATE SET
         events = d.events + EXCLUDED.events, users = hll_union(d.users, EXCLUDED.users)
+),
+event_types_daily AS (
+    INSERT INTO daily_event_types AS t (site_id, day, event_type, events, users)
+    SELECT site_id, day, event_type, count(*), hll_add_agg(hll_hash_text(user_id))
+    FROM inserted GROUP BY 1, 2, 3 ORDER BY 1, 2, 3
+    ON CONFLICT (site_id, day, event_type) DO UPDATE SET
+        events = t.events + EXCLUDED.events, users = hll_union(t.users, EXCLUDED.users)
 ),
 details_quarter_hours AS (
     INSERT INTO quarter_hour_details AS d (site_id, bucket, event_type, path, events, users)

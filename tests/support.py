@@ -73,6 +73,14 @@ ROLLUP_DAILY_DETAILS = """
 SELECT site_id, day, event_type, path, events, hll_cardinality(users)
 FROM daily_details ORDER BY 1, 2, 3, 4
 """
+RECOUNT_EVENT_TYPES = f"""
+SELECT site_id, day, event_type, count(*), {_SKETCH}
+FROM events GROUP BY 1, 2, 3 ORDER BY 1, 2, 3
+"""
+ROLLUP_EVENT_TYPES = """
+SELECT site_id, day, event_type, events, hll_cardinality(users)
+FROM daily_event_types ORDER BY 1, 2, 3
+"""
 RECOUNT_QUARTER_HOUR_DETAILS = f"""
 SELECT site_id, {_BUCKET}, event_type, path, count(*), {_SKETCH}
 FROM events GROUP BY 1, 2, 3, 4 ORDER BY 1, 2, 3, 4
@@ -108,6 +116,7 @@ def assert_rollups_match_raw_rows(database_url: str) -> None:
             (RECOUNT_DAILY_VISITORS, ROLLUP_DAILY_VISITORS),
             (RECOUNT_QUARTER_HOURS, ROLLUP_QUARTER_HOURS),
             (RECOUNT_DAILY_DETAILS, ROLLUP_DAILY_DETAILS),
+            (RECOUNT_EVENT_TYPES, ROLLUP_EVENT_TYPES),
             (RECOUNT_QUARTER_HOUR_DETAILS, ROLLUP_QUARTER_HOUR_DETAILS),
         ]:
             expected = conn.execute(recount).fetchall()
