@@ -117,6 +117,16 @@ CREATE TABLE IF NOT EXISTS daily_details (
     PRIMARY KEY (site_id, day, event_type, path)
 );
 
+-- Per (site, UTC month, path): page views. A month's top paths read one row per path
+-- instead of one per path and day.
+CREATE TABLE IF NOT EXISTS monthly_paths (
+    site_id  text   NOT NULL,
+    month    date   NOT NULL,  -- first day of the UTC month
+    path     text   NOT NULL,
+    views    bigint NOT NULL DEFAULT 0,
+    PRIMARY KEY (site_id, month, path)
+);
+
 -- Per (site, UTC day, event type): events and a sketch of their users. Event-type
 -- breakdowns and filters read a few rows a day here instead of one per path.
 CREATE TABLE IF NOT EXISTS daily_event_types (

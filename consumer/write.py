@@ -76,7 +76,8 @@ WHERE group_id = %s AND topic = %s AND partition = ANY(%s)
 """
 
 # The stats API's rollups (schema.sql: daily_visitors, quarter_hour_stats, daily_details,
-# daily_event_types, quarter_hour_details), as CTEs of INSERT_AND_ROLL_UP reading its `inserted` and `views`.
+# daily_event_types, monthly_paths, quarter_hour_details), as CTEs of INSERT_AND_ROLL_UP
+# reading its `inserted` and `views`.
 # Sketches merge with hll_union, so a batch adds to what earlier batches stored.
 STATS_API_ROLLUPS = """
 visitors_daily AS (
@@ -103,6 +104,12 @@ details_daily AS (
     FROM inserted GROUP BY 1, 2, 3, 4 ORDER BY 1, 2, 3, 4
     ON CONFLICT (site_id, day, event_type, path) DO UPDATE SET
         events = d.events + EXCLUDED.events, users = hll_union(d.users, EXCLUDED.users)
+),
+paths_monthly AS (
+    INSERT INTO monthly_paths AS m (site_id, month, path, views)
+    SELECT site_id, date_trunc('month', day)::date, path, count(*) FROM views
+    GROUP BY 1, 2, 3 ORDER BY 1, 2, 3
+    ON CONFLICT (site_id, month, path) DO UPDATE SET views = m.views + EXCLUDED.views
 ),
 event_types_daily AS (
     INSERT INTO daily_event_types AS t (site_id, day, event_type, events, users)

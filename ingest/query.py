@@ -342,12 +342,29 @@ def split(start: dt.datetime, end: dt.datetime) -> Pieces:
     return Pieces(first_full, last_full_end, tuple(edges))
 
 
+def _whole_months(day_from: dt.date, day_to: dt.date) -> tuple[dt.date, dt.date]:
+    """The whole UTC months [month_from, month_to) inside days [day_from, day_to), as their
+    first days; both equal day_to when there is none."""
+    month_from = (
+        day_from
+        if day_from.day == 1
+        else (day_from.replace(day=28) + dt.timedelta(days=4)).replace(day=1)
+    )
+    month_to = day_to.replace(day=1)
+    if month_from >= month_to:
+        return day_to, day_to
+    return month_from, month_to
+
+
 def _piece_params(site_id: str, pieces: Pieces) -> dict[str, Any]:
     edges = [*pieces.edges, (_EPOCH, _EPOCH), (_EPOCH, _EPOCH)]
+    month_from, month_to = _whole_months(pieces.day_from, pieces.day_to)
     return {
         "site": site_id,
         "day_from": pieces.day_from,
         "day_to": pieces.day_to,
+        "month_from": month_from,
+        "month_to": month_to,
         "a1": edges[0][0],
         "b1": edges[0][1],
         "a2": edges[1][0],
@@ -552,15 +569,20 @@ def _breakdown_visitors(request: BreakdownRequest, filters: tuple[Filter, ...]) 
     )
 
 
-# Page views per path for whole days come from daily_paths (a row per path and day, read in
-# index order), the edges from the quarter-hour details.
+# Page views per path: whole UTC months from monthly_paths, the other whole days from
+# daily_paths, the edges from the quarter-hour details.
 PATH_VIEWS_ROWS = sql.SQL(
     """
-    SELECT path, views AS events FROM daily_paths WHERE {full_days}
+    SELECT path, views AS events FROM monthly_paths
+    WHERE site_id = %(site)s AND month >= %(month_from)s AND month < %(month_to)s
+    UNION ALL
+    SELECT path, views FROM daily_paths
+    WHERE site_id = %(site)s AND ((day >= %(day_from)s AND day < %(month_from)s)
+                               OR (day >= %(month_to)s AND day < %(day_to)s))
     UNION ALL
     SELECT path, events FROM quarter_hour_details WHERE {edges} AND event_type = 'page_view'
     """
-).format(full_days=_FULL_DAYS, edges=_EDGE_BUCKETS)
+).format(edges=_EDGE_BUCKETS)
 
 
 def breakdown_sql(request: BreakdownRequest) -> tuple[sql.Composed, dict[str, Any]]:

@@ -386,3 +386,26 @@ async def test_read_keys_and_rate_limit(
         # Sites without keys stay public.
         public = await c.get(url, params={"site_id": "other-site"})
         assert public.status_code == 200
+
+
+@pytest.mark.parametrize("zone", ["UTC", "Asia/Kolkata"])
+async def test_page_breakdown_across_whole_months_and_days(
+    client: httpx.AsyncClient, zone: str
+) -> None:
+    first, last = dt.date(2025, 10, 31), dt.date(2025, 12, 1)
+    body = await get_json(
+        client,
+        "/api/v1/stats/breakdown",
+        site_id=SITE,
+        timezone=zone,
+        metrics="views,visitors",
+        **{"from": first.isoformat(), "to": last.isoformat()},
+    )
+    paths = sorted({e.path for e in EVENTS if e.event_type == "page_view"})
+    expected = [
+        {"path": p, "views": c["views"], "visitors": c["visitors"]}
+        for p in paths
+        if (c := recount(zone, first, last, "page_view", p))["views"]
+    ]
+    expected.sort(key=lambda r: (-r["views"], r["path"]))
+    assert body["results"] == expected
