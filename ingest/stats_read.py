@@ -1,4 +1,5 @@
-"""Running the richer stats queries (ingest/query.py) on the pool, shaping their answers.
+"""Running the richer stats queries (ingest/query.py, ingest/query_sql.py) on the pool,
+shaping their answers.
 
 Every function reads rollups only and raises DatabaseUnavailable when PostgreSQL cannot
 answer within the pool's timeout. A site or range without data answers zeros.
@@ -14,11 +15,9 @@ from psycopg.rows import TupleRow
 from psycopg_pool import AsyncConnectionPool
 
 from ingest.database import RETRIABLE_ERRORS, DatabaseUnavailable
-from ingest.query import (
+from ingest.query import BreakdownRequest, StatsRequest, TimeseriesRequest
+from ingest.query_sql import (
     EXACT_VISITORS_SQL,
-    BreakdownRequest,
-    StatsRequest,
-    TimeseriesRequest,
     aggregate_sql,
     breakdown_sql,
     breakdown_visitors_sql,

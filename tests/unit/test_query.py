@@ -6,7 +6,7 @@ import datetime as dt
 
 import pytest
 
-from ingest import query
+from ingest import query, query_sql
 from ingest.errors import BadRequest
 
 NOW = dt.datetime(2025, 11, 12, 20, 0, tzinfo=dt.UTC)
@@ -117,16 +117,16 @@ def test_local_days_as_utc_instants(zone: str, day: str, start: str, end: str) -
 
 
 def test_split_into_whole_days_and_edges() -> None:
-    p = query.split(utc("2025-10-31 18:15"), utc("2025-11-30 18:15"))
+    p = query_sql.split(utc("2025-10-31 18:15"), utc("2025-11-30 18:15"))
     assert (p.day_from, p.day_to) == (dt.date(2025, 11, 1), dt.date(2025, 11, 30))
     assert p.edges == (
         (utc("2025-10-31 18:15"), utc("2025-11-01 00:00")),
         (utc("2025-11-30 00:00"), utc("2025-11-30 18:15")),
     )
-    one = query.split(utc("2025-11-11 18:30"), utc("2025-11-12 18:30"))
+    one = query_sql.split(utc("2025-11-11 18:30"), utc("2025-11-12 18:30"))
     assert one.day_from == one.day_to
     assert one.edges == ((utc("2025-11-11 18:30"), utc("2025-11-12 18:30")),)
-    whole = query.split(utc("2025-11-01 00:00"), utc("2025-12-01 00:00"))
+    whole = query_sql.split(utc("2025-11-01 00:00"), utc("2025-12-01 00:00"))
     assert (whole.day_from, whole.day_to, whole.edges) == (
         dt.date(2025, 11, 1),
         dt.date(2025, 12, 1),
@@ -143,19 +143,19 @@ def test_utc_alignment_follows_daylight_saving() -> None:
 
 def test_exact_visitors_only_for_whole_days_of_all_page_views() -> None:
     whole = query.make_range(dt.date(2025, 11, 1), dt.date(2025, 11, 3), "UTC")
-    pieces = query.split(whole.start, whole.end)
+    pieces = query_sql.split(whole.start, whole.end)
     plain = query.StatsRequest("s", whole, ("visitors",))
-    assert query.exact_visitors_possible(plain, pieces)
+    assert query_sql.exact_visitors_possible(plain, pieces)
     by_path = query.StatsRequest("s", whole, ("visitors",), (query.Filter("path", False, "/"),))
-    assert not query.exact_visitors_possible(by_path, pieces)
+    assert not query_sql.exact_visitors_possible(by_path, pieces)
     local = query.make_range(dt.date(2025, 11, 1), dt.date(2025, 11, 3), "Asia/Kolkata")
-    assert not query.exact_visitors_possible(plain, query.split(local.start, local.end))
+    assert not query_sql.exact_visitors_possible(plain, query_sql.split(local.start, local.end))
 
 
 def test_filter_values_are_bound_not_inlined() -> None:
     r = query.make_range(dt.date(2025, 11, 1), dt.date(2025, 11, 3), "UTC")
     evil = "x'; DROP TABLE events; --"
     request = query.StatsRequest("s", r, ("views",), (query.Filter("path", False, evil),))
-    statement, params = query.aggregate_sql(request)
+    statement, params = query_sql.aggregate_sql(request)
     assert evil in params.values()
     assert "DROP TABLE" not in statement.as_string(None)
