@@ -117,13 +117,14 @@ CREATE TABLE IF NOT EXISTS daily_details (
     PRIMARY KEY (site_id, day, event_type, path)
 );
 
--- Per (site, UTC month, path): page views. A month's top paths read one row per path
--- instead of one per path and day.
+-- Per (site, UTC month, path): page views and a sketch of their users. A month's top paths
+-- read one row per path instead of one per path and day.
 CREATE TABLE IF NOT EXISTS monthly_paths (
-    site_id  text   NOT NULL,
-    month    date   NOT NULL,  -- first day of the UTC month
-    path     text   NOT NULL,
-    views    bigint NOT NULL DEFAULT 0,
+    site_id   text   NOT NULL,
+    month     date   NOT NULL,  -- first day of the UTC month
+    path      text   NOT NULL,
+    views     bigint NOT NULL DEFAULT 0,
+    visitors  hll    NOT NULL,
     PRIMARY KEY (site_id, month, path)
 );
 

@@ -106,10 +106,12 @@ details_daily AS (
         events = d.events + EXCLUDED.events, users = hll_union(d.users, EXCLUDED.users)
 ),
 paths_monthly AS (
-    INSERT INTO monthly_paths AS m (site_id, month, path, views)
-    SELECT site_id, date_trunc('month', day)::date, path, count(*) FROM views
-    GROUP BY 1, 2, 3 ORDER BY 1, 2, 3
-    ON CONFLICT (site_id, month, path) DO UPDATE SET views = m.views + EXCLUDED.views
+    INSERT INTO monthly_paths AS m (site_id, month, path, views, visitors)
+    SELECT site_id, date_trunc('month', day)::date, path, count(*),
+           hll_add_agg(hll_hash_text(user_id))
+    FROM views GROUP BY 1, 2, 3 ORDER BY 1, 2, 3
+    ON CONFLICT (site_id, month, path) DO UPDATE SET
+        views = m.views + EXCLUDED.views, visitors = hll_union(m.visitors, EXCLUDED.visitors)
 ),
 event_types_daily AS (
     INSERT INTO daily_event_types AS t (site_id, day, event_type, events, users)

@@ -360,6 +360,25 @@ def breakdown_sql(request: BreakdownRequest) -> tuple[sql.Composed, dict[str, An
     return query, params
 
 
+# Visitors of given paths among page views: whole months' sketches from monthly_paths, the
+# other whole days' from daily_details, the edges' from the quarter-hour details.
+PATH_VISITORS_ROWS = sql.SQL(
+    """
+    SELECT path, visitors AS users FROM monthly_paths
+    WHERE site_id = %(site)s AND month >= %(month_from)s AND month < %(month_to)s
+      AND path = ANY(%(values)s)
+    UNION ALL
+    SELECT path, users FROM daily_details
+    WHERE site_id = %(site)s AND event_type = 'page_view' AND path = ANY(%(values)s)
+      AND ((day >= %(day_from)s AND day < %(month_from)s)
+           OR (day >= %(month_to)s AND day < %(day_to)s))
+    UNION ALL
+    SELECT path, users FROM quarter_hour_details
+    WHERE {edges} AND event_type = 'page_view' AND path = ANY(%(values)s)
+    """
+).format(edges=_EDGE_BUCKETS)
+
+
 def breakdown_visitors_sql(
     request: BreakdownRequest, values: list[str]
 ) -> tuple[sql.Composed, dict[str, Any]]:
@@ -370,6 +389,12 @@ def breakdown_visitors_sql(
     where = _filter_clause(filters, params)
     params["values"] = values
     key = sql.Identifier(request.dimension)
+    if request.dimension == "path" and stats.filters == ():
+        query = sql.SQL(
+            "SELECT path, coalesce(hll_cardinality(hll_union_agg(users)), 0) "
+            "FROM ({rows}) r GROUP BY path"
+        ).format(rows=PATH_VISITORS_ROWS)
+        return query, params
     query = sql.SQL(
         """
         SELECT {key}, {visitors} FROM ({rows}) r

@@ -81,11 +81,14 @@ ROLLUP_EVENT_TYPES = """
 SELECT site_id, day, event_type, events, hll_cardinality(users)
 FROM daily_event_types ORDER BY 1, 2, 3
 """
-RECOUNT_MONTHLY_PATHS = """
-SELECT site_id, date_trunc('month', day)::date, path, count(*) FROM events
+RECOUNT_MONTHLY_PATHS = f"""
+SELECT site_id, date_trunc('month', day)::date, path, count(*), {_SKETCH} FROM events
 WHERE event_type = 'page_view' GROUP BY 1, 2, 3 ORDER BY 1, 2, 3
 """
-ROLLUP_MONTHLY_PATHS = "SELECT site_id, month, path, views FROM monthly_paths ORDER BY 1, 2, 3"
+ROLLUP_MONTHLY_PATHS = """
+SELECT site_id, month, path, views, hll_cardinality(visitors) FROM monthly_paths
+ORDER BY 1, 2, 3
+"""
 RECOUNT_QUARTER_HOUR_DETAILS = f"""
 SELECT site_id, {_BUCKET}, event_type, path, count(*), {_SKETCH}
 FROM events GROUP BY 1, 2, 3, 4 ORDER BY 1, 2, 3, 4
