@@ -213,10 +213,9 @@ def main(argv: list[str]) -> None:
         api = _start_api(database_url, port)
         try:
             target_url = f"{path}?{urlencode({'site_id': SITE, **params})}"
-            # Warm-up: the pool's connections and the statement caches.
-            asyncio.run(
-                http_load.run("127.0.0.1", port, [target_url], rate_per_s=200, requests=200)
-            )
+            # Warm-up: the pool's connections and the statement caches (slowly, so that a slow
+            # query does not start the measurement with a backlog).
+            asyncio.run(http_load.run("127.0.0.1", port, [target_url], rate_per_s=20, requests=20))
             result = asyncio.run(
                 http_load.run(
                     "127.0.0.1", port, [target_url], rate_per_s=args.rate, requests=requests
