@@ -56,7 +56,8 @@ class StatsApi:
         self._keys = ReadKeys(settings.stats_read_keys)
         self._limiter = RateLimiter(settings.stats_rate_limit_per_s, settings.stats_rate_burst)
         self._exact_max_rows = settings.stats_exact_visitors_max_rows
-        self._refresh_s = settings.dashboard_refresh_s
+        page = (DASHBOARD_DIR / "index.html").read_text()
+        self._dashboard_page = page.replace("{{REFRESH_S}}", str(settings.dashboard_refresh_s))
 
     def _admit(self, request: Request) -> dict[str, str]:
         """Rate limit, then read keys; returns the query parameters."""
@@ -114,8 +115,7 @@ class StatsApi:
     async def dashboard(self, request: Request) -> Response:
         """The page itself holds no data; its script calls the API (with `#key=` if given)."""
         query.parse_site(dict(request.query_params))
-        page = (DASHBOARD_DIR / "index.html").read_text()
-        return HTMLResponse(page.replace("{{REFRESH_S}}", str(self._refresh_s)))
+        return HTMLResponse(self._dashboard_page)
 
 
 def _unavailable() -> ServiceUnavailable:
