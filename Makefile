@@ -41,6 +41,7 @@ run: install
 	@scripts/with-services.sh scripts/run.sh
 
 test: install
+	@services/chromium.sh install
 	@scripts/with-services.sh scripts/test.sh
 
 test-unit: install

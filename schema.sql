@@ -57,6 +57,10 @@ CREATE TABLE IF NOT EXISTS daily_paths (
     PRIMARY KEY (site_id, day, path)
 );
 
+-- Top paths of a day in index order: `ORDER BY views DESC, path LIMIT 3` reads three entries
+-- instead of sorting every path of the day.
+CREATE INDEX IF NOT EXISTS daily_paths_top ON daily_paths (site_id, day, views DESC, path);
+
 -- The set behind daily_stats.unique_users: a user's first page view of a (site, day) adds a
 -- row here and increments the count; later ones find the row and add nothing.
 CREATE TABLE IF NOT EXISTS daily_users (
@@ -74,6 +78,82 @@ CREATE TABLE IF NOT EXISTS hourly_stats (
     events      bigint      NOT NULL DEFAULT 0,
     PRIMARY KEY (site_id, hour)
 );
+
+-- Sketches and finer buckets for the richer stats API (ingest/query.py). `hll` is the
+-- postgresql-hll extension (Debian: postgresql-<version>-hll; services/postgres.sh installs it).
+-- Its sketches count distinct users exactly while small (explicit mode) and within about 2%
+-- beyond; unions of sketches answer unique users over any set of buckets.
+CREATE EXTENSION IF NOT EXISTS hll;
+
+-- Per (site, UTC day): a sketch of the users among page views (daily_users is the exact set).
+CREATE TABLE IF NOT EXISTS daily_visitors (
+    site_id   text NOT NULL,
+    day       date NOT NULL,
+    visitors  hll  NOT NULL,
+    PRIMARY KEY (site_id, day)
+);
+
+-- Per (site, 15-minute UTC bucket): page views, all events, a sketch of page-view users.
+-- Every time zone in use today has an offset that is a multiple of 15 minutes (+05:30,
+-- +05:45, +08:45, -03:30), so local days and hours are exact unions of these buckets.
+CREATE TABLE IF NOT EXISTS quarter_hour_stats (
+    site_id     text        NOT NULL,
+    bucket      timestamptz NOT NULL,
+    page_views  bigint      NOT NULL DEFAULT 0,
+    events      bigint      NOT NULL DEFAULT 0,
+    visitors    hll         NOT NULL,
+    PRIMARY KEY (site_id, bucket)
+);
+
+-- Per (site, UTC day, event type, path) and per (site, 15-minute bucket, event type, path):
+-- events and a sketch of their users, for filters and breakdowns by event type or path.
+CREATE TABLE IF NOT EXISTS daily_details (
+    site_id     text   NOT NULL,
+    day         date   NOT NULL,
+    event_type  text   NOT NULL,
+    path        text   NOT NULL,
+    events      bigint NOT NULL DEFAULT 0,
+    users       hll    NOT NULL,
+    PRIMARY KEY (site_id, day, event_type, path)
+);
+
+-- Per (site, UTC month, path): page views and a sketch of their users. A month's top paths
+-- read one row per path instead of one per path and day.
+CREATE TABLE IF NOT EXISTS monthly_paths (
+    site_id   text   NOT NULL,
+    month     date   NOT NULL,  -- first day of the UTC month
+    path      text   NOT NULL,
+    views     bigint NOT NULL DEFAULT 0,
+    visitors  hll    NOT NULL,
+    PRIMARY KEY (site_id, month, path)
+);
+
+-- Per (site, UTC day, event type): events and a sketch of their users. Event-type
+-- breakdowns and filters read a few rows a day here instead of one per path.
+CREATE TABLE IF NOT EXISTS daily_event_types (
+    site_id     text   NOT NULL,
+    day         date   NOT NULL,
+    event_type  text   NOT NULL,
+    events      bigint NOT NULL DEFAULT 0,
+    users       hll    NOT NULL,
+    PRIMARY KEY (site_id, day, event_type)
+);
+
+CREATE TABLE IF NOT EXISTS quarter_hour_details (
+    site_id     text        NOT NULL,
+    bucket      timestamptz NOT NULL,
+    event_type  text        NOT NULL,
+    path        text        NOT NULL,
+    events      bigint      NOT NULL DEFAULT 0,
+    users       hll         NOT NULL,
+    PRIMARY KEY (site_id, bucket, event_type, path)
+);
+
+-- Visitors of the values on a breakdown page (`path = ANY(...)` over a range of days or
+-- buckets) without reading every path of every day.
+CREATE INDEX IF NOT EXISTS daily_details_by_path ON daily_details (site_id, path, day);
+CREATE INDEX IF NOT EXISTS quarter_hour_details_by_path
+    ON quarter_hour_details (site_id, path, bucket);
 
 -- Where each consumer group is in each partition: the offset of the next record to write.
 -- Advanced in the same transaction as the rows it covers, with a compare-and-set on the

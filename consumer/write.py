@@ -75,6 +75,60 @@ SELECT partition, next_offset FROM consumer_offsets
 WHERE group_id = %s AND topic = %s AND partition = ANY(%s)
 """
 
+# The stats API's rollups (schema.sql: daily_visitors, quarter_hour_stats, daily_details,
+# daily_event_types, monthly_paths, quarter_hour_details), as CTEs of INSERT_AND_ROLL_UP
+# reading its `inserted` and `views`.
+# Sketches merge with hll_union, so a batch adds to what earlier batches stored.
+STATS_API_ROLLUPS = """
+visitors_daily AS (
+    INSERT INTO daily_visitors AS v (site_id, day, visitors)
+    SELECT site_id, day, hll_add_agg(hll_hash_text(user_id)) FROM views
+    GROUP BY 1, 2 ORDER BY 1, 2
+    ON CONFLICT (site_id, day) DO UPDATE SET visitors = hll_union(v.visitors, EXCLUDED.visitors)
+),
+quarter_hours AS (
+    INSERT INTO quarter_hour_stats AS q (site_id, bucket, page_views, events, visitors)
+    SELECT site_id, date_bin('15 minutes', event_time, timestamptz '2000-01-01 00:00+00'),
+           count(*) FILTER (WHERE event_type = 'page_view'), count(*),
+           coalesce(hll_add_agg(hll_hash_text(user_id)) FILTER (WHERE event_type = 'page_view'),
+                    hll_empty())
+    FROM inserted GROUP BY 1, 2 ORDER BY 1, 2
+    ON CONFLICT (site_id, bucket) DO UPDATE SET
+        page_views = q.page_views + EXCLUDED.page_views,
+        events = q.events + EXCLUDED.events,
+        visitors = hll_union(q.visitors, EXCLUDED.visitors)
+),
+details_daily AS (
+    INSERT INTO daily_details AS d (site_id, day, event_type, path, events, users)
+    SELECT site_id, day, event_type, path, count(*), hll_add_agg(hll_hash_text(user_id))
+    FROM inserted GROUP BY 1, 2, 3, 4 ORDER BY 1, 2, 3, 4
+    ON CONFLICT (site_id, day, event_type, path) DO UPDATE SET
+        events = d.events + EXCLUDED.events, users = hll_union(d.users, EXCLUDED.users)
+),
+paths_monthly AS (
+    INSERT INTO monthly_paths AS m (site_id, month, path, views, visitors)
+    SELECT site_id, date_trunc('month', day)::date, path, count(*),
+           hll_add_agg(hll_hash_text(user_id))
+    FROM views GROUP BY 1, 2, 3 ORDER BY 1, 2, 3
+    ON CONFLICT (site_id, month, path) DO UPDATE SET
+        views = m.views + EXCLUDED.views, visitors = hll_union(m.visitors, EXCLUDED.visitors)
+),
+event_types_daily AS (
+    INSERT INTO daily_event_types AS t (site_id, day, event_type, events, users)
+    SELECT site_id, day, event_type, count(*), hll_add_agg(hll_hash_text(user_id))
+    FROM inserted GROUP BY 1, 2, 3 ORDER BY 1, 2, 3
+    ON CONFLICT (site_id, day, event_type) DO UPDATE SET
+        events = t.events + EXCLUDED.events, users = hll_union(t.users, EXCLUDED.users)
+),
+details_quarter_hours AS (
+    INSERT INTO quarter_hour_details AS d (site_id, bucket, event_type, path, events, users)
+    SELECT site_id, date_bin('15 minutes', event_time, timestamptz '2000-01-01 00:00+00'),
+           event_type, path, count(*), hll_add_agg(hll_hash_text(user_id))
+    FROM inserted GROUP BY 1, 2, 3, 4 ORDER BY 1, 2, 3, 4
+    ON CONFLICT (site_id, bucket, event_type, path) DO UPDATE SET
+        events = d.events + EXCLUDED.events, users = hll_union(d.users, EXCLUDED.users)
+)"""
+
 # One statement, so every step reads the rows the insert actually produced; one CTE per
 # rollup. Rollup keys are sorted so that concurrent writers lock rows in the same order (no
 # deadlocks); any fixed order does, and COLLATE "C" (byte order) sorts text much faster than
@@ -129,9 +183,10 @@ hourly AS (
     ON CONFLICT (site_id, hour) DO UPDATE SET
         page_views = h.page_views + EXCLUDED.page_views,
         events = h.events + EXCLUDED.events
-)
+),
+{STATS_API_ROLLUPS}
 SELECT count(*) FROM inserted
-"""
+""".replace("{STATS_API_ROLLUPS}", STATS_API_ROLLUPS.strip("\n"))
 
 ENSURE_PARTITION = "SELECT ensure_events_partition(%s)"
 

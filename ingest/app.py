@@ -11,32 +11,23 @@ from starlette.applications import Starlette
 from starlette.middleware import Middleware
 from starlette.requests import Request
 from starlette.responses import Response
-from starlette.routing import Route
+from starlette.routing import Mount, Route
 
-from ingest import stats
 from ingest.accept import Ingest, post_event, post_events
 from ingest.config import environ
 from ingest.cors import cors
-from ingest.database import DatabaseUnavailable, make_pool
-from ingest.errors import JSON_MEDIA_TYPE, ApiError, ServiceUnavailable, error_response
+from ingest.database import make_pool
+from ingest.errors import JSON_MEDIA_TYPE, ApiError, error_response
 from ingest.health import healthz, readyz
 from ingest.keys import WriteKeys
 from ingest.metrics import IngestMetrics, RequestCounter
 from ingest.openapi import openapi_document
 from ingest.publish import Publisher, make_producer
 from ingest.settings import Settings
+from ingest.stats_api import stats_routes
 from ingest.topics import ensure_topics
 
 log = logging.getLogger(__name__)
-
-
-async def get_stats(request: Request) -> Response:
-    query = stats.parse_stats_query(dict(request.query_params))
-    try:
-        result = await stats.daily_stats(request.app.state.pool, query)
-    except DatabaseUnavailable:
-        raise ServiceUnavailable("Stats are unavailable: the database cannot be reached") from None
-    return Response(msgspec.json.encode(result), 200, media_type=JSON_MEDIA_TYPE)
 
 
 async def handle_api_error(request: Request, exc: Exception) -> Response:
@@ -53,12 +44,12 @@ def create_app(settings: Settings) -> Starlette:
     routes = [
         Route("/event", post_event, methods=["POST"]),
         Route("/events", post_events, methods=["POST"]),
-        Route("/stats", get_stats, methods=["GET"]),
+        *stats_routes(settings),
         Route("/healthz", healthz, methods=["GET"]),
         Route("/readyz", readyz, methods=["GET"]),
         Route("/openapi.json", openapi_json, methods=["GET"]),
     ]
-    metrics = IngestMetrics({route.path for route in routes} | {"/metrics"})
+    metrics = IngestMetrics({r.path for r in routes if isinstance(r, Route | Mount)} | {"/metrics"})
     routes.append(Route("/metrics", metrics.endpoint, methods=["GET"]))
 
     @contextlib.asynccontextmanager

@@ -44,5 +44,17 @@ def env_float(env: Mapping[str, str], name: str, default: float, *, minimum: flo
     return value
 
 
+def env_site_keys(env: Mapping[str, str], name: str) -> dict[str, tuple[str, ...]]:
+    """`site-a=key1,site-a=key2,site-b=key3` -> {"site-a": ("key1", "key2"), ...}."""
+    raw = env.get(name, "").strip()
+    keys: dict[str, list[str]] = {}
+    for item in filter(None, (part.strip() for part in raw.split(","))):
+        site, sep, key = item.partition("=")
+        if not sep or not site.strip() or not key.strip():
+            raise ConfigError(f"{name} must be site_id=key pairs separated by commas")
+        keys.setdefault(site.strip(), []).append(key.strip())
+    return {site: tuple(ks) for site, ks in keys.items()}
+
+
 def environ() -> Mapping[str, str]:
     return os.environ

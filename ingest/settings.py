@@ -12,6 +12,7 @@ from ingest.config import (
     ConfigError,
     env_float,
     env_int,
+    env_site_keys,
     env_str,
 )
 from ingest.keys import load_write_keys
@@ -64,6 +65,15 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
     workers: int = 1
     # Hot sites spread over N sub-keys (partitions), trading their order for throughput.
     hot_sites: dict[str, int] = msgspec.field(default_factory=dict)
+    # Stats API (ingest/stats_api.py): read keys per site (sites without keys are public),
+    # a token-bucket rate limit per caller (0 turns it off), how many daily user rows an
+    # exact multi-day unique-user count may read before a sketch answers instead, and how
+    # often the dashboard refreshes.
+    stats_read_keys: dict[str, tuple[str, ...]] = msgspec.field(default_factory=dict)
+    stats_rate_limit_per_s: float = 100.0
+    stats_rate_burst: int = 200
+    stats_exact_visitors_max_rows: int = 10_000
+    dashboard_refresh_s: int = 10
 
     @classmethod
     def from_env(cls, env: Mapping[str, str]) -> Settings:
@@ -98,4 +108,9 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
             cors_allow_origins=env_str(env, "CORS_ALLOW_ORIGINS", "*").split(","),
             workers=env_int(env, "WEB_CONCURRENCY", 1, minimum=1),
             hot_sites=parse_hot_sites(env_str(env, "HOT_SITES", "")),
+            stats_read_keys=env_site_keys(env, "STATS_READ_KEYS"),
+            stats_rate_limit_per_s=env_float(env, "STATS_RATE_LIMIT_PER_S", 100.0),
+            stats_rate_burst=env_int(env, "STATS_RATE_BURST", 200, minimum=1),
+            stats_exact_visitors_max_rows=env_int(env, "STATS_EXACT_VISITORS_MAX_ROWS", 10_000),
+            dashboard_refresh_s=env_int(env, "DASHBOARD_REFRESH_S", 10, minimum=1),
         )

@@ -2,6 +2,10 @@
 
 Answers come from the rollup tables the consumer maintains, never from a scan of raw events,
 and keep the original service's JSON shape byte for byte.
+
+With `timezone` (an IANA name) the day is that zone's local day. Where its midnights are not
+UTC midnights, the answer comes from the 15-minute rollups (ingest/query.py); unique users
+are then a sketch's count: exact for small sets, within about 2% for large ones.
 """
 
 from __future__ import annotations
@@ -14,21 +18,29 @@ import psycopg
 from psycopg.rows import TupleRow
 from psycopg_pool import AsyncConnectionPool
 
+from ingest import query as stats_query
+from ingest import stats_read
 from ingest.database import RETRIABLE_ERRORS, DatabaseUnavailable
 from ingest.errors import BadRequest
 
 TOP_PATHS_LIMIT = 3
 
-DAILY_TOTALS_SQL = """
-SELECT page_views, unique_users FROM daily_stats WHERE site_id = %s AND day = %s
-"""
-
-# Ties are broken by path so that answers are stable.
-TOP_PATHS_SQL = """
-SELECT path, views FROM daily_paths
-WHERE site_id = %s AND day = %s AND views > 0
-ORDER BY views DESC, path ASC
-LIMIT %s
+# One round trip: the day's totals (absent row -> NULLs) and its top paths as two arrays.
+# Ties are broken by path so that answers are stable; daily_paths_top serves the order.
+DAILY_STATS_SQL = """
+SELECT s.page_views, s.unique_users, top.paths, top.views
+FROM (SELECT 1) AS one
+LEFT JOIN daily_stats s ON s.site_id = %(site)s AND s.day = %(day)s
+CROSS JOIN LATERAL (
+    SELECT array_agg(path ORDER BY views DESC, path) AS paths,
+           array_agg(views ORDER BY views DESC, path) AS views
+    FROM (
+        SELECT path, views FROM daily_paths
+        WHERE site_id = %(site)s AND day = %(day)s AND views > 0
+        ORDER BY views DESC, path ASC
+        LIMIT %(limit)s
+    ) t
+) top
 """
 
 _DATE_RE = re.compile(r"\d{4}-\d{2}-\d{2}")
@@ -52,10 +64,12 @@ class DailyStats(msgspec.Struct):
 class StatsQuery(msgspec.Struct, frozen=True):
     site_id: str
     day: dt.date
+    timezone: str = "UTC"
 
 
 def parse_stats_query(params: dict[str, str]) -> StatsQuery:
-    """Validates `site_id` and `date` (YYYY-MM-DD, a real calendar day) or raises BadRequest."""
+    """Validates `site_id`, `date` (YYYY-MM-DD, a real calendar day) and the optional
+    `timezone` (IANA name, default UTC), or raises BadRequest naming the field."""
     site_id = params.get("site_id", "")
     if not site_id:
         raise BadRequest("`site_id` query parameter is required", field="site_id")
@@ -70,7 +84,7 @@ def parse_stats_query(params: dict[str, str]) -> StatsQuery:
         day = dt.date.fromisoformat(raw_date)
     except ValueError:
         raise BadRequest(f"`date` is not a calendar day: {raw_date!r}", field="date") from None
-    return StatsQuery(site_id, day)
+    return StatsQuery(site_id, day, stats_query.parse_timezone(params))
 
 
 async def daily_stats(
@@ -80,21 +94,44 @@ async def daily_stats(
 
     Raises DatabaseUnavailable when PostgreSQL cannot answer within the pool's timeout.
     """
+    if query.timezone != "UTC":
+        day_range = stats_query.make_range(query.day, query.day, query.timezone)
+        if not day_range.utc_aligned:
+            return await _local_day_stats(pool, query, day_range)
+    params = {"site": query.site_id, "day": query.day, "limit": TOP_PATHS_LIMIT}
     try:
         async with pool.connection() as conn:
-            cur = await conn.execute(DAILY_TOTALS_SQL, (query.site_id, query.day), prepare=True)
-            totals = await cur.fetchone()
-            cur = await conn.execute(
-                TOP_PATHS_SQL, (query.site_id, query.day, TOP_PATHS_LIMIT), prepare=True
-            )
-            paths = await cur.fetchall()
+            cur = await conn.execute(DAILY_STATS_SQL, params, prepare=True)
+            row = await cur.fetchone()
     except RETRIABLE_ERRORS as exc:
         raise DatabaseUnavailable(str(exc)) from exc
-    views, users = totals if totals else (0, 0)
+    views, users, paths, counts = row if row else (None, None, None, None)
+    views, users = views or 0, users or 0
+    paths = list(zip(paths or [], counts or [], strict=True))
     return DailyStats(
         site_id=query.site_id,
         date=query.day.isoformat(),
         total_views=views,
         unique_users=users,
         top_paths=[PathViews(path, count) for path, count in paths],
+    )
+
+
+async def _local_day_stats(
+    pool: AsyncConnectionPool[psycopg.AsyncConnection[TupleRow]],
+    query: StatsQuery,
+    day_range: stats_query.DateRange,
+) -> DailyStats:
+    request = stats_query.StatsRequest(query.site_id, day_range, ("views", "visitors"))
+    values, _ = await stats_read.aggregate_values(pool, request, exact_max_rows=0)
+    top = stats_query.BreakdownRequest(
+        stats_query.StatsRequest(query.site_id, day_range, ("views",)), "path", TOP_PATHS_LIMIT, 1
+    )
+    rows = await stats_read.breakdown_rows(pool, top)
+    return DailyStats(
+        site_id=query.site_id,
+        date=query.day.isoformat(),
+        total_views=values["views"],
+        unique_users=values["visitors"],
+        top_paths=[PathViews(row["path"], row["views"]) for row in rows],
     )

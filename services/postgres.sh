@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Local PostgreSQL server for development, tests and CI (no Docker, no system cluster).
 #
-#   services/postgres.sh install   apt-get install postgresql if no server binaries exist
+#   services/postgres.sh install   apt-get install postgresql if no server binaries exist,
+#                                  and its postgresql-<version>-hll extension
 #   services/postgres.sh start     initdb once, start on 127.0.0.1:$PG_PORT (default 15432),
 #                                  create database "analytics"; no-op if already up
 #   services/postgres.sh stop      pg_ctl stop -m fast
@@ -27,8 +28,18 @@ find_pg_bin() {
     return 0
 }
 
+# The postgresql-hll extension (schema.sql creates it) for the server version in use.
+install_hll() {
+    local bin ver
+    bin="$(find_pg_bin)"
+    ver="$(basename "$(dirname "$bin")")"
+    [[ -f "/usr/share/postgresql/$ver/extension/hll.control" ]] && return 0
+    log $NAME "installing postgresql-$ver-hll (apt) ..."
+    apt_install "postgresql-$ver-hll"
+}
+
 cmd_install() {
-    [[ -n "$(find_pg_bin)" ]] && return 0
+    [[ -n "$(find_pg_bin)" ]] && { install_hll; return 0; }
     log $NAME "installing PostgreSQL server (apt) ..."
     # Debian's package would also create and start a "main" cluster on 5432; we run our
     # own, so switch that off first (what the official postgres Docker image does).
@@ -37,6 +48,7 @@ cmd_install() {
     apt_install postgresql
     [[ -n "$(find_pg_bin)" ]] || die $NAME "apt installed postgresql but no /usr/lib/postgresql/*/bin/initdb"
     log $NAME "installed $(find_pg_bin)"
+    install_hll
 }
 
 # Run a command as the postgres system user. initdb and postgres refuse to run as root.

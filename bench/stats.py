@@ -1,0 +1,263 @@
+"""`python -m bench stats [--events N] [--rate R] [--seconds S] [--reload]`
+
+Loads (or reuses) a site with N events in one month, starts the API as a real process on
+that database, and drives each stats query at a fixed rate, printing client and server p50
+and p99. In the same run it times the naive query over raw events for the same questions
+(the baseline) and the rollup SQL alone, and prints the ratios.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import os
+import statistics
+import subprocess
+import sys
+import time
+from pathlib import Path
+from urllib.parse import urlencode
+
+import httpx
+import psycopg
+
+from bench import http_load, stats_data
+from bench.table import print_table
+
+ROOT = Path(__file__).resolve().parent.parent
+SITE = stats_data.SITE
+DAY = "2025-11-12"
+MONTH = {"period": "month", "date": DAY}
+
+# (name, path, params, target p99 ms, naive SQL over raw events answering the same question)
+NAIVE_DAY = """
+SELECT count(*), count(DISTINCT user_id),
+       (SELECT array_agg(path) FROM (
+           SELECT path FROM events WHERE site_id = %(site)s AND day = %(day)s
+             AND event_type = 'page_view'
+           GROUP BY path ORDER BY count(*) DESC, path LIMIT 3) t)
+FROM events WHERE site_id = %(site)s AND day = %(day)s AND event_type = 'page_view'
+"""
+NAIVE_MONTH = """
+SELECT count(*) FILTER (WHERE event_type = 'page_view'),
+       count(DISTINCT user_id) FILTER (WHERE event_type = 'page_view'), count(*)
+FROM events WHERE site_id = %(site)s
+  AND event_time >= %(start)s::timestamptz AND event_time < %(end)s::timestamptz
+"""
+NAIVE_SERIES = """
+SELECT (event_time AT TIME ZONE %(tz)s)::date, count(*) FILTER (WHERE event_type = 'page_view'),
+       count(DISTINCT user_id) FILTER (WHERE event_type = 'page_view'), count(*)
+FROM events WHERE site_id = %(site)s
+  AND event_time >= %(start)s::timestamptz AND event_time < %(end)s::timestamptz
+GROUP BY 1 ORDER BY 1
+"""
+NAIVE_TOP = """
+SELECT path, count(*), count(DISTINCT user_id) FROM events
+WHERE site_id = %(site)s AND event_type = 'page_view'
+  AND event_time >= %(start)s::timestamptz AND event_time < %(end)s::timestamptz
+GROUP BY path ORDER BY 2 DESC, 1 LIMIT 10
+"""
+UTC_MONTH = {"start": "2025-11-01 00:00+00", "end": "2025-12-01 00:00+00", "tz": "UTC"}
+IST_MONTH = {"start": "2025-10-31 18:30+00", "end": "2025-11-30 18:30+00", "tz": "Asia/Kolkata"}
+
+QUERIES: list[tuple[str, str, dict[str, str], float, str, dict[str, str]]] = [
+    ("/stats day (UTC)", "/stats", {"date": DAY}, 5.0, NAIVE_DAY, {"day": DAY}),
+    (
+        "/stats day (Asia/Kolkata)",
+        "/stats",
+        {"date": DAY, "timezone": "Asia/Kolkata"},
+        10.0,
+        NAIVE_DAY,
+        {"day": DAY},
+    ),
+    (
+        "aggregate month (UTC)",
+        "/api/v1/stats/aggregate",
+        MONTH,
+        10.0,
+        NAIVE_MONTH,
+        UTC_MONTH,
+    ),
+    (
+        "aggregate month (Asia/Kolkata)",
+        "/api/v1/stats/aggregate",
+        {**MONTH, "timezone": "Asia/Kolkata"},
+        10.0,
+        NAIVE_MONTH,
+        IST_MONTH,
+    ),
+    (
+        "timeseries month by day (UTC)",
+        "/api/v1/stats/timeseries",
+        MONTH,
+        10.0,
+        NAIVE_SERIES,
+        UTC_MONTH,
+    ),
+    (
+        "timeseries month by day (Asia/Kolkata)",
+        "/api/v1/stats/timeseries",
+        {**MONTH, "timezone": "Asia/Kolkata"},
+        10.0,
+        NAIVE_SERIES,
+        IST_MONTH,
+    ),
+    (
+        "timeseries day by hour (UTC)",
+        "/api/v1/stats/timeseries",
+        {"period": "day", "date": DAY, "interval": "hour"},
+        10.0,
+        "",
+        {},
+    ),
+    (
+        "breakdown top 10 paths, month (UTC)",
+        "/api/v1/stats/breakdown",
+        {**MONTH, "property": "event:page", "limit": "10"},
+        10.0,
+        NAIVE_TOP,
+        UTC_MONTH,
+    ),
+    (
+        "breakdown event types, month (UTC)",
+        "/api/v1/stats/breakdown",
+        {**MONTH, "property": "event:name"},
+        10.0,
+        "",
+        {},
+    ),
+    (
+        "aggregate month, filter path (UTC)",
+        "/api/v1/stats/aggregate",
+        {**MONTH, "filters": "event:page==/page/3"},
+        10.0,
+        "",
+        {},
+    ),
+]
+
+
+def _free_port() -> int:
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def _start_api(database_url: str, port: int) -> subprocess.Popen[bytes]:
+    env = {
+        **os.environ,
+        "DATABASE_URL": database_url,
+        "PORT": str(port),
+        "EVENTS_TOPIC": "bench-stats-events",
+        "DLQ_TOPIC": "bench-stats-events.dlq",
+        "STATS_RATE_LIMIT_PER_S": "0",
+        "DB_POOL_MIN_SIZE": "4",
+        "LOG_LEVEL": "WARNING",
+    }
+    process = subprocess.Popen(
+        [sys.executable, "-m", "ingest"],
+        env=env,
+        cwd=ROOT,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:
+        if process.poll() is not None:
+            raise RuntimeError("the API exited during start-up (is Kafka running?)")
+        try:
+            if httpx.get(f"http://127.0.0.1:{port}/healthz", timeout=1).status_code == 200:
+                return process
+        except httpx.TransportError:
+            pass
+        time.sleep(0.2)
+    process.kill()
+    raise RuntimeError("the API did not answer within 60 s")
+
+
+def _time_naive(database_url: str, query: str, params: dict[str, str], runs: int) -> float:
+    """Median wall time (ms) of `runs` runs of the naive query (the first warms the cache)."""
+    if not query:
+        return float("nan")
+    with psycopg.connect(database_url) as conn:
+        times = []
+        for _ in range(runs):
+            started = time.perf_counter()
+            conn.execute(query, {"site": SITE, **params}).fetchall()
+            times.append((time.perf_counter() - started) * 1000)
+    return statistics.median(times)
+
+
+def main(argv: list[str]) -> None:
+    parser = argparse.ArgumentParser(prog="python -m bench stats")
+    parser.add_argument("--events", type=int, default=10_000_000)
+    parser.add_argument("--rate", type=float, default=1000.0, help="requests per second")
+    parser.add_argument("--seconds", type=float, default=5.0, help="per query")
+    parser.add_argument("--naive-runs", type=int, default=3)
+    parser.add_argument("--reload", action="store_true", help="rebuild the cached dataset")
+    parser.add_argument("--only", default="", help="run the queries whose name contains this")
+    parser.add_argument("--no-naive", action="store_true", help="skip the raw-event baseline")
+    args = parser.parse_args(argv)
+
+    server_url = os.environ.get("DATABASE_URL", "postgresql://postgres@127.0.0.1:15432/analytics")
+    database_url = stats_data.ensure_dataset(server_url, args.events, reload=args.reload)
+    rows: list[list[object]] = []
+    requests = int(args.rate * args.seconds)
+    for name, path, params, target, naive_sql, naive_params in QUERIES:
+        if args.only not in name:
+            continue
+        # A fresh API per query: a query that fell behind must not leave a backlog behind.
+        port = _free_port()
+        api = _start_api(database_url, port)
+        try:
+            target_url = f"{path}?{urlencode({'site_id': SITE, **params})}"
+            # Warm-up: the pool's connections and the statement caches (slowly, so that a slow
+            # query does not start the measurement with a backlog).
+            asyncio.run(http_load.run("127.0.0.1", port, [target_url], rate_per_s=20, requests=20))
+            result = asyncio.run(
+                http_load.run(
+                    "127.0.0.1", port, [target_url], rate_per_s=args.rate, requests=requests
+                )
+            )
+            naive_ms = _time_naive(
+                database_url, "" if args.no_naive else naive_sql, naive_params, args.naive_runs
+            )
+            server_p50 = http_load.percentile(result.server_ms, 50)
+            server_p99 = http_load.percentile(result.server_ms, 99)
+            rows.append(
+                [
+                    name,
+                    f"{result.ok}/{result.sent}",
+                    http_load.percentile(result.client_ms, 50),
+                    http_load.percentile(result.client_ms, 99),
+                    server_p50,
+                    server_p99,
+                    f"{target:g}",
+                    "yes" if server_p99 <= target else "NO",
+                    naive_ms,
+                    f"{naive_ms / server_p50:,.0f}x" if naive_ms == naive_ms else "-",
+                ]
+            )
+            print(f"stats bench: {name}: server p99 {server_p99:.2f} ms", flush=True)
+        finally:
+            api.terminate()
+            api.wait(30)
+    print_table(
+        f"stats: {args.events:,} events in one month, {args.rate:g} req/s for "
+        f"{args.seconds:g} s per query (ms)",
+        [
+            "query",
+            "ok/sent",
+            "client p50",
+            "client p99",
+            "server p50",
+            "server p99",
+            "target p99",
+            "met",
+            "naive SQL p50",
+            "naive / server p50",
+        ],
+        rows,
+    )

@@ -1,0 +1,202 @@
+"""The stats benchmark's dataset: one site with N events in November 2025, in its own database.
+
+Raw events go in with COPY; every rollup is then computed from the raw rows with SQL (the
+same definitions the consumer maintains incrementally, see tests/support.py). The database
+(`bench_stats_<N>`) is kept and reused by later runs unless --reload is given.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import datetime as dt
+import itertools
+import random
+import re
+import time
+from collections.abc import Iterator
+
+import psycopg
+from psycopg import sql
+from psycopg.conninfo import make_conninfo
+from psycopg.rows import TupleRow
+
+from consumer.schema import apply_schema
+
+SITE = "bench-site"
+MONTH_START = dt.datetime(2025, 11, 1, tzinfo=dt.UTC)
+MONTH_DAYS = 30
+PATHS = 1000
+USERS = 200_000
+EVENT_TYPES = ("page_view", "click", "signup")
+EVENT_TYPE_WEIGHTS = (80, 15, 5)
+CHUNK_ROWS = 100_000
+SEED = 20251101
+
+MARKER_DDL = "CREATE TABLE IF NOT EXISTS bench_dataset (events bigint, loaded_s float8)"
+MARKER_SQL = "SELECT events FROM bench_dataset"
+
+COPY_EVENTS = """
+COPY events (day, event_id, site_id, event_type, path, user_id, event_time, received_at)
+FROM STDIN
+"""
+
+_BUCKET = "date_bin('15 minutes', event_time, timestamptz '2000-01-01 00:00+00')"
+_SKETCH = "hll_add_agg(hll_hash_text(user_id))"
+ROLLUPS_FROM_RAW = [
+    """
+    INSERT INTO daily_stats (site_id, day, page_views, unique_users, events)
+    SELECT site_id, day, count(*) FILTER (WHERE event_type = 'page_view'),
+           count(DISTINCT user_id) FILTER (WHERE event_type = 'page_view'), count(*)
+    FROM events GROUP BY 1, 2
+    """,
+    """
+    INSERT INTO daily_paths (site_id, day, path, views)
+    SELECT site_id, day, path, count(*) FROM events WHERE event_type = 'page_view'
+    GROUP BY 1, 2, 3
+    """,
+    """
+    INSERT INTO daily_users (site_id, day, user_id)
+    SELECT DISTINCT site_id, day, user_id FROM events WHERE event_type = 'page_view'
+    """,
+    """
+    INSERT INTO hourly_stats (site_id, hour, page_views, events)
+    SELECT site_id, date_trunc('hour', event_time, 'UTC'),
+           count(*) FILTER (WHERE event_type = 'page_view'), count(*)
+    FROM events GROUP BY 1, 2
+    """,
+    f"""
+    INSERT INTO daily_visitors (site_id, day, visitors)
+    SELECT site_id, day, {_SKETCH} FROM events WHERE event_type = 'page_view' GROUP BY 1, 2
+    """,
+    f"""
+    INSERT INTO quarter_hour_stats (site_id, bucket, page_views, events, visitors)
+    SELECT site_id, {_BUCKET}, count(*) FILTER (WHERE event_type = 'page_view'), count(*),
+           coalesce({_SKETCH} FILTER (WHERE event_type = 'page_view'), hll_empty())
+    FROM events GROUP BY 1, 2
+    """,
+    f"""
+    INSERT INTO daily_details (site_id, day, event_type, path, events, users)
+    SELECT site_id, day, event_type, path, count(*), {_SKETCH} FROM events GROUP BY 1, 2, 3, 4
+    """,
+    f"""
+    INSERT INTO monthly_paths (site_id, month, path, views, visitors)
+    SELECT site_id, date_trunc('month', day)::date, path, count(*), {_SKETCH} FROM events
+    WHERE event_type = 'page_view' GROUP BY 1, 2, 3
+    """,
+    f"""
+    INSERT INTO daily_event_types (site_id, day, event_type, events, users)
+    SELECT site_id, day, event_type, count(*), {_SKETCH} FROM events GROUP BY 1, 2, 3
+    """,
+    f"""
+    INSERT INTO quarter_hour_details (site_id, bucket, event_type, path, events, users)
+    SELECT site_id, {_BUCKET}, event_type, path, count(*), {_SKETCH}
+    FROM events GROUP BY 1, 2, 3, 4
+    """,
+]
+CHECK_TOTALS = """
+SELECT (SELECT count(*) FROM events), (SELECT sum(events) FROM daily_stats),
+       (SELECT sum(events) FROM quarter_hour_stats), (SELECT sum(events) FROM daily_details)
+"""
+
+
+def database_url(server_url: str, events: int) -> str:
+    return make_conninfo(server_url, dbname=f"bench_stats_{events}")
+
+
+def _zipf_cumulative(n: int, s: float) -> list[float]:
+    return list(itertools.accumulate(1 / (k + 1) ** s for k in range(n)))
+
+
+def _chunks(events: int) -> Iterator[bytes]:
+    """Text COPY rows, CHUNK_ROWS at a time: uniform times over the month, Zipf-like paths
+    and users (a few hot, a long tail)."""
+    rng = random.Random(SEED)
+    path_weights = _zipf_cumulative(PATHS, 1.0)
+    user_weights = _zipf_cumulative(USERS, 0.7)
+    paths = [f"/page/{k}" for k in range(PATHS)]
+    users = [f"user-{k}" for k in range(USERS)]
+    month_s = MONTH_DAYS * 86400
+    for first in range(0, events, CHUNK_ROWS):
+        count = min(CHUNK_ROWS, events - first)
+        seconds = sorted(rng.randrange(month_s) for _ in range(count))
+        chosen_paths = rng.choices(paths, cum_weights=path_weights, k=count)
+        chosen_users = rng.choices(users, cum_weights=user_weights, k=count)
+        chosen_types = rng.choices(EVENT_TYPES, weights=EVENT_TYPE_WEIGHTS, k=count)
+        lines = []
+        for i in range(count):
+            sec = seconds[i]
+            day = sec // 86400 + 1
+            rest = sec % 86400
+            stamp = (
+                f"2025-11-{day:02d} {rest // 3600:02d}:{rest % 3600 // 60:02d}:{rest % 60:02d}+00"
+            )
+            lines.append(
+                f"2025-11-{day:02d}\t00000000-0000-4000-8000-{first + i:012x}\t{SITE}\t"
+                f"{chosen_types[i]}\t{chosen_paths[i]}\t{chosen_users[i]}\t{stamp}\t{stamp}\n"
+            )
+        yield "".join(lines).encode()
+
+
+_INTO = re.compile(r"INSERT INTO (\w+)")
+
+
+def _fill_new_rollups(conn: psycopg.Connection[TupleRow]) -> None:
+    """Computes rollups that a kept dataset predates (their tables are still empty)."""
+    for statement in ROLLUPS_FROM_RAW:
+        match = _INTO.search(statement)
+        assert match
+        table = sql.Identifier(match.group(1))
+        if conn.execute(sql.SQL("SELECT 1 FROM {} LIMIT 1").format(table)).fetchone() is None:
+            print(f"stats bench: computing {match.group(1)} for the kept dataset", flush=True)
+            conn.execute(statement)
+            conn.execute(sql.SQL("ANALYZE {}").format(table))
+            conn.commit()
+
+
+def ensure_dataset(server_url: str, events: int, *, reload: bool) -> str:
+    """Creates and loads the dataset's database unless a complete one exists; returns its URL."""
+    url = database_url(server_url, events)
+    name = f"bench_stats_{events}"
+    with psycopg.connect(server_url, autocommit=True) as admin:
+        exists = admin.execute("SELECT 1 FROM pg_database WHERE datname = %s", (name,)).fetchone()
+        if exists and not reload:
+            asyncio.run(apply_schema(url))  # idempotent: new indexes reach a kept dataset
+            with psycopg.connect(url) as conn:
+                conn.execute(MARKER_DDL)
+                row = conn.execute(MARKER_SQL).fetchone()
+                if row and row[0] == events:
+                    print(f"stats bench: reusing database {name} ({events:,} events)")
+                    _fill_new_rollups(conn)
+                    return url
+        admin.execute(
+            sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(name))
+        )
+        admin.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name)))
+    asyncio.run(apply_schema(url))
+    started = time.monotonic()
+    with psycopg.connect(url, autocommit=True) as conn:
+        for day in range(MONTH_DAYS):
+            conn.execute(
+                "SELECT ensure_events_partition(%s)", (MONTH_START.date() + dt.timedelta(days=day),)
+            )
+        print(f"stats bench: generating and copying {events:,} events into {name} ...", flush=True)
+        with conn.cursor() as cur, cur.copy(COPY_EVENTS) as copy:
+            for chunk in _chunks(events):
+                copy.write(chunk)
+        copied_s = time.monotonic() - started
+        print(
+            f"stats bench: copied in {copied_s:.0f} s; computing rollups with SQL ...", flush=True
+        )
+        conn.execute("SET work_mem = '256MB'")
+        conn.execute("VACUUM ANALYZE events")
+        for statement in ROLLUPS_FROM_RAW:
+            conn.execute(statement)
+        conn.execute("VACUUM ANALYZE")
+        raw, daily, quarter, details = conn.execute(CHECK_TOTALS).fetchone() or (0, 0, 0, 0)
+        if not raw == daily == quarter == details == events:
+            raise RuntimeError(f"rollups disagree with raw rows: {raw} {daily} {quarter} {details}")
+        loaded_s = time.monotonic() - started
+        conn.execute(MARKER_DDL)
+        conn.execute("INSERT INTO bench_dataset VALUES (%s, %s)", (events, loaded_s))
+    print(f"stats bench: dataset ready in {loaded_s:.0f} s", flush=True)
+    return url

@@ -1,0 +1,124 @@
+// The dashboard: totals, a page-view chart (inline SVG) and top paths for one site, read from
+// /api/v1/stats/* and refreshed periodically. A read key, if the site needs one, is taken
+// from the page's fragment (#key=...), which browsers never send to the server.
+"use strict";
+
+const params = new URLSearchParams(location.search);
+const siteId = params.get("site_id") || "";
+const readKey = new URLSearchParams(location.hash.slice(1)).get("key");
+const refreshMs = 1000 * (Number(document.body.dataset.refreshS) || 10);
+const SVG_NS = "http://www.w3.org/2000/svg";
+
+const $ = (id) => document.getElementById(id);
+
+function localToday(timezone) {
+  // en-CA formats dates as YYYY-MM-DD.
+  return new Intl.DateTimeFormat("en-CA", { timeZone: timezone }).format(new Date());
+}
+
+function query() {
+  const q = new URLSearchParams({ site_id: siteId, period: $("period").value });
+  if ($("date").value) q.set("date", $("date").value);
+  if ($("timezone").value) q.set("timezone", $("timezone").value);
+  return q;
+}
+
+async function api(path, extra) {
+  const q = query();
+  for (const [k, v] of Object.entries(extra || {})) q.set(k, v);
+  const headers = readKey ? { Authorization: `Bearer ${readKey}` } : {};
+  const response = await fetch(`/api/v1/stats/${path}?${q}`, { headers });
+  const body = await response.json();
+  if (!response.ok) throw new Error(body.message || `HTTP ${response.status}`);
+  return body;
+}
+
+const number = new Intl.NumberFormat("en-US");
+
+function showTotals(aggregate) {
+  const r = aggregate.results;
+  $("total-views").textContent = number.format(r.views.value);
+  const approx = aggregate.visitors_approximate && r.visitors.value > 0 ? "≈" : "";
+  $("total-visitors").textContent = approx + number.format(r.visitors.value);
+  $("total-events").textContent = number.format(r.events.value);
+}
+
+function svg(tag, attrs, text) {
+  const el = document.createElementNS(SVG_NS, tag);
+  for (const [k, v] of Object.entries(attrs)) el.setAttribute(k, v);
+  if (text !== undefined) el.textContent = text;
+  return el;
+}
+
+function drawChart(series) {
+  const width = 900, height = 240, left = 48, right = 12, top = 12, bottom = 28;
+  const points = series.results;
+  const max = Math.max(1, ...points.map((p) => p.views));
+  const x = (i) => left + (points.length < 2 ? 0 : (i * (width - left - right)) / (points.length - 1));
+  const y = (v) => top + (height - top - bottom) * (1 - v / max);
+  const root = svg("svg", { viewBox: `0 0 ${width} ${height}`, role: "img",
+                            "aria-label": "page views over time" });
+  root.appendChild(svg("line", { class: "axis", x1: left, y1: y(0), x2: width - right, y2: y(0) }));
+  root.appendChild(svg("line", { class: "axis", x1: left, y1: top, x2: left, y2: y(0) }));
+  root.appendChild(svg("text", { x: left - 6, y: top + 4, "text-anchor": "end" }, number.format(max)));
+  root.appendChild(svg("text", { x: left - 6, y: y(0), "text-anchor": "end" }, "0"));
+  if (points.length) {
+    const line = points.map((p, i) => `${i ? "L" : "M"}${x(i).toFixed(1)},${y(p.views).toFixed(1)}`).join("");
+    const area = `${line}L${x(points.length - 1).toFixed(1)},${y(0)}L${x(0).toFixed(1)},${y(0)}Z`;
+    root.appendChild(svg("path", { class: "area", d: area }));
+    root.appendChild(svg("path", { class: "line", d: line, "data-points": points.length }));
+    const labels = [0, Math.floor((points.length - 1) / 2), points.length - 1];
+    for (const i of new Set(labels)) {
+      root.appendChild(svg("text", { x: x(i), y: height - 8, "text-anchor": "middle" },
+                           points[i].date.slice(0, 16)));
+    }
+  }
+  $("chart").replaceChildren(root);
+}
+
+function showTopPaths(breakdown) {
+  const rows = breakdown.results.map((r) => {
+    const tr = document.createElement("tr");
+    for (const value of [r.path, number.format(r.views), number.format(r.visitors)]) {
+      const td = document.createElement("td");
+      td.textContent = value;
+      tr.appendChild(td);
+    }
+    return tr;
+  });
+  $("top-paths").querySelector("tbody").replaceChildren(...rows);
+}
+
+async function refresh() {
+  try {
+    const interval = $("period").value === "day" ? "hour" : "day";
+    const [aggregate, series, top] = await Promise.all([
+      api("aggregate", { metrics: "views,visitors,events" }),
+      api("timeseries", { interval, metrics: "views" }),
+      api("breakdown", { property: "event:page", metrics: "views,visitors", limit: "10" }),
+    ]);
+    showTotals(aggregate);
+    drawChart(series);
+    showTopPaths(top);
+    $("status").textContent = "";
+    $("updated").textContent = `updated ${new Date().toLocaleTimeString()}`;
+    document.body.dataset.loaded = "true";
+  } catch (error) {
+    $("status").textContent = `Could not load stats: ${error.message}`;
+  }
+}
+
+function start() {
+  $("site").textContent = siteId;
+  $("timezone").value = params.get("timezone") || Intl.DateTimeFormat().resolvedOptions().timeZone || "UTC";
+  if (params.get("period")) $("period").value = params.get("period");
+  $("date").value = params.get("date") || localToday($("timezone").value);
+  $("controls").addEventListener("submit", (event) => {
+    event.preventDefault();
+    refresh();
+  });
+  refresh();
+  setInterval(refresh, refreshMs);
+}
+
+start();

@@ -1,0 +1,303 @@
+"""The richer stats queries' parameters, parsed into frozen requests (ingest/query_sql.py
+builds their SQL). Pure: `parse_*` return a request or raise BadRequest naming the field.
+
+A request covers whole local days [first, last] in an IANA time zone, that is the UTC
+interval [start, end) from the first local midnight to the one after the last day.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import functools
+import re
+import zoneinfo
+from typing import Literal
+
+import msgspec
+
+from ingest.errors import BadRequest
+
+Metric = Literal["views", "visitors", "events"]
+Dimension = Literal["event_type", "path"]
+Interval = Literal["hour", "day"]
+
+METRICS: tuple[Metric, ...] = ("views", "visitors", "events")
+DEFAULT_PERIOD = "30d"
+MAX_RANGE_DAYS = 366
+MAX_HOURLY_RANGE_DAYS = 31
+MAX_BREAKDOWN_LIMIT = 1000
+DEFAULT_BREAKDOWN_LIMIT = 100
+PAGE_VIEW = "page_view"
+
+_DATE_RE = re.compile(r"\d{4}-\d{2}-\d{2}")
+_FILTER_RE = re.compile(r"(?P<key>[a-z:_]+)\s*(?P<op>==|!=)\s*(?P<value>.*)")
+# Plausible's names first, then the plain column names.
+_DIMENSIONS: dict[str, Dimension] = {
+    "event:name": "event_type",
+    "event:page": "path",
+    "event_type": "event_type",
+    "path": "path",
+}
+_ROLLING_PERIODS = {"7d": 7, "30d": 30}
+
+
+class Filter(msgspec.Struct, frozen=True):
+    dimension: Dimension
+    negated: bool
+    value: str
+
+
+class DateRange(msgspec.Struct, frozen=True):
+    """Local days [first, last] in `timezone`, and the UTC instants [start, end) they span."""
+
+    first: dt.date
+    last: dt.date
+    timezone: str
+    start: dt.datetime
+    end: dt.datetime
+
+    @property
+    def utc_aligned(self) -> bool:
+        """True when every local midnight in the range is a UTC midnight."""
+        zone = zoneinfo.ZoneInfo(self.timezone)
+        day = self.first
+        while day <= self.last + dt.timedelta(days=1):
+            if local_midnight(day, zone).astimezone(dt.UTC).time() != dt.time(0):
+                return False
+            day += dt.timedelta(days=1)
+        return True
+
+
+class StatsRequest(msgspec.Struct, frozen=True):
+    site_id: str
+    range: DateRange
+    metrics: tuple[Metric, ...]
+    filters: tuple[Filter, ...] = ()
+
+
+class TimeseriesRequest(msgspec.Struct, frozen=True):
+    stats: StatsRequest
+    interval: Interval
+
+
+class BreakdownRequest(msgspec.Struct, frozen=True):
+    stats: StatsRequest
+    dimension: Dimension
+    limit: int
+    page: int
+
+
+@functools.cache
+def _known_zones() -> frozenset[str]:
+    return frozenset(zoneinfo.available_timezones())
+
+
+def parse_timezone(params: dict[str, str]) -> str:
+    """The `timezone` parameter (an IANA name), UTC when absent."""
+    name = params.get("timezone", "").strip()
+    if not name:
+        return "UTC"
+    if name not in _known_zones():
+        raise BadRequest(
+            f"`timezone` is not a known IANA time zone: {name!r} (e.g. Asia/Kolkata)",
+            field="timezone",
+        )
+    return name
+
+
+def parse_date(raw: str, field: str) -> dt.date:
+    if not _DATE_RE.fullmatch(raw):
+        raise BadRequest(f"`{field}` must be YYYY-MM-DD, got {raw!r}", field=field)
+    try:
+        return dt.date.fromisoformat(raw)
+    except ValueError:
+        raise BadRequest(f"`{field}` is not a calendar day: {raw!r}", field=field) from None
+
+
+def local_midnight(day: dt.date, zone: zoneinfo.ZoneInfo) -> dt.datetime:
+    """The first instant of `day` in `zone`, as UTC (where midnight does not exist because
+    of a daylight-saving jump, the instant the day actually starts)."""
+    naive = dt.datetime.combine(day, dt.time(0))
+    aware = naive.replace(tzinfo=zone)
+    utc = aware.astimezone(dt.UTC)
+    if utc.astimezone(zone).replace(tzinfo=None) == naive:
+        return utc
+    # Midnight falls in a gap: the day starts at the transition, which lies between the
+    # instants midnight would be with the offsets after (fold=1) and before (fold=0) it.
+    low, high = aware.replace(fold=1).astimezone(dt.UTC), utc
+    while high - low > dt.timedelta(seconds=1):
+        middle = low + (high - low) / 2
+        if middle.astimezone(zone).date() >= day:
+            high = middle
+        else:
+            low = middle
+    return high.replace(microsecond=0)
+
+
+def make_range(first: dt.date, last: dt.date, timezone: str) -> DateRange:
+    zone = zoneinfo.ZoneInfo(timezone)
+    return DateRange(
+        first=first,
+        last=last,
+        timezone=timezone,
+        start=local_midnight(first, zone),
+        end=local_midnight(last + dt.timedelta(days=1), zone),
+    )
+
+
+def parse_range(
+    params: dict[str, str], *, now: dt.datetime, max_days: int = MAX_RANGE_DAYS
+) -> DateRange:
+    """`period` (day, 7d, 30d, month, 6mo, 12mo, custom) with `date`, or `from` and `to`.
+
+    `date` is the period's last day (day, 7d, 30d), a day of the month (month) or of the
+    last month (6mo, 12mo), or `FIRST,LAST` with period=custom; it defaults to today in the
+    request's time zone (`now` is an aware instant).
+    """
+    timezone = parse_timezone(params)
+    today = now.astimezone(zoneinfo.ZoneInfo(timezone)).date()
+    raw_from, raw_to = params.get("from", ""), params.get("to", "")
+    period = params.get("period", "")
+    if raw_from or raw_to:
+        if not raw_from:
+            raise BadRequest("`from` is required when `to` is given", field="from")
+        if not raw_to:
+            raise BadRequest("`to` is required when `from` is given", field="to")
+        first, last = parse_date(raw_from, "from"), parse_date(raw_to, "to")
+        order_field = "to"
+    else:
+        period = period or DEFAULT_PERIOD
+        raw_date = params.get("date", "")
+        order_field = "date"
+        if period == "custom":
+            parts = raw_date.split(",")
+            if len(parts) != 2:
+                raise BadRequest(
+                    "`date` must be FIRST,LAST (YYYY-MM-DD,YYYY-MM-DD) with period=custom",
+                    field="date",
+                )
+            first, last = parse_date(parts[0], "date"), parse_date(parts[1], "date")
+        else:
+            anchor = parse_date(raw_date, "date") if raw_date else today
+            first, last = _period_days(period, anchor)
+    if last < first:
+        raise BadRequest(f"the range ends before it starts ({first} > {last})", field=order_field)
+    days = (last - first).days + 1
+    if days > max_days:
+        raise BadRequest(
+            f"the range covers {days} days; at most {max_days} are allowed here",
+            field=order_field if order_field != "date" or period == "custom" else "period",
+        )
+    return make_range(first, last, timezone)
+
+
+def _period_days(period: str, anchor: dt.date) -> tuple[dt.date, dt.date]:
+    if period == "day":
+        return anchor, anchor
+    if period in _ROLLING_PERIODS:
+        return anchor - dt.timedelta(days=_ROLLING_PERIODS[period] - 1), anchor
+    if period in ("month", "6mo", "12mo"):
+        months = {"month": 1, "6mo": 6, "12mo": 12}[period]
+        month_index = anchor.year * 12 + anchor.month - 1 - (months - 1)
+        first = dt.date(month_index // 12, month_index % 12 + 1, 1)
+        following = anchor.replace(day=28) + dt.timedelta(days=4)
+        return first, following - dt.timedelta(days=following.day)
+    raise BadRequest(
+        f"`period` must be one of day, 7d, 30d, month, 6mo, 12mo, custom; got {period!r}",
+        field="period",
+    )
+
+
+def parse_metrics(params: dict[str, str], default: tuple[Metric, ...]) -> tuple[Metric, ...]:
+    raw = params.get("metrics", "")
+    if not raw:
+        return default
+    metrics: list[Metric] = []
+    for name in raw.split(","):
+        name = name.strip()
+        if name not in METRICS:
+            raise BadRequest(
+                f"`metrics` may list views, visitors, events; got {name!r}", field="metrics"
+            )
+        if name not in metrics:
+            metrics.append(name)
+    return tuple(metrics)
+
+
+def parse_filters(params: dict[str, str]) -> tuple[Filter, ...]:
+    """Plausible's form, `event:page==/pricing;event:name==signup` (AND), `!=` negates."""
+    raw = params.get("filters", "")
+    if not raw:
+        return ()
+    filters = []
+    for part in raw.split(";"):
+        match = _FILTER_RE.fullmatch(part.strip())
+        if not match or match["key"] not in _DIMENSIONS:
+            raise BadRequest(
+                "`filters` must look like event:page==/path;event:name==signup "
+                f"(event:page or event:name, == or !=); got {part!r}",
+                field="filters",
+            )
+        filters.append(
+            Filter(_DIMENSIONS[match["key"]], match["op"] == "!=", match["value"].strip())
+        )
+    return tuple(filters)
+
+
+def parse_site(params: dict[str, str]) -> str:
+    site_id = params.get("site_id", "")
+    if not site_id:
+        raise BadRequest("`site_id` query parameter is required", field="site_id")
+    return site_id
+
+
+def parse_stats(
+    params: dict[str, str],
+    *,
+    now: dt.datetime,
+    default_metrics: tuple[Metric, ...] = METRICS,
+    max_days: int = MAX_RANGE_DAYS,
+) -> StatsRequest:
+    return StatsRequest(
+        site_id=parse_site(params),
+        range=parse_range(params, now=now, max_days=max_days),
+        metrics=parse_metrics(params, default_metrics),
+        filters=parse_filters(params),
+    )
+
+
+def parse_timeseries(params: dict[str, str], *, now: dt.datetime) -> TimeseriesRequest:
+    interval = params.get("interval", "") or "day"
+    if interval not in ("hour", "day"):
+        raise BadRequest(f"`interval` must be hour or day; got {interval!r}", field="interval")
+    max_days = MAX_HOURLY_RANGE_DAYS if interval == "hour" else MAX_RANGE_DAYS
+    stats = parse_stats(params, now=now, max_days=max_days)
+    return TimeseriesRequest(stats, interval)  # type: ignore[arg-type]
+
+
+def parse_breakdown(params: dict[str, str], *, now: dt.datetime) -> BreakdownRequest:
+    raw_property = params.get("property", "") or "event:page"
+    if raw_property not in _DIMENSIONS:
+        raise BadRequest(
+            f"`property` must be event:page (path) or event:name (event_type); "
+            f"got {raw_property!r}",
+            field="property",
+        )
+    default: tuple[Metric, ...] = ("views", "visitors")
+    if _DIMENSIONS[raw_property] == "event_type":
+        default = ("events", "visitors")
+    stats = parse_stats(params, now=now, default_metrics=default)
+    limit = _parse_int(params, "limit", DEFAULT_BREAKDOWN_LIMIT, 1, MAX_BREAKDOWN_LIMIT)
+    page = _parse_int(params, "page", 1, 1, 1_000_000)
+    return BreakdownRequest(stats, _DIMENSIONS[raw_property], limit, page)
+
+
+def _parse_int(params: dict[str, str], field: str, default: int, low: int, high: int) -> int:
+    raw = params.get(field, "")
+    if not raw:
+        return default
+    if not raw.isdigit() or not low <= int(raw) <= high:
+        raise BadRequest(
+            f"`{field}` must be a whole number from {low} to {high}; got {raw!r}", field=field
+        )
+    return int(raw)

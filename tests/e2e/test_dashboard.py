@@ -1,0 +1,115 @@
+"""The dashboard in a real headless Chromium: totals, the chart and top paths appear, and
+they follow new events. Saves test-artifacts/dashboard.png.
+
+Chromium is Debian's package (services/chromium.sh install, run by `make test`); Playwright
+drives it through its executable path.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import os
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import pytest
+from playwright.async_api import Browser, async_playwright
+
+from consumer.batch import to_row
+from consumer.write import Writer
+from ingest.settings import Settings
+from tests.processes import ROOT, start_api
+from tests.support import make_record
+
+pytestmark = pytest.mark.e2e
+
+CHROMIUM = os.environ.get("CHROMIUM_PATH", "/usr/bin/chromium")
+CHROMIUM_ARGS = [
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--no-first-run",
+    "--disable-sync",
+]
+SCREENSHOT = ROOT / "test-artifacts" / "dashboard.png"
+SITE = "site-dash"
+
+
+@pytest.fixture
+async def browser() -> AsyncIterator[Browser]:
+    if not os.access(CHROMIUM, os.X_OK):
+        pytest.fail(f"{CHROMIUM} is missing: run `services/chromium.sh install` (make test does)")
+    async with async_playwright() as p:
+        b = await p.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
+        try:
+            yield b
+        finally:
+            await b.close()
+
+
+async def write_views(database_url: str, views: list[tuple[str, str, str]], offset: int) -> None:
+    writer = Writer(database_url, "dash", "events")
+    try:
+        rows = [
+            to_row(
+                make_record(
+                    site_id=SITE,
+                    path=path,
+                    user_id=user,
+                    timestamp=dt.datetime.fromisoformat(ts).replace(tzinfo=dt.UTC),
+                )
+            )
+            for ts, path, user in views
+        ]
+        await writer.write(rows, {0: offset + len(rows)}, {0: offset} if offset else {})
+    finally:
+        await writer.close()
+
+
+async def test_dashboard_shows_totals_chart_and_top_paths(
+    browser: Browser,
+    api_settings: Settings,
+    database_url: str,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    views = [
+        (f"2025-11-{day:02d} {hour:02d}:00:00", path, f"u{(day * hour) % 7}")
+        for day in range(1, 31)
+        for hour in range(0, 24, 3)
+        for path in (["/", "/pricing"] if day % 2 else ["/", "/docs", "/blog"])
+        if (day + hour) % 4
+    ]
+    await write_views(database_url, views, 0)
+    monkeypatch.setenv("DASHBOARD_REFRESH_S", "1")
+    api, base_url = start_api(api_settings, tmp_path)
+    try:
+        page = await browser.new_page(viewport={"width": 1100, "height": 900})
+        await page.goto(
+            f"{base_url}/dashboard?site_id={SITE}&period=month&date=2025-11-30&timezone=UTC"
+        )
+        await page.wait_for_selector("body[data-loaded=true]", timeout=20_000)
+        assert await page.text_content("#site") == SITE
+        assert await page.text_content("#total-views") == f"{len(views):,}"
+        assert await page.text_content("#total-visitors") == "7"
+        line = page.locator("#chart svg path.line")
+        assert await line.get_attribute("data-points") == "30"
+        assert len(await line.get_attribute("d") or "") > 100
+        first_row = page.locator("#top-paths tbody tr").first
+        top_views = sum(1 for v in views if v[1] == "/")
+        assert await first_row.locator("td").all_text_contents() == ["/", f"{top_views:,}", "7"]
+
+        # New events show up at the next refresh.
+        await write_views(database_url, [("2025-11-30 23:00:00", "/new", "u99")], len(views))
+        await page.wait_for_function(
+            "text => document.querySelector('#total-views').textContent === text",
+            arg=f"{len(views) + 1:,}",
+            timeout=20_000,
+        )
+        assert await page.text_content("#total-visitors") == "8"
+        SCREENSHOT.parent.mkdir(exist_ok=True)
+        await page.screenshot(path=str(SCREENSHOT), full_page=True)
+    finally:
+        api.terminate()
