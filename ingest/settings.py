@@ -47,7 +47,7 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
     db_pool_max_size: int = 8
     # How long a stats query may wait for a pooled connection before answering 503.
     db_timeout_s: float = 2.0
-    # --- ingest: limits, overload, time, keys, CORS, workers (see README-ingest.md) ---
+    # --- ingest: limits, overload, time, keys, CORS, workers (see README, Ingest API) ---
     max_event_bytes: int = 32 * 1024
     max_body_bytes: int = 1024 * 1024
     max_batch_events: int = 1000
