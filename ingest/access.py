@@ -12,28 +12,7 @@ import math
 import time
 from collections.abc import Callable, Mapping
 
-from ingest.errors import ApiError
-
-
-class Unauthorized(ApiError):
-    status = 401
-    code = "unauthorized"
-
-    def __init__(self, message: str) -> None:
-        super().__init__(message, headers={"WWW-Authenticate": 'Bearer realm="stats"'})
-
-
-class Forbidden(ApiError):
-    status = 403
-    code = "forbidden"
-
-
-class TooManyRequests(ApiError):
-    status = 429
-    code = "rate_limited"
-
-    def __init__(self, message: str, *, retry_after_s: int) -> None:
-        super().__init__(message, headers={"Retry-After": str(retry_after_s)})
+from ingest.errors import RateLimited, ReadKeyInvalid, ReadKeyRequired
 
 
 def bearer_token(authorization: str | None) -> str | None:
@@ -58,7 +37,7 @@ class ReadKeys:
         if keys is None:
             return
         if token is None:
-            raise Unauthorized(
+            raise ReadKeyRequired(
                 f"site {site_id!r} requires a read key: send `Authorization: Bearer <key>`"
             )
         presented = token.encode()
@@ -67,7 +46,7 @@ class ReadKeys:
         for key in keys:
             matched |= hmac.compare_digest(presented, key)
         if not matched:
-            raise Forbidden(f"this read key is not valid for site {site_id!r}")
+            raise ReadKeyInvalid(f"this read key is not valid for site {site_id!r}")
 
 
 class RateLimiter:
@@ -92,7 +71,7 @@ class RateLimiter:
         self._buckets: dict[str, tuple[float, float]] = {}  # caller -> (tokens, at)
 
     def take(self, caller: str) -> None:
-        """Spends one token of `caller`'s bucket, or raises TooManyRequests."""
+        """Spends one token of `caller`'s bucket, or raises RateLimited."""
         if self._rate <= 0:
             return
         now = self._clock()
@@ -101,7 +80,7 @@ class RateLimiter:
         if tokens < 1:
             self._buckets[caller] = (tokens, now)
             retry_after_s = max(1, math.ceil((1 - tokens) / self._rate))
-            raise TooManyRequests(
+            raise RateLimited(
                 f"rate limit of {self._rate:g} stats requests/s exceeded; retry later",
                 retry_after_s=retry_after_s,
             )

@@ -55,7 +55,7 @@ class PayloadTooLarge(ApiError):
     code = "payload_too_large"
 
 
-class Unauthorized(ApiError):
+class WriteKeyRequired(ApiError):
     """Write keys are configured and the request carries none."""
 
     status = 401
@@ -67,11 +67,38 @@ class Unauthorized(ApiError):
         )
 
 
-class Forbidden(ApiError):
+class WriteKeyInvalid(ApiError):
     """The request's write key is not valid for a site it sends events for."""
 
     status = 403
     code = "write_key_invalid"
+
+
+class ReadKeyRequired(ApiError):
+    """The site has read keys and the stats request carries none."""
+
+    status = 401
+    code = "unauthorized"
+
+    def __init__(self, message: str) -> None:
+        super().__init__(message, headers={"WWW-Authenticate": 'Bearer realm="stats"'})
+
+
+class ReadKeyInvalid(ApiError):
+    """The stats request's read key is not one of the site's."""
+
+    status = 403
+    code = "forbidden"
+
+
+class RateLimited(ApiError):
+    """The caller's stats rate limit is used up."""
+
+    status = 429
+    code = "rate_limited"
+
+    def __init__(self, message: str, *, retry_after_s: int) -> None:
+        super().__init__(message, headers={"Retry-After": str(retry_after_s)})
 
 
 class ServiceUnavailable(ApiError):

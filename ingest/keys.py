@@ -19,7 +19,7 @@ from pathlib import Path
 import msgspec
 
 from ingest.config import ConfigError
-from ingest.errors import Forbidden, Unauthorized
+from ingest.errors import WriteKeyInvalid, WriteKeyRequired
 
 _registry_decoder = msgspec.json.Decoder(dict[str, list[str]])
 
@@ -71,7 +71,7 @@ def presented_key(headers: Mapping[str, str], query: Mapping[str, str]) -> str |
 
 
 class WriteKeys:
-    """The cached registry; `check` raises Unauthorized (401) or Forbidden (403)."""
+    """The cached registry; `check` raises WriteKeyRequired (401) or WriteKeyInvalid (403)."""
 
     def __init__(self, keys: Mapping[str, list[str]]) -> None:
         self._keys = {site: [k.encode() for k in site_keys] for site, site_keys in keys.items()}
@@ -85,7 +85,7 @@ class WriteKeys:
         if not self._keys:
             return
         if key is None:
-            raise Unauthorized(
+            raise WriteKeyRequired(
                 "A write key is required (X-Write-Key header, Basic or Bearer auth, "
                 "or the write_key query parameter)",
                 field="write_key",
@@ -95,4 +95,6 @@ class WriteKeys:
             # Every configured key is compared, in constant time, so timing says nothing.
             matches = [hmac.compare_digest(k, presented) for k in self._keys.get(site, ())]
             if not any(matches):
-                raise Forbidden("The write key is not valid for one or more sites", field="site_id")
+                raise WriteKeyInvalid(
+                    "The write key is not valid for one or more sites", field="site_id"
+                )

@@ -4,15 +4,9 @@ from __future__ import annotations
 
 import pytest
 
-from ingest.access import (
-    Forbidden,
-    RateLimiter,
-    ReadKeys,
-    TooManyRequests,
-    Unauthorized,
-    bearer_token,
-)
+from ingest.access import RateLimiter, ReadKeys, bearer_token
 from ingest.config import ConfigError, env_site_keys
+from ingest.errors import RateLimited, ReadKeyInvalid, ReadKeyRequired
 
 
 class FakeClock:
@@ -36,10 +30,10 @@ def test_sites_with_keys_require_one_of_them() -> None:
     keys.check("public", None)
     keys.check("empty", None)
     keys.check("a", "k2")
-    with pytest.raises(Unauthorized) as missing:
+    with pytest.raises(ReadKeyRequired) as missing:
         keys.check("a", None)
     assert missing.value.headers["WWW-Authenticate"].startswith("Bearer")
-    with pytest.raises(Forbidden):
+    with pytest.raises(ReadKeyInvalid):
         keys.check("a", "k3")
 
 
@@ -48,13 +42,13 @@ def test_token_bucket_allows_bursts_then_refills() -> None:
     limiter = RateLimiter(2.0, 3, clock=clock)
     for _ in range(3):
         limiter.take("c")
-    with pytest.raises(TooManyRequests) as caught:
+    with pytest.raises(RateLimited) as caught:
         limiter.take("c")
     assert caught.value.headers["Retry-After"] == "1"
     limiter.take("other")  # buckets are per caller
     clock.now += 0.5  # one token back at 2/s
     limiter.take("c")
-    with pytest.raises(TooManyRequests):
+    with pytest.raises(RateLimited):
         limiter.take("c")
 
 
@@ -62,7 +56,7 @@ def test_retry_after_rounds_up_to_whole_seconds() -> None:
     clock = FakeClock()
     limiter = RateLimiter(0.1, 1, clock=clock)
     limiter.take("c")
-    with pytest.raises(TooManyRequests) as caught:
+    with pytest.raises(RateLimited) as caught:
         limiter.take("c")
     assert caught.value.headers["Retry-After"] == "10"
 
