@@ -57,7 +57,7 @@ lint: install
 	$(PY) -m mypy
 
 bench: install
-	@scripts/with-services.sh $(PY) -m bench
+	@scripts/with-services.sh $(PY) -m bench $(BENCH_ARGS)
 
 bench-ingest: install
 	@scripts/with-services.sh $(PY) -m bench ingest

@@ -418,7 +418,7 @@ def main(argv: list[str]) -> None:
     parser.add_argument(
         "--env", action="append", default=[], help="KEY=VALUE for the consumer (repeatable)"
     )
-    args = parser.parse_args(argv)
+    args, _ = parser.parse_known_args(argv)  # options of other sections pass through
     env = environ()
     bootstrap = env_str(env, "KAFKA_BOOTSTRAP_SERVERS", DEFAULT_KAFKA_BOOTSTRAP_SERVERS)
     server_url = env_str(env, "DATABASE_URL", DEFAULT_DATABASE_URL)

@@ -199,7 +199,7 @@ def main(argv: list[str]) -> None:
     parser.add_argument("--reload", action="store_true", help="rebuild the cached dataset")
     parser.add_argument("--only", default="", help="run the queries whose name contains this")
     parser.add_argument("--no-naive", action="store_true", help="skip the raw-event baseline")
-    args = parser.parse_args(argv)
+    args, _ = parser.parse_known_args(argv)  # options of other sections pass through
 
     server_url = os.environ.get("DATABASE_URL", "postgresql://postgres@127.0.0.1:15432/analytics")
     database_url = stats_data.ensure_dataset(server_url, args.events, reload=args.reload)
