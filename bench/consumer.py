@@ -37,7 +37,7 @@ from psycopg.conninfo import make_conninfo
 from bench.table import print_table
 from consumer.batch import Row, to_row
 from consumer.schema import apply_schema
-from consumer.write import COPY_STAGING, COPY_TYPES, STAGING_DDL, copy_rows
+from consumer.write import COPY_STAGING, COPY_TYPES, STAGING_DDL
 from ingest.config import DEFAULT_DATABASE_URL, DEFAULT_KAFKA_BOOTSTRAP_SERVERS, env_str, environ
 from ingest.events import (
     SCHEMA_EVENT_BATCH_V1,
@@ -184,7 +184,8 @@ def _copy_batch(conn: psycopg.Connection[tuple[Any, ...]], rows: list[Row], dedu
     with conn.transaction(), conn.cursor() as cur:
         with cur.copy(COPY_STAGING if dedupe else BASELINE_COPY) as copy:
             copy.set_types(COPY_TYPES)
-            copy_rows(copy, rows)
+            for row in rows:
+                copy.write_row(row)
         if dedupe:
             cur.execute(DEDUPE_INSERT)
     return time.perf_counter() - started
@@ -495,12 +496,7 @@ async def _prepare(bootstrap: str, database_url: str, topic: str, partitions: in
     # Absent when not preloaded on this server: the statement report is then skipped.
     with psycopg.connect(database_url, autocommit=True) as conn, contextlib.suppress(psycopg.Error):
         conn.execute("CREATE EXTENSION IF NOT EXISTS pg_stat_statements")
-    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap)
-    await admin.start()
-    try:
-        await admin.create_topics([NewTopic(topic, partitions, 1), NewTopic(f"{topic}.dlq", 1, 1)])
-    finally:
-        await admin.close()
+    await _create_topic(bootstrap, topic, partitions)
 
 
 async def _create_topic(bootstrap: str, topic: str, partitions: int) -> None:

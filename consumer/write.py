@@ -20,7 +20,7 @@ import logging
 from collections.abc import AsyncIterator, Iterable, Mapping, Sequence
 
 import psycopg
-from psycopg import Copy, sql
+from psycopg import sql
 from psycopg.rows import TupleRow
 
 from consumer.batch import Row
@@ -189,12 +189,6 @@ SELECT count(*) FROM inserted
 """.replace("{STATS_API_ROLLUPS}", STATS_API_ROLLUPS.strip("\n"))
 
 ENSURE_PARTITION = "SELECT ensure_events_partition(%s)"
-
-
-def copy_rows(copy: Copy, rows: Sequence[Row]) -> None:
-    """The consumer's COPY of a batch, on a synchronous connection (for the benchmark)."""
-    for row in rows:
-        copy.write_row(row)
 
 
 class Writer:

@@ -18,11 +18,12 @@ import psycopg
 import pytest
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from psycopg import sql
-from psycopg.conninfo import conninfo_to_dict, make_conninfo
+from psycopg.conninfo import make_conninfo
 
 from consumer.schema import apply_schema
 from consumer.settings import ConsumerSettings
 from ingest.settings import Settings
+from tests.support import quick_consumer_settings
 
 TEST_PARTITIONS = 4
 DROP_DATABASE = sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)")
@@ -138,19 +139,6 @@ def api_settings(kafka_bootstrap: str, database_url: str, topic: str) -> Setting
 
 @pytest.fixture
 def consumer_settings(kafka_bootstrap: str, database_url: str, topic: str) -> ConsumerSettings:
-    return ConsumerSettings(
-        kafka_bootstrap_servers=kafka_bootstrap,
-        database_url=database_url,
-        events_topic=topic,
-        dlq_topic=f"{topic}.dlq",
-        group_id=f"group-{uuid.uuid4().hex[:12]}",
-        topic_partitions=TEST_PARTITIONS,
-        max_batch_age_s=0.2,
-        session_timeout_ms=6000,
-        retry_initial_s=0.1,
-        retry_max_s=1.0,
+    return quick_consumer_settings(
+        kafka_bootstrap, database_url, topic, f"group-{uuid.uuid4().hex[:12]}", TEST_PARTITIONS
     )
-
-
-def database_name(url: str) -> str:
-    return str(conninfo_to_dict(url)["dbname"])

@@ -99,6 +99,24 @@ FROM quarter_hour_details ORDER BY 1, 2, 3, 4
 """
 
 
+def quick_consumer_settings(
+    bootstrap: str, database_url: str, topic: str, group_id: str, partitions: int
+) -> ConsumerSettings:
+    """A consumer for tests: short batch age, session and backoff, so that tests are quick."""
+    return ConsumerSettings(
+        kafka_bootstrap_servers=bootstrap,
+        database_url=database_url,
+        events_topic=topic,
+        dlq_topic=f"{topic}.dlq",
+        group_id=group_id,
+        topic_partitions=partitions,
+        max_batch_age_s=0.2,
+        session_timeout_ms=6000,
+        retry_initial_s=0.1,
+        retry_max_s=1.0,
+    )
+
+
 def make_record(**changes: Any) -> EventRecord:
     fields: dict[str, Any] = {
         "event_id": uuid.uuid4(),

@@ -17,11 +17,15 @@ from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from psycopg import sql
 
 from consumer.schema import apply_schema
-from consumer.settings import ConsumerSettings
 from tests.faults.stream import EventStream, stored_ids, stored_offsets
 from tests.processes import ROOT, Process, start_consumer
 from tests.services import PrivateService, private_kafka, private_postgres
-from tests.support import assert_rollups_match_raw_rows, stored_event_count, wait_for
+from tests.support import (
+    assert_rollups_match_raw_rows,
+    quick_consumer_settings,
+    stored_event_count,
+    wait_for,
+)
 
 PARTITIONS = 4
 
@@ -66,17 +70,8 @@ class FaultCase:
         self.name = uuid.uuid4().hex[:10]
         self.topic = f"events-{self.name}"
         self.database_url = f"{services.server_url}/f_{self.name}"
-        self.settings = ConsumerSettings(
-            kafka_bootstrap_servers=services.bootstrap,
-            database_url=self.database_url,
-            events_topic=self.topic,
-            dlq_topic=f"{self.topic}.dlq",
-            group_id=f"group-{self.name}",
-            topic_partitions=PARTITIONS,
-            max_batch_age_s=0.2,
-            session_timeout_ms=6000,
-            retry_initial_s=0.1,
-            retry_max_s=1.0,
+        self.settings = quick_consumer_settings(
+            services.bootstrap, self.database_url, self.topic, f"group-{self.name}", PARTITIONS
         )
         self.stream = EventStream(services.bootstrap, self.topic)
         self.consumers: list[Process] = []

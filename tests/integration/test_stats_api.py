@@ -104,6 +104,18 @@ async def loaded(database_url: str) -> str:
     return database_url
 
 
+def expected_page_breakdown(zone: str, first: dt.date, last: dt.date) -> list[dict[str, Any]]:
+    """The page breakdown recounted from the events: most views first, ties by path."""
+    paths = sorted({e.path for e in EVENTS if e.event_type == "page_view"})
+    expected = [
+        {"path": p, "views": c["views"], "visitors": c["visitors"]}
+        for p in paths
+        if (c := recount(zone, first, last, "page_view", p))["views"]
+    ]
+    expected.sort(key=lambda r: (-r["views"], r["path"]))
+    return expected
+
+
 def make_app(settings: Settings, pool: AsyncConnectionPool[Any]) -> Starlette:
     app = Starlette(routes=stats_routes(settings), exception_handlers={ApiError: handle_api_error})
     app.state.pool = pool
@@ -250,13 +262,7 @@ async def test_breakdown_by_path_and_event_type(client: httpx.AsyncClient, zone:
     first, last = dt.date(2025, 11, 1), dt.date(2025, 11, 30)
     params = {"site_id": SITE, "timezone": zone, "period": "month", "date": "2025-11-01"}
     body = await get_json(client, "/api/v1/stats/breakdown", property="event:page", **params)
-    paths = sorted({e.path for e in EVENTS if e.event_type == "page_view"})
-    expected = [
-        {"path": p, "views": c["views"], "visitors": c["visitors"]}
-        for p in paths
-        if (c := recount(zone, first, last, "page_view", p))["views"]
-    ]
-    expected.sort(key=lambda r: (-r["views"], r["path"]))
+    expected = expected_page_breakdown(zone, first, last)
     assert body["results"] == expected
     page2 = await get_json(
         client, "/api/v1/stats/breakdown", property="event:page", limit=2, page=2, **params
@@ -401,11 +407,5 @@ async def test_page_breakdown_across_whole_months_and_days(
         metrics="views,visitors",
         **{"from": first.isoformat(), "to": last.isoformat()},
     )
-    paths = sorted({e.path for e in EVENTS if e.event_type == "page_view"})
-    expected = [
-        {"path": p, "views": c["views"], "visitors": c["visitors"]}
-        for p in paths
-        if (c := recount(zone, first, last, "page_view", p))["views"]
-    ]
-    expected.sort(key=lambda r: (-r["views"], r["path"]))
+    expected = expected_page_breakdown(zone, first, last)
     assert body["results"] == expected
