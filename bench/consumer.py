@@ -1,4 +1,5 @@
-"""`python -m bench consumer [--events=N] [--per-message=K] [--partitions=P] [--env=KEY=VALUE]`
+"""`python -m bench consumer [--events=N] [--per-message=K] [--partitions=P] [--recorded-rate=R]
+[--env=KEY=VALUE]`
 
 (Options in the `--name=value` form: `python -m bench` passes on only the arguments that start
 with a dash.)
@@ -76,13 +77,21 @@ FROM STDIN (FORMAT BINARY)
 """
 
 
-def generate(seed: int, count: int) -> Iterator[EventRecord]:
-    """Deterministic events as the API would accept them over two days: received in order
-    with UUIDv7 ids (time-ordered, like the API's), event times up to a minute earlier; 50
-    sites (a few hot), 200 paths, 5,000 users, 80 % page views; about 1 % repeat an earlier
-    event (client retries)."""
+def generate(seed: int, count: int, recorded_rate: float = 0) -> Iterator[EventRecord]:
+    """Deterministic events as the API would accept them, received in order at
+    `recorded_rate` events/s (0: spread evenly over two days, however many), with UUIDv7 ids
+    (time-ordered, like the API's) and event times up to a minute earlier; 50 sites (a few
+    hot), 200 paths, 5,000 users, 80 % page views; about 1 % repeat an earlier event (client
+    retries).
+
+    The spread matters to the rollups: a batch of a backlog received at 10k events/s covers
+    two seconds of event time (one 15-minute bucket); a batch of 1M events spread over two
+    days covers an hour (four or five buckets, so more rollup rows per batch)."""
     rng = random.Random(seed)
-    step_us = 2 * 86_400_000_000 // max(1, count)
+    if recorded_rate > 0:
+        step_us = int(1_000_000 / recorded_rate)
+    else:
+        step_us = 2 * 86_400_000_000 // max(1, count)
     recent: list[EventRecord] = []
     for i in range(count):
         if recent and rng.random() < 0.01:
@@ -112,7 +121,9 @@ def generate(seed: int, count: int) -> Iterator[EventRecord]:
         yield record
 
 
-async def preload(bootstrap: str, topic: str, seed: int, count: int, per_message: int) -> int:
+async def preload(
+    bootstrap: str, topic: str, seed: int, count: int, per_message: int, recorded_rate: float
+) -> int:
     """Produces the events; returns the number of messages."""
     producer = AIOKafkaProducer(
         bootstrap_servers=bootstrap,
@@ -127,7 +138,7 @@ async def preload(bootstrap: str, topic: str, seed: int, count: int, per_message
     try:
         pending = []
         chunk: list[EventRecord] = []
-        for record in generate(seed, count):
+        for record in generate(seed, count, recorded_rate):
             chunk.append(record)
             if len(chunk) < per_message:
                 continue
@@ -160,7 +171,9 @@ async def _send(
     return future
 
 
-def bare_copy(database_url: str, seed: int, count: int, dedupe: bool) -> float:
+def bare_copy(
+    database_url: str, seed: int, count: int, recorded_rate: float, dedupe: bool
+) -> float:
     """Seconds spent in binary COPY of the same rows in batches of BATCH_ROWS, one transaction
     each (row building excluded): into an unindexed table, or with `dedupe` through the
     staging table into a keyed one with ON CONFLICT DO NOTHING."""
@@ -169,7 +182,7 @@ def bare_copy(database_url: str, seed: int, count: int, dedupe: bool) -> float:
         conn.execute(DEDUPE_DDL if dedupe else BASELINE_DDL)
         conn.execute(STAGING_DDL)
         rows: list[Row] = []
-        for record in generate(seed, count):
+        for record in generate(seed, count, recorded_rate):
             rows.append(to_row(record))
             if len(rows) == BATCH_ROWS:
                 spent += _copy_batch(conn, rows, dedupe)
@@ -344,7 +357,7 @@ async def measure_freshness(
     watcher = asyncio.create_task(watch())
     probes = []
     try:
-        records = generate(2, int(rate * seconds))
+        records = generate(2, int(rate * seconds), rate)
         tick_s = 0.01
         per_tick = max(1, int(rate * tick_s))
         started = time.monotonic()
@@ -414,6 +427,12 @@ def main(argv: list[str]) -> None:
     parser.add_argument("--per-message", type=int, default=100)
     parser.add_argument("--partitions", type=int, default=4)
     parser.add_argument("--seed", type=int, default=1)
+    parser.add_argument(
+        "--recorded-rate",
+        type=float,
+        default=10_000,
+        help="events/s at which the backlog was received (0: spread over two days)",
+    )
     parser.add_argument("--freshness-rate", type=int, default=10_000, help="events/s; 0: skip")
     parser.add_argument("--freshness-s", type=float, default=20.0)
     parser.add_argument(
@@ -432,7 +451,9 @@ def main(argv: list[str]) -> None:
     try:
         asyncio.run(_prepare(bootstrap, database_url, topic, args.partitions))
         started = time.monotonic()
-        messages = asyncio.run(preload(bootstrap, topic, args.seed, args.events, args.per_message))
+        messages = asyncio.run(
+            preload(bootstrap, topic, args.seed, args.events, args.per_message, args.recorded_rate)
+        )
         print(
             f"preloaded {args.events:,} events in {messages:,} messages "
             f"in {time.monotonic() - started:.1f}s",
@@ -443,8 +464,9 @@ def main(argv: list[str]) -> None:
         # Events/s over the time from the first stored batch to the last one.
         drained = args.events * (1 - result["first_messages"] / messages)
         rate = drained / result["elapsed_s"] if result["elapsed_s"] else float("nan")
-        ceiling = args.events / bare_copy(database_url, args.seed, args.events, dedupe=False)
-        dedupe = args.events / bare_copy(database_url, args.seed, args.events, dedupe=True)
+        copy_args = (database_url, args.seed, args.events, args.recorded_rate)
+        ceiling = args.events / bare_copy(*copy_args, dedupe=False)
+        dedupe = args.events / bare_copy(*copy_args, dedupe=True)
         _report_statements(database_url)
         latencies, achieved = (
             freshness(
@@ -459,8 +481,9 @@ def main(argv: list[str]) -> None:
             conn.execute(
                 sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(name))
             )
+    received = f"received at {args.recorded_rate:,.0f}/s" if args.recorded_rate else "over two days"
     print_table(
-        f"consumer: drain {args.events:,} events ({args.per_message}/message, "
+        f"consumer: drain {args.events:,} events ({received}, {args.per_message}/message, "
         f"{args.partitions} partitions), one replica",
         ["measure", "value"],
         [

@@ -78,19 +78,14 @@ ROLLUPS_FROM_RAW = [
     INSERT INTO daily_details (site_id, day, event_type, path, events, users)
     SELECT site_id, day, event_type, path, count(*), {_SKETCH} FROM events GROUP BY 1, 2, 3, 4
     """,
-    f"""
-    INSERT INTO monthly_paths (site_id, month, path, views, visitors)
-    SELECT site_id, date_trunc('month', day)::date, path, count(*), {_SKETCH} FROM events
+    """
+    INSERT INTO monthly_paths (site_id, month, path, views)
+    SELECT site_id, date_trunc('month', day)::date, path, count(*) FROM events
     WHERE event_type = 'page_view' GROUP BY 1, 2, 3
     """,
     f"""
     INSERT INTO daily_event_types (site_id, day, event_type, events, users)
     SELECT site_id, day, event_type, count(*), {_SKETCH} FROM events GROUP BY 1, 2, 3
-    """,
-    f"""
-    INSERT INTO quarter_hour_details (site_id, bucket, event_type, path, events, users)
-    SELECT site_id, {_BUCKET}, event_type, path, count(*), {_SKETCH}
-    FROM events GROUP BY 1, 2, 3, 4
     """,
 ]
 CHECK_TOTALS = """

@@ -76,7 +76,7 @@ WHERE group_id = %s AND topic = %s AND partition = ANY(%s)
 """
 
 # The stats API's rollups (schema.sql: daily_visitors, quarter_hour_stats, daily_details,
-# daily_event_types, monthly_paths, quarter_hour_details), as CTEs of INSERT_AND_ROLL_UP
+# daily_event_types, monthly_paths), as CTEs of INSERT_AND_ROLL_UP
 # reading its `inserted` and `views`.
 # Sketches merge with hll_union, so a batch adds to what earlier batches stored.
 STATS_API_ROLLUPS = """
@@ -106,12 +106,10 @@ details_daily AS (
         events = d.events + EXCLUDED.events, users = hll_union(d.users, EXCLUDED.users)
 ),
 paths_monthly AS (
-    INSERT INTO monthly_paths AS m (site_id, month, path, views, visitors)
-    SELECT site_id, date_trunc('month', day)::date, path, count(*),
-           hll_add_agg(hll_hash_text(user_id))
+    INSERT INTO monthly_paths AS m (site_id, month, path, views)
+    SELECT site_id, date_trunc('month', day)::date, path, count(*)
     FROM views GROUP BY 1, 2, 3 ORDER BY 1, 2, 3
-    ON CONFLICT (site_id, month, path) DO UPDATE SET
-        views = m.views + EXCLUDED.views, visitors = hll_union(m.visitors, EXCLUDED.visitors)
+    ON CONFLICT (site_id, month, path) DO UPDATE SET views = m.views + EXCLUDED.views
 ),
 event_types_daily AS (
     INSERT INTO daily_event_types AS t (site_id, day, event_type, events, users)
@@ -119,14 +117,6 @@ event_types_daily AS (
     FROM inserted GROUP BY 1, 2, 3 ORDER BY 1, 2, 3
     ON CONFLICT (site_id, day, event_type) DO UPDATE SET
         events = t.events + EXCLUDED.events, users = hll_union(t.users, EXCLUDED.users)
-),
-details_quarter_hours AS (
-    INSERT INTO quarter_hour_details AS d (site_id, bucket, event_type, path, events, users)
-    SELECT site_id, date_bin('15 minutes', event_time, timestamptz '2000-01-01 00:00+00'),
-           event_type, path, count(*), hll_add_agg(hll_hash_text(user_id))
-    FROM inserted GROUP BY 1, 2, 3, 4 ORDER BY 1, 2, 3, 4
-    ON CONFLICT (site_id, bucket, event_type, path) DO UPDATE SET
-        events = d.events + EXCLUDED.events, users = hll_union(d.users, EXCLUDED.users)
 )"""
 
 # One statement, so every step reads the rows the insert actually produced; one CTE per

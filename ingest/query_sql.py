@@ -1,9 +1,10 @@
 """The SQL answering each stats request (ingest/query.py), with its bound parameters. Pure.
 
 A request's UTC interval is read as the UTC days lying wholly inside it (daily rollups;
-whole UTC months from monthly_paths for top paths) plus at most two edges made of 15-minute
-buckets (quarter-hour rollups). Every zone in use today has an offset that is a multiple of
-15 minutes, so the edges are exact.
+whole UTC months from monthly_paths for top paths) plus at most two edges. Totals of the
+edges come from 15-minute rollups (every zone in use today has an offset that is a multiple
+of 15 minutes, so they are exact); breakdowns and filters of the edges come from the raw
+events of those hours (BRIN index events_time), which the per-day rollups cannot split.
 """
 
 from __future__ import annotations
@@ -67,20 +68,26 @@ def _whole_months(day_from: dt.date, day_to: dt.date) -> tuple[dt.date, dt.date]
     return month_from, month_to
 
 
+def _utc_days(start: dt.datetime, end: dt.datetime) -> tuple[dt.date, dt.date]:
+    """The first and last UTC day that [start, end) touches (day partitions of `events`)."""
+    last = end.astimezone(dt.UTC) - dt.timedelta(microseconds=1)
+    return start.astimezone(dt.UTC).date(), max(start.astimezone(dt.UTC), last).date()
+
+
 def _piece_params(site_id: str, pieces: Pieces) -> dict[str, Any]:
     edges = [*pieces.edges, (_EPOCH, _EPOCH), (_EPOCH, _EPOCH)]
     month_from, month_to = _whole_months(pieces.day_from, pieces.day_to)
-    return {
+    params: dict[str, Any] = {
         "site": site_id,
         "day_from": pieces.day_from,
         "day_to": pieces.day_to,
         "month_from": month_from,
         "month_to": month_to,
-        "a1": edges[0][0],
-        "b1": edges[0][1],
-        "a2": edges[1][0],
-        "b2": edges[1][1],
     }
+    for i, (a, b) in enumerate(edges[:2], start=1):
+        params[f"a{i}"], params[f"b{i}"] = a, b
+        params[f"d{i}a"], params[f"d{i}b"] = _utc_days(a, b)
+    return params
 
 
 _EDGE_BUCKETS = sql.SQL(
@@ -88,6 +95,14 @@ _EDGE_BUCKETS = sql.SQL(
     " OR (bucket >= %(a2)s AND bucket < %(b2)s))"
 )
 _FULL_DAYS = sql.SQL("site_id = %(site)s AND day >= %(day_from)s AND day < %(day_to)s")
+# The same edges in raw events; the day bounds let PostgreSQL skip the other day partitions.
+_RAW_EDGES = sql.SQL(
+    "site_id = %(site)s AND ((day >= %(d1a)s AND day <= %(d1b)s"
+    " AND event_time >= %(a1)s AND event_time < %(b1)s)"
+    " OR (day >= %(d2a)s AND day <= %(d2b)s AND event_time >= %(a2)s AND event_time < %(b2)s))"
+)
+# A raw row's contribution to a sketch: the same hash the consumer's rollups add.
+_RAW_USERS = sql.SQL("hll_add_agg(hll_hash_text(user_id))")
 
 # Unfiltered totals: daily rollups for whole days, quarter-hour rollups for the edges.
 TOTALS_ROWS = sql.SQL(
@@ -102,28 +117,27 @@ TOTALS_ROWS = sql.SQL(
     """
 ).format(full_days=_FULL_DAYS, edges=_EDGE_BUCKETS)
 
-# Filtered rows: per (event type, path) rollups, daily for whole days, quarter-hour edges.
+# Filtered rows: per (event type, path) rollups for whole days, raw events for the edges.
 DETAIL_ROWS = sql.SQL(
     """
-    SELECT event_type, path, events, users, NULL::timestamptz AS bucket, day
-    FROM daily_details WHERE {full_days}
+    SELECT event_type, path, events, users FROM daily_details WHERE {full_days}
     UNION ALL
-    SELECT event_type, path, events, users, bucket, NULL FROM quarter_hour_details
-    WHERE {edges}
+    SELECT event_type, path, count(*), {raw_users} FROM events WHERE {raw_edges}
+    GROUP BY event_type, path
     """
-).format(full_days=_FULL_DAYS, edges=_EDGE_BUCKETS)
+).format(full_days=_FULL_DAYS, raw_edges=_RAW_EDGES, raw_users=_RAW_USERS)
 
 # DISTINCT in a subquery lets the planner hash instead of sorting (faster than count(DISTINCT)).
 # The same columns per event type only (no path): a few rows a day instead of one per path.
 TYPE_ROWS = sql.SQL(
     """
-    SELECT event_type, NULL::text AS path, events, users, NULL::timestamptz AS bucket, day
-    FROM daily_event_types WHERE {full_days}
+    SELECT event_type, NULL::text AS path, events, users FROM daily_event_types
+    WHERE {full_days}
     UNION ALL
-    SELECT event_type, path, events, users, bucket, NULL FROM quarter_hour_details
-    WHERE {edges}
+    SELECT event_type, NULL, count(*), {raw_users} FROM events WHERE {raw_edges}
+    GROUP BY event_type
     """
-).format(full_days=_FULL_DAYS, edges=_EDGE_BUCKETS)
+).format(full_days=_FULL_DAYS, raw_edges=_RAW_EDGES, raw_users=_RAW_USERS)
 
 
 def _uses_paths(filters: tuple[Filter, ...], dimension: Dimension | None = None) -> bool:
@@ -247,12 +261,17 @@ def timeseries_sql(request: TimeseriesRequest) -> tuple[sql.Composed, dict[str, 
         full_days=_FULL_DAYS,
     )
     if not daily_utc:
+        # Periods that are not whole UTC days: counted from raw events.
         source = sql.SQL(
-            "SELECT date_trunc('{unit}', bucket AT TIME ZONE %(tz)s) AS t, event_type, path, "
-            "events, users FROM quarter_hour_details "
-            "WHERE site_id = %(site)s AND bucket >= %(start)s AND bucket < %(end)s"
-        ).format(unit=unit)
-        params.update(start=stats.range.start, end=stats.range.end)
+            "SELECT date_trunc('{unit}', event_time AT TIME ZONE %(tz)s) AS t, event_type, path, "
+            "count(*) AS events, {raw_users} AS users FROM events "
+            "WHERE site_id = %(site)s AND day >= %(start_day)s AND day <= %(end_day)s "
+            "AND event_time >= %(start)s AND event_time < %(end)s GROUP BY 1, 2, 3"
+        ).format(unit=unit, raw_users=_RAW_USERS)
+        start_day, end_day = _utc_days(stats.range.start, stats.range.end)
+        params.update(
+            start=stats.range.start, end=stats.range.end, start_day=start_day, end_day=end_day
+        )
     query = sql.SQL(
         """
         SELECT t, coalesce(sum(events) FILTER (WHERE event_type = 'page_view'), 0)::bigint,
@@ -281,7 +300,7 @@ def _breakdown_visitors(request: BreakdownRequest, filters: tuple[Filter, ...]) 
 
 
 # Page views per path: whole UTC months from monthly_paths, the other whole days from
-# daily_paths, the edges from the quarter-hour details.
+# daily_paths, the edges from raw events.
 PATH_VIEWS_ROWS = sql.SQL(
     """
     SELECT path, views AS events FROM monthly_paths
@@ -291,9 +310,10 @@ PATH_VIEWS_ROWS = sql.SQL(
     WHERE site_id = %(site)s AND ((day >= %(day_from)s AND day < %(month_from)s)
                                OR (day >= %(month_to)s AND day < %(day_to)s))
     UNION ALL
-    SELECT path, events FROM quarter_hour_details WHERE {edges} AND event_type = 'page_view'
+    SELECT path, count(*) FROM events WHERE {raw_edges} AND event_type = 'page_view'
+    GROUP BY path
     """
-).format(edges=_EDGE_BUCKETS)
+).format(raw_edges=_RAW_EDGES)
 
 
 def breakdown_sql(request: BreakdownRequest) -> tuple[sql.Composed, dict[str, Any]]:
@@ -360,23 +380,19 @@ def breakdown_sql(request: BreakdownRequest) -> tuple[sql.Composed, dict[str, An
     return query, params
 
 
-# Visitors of given paths among page views: whole months' sketches from monthly_paths, the
-# other whole days' from daily_details, the edges' from the quarter-hour details.
+# Visitors of given paths among page views: whole days' sketches from daily_details (through
+# daily_details_by_path), the edges' from raw events.
 PATH_VISITORS_ROWS = sql.SQL(
     """
-    SELECT path, visitors AS users FROM monthly_paths
-    WHERE site_id = %(site)s AND month >= %(month_from)s AND month < %(month_to)s
-      AND path = ANY(%(values)s)
-    UNION ALL
     SELECT path, users FROM daily_details
-    WHERE site_id = %(site)s AND event_type = 'page_view' AND path = ANY(%(values)s)
-      AND ((day >= %(day_from)s AND day < %(month_from)s)
-           OR (day >= %(month_to)s AND day < %(day_to)s))
+    WHERE site_id = %(site)s AND path = ANY(%(values)s) AND day >= %(day_from)s
+      AND day < %(day_to)s AND event_type = 'page_view'
     UNION ALL
-    SELECT path, users FROM quarter_hour_details
-    WHERE {edges} AND event_type = 'page_view' AND path = ANY(%(values)s)
+    SELECT path, {raw_users} FROM events
+    WHERE {raw_edges} AND event_type = 'page_view' AND path = ANY(%(values)s)
+    GROUP BY path
     """
-).format(edges=_EDGE_BUCKETS)
+).format(raw_edges=_RAW_EDGES, raw_users=_RAW_USERS)
 
 
 def breakdown_visitors_sql(
