@@ -119,6 +119,14 @@ QUERIES: list[tuple[str, str, dict[str, str], float, str, dict[str, str]]] = [
         UTC_MONTH,
     ),
     (
+        "breakdown top 10 paths, month (Asia/Kolkata)",
+        "/api/v1/stats/breakdown",
+        {**MONTH, "property": "event:page", "limit": "10", "timezone": "Asia/Kolkata"},
+        10.0,
+        NAIVE_TOP,
+        IST_MONTH,
+    ),
+    (
         "breakdown event types, month (UTC)",
         "/api/v1/stats/breakdown",
         {**MONTH, "property": "event:name"},

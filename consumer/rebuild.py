@@ -27,7 +27,9 @@ from ingest.config import ConfigError, environ
 # Blocks the consumers' rollup updates (ROW EXCLUSIVE) until commit, and waits for the
 # batches in flight, so the recount sees every committed event and no batch straddles it.
 LOCK_ROLLUPS = """
-LOCK TABLE daily_stats, daily_paths, daily_users, hourly_stats IN SHARE ROW EXCLUSIVE MODE
+LOCK TABLE daily_stats, daily_paths, daily_users, hourly_stats, daily_visitors, quarter_hour_stats,
+    daily_details, daily_event_types, monthly_paths
+IN SHARE ROW EXCLUSIVE MODE
 """
 
 RETAINED_DAYS = """
@@ -82,7 +84,65 @@ REBUILD_HOURLY_STATS = (
     GROUP BY 1, 2
     """,
 )
-REBUILDS = [REBUILD_DAILY_USERS, REBUILD_DAILY_STATS, REBUILD_DAILY_PATHS, REBUILD_HOURLY_STATS]
+_SITE = "(%(site)s::text IS NULL OR site_id = %(site)s)"
+_SKETCH = "hll_add_agg(hll_hash_text(user_id))"
+_RAW = f"FROM events WHERE day = ANY(%(days)s) AND {_SITE}"
+# The stats API's rollups (the consumer's STATS_API_ROLLUPS).
+REBUILD_DAILY_VISITORS = (
+    f"DELETE FROM daily_visitors WHERE day = ANY(%(days)s) AND {_SITE}",
+    f"""
+    INSERT INTO daily_visitors (site_id, day, visitors)
+    SELECT site_id, day, {_SKETCH} {_RAW} AND event_type = 'page_view' GROUP BY 1, 2
+    """,
+)
+REBUILD_QUARTER_HOURS = (
+    "DELETE FROM quarter_hour_stats WHERE (bucket AT TIME ZONE 'UTC')::date = ANY(%(days)s) "
+    f"AND {_SITE}",
+    f"""
+    INSERT INTO quarter_hour_stats (site_id, bucket, page_views, events, visitors)
+    SELECT site_id, date_bin('15 minutes', event_time, timestamptz '2000-01-01 00:00+00'),
+           count(*) FILTER (WHERE event_type = 'page_view'), count(*),
+           coalesce({_SKETCH} FILTER (WHERE event_type = 'page_view'), hll_empty())
+    {_RAW} GROUP BY 1, 2
+    """,
+)
+REBUILD_DAILY_DETAILS = (
+    f"DELETE FROM daily_details WHERE day = ANY(%(days)s) AND {_SITE}",
+    f"""
+    INSERT INTO daily_details (site_id, day, event_type, path, events, users)
+    SELECT site_id, day, event_type, path, count(*), {_SKETCH} {_RAW} GROUP BY 1, 2, 3, 4
+    """,
+)
+REBUILD_EVENT_TYPES = (
+    f"DELETE FROM daily_event_types WHERE day = ANY(%(days)s) AND {_SITE}",
+    f"""
+    INSERT INTO daily_event_types (site_id, day, event_type, events, users)
+    SELECT site_id, day, event_type, count(*), {_SKETCH} {_RAW} GROUP BY 1, 2, 3
+    """,
+)
+# Whole months, summed from daily_paths (rebuilt above; it outlives raw-event retention).
+_MONTHS = "month IN (SELECT DISTINCT date_trunc('month', d)::date FROM unnest(%(days)s::date[]) d)"
+REBUILD_MONTHLY_PATHS = (
+    f"DELETE FROM monthly_paths WHERE {_MONTHS} AND {_SITE}",
+    f"""
+    INSERT INTO monthly_paths (site_id, month, path, views)
+    SELECT site_id, month, path, sum(views)
+    FROM (SELECT site_id, date_trunc('month', day)::date AS month, path, views FROM daily_paths
+          WHERE {_SITE}) p
+    WHERE {_MONTHS} GROUP BY 1, 2, 3
+    """,
+)
+REBUILDS = [
+    REBUILD_DAILY_USERS,
+    REBUILD_DAILY_STATS,
+    REBUILD_DAILY_PATHS,
+    REBUILD_HOURLY_STATS,
+    REBUILD_DAILY_VISITORS,
+    REBUILD_QUARTER_HOURS,
+    REBUILD_DAILY_DETAILS,
+    REBUILD_EVENT_TYPES,
+    REBUILD_MONTHLY_PATHS,  # after daily_paths
+]
 
 
 async def rebuild_rollups(

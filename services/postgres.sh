@@ -139,6 +139,13 @@ unix_socket_directories = '$PGDATA'
 max_connections = 200
 shared_buffers = 512MB
 # fsync and synchronous_commit stay on (defaults): tests check durability.
+# The consumer rewrites the same rollup rows batch after batch: with the default 1GB of WAL
+# between checkpoints a busy consumer forces a checkpoint every few seconds, and each one
+# makes the next change of every page write a full-page image into the WAL again.
+max_wal_size = 8GB
+checkpoint_timeout = 15min
+checkpoint_completion_target = 0.9
+wal_compression = lz4
 shared_preload_libraries = '$preload'
 log_line_prefix = '%m [%p] %q%u@%d '
 EOF

@@ -44,6 +44,12 @@ async def test_rebuild_recounts_damaged_rollups_of_the_range_only(database_url: 
         conn.execute("UPDATE daily_paths SET views = 99")
         conn.execute("UPDATE hourly_stats SET page_views = 99, events = 99")
         conn.execute("DELETE FROM daily_users")
+        # the stats API's rollups too
+        conn.execute("UPDATE quarter_hour_stats SET page_views = 99, events = 99")
+        conn.execute("UPDATE daily_details SET events = 99")
+        conn.execute("UPDATE daily_event_types SET events = 99")
+        conn.execute("UPDATE monthly_paths SET views = 99")
+        conn.execute("DELETE FROM daily_visitors")
 
     days = await rebuild_rollups(database_url, date(2025, 11, 12), date(2025, 11, 13), "a")
     assert days == [date(2025, 11, 12)]  # the 13th has no raw partition
