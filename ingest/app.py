@@ -68,6 +68,7 @@ def create_app(settings: Settings) -> Starlette:
             settings.publish_timeout_s,
             max_in_flight_events=settings.max_in_flight_events,
             site_arrays=settings.produce_site_arrays,
+            coalesce=settings.produce_coalesce,
             observer=metrics,
             hot_sites=settings.hot_sites,
         )
