@@ -113,7 +113,7 @@ async def _publish(ingest: Ingest, records: list[EventRecord]) -> None:
         raise ServiceUnavailable(
             f"Events not accepted: {exc}; retry later", retry_after_s=retry_after
         ) from None
-    ingest.metrics.events_accepted.inc(len(records))
+    ingest.metrics.accepted(len(records))
 
 
 async def post_event(request: Request) -> Response:
