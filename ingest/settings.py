@@ -66,6 +66,9 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
     write_keys: dict[str, list[str]] = msgspec.field(default_factory=dict)
     cors_allow_origins: list[str] = msgspec.field(default_factory=lambda: ["*"])
     workers: int = 1
+    # The garbage collector's youngest-generation threshold in a serving process (see
+    # ingest.app.tune_gc); 0 keeps Python's default.
+    gc_gen0_threshold: int = 10_000
     # Hot sites spread over N sub-keys (partitions), trading their order for throughput.
     hot_sites: dict[str, int] = msgspec.field(default_factory=dict)
     # Stats API (ingest/stats_api.py): read keys per site (sites without keys are public),
@@ -111,6 +114,7 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
             write_keys=load_write_keys(env),
             cors_allow_origins=env_str(env, "CORS_ALLOW_ORIGINS", "*").split(","),
             workers=env_int(env, "WEB_CONCURRENCY", 1, minimum=1),
+            gc_gen0_threshold=env_int(env, "GC_GEN0_THRESHOLD", 10_000),
             hot_sites=parse_hot_sites(env_str(env, "HOT_SITES", "")),
             stats_read_keys=env_site_keys(env, "STATS_READ_KEYS"),
             stats_rate_limit_per_s=env_float(env, "STATS_RATE_LIMIT_PER_S", 100.0),
