@@ -81,10 +81,18 @@ def _records(
 
 
 async def _body(request: Request, max_bytes: int) -> bytes:
-    headers = request.headers
+    # The two headers straight from the scope (ASGI names are lower-case): building
+    # `request.headers` for them showed up in the profile of single-event ingest.
+    length: bytes | None = None
+    encoding: bytes | None = None
+    for name, value in request.scope["headers"]:
+        if name == b"content-length" and length is None:
+            length = value
+        elif name == b"content-encoding" and encoding is None:
+            encoding = value
     return await read_body(
-        headers.get("content-length"),
-        headers.get("content-encoding"),
+        None if length is None else length.decode("latin-1"),
+        None if encoding is None else encoding.decode("latin-1"),
         request.stream(),
         max_bytes=max_bytes,
     )
