@@ -5,16 +5,16 @@ from __future__ import annotations
 
 import asyncio
 import uuid
-from typing import Any
 
 import pytest
-from aiokafka import AIOKafkaConsumer, ConsumerRecord
+from aiokafka import AIOKafkaConsumer
 from aiokafka.partitioner import DefaultPartitioner
 
 from ingest.events import SCHEMA_EVENT_V1, SCHEMA_HEADER, EventRecord, decode_records
 from ingest.publish import Publisher, PublishObserver, make_producer
 from ingest.settings import Settings
 from tests.conftest import TEST_PARTITIONS
+from tests.ingest.support import read_messages
 from tests.support import make_record
 
 pytestmark = pytest.mark.kafka
@@ -64,31 +64,6 @@ class CountingObserver(PublishObserver):
 
     def messages_sent(self, count: int) -> None:
         self.messages += count
-
-
-async def read_messages(bootstrap: str, topic: str, events: int) -> list[ConsumerRecord[Any, Any]]:
-    """The raw messages of `topic` from its start, until they hold `events` events."""
-    consumer = AIOKafkaConsumer(
-        topic,
-        bootstrap_servers=bootstrap,
-        group_id=f"read-{uuid.uuid4().hex}",
-        auto_offset_reset="earliest",
-        enable_auto_commit=False,
-    )
-    await consumer.start()
-    messages: list[ConsumerRecord[Any, Any]] = []
-    count = 0
-    try:
-        while count < events:
-            batches = await consumer.getmany(timeout_ms=5000)
-            assert batches, f"only {count} of {events} events arrived"
-            for batch in batches.values():
-                for message in batch:
-                    messages.append(message)
-                    count += len(decode_records(message.value, dict(message.headers)["schema"]))
-    finally:
-        await consumer.stop()
-    return messages
 
 
 @pytest.mark.parametrize("coalesce", [True, False], ids=["coalesced", "each-request-alone"])
