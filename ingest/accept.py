@@ -40,6 +40,8 @@ from ingest.receive import NDJSON_MEDIA_TYPES, read_body, split_batch
 from ingest.settings import Settings
 
 ACCEPTED_BODY = b'{"message":"Event accepted"}'
+# One answer object for every accepted event: a Response holds no per-request state.
+_ACCEPTED = Response(ACCEPTED_BODY, 202, media_type=JSON_MEDIA_TYPE)
 
 
 @dataclass(frozen=True)
@@ -139,7 +141,7 @@ async def post_event(request: Request) -> Response:
         raise error_type(exc.message, field=exc.field) from None
     ingest.keys.check(key, (record.site_id,))
     await _publish(ingest, [record])
-    return Response(ACCEPTED_BODY, 202, media_type=JSON_MEDIA_TYPE)
+    return _ACCEPTED
 
 
 async def post_events(request: Request) -> Response:
