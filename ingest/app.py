@@ -19,6 +19,7 @@ from ingest.config import environ
 from ingest.cors import cors
 from ingest.database import make_pool
 from ingest.errors import JSON_MEDIA_TYPE, ApiError, error_response
+from ingest.fastpath import EventFastPath
 from ingest.health import healthz, readyz
 from ingest.keys import WriteKeys
 from ingest.metrics import IngestMetrics, RequestCounter
@@ -101,6 +102,7 @@ def create_app(settings: Settings) -> Starlette:
         middleware=[
             Middleware(RequestCounter, metrics=metrics),
             Middleware(cors, settings=settings),
+            Middleware(EventFastPath),
         ],
         exception_handlers={ApiError: handle_api_error},
         lifespan=lifespan,

@@ -212,6 +212,28 @@ async def test_cors_preflight_and_simple_requests(api_settings: Settings) -> Non
     assert simple.headers["access-control-allow-origin"] == "*"
 
 
+async def test_event_route_answers_the_same_whichever_path_serves_it(
+    api_settings: Settings,
+) -> None:
+    """POST /event skips the router (ingest/fastpath.py); errors, metrics and the other
+    methods must not notice."""
+    async with api_client(api_settings) as client:
+        bad = await client.post("/event", content=b"{", headers={"content-type": "text/plain"})
+        wrong_method = await client.get("/event")
+        preflight = await client.options(
+            "/event",
+            headers={"origin": "https://shop.example", "access-control-request-method": "POST"},
+        )
+        metrics = (await client.get("/metrics")).text
+    assert bad.status_code == 400
+    assert bad.json()["code"] == "malformed_json"
+    assert bad.headers["content-type"] == "application/json; charset=utf-8"
+    assert wrong_method.status_code == 405
+    assert preflight.status_code == 200
+    assert 'ingest_http_requests_total{route="/event",status="400"} 1.0' in metrics
+    assert 'ingest_http_requests_total{route="/event",status="405"} 1.0' in metrics
+
+
 async def test_sent_at_corrects_clock_skew_and_future_times_are_clamped(
     api_settings: Settings, topic: str
 ) -> None:
