@@ -3,10 +3,11 @@
 For each worker count, serves (1) the bare Starlette endpoint of bench/bare.py and (2) the
 real API (`python -m ingest`, acks=all, on a fresh topic of the broker named by
 KAFKA_BOOTSTRAP_SERVERS), and drives each with bench/loadgen.py in its own process:
-single events on POST /event, batches on POST /events, batches of one hot site (one
+single events on POST /event (coalesced, the default, and with PRODUCE_COALESCE=0: each
+request's message sent alone), batches on POST /events, batches of one hot site (one
 partition) and the same site spread over sub-keys (HOT_SITES), and batches produced one
-message per event instead of one per site. Prints one
-table with requests/s, events/s, p50/p99 and the ratio to the bare ceiling.
+message per event instead of arrays. Prints one table with requests/s, events/s, p50/p99
+and the ratio to the bare ceiling.
 
 Options: --duration-s (4, per round), --rounds (3), --connections (64), --workers (1,2),
 --batch-size (100).
@@ -204,20 +205,23 @@ def run_workers(
     interleaved in rounds, so a burst of load from elsewhere on the machine hits the
     ceiling and the API alike instead of skewing their ratio."""
     plan = [
-        ("bare", "single"), ("api", "single"),
+        ("bare", "single"), ("api", "single"), ("uncoalesced", "single"),
         ("bare", "batch"), ("api", "batch"), ("per_event", "batch"), ("api", "hot"),
         ("hot_spread", "hot"),
     ]  # fmt: skip
     results: dict[tuple[str, str], list[dict[str, Any]]] = {step: [] for step in plan}
     per_event_env = {**api_env, "PRODUCE_SITE_ARRAYS": "0"}
+    uncoalesced_env = {**api_env, "PRODUCE_COALESCE": "0"}
     spread_env = {**api_env, "HOT_SITES": f"hot-site:{HOT_SITE_SPREAD}"}
     with (
         serve("bare", workers, {}, tmp) as bare,
         serve("ingest", workers, api_env, tmp) as api,
+        serve("ingest", workers, uncoalesced_env, tmp) as uncoalesced,
         serve("ingest", workers, per_event_env, tmp) as per_event,
         serve("ingest", workers, spread_env, tmp) as hot_spread,
     ):
-        servers = {"bare": bare, "api": api, "per_event": per_event, "hot_spread": hot_spread}
+        servers = {"bare": bare, "api": api, "uncoalesced": uncoalesced,
+                   "per_event": per_event, "hot_spread": hot_spread}  # fmt: skip
         for _ in range(args.rounds):
             for server, spec in plan:
                 results[(server, spec)].append(measure(servers[server], specs[spec], tmp, args))
@@ -226,8 +230,10 @@ def run_workers(
     return [
         _row("bare POST /event (ceiling)", workers, r["bare", "single"], None),
         _row("API POST /event", workers, r["api", "single"], r["bare", "single"]),
+        _row("API POST /event, PRODUCE_COALESCE=0", workers, r["uncoalesced", "single"],
+             r["bare", "single"]),
         _row(f"bare POST /events x{n} (ceiling)", workers, r["bare", "batch"], None),
-        _row(f"API POST /events x{n}, message per site", workers, r["api", "batch"],
+        _row(f"API POST /events x{n}, message per partition", workers, r["api", "batch"],
              r["bare", "batch"]),
         _row(f"API POST /events x{n}, message per event", workers, r["per_event", "batch"],
              r["bare", "batch"]),

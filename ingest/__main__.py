@@ -6,7 +6,7 @@ import sys
 
 import uvicorn
 
-from ingest.app import create_app
+from ingest.app import create_app, tune_gc
 from ingest.config import ConfigError, environ
 from ingest.logs import configure_logging
 from ingest.settings import Settings
@@ -21,6 +21,8 @@ def main() -> int:
         return 2
     # Several workers each build their own app (and producer) through the factory.
     app = "ingest.app:app_from_env" if settings.workers > 1 else create_app(settings)
+    if settings.workers == 1:
+        tune_gc(settings.gc_gen0_threshold)  # workers tune their own, in app_from_env
     uvicorn.run(
         app,
         factory=settings.workers > 1,

@@ -40,6 +40,8 @@ from ingest.receive import NDJSON_MEDIA_TYPES, read_body, split_batch
 from ingest.settings import Settings
 
 ACCEPTED_BODY = b'{"message":"Event accepted"}'
+# One answer object for every accepted event: a Response holds no per-request state.
+_ACCEPTED = Response(ACCEPTED_BODY, 202, media_type=JSON_MEDIA_TYPE)
 
 
 @dataclass(frozen=True)
@@ -81,10 +83,18 @@ def _records(
 
 
 async def _body(request: Request, max_bytes: int) -> bytes:
-    headers = request.headers
+    # The two headers straight from the scope (ASGI names are lower-case): building
+    # `request.headers` for them showed up in the profile of single-event ingest.
+    length: bytes | None = None
+    encoding: bytes | None = None
+    for name, value in request.scope["headers"]:
+        if name == b"content-length" and length is None:
+            length = value
+        elif name == b"content-encoding" and encoding is None:
+            encoding = value
     return await read_body(
-        headers.get("content-length"),
-        headers.get("content-encoding"),
+        None if length is None else length.decode("latin-1"),
+        None if encoding is None else encoding.decode("latin-1"),
         request.stream(),
         max_bytes=max_bytes,
     )
@@ -113,7 +123,7 @@ async def _publish(ingest: Ingest, records: list[EventRecord]) -> None:
         raise ServiceUnavailable(
             f"Events not accepted: {exc}; retry later", retry_after_s=retry_after
         ) from None
-    ingest.metrics.events_accepted.inc(len(records))
+    ingest.metrics.accepted(len(records))
 
 
 async def post_event(request: Request) -> Response:
@@ -131,7 +141,7 @@ async def post_event(request: Request) -> Response:
         raise error_type(exc.message, field=exc.field) from None
     ingest.keys.check(key, (record.site_id,))
     await _publish(ingest, [record])
-    return Response(ACCEPTED_BODY, 202, media_type=JSON_MEDIA_TYPE)
+    return _ACCEPTED
 
 
 async def post_events(request: Request) -> Response:

