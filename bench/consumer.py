@@ -50,7 +50,7 @@ from ingest.events import (
 )
 
 ROOT = Path(__file__).resolve().parent.parent
-BATCH_ROWS = 20_000  # the consumer's default MAX_BATCH_ROWS, used by both sides
+BATCH_ROWS = 40_000  # the consumer's default MAX_BATCH_ROWS, used by both sides
 BASE_TIME = datetime(2025, 11, 12, tzinfo=UTC)
 
 BASELINE_DDL = """

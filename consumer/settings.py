@@ -26,7 +26,7 @@ class ConsumerSettings(msgspec.Struct, frozen=True, kw_only=True):
     topic_partitions: int = 12
     topic_replication_factor: int = 1
     # A batch is written when it holds this many events or bytes, or is this old.
-    max_batch_rows: int = 20_000
+    max_batch_rows: int = 40_000
     max_batch_bytes: int = 16 * 1024 * 1024
     max_batch_age_s: float = 0.5
     # Backoff between attempts while PostgreSQL (or the dead-letter topic) is unavailable.
@@ -55,7 +55,7 @@ class ConsumerSettings(msgspec.Struct, frozen=True, kw_only=True):
             group_instance_id=env_str(env, "CONSUMER_INSTANCE_ID", ""),
             topic_partitions=env_int(env, "TOPIC_PARTITIONS", 12, minimum=1),
             topic_replication_factor=env_int(env, "TOPIC_REPLICATION_FACTOR", 1, minimum=1),
-            max_batch_rows=env_int(env, "MAX_BATCH_ROWS", 20_000, minimum=1),
+            max_batch_rows=env_int(env, "MAX_BATCH_ROWS", 40_000, minimum=1),
             max_batch_bytes=env_int(env, "MAX_BATCH_BYTES", 16 * 1024 * 1024, minimum=1024),
             max_batch_age_s=env_float(env, "MAX_BATCH_AGE_S", 0.5, minimum=0.001),
             retry_initial_s=env_float(env, "RETRY_INITIAL_S", 0.2, minimum=0.001),
