@@ -65,10 +65,11 @@ CREATE TABLE IF NOT EXISTS daily_paths (
     PRIMARY KEY (site_id, day, path)
 );
 
--- No index on views: every batch changes the views of the paths it touches, and an index on
--- them would turn each of those updates into index churn. A day's top paths sort that day's
--- rows (a few thousand at most) at read time instead.
-DROP INDEX IF EXISTS daily_paths_top;
+-- Top paths of a day in index order: `ORDER BY views DESC, path LIMIT 3` reads three entries
+-- instead of sorting every path of the day. It costs every batch (each views update moves an
+-- entry: ~5 % of the consumer's statement), but the base /stats is the contract's read: without
+-- it, /stats p99 at 1,000 req/s doubled (10 ms instead of ~5).
+CREATE INDEX IF NOT EXISTS daily_paths_top ON daily_paths (site_id, day, views DESC, path);
 
 -- The set behind daily_stats.unique_users: a user's first page view of a (site, day) adds a
 -- row here and increments the count; later ones find the row and add nothing.
@@ -112,6 +113,20 @@ CREATE TABLE IF NOT EXISTS quarter_hour_stats (
     events      bigint      NOT NULL DEFAULT 0,
     visitors    hll         NOT NULL,
     PRIMARY KEY (site_id, bucket)
+);
+
+-- Per (site, 15-minute UTC bucket, path): page views and a sketch of their users. The top
+-- pages of a range that is not whole UTC days (a local day in another zone: the dashboard's
+-- and /stats?timezone=…'s question) read the two partial days here instead of raw events.
+-- Page views only, no event type: half the rows of a per-(type, path) table, so each batch
+-- can afford it.
+CREATE TABLE IF NOT EXISTS quarter_hour_paths (
+    site_id   text        NOT NULL,
+    bucket    timestamptz NOT NULL,
+    path      text        NOT NULL,
+    views     bigint      NOT NULL DEFAULT 0,
+    visitors  hll         NOT NULL,
+    PRIMARY KEY (site_id, bucket, path)
 );
 
 -- Per (site, UTC day, event type, path): events and a sketch of their users, for filters and

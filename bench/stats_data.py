@@ -75,6 +75,11 @@ ROLLUPS_FROM_RAW = [
     FROM events GROUP BY 1, 2
     """,
     f"""
+    INSERT INTO quarter_hour_paths (site_id, bucket, path, views, visitors)
+    SELECT site_id, {_BUCKET}, path, count(*), {_SKETCH} FROM events
+    WHERE event_type = 'page_view' GROUP BY 1, 2, 3
+    """,
+    f"""
     INSERT INTO daily_details (site_id, day, event_type, path, events, users)
     SELECT site_id, day, event_type, path, count(*), {_SKETCH} FROM events GROUP BY 1, 2, 3, 4
     """,

@@ -28,7 +28,7 @@ from ingest.config import ConfigError, environ
 # batches in flight, so the recount sees every committed event and no batch straddles it.
 LOCK_ROLLUPS = """
 LOCK TABLE daily_stats, daily_paths, daily_users, hourly_stats, daily_visitors, quarter_hour_stats,
-    daily_details, daily_event_types, monthly_paths
+    quarter_hour_paths, daily_details, daily_event_types, monthly_paths
 IN SHARE ROW EXCLUSIVE MODE
 """
 
@@ -106,6 +106,16 @@ REBUILD_QUARTER_HOURS = (
     {_RAW} GROUP BY 1, 2
     """,
 )
+REBUILD_QUARTER_HOUR_PATHS = (
+    "DELETE FROM quarter_hour_paths WHERE (bucket AT TIME ZONE 'UTC')::date = ANY(%(days)s) "
+    f"AND {_SITE}",
+    f"""
+    INSERT INTO quarter_hour_paths (site_id, bucket, path, views, visitors)
+    SELECT site_id, date_bin('15 minutes', event_time, timestamptz '2000-01-01 00:00+00'), path,
+           count(*), {_SKETCH}
+    {_RAW} AND event_type = 'page_view' GROUP BY 1, 2, 3
+    """,
+)
 REBUILD_DAILY_DETAILS = (
     f"DELETE FROM daily_details WHERE day = ANY(%(days)s) AND {_SITE}",
     f"""
@@ -139,6 +149,7 @@ REBUILDS = [
     REBUILD_HOURLY_STATS,
     REBUILD_DAILY_VISITORS,
     REBUILD_QUARTER_HOURS,
+    REBUILD_QUARTER_HOUR_PATHS,
     REBUILD_DAILY_DETAILS,
     REBUILD_EVENT_TYPES,
     REBUILD_MONTHLY_PATHS,  # after daily_paths

@@ -75,8 +75,8 @@ SELECT partition, next_offset FROM consumer_offsets
 WHERE group_id = %s AND topic = %s AND partition = ANY(%s)
 """
 
-# The stats API's rollups (schema.sql: daily_visitors, quarter_hour_stats, daily_details,
-# daily_event_types, monthly_paths), as CTEs of INSERT_AND_ROLL_UP
+# The stats API's rollups (schema.sql: daily_visitors, quarter_hour_stats, quarter_hour_paths,
+# daily_details, daily_event_types, monthly_paths), as CTEs of INSERT_AND_ROLL_UP
 # reading its `inserted` and `views`.
 # Sketches merge with hll_union, so a batch adds to what earlier batches stored.
 STATS_API_ROLLUPS = """
@@ -97,6 +97,14 @@ quarter_hours AS (
         page_views = q.page_views + EXCLUDED.page_views,
         events = q.events + EXCLUDED.events,
         visitors = hll_union(q.visitors, EXCLUDED.visitors)
+),
+paths_quarter_hours AS (
+    INSERT INTO quarter_hour_paths AS qp (site_id, bucket, path, views, visitors)
+    SELECT site_id, date_bin('15 minutes', event_time, timestamptz '2000-01-01 00:00+00'), path,
+           count(*), hll_add_agg(hll_hash_text(user_id))
+    FROM views GROUP BY 1, 2, 3 ORDER BY 1, 2, 3
+    ON CONFLICT (site_id, bucket, path) DO UPDATE SET
+        views = qp.views + EXCLUDED.views, visitors = hll_union(qp.visitors, EXCLUDED.visitors)
 ),
 details_daily AS (
     INSERT INTO daily_details AS d (site_id, day, event_type, path, events, users)
@@ -133,7 +141,8 @@ WITH inserted AS (
     RETURNING day, site_id, event_type, path, user_id, event_time
 ),
 views AS (
-    SELECT day, site_id, path, user_id FROM inserted WHERE event_type = 'page_view'
+    SELECT day, site_id, path, user_id, event_time FROM inserted
+    WHERE event_type = 'page_view'
 ),
 new_users AS (
     INSERT INTO daily_users (site_id, day, user_id)

@@ -144,9 +144,30 @@ def _uses_paths(filters: tuple[Filter, ...], dimension: Dimension | None = None)
     return dimension == "path" or any(f.dimension == "path" for f in filters)
 
 
+# Page-view rows per path: daily_details' page views for whole days, quarter_hour_paths for the
+# edges. Answers any request whose filters keep page views only (a page breakdown does).
+PAGE_ROWS = sql.SQL(
+    """
+    SELECT event_type, path, events, users FROM daily_details
+    WHERE {full_days} AND event_type = 'page_view'
+    UNION ALL
+    SELECT 'page_view', path, views, visitors FROM quarter_hour_paths WHERE {edges}
+    """
+).format(full_days=_FULL_DAYS, edges=_EDGE_BUCKETS)
+
+
+def _only_page_views(filters: tuple[Filter, ...]) -> bool:
+    return any(
+        f.dimension == "event_type" and not f.negated and f.value == PAGE_VIEW for f in filters
+    )
+
+
 def _detail_rows(filters: tuple[Filter, ...], dimension: Dimension | None = None) -> sql.Composed:
-    """The cheapest rollup rows that can answer: per event type unless paths matter."""
-    return DETAIL_ROWS if _uses_paths(filters, dimension) else TYPE_ROWS
+    """The cheapest rollup rows that can answer: per event type unless paths matter, page-view
+    rows when the filters keep page views only, else every (event type, path)."""
+    if not _uses_paths(filters, dimension):
+        return TYPE_ROWS
+    return PAGE_ROWS if _only_page_views(filters) else DETAIL_ROWS
 
 
 EXACT_VISITORS_SQL = """
@@ -300,7 +321,7 @@ def _breakdown_visitors(request: BreakdownRequest, filters: tuple[Filter, ...]) 
 
 
 # Page views per path: whole UTC months from monthly_paths, the other whole days from
-# daily_paths, the edges from raw events.
+# daily_paths, the edges from quarter_hour_paths.
 PATH_VIEWS_ROWS = sql.SQL(
     """
     SELECT path, views AS events FROM monthly_paths
@@ -310,10 +331,9 @@ PATH_VIEWS_ROWS = sql.SQL(
     WHERE site_id = %(site)s AND ((day >= %(day_from)s AND day < %(month_from)s)
                                OR (day >= %(month_to)s AND day < %(day_to)s))
     UNION ALL
-    SELECT path, count(*) FROM events WHERE {raw_edges} AND event_type = 'page_view'
-    GROUP BY path
+    SELECT path, views FROM quarter_hour_paths WHERE {edges}
     """
-).format(raw_edges=_RAW_EDGES)
+).format(edges=_EDGE_BUCKETS)
 
 
 def breakdown_sql(request: BreakdownRequest) -> tuple[sql.Composed, dict[str, Any]]:
@@ -381,18 +401,16 @@ def breakdown_sql(request: BreakdownRequest) -> tuple[sql.Composed, dict[str, An
 
 
 # Visitors of given paths among page views: whole days' sketches from daily_details (through
-# daily_details_by_path), the edges' from raw events.
+# daily_details_by_path), the edges' from quarter_hour_paths.
 PATH_VISITORS_ROWS = sql.SQL(
     """
     SELECT path, users FROM daily_details
     WHERE site_id = %(site)s AND path = ANY(%(values)s) AND day >= %(day_from)s
       AND day < %(day_to)s AND event_type = 'page_view'
     UNION ALL
-    SELECT path, {raw_users} FROM events
-    WHERE {raw_edges} AND event_type = 'page_view' AND path = ANY(%(values)s)
-    GROUP BY path
+    SELECT path, visitors FROM quarter_hour_paths WHERE {edges} AND path = ANY(%(values)s)
     """
-).format(raw_edges=_RAW_EDGES, raw_users=_RAW_USERS)
+).format(edges=_EDGE_BUCKETS)
 
 
 def breakdown_visitors_sql(

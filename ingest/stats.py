@@ -26,8 +26,7 @@ from ingest.errors import BadRequest
 TOP_PATHS_LIMIT = 3
 
 # One round trip: the day's totals (absent row -> NULLs) and its top paths as two arrays.
-# Ties are broken by path so that answers are stable. The day's paths are sorted here (a
-# top-N sort of a few thousand rows at most): an index on views would slow every batch.
+# Ties are broken by path so that answers are stable; daily_paths_top serves the order.
 DAILY_STATS_SQL = """
 SELECT s.page_views, s.unique_users, top.paths, top.views
 FROM (SELECT 1) AS one

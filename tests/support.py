@@ -65,6 +65,14 @@ ROLLUP_QUARTER_HOURS = """
 SELECT site_id, bucket, page_views, events, hll_cardinality(visitors)
 FROM quarter_hour_stats ORDER BY 1, 2
 """
+RECOUNT_QUARTER_HOUR_PATHS = f"""
+SELECT site_id, {_BUCKET}, path, count(*), {_SKETCH}
+FROM events WHERE event_type = 'page_view' GROUP BY 1, 2, 3 ORDER BY 1, 2, 3
+"""
+ROLLUP_QUARTER_HOUR_PATHS = """
+SELECT site_id, bucket, path, views, hll_cardinality(visitors)
+FROM quarter_hour_paths ORDER BY 1, 2, 3
+"""
 RECOUNT_DAILY_DETAILS = f"""
 SELECT site_id, day, event_type, path, count(*), {_SKETCH}
 FROM events GROUP BY 1, 2, 3, 4 ORDER BY 1, 2, 3, 4
@@ -130,6 +138,7 @@ def assert_rollups_match_raw_rows(database_url: str) -> None:
             (RECOUNT_USERS, ROLLUP_USERS),
             (RECOUNT_DAILY_VISITORS, ROLLUP_DAILY_VISITORS),
             (RECOUNT_QUARTER_HOURS, ROLLUP_QUARTER_HOURS),
+            (RECOUNT_QUARTER_HOUR_PATHS, ROLLUP_QUARTER_HOUR_PATHS),
             (RECOUNT_DAILY_DETAILS, ROLLUP_DAILY_DETAILS),
             (RECOUNT_EVENT_TYPES, ROLLUP_EVENT_TYPES),
             (RECOUNT_MONTHLY_PATHS, ROLLUP_MONTHLY_PATHS),

@@ -47,6 +47,7 @@ async def test_rebuild_recounts_damaged_rollups_of_the_range_only(database_url: 
         # the stats API's rollups too
         conn.execute("UPDATE quarter_hour_stats SET page_views = 99, events = 99")
         conn.execute("UPDATE daily_details SET events = 99")
+        conn.execute("UPDATE quarter_hour_paths SET views = 99")
         conn.execute("UPDATE daily_event_types SET events = 99")
         conn.execute("UPDATE monthly_paths SET views = 99")
         conn.execute("DELETE FROM daily_visitors")
