@@ -76,23 +76,22 @@ WHERE group_id = %s AND topic = %s AND partition = ANY(%s)
 """
 
 # The stats API's rollups (schema.sql: daily_visitors, quarter_hour_stats, quarter_hour_paths,
-# daily_details, daily_event_types, monthly_paths), as CTEs of INSERT_AND_ROLL_UP
-# reading its `inserted` and `views`.
-# Sketches merge with hll_union, so a batch adds to what earlier batches stored.
+# daily_details, daily_event_types, monthly_paths), as CTEs of INSERT_AND_ROLL_UP reading its
+# `counts` and `page_counts`. Sketches merge with hll_union, so a batch adds to what earlier
+# batches stored, and a sketch of a group is the union of the sketches of its parts.
 STATS_API_ROLLUPS = """
 visitors_daily AS (
     INSERT INTO daily_visitors AS v (site_id, day, visitors)
-    SELECT site_id, day, hll_add_agg(hll_hash_text(user_id)) FROM views
+    SELECT site_id, day, hll_union_agg(users) FROM page_counts
     GROUP BY 1, 2 ORDER BY 1, 2
     ON CONFLICT (site_id, day) DO UPDATE SET visitors = hll_union(v.visitors, EXCLUDED.visitors)
 ),
 quarter_hours AS (
     INSERT INTO quarter_hour_stats AS q (site_id, bucket, page_views, events, visitors)
-    SELECT site_id, date_bin('15 minutes', event_time, timestamptz '2000-01-01 00:00+00'),
-           count(*) FILTER (WHERE event_type = 'page_view'), count(*),
-           coalesce(hll_add_agg(hll_hash_text(user_id)) FILTER (WHERE event_type = 'page_view'),
-                    hll_empty())
-    FROM inserted GROUP BY 1, 2 ORDER BY 1, 2
+    SELECT site_id, bucket, coalesce(sum(events) FILTER (WHERE event_type = 'page_view'), 0),
+           sum(events),
+           coalesce(hll_union_agg(users) FILTER (WHERE event_type = 'page_view'), hll_empty())
+    FROM counts GROUP BY 1, 2 ORDER BY 1, 2
     ON CONFLICT (site_id, bucket) DO UPDATE SET
         page_views = q.page_views + EXCLUDED.page_views,
         events = q.events + EXCLUDED.events,
@@ -100,35 +99,37 @@ quarter_hours AS (
 ),
 paths_quarter_hours AS (
     INSERT INTO quarter_hour_paths AS qp (site_id, bucket, path, views, visitors)
-    SELECT site_id, date_bin('15 minutes', event_time, timestamptz '2000-01-01 00:00+00'), path,
-           count(*), hll_add_agg(hll_hash_text(user_id))
-    FROM views GROUP BY 1, 2, 3 ORDER BY 1, 2, 3
+    SELECT site_id, bucket, path, events, users FROM page_counts ORDER BY 1, 2, 3
     ON CONFLICT (site_id, bucket, path) DO UPDATE SET
         views = qp.views + EXCLUDED.views, visitors = hll_union(qp.visitors, EXCLUDED.visitors)
 ),
 details_daily AS (
     INSERT INTO daily_details AS d (site_id, day, event_type, path, events, users)
-    SELECT site_id, day, event_type, path, count(*), hll_add_agg(hll_hash_text(user_id))
-    FROM inserted GROUP BY 1, 2, 3, 4 ORDER BY 1, 2, 3, 4
+    SELECT site_id, day, event_type, path, sum(events), hll_union_agg(users)
+    FROM counts GROUP BY 1, 2, 3, 4 ORDER BY 1, 2, 3, 4
     ON CONFLICT (site_id, day, event_type, path) DO UPDATE SET
         events = d.events + EXCLUDED.events, users = hll_union(d.users, EXCLUDED.users)
 ),
 paths_monthly AS (
     INSERT INTO monthly_paths AS m (site_id, month, path, views)
-    SELECT site_id, date_trunc('month', day)::date, path, count(*)
-    FROM views GROUP BY 1, 2, 3 ORDER BY 1, 2, 3
+    SELECT site_id, date_trunc('month', day)::date, path, sum(events)
+    FROM page_counts GROUP BY 1, 2, 3 ORDER BY 1, 2, 3
     ON CONFLICT (site_id, month, path) DO UPDATE SET views = m.views + EXCLUDED.views
 ),
 event_types_daily AS (
     INSERT INTO daily_event_types AS t (site_id, day, event_type, events, users)
-    SELECT site_id, day, event_type, count(*), hll_add_agg(hll_hash_text(user_id))
-    FROM inserted GROUP BY 1, 2, 3 ORDER BY 1, 2, 3
+    SELECT site_id, day, event_type, sum(events), hll_union_agg(users)
+    FROM counts GROUP BY 1, 2, 3 ORDER BY 1, 2, 3
     ON CONFLICT (site_id, day, event_type) DO UPDATE SET
         events = t.events + EXCLUDED.events, users = hll_union(t.users, EXCLUDED.users)
 )"""
 
-# One statement, so every step reads the rows the insert actually produced; one CTE per
-# rollup. Rollup keys are sorted so that concurrent writers lock rows in the same order (no
+# One statement, so every step reads the rows the insert actually produced. The inserted rows
+# are counted once at the finest grain every rollup needs, `counts` (site, day, 15 minutes,
+# event type, path: events and a sketch of their users), and each rollup is a regrouping of
+# those few thousand rows rather than another pass over the batch (measured: ~10 % less time
+# a batch than one pass per rollup). Only the exact unique-user set reads user-level rows.
+# Rollup keys are sorted so that concurrent writers lock rows in the same order (no
 # deadlocks); any fixed order does, and COLLATE "C" (byte order) sorts text much faster than
 # the database's linguistic collation (measured: the statement takes ~20 % less time).
 INSERT_AND_ROLL_UP = """
@@ -140,13 +141,18 @@ WITH inserted AS (
     ON CONFLICT DO NOTHING
     RETURNING day, site_id, event_type, path, user_id, event_time
 ),
-views AS (
-    SELECT day, site_id, path, user_id, event_time FROM inserted
-    WHERE event_type = 'page_view'
+counts AS MATERIALIZED (
+    SELECT site_id, day,
+           date_bin('15 minutes', event_time, timestamptz '2000-01-01 00:00+00') AS bucket,
+           event_type, path, count(*) AS events, hll_add_agg(hll_hash_text(user_id)) AS users
+    FROM inserted GROUP BY 1, 2, 3, 4, 5
+),
+page_counts AS (
+    SELECT site_id, day, bucket, path, events, users FROM counts WHERE event_type = 'page_view'
 ),
 new_users AS (
     INSERT INTO daily_users (site_id, day, user_id)
-    SELECT site_id, day, user_id FROM views GROUP BY 1, 2, 3
+    SELECT site_id, day, user_id FROM inserted WHERE event_type = 'page_view' GROUP BY 1, 2, 3
     ORDER BY site_id COLLATE "C", day, user_id COLLATE "C"
     ON CONFLICT DO NOTHING
     RETURNING site_id, day
@@ -156,12 +162,12 @@ daily AS (
     SELECT site_id, day, sum(page_views), sum(unique_users), sum(events)
     FROM (
         SELECT site_id, day,
-               count(*) FILTER (WHERE event_type = 'page_view') AS page_views,
-               0 AS unique_users, count(*) AS events
-        FROM inserted GROUP BY site_id, day
+               coalesce(sum(events) FILTER (WHERE event_type = 'page_view'), 0) AS page_views,
+               0 AS unique_users, sum(events) AS events
+        FROM counts GROUP BY site_id, day
         UNION ALL
         SELECT site_id, day, 0, count(*), 0 FROM new_users GROUP BY site_id, day
-    ) AS counts
+    ) AS c
     GROUP BY site_id, day ORDER BY site_id COLLATE "C", day
     ON CONFLICT (site_id, day) DO UPDATE SET
         page_views = s.page_views + EXCLUDED.page_views,
@@ -170,15 +176,15 @@ daily AS (
 ),
 paths AS (
     INSERT INTO daily_paths AS p (site_id, day, path, views)
-    SELECT site_id, day, path, count(*) FROM views
+    SELECT site_id, day, path, sum(events) FROM page_counts
     GROUP BY site_id, day, path ORDER BY site_id COLLATE "C", day, path COLLATE "C"
     ON CONFLICT (site_id, day, path) DO UPDATE SET views = p.views + EXCLUDED.views
 ),
 hourly AS (
     INSERT INTO hourly_stats AS h (site_id, hour, page_views, events)
-    SELECT site_id, date_trunc('hour', event_time, 'UTC') AS hour,
-           count(*) FILTER (WHERE event_type = 'page_view'), count(*)
-    FROM inserted GROUP BY 1, 2 ORDER BY site_id COLLATE "C", 2
+    SELECT site_id, date_trunc('hour', bucket, 'UTC') AS hour,
+           coalesce(sum(events) FILTER (WHERE event_type = 'page_view'), 0), sum(events)
+    FROM counts GROUP BY 1, 2 ORDER BY site_id COLLATE "C", 2
     ON CONFLICT (site_id, hour) DO UPDATE SET
         page_views = h.page_views + EXCLUDED.page_views,
         events = h.events + EXCLUDED.events
