@@ -151,7 +151,15 @@ CREATE TABLE IF NOT EXISTS monthly_paths (
     PRIMARY KEY (site_id, month, path)
 );
 -- Earlier schemas kept a sketch here too; merging it cost every batch more than it saved.
-ALTER TABLE monthly_paths DROP COLUMN IF EXISTS visitors;
+-- Checked first: ALTER TABLE would lock the table on every start even with nothing to drop.
+DO $$
+BEGIN
+    IF EXISTS (SELECT 1 FROM information_schema.columns
+               WHERE table_name = 'monthly_paths' AND column_name = 'visitors'
+                 AND table_schema = current_schema()) THEN
+        ALTER TABLE monthly_paths DROP COLUMN visitors;
+    END IF;
+END $$;
 
 -- Per (site, UTC day, event type): events and a sketch of their users. Event-type
 -- breakdowns and filters read a few rows a day here instead of one per path.
@@ -169,9 +177,19 @@ CREATE TABLE IF NOT EXISTS daily_event_types (
 CREATE INDEX IF NOT EXISTS daily_details_by_path ON daily_details (site_id, path, day);
 
 -- Earlier schemas kept (site, 15 minutes, event type, path) rows for the edges of non-UTC
--- ranges: about one row per two events, the most expensive rollup of every batch. Those edges
--- are read from raw events (events_time) now.
-DROP TABLE IF EXISTS quarter_hour_details;
+-- ranges: about one row per two events, the most expensive rollup of every batch. Its page
+-- views move to quarter_hour_paths (the only copy of them for days that retention has taken
+-- out of `events`); the other edges are read from raw events (events_time) now.
+DO $$
+BEGIN
+    IF to_regclass('quarter_hour_details') IS NOT NULL THEN
+        INSERT INTO quarter_hour_paths (site_id, bucket, path, views, visitors)
+        SELECT site_id, bucket, path, sum(events), hll_union_agg(users)
+        FROM quarter_hour_details WHERE event_type = 'page_view' GROUP BY 1, 2, 3
+        ON CONFLICT (site_id, bucket, path) DO NOTHING;
+        DROP TABLE quarter_hour_details;
+    END IF;
+END $$;
 
 -- Where each consumer group is in each partition: the offset of the next record to write.
 -- Advanced in the same transaction as the rows it covers, with a compare-and-set on the

@@ -99,7 +99,8 @@ quarter_hours AS (
 ),
 paths_quarter_hours AS (
     INSERT INTO quarter_hour_paths AS qp (site_id, bucket, path, views, visitors)
-    SELECT site_id, bucket, path, events, users FROM page_counts ORDER BY 1, 2, 3
+    SELECT site_id, bucket, path, sum(events), hll_union_agg(users) FROM page_counts
+    GROUP BY 1, 2, 3 ORDER BY 1, 2, 3
     ON CONFLICT (site_id, bucket, path) DO UPDATE SET
         views = qp.views + EXCLUDED.views, visitors = hll_union(qp.visitors, EXCLUDED.visitors)
 ),

@@ -131,6 +131,11 @@ write_dev_conf() {
     local preload=""
     # pg_stat_statements ships with Debian's server package; preload it when present.
     [[ -f "${PG_BIN%/bin}/lib/pg_stat_statements.so" ]] && preload="pg_stat_statements"
+    # lz4 WAL compression exists from PostgreSQL 15 (Debian 12's); older servers use pglz.
+    local wal_compression=lz4
+    local major="${PG_BIN%/bin}"
+    major="${major##*/}"
+    [[ "$major" =~ ^[0-9]+$ ]] && ((major < 15)) && wal_compression=on
     cat >"$PGDATA/dev.conf" <<EOF
 # Written by services/postgres.sh on each start; edit that script, not this file.
 listen_addresses = '127.0.0.1'
@@ -145,7 +150,7 @@ shared_buffers = 512MB
 max_wal_size = 8GB
 checkpoint_timeout = 15min
 checkpoint_completion_target = 0.9
-wal_compression = lz4
+wal_compression = $wal_compression
 shared_preload_libraries = '$preload'
 log_line_prefix = '%m [%p] %q%u@%d '
 EOF

@@ -1,4 +1,4 @@
-"""Operators' commands against a real PostgreSQL: rollup rebuild and retention."""
+"""Operators' commands against a real PostgreSQL: rollup rebuild, retention, schema upgrade."""
 
 from __future__ import annotations
 
@@ -10,6 +10,7 @@ import pytest
 from consumer.batch import to_row
 from consumer.rebuild import rebuild_rollups
 from consumer.retention import apply_retention, first_kept_day
+from consumer.schema import apply_schema
 from consumer.write import Writer
 from tests.support import assert_rollups_match_raw_rows, make_record, scalar
 
@@ -87,3 +88,36 @@ async def test_retention_drops_old_day_partitions_and_keeps_rollups(database_url
     assert scalar(database_url, "SELECT count(*) FROM events") == 2
     assert scalar(database_url, "SELECT sum(page_views) FROM daily_stats") == 3
     assert await apply_retention(database_url, 2, today) == []
+
+
+async def test_schema_upgrades_a_database_of_the_previous_layout(database_url: str) -> None:
+    """A database made by the previous schema (a per-(type, path) 15-minute table, a sketch in
+    monthly_paths) is brought to the current one on the next start, its page views kept."""
+    with psycopg.connect(database_url, autocommit=True) as conn:
+        conn.execute(
+            "CREATE TABLE quarter_hour_details (site_id text, bucket timestamptz, event_type "
+            "text, path text, events bigint, users hll, PRIMARY KEY (site_id, bucket, "
+            "event_type, path))"
+        )
+        conn.execute(
+            "INSERT INTO quarter_hour_details VALUES "
+            "('a', '2025-11-12 10:15+00', 'page_view', '/x', 3, "
+            "hll_add(hll_empty(), hll_hash_text('u1'))), "
+            "('a', '2025-11-12 10:15+00', 'click', '/x', 5, hll_empty())"
+        )
+        conn.execute("ALTER TABLE monthly_paths ADD COLUMN visitors hll NOT NULL")
+
+    await apply_schema(database_url)
+    await apply_schema(database_url)  # and again: nothing left to do
+
+    with psycopg.connect(database_url) as conn:
+        assert conn.execute("SELECT to_regclass('quarter_hour_details')").fetchone() == (None,)
+        rows = conn.execute(
+            "SELECT site_id, path, views, hll_cardinality(visitors) FROM quarter_hour_paths"
+        ).fetchall()
+        assert rows == [("a", "/x", 3, 1.0)]
+        columns = conn.execute(
+            "SELECT column_name FROM information_schema.columns "
+            "WHERE table_name = 'monthly_paths' ORDER BY 1"
+        ).fetchall()
+        assert [c for (c,) in columns] == ["month", "path", "site_id", "views"]
