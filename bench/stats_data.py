@@ -1,8 +1,9 @@
 """The stats benchmark's dataset: one site with N events in November 2025, in its own database.
 
-Raw events go in with COPY; every rollup is then computed from the raw rows with SQL (the
-same definitions the consumer maintains incrementally, see tests/support.py). The database
-(`bench_stats_<N>`) is kept and reused by later runs unless --reload is given.
+Raw events go in with COPY; every rollup is then computed from the raw rows by the recounts of
+`python -m consumer.rebuild` (consumer/rebuild.py), which tests check against independent
+recounts (tests/support.py). The database (`bench_stats_<N>`) is kept and reused by later
+runs unless --reload is given.
 """
 
 from __future__ import annotations
@@ -20,6 +21,7 @@ from psycopg import sql
 from psycopg.conninfo import make_conninfo
 from psycopg.rows import TupleRow
 
+from consumer.rebuild import REBUILDS
 from consumer.schema import apply_schema
 
 SITE = "bench-site"
@@ -40,59 +42,6 @@ COPY events (day, event_id, site_id, event_type, path, user_id, event_time, rece
 FROM STDIN
 """
 
-_BUCKET = "date_bin('15 minutes', event_time, timestamptz '2000-01-01 00:00+00')"
-_SKETCH = "hll_add_agg(hll_hash_text(user_id))"
-ROLLUPS_FROM_RAW = [
-    """
-    INSERT INTO daily_stats (site_id, day, page_views, unique_users, events)
-    SELECT site_id, day, count(*) FILTER (WHERE event_type = 'page_view'),
-           count(DISTINCT user_id) FILTER (WHERE event_type = 'page_view'), count(*)
-    FROM events GROUP BY 1, 2
-    """,
-    """
-    INSERT INTO daily_paths (site_id, day, path, views)
-    SELECT site_id, day, path, count(*) FROM events WHERE event_type = 'page_view'
-    GROUP BY 1, 2, 3
-    """,
-    """
-    INSERT INTO daily_users (site_id, day, user_id)
-    SELECT DISTINCT site_id, day, user_id FROM events WHERE event_type = 'page_view'
-    """,
-    """
-    INSERT INTO hourly_stats (site_id, hour, page_views, events)
-    SELECT site_id, date_trunc('hour', event_time, 'UTC'),
-           count(*) FILTER (WHERE event_type = 'page_view'), count(*)
-    FROM events GROUP BY 1, 2
-    """,
-    f"""
-    INSERT INTO daily_visitors (site_id, day, visitors)
-    SELECT site_id, day, {_SKETCH} FROM events WHERE event_type = 'page_view' GROUP BY 1, 2
-    """,
-    f"""
-    INSERT INTO quarter_hour_stats (site_id, bucket, page_views, events, visitors)
-    SELECT site_id, {_BUCKET}, count(*) FILTER (WHERE event_type = 'page_view'), count(*),
-           coalesce({_SKETCH} FILTER (WHERE event_type = 'page_view'), hll_empty())
-    FROM events GROUP BY 1, 2
-    """,
-    f"""
-    INSERT INTO quarter_hour_paths (site_id, bucket, path, views, visitors)
-    SELECT site_id, {_BUCKET}, path, count(*), {_SKETCH} FROM events
-    WHERE event_type = 'page_view' GROUP BY 1, 2, 3
-    """,
-    f"""
-    INSERT INTO daily_details (site_id, day, event_type, path, events, users)
-    SELECT site_id, day, event_type, path, count(*), {_SKETCH} FROM events GROUP BY 1, 2, 3, 4
-    """,
-    """
-    INSERT INTO monthly_paths (site_id, month, path, views)
-    SELECT site_id, date_trunc('month', day)::date, path, count(*) FROM events
-    WHERE event_type = 'page_view' GROUP BY 1, 2, 3
-    """,
-    f"""
-    INSERT INTO daily_event_types (site_id, day, event_type, events, users)
-    SELECT site_id, day, event_type, count(*), {_SKETCH} FROM events GROUP BY 1, 2, 3
-    """,
-]
 CHECK_TOTALS = """
 SELECT (SELECT count(*) FROM events), (SELECT sum(events) FROM daily_stats),
        (SELECT sum(events) FROM quarter_hour_stats), (SELECT sum(events) FROM daily_details)
@@ -140,15 +89,22 @@ def _chunks(events: int) -> Iterator[bytes]:
 _INTO = re.compile(r"INSERT INTO (\w+)")
 
 
+def _month_days() -> dict[str, object]:
+    """The parameters of consumer/rebuild.py's recounts for the whole dataset."""
+    days = [MONTH_START.date() + dt.timedelta(days=d) for d in range(MONTH_DAYS)]
+    return {"days": days, "site": None}
+
+
 def _fill_new_rollups(conn: psycopg.Connection[TupleRow]) -> None:
-    """Computes rollups that a kept dataset predates (their tables are still empty)."""
-    for statement in ROLLUPS_FROM_RAW:
-        match = _INTO.search(statement)
+    """Computes rollups that a kept dataset predates (their tables are still empty), with the
+    same recounts as `python -m consumer.rebuild`."""
+    for _, recount in REBUILDS:
+        match = _INTO.search(recount)
         assert match
         table = sql.Identifier(match.group(1))
         if conn.execute(sql.SQL("SELECT 1 FROM {} LIMIT 1").format(table)).fetchone() is None:
             print(f"stats bench: computing {match.group(1)} for the kept dataset", flush=True)
-            conn.execute(statement)
+            conn.execute(recount, _month_days())
             conn.execute(sql.SQL("ANALYZE {}").format(table))
             conn.commit()
 
@@ -189,8 +145,8 @@ def ensure_dataset(server_url: str, events: int, *, reload: bool) -> str:
         )
         conn.execute("SET work_mem = '256MB'")
         conn.execute("VACUUM ANALYZE events")
-        for statement in ROLLUPS_FROM_RAW:
-            conn.execute(statement)
+        for _, recount in REBUILDS:  # the operators' rebuild, over the whole month
+            conn.execute(recount, _month_days())
         conn.execute("VACUUM ANALYZE")
         raw, daily, quarter, details = conn.execute(CHECK_TOTALS).fetchone() or (0, 0, 0, 0)
         if not raw == daily == quarter == details == events:

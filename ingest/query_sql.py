@@ -107,13 +107,11 @@ _RAW_USERS = sql.SQL("hll_add_agg(hll_hash_text(user_id))")
 # Unfiltered totals: daily rollups for whole days, quarter-hour rollups for the edges.
 TOTALS_ROWS = sql.SQL(
     """
-    SELECT s.page_views, s.events, s.unique_users, v.visitors, NULL::timestamptz AS bucket,
-           s.day
+    SELECT s.page_views, s.events, s.unique_users, v.visitors
     FROM daily_stats s LEFT JOIN daily_visitors v USING (site_id, day)
     WHERE s.{full_days}
     UNION ALL
-    SELECT page_views, events, NULL, visitors, bucket, NULL FROM quarter_hour_stats
-    WHERE {edges}
+    SELECT page_views, events, NULL, visitors FROM quarter_hour_stats WHERE {edges}
     """
 ).format(full_days=_FULL_DAYS, edges=_EDGE_BUCKETS)
 
