@@ -191,6 +191,58 @@ BEGIN
     END IF;
 END $$;
 
+-- Time zones a site is read in (its dashboard's zone), set by operators with
+-- `python -m consumer.zones add SITE ZONE`. For each, the consumer also keeps the local_*
+-- rollups below, keyed by that zone's local days: a range of whole local days then reads
+-- day rows, as UTC ranges do, instead of 15-minute rows and raw events. Sites without a row
+-- here cost the consumer nothing more. Rows are added and removed together with their
+-- rollups, in one transaction (consumer/zones.py), so a reader that finds the row here
+-- finds complete local rollups in the same snapshot.
+CREATE TABLE IF NOT EXISTS site_zones (
+    site_id   text        NOT NULL,
+    timezone  text        NOT NULL,  -- IANA name, as requests spell it
+    added_at  timestamptz NOT NULL DEFAULT now(),
+    PRIMARY KEY (site_id, timezone)
+);
+
+-- Per (site, zone, local day): page views, all events, a sketch of page-view users.
+CREATE TABLE IF NOT EXISTS local_daily_stats (
+    site_id     text NOT NULL,
+    timezone    text NOT NULL,
+    day         date NOT NULL,
+    page_views  bigint NOT NULL DEFAULT 0,
+    events      bigint NOT NULL DEFAULT 0,
+    visitors    hll    NOT NULL,
+    PRIMARY KEY (site_id, timezone, day)
+);
+
+-- Per (site, zone, local day, path): page views and a sketch of their users.
+CREATE TABLE IF NOT EXISTS local_daily_paths (
+    site_id   text   NOT NULL,
+    timezone  text   NOT NULL,
+    day       date   NOT NULL,
+    path      text   NOT NULL,
+    views     bigint NOT NULL DEFAULT 0,
+    visitors  hll    NOT NULL,
+    PRIMARY KEY (site_id, timezone, day, path)
+);
+-- A local day's top paths in index order (the zone's `/stats?timezone=…`), as daily_paths_top.
+CREATE INDEX IF NOT EXISTS local_daily_paths_top
+    ON local_daily_paths (site_id, timezone, day, views DESC, path);
+-- Visitors of a breakdown page's paths over a range without reading every path of every day.
+CREATE INDEX IF NOT EXISTS local_daily_paths_by_path
+    ON local_daily_paths (site_id, timezone, path, day);
+
+-- Per (site, zone, local month, path): page views, to rank a month's paths from one row each.
+CREATE TABLE IF NOT EXISTS local_monthly_paths (
+    site_id   text   NOT NULL,
+    timezone  text   NOT NULL,
+    month     date   NOT NULL,  -- first day of the local month
+    path      text   NOT NULL,
+    views     bigint NOT NULL DEFAULT 0,
+    PRIMARY KEY (site_id, timezone, month, path)
+);
+
 -- Where each consumer group is in each partition: the offset of the next record to write.
 -- Advanced in the same transaction as the rows it covers, with a compare-and-set on the
 -- previous value, so a replica that lost a partition cannot write over its new owner.

@@ -59,13 +59,26 @@ GROUP BY path ORDER BY 2 DESC, 1 LIMIT 10
 """
 UTC_MONTH = {"start": "2025-11-01 00:00+00", "end": "2025-12-01 00:00+00", "tz": "UTC"}
 IST_MONTH = {"start": "2025-10-31 18:30+00", "end": "2025-11-30 18:30+00", "tz": "Asia/Kolkata"}
+NPT_MONTH = {
+    "start": "2025-10-31 18:15+00",
+    "end": "2025-11-30 18:15+00",
+    "tz": "Asia/Kathmandu",
+}
 
 QUERIES: list[tuple[str, str, dict[str, str], float, str, dict[str, str]]] = [
     ("/stats day (UTC)", "/stats", {"date": DAY}, 5.0, NAIVE_DAY, {"day": DAY}),
     (
-        "/stats day (Asia/Kolkata)",
+        "/stats day (Asia/Kolkata: site's zone)",
         "/stats",
         {"date": DAY, "timezone": "Asia/Kolkata"},
+        10.0,
+        NAIVE_DAY,
+        {"day": DAY},
+    ),
+    (
+        "/stats day (Asia/Kathmandu: other zone)",
+        "/stats",
+        {"date": DAY, "timezone": "Asia/Kathmandu"},
         10.0,
         NAIVE_DAY,
         {"day": DAY},
@@ -79,7 +92,7 @@ QUERIES: list[tuple[str, str, dict[str, str], float, str, dict[str, str]]] = [
         UTC_MONTH,
     ),
     (
-        "aggregate month (Asia/Kolkata)",
+        "aggregate month (Asia/Kolkata: site's zone)",
         "/api/v1/stats/aggregate",
         {**MONTH, "timezone": "Asia/Kolkata"},
         10.0,
@@ -95,12 +108,20 @@ QUERIES: list[tuple[str, str, dict[str, str], float, str, dict[str, str]]] = [
         UTC_MONTH,
     ),
     (
-        "timeseries month by day (Asia/Kolkata)",
+        "timeseries month by day (Asia/Kolkata: site's zone)",
         "/api/v1/stats/timeseries",
         {**MONTH, "timezone": "Asia/Kolkata"},
         10.0,
         NAIVE_SERIES,
         IST_MONTH,
+    ),
+    (
+        "timeseries month by day (Asia/Kathmandu: other zone)",
+        "/api/v1/stats/timeseries",
+        {**MONTH, "timezone": "Asia/Kathmandu"},
+        10.0,
+        NAIVE_SERIES,
+        NPT_MONTH,
     ),
     (
         "timeseries day by hour (UTC)",
@@ -119,12 +140,20 @@ QUERIES: list[tuple[str, str, dict[str, str], float, str, dict[str, str]]] = [
         UTC_MONTH,
     ),
     (
-        "breakdown top 10 paths, month (Asia/Kolkata)",
+        "breakdown top 10 paths, month (Asia/Kolkata: site's zone)",
         "/api/v1/stats/breakdown",
         {**MONTH, "property": "event:page", "limit": "10", "timezone": "Asia/Kolkata"},
         10.0,
         NAIVE_TOP,
         IST_MONTH,
+    ),
+    (
+        "breakdown top 10 paths, month (Asia/Kathmandu: other zone)",
+        "/api/v1/stats/breakdown",
+        {**MONTH, "property": "event:page", "limit": "10", "timezone": "Asia/Kathmandu"},
+        10.0,
+        NAIVE_TOP,
+        NPT_MONTH,
     ),
     (
         "breakdown event types, month (UTC)",

@@ -9,7 +9,9 @@ recounts them from `events`. Days whose raw partition was dropped by retention a
 their rollups are all that is left of them.
 
 Each rollup has its own statement below; a new rollup table needs its own here too
-(tests/support.py's assert_rollups_match_raw_rows checks the same recounts).
+(tests/support.py's assert_rollups_match_raw_rows checks the same recounts). The rollups of
+the sites' configured zones are then recounted from the rebuilt 15-minute rollups
+(consumer/zones.py).
 """
 
 from __future__ import annotations
@@ -22,15 +24,19 @@ import sys
 import psycopg
 
 from consumer.settings import ConsumerSettings
+from consumer.zones import recount_local_rollups
 from ingest.config import ConfigError, environ
 
 # Blocks the consumers' rollup updates (ROW EXCLUSIVE) until commit, and waits for the
 # batches in flight, so the recount sees every committed event and no batch straddles it.
 LOCK_ROLLUPS = """
 LOCK TABLE daily_stats, daily_paths, daily_users, hourly_stats, daily_visitors, quarter_hour_stats,
-    quarter_hour_paths, daily_details, daily_event_types, monthly_paths
+    quarter_hour_paths, daily_details, daily_event_types, monthly_paths, local_daily_stats,
+    local_daily_paths, local_monthly_paths
 IN SHARE ROW EXCLUSIVE MODE
 """
+
+ONE_DAY = dt.timedelta(days=1)
 
 RETAINED_DAYS = """
 SELECT d::date FROM generate_series(%(first)s::date, %(last)s::date, interval '1 day') AS d
@@ -169,6 +175,10 @@ async def rebuild_rollups(
         for delete, recount in REBUILDS:
             await conn.execute(delete, params)
             await conn.execute(recount, params)
+        if days:
+            # Local days of the sites' zones overlap a UTC day and its neighbours.
+            scope = {"site": site, "lo": days[0] - ONE_DAY, "hi": days[-1] + ONE_DAY}
+            await recount_local_rollups(conn, scope)
     return days
 
 

@@ -125,6 +125,40 @@ event_types_daily AS (
         events = t.events + EXCLUDED.events, users = hll_union(t.users, EXCLUDED.users)
 )"""
 
+# The rollups in each site's configured zones (schema.sql: site_zones, local_*). A 15-minute
+# bucket lies inside one local day in every zone in use, so `counts` regroups exactly; a site
+# with no configured zone joins no row here and costs nothing.
+SITE_ZONE_ROLLUPS = """
+local_counts AS MATERIALIZED (
+    SELECT c.site_id, z.timezone, (c.bucket AT TIME ZONE z.timezone)::date AS day,
+           c.event_type, c.path, c.events, c.users
+    FROM counts c JOIN site_zones z ON z.site_id = c.site_id
+),
+local_daily AS (
+    INSERT INTO local_daily_stats AS l (site_id, timezone, day, page_views, events, visitors)
+    SELECT site_id, timezone, day,
+           coalesce(sum(events) FILTER (WHERE event_type = 'page_view'), 0), sum(events),
+           coalesce(hll_union_agg(users) FILTER (WHERE event_type = 'page_view'), hll_empty())
+    FROM local_counts GROUP BY 1, 2, 3 ORDER BY 1, 2, 3
+    ON CONFLICT (site_id, timezone, day) DO UPDATE SET
+        page_views = l.page_views + EXCLUDED.page_views,
+        events = l.events + EXCLUDED.events,
+        visitors = hll_union(l.visitors, EXCLUDED.visitors)
+),
+local_paths AS (
+    INSERT INTO local_daily_paths AS lp (site_id, timezone, day, path, views, visitors)
+    SELECT site_id, timezone, day, path, sum(events), hll_union_agg(users)
+    FROM local_counts WHERE event_type = 'page_view' GROUP BY 1, 2, 3, 4 ORDER BY 1, 2, 3, 4
+    ON CONFLICT (site_id, timezone, day, path) DO UPDATE SET
+        views = lp.views + EXCLUDED.views, visitors = hll_union(lp.visitors, EXCLUDED.visitors)
+),
+local_monthly AS (
+    INSERT INTO local_monthly_paths AS lm (site_id, timezone, month, path, views)
+    SELECT site_id, timezone, date_trunc('month', day)::date, path, sum(events)
+    FROM local_counts WHERE event_type = 'page_view' GROUP BY 1, 2, 3, 4 ORDER BY 1, 2, 3, 4
+    ON CONFLICT (site_id, timezone, month, path) DO UPDATE SET views = lm.views + EXCLUDED.views
+)"""
+
 # One statement, so every step reads the rows the insert actually produced. The inserted rows
 # are counted once at the finest grain every rollup needs, `counts` (site, day, 15 minutes,
 # event type, path: events and a sketch of their users), and each rollup is a regrouping of
@@ -190,9 +224,12 @@ hourly AS (
         page_views = h.page_views + EXCLUDED.page_views,
         events = h.events + EXCLUDED.events
 ),
-{STATS_API_ROLLUPS}
+{STATS_API_ROLLUPS},
+{SITE_ZONE_ROLLUPS}
 SELECT count(*) FROM inserted
-""".replace("{STATS_API_ROLLUPS}", STATS_API_ROLLUPS.strip("\n"))
+""".replace("{STATS_API_ROLLUPS}", STATS_API_ROLLUPS.strip("\n")).replace(
+    "{SITE_ZONE_ROLLUPS}", SITE_ZONE_ROLLUPS.strip("\n")
+)
 
 ENSURE_PARTITION = "SELECT ensure_events_partition(%s)"
 

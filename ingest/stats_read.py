@@ -14,6 +14,7 @@ import psycopg
 from psycopg.rows import TupleRow
 from psycopg_pool import AsyncConnectionPool
 
+from ingest import query_local
 from ingest.database import RETRIABLE_ERRORS, DatabaseUnavailable
 from ingest.query import BreakdownRequest, StatsRequest, TimeseriesRequest
 from ingest.query_sql import (
@@ -42,6 +43,19 @@ async def _fetch(pool: Pool, statements: list[tuple[Any, Any]]) -> list[list[tup
         raise DatabaseUnavailable(str(exc)) from exc
 
 
+async def _kept_zone_rows(
+    pool: Pool, statement: tuple[str, dict[str, Any]] | None
+) -> list[tuple[Any, ...]] | None:
+    """The rows of an ingest/query_local.py statement without its `kept` column, or None
+    when there is no such statement or the site does not keep the request's zone."""
+    if statement is None:
+        return None
+    [rows] = await _fetch(pool, [statement])
+    if not rows[0][0]:
+        return None
+    return [row[1:] for row in rows if row[1] is not None]
+
+
 def _envelope(request: StatsRequest) -> Json:
     return {
         "site_id": request.site_id,
@@ -58,8 +72,13 @@ async def aggregate_values(
 
     Visitors are exact when the range is whole UTC days and the filters select all page
     views: one day reads the daily count; several days count distinct users in daily_users
-    when that set holds at most `exact_max_rows` rows. Otherwise a union of sketches answers.
+    when that set holds at most `exact_max_rows` rows. Otherwise a union of sketches answers:
+    of the site's zone rollups when it keeps the request's zone (ingest/query_local.py).
     """
+    local = query_local.aggregate_sql(request) if query_local.applies(request) else None
+    if (local_rows := await _kept_zone_rows(pool, local)) is not None:
+        [(views, events, sketched)] = local_rows
+        return {"views": int(views), "visitors": round(sketched), "events": int(events)}, True
     query, params = aggregate_sql(request)
     [[(views, events, sketched, exact_rows)]] = await _fetch(pool, [(query, params)])
     values = {"views": int(views), "visitors": round(sketched), "events": int(events)}
@@ -98,8 +117,11 @@ def _periods(request: TimeseriesRequest) -> list[dt.datetime]:
 
 async def timeseries(pool: Pool, request: TimeseriesRequest) -> Json:
     """One entry per local day or hour of the range, zeros where nothing happened."""
-    query, params, exact = timeseries_sql(request)
-    [rows] = await _fetch(pool, [(query, params)])
+    rows = await _kept_zone_rows(pool, query_local.timeseries_sql(request))
+    exact = False
+    if rows is None:
+        query, params, exact = timeseries_sql(request)
+        [rows] = await _fetch(pool, [(query, params)])
     found = {t: (views, events, visitors) for t, views, events, visitors in rows}
     results: list[Json] = []
     for t in _periods(request):
@@ -118,8 +140,10 @@ async def timeseries(pool: Pool, request: TimeseriesRequest) -> Json:
 
 
 async def breakdown_rows(pool: Pool, request: BreakdownRequest) -> list[Json]:
-    query, params = breakdown_sql(request)
-    [rows] = await _fetch(pool, [(query, params)])
+    rows = await _kept_zone_rows(pool, query_local.breakdown_sql(request))
+    if rows is None:
+        query, params = breakdown_sql(request)
+        [rows] = await _fetch(pool, [(query, params)])
     if rows and len(rows[0]) == 3 and "visitors" in request.stats.metrics:
         more, more_params = breakdown_visitors_sql(request, [row[0] for row in rows])
         [visitor_rows] = await _fetch(pool, [(more, more_params)])

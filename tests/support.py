@@ -95,6 +95,35 @@ WHERE event_type = 'page_view' GROUP BY 1, 2, 3 ORDER BY 1, 2, 3
 """
 ROLLUP_MONTHLY_PATHS = "SELECT site_id, month, path, views FROM monthly_paths ORDER BY 1, 2, 3"
 
+# The rollups of the sites' configured zones, recounted by local day of the raw events.
+_LOCAL = "(e.event_time AT TIME ZONE z.timezone)::date"
+_LOCAL_EVENTS = "FROM events e JOIN site_zones z ON z.site_id = e.site_id"
+RECOUNT_LOCAL_DAILY = f"""
+SELECT e.site_id, z.timezone, {_LOCAL}, count(*) FILTER (WHERE event_type = 'page_view'),
+       count(*), coalesce(hll_cardinality(hll_add_agg(hll_hash_text(user_id))
+                          FILTER (WHERE event_type = 'page_view')), 0)
+{_LOCAL_EVENTS} GROUP BY 1, 2, 3 ORDER BY 1, 2, 3
+"""
+ROLLUP_LOCAL_DAILY = """
+SELECT site_id, timezone, day, page_views, events, hll_cardinality(visitors)
+FROM local_daily_stats ORDER BY 1, 2, 3
+"""
+RECOUNT_LOCAL_PATHS = f"""
+SELECT e.site_id, z.timezone, {_LOCAL}, path, count(*), {_SKETCH}
+{_LOCAL_EVENTS} WHERE event_type = 'page_view' GROUP BY 1, 2, 3, 4 ORDER BY 1, 2, 3, 4
+"""
+ROLLUP_LOCAL_PATHS = """
+SELECT site_id, timezone, day, path, views, hll_cardinality(visitors)
+FROM local_daily_paths ORDER BY 1, 2, 3, 4
+"""
+RECOUNT_LOCAL_MONTHLY_PATHS = f"""
+SELECT e.site_id, z.timezone, date_trunc('month', {_LOCAL})::date, path, count(*)
+{_LOCAL_EVENTS} WHERE event_type = 'page_view' GROUP BY 1, 2, 3, 4 ORDER BY 1, 2, 3, 4
+"""
+ROLLUP_LOCAL_MONTHLY_PATHS = """
+SELECT site_id, timezone, month, path, views FROM local_monthly_paths ORDER BY 1, 2, 3, 4
+"""
+
 
 def quick_consumer_settings(
     bootstrap: str, database_url: str, topic: str, group_id: str, partitions: int
@@ -142,6 +171,9 @@ def assert_rollups_match_raw_rows(database_url: str) -> None:
             (RECOUNT_DAILY_DETAILS, ROLLUP_DAILY_DETAILS),
             (RECOUNT_EVENT_TYPES, ROLLUP_EVENT_TYPES),
             (RECOUNT_MONTHLY_PATHS, ROLLUP_MONTHLY_PATHS),
+            (RECOUNT_LOCAL_DAILY, ROLLUP_LOCAL_DAILY),
+            (RECOUNT_LOCAL_PATHS, ROLLUP_LOCAL_PATHS),
+            (RECOUNT_LOCAL_MONTHLY_PATHS, ROLLUP_LOCAL_MONTHLY_PATHS),
         ]:
             expected = conn.execute(recount).fetchall()
             actual = conn.execute(rollup).fetchall()

@@ -17,6 +17,7 @@ from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from psycopg import sql
 
 from consumer.schema import apply_schema
+from consumer.zones import add_zone
 from tests.faults.stream import EventStream, stored_ids, stored_offsets
 from tests.processes import ROOT, Process, start_consumer
 from tests.services import PrivateService, private_kafka, private_postgres
@@ -89,6 +90,8 @@ class FaultCase:
         with psycopg.connect(f"{self.services.server_url}/postgres", autocommit=True) as conn:
             conn.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(f"f_{self.name}")))
         await apply_schema(self.database_url)
+        # One site keeps a half-hour zone, so that its local rollups are checked too.
+        await add_zone(self.database_url, "site-1", "Asia/Kolkata")
         admin = AIOKafkaAdminClient(bootstrap_servers=self.services.bootstrap)
         await admin.start()
         try:

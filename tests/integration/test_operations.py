@@ -1,4 +1,5 @@
-"""Operators' commands against a real PostgreSQL: rollup rebuild, retention, schema upgrade."""
+"""Operators' commands against a real PostgreSQL: rollup rebuild, retention, schema upgrade,
+site time zones."""
 
 from __future__ import annotations
 
@@ -12,6 +13,8 @@ from consumer.rebuild import rebuild_rollups
 from consumer.retention import apply_retention, first_kept_day
 from consumer.schema import apply_schema
 from consumer.write import Writer
+from consumer.zones import add_zone, list_zones, remove_zone
+from consumer.zones import main as zones_main
 from tests.support import assert_rollups_match_raw_rows, make_record, scalar
 
 pytestmark = pytest.mark.postgres
@@ -26,6 +29,7 @@ async def write(database_url: str, records: list[object]) -> None:
 
 
 async def test_rebuild_recounts_damaged_rollups_of_the_range_only(database_url: str) -> None:
+    await add_zone(database_url, "a", "Asia/Kolkata")
     await write(
         database_url,
         [
@@ -52,6 +56,10 @@ async def test_rebuild_recounts_damaged_rollups_of_the_range_only(database_url: 
         conn.execute("UPDATE daily_event_types SET events = 99")
         conn.execute("UPDATE monthly_paths SET views = 99")
         conn.execute("DELETE FROM daily_visitors")
+        # and the site's zone's
+        conn.execute("UPDATE local_daily_stats SET page_views = 99, events = 99")
+        conn.execute("DELETE FROM local_daily_paths")
+        conn.execute("UPDATE local_monthly_paths SET views = 99")
 
     days = await rebuild_rollups(database_url, date(2025, 11, 12), date(2025, 11, 13), "a")
     assert days == [date(2025, 11, 12)]  # the 13th has no raw partition
@@ -121,3 +129,61 @@ async def test_schema_upgrades_a_database_of_the_previous_layout(database_url: s
             "WHERE table_name = 'monthly_paths' ORDER BY 1"
         ).fetchall()
         assert [c for (c,) in columns] == ["month", "path", "site_id", "views"]
+
+
+async def test_a_zone_added_after_retention_keeps_the_days_only_rollups_hold(
+    database_url: str,
+) -> None:
+    await write(
+        database_url,
+        [
+            make_record(site_id="a", timestamp=datetime(2025, 11, d, 20, tzinfo=UTC), path="/p")
+            for d in (10, 11, 12)
+        ],
+    )
+    await apply_retention(database_url, 1, date(2025, 11, 12))  # raw rows of the 12th only
+    days = await add_zone(database_url, "a", "Asia/Kolkata")
+    # 20:00 UTC is 01:30 the next local day: the 11th, 12th and 13th in Kolkata.
+    assert days == 3
+    assert await list_zones(database_url) == [("a", "Asia/Kolkata", 3)]
+    assert (
+        scalar(
+            database_url,
+            "SELECT sum(page_views) FROM local_daily_stats WHERE day < '2025-11-13'",
+        )
+        == 2
+    )
+    assert (
+        scalar(
+            database_url,
+            "SELECT views FROM local_monthly_paths WHERE site_id = 'a' AND path = '/p'",
+        )
+        == 3
+    )
+    assert await remove_zone(database_url, "a", "Asia/Kolkata")
+    assert await list_zones(database_url) == []
+    assert scalar(database_url, "SELECT count(*) FROM local_daily_paths") == 0
+
+
+@pytest.mark.parametrize(
+    ("argv", "code", "said"),
+    [
+        (["add", "a", "Mars/Olympus_Mons"], 2, "not a known IANA time zone"),
+        (["add", "a", "UTC"], 2, "UTC days are always kept"),
+        (["remove", "a", "Asia/Kolkata"], 1, "had no zone"),
+        (["add", "a", "Asia/Kolkata"], 0, "local days built"),
+        (["list"], 0, ""),
+    ],
+)
+def test_zones_command_says_what_it_did_or_why_not(
+    database_url: str,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+    argv: list[str],
+    code: int,
+    said: str,
+) -> None:
+    monkeypatch.setenv("DATABASE_URL", database_url)
+    assert zones_main(argv) == code
+    out = capsys.readouterr()
+    assert said in out.out + out.err

@@ -20,6 +20,7 @@ from starlette.applications import Starlette
 
 from consumer.batch import to_row
 from consumer.write import Writer
+from consumer.zones import add_zone, remove_zone
 from ingest.app import handle_api_error
 from ingest.errors import ApiError
 from ingest.events import EventRecord
@@ -90,8 +91,18 @@ def recount(
     }
 
 
-@pytest.fixture
-async def loaded(database_url: str) -> str:
+# Every test runs twice: without configured zones (answers from 15-minute rollups and raw
+# events) and with the site keeping the zones (answers from local-day rollups), some added
+# before the events (kept by the consumer's writer), some after (built from 15-minute rows).
+ZONES_KEPT_BEFORE = ["Asia/Kolkata", "America/St_Johns"]
+ZONES_KEPT_AFTER = ["Asia/Kathmandu", "Europe/London"]
+
+
+@pytest.fixture(params=["15-minute rollups", "site zones"])
+async def loaded(database_url: str, request: pytest.FixtureRequest) -> str:
+    zoned = request.param == "site zones"
+    for zone in ZONES_KEPT_BEFORE if zoned else []:
+        await add_zone(database_url, SITE, zone)
     writer = Writer(database_url, "g", "events")
     try:
         # Two batches, so rollups and sketches are merged as well as created.
@@ -100,6 +111,8 @@ async def loaded(database_url: str) -> str:
         await writer.write(rows[7:], {0: len(rows)}, {0: 7})
     finally:
         await writer.close()
+    for zone in ZONES_KEPT_AFTER if zoned else []:
+        await add_zone(database_url, SITE, zone)
     assert_rollups_match_raw_rows(database_url)
     return database_url
 
@@ -257,7 +270,7 @@ async def test_hourly_timeseries_in_a_half_hour_zone(client: httpx.AsyncClient) 
     assert "visitors" not in body["results"][0]
 
 
-@pytest.mark.parametrize("zone", ["UTC", "Asia/Kathmandu"])
+@pytest.mark.parametrize("zone", ["UTC", "Asia/Kathmandu", "America/St_Johns"])
 async def test_breakdown_by_path_and_event_type(client: httpx.AsyncClient, zone: str) -> None:
     first, last = dt.date(2025, 11, 1), dt.date(2025, 11, 30)
     params = {"site_id": SITE, "timezone": zone, "period": "month", "date": "2025-11-01"}
@@ -409,3 +422,45 @@ async def test_page_breakdown_across_whole_months_and_days(
     )
     expected = expected_page_breakdown(zone, first, last)
     assert body["results"] == expected
+
+
+@pytest.mark.parametrize("zone", ["UTC", "Asia/Kolkata", "Asia/Kathmandu"])
+async def test_page_breakdown_sorted_by_visitors(client: httpx.AsyncClient, zone: str) -> None:
+    first, last = dt.date(2025, 11, 1), dt.date(2025, 11, 30)
+    body = await get_json(
+        client,
+        "/api/v1/stats/breakdown",
+        site_id=SITE,
+        timezone=zone,
+        metrics="visitors,views",
+        period="month",
+        date="2025-11-01",
+    )
+    expected = expected_page_breakdown(zone, first, last)
+    expected.sort(key=lambda r: (-r["visitors"], r["path"]))
+    assert body["results"] == [
+        {"path": r["path"], "visitors": r["visitors"], "views": r["views"]} for r in expected
+    ]
+
+
+async def test_a_kept_zone_is_read_from_its_local_rollups_until_removed(
+    client: httpx.AsyncClient, loaded: str
+) -> None:
+    params = {"site_id": SITE, "timezone": "Asia/Kolkata", "period": "month", "date": "2025-11-01"}
+    expected = recount("Asia/Kolkata", dt.date(2025, 11, 1), dt.date(2025, 11, 30))
+    await add_zone(loaded, SITE, "Asia/Kolkata")  # kept already in one run: built again
+    with psycopg.connect(loaded, autocommit=True) as conn:
+        conn.execute(
+            "UPDATE local_daily_stats SET page_views = page_views + 1000 "
+            "WHERE timezone = 'Asia/Kolkata' AND day = '2025-11-12'"
+        )
+    body = await get_json(client, "/api/v1/stats/aggregate", **params)
+    assert body["results"]["views"]["value"] == expected["views"] + 1000  # read there
+    assert await remove_zone(loaded, SITE, "Asia/Kolkata")
+    assert not await remove_zone(loaded, SITE, "Asia/Kolkata")
+    body = await get_json(client, "/api/v1/stats/aggregate", **params)
+    assert {m: v["value"] for m, v in body["results"].items()} == expected
+    # Added again: built from the 15-minute rollups, the damage is gone.
+    await add_zone(loaded, SITE, "Asia/Kolkata")
+    body = await get_json(client, "/api/v1/stats/aggregate", **params)
+    assert {m: v["value"] for m, v in body["results"].items()} == expected

@@ -6,7 +6,7 @@ import datetime as dt
 
 import pytest
 
-from ingest import query, query_sql
+from ingest import query, query_local, query_sql
 from ingest.errors import BadRequest
 
 NOW = dt.datetime(2025, 11, 12, 20, 0, tzinfo=dt.UTC)
@@ -159,3 +159,46 @@ def test_filter_values_are_bound_not_inlined() -> None:
     statement, params = query_sql.aggregate_sql(request)
     assert evil in params.values()
     assert "DROP TABLE" not in statement.as_string(None)
+
+
+@pytest.mark.parametrize(
+    ("first", "last", "month_from", "month_to"),
+    [
+        # whole local months read monthly rows; the days around them daily rows
+        ("2025-11-01", "2025-11-30", "2025-11-01", "2025-12-01"),
+        ("2025-10-31", "2025-12-01", "2025-11-01", "2025-12-01"),
+        ("2025-10-15", "2026-01-31", "2025-11-01", "2026-02-01"),
+        # no whole month: an empty month range past the last day, so every day is daily
+        ("2025-11-02", "2025-11-30", "2025-12-01", "2025-12-01"),
+        ("2025-11-12", "2025-11-12", "2025-11-13", "2025-11-13"),
+    ],
+)
+def test_local_zone_months(first: str, last: str, month_from: str, month_to: str) -> None:
+    days = query.make_range(
+        dt.date.fromisoformat(first), dt.date.fromisoformat(last), "Asia/Kolkata"
+    )
+    _, params = query_local.aggregate_sql(query.StatsRequest("s", days, ("views",)))
+    assert (params["month_from"], params["month_to"]) == (
+        dt.date.fromisoformat(month_from),
+        dt.date.fromisoformat(month_to),
+    )
+    assert (params["first"], params["last"], params["tz"]) == (days.first, days.last, days.timezone)
+
+
+def test_local_zone_rollups_answer_unfiltered_questions_of_non_utc_days() -> None:
+    kolkata = query.make_range(dt.date(2025, 11, 1), dt.date(2025, 11, 30), "Asia/Kolkata")
+    utc_days = query.make_range(dt.date(2025, 11, 1), dt.date(2025, 11, 30), "UTC")
+    plain = query.StatsRequest("s", kolkata, ("views", "visitors"))
+    filtered = query.StatsRequest("s", kolkata, ("views",), (query.Filter("path", False, "/"),))
+    assert query_local.applies(plain)
+    assert not query_local.applies(filtered)
+    assert not query_local.applies(query.StatsRequest("s", utc_days, ("views",)))
+    assert query_local.timeseries_sql(query.TimeseriesRequest(plain, "day")) is not None
+    assert query_local.timeseries_sql(query.TimeseriesRequest(plain, "hour")) is None
+    pages = query_local.breakdown_sql(query.BreakdownRequest(plain, "path", 10, 2))
+    assert pages is not None and pages[1]["offset"] == 10
+    assert "hll_union_agg(v.visitors)" in pages[0]  # visitors of the page's paths
+    views_only = query.StatsRequest("s", kolkata, ("views",))
+    no_visitors = query_local.breakdown_sql(query.BreakdownRequest(views_only, "path", 3, 1))
+    assert no_visitors is not None and "v.visitors" not in no_visitors[0]
+    assert query_local.breakdown_sql(query.BreakdownRequest(plain, "event_type", 10, 1)) is None

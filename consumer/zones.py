@@ -1,0 +1,223 @@
+"""The time zones a site is read in, and their local-day rollups (schema.sql: site_zones).
+
+    python -m consumer.zones add SITE ZONE      # e.g. add shop.example Asia/Kolkata
+    python -m consumer.zones remove SITE ZONE
+    python -m consumer.zones list
+
+`add` builds the zone's local_* rollups from the 15-minute rollups, which hold every day the
+site has (also days that retention took out of `events`), then the consumer keeps them up to
+date with each batch. Both commands are one transaction that locks the local_* tables against
+the consumers' writes (their batches wait, then carry on: nothing is lost or counted twice),
+so a reader sees either no zone or a zone with complete rollups.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import sys
+import time
+from typing import Any
+
+import psycopg
+
+from consumer.settings import ConsumerSettings
+from ingest.config import ConfigError, environ
+from ingest.errors import BadRequest
+from ingest.query import parse_timezone
+
+# Waits for the batches in flight and holds new ones (they take ROW EXCLUSIVE) until commit.
+# A batch's statement locks every table it names before it takes its snapshot, so one that
+# waited here sees the committed site_zones rows.
+LOCK_LOCAL_ROLLUPS = """
+LOCK TABLE local_daily_stats, local_daily_paths, local_monthly_paths IN SHARE ROW EXCLUSIVE MODE
+"""
+
+# The zones in scope: %(site)s and %(tz)s are NULL for "all". Local days in scope:
+# [%(lo)s, %(hi)s], both NULL for every day.
+_ZONES = (
+    "(%(site)s::text IS NULL OR z.site_id = %(site)s) "
+    "AND (%(tz)s::text IS NULL OR z.timezone = %(tz)s)"
+)
+_DAYS = "(%(lo)s::date IS NULL OR day BETWEEN %(lo)s AND %(hi)s)"
+# UTC buckets that can fall in a local day in [lo, hi]: offsets are within ±14 hours.
+_BUCKETS = (
+    "(%(lo)s::date IS NULL OR (q.bucket >= (%(lo)s::date - 1)::timestamp AT TIME ZONE 'UTC' "
+    "AND q.bucket < (%(hi)s::date + 2)::timestamp AT TIME ZONE 'UTC'))"
+)
+_MONTHS = (
+    "(%(lo)s::date IS NULL OR month BETWEEN date_trunc('month', %(lo)s::date)::date "
+    "AND %(hi)s::date)"
+)
+
+
+def _delete(table: str, days: str) -> str:
+    return (
+        f"DELETE FROM {table} l USING site_zones z "
+        f"WHERE l.site_id = z.site_id AND l.timezone = z.timezone AND {_ZONES} AND {days}"
+    )
+
+
+# (delete, recount) per local rollup, from the 15-minute rollups; the monthly one last.
+RECOUNT_LOCAL_ROLLUPS = [
+    (
+        _delete("local_daily_stats", _DAYS),
+        f"""
+        INSERT INTO local_daily_stats (site_id, timezone, day, page_views, events, visitors)
+        SELECT * FROM (
+            SELECT q.site_id, z.timezone, (q.bucket AT TIME ZONE z.timezone)::date AS day,
+                   sum(q.page_views), sum(q.events), hll_union_agg(q.visitors)
+            FROM quarter_hour_stats q JOIN site_zones z ON z.site_id = q.site_id
+            WHERE {_ZONES} AND {_BUCKETS} GROUP BY 1, 2, 3
+        ) r WHERE {_DAYS}
+        """,
+    ),
+    (
+        _delete("local_daily_paths", _DAYS),
+        f"""
+        INSERT INTO local_daily_paths (site_id, timezone, day, path, views, visitors)
+        SELECT * FROM (
+            SELECT q.site_id, z.timezone, (q.bucket AT TIME ZONE z.timezone)::date AS day,
+                   q.path, sum(q.views), hll_union_agg(q.visitors)
+            FROM quarter_hour_paths q JOIN site_zones z ON z.site_id = q.site_id
+            WHERE {_ZONES} AND {_BUCKETS} GROUP BY 1, 2, 3, 4
+        ) r WHERE {_DAYS}
+        """,
+    ),
+    (
+        _delete("local_monthly_paths", _MONTHS),
+        f"""
+        INSERT INTO local_monthly_paths (site_id, timezone, month, path, views)
+        SELECT * FROM (
+            SELECT p.site_id, p.timezone, date_trunc('month', p.day)::date AS month, p.path,
+                   sum(p.views)
+            FROM local_daily_paths p JOIN site_zones z
+                ON z.site_id = p.site_id AND z.timezone = p.timezone
+            WHERE {_ZONES} GROUP BY 1, 2, 3, 4
+        ) r WHERE {_MONTHS}
+        """,
+    ),
+]
+
+
+async def recount_local_rollups(conn: psycopg.AsyncConnection[Any], params: dict[str, Any]) -> None:
+    """Recounts the local rollups in scope (see _ZONES, _DAYS) inside the caller's
+    transaction, which must hold LOCK_LOCAL_ROLLUPS and see final 15-minute rollups."""
+    params = {"site": None, "tz": None, "lo": None, "hi": None, **params}
+    for delete, recount in RECOUNT_LOCAL_ROLLUPS:
+        await conn.execute(delete, params)
+        await conn.execute(recount, params)
+
+
+def validate_zone(zone: str) -> str:
+    """An IANA zone whose days are not UTC days, or ValueError saying why not."""
+    try:
+        name = parse_timezone({"timezone": zone})
+    except BadRequest as exc:
+        raise ValueError(exc.message) from None
+    if name == "UTC":
+        raise ValueError("UTC days are always kept; a site needs no zone for them")
+    return name
+
+
+async def add_zone(database_url: str, site: str, zone: str) -> int:
+    """Starts keeping `zone`'s local rollups for `site` (built now from the 15-minute
+    rollups); returns the number of local days built. Adding a zone twice rebuilds it."""
+    zone = validate_zone(zone)
+    async with await psycopg.AsyncConnection.connect(database_url) as conn, conn.transaction():
+        await conn.execute(LOCK_LOCAL_ROLLUPS)
+        await conn.execute(
+            "INSERT INTO site_zones (site_id, timezone) VALUES (%s, %s) ON CONFLICT DO NOTHING",
+            (site, zone),
+        )
+        await recount_local_rollups(conn, {"site": site, "tz": zone})
+        cur = await conn.execute(
+            "SELECT count(*) FROM local_daily_stats WHERE site_id = %s AND timezone = %s",
+            (site, zone),
+        )
+        row = await cur.fetchone()
+    return int(row[0]) if row else 0
+
+
+async def remove_zone(database_url: str, site: str, zone: str) -> bool:
+    """Stops keeping `zone` for `site` and deletes its local rollups; False if it was not
+    kept. Requests in that zone are answered from the 15-minute rollups again."""
+    async with await psycopg.AsyncConnection.connect(database_url) as conn, conn.transaction():
+        await conn.execute(LOCK_LOCAL_ROLLUPS)
+        params = {"site": site, "tz": zone}
+        for table in ("local_daily_stats", "local_daily_paths", "local_monthly_paths"):
+            await conn.execute(
+                f"DELETE FROM {table} WHERE site_id = %(site)s AND timezone = %(tz)s", params
+            )
+        cur = await conn.execute(
+            "DELETE FROM site_zones WHERE site_id = %(site)s AND timezone = %(tz)s", params
+        )
+        return cur.rowcount > 0
+
+
+async def list_zones(database_url: str) -> list[tuple[str, str, int]]:
+    """(site, zone, local days kept) for every configured zone."""
+    async with await psycopg.AsyncConnection.connect(database_url) as conn:
+        cur = await conn.execute(
+            """
+            SELECT z.site_id, z.timezone,
+                   (SELECT count(*) FROM local_daily_stats l
+                    WHERE l.site_id = z.site_id AND l.timezone = z.timezone)
+            FROM site_zones z ORDER BY 1, 2
+            """
+        )
+        return [(str(s), str(t), int(n)) for s, t, n in await cur.fetchall()]
+
+
+def main(argv: list[str]) -> int:
+    parser = argparse.ArgumentParser(
+        prog="python -m consumer.zones", description=__doc__.split("\n\n")[0]
+    )
+    commands = parser.add_subparsers(dest="command", required=True)
+    for name, help_text in [
+        ("add", "keep local-day rollups for SITE in ZONE (built now, then kept by consumers)"),
+        ("remove", "stop keeping them and delete them"),
+    ]:
+        command = commands.add_parser(name, help=help_text)
+        command.add_argument("site")
+        command.add_argument("zone", help="an IANA time zone, e.g. Asia/Kolkata")
+    commands.add_parser("list", help="the configured zones and how many local days each has")
+    args = parser.parse_args(argv)
+    try:
+        settings = ConsumerSettings.from_env(environ())
+    except ConfigError as exc:
+        print(f"zones: configuration error: {exc}", file=sys.stderr)
+        return 2
+    url = settings.database_url
+    started = time.monotonic()
+    try:
+        if args.command == "add":
+            print(f"zones: building {args.zone} rollups of {args.site} (consumers wait)…")
+            days = asyncio.run(add_zone(url, args.site, args.zone))
+            print(
+                f"zones: {args.site} in {args.zone}: {days} local days built in "
+                f"{time.monotonic() - started:.1f} s; consumers keep them from now on"
+            )
+        elif args.command == "remove":
+            if not asyncio.run(remove_zone(url, args.site, args.zone)):
+                print(f"zones: {args.site} had no zone {args.zone} (see `list`)", file=sys.stderr)
+                return 1
+            print(f"zones: {args.site} no longer keeps {args.zone}; its local rollups are gone")
+        else:
+            for site, zone, days in asyncio.run(list_zones(url)):
+                print(f"{site}\t{zone}\t{days} days")
+    except ValueError as exc:
+        print(f"zones: {exc}", file=sys.stderr)
+        return 2
+    except psycopg.Error as exc:
+        print(
+            f"zones: {type(exc).__name__}: {exc}\nIs PostgreSQL up and the schema applied "
+            "(`make schema`)?",
+            file=sys.stderr,
+        )
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))

@@ -1,0 +1,160 @@
+"""The SQL answering a request from the rollups of a site's configured zone (schema.sql:
+site_zones, local_*), with its bound parameters. Pure.
+
+A request in a zone whose midnights are not UTC midnights covers whole local days; when the
+site keeps that zone, those are rows of local_daily_stats / local_daily_paths /
+local_monthly_paths, read like UTC days. Every statement also answers whether the zone is
+kept (first column, in the same snapshot as the rows): when it is not, the caller asks
+ingest/query_sql.py instead, which builds the answer from 15-minute rollups and raw events.
+
+Used for unfiltered aggregates, daily timeseries and page breakdowns: the questions of the
+dashboard and of `/stats?timezone=…`. Filters and event-type breakdowns keep the general path.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from typing import Any
+
+from ingest.query import BreakdownRequest, StatsRequest, TimeseriesRequest
+
+_KEPT = (
+    "(SELECT EXISTS (SELECT 1 FROM site_zones "
+    "WHERE site_id = %(site)s AND timezone = %(tz)s) AS kept)"
+)
+_ZONE = "site_id = %(site)s AND timezone = %(tz)s"
+_DAYS = f"{_ZONE} AND day >= %(first)s AND day <= %(last)s"
+_LOCAL_DAYS = (
+    "l.site_id = %(site)s AND l.timezone = %(tz)s AND l.day >= %(first)s AND l.day <= %(last)s"
+)
+
+
+def applies(request: StatsRequest) -> bool:
+    """Worth trying: no filters, and local days that UTC days cannot answer."""
+    return not request.filters and not request.range.utc_aligned
+
+
+def _params(request: StatsRequest) -> dict[str, Any]:
+    """The range's local days, and the whole local months [month_from, month_to) in it."""
+    first, last = request.range.first, request.range.last
+    month_from = first if first.day == 1 else _next_month(first)
+    month_to = _next_month(last) if (last + dt.timedelta(days=1)).day == 1 else last.replace(day=1)
+    if month_from >= month_to:
+        # No whole month: every day is read from daily rows.
+        month_from = month_to = last + dt.timedelta(days=1)
+    return {
+        "site": request.site_id,
+        "tz": request.range.timezone,
+        "first": first,
+        "last": last,
+        "month_from": month_from,
+        "month_to": month_to,
+    }
+
+
+def _next_month(day: dt.date) -> dt.date:
+    return (day.replace(day=28) + dt.timedelta(days=4)).replace(day=1)
+
+
+# One row: kept, views, events, visitors.
+AGGREGATE = f"""
+SELECT k.kept, coalesce(sum(l.page_views), 0)::bigint, coalesce(sum(l.events), 0)::bigint,
+       coalesce(hll_cardinality(hll_union_agg(l.visitors)), 0)
+FROM {_KEPT} k
+LEFT JOIN local_daily_stats l ON k.kept AND {_LOCAL_DAYS}
+GROUP BY k.kept
+"""
+
+# Rows: kept, local day (as a timestamp, like the other timeseries), views, events, visitors;
+# one row of NULLs after `kept` when there is no data.
+DAILY_TIMESERIES = f"""
+SELECT k.kept, l.day::timestamp, l.page_views, l.events, hll_cardinality(l.visitors)
+FROM {_KEPT} k
+LEFT JOIN local_daily_stats l ON k.kept AND {_LOCAL_DAYS}
+ORDER BY l.day
+"""
+
+# Page views per path over the range: whole local months from local_monthly_paths, the other
+# days from local_daily_paths.
+_PATH_VIEWS = f"""
+SELECT path, views FROM local_monthly_paths
+WHERE {_ZONE} AND month >= %(month_from)s AND month < %(month_to)s
+UNION ALL
+SELECT path, views FROM local_daily_paths
+WHERE {_ZONE} AND day >= %(first)s AND day < %(month_from)s
+UNION ALL
+SELECT path, views FROM local_daily_paths
+WHERE {_ZONE} AND day >= %(month_to)s AND day <= %(last)s
+"""
+
+_PATH_VISITORS = """
+(SELECT coalesce(hll_cardinality(hll_union_agg(v.visitors)), 0) FROM local_daily_paths v
+ WHERE v.site_id = %(site)s AND v.timezone = %(tz)s AND v.path = r.path
+   AND v.day >= %(first)s AND v.day <= %(last)s)
+"""
+
+# Rows: kept, path, views, events (= views: a page breakdown counts page views), visitors (or
+# 0 when not asked for); one row of NULLs after `kept` when there is no data.
+PAGES_BY_VIEWS = """
+SELECT k.kept, r.path, r.views, r.views, {visitors}
+FROM {kept} k
+LEFT JOIN LATERAL (
+    SELECT path, sum(views)::bigint AS views FROM ({path_views}) p
+    GROUP BY path HAVING sum(views) > 0
+    ORDER BY 2 DESC, path LIMIT %(limit)s OFFSET %(offset)s
+) r ON k.kept
+ORDER BY r.views DESC, r.path
+"""
+
+# The same for one day: a path has one row a day, so local_daily_paths_top gives the order.
+PAGES_OF_A_DAY_BY_VIEWS = """
+SELECT k.kept, r.path, r.views, r.views, {visitors}
+FROM {kept} k
+LEFT JOIN LATERAL (
+    SELECT path, views FROM local_daily_paths
+    WHERE site_id = %(site)s AND timezone = %(tz)s AND day = %(first)s AND views > 0
+    ORDER BY views DESC, path LIMIT %(limit)s OFFSET %(offset)s
+) r ON k.kept
+ORDER BY r.views DESC, r.path
+"""
+
+# The same ranked by visitors: every path's sketches merged (slower, as in UTC).
+PAGES_BY_VISITORS = f"""
+SELECT k.kept, r.path, r.views, r.views, r.visitors
+FROM {_KEPT} k
+LEFT JOIN LATERAL (
+    SELECT path, sum(views)::bigint AS views,
+           hll_cardinality(hll_union_agg(visitors)) AS visitors
+    FROM local_daily_paths WHERE {_DAYS}
+    GROUP BY path HAVING hll_cardinality(hll_union_agg(visitors)) > 0
+    ORDER BY 3 DESC, path LIMIT %(limit)s OFFSET %(offset)s
+) r ON k.kept
+ORDER BY r.visitors DESC, r.path
+"""
+
+
+def aggregate_sql(request: StatsRequest) -> tuple[str, dict[str, Any]]:
+    return AGGREGATE, _params(request)
+
+
+def timeseries_sql(request: TimeseriesRequest) -> tuple[str, dict[str, Any]] | None:
+    """Daily points only: local hours are 15-minute rows either way."""
+    if request.interval != "day" or not applies(request.stats):
+        return None
+    return DAILY_TIMESERIES, _params(request.stats)
+
+
+def breakdown_sql(request: BreakdownRequest) -> tuple[str, dict[str, Any]] | None:
+    """Page breakdowns only; None for the others."""
+    stats = request.stats
+    if request.dimension != "path" or not applies(stats):
+        return None
+    params = _params(stats)
+    params.update(limit=request.limit, offset=request.limit * (request.page - 1))
+    if stats.metrics[0] == "visitors":
+        return PAGES_BY_VISITORS, params
+    visitors = _PATH_VISITORS if "visitors" in stats.metrics else "0"
+    if stats.range.first == stats.range.last:
+        return PAGES_OF_A_DAY_BY_VIEWS.format(visitors=visitors, kept=_KEPT), params
+    query = PAGES_BY_VIEWS.format(visitors=visitors, kept=_KEPT, path_views=_PATH_VIEWS)
+    return query, params
