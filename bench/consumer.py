@@ -1,5 +1,5 @@
 """`python -m bench consumer [--events=N] [--per-message=K] [--partitions=P] [--recorded-rate=R]
-[--env=KEY=VALUE]`
+[--site-zones=Z] [--env=KEY=VALUE]`
 
 (Options in the `--name=value` form: `python -m bench` passes on only the arguments that start
 with a dash.)
@@ -10,6 +10,8 @@ dedupe and rollups: events/s, batch write latency p50/p99 (from the replica's Pr
 histogram), peak and sampled RSS. In the same run, the ceiling: a bare binary COPY of the
 same rows, in batches of the same size, into an unindexed table, and the same through the
 staging table with ON CONFLICT into a keyed table (dedupe without rollups). Prints the ratios.
+With --site-zones=Z the Z busiest sites keep a time zone (`python -m consumer.zones add`), so
+that the replica also writes their local-day rollups.
 """
 
 from __future__ import annotations
@@ -39,6 +41,7 @@ from bench.table import print_table
 from consumer.batch import Row, to_row
 from consumer.schema import apply_schema
 from consumer.write import COPY_STAGING, COPY_TYPES, STAGING_DDL
+from consumer.zones import add_zone
 from ingest.config import DEFAULT_DATABASE_URL, DEFAULT_KAFKA_BOOTSTRAP_SERVERS, env_str, environ
 from ingest.events import (
     SCHEMA_EVENT_BATCH_V1,
@@ -52,6 +55,7 @@ from ingest.events import (
 ROOT = Path(__file__).resolve().parent.parent
 BATCH_ROWS = 40_000  # the consumer's default MAX_BATCH_ROWS, used by both sides
 BASE_TIME = datetime(2025, 11, 12, tzinfo=UTC)
+ZONE = "Asia/Kolkata"  # for --site-zones
 
 BASELINE_DDL = """
 CREATE TABLE bare_copy (
@@ -436,6 +440,9 @@ def main(argv: list[str]) -> None:
     parser.add_argument("--freshness-rate", type=int, default=10_000, help="events/s; 0: skip")
     parser.add_argument("--freshness-s", type=float, default=20.0)
     parser.add_argument(
+        "--site-zones", type=int, default=0, help="how many sites keep Asia/Kolkata (of 50)"
+    )
+    parser.add_argument(
         "--env", action="append", default=[], help="KEY=VALUE for the consumer (repeatable)"
     )
     args, _ = parser.parse_known_args(argv)  # options of other sections pass through
@@ -450,6 +457,8 @@ def main(argv: list[str]) -> None:
         conn.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name)))
     try:
         asyncio.run(_prepare(bootstrap, database_url, topic, args.partitions))
+        for site in range(args.site_zones):  # site-0 is the busiest (Pareto)
+            asyncio.run(add_zone(database_url, f"site-{site}", ZONE))
         started = time.monotonic()
         messages = asyncio.run(
             preload(bootstrap, topic, args.seed, args.events, args.per_message, args.recorded_rate)
@@ -484,7 +493,8 @@ def main(argv: list[str]) -> None:
     received = f"received at {args.recorded_rate:,.0f}/s" if args.recorded_rate else "over two days"
     print_table(
         f"consumer: drain {args.events:,} events ({received}, {args.per_message}/message, "
-        f"{args.partitions} partitions), one replica",
+        f"{args.partitions} partitions), one replica"
+        + (f", {args.site_zones} sites keeping {ZONE}" if args.site_zones else ""),
         ["measure", "value"],
         [
             ["events stored (distinct event_id)", stored_events],

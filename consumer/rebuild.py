@@ -82,9 +82,11 @@ REBUILD_HOURLY_STATS = (
     "DELETE FROM hourly_stats WHERE (hour AT TIME ZONE 'UTC')::date = ANY(%(days)s) "
     "AND (%(site)s::text IS NULL OR site_id = %(site)s)",
     """
-    INSERT INTO hourly_stats (site_id, hour, page_views, events)
+    INSERT INTO hourly_stats (site_id, hour, page_views, events, visitors)
     SELECT site_id, date_trunc('hour', event_time, 'UTC'),
-           count(*) FILTER (WHERE event_type = 'page_view'), count(*)
+           count(*) FILTER (WHERE event_type = 'page_view'), count(*),
+           coalesce(hll_add_agg(hll_hash_text(user_id)) FILTER (WHERE event_type = 'page_view'),
+                    hll_empty())
     FROM events
     WHERE day = ANY(%(days)s) AND (%(site)s::text IS NULL OR site_id = %(site)s)
     GROUP BY 1, 2

@@ -216,13 +216,15 @@ paths AS (
     ON CONFLICT (site_id, day, path) DO UPDATE SET views = p.views + EXCLUDED.views
 ),
 hourly AS (
-    INSERT INTO hourly_stats AS h (site_id, hour, page_views, events)
+    INSERT INTO hourly_stats AS h (site_id, hour, page_views, events, visitors)
     SELECT site_id, date_trunc('hour', bucket, 'UTC') AS hour,
-           coalesce(sum(events) FILTER (WHERE event_type = 'page_view'), 0), sum(events)
+           coalesce(sum(events) FILTER (WHERE event_type = 'page_view'), 0), sum(events),
+           coalesce(hll_union_agg(users) FILTER (WHERE event_type = 'page_view'), hll_empty())
     FROM counts GROUP BY 1, 2 ORDER BY site_id COLLATE "C", 2
     ON CONFLICT (site_id, hour) DO UPDATE SET
         page_views = h.page_views + EXCLUDED.page_views,
-        events = h.events + EXCLUDED.events
+        events = h.events + EXCLUDED.events,
+        visitors = hll_union(h.visitors, EXCLUDED.visitors)
 ),
 {STATS_API_ROLLUPS},
 {SITE_ZONE_ROLLUPS}

@@ -11,6 +11,7 @@ import datetime as dt
 import functools
 import re
 import zoneinfo
+from collections.abc import Iterator
 from typing import Literal
 
 import msgspec
@@ -59,13 +60,20 @@ class DateRange(msgspec.Struct, frozen=True):
     @property
     def utc_aligned(self) -> bool:
         """True when every local midnight in the range is a UTC midnight."""
+        return all(m.time() == dt.time(0) for m in self._utc_midnights())
+
+    @property
+    def hour_aligned(self) -> bool:
+        """True when every local hour in the range is a UTC hour: every local midnight falls on a
+        whole UTC hour (an offset that is not whole hours would last until the next midnight)."""
+        return all(m.minute == m.second == 0 for m in self._utc_midnights())
+
+    def _utc_midnights(self) -> Iterator[dt.datetime]:
         zone = zoneinfo.ZoneInfo(self.timezone)
         day = self.first
         while day <= self.last + dt.timedelta(days=1):
-            if local_midnight(day, zone).astimezone(dt.UTC).time() != dt.time(0):
-                return False
+            yield local_midnight(day, zone).astimezone(dt.UTC)
             day += dt.timedelta(days=1)
-        return True
 
 
 class StatsRequest(msgspec.Struct, frozen=True):

@@ -94,29 +94,30 @@ _PATH_VISITORS = """
 """
 
 # Rows: kept, path, views, events (= views: a page breakdown counts page views), visitors (or
-# 0 when not asked for); one row of NULLs after `kept` when there is no data.
+# 0 when not asked for); one row of NULLs after `kept` when there is no data. {ranked} is one
+# of the _RANKED_* page of paths below.
 PAGES_BY_VIEWS = """
 SELECT k.kept, r.path, r.views, r.views, {visitors}
 FROM {kept} k
-LEFT JOIN LATERAL (
-    SELECT path, sum(views)::bigint AS views FROM ({path_views}) p
-    GROUP BY path HAVING sum(views) > 0
-    ORDER BY 2 DESC, path LIMIT %(limit)s OFFSET %(offset)s
-) r ON k.kept
+LEFT JOIN LATERAL ({ranked}) r ON k.kept
 ORDER BY r.views DESC, r.path
 """
-
-# The same for one day: a path has one row a day, so local_daily_paths_top gives the order.
-PAGES_OF_A_DAY_BY_VIEWS = """
-SELECT k.kept, r.path, r.views, r.views, {visitors}
-FROM {kept} k
-LEFT JOIN LATERAL (
-    SELECT path, views FROM local_daily_paths
-    WHERE site_id = %(site)s AND timezone = %(tz)s AND day = %(first)s AND views > 0
-    ORDER BY views DESC, path LIMIT %(limit)s OFFSET %(offset)s
-) r ON k.kept
-ORDER BY r.views DESC, r.path
-"""
+_PAGE = "ORDER BY 2 DESC, path LIMIT %(limit)s OFFSET %(offset)s"
+# Any range: every piece's rows summed per path.
+_RANKED_RANGE = (
+    f"SELECT path, sum(views)::bigint AS views FROM ({_PATH_VIEWS}) p "
+    f"GROUP BY path HAVING sum(views) > 0 {_PAGE}"
+)
+# One day, or exactly one month: a path has one row, nothing to add up (and a day's rows come
+# in local_daily_paths_top's order).
+_RANKED_DAY = (
+    f"SELECT path, views FROM local_daily_paths WHERE {_ZONE} AND day = %(first)s "
+    f"AND views > 0 {_PAGE}"
+)
+_RANKED_MONTH = (
+    f"SELECT path, views FROM local_monthly_paths WHERE {_ZONE} AND month = %(month_from)s "
+    f"AND views > 0 {_PAGE}"
+)
 
 # The same ranked by visitors: every path's sketches merged (slower, as in UTC).
 PAGES_BY_VISITORS = f"""
@@ -154,7 +155,10 @@ def breakdown_sql(request: BreakdownRequest) -> tuple[str, dict[str, Any]] | Non
     if stats.metrics[0] == "visitors":
         return PAGES_BY_VISITORS, params
     visitors = _PATH_VISITORS if "visitors" in stats.metrics else "0"
-    if stats.range.first == stats.range.last:
-        return PAGES_OF_A_DAY_BY_VIEWS.format(visitors=visitors, kept=_KEPT), params
-    query = PAGES_BY_VIEWS.format(visitors=visitors, kept=_KEPT, path_views=_PATH_VIEWS)
-    return query, params
+    first, last = stats.range.first, stats.range.last
+    ranked = _RANKED_RANGE
+    if first == last:
+        ranked = _RANKED_DAY
+    elif params["month_from"] == first and _next_month(first) == last + dt.timedelta(days=1):
+        ranked = _RANKED_MONTH  # exactly one whole month
+    return PAGES_BY_VIEWS.format(visitors=visitors, kept=_KEPT, ranked=ranked), params

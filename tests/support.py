@@ -36,10 +36,15 @@ GROUP BY 1, 2, 3 ORDER BY 1, 2, 3
 ROLLUP_PATHS = "SELECT site_id, day, path, views FROM daily_paths ORDER BY 1, 2, 3"
 RECOUNT_HOURLY = """
 SELECT site_id, date_trunc('hour', event_time, 'UTC'),
-       count(*) FILTER (WHERE event_type = 'page_view'), count(*)
+       count(*) FILTER (WHERE event_type = 'page_view'), count(*),
+       coalesce(hll_cardinality(hll_add_agg(hll_hash_text(user_id))
+                FILTER (WHERE event_type = 'page_view')), 0)
 FROM events GROUP BY 1, 2 ORDER BY 1, 2
 """
-ROLLUP_HOURLY = "SELECT site_id, hour, page_views, events FROM hourly_stats ORDER BY 1, 2"
+ROLLUP_HOURLY = """
+SELECT site_id, hour, page_views, events, hll_cardinality(visitors)
+FROM hourly_stats ORDER BY 1, 2
+"""
 RECOUNT_USERS = """
 SELECT DISTINCT site_id, day, user_id FROM events WHERE event_type = 'page_view' ORDER BY 1, 2, 3
 """

@@ -99,8 +99,9 @@ async def test_retention_drops_old_day_partitions_and_keeps_rollups(database_url
 
 
 async def test_schema_upgrades_a_database_of_the_previous_layout(database_url: str) -> None:
-    """A database made by the previous schema (a per-(type, path) 15-minute table, a sketch in
-    monthly_paths) is brought to the current one on the next start, its page views kept."""
+    """A database made by earlier schemas (a per-(type, path) 15-minute table, a sketch in
+    monthly_paths, none in hourly_stats) is brought to the current one on the next start, its
+    page views and visitors kept."""
     with psycopg.connect(database_url, autocommit=True) as conn:
         conn.execute(
             "CREATE TABLE quarter_hour_details (site_id text, bucket timestamptz, event_type "
@@ -114,6 +115,13 @@ async def test_schema_upgrades_a_database_of_the_previous_layout(database_url: s
             "('a', '2025-11-12 10:15+00', 'click', '/x', 5, hll_empty())"
         )
         conn.execute("ALTER TABLE monthly_paths ADD COLUMN visitors hll NOT NULL")
+        conn.execute("ALTER TABLE hourly_stats DROP COLUMN visitors")
+        conn.execute("INSERT INTO hourly_stats VALUES ('a', '2025-11-12 10:00+00', 2, 2)")
+        conn.execute(
+            "INSERT INTO quarter_hour_stats VALUES ('a', '2025-11-12 10:15+00', 1, 1, "
+            "hll_add(hll_empty(), hll_hash_text('u1'))), ('a', '2025-11-12 10:45+00', 1, 1, "
+            "hll_add(hll_empty(), hll_hash_text('u2')))"
+        )
 
     await apply_schema(database_url)
     await apply_schema(database_url)  # and again: nothing left to do
@@ -129,6 +137,9 @@ async def test_schema_upgrades_a_database_of_the_previous_layout(database_url: s
             "WHERE table_name = 'monthly_paths' ORDER BY 1"
         ).fetchall()
         assert [c for (c,) in columns] == ["month", "path", "site_id", "views"]
+        # the hour's sketch: the union of its 15-minute ones
+        hourly = conn.execute("SELECT hll_cardinality(visitors) FROM hourly_stats").fetchall()
+        assert hourly == [(2.0,)]
 
 
 async def test_a_zone_added_after_retention_keeps_the_days_only_rollups_hold(

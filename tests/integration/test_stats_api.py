@@ -270,6 +270,38 @@ async def test_hourly_timeseries_in_a_half_hour_zone(client: httpx.AsyncClient) 
     assert "visitors" not in body["results"][0]
 
 
+@pytest.mark.parametrize("zone", ["UTC", "Europe/Berlin", "Asia/Kolkata"])
+async def test_hourly_timeseries_matches_a_recount_of_each_local_hour(
+    client: httpx.AsyncClient, zone: str
+) -> None:
+    """Whole-hour zones read hourly rollups, the others 15-minute ones: same answers."""
+    body = await get_json(
+        client,
+        "/api/v1/stats/timeseries",
+        site_id=SITE,
+        timezone=zone,
+        period="custom",
+        date="2025-11-11,2025-11-12",
+        interval="hour",
+    )
+    assert len(body["results"]) == 48
+    tz = zoneinfo.ZoneInfo(zone)
+    for point in body["results"]:
+        hour = dt.datetime.fromisoformat(point["date"]).replace(tzinfo=tz)
+        chosen = [
+            e
+            for e in EVENTS
+            if e.site_id == SITE and hour <= e.timestamp < hour + dt.timedelta(hours=1)
+        ]
+        views = [e for e in chosen if e.event_type == "page_view"]
+        expected = {
+            "views": len(views),
+            "visitors": len({e.user_id for e in views}),
+            "events": len(chosen),
+        }
+        assert {k: point[k] for k in expected} == expected, point
+
+
 @pytest.mark.parametrize("zone", ["UTC", "Asia/Kathmandu", "America/St_Johns"])
 async def test_breakdown_by_path_and_event_type(client: httpx.AsyncClient, zone: str) -> None:
     first, last = dt.date(2025, 11, 1), dt.date(2025, 11, 30)

@@ -202,3 +202,39 @@ def test_local_zone_rollups_answer_unfiltered_questions_of_non_utc_days() -> Non
     no_visitors = query_local.breakdown_sql(query.BreakdownRequest(views_only, "path", 3, 1))
     assert no_visitors is not None and "v.visitors" not in no_visitors[0]
     assert query_local.breakdown_sql(query.BreakdownRequest(plain, "event_type", 10, 1)) is None
+
+
+@pytest.mark.parametrize(
+    ("zone", "first", "last", "hours"),
+    [
+        ("UTC", "2025-11-12", "2025-11-12", True),
+        ("Europe/Berlin", "2025-10-25", "2025-10-27", True),  # across the end of summer time
+        ("Asia/Kolkata", "2025-11-12", "2025-11-12", False),
+        ("America/St_Johns", "2025-11-12", "2025-11-12", False),
+        ("Australia/Lord_Howe", "2025-10-04", "2025-10-06", False),  # half-hour summer time
+    ],
+)
+def test_hour_alignment(zone: str, first: str, last: str, hours: bool) -> None:
+    days = query.make_range(dt.date.fromisoformat(first), dt.date.fromisoformat(last), zone)
+    assert days.hour_aligned is hours
+
+
+def test_page_breakdown_of_one_whole_month_reads_one_row_per_path() -> None:
+    def ranking_sql(first: dt.date, last: dt.date, zone: str = "UTC") -> str:
+        days = query.make_range(first, last, zone)
+        request = query.BreakdownRequest(query.StatsRequest("s", days, ("views",)), "path", 10, 1)
+        if zone != "UTC":
+            local = query_local.breakdown_sql(request)
+            assert local is not None
+            return local[0]
+        composed, _ = query_sql.breakdown_sql(request)
+        return composed.as_string(None)
+
+    november = (dt.date(2025, 11, 1), dt.date(2025, 11, 30))
+    assert ranking_sql(*november) == query_sql.ONE_MONTH_PATHS
+    assert "GROUP BY" in ranking_sql(dt.date(2025, 11, 1), dt.date(2025, 12, 31))
+    assert "GROUP BY" in ranking_sql(dt.date(2025, 11, 2), dt.date(2025, 11, 30))
+    assert "local_monthly_paths WHERE" in ranking_sql(*november, zone="Asia/Kolkata")
+    assert "GROUP BY" not in ranking_sql(*november, zone="Asia/Kolkata")
+    one_day = ranking_sql(dt.date(2025, 11, 12), dt.date(2025, 11, 12), zone="Asia/Kolkata")
+    assert "day = %(first)s" in one_day
