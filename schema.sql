@@ -123,8 +123,10 @@ BEGIN
     IF NOT EXISTS (SELECT 1 FROM information_schema.columns
                    WHERE table_name = 'hourly_stats' AND column_name = 'visitors'
                      AND table_schema = current_schema()) THEN
+        -- The default stays: replicas of the previous version, still running during a
+        -- rolling upgrade, insert hours without it (their events' visitors are missing from
+        -- those hours until `python -m consumer.rebuild` recounts them).
         ALTER TABLE hourly_stats ADD COLUMN visitors hll NOT NULL DEFAULT hll_empty();
-        ALTER TABLE hourly_stats ALTER COLUMN visitors DROP DEFAULT;
         UPDATE hourly_stats h SET visitors = q.visitors
         FROM (SELECT site_id, date_trunc('hour', bucket, 'UTC') AS hour,
                      hll_union_agg(visitors) AS visitors
@@ -191,12 +193,8 @@ CREATE TABLE IF NOT EXISTS daily_event_types (
 );
 
 -- Visitors of the values on a breakdown page (`path = ANY(...)` over a range of days) without
--- reading every path of every day; with the event type before the day, a page breakdown's
--- page-view rows are one index range per path (earlier schemas had (site_id, path, day),
--- which fetched every event type's rows: replaced).
-CREATE INDEX IF NOT EXISTS daily_details_by_path_type
-    ON daily_details (site_id, path, event_type, day);
-DROP INDEX IF EXISTS daily_details_by_path;
+-- reading every path of every day.
+CREATE INDEX IF NOT EXISTS daily_details_by_path ON daily_details (site_id, path, day);
 
 -- Earlier schemas kept (site, 15 minutes, event type, path) rows for the edges of non-UTC
 -- ranges: about one row per two events, the most expensive rollup of every batch. Its page

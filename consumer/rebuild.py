@@ -29,9 +29,12 @@ from ingest.config import ConfigError, environ
 
 # Blocks the consumers' rollup updates (ROW EXCLUSIVE) until commit, and waits for the
 # batches in flight, so the recount sees every committed event and no batch straddles it.
+# The order is the one in which the batch statement (consumer/write.py) names the tables, so
+# that a batch holding some of them and this lock cannot wait for each other (a test keeps
+# the two in step).
 LOCK_ROLLUPS = """
-LOCK TABLE daily_stats, daily_paths, daily_users, hourly_stats, daily_visitors, quarter_hour_stats,
-    quarter_hour_paths, daily_details, daily_event_types, monthly_paths, local_daily_stats,
+LOCK TABLE daily_users, daily_stats, daily_paths, hourly_stats, daily_visitors, quarter_hour_stats,
+    quarter_hour_paths, daily_details, monthly_paths, daily_event_types, local_daily_stats,
     local_daily_paths, local_monthly_paths
 IN SHARE ROW EXCLUSIVE MODE
 """

@@ -342,6 +342,10 @@ class Writer:
                 connect_timeout=5,
                 application_name=f"analytics-consumer:{self._group_id}",
             )
+            # The rollups of site zones rely on a waiting batch statement seeing what was
+            # committed while it waited (consumer/zones.py): READ COMMITTED, whatever the
+            # database's default isolation says.
+            await self._conn.set_isolation_level(psycopg.IsolationLevel.READ_COMMITTED)
             await self._conn.execute(STAGING_DDL)
         return self._conn
 

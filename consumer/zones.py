@@ -15,8 +15,10 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import datetime as dt
 import sys
 import time
+import zoneinfo
 from typing import Any
 
 import psycopg
@@ -29,6 +31,7 @@ from ingest.query import parse_timezone
 # Waits for the batches in flight and holds new ones (they take ROW EXCLUSIVE) until commit.
 # A batch's statement locks every table it names before it takes its snapshot, so one that
 # waited here sees the committed site_zones rows.
+LOCK_TIMEOUT_S = 30
 LOCK_LOCAL_ROLLUPS = """
 LOCK TABLE local_daily_stats, local_daily_paths, local_monthly_paths IN SHARE ROW EXCLUSIVE MODE
 """
@@ -110,14 +113,31 @@ async def recount_local_rollups(conn: psycopg.AsyncConnection[Any], params: dict
 
 
 def validate_zone(zone: str) -> str:
-    """An IANA zone whose days are not UTC days, or ValueError saying why not."""
+    """An IANA zone whose days are not always UTC days, or ValueError saying why not."""
     try:
         name = parse_timezone({"timezone": zone})
     except BadRequest as exc:
         raise ValueError(exc.message) from None
-    if name == "UTC":
-        raise ValueError("UTC days are always kept; a site needs no zone for them")
+    # Requests in a zone whose midnights are UTC midnights read the UTC rollups anyway.
+    zone_info = zoneinfo.ZoneInfo(name)
+    now = dt.datetime.now(dt.UTC)
+    if all(
+        (now + dt.timedelta(days=d)).astimezone(zone_info).utcoffset() == dt.timedelta(0)
+        for d in range(-366, 367, 7)
+    ):
+        raise ValueError(f"{name} days are UTC days, which are always kept; no zone is needed")
     return name
+
+
+async def _check_postgres_knows(conn: psycopg.AsyncConnection[Any], zone: str) -> None:
+    """PostgreSQL's time zone data may differ from Python's: a name it does not know would
+    make every later batch of the site fail."""
+    try:
+        await conn.execute("SELECT now() AT TIME ZONE %s", (zone,))
+    except psycopg.errors.InvalidParameterValue:
+        raise ValueError(
+            f"PostgreSQL does not know the time zone {zone!r} (update its tzdata)"
+        ) from None
 
 
 async def add_zone(database_url: str, site: str, zone: str) -> int:
@@ -125,12 +145,9 @@ async def add_zone(database_url: str, site: str, zone: str) -> int:
     rollups); returns the number of local days built. Adding a zone twice rebuilds it."""
     zone = validate_zone(zone)
     async with await psycopg.AsyncConnection.connect(database_url) as conn, conn.transaction():
-        await conn.execute(LOCK_LOCAL_ROLLUPS)
-        await conn.execute(
-            "INSERT INTO site_zones (site_id, timezone) VALUES (%s, %s) ON CONFLICT DO NOTHING",
-            (site, zone),
-        )
-        await recount_local_rollups(conn, {"site": site, "tz": zone})
+        await _check_postgres_knows(conn, zone)
+        await _lock(conn)
+        await _add(conn, site, zone)
         cur = await conn.execute(
             "SELECT count(*) FROM local_daily_stats WHERE site_id = %s AND timezone = %s",
             (site, zone),
@@ -139,11 +156,32 @@ async def add_zone(database_url: str, site: str, zone: str) -> int:
     return int(row[0]) if row else 0
 
 
+async def _lock(conn: psycopg.AsyncConnection[Any]) -> None:
+    """LOCK_LOCAL_ROLLUPS, giving up after LOCK_TIMEOUT_S: while this waits, every batch that
+    arrives queues behind it."""
+    await conn.execute(f"SET LOCAL lock_timeout = '{LOCK_TIMEOUT_S}s'")
+    try:
+        await conn.execute(LOCK_LOCAL_ROLLUPS)
+    except psycopg.errors.LockNotAvailable:
+        raise ValueError(
+            f"the local rollups stayed locked for {LOCK_TIMEOUT_S} s (a rebuild or another "
+            "zone change is running?); try again"
+        ) from None
+
+
+async def _add(conn: psycopg.AsyncConnection[Any], site: str, zone: str) -> None:
+    await conn.execute(
+        "INSERT INTO site_zones (site_id, timezone) VALUES (%s, %s) ON CONFLICT DO NOTHING",
+        (site, zone),
+    )
+    await recount_local_rollups(conn, {"site": site, "tz": zone})
+
+
 async def remove_zone(database_url: str, site: str, zone: str) -> bool:
     """Stops keeping `zone` for `site` and deletes its local rollups; False if it was not
     kept. Requests in that zone are answered from the 15-minute rollups again."""
     async with await psycopg.AsyncConnection.connect(database_url) as conn, conn.transaction():
-        await conn.execute(LOCK_LOCAL_ROLLUPS)
+        await _lock(conn)
         params = {"site": site, "tz": zone}
         for table in ("local_daily_stats", "local_daily_paths", "local_monthly_paths"):
             await conn.execute(
@@ -192,6 +230,7 @@ def main(argv: list[str]) -> int:
     started = time.monotonic()
     try:
         if args.command == "add":
+            validate_zone(args.zone)
             print(f"zones: building {args.zone} rollups of {args.site} (consumers wait)…")
             days = asyncio.run(add_zone(url, args.site, args.zone))
             print(

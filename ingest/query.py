@@ -199,6 +199,11 @@ def parse_range(
     return make_range(first, last, timezone)
 
 
+def next_month(day: dt.date) -> dt.date:
+    """The first day of the month after `day`'s."""
+    return (day.replace(day=28) + dt.timedelta(days=4)).replace(day=1)
+
+
 def _period_days(period: str, anchor: dt.date) -> tuple[dt.date, dt.date]:
     if period == "day":
         return anchor, anchor
@@ -208,8 +213,7 @@ def _period_days(period: str, anchor: dt.date) -> tuple[dt.date, dt.date]:
         months = {"month": 1, "6mo": 6, "12mo": 12}[period]
         month_index = anchor.year * 12 + anchor.month - 1 - (months - 1)
         first = dt.date(month_index // 12, month_index % 12 + 1, 1)
-        following = anchor.replace(day=28) + dt.timedelta(days=4)
-        return first, following - dt.timedelta(days=following.day)
+        return first, next_month(anchor) - dt.timedelta(days=1)
     raise BadRequest(
         f"`period` must be one of day, 7d, 30d, month, 6mo, 12mo, custom; got {period!r}",
         field="period",

@@ -16,7 +16,8 @@ from __future__ import annotations
 import datetime as dt
 from typing import Any
 
-from ingest.query import BreakdownRequest, StatsRequest, TimeseriesRequest
+from ingest.query import BreakdownRequest, StatsRequest, TimeseriesRequest, next_month
+from ingest.query_sql import whole_months
 
 _KEPT = (
     "(SELECT EXISTS (SELECT 1 FROM site_zones "
@@ -37,11 +38,7 @@ def applies(request: StatsRequest) -> bool:
 def _params(request: StatsRequest) -> dict[str, Any]:
     """The range's local days, and the whole local months [month_from, month_to) in it."""
     first, last = request.range.first, request.range.last
-    month_from = first if first.day == 1 else _next_month(first)
-    month_to = _next_month(last) if (last + dt.timedelta(days=1)).day == 1 else last.replace(day=1)
-    if month_from >= month_to:
-        # No whole month: every day is read from daily rows.
-        month_from = month_to = last + dt.timedelta(days=1)
+    month_from, month_to = whole_months(first, last + dt.timedelta(days=1))
     return {
         "site": request.site_id,
         "tz": request.range.timezone,
@@ -50,10 +47,6 @@ def _params(request: StatsRequest) -> dict[str, Any]:
         "month_from": month_from,
         "month_to": month_to,
     }
-
-
-def _next_month(day: dt.date) -> dt.date:
-    return (day.replace(day=28) + dt.timedelta(days=4)).replace(day=1)
 
 
 # One row: kept, views, events, visitors.
@@ -159,6 +152,6 @@ def breakdown_sql(request: BreakdownRequest) -> tuple[str, dict[str, Any]] | Non
     ranked = _RANKED_RANGE
     if first == last:
         ranked = _RANKED_DAY
-    elif params["month_from"] == first and _next_month(first) == last + dt.timedelta(days=1):
+    elif params["month_from"] == first and next_month(first) == last + dt.timedelta(days=1):
         ranked = _RANKED_MONTH  # exactly one whole month
     return PAGES_BY_VIEWS.format(visitors=visitors, kept=_KEPT, ranked=ranked), params

@@ -22,6 +22,7 @@ from ingest.query import (
     Filter,
     StatsRequest,
     TimeseriesRequest,
+    next_month,
 )
 
 
@@ -54,14 +55,10 @@ def split(start: dt.datetime, end: dt.datetime) -> Pieces:
     return Pieces(first_full, last_full_end, tuple(edges))
 
 
-def _whole_months(day_from: dt.date, day_to: dt.date) -> tuple[dt.date, dt.date]:
+def whole_months(day_from: dt.date, day_to: dt.date) -> tuple[dt.date, dt.date]:
     """The whole UTC months [month_from, month_to) inside days [day_from, day_to), as their
     first days; both equal day_to when there is none."""
-    month_from = (
-        day_from
-        if day_from.day == 1
-        else (day_from.replace(day=28) + dt.timedelta(days=4)).replace(day=1)
-    )
+    month_from = day_from if day_from.day == 1 else next_month(day_from)
     month_to = day_to.replace(day=1)
     if month_from >= month_to:
         return day_to, day_to
@@ -76,7 +73,7 @@ def _utc_days(start: dt.datetime, end: dt.datetime) -> tuple[dt.date, dt.date]:
 
 def _piece_params(site_id: str, pieces: Pieces) -> dict[str, Any]:
     edges = [*pieces.edges, (_EPOCH, _EPOCH), (_EPOCH, _EPOCH)]
-    month_from, month_to = _whole_months(pieces.day_from, pieces.day_to)
+    month_from, month_to = whole_months(pieces.day_from, pieces.day_to)
     params: dict[str, Any] = {
         "site": site_id,
         "day_from": pieces.day_from,
@@ -354,7 +351,7 @@ def _one_whole_month(pieces: Pieces, params: dict[str, Any]) -> bool:
         not pieces.edges
         and params["month_from"] == pieces.day_from
         and params["month_to"] == pieces.day_to
-        and (pieces.day_from + dt.timedelta(days=31)).replace(day=1) == pieces.day_to
+        and next_month(pieces.day_from) == pieces.day_to
     )
 
 
@@ -425,7 +422,7 @@ def breakdown_sql(request: BreakdownRequest) -> tuple[sql.Composable, dict[str, 
 
 
 # Visitors of given paths among page views: whole days' sketches from daily_details (through
-# daily_details_by_path_type), the edges' from quarter_hour_paths.
+# daily_details_by_path), the edges' from quarter_hour_paths.
 PATH_VISITORS_ROWS = sql.SQL(
     """
     SELECT path, users FROM daily_details

@@ -3,6 +3,7 @@ site time zones."""
 
 from __future__ import annotations
 
+import asyncio
 from datetime import UTC, date, datetime
 
 import psycopg
@@ -12,18 +13,20 @@ from consumer.batch import to_row
 from consumer.rebuild import rebuild_rollups
 from consumer.retention import apply_retention, first_kept_day
 from consumer.schema import apply_schema
-from consumer.write import Writer
-from consumer.zones import add_zone, list_zones, remove_zone
+from consumer.write import COPY_STAGING, COPY_TYPES, INSERT_AND_ROLL_UP, STAGING_DDL, Writer
+from consumer.zones import _add, _lock, add_zone, list_zones, remove_zone
 from consumer.zones import main as zones_main
 from tests.support import assert_rollups_match_raw_rows, make_record, scalar
 
 pytestmark = pytest.mark.postgres
 
 
-async def write(database_url: str, records: list[object]) -> None:
+async def write(database_url: str, records: list[object], partition: int = 0) -> None:
+    """One batch, as the consumer writes it, of a partition not written before."""
     writer = Writer(database_url, "g", "events")
     try:
-        await writer.write([to_row(r) for r in records], {0: len(records)}, {})  # type: ignore[arg-type]
+        rows = [to_row(r) for r in records]  # type: ignore[arg-type]
+        await writer.write(rows, {partition: len(records)}, {})
     finally:
         await writer.close()
 
@@ -180,7 +183,8 @@ async def test_a_zone_added_after_retention_keeps_the_days_only_rollups_hold(
     ("argv", "code", "said"),
     [
         (["add", "a", "Mars/Olympus_Mons"], 2, "not a known IANA time zone"),
-        (["add", "a", "UTC"], 2, "UTC days are always kept"),
+        (["add", "a", "UTC"], 2, "UTC days are UTC days"),
+        (["add", "a", "Africa/Abidjan"], 2, "which are always kept"),
         (["remove", "a", "Asia/Kolkata"], 1, "had no zone"),
         (["add", "a", "Asia/Kolkata"], 0, "local days built"),
         (["list"], 0, ""),
@@ -198,3 +202,55 @@ def test_zones_command_says_what_it_did_or_why_not(
     assert zones_main(argv) == code
     out = capsys.readouterr()
     assert said in out.out + out.err
+
+
+def kolkata_evening(count: int, user: str) -> list[object]:
+    """Page views around a Kolkata midnight (18:30 UTC), so they fall in two local days."""
+    return [
+        make_record(
+            site_id="a",
+            user_id=user,
+            path=f"/{i % 3}",
+            timestamp=datetime(2025, 11, 12, 18, 28 + i, tzinfo=UTC),
+        )
+        for i in range(count)
+    ]
+
+
+async def test_a_batch_in_flight_when_a_zone_is_added_is_counted_once(database_url: str) -> None:
+    await write(database_url, kolkata_evening(4, "u1"), partition=0)
+    async with await psycopg.AsyncConnection.connect(database_url) as batch:
+        # A batch's transaction that has written its rows and rollups (no zone yet: no local
+        # rows) but not committed: the zone's build waits for it, then counts its events.
+        async with batch.transaction():
+            await batch.execute(STAGING_DDL)
+            async with batch.cursor() as cur:
+                async with cur.copy(COPY_STAGING) as copy:
+                    copy.set_types(COPY_TYPES)
+                    for record in kolkata_evening(3, "u2"):
+                        await copy.write_row(to_row(record))  # type: ignore[arg-type]
+                await cur.execute(INSERT_AND_ROLL_UP)
+            adding = asyncio.create_task(add_zone(database_url, "a", "Asia/Kolkata"))
+            await asyncio.sleep(0.5)
+            assert not adding.done()  # waiting for the batch
+        assert await adding == 2
+    assert_rollups_match_raw_rows(database_url)
+    assert scalar(database_url, "SELECT sum(page_views) FROM local_daily_stats") == 7
+
+
+async def test_a_batch_arriving_during_a_zone_build_waits_and_counts_into_it(
+    database_url: str,
+) -> None:
+    await write(database_url, kolkata_evening(4, "u1"), partition=0)
+    async with await psycopg.AsyncConnection.connect(database_url) as conn:
+        async with conn.transaction():
+            await _lock(conn)
+            arriving = asyncio.create_task(
+                write(database_url, kolkata_evening(5, "u2"), partition=1)
+            )
+            await asyncio.sleep(0.5)
+            assert not arriving.done()  # the batch waits for the zone change
+            await _add(conn, "a", "Asia/Kolkata")
+        await arriving  # it took its snapshot after the commit: it sees the zone
+    assert_rollups_match_raw_rows(database_url)
+    assert scalar(database_url, "SELECT sum(page_views) FROM local_daily_stats") == 9

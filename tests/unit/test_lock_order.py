@@ -1,0 +1,29 @@
+"""Operators' commands lock the rollup tables in the order a batch's statement takes them, so
+that a batch and a rebuild or a zone change never wait for each other (a deadlock)."""
+
+from __future__ import annotations
+
+import re
+
+from consumer.rebuild import LOCK_ROLLUPS
+from consumer.write import INSERT_AND_ROLL_UP
+from consumer.zones import LOCK_LOCAL_ROLLUPS
+
+
+def _locked(statement: str) -> list[str]:
+    names = re.split(r"\s+IN\s+", statement.split("LOCK TABLE", 1)[1], maxsplit=1)[0]
+    return [name.strip() for name in names.split(",")]
+
+
+def _written_by_batches() -> list[str]:
+    written = re.findall(r"INSERT INTO (\w+)", INSERT_AND_ROLL_UP)
+    return [table for table in written if table != "events"]
+
+
+def test_rebuild_locks_every_rollup_in_the_batch_statement_order() -> None:
+    assert _locked(LOCK_ROLLUPS) == _written_by_batches()
+
+
+def test_zone_changes_lock_the_local_rollups_in_the_same_order() -> None:
+    local = [table for table in _written_by_batches() if table.startswith("local_")]
+    assert _locked(LOCK_LOCAL_ROLLUPS) == local
