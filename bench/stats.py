@@ -1,9 +1,10 @@
-"""`python -m bench stats [--events N] [--rate R] [--seconds S] [--reload]`
+"""`python -m bench stats [--events N] [--rate R] [--seconds S] [--windows W] [--reload]`
 
 Loads (or reuses) a site with N events in one month, starts the API as a real process on
-that database, and drives each stats query at a fixed rate, printing client and server p50
-and p99. In the same run it times the naive query over raw events for the same questions
-(the baseline) and the rollup SQL alone, and prints the ratios.
+that database, and drives each stats query at a fixed rate for W windows of S seconds,
+printing client and server p50 and p99 of the window with the median server p99 (and every
+window's p99). In the same run, after the load, it times the naive query over raw events for
+the same questions (the baseline) and prints the ratios.
 """
 
 from __future__ import annotations
@@ -190,7 +191,10 @@ def _start_api(database_url: str, port: int) -> subprocess.Popen[bytes]:
         "EVENTS_TOPIC": "bench-stats-events",
         "DLQ_TOPIC": "bench-stats-events.dlq",
         "STATS_RATE_LIMIT_PER_S": "0",
-        "DB_POOL_MIN_SIZE": "4",
+        # The pool opened to its largest size at start, so that no connection is opened
+        # (and no statement prepared anew) during a measurement.
+        "DB_POOL_MIN_SIZE": "8",
+        "DB_POOL_MAX_SIZE": "8",
         "LOG_LEVEL": "WARNING",
     }
     process = subprocess.Popen(
@@ -233,6 +237,7 @@ def main(argv: list[str]) -> None:
     parser.add_argument("--rate", type=float, default=1000.0, help="requests per second")
     parser.add_argument("--seconds", type=float, default=5.0, help="per query")
     parser.add_argument("--naive-runs", type=int, default=3)
+    parser.add_argument("--windows", type=int, default=3, help="measurements per query")
     parser.add_argument("--reload", action="store_true", help="rebuild the cached dataset")
     parser.add_argument("--only", default="", help="run the queries whose name contains this")
     parser.add_argument("--no-naive", action="store_true", help="skip the raw-event baseline")
@@ -242,9 +247,8 @@ def main(argv: list[str]) -> None:
     database_url = stats_data.ensure_dataset(server_url, args.events, reload=args.reload)
     rows: list[list[object]] = []
     requests = int(args.rate * args.seconds)
-    for name, path, params, target, naive_sql, naive_params in QUERIES:
-        if args.only not in name:
-            continue
+    chosen = [q for q in QUERIES if args.only in q[0]]
+    for name, path, params, target, _, _ in chosen:
         # A fresh API per query: a query that fell behind must not leave a backlog behind.
         port = _free_port()
         api = _start_api(database_url, port)
@@ -253,13 +257,23 @@ def main(argv: list[str]) -> None:
             # Warm-up: the pool's connections and the statement caches (slowly, so that a slow
             # query does not start the measurement with a backlog).
             asyncio.run(http_load.run("127.0.0.1", port, [target_url], rate_per_s=20, requests=20))
-            result = asyncio.run(
-                http_load.run(
-                    "127.0.0.1", port, [target_url], rate_per_s=args.rate, requests=requests
+            # Several windows, the one with the median server p99 reported: on a shared
+            # machine one window's p99 can be a neighbour's burst. A saturated query (the
+            # first window far past its target) is not worth repeating.
+            windows: list[http_load.LoadResult] = []
+            for _ in range(args.windows):
+                windows.append(
+                    asyncio.run(
+                        http_load.run(
+                            "127.0.0.1", port, [target_url], rate_per_s=args.rate, requests=requests
+                        )
+                    )
                 )
-            )
-            naive_ms = _time_naive(
-                database_url, "" if args.no_naive else naive_sql, naive_params, args.naive_runs
+                if http_load.percentile(windows[0].server_ms, 50) > target:
+                    break
+            p99s = sorted(http_load.percentile(w.server_ms, 99) for w in windows)
+            result = next(
+                w for w in windows if http_load.percentile(w.server_ms, 99) == p99s[len(p99s) // 2]
             )
             server_p50 = http_load.percentile(result.server_ms, 50)
             server_p99 = http_load.percentile(result.server_ms, 99)
@@ -271,18 +285,26 @@ def main(argv: list[str]) -> None:
                     http_load.percentile(result.client_ms, 99),
                     server_p50,
                     server_p99,
+                    " / ".join(f"{p:.3g}" for p in p99s),
                     f"{target:g}",
                     "yes" if server_p99 <= target else "NO",
-                    naive_ms,
-                    f"{naive_ms / server_p50:,.0f}x" if naive_ms == naive_ms else "-",
                 ]
             )
             print(f"stats bench: {name}: server p99 {server_p99:.2f} ms", flush=True)
         finally:
             api.terminate()
             api.wait(30)
+    # The naive queries last: scanning 10M rows (and spilling count(DISTINCT) to disk) would
+    # disturb the next query's measurement.
+    for row, (_, _, _, _, naive_sql, naive_params) in zip(rows, chosen, strict=True):
+        naive_ms = _time_naive(
+            database_url, "" if args.no_naive else naive_sql, naive_params, args.naive_runs
+        )
+        server_p50 = float(row[4])  # type: ignore[arg-type]
+        row += [naive_ms, f"{naive_ms / server_p50:,.0f}x" if naive_ms == naive_ms else "-"]
     print_table(
-        f"stats: {args.events:,} events in one month, {args.rate:g} req/s for "
+        f"stats: {args.events:,} events in one month, {args.rate:g} req/s, "
+        f"{args.windows} windows of "
         f"{args.seconds:g} s per query (ms)",
         [
             "query",
@@ -291,6 +313,7 @@ def main(argv: list[str]) -> None:
             "client p99",
             "server p50",
             "server p99",
+            "server p99 of each window",
             "target p99",
             "met",
             "naive SQL p50",

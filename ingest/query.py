@@ -11,7 +11,6 @@ import datetime as dt
 import functools
 import re
 import zoneinfo
-from collections.abc import Iterator
 from typing import Literal
 
 import msgspec
@@ -60,20 +59,31 @@ class DateRange(msgspec.Struct, frozen=True):
     @property
     def utc_aligned(self) -> bool:
         """True when every local midnight in the range is a UTC midnight."""
-        return all(m.time() == dt.time(0) for m in self._utc_midnights())
+        return _alignment(self.timezone, self.first, self.last)[0]
 
     @property
     def hour_aligned(self) -> bool:
         """True when every local hour in the range is a UTC hour: every local midnight falls on a
         whole UTC hour (an offset that is not whole hours would last until the next midnight)."""
-        return all(m.minute == m.second == 0 for m in self._utc_midnights())
+        return _alignment(self.timezone, self.first, self.last)[1]
 
-    def _utc_midnights(self) -> Iterator[dt.datetime]:
-        zone = zoneinfo.ZoneInfo(self.timezone)
-        day = self.first
-        while day <= self.last + dt.timedelta(days=1):
-            yield local_midnight(day, zone).astimezone(dt.UTC)
-            day += dt.timedelta(days=1)
+
+# Cached: each request asks several times, and the same ranges come back (a dashboard's); a
+# month's 31 midnights cost ~0.1 ms to compute, a tenth of a cheap request's whole time.
+@functools.lru_cache(maxsize=4096)
+def _alignment(timezone: str, first: dt.date, last: dt.date) -> tuple[bool, bool]:
+    """(utc_aligned, hour_aligned) of the local days [first, last] in `timezone`."""
+    if timezone == "UTC":
+        return True, True
+    zone = zoneinfo.ZoneInfo(timezone)
+    midnights = [
+        local_midnight(first + dt.timedelta(days=d), zone).astimezone(dt.UTC)
+        for d in range((last - first).days + 2)
+    ]
+    return (
+        all(m.time() == dt.time(0) for m in midnights),
+        all(m.minute == m.second == 0 for m in midnights),
+    )
 
 
 class StatsRequest(msgspec.Struct, frozen=True):
