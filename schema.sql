@@ -113,7 +113,7 @@ CREATE TABLE IF NOT EXISTS hourly_stats (
     hour        timestamptz NOT NULL,
     page_views  bigint      NOT NULL DEFAULT 0,
     events      bigint      NOT NULL DEFAULT 0,
-    visitors    hll         NOT NULL,
+    visitors    hll         NOT NULL DEFAULT hll_empty(),
     PRIMARY KEY (site_id, hour)
 );
 -- Earlier schemas kept no sketch here: it is filled from the 15-minute sketches, once (the

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import math
 import os
 import statistics
 import subprocess
@@ -175,6 +176,10 @@ QUERIES: list[tuple[str, str, dict[str, str], float, str, dict[str, str]]] = [
 ]
 
 
+def _nan_last(value: float) -> tuple[bool, float]:
+    return (math.isnan(value), value)
+
+
 def _free_port() -> int:
     import socket
 
@@ -242,6 +247,8 @@ def main(argv: list[str]) -> None:
     parser.add_argument("--only", default="", help="run the queries whose name contains this")
     parser.add_argument("--no-naive", action="store_true", help="skip the raw-event baseline")
     args, _ = parser.parse_known_args(argv)  # options of other sections pass through
+    if args.windows < 1:
+        parser.error("--windows must be at least 1")
 
     server_url = os.environ.get("DATABASE_URL", "postgresql://postgres@127.0.0.1:15432/analytics")
     database_url = stats_data.ensure_dataset(server_url, args.events, reload=args.reload)
@@ -271,10 +278,10 @@ def main(argv: list[str]) -> None:
                 )
                 if http_load.percentile(windows[0].server_ms, 50) > target:
                     break
-            p99s = sorted(http_load.percentile(w.server_ms, 99) for w in windows)
-            result = next(
-                w for w in windows if http_load.percentile(w.server_ms, 99) == p99s[len(p99s) // 2]
-            )
+            # NaN (a window without one answer) sorts last.
+            windows.sort(key=lambda w: _nan_last(http_load.percentile(w.server_ms, 99)))
+            p99s = [http_load.percentile(w.server_ms, 99) for w in windows]
+            result = windows[len(windows) // 2]
             server_p50 = http_load.percentile(result.server_ms, 50)
             server_p99 = http_load.percentile(result.server_ms, 99)
             rows.append(

@@ -172,7 +172,11 @@ async def rebuild_rollups(
 ) -> list[dt.date]:
     """Recomputes the rollups of [first, last] (UTC days) from raw events; returns the days
     rebuilt (those whose raw partition still exists)."""
-    async with await psycopg.AsyncConnection.connect(database_url) as conn, conn.transaction():
+    conn = await psycopg.AsyncConnection.connect(database_url)
+    # READ COMMITTED whatever the database's default: the recounts must see the batches
+    # committed while the lock was awaited.
+    await conn.set_isolation_level(psycopg.IsolationLevel.READ_COMMITTED)
+    async with conn, conn.transaction():
         await conn.execute(LOCK_ROLLUPS)
         cur = await conn.execute(RETAINED_DAYS, {"first": first, "last": last})
         days = [row[0] for row in await cur.fetchall()]

@@ -125,7 +125,7 @@ def validate_zone(zone: str) -> str:
         (now + dt.timedelta(days=d)).astimezone(zone_info).utcoffset() == dt.timedelta(0)
         for d in range(-366, 367, 7)
     ):
-        raise ValueError(f"{name} days are UTC days, which are always kept; no zone is needed")
+        raise ValueError(f"days in {name} are UTC days, which are always kept; no zone is needed")
     return name
 
 
@@ -144,9 +144,9 @@ async def add_zone(database_url: str, site: str, zone: str) -> int:
     """Starts keeping `zone`'s local rollups for `site` (built now from the 15-minute
     rollups); returns the number of local days built. Adding a zone twice rebuilds it."""
     zone = validate_zone(zone)
-    async with await psycopg.AsyncConnection.connect(database_url) as conn, conn.transaction():
-        await _check_postgres_knows(conn, zone)
+    async with await _connect(database_url) as conn, conn.transaction():
         await _lock(conn)
+        await _check_postgres_knows(conn, zone)
         await _add(conn, site, zone)
         cur = await conn.execute(
             "SELECT count(*) FROM local_daily_stats WHERE site_id = %s AND timezone = %s",
@@ -156,9 +156,18 @@ async def add_zone(database_url: str, site: str, zone: str) -> int:
     return int(row[0]) if row else 0
 
 
+async def _connect(database_url: str) -> psycopg.AsyncConnection[Any]:
+    """READ COMMITTED whatever the database's default: each statement after the lock must
+    see the batches committed while it waited (a transaction snapshot would not)."""
+    conn = await psycopg.AsyncConnection.connect(database_url)
+    await conn.set_isolation_level(psycopg.IsolationLevel.READ_COMMITTED)
+    return conn
+
+
 async def _lock(conn: psycopg.AsyncConnection[Any]) -> None:
     """LOCK_LOCAL_ROLLUPS, giving up after LOCK_TIMEOUT_S: while this waits, every batch that
-    arrives queues behind it."""
+    arrives queues behind it. The first statement of the transaction (LOCK takes no
+    snapshot), so what follows sees every batch committed before the lock was granted."""
     await conn.execute(f"SET LOCAL lock_timeout = '{LOCK_TIMEOUT_S}s'")
     try:
         await conn.execute(LOCK_LOCAL_ROLLUPS)
@@ -167,6 +176,7 @@ async def _lock(conn: psycopg.AsyncConnection[Any]) -> None:
             f"the local rollups stayed locked for {LOCK_TIMEOUT_S} s (a rebuild or another "
             "zone change is running?); try again"
         ) from None
+    await conn.execute("SET LOCAL lock_timeout = 0")  # for the lock wait only
 
 
 async def _add(conn: psycopg.AsyncConnection[Any], site: str, zone: str) -> None:
@@ -180,7 +190,7 @@ async def _add(conn: psycopg.AsyncConnection[Any], site: str, zone: str) -> None
 async def remove_zone(database_url: str, site: str, zone: str) -> bool:
     """Stops keeping `zone` for `site` and deletes its local rollups; False if it was not
     kept. Requests in that zone are answered from the 15-minute rollups again."""
-    async with await psycopg.AsyncConnection.connect(database_url) as conn, conn.transaction():
+    async with await _connect(database_url) as conn, conn.transaction():
         await _lock(conn)
         params = {"site": site, "tz": zone}
         for table in ("local_daily_stats", "local_daily_paths", "local_monthly_paths"):

@@ -410,7 +410,7 @@ PAGES_BY_VIEWS = sql.SQL(
 def _breakdown_query(
     dimension: Dimension, sort: str, with_visitors: bool, stats_filters: tuple[Filter, ...]
 ) -> sql.Composed:
-    """breakdown_sql's statement for a shape of request (composed once per shape)."""
+    """breakdown_sql's statement, composed once per kind of request and set of filters."""
     filters = _breakdown_filters(dimension, stats_filters)
     key = sql.Identifier(dimension)
     sums = sql.SQL(

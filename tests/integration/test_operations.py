@@ -8,6 +8,7 @@ from datetime import UTC, date, datetime
 
 import psycopg
 import pytest
+from psycopg import sql
 
 from consumer.batch import to_row
 from consumer.rebuild import rebuild_rollups
@@ -183,7 +184,7 @@ async def test_a_zone_added_after_retention_keeps_the_days_only_rollups_hold(
     ("argv", "code", "said"),
     [
         (["add", "a", "Mars/Olympus_Mons"], 2, "not a known IANA time zone"),
-        (["add", "a", "UTC"], 2, "UTC days are UTC days"),
+        (["add", "a", "UTC"], 2, "days in UTC are UTC days"),
         (["add", "a", "Africa/Abidjan"], 2, "which are always kept"),
         (["remove", "a", "Asia/Kolkata"], 1, "had no zone"),
         (["add", "a", "Asia/Kolkata"], 0, "local days built"),
@@ -217,7 +218,19 @@ def kolkata_evening(count: int, user: str) -> list[object]:
     ]
 
 
-async def test_a_batch_in_flight_when_a_zone_is_added_is_counted_once(database_url: str) -> None:
+@pytest.mark.parametrize("isolation", ["read committed", "repeatable read"])
+async def test_a_batch_in_flight_when_a_zone_is_added_is_counted_once(
+    database_url: str, isolation: str
+) -> None:
+    """Whatever the database's default isolation: the zone's build must see the batch."""
+    with psycopg.connect(database_url, autocommit=True) as conn:
+        name = conn.execute("SELECT current_database()").fetchone()
+        assert name
+        conn.execute(
+            sql.SQL("ALTER DATABASE {} SET default_transaction_isolation = {}").format(
+                sql.Identifier(name[0]), sql.Literal(isolation)
+            )
+        )
     await write(database_url, kolkata_evening(4, "u1"), partition=0)
     async with await psycopg.AsyncConnection.connect(database_url) as batch:
         # A batch's transaction that has written its rows and rollups (no zone yet: no local

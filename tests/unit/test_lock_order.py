@@ -1,5 +1,8 @@
 """Operators' commands lock the rollup tables in the order a batch's statement takes them, so
-that a batch and a rebuild or a zone change never wait for each other (a deadlock)."""
+that a batch and a rebuild or a zone change never wait for each other (a deadlock).
+
+PostgreSQL locks a statement's tables as it analyses it, CTE by CTE in the order written, so
+the order of the INSERT targets in the statement's text is the order of its locks."""
 
 from __future__ import annotations
 
