@@ -24,7 +24,7 @@ import sys
 import psycopg
 
 from consumer.settings import ConsumerSettings
-from consumer.zones import recount_local_rollups
+from consumer.zones import connect_read_committed, recount_local_rollups
 from ingest.config import ConfigError, environ
 
 # Blocks the consumers' rollup updates (ROW EXCLUSIVE) until commit, and waits for the
@@ -172,11 +172,7 @@ async def rebuild_rollups(
 ) -> list[dt.date]:
     """Recomputes the rollups of [first, last] (UTC days) from raw events; returns the days
     rebuilt (those whose raw partition still exists)."""
-    conn = await psycopg.AsyncConnection.connect(database_url)
-    # READ COMMITTED whatever the database's default: the recounts must see the batches
-    # committed while the lock was awaited.
-    await conn.set_isolation_level(psycopg.IsolationLevel.READ_COMMITTED)
-    async with conn, conn.transaction():
+    async with await connect_read_committed(database_url) as conn, conn.transaction():
         await conn.execute(LOCK_ROLLUPS)
         cur = await conn.execute(RETAINED_DAYS, {"first": first, "last": last})
         days = [row[0] for row in await cur.fetchall()]

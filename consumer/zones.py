@@ -144,7 +144,7 @@ async def add_zone(database_url: str, site: str, zone: str) -> int:
     """Starts keeping `zone`'s local rollups for `site` (built now from the 15-minute
     rollups); returns the number of local days built. Adding a zone twice rebuilds it."""
     zone = validate_zone(zone)
-    async with await _connect(database_url) as conn, conn.transaction():
+    async with await connect_read_committed(database_url) as conn, conn.transaction():
         await _lock(conn)
         await _check_postgres_knows(conn, zone)
         await _add(conn, site, zone)
@@ -156,9 +156,10 @@ async def add_zone(database_url: str, site: str, zone: str) -> int:
     return int(row[0]) if row else 0
 
 
-async def _connect(database_url: str) -> psycopg.AsyncConnection[Any]:
-    """READ COMMITTED whatever the database's default: each statement after the lock must
-    see the batches committed while it waited (a transaction snapshot would not)."""
+async def connect_read_committed(database_url: str) -> psycopg.AsyncConnection[Any]:
+    """A connection whose transactions are READ COMMITTED whatever the database's default:
+    each statement after a lock must see the batches committed while it waited (a
+    transaction-wide snapshot would not). For zone changes and rebuilds."""
     conn = await psycopg.AsyncConnection.connect(database_url)
     await conn.set_isolation_level(psycopg.IsolationLevel.READ_COMMITTED)
     return conn
@@ -190,7 +191,7 @@ async def _add(conn: psycopg.AsyncConnection[Any], site: str, zone: str) -> None
 async def remove_zone(database_url: str, site: str, zone: str) -> bool:
     """Stops keeping `zone` for `site` and deletes its local rollups; False if it was not
     kept. Requests in that zone are answered from the 15-minute rollups again."""
-    async with await _connect(database_url) as conn, conn.transaction():
+    async with await connect_read_committed(database_url) as conn, conn.transaction():
         await _lock(conn)
         params = {"site": site, "tz": zone}
         for table in ("local_daily_stats", "local_daily_paths", "local_monthly_paths"):

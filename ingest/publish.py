@@ -338,7 +338,7 @@ class _Waiter:
         self.messages = 0  # messages not yet acknowledged
 
     def fail(self, exc: BaseException) -> None:
-        if not self.acked.done():  # done: timed out (cancelled), or failed already
+        if not self.acked.done():  # done: timed out, cancelled, or failed already
             self.acked.set_exception(exc)
 
 

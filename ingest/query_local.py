@@ -127,8 +127,9 @@ ORDER BY r.visitors DESC, r.path
 """
 
 
-def aggregate_sql(request: StatsRequest) -> tuple[str, dict[str, Any]]:
-    return AGGREGATE, _params(request)
+def aggregate_sql(request: StatsRequest) -> tuple[str, dict[str, Any]] | None:
+    """Unfiltered totals; None for the others."""
+    return (AGGREGATE, _params(request)) if applies(request) else None
 
 
 def timeseries_sql(request: TimeseriesRequest) -> tuple[str, dict[str, Any]] | None:

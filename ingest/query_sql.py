@@ -357,11 +357,13 @@ PATH_VIEWS_ROWS = sql.SQL(
 
 # A range of exactly one UTC month: one row per path, nothing to add up (the period=month
 # question; summing 1,000 rows as numerics took most of the time of the general form).
-ONE_MONTH_PATHS = """
-SELECT path, views, views FROM monthly_paths
-WHERE site_id = %(site)s AND month = %(month_from)s AND views > 0
-ORDER BY views DESC, path LIMIT %(limit)s OFFSET %(offset)s
-"""
+ONE_MONTH_PATHS = sql.SQL(
+    """
+    SELECT path, views, views FROM monthly_paths
+    WHERE site_id = %(site)s AND month = %(month_from)s AND views > 0
+    ORDER BY views DESC, path LIMIT %(limit)s OFFSET %(offset)s
+    """
+)
 
 
 def _one_whole_month(pieces: Pieces, params: dict[str, Any]) -> bool:
@@ -390,7 +392,7 @@ def breakdown_sql(request: BreakdownRequest) -> tuple[sql.Composable, dict[str, 
     sort = stats.metrics[0]
     if request.dimension == "path" and stats.filters == () and sort != "visitors":
         if _one_whole_month(pieces, params):
-            return sql.SQL(ONE_MONTH_PATHS), params
+            return ONE_MONTH_PATHS, params
         return PAGES_BY_VIEWS, params
     query = _breakdown_query(request.dimension, sort, "visitors" in stats.metrics, stats.filters)
     return query, params

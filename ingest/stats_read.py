@@ -75,8 +75,7 @@ async def aggregate_values(
     when that set holds at most `exact_max_rows` rows. Otherwise a union of sketches answers:
     of the site's zone rollups when it keeps the request's zone (ingest/query_local.py).
     """
-    local = query_local.aggregate_sql(request) if query_local.applies(request) else None
-    if (local_rows := await _kept_zone_rows(pool, local)) is not None:
+    if (local_rows := await _kept_zone_rows(pool, query_local.aggregate_sql(request))) is not None:
         [(views, events, sketched)] = local_rows
         return {"views": int(views), "visitors": round(sketched), "events": int(events)}, True
     query, params = aggregate_sql(request)

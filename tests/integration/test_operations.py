@@ -203,6 +203,8 @@ def test_zones_command_says_what_it_did_or_why_not(
     assert zones_main(argv) == code
     out = capsys.readouterr()
     assert said in out.out + out.err
+    if argv == ["list"]:
+        assert out.out == ""  # a fresh database keeps no zone
 
 
 def kolkata_evening(count: int, user: str) -> list[object]:
