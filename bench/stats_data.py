@@ -23,6 +23,7 @@ from psycopg.rows import TupleRow
 
 from consumer.rebuild import REBUILDS
 from consumer.schema import apply_schema
+from consumer.seal import seal_closed_days
 from consumer.zones import add_zone, list_zones
 
 SITE = "bench-site"
@@ -128,6 +129,7 @@ def ensure_dataset(server_url: str, events: int, *, reload: bool) -> str:
                     print(f"stats bench: reusing database {name} ({events:,} events)")
                     _fill_new_rollups(conn)
                     _keep_site_zone(url)
+                    _seal_closed_days(url)
                     return url
         admin.execute(
             sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(name))
@@ -161,7 +163,19 @@ def ensure_dataset(server_url: str, events: int, *, reload: bool) -> str:
         conn.execute("INSERT INTO bench_dataset VALUES (%s, %s)", (events, loaded_s))
     print(f"stats bench: dataset ready in {loaded_s:.0f} s", flush=True)
     _keep_site_zone(url)
+    _seal_closed_days(url)
     return url
+
+
+def _seal_closed_days(url: str) -> None:
+    """What each consumer does every hour (consumer/seal.py); quick when done already."""
+    started = time.monotonic()
+    before, after = asyncio.run(seal_closed_days(url, dt.datetime.now(dt.UTC).date()))
+    if before != after:
+        with psycopg.connect(url, autocommit=True) as conn:
+            conn.execute("ANALYZE sealed_monthly_paths")
+        took = time.monotonic() - started
+        print(f"stats bench: sealed the days before {after} in {took:.1f} s", flush=True)
 
 
 def _keep_site_zone(url: str) -> None:

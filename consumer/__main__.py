@@ -17,6 +17,7 @@ from consumer.metrics import ConsumerStats
 from consumer.monitoring import serve
 from consumer.retention import apply_retention_periodically
 from consumer.schema import apply_schema
+from consumer.seal import seal_periodically
 from consumer.settings import ConsumerSettings
 from consumer.write import Writer
 from ingest.config import ConfigError, environ
@@ -46,9 +47,11 @@ async def run(settings: ConsumerSettings, stop: asyncio.Event) -> None:
     if settings.metrics_port:
         server = serve(settings.metrics_host, settings.metrics_port, stats.registry, loop.health)
         log.info("metrics and health on http://%s:%d", settings.metrics_host, settings.metrics_port)
-    retention = None
+    periodic = [asyncio.create_task(seal_periodically(settings), name="seal")]
     if settings.retention_days:
-        retention = asyncio.create_task(apply_retention_periodically(settings), name="retention")
+        periodic.append(
+            asyncio.create_task(apply_retention_periodically(settings), name="retention")
+        )
     await dead_letters.start()
     await consumer.start()
     log.info(
@@ -60,8 +63,8 @@ async def run(settings: ConsumerSettings, stop: asyncio.Event) -> None:
     try:
         await loop.run(stop)
     finally:
-        if retention is not None:
-            retention.cancel()
+        for task in periodic:
+            task.cancel()
         await consumer.stop()  # leaves the group, so the partitions move on at once
         await dead_letters.stop()
         await writer.close()

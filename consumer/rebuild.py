@@ -35,7 +35,7 @@ from ingest.config import ConfigError, environ
 LOCK_ROLLUPS = """
 LOCK TABLE daily_users, daily_stats, daily_paths, hourly_stats, daily_visitors, quarter_hour_stats,
     quarter_hour_paths, daily_details, monthly_paths, daily_event_types, local_daily_stats,
-    local_daily_paths, local_monthly_paths
+    local_daily_paths, local_monthly_paths, sealed_monthly_paths
 IN SHARE ROW EXCLUSIVE MODE
 """
 
@@ -153,6 +153,20 @@ REBUILD_MONTHLY_PATHS = (
     WHERE {_MONTHS} GROUP BY 1, 2, 3
     """,
 )
+# The sealed days' page views and visitors (consumer/seal.py) in UTC, from daily_details
+# (rebuilt above).
+REBUILD_SEALED_MONTHS = (
+    f"DELETE FROM sealed_monthly_paths WHERE timezone = 'UTC' AND {_MONTHS} AND {_SITE}",
+    f"""
+    INSERT INTO sealed_monthly_paths (site_id, timezone, month, path, views, visitors)
+    SELECT site_id, 'UTC', month, path, sum(events), hll_union_agg(users)
+    FROM (SELECT site_id, date_trunc('month', day)::date AS month, path, events, users
+          FROM daily_details
+          WHERE event_type = 'page_view' AND {_SITE}
+            AND day < (SELECT sealed_before FROM sealed_days)) d
+    WHERE {_MONTHS} GROUP BY 1, 2, 3, 4
+    """,
+)
 REBUILDS = [
     REBUILD_DAILY_USERS,
     REBUILD_DAILY_STATS,
@@ -164,6 +178,7 @@ REBUILDS = [
     REBUILD_DAILY_DETAILS,
     REBUILD_EVENT_TYPES,
     REBUILD_MONTHLY_PATHS,  # after daily_paths
+    REBUILD_SEALED_MONTHS,  # after daily_details
 ]
 
 

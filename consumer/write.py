@@ -156,7 +156,32 @@ local_monthly AS (
     INSERT INTO local_monthly_paths AS lm (site_id, timezone, month, path, views)
     SELECT site_id, timezone, date_trunc('month', day)::date, path, sum(events)
     FROM local_counts WHERE event_type = 'page_view' GROUP BY 1, 2, 3, 4 ORDER BY 1, 2, 3, 4
-    ON CONFLICT (site_id, timezone, month, path) DO UPDATE SET views = lm.views + EXCLUDED.views
+    ON CONFLICT (site_id, timezone, path, month) DO UPDATE SET views = lm.views + EXCLUDED.views
+)"""
+
+# Page views of days already sealed into sealed_monthly_paths (consumer/seal.py): late
+# events, usually none, so this costs a batch a filter over `counts`. Last in the statement:
+# a seal locks this table alone, and a batch waiting for it holds no lock a seal needs; the
+# batch then reads the watermark the seal committed (its snapshot follows its locks).
+SEALED_MONTH_ROLLUPS = """
+sealed AS (
+    SELECT sealed_before FROM sealed_days
+),
+late_page_views AS (
+    INSERT INTO sealed_monthly_paths AS sp (site_id, timezone, month, path, views, visitors)
+    SELECT site_id, timezone, month, path, sum(events), hll_union_agg(users)
+    FROM (
+        SELECT site_id, 'UTC' AS timezone, date_trunc('month', day)::date AS month, path,
+               events, users
+        FROM page_counts WHERE day < (SELECT sealed_before FROM sealed)
+        UNION ALL
+        SELECT site_id, timezone, date_trunc('month', day)::date, path, events, users
+        FROM local_counts
+        WHERE event_type = 'page_view' AND day < (SELECT sealed_before FROM sealed)
+    ) late
+    GROUP BY 1, 2, 3, 4 ORDER BY 1, 2, 4, 3
+    ON CONFLICT (site_id, timezone, path, month) DO UPDATE SET
+        views = sp.views + EXCLUDED.views, visitors = hll_union(sp.visitors, EXCLUDED.visitors)
 )"""
 
 # One statement, so every step reads the rows the insert actually produced. The inserted rows
@@ -227,11 +252,16 @@ hourly AS (
         visitors = hll_union(h.visitors, EXCLUDED.visitors)
 ),
 {STATS_API_ROLLUPS},
-{SITE_ZONE_ROLLUPS}
+{SITE_ZONE_ROLLUPS},
+{SEALED_MONTH_ROLLUPS}
 SELECT count(*) FROM inserted
-""".replace("{STATS_API_ROLLUPS}", STATS_API_ROLLUPS.strip("\n")).replace(
-    "{SITE_ZONE_ROLLUPS}", SITE_ZONE_ROLLUPS.strip("\n")
-)
+"""
+for _name, _ctes in [
+    ("{STATS_API_ROLLUPS}", STATS_API_ROLLUPS),
+    ("{SITE_ZONE_ROLLUPS}", SITE_ZONE_ROLLUPS),
+    ("{SEALED_MONTH_ROLLUPS}", SEALED_MONTH_ROLLUPS),
+]:
+    INSERT_AND_ROLL_UP = INSERT_AND_ROLL_UP.replace(_name, _ctes.strip("\n"))
 
 ENSURE_PARTITION = "SELECT ensure_events_partition(%s)"
 

@@ -33,7 +33,8 @@ from ingest.query import parse_timezone
 # waited here sees the committed site_zones rows.
 LOCK_TIMEOUT_S = 30
 LOCK_LOCAL_ROLLUPS = """
-LOCK TABLE local_daily_stats, local_daily_paths, local_monthly_paths IN SHARE ROW EXCLUSIVE MODE
+LOCK TABLE local_daily_stats, local_daily_paths, local_monthly_paths, sealed_monthly_paths
+IN SHARE ROW EXCLUSIVE MODE
 """
 
 # The zones in scope: %(site)s and %(tz)s are NULL for "all". Local days in scope:
@@ -61,7 +62,8 @@ def _delete(table: str, days: str) -> str:
     )
 
 
-# (delete, recount) per local rollup, from the 15-minute rollups; the monthly one last.
+# (delete, recount) per local rollup, from the 15-minute rollups; the monthly ones last (the
+# zone's sealed days in sealed_monthly_paths: those before the watermark, consumer/seal.py).
 RECOUNT_LOCAL_ROLLUPS = [
     (
         _delete("local_daily_stats", _DAYS),
@@ -97,6 +99,20 @@ RECOUNT_LOCAL_ROLLUPS = [
             FROM local_daily_paths p JOIN site_zones z
                 ON z.site_id = p.site_id AND z.timezone = p.timezone
             WHERE {_ZONES} GROUP BY 1, 2, 3, 4
+        ) r WHERE {_MONTHS}
+        """,
+    ),
+    (
+        _delete("sealed_monthly_paths", _MONTHS),
+        f"""
+        INSERT INTO sealed_monthly_paths (site_id, timezone, month, path, views, visitors)
+        SELECT * FROM (
+            SELECT p.site_id, p.timezone, date_trunc('month', p.day)::date AS month, p.path,
+                   sum(p.views), hll_union_agg(p.visitors)
+            FROM local_daily_paths p JOIN site_zones z
+                ON z.site_id = p.site_id AND z.timezone = p.timezone
+            WHERE {_ZONES} AND p.day < (SELECT sealed_before FROM sealed_days)
+            GROUP BY 1, 2, 3, 4
         ) r WHERE {_MONTHS}
         """,
     ),
@@ -166,16 +182,21 @@ async def connect_read_committed(database_url: str) -> psycopg.AsyncConnection[A
 
 
 async def _lock(conn: psycopg.AsyncConnection[Any]) -> None:
-    """LOCK_LOCAL_ROLLUPS, giving up after LOCK_TIMEOUT_S: while this waits, every batch that
-    arrives queues behind it. The first statement of the transaction (LOCK takes no
-    snapshot), so what follows sees every batch committed before the lock was granted."""
+    await lock_or_give_up(conn, LOCK_LOCAL_ROLLUPS, "the local rollups")
+
+
+async def lock_or_give_up(conn: psycopg.AsyncConnection[Any], lock: str, what: str) -> None:
+    """Runs the LOCK TABLE statement `lock`, giving up after LOCK_TIMEOUT_S: while this
+    waits, every batch that arrives queues behind it. The first statement of the transaction
+    (LOCK takes no snapshot), so what follows sees every batch committed before the lock was
+    granted."""
     await conn.execute(f"SET LOCAL lock_timeout = '{LOCK_TIMEOUT_S}s'")
     try:
-        await conn.execute(LOCK_LOCAL_ROLLUPS)
+        await conn.execute(lock)
     except psycopg.errors.LockNotAvailable:
         raise ValueError(
-            f"the local rollups stayed locked for {LOCK_TIMEOUT_S} s (a rebuild or another "
-            "zone change is running?); try again"
+            f"{what} stayed locked for {LOCK_TIMEOUT_S} s (a rebuild, a seal or a zone change "
+            "is running?); try again"
         ) from None
     await conn.execute("SET LOCAL lock_timeout = 0")  # for the lock wait only
 
@@ -194,7 +215,12 @@ async def remove_zone(database_url: str, site: str, zone: str) -> bool:
     async with await connect_read_committed(database_url) as conn, conn.transaction():
         await _lock(conn)
         params = {"site": site, "tz": zone}
-        for table in ("local_daily_stats", "local_daily_paths", "local_monthly_paths"):
+        for table in (
+            "local_daily_stats",
+            "local_daily_paths",
+            "local_monthly_paths",
+            "sealed_monthly_paths",
+        ):
             await conn.execute(
                 f"DELETE FROM {table} WHERE site_id = %(site)s AND timezone = %(tz)s", params
             )

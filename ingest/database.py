@@ -23,12 +23,13 @@ def make_pool(settings: Settings) -> AsyncConnectionPool[psycopg.AsyncConnection
         min_size=settings.db_pool_min_size,
         max_size=settings.db_pool_max_size,
         timeout=settings.db_timeout_s,
-        # Stats queries read a few thousand rollup rows: starting parallel workers would cost
-        # more than it saves.
+        # Stats queries read a few thousand rollup rows: starting parallel workers, or JIT
+        # compiling a plan whose estimate crosses jit_above_cost (tens of ms: seen on a
+        # misestimated one-row table), would cost more than it saves.
         kwargs={
             "autocommit": True,
             "application_name": "analytics-api",
-            "options": "-c max_parallel_workers_per_gather=0",
+            "options": "-c max_parallel_workers_per_gather=0 -c jit=off",
         },
         open=False,
         name="api",

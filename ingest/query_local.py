@@ -19,15 +19,16 @@ from typing import Any
 from ingest.query import BreakdownRequest, StatsRequest, TimeseriesRequest, next_month
 from ingest.query_sql import whole_months
 
-_KEPT = (
-    "(SELECT EXISTS (SELECT 1 FROM site_zones "
-    "WHERE site_id = %(site)s AND timezone = %(tz)s) AS kept)"
-)
+_KEPT_EXISTS = "EXISTS (SELECT 1 FROM site_zones WHERE site_id = %(site)s AND timezone = %(tz)s)"
+_KEPT = f"(SELECT {_KEPT_EXISTS} AS kept)"
 _ZONE = "site_id = %(site)s AND timezone = %(tz)s"
 _DAYS = f"{_ZONE} AND day >= %(first)s AND day <= %(last)s"
 _LOCAL_DAYS = (
     "l.site_id = %(site)s AND l.timezone = %(tz)s AND l.day >= %(first)s AND l.day <= %(last)s"
 )
+
+
+ONE_DAY = dt.timedelta(days=1)
 
 
 def applies(request: StatsRequest) -> bool:
@@ -80,10 +81,27 @@ SELECT path, views FROM local_daily_paths
 WHERE {_ZONE} AND day >= %(month_to)s AND day <= %(last)s
 """
 
-_PATH_VISITORS = """
-(SELECT coalesce(hll_cardinality(hll_union_agg(v.visitors)), 0) FROM local_daily_paths v
- WHERE v.site_id = %(site)s AND v.timezone = %(tz)s AND v.path = r.path
-   AND v.day >= %(first)s AND v.day <= %(last)s)
+# A path's visitors over the range: the sealed days of whole local months from one sketch a
+# month (sealed_monthly_paths, consumer/seal.py), the other days' from local_daily_paths.
+# Whether the days of the whole months [month_from, month_to) are sealed, and the first of
+# them that is not (consumer/seal.py).
+_MONTH_SEALED = "(SELECT sealed_before >= %(month_to)s FROM sealed_days)"
+_SEALED_END = (
+    "greatest(%(month_from)s::date, least(%(month_to)s::date, "
+    "(SELECT sealed_before FROM sealed_days)))"
+)
+
+_PATH_VISITORS = f"""
+(SELECT coalesce(hll_cardinality(hll_union_agg(v.visitors)), 0) FROM (
+    SELECT visitors FROM sealed_monthly_paths
+    WHERE site_id = %(site)s AND timezone = %(tz)s AND path = r.path
+      AND month >= %(month_from)s AND month < %(month_to)s
+    UNION ALL
+    SELECT visitors FROM local_daily_paths
+    WHERE site_id = %(site)s AND timezone = %(tz)s AND path = r.path
+      AND ((day >= %(first)s AND day < %(month_from)s)
+           OR (day >= {_SEALED_END} AND day <= %(last)s))
+) v)
 """
 
 # Rows: kept, path, views, events (= views: a page breakdown counts page views), visitors (or
@@ -107,10 +125,24 @@ _RANKED_DAY = (
     f"SELECT path, views FROM local_daily_paths WHERE {_ZONE} AND day = %(first)s "
     f"AND views > 0 {_PAGE}"
 )
+
 _RANKED_MONTH = (
     f"SELECT path, views FROM local_monthly_paths WHERE {_ZONE} AND month = %(month_from)s "
     f"AND views > 0 {_PAGE}"
 )
+
+# Exactly one month whose local days are all sealed (consumer/seal.py): the page's first rows
+# of sealed_monthly_paths_top, visitors included. Its first column says whether it answers:
+# the zone is kept and the month sealed (else PAGES_BY_VIEWS, then the general path).
+SEALED_MONTH_PAGES = f"""
+SELECT k.kept AND k.sealed, r.path, r.views, r.views, hll_cardinality(r.visitors)
+FROM (SELECT {_KEPT_EXISTS} AS kept, {_MONTH_SEALED} AS sealed) k
+LEFT JOIN LATERAL (
+    SELECT path, views, visitors FROM sealed_monthly_paths
+    WHERE {_ZONE} AND month = %(month_from)s AND views > 0 {_PAGE}
+) r ON k.kept AND k.sealed
+ORDER BY r.views DESC, r.path
+"""
 
 # The same ranked by visitors: every path's sketches merged (slower, as in UTC).
 PAGES_BY_VISITORS = f"""
@@ -153,6 +185,23 @@ def breakdown_sql(request: BreakdownRequest) -> tuple[str, dict[str, Any]] | Non
     ranked = _RANKED_RANGE
     if first == last:
         ranked = _RANKED_DAY
-    elif params["month_from"] == first and next_month(first) == last + dt.timedelta(days=1):
-        ranked = _RANKED_MONTH  # exactly one whole month
+    elif _one_whole_month(params):
+        ranked = _RANKED_MONTH
     return PAGES_BY_VIEWS.format(visitors=visitors, kept=_KEPT, ranked=ranked), params
+
+
+def sealed_month_sql(request: BreakdownRequest) -> tuple[str, dict[str, Any]] | None:
+    """A page breakdown of exactly one sealed local month, sorted by views; None for others."""
+    stats = request.stats
+    if request.dimension != "path" or not applies(stats) or stats.metrics[0] == "visitors":
+        return None
+    params = _params(stats)
+    if not _one_whole_month(params):
+        return None
+    params.update(limit=request.limit, offset=request.limit * (request.page - 1))
+    return SEALED_MONTH_PAGES, params
+
+
+def _one_whole_month(params: dict[str, Any]) -> bool:
+    first, last = params["first"], params["last"]
+    return bool(params["month_from"] == first and next_month(first) == last + ONE_DAY)

@@ -339,6 +339,16 @@ def _breakdown_visitors(dimension: Dimension, filters: tuple[Filter, ...]) -> sq
     )
 
 
+# The first day of the range's whole months [month_from, month_to) that is not sealed into
+# sealed_monthly_paths (consumer/seal.py), read in the statement's snapshot.
+SEALED_END = sql.SQL(
+    "greatest(%(month_from)s::date, least(%(month_to)s::date, "
+    "(SELECT sealed_before FROM sealed_days)))"
+)
+
+# Whether every day of the whole months [month_from, month_to) is sealed.
+MONTH_SEALED = sql.SQL("(SELECT sealed_before >= %(month_to)s FROM sealed_days)")
+
 # Page views per path: whole UTC months from monthly_paths, the other whole days from
 # daily_paths, the edges from quarter_hour_paths.
 PATH_VIEWS_ROWS = sql.SQL(
@@ -356,14 +366,24 @@ PATH_VIEWS_ROWS = sql.SQL(
 
 
 # A range of exactly one UTC month: one row per path, nothing to add up (the period=month
-# question; summing 1,000 rows as numerics took most of the time of the general form).
+# question; summing 1,000 rows as numerics took most of the time of the general form). Once
+# all its days are sealed (consumer/seal.py), the page's first rows of sealed_monthly_paths_top
+# with their visitors; until then monthly_paths, visitors NULL (breakdown_visitors_sql).
 ONE_MONTH_PATHS = sql.SQL(
     """
-    SELECT path, views, views FROM monthly_paths
-    WHERE site_id = %(site)s AND month = %(month_from)s AND views > 0
-    ORDER BY views DESC, path LIMIT %(limit)s OFFSET %(offset)s
+    SELECT path, views, views, visitors FROM (
+        (SELECT path, views, hll_cardinality(visitors) AS visitors FROM sealed_monthly_paths
+         WHERE {sealed} AND site_id = %(site)s AND timezone = 'UTC' AND month = %(month_from)s
+           AND views > 0
+         ORDER BY views DESC, path LIMIT %(limit)s OFFSET %(offset)s)
+        UNION ALL
+        (SELECT path, views, NULL FROM monthly_paths
+         WHERE NOT {sealed} AND site_id = %(site)s AND month = %(month_from)s AND views > 0
+         ORDER BY views DESC, path LIMIT %(limit)s OFFSET %(offset)s)
+    ) r
+    ORDER BY views DESC, path
     """
-)
+).format(sealed=MONTH_SEALED)
 
 
 def _one_whole_month(pieces: Pieces, params: dict[str, Any]) -> bool:
@@ -379,9 +399,10 @@ def breakdown_sql(request: BreakdownRequest) -> tuple[sql.Composable, dict[str, 
     """One page of `limit` rows ordered by the first metric (most first, ties by value
     ascending), leaving out values whose first metric is zero.
 
-    Sorted by views or events: rows (value, views, events), visitors to be added for the
-    page's values by breakdown_visitors_sql. Sorted by visitors, or by event type with
-    visitors asked for: rows (value, views, events, visitors), every value's sketch merged.
+    Rows (value, views, events, visitors). Sorted by views or events, visitors is NULL
+    (except for a sealed month's pages): breakdown_visitors_sql adds them for the page's
+    values. Sorted by visitors, or by event type with visitors asked for, every value's
+    sketch is merged here.
     """
     stats = request.stats
     pieces = split(stats.range.start, stats.range.end)
@@ -401,7 +422,7 @@ def breakdown_sql(request: BreakdownRequest) -> tuple[sql.Composable, dict[str, 
 # The page breakdown without filters, sorted by views.
 PAGES_BY_VIEWS = sql.SQL(
     """
-    SELECT path, sum(events)::bigint AS views, sum(events)::bigint AS events
+    SELECT path, sum(events)::bigint AS views, sum(events)::bigint AS events, NULL::float8
     FROM ({rows}) r GROUP BY path HAVING sum(events) > 0
     ORDER BY 2 DESC, path LIMIT %(limit)s OFFSET %(offset)s
     """
@@ -445,7 +466,7 @@ def _breakdown_query(
         )
     return sql.SQL(
         """
-        SELECT {key}, {sums} FROM ({rows}) r WHERE {where} GROUP BY {key}
+        SELECT {key}, {sums}, NULL::float8 FROM ({rows}) r WHERE {where} GROUP BY {key}
         HAVING sum(events) FILTER (WHERE {sort_rows}) > 0
         ORDER BY {sort} DESC, {key} LIMIT %(limit)s OFFSET %(offset)s
         """
@@ -454,17 +475,23 @@ def _breakdown_query(
     )
 
 
-# Visitors of given paths among page views: whole days' sketches from daily_details (through
+# Visitors of given paths among page views: the sealed days of whole months from one sketch a
+# month (sealed_monthly_paths), the other whole days' from daily_details (through
 # daily_details_by_path), the edges' from quarter_hour_paths.
 PATH_VISITORS_ROWS = sql.SQL(
     """
+    SELECT path, visitors AS users FROM sealed_monthly_paths
+    WHERE site_id = %(site)s AND timezone = 'UTC' AND month >= %(month_from)s
+      AND month < %(month_to)s AND path = ANY(%(values)s)
+    UNION ALL
     SELECT path, users FROM daily_details
-    WHERE site_id = %(site)s AND path = ANY(%(values)s) AND day >= %(day_from)s
-      AND day < %(day_to)s AND event_type = 'page_view'
+    WHERE site_id = %(site)s AND path = ANY(%(values)s) AND event_type = 'page_view'
+      AND ((day >= %(day_from)s AND day < %(month_from)s)
+           OR (day >= {sealed_end} AND day < %(day_to)s))
     UNION ALL
     SELECT path, visitors FROM quarter_hour_paths WHERE {edges} AND path = ANY(%(values)s)
     """
-).format(edges=_EDGE_BUCKETS)
+).format(edges=_EDGE_BUCKETS, sealed_end=SEALED_END)
 
 
 def breakdown_visitors_sql(

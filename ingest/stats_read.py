@@ -46,8 +46,9 @@ async def _fetch(pool: Pool, statements: list[tuple[Any, Any]]) -> list[list[tup
 async def _kept_zone_rows(
     pool: Pool, statement: tuple[str, dict[str, Any]] | None
 ) -> list[tuple[Any, ...]] | None:
-    """The rows of an ingest/query_local.py statement without its `kept` column, or None
-    when there is no such statement or the site does not keep the request's zone."""
+    """The rows of an ingest/query_local.py statement without its first column, or None when
+    there is no such statement or it cannot answer (the site does not keep the request's
+    zone; for a sealed month's statement, the month is not sealed)."""
     if statement is None:
         return None
     [rows] = await _fetch(pool, [statement])
@@ -139,20 +140,22 @@ async def timeseries(pool: Pool, request: TimeseriesRequest) -> Json:
 
 
 async def breakdown_rows(pool: Pool, request: BreakdownRequest) -> list[Json]:
-    rows = await _kept_zone_rows(pool, query_local.breakdown_sql(request))
+    rows = await _kept_zone_rows(pool, query_local.sealed_month_sql(request))
+    if rows is None:
+        rows = await _kept_zone_rows(pool, query_local.breakdown_sql(request))
     if rows is None:
         query, params = breakdown_sql(request)
         [rows] = await _fetch(pool, [(query, params)])
-    if rows and len(rows[0]) == 3 and "visitors" in request.stats.metrics:
+    if "visitors" in request.stats.metrics and any(row[3] is None for row in rows):
         more, more_params = breakdown_visitors_sql(request, [row[0] for row in rows])
         [visitor_rows] = await _fetch(pool, [(more, more_params)])
         visitors = dict(visitor_rows)
-        rows = [(*row, visitors.get(row[0], 0)) for row in rows]
+        rows = [(value, views, events, visitors.get(value, 0)) for value, views, events, _ in rows]
     results: list[Json] = []
-    for value, views, events, *rest in rows:
+    for value, views, events, visitors_or_none in rows:
         values = {
             "views": int(views),
-            "visitors": round(rest[0]) if rest else 0,
+            "visitors": round(visitors_or_none or 0),
             "events": int(events),
         }
         entry: Json = {request.dimension: value}

@@ -12,11 +12,12 @@ from typing import Any
 
 import psycopg
 
+from consumer.batch import to_row
 from consumer.deadletter import DeadLetters
 from consumer.loop import ConsumerLoop, make_kafka_consumer
 from consumer.metrics import ConsumerStats
 from consumer.settings import ConsumerSettings
-from consumer.write import Writer
+from consumer.write import COPY_STAGING, COPY_TYPES, INSERT_AND_ROLL_UP, STAGING_DDL, Writer
 from ingest.events import EventRecord
 
 # Rollups recomputed from the raw rows; a correct consumer's rollups equal these exactly.
@@ -128,6 +129,21 @@ SELECT e.site_id, z.timezone, date_trunc('month', {_LOCAL})::date, path, count(*
 ROLLUP_LOCAL_MONTHLY_PATHS = """
 SELECT site_id, timezone, month, path, views FROM local_monthly_paths ORDER BY 1, 2, 3, 4
 """
+# Page views of the days before the watermark, per UTC month and per local month of each kept
+# zone (consumer/seal.py).
+_SEALED = "(SELECT sealed_before FROM sealed_days)"
+RECOUNT_SEALED_MONTHS = f"""
+SELECT site_id, 'UTC', date_trunc('month', day)::date AS month, path, count(*), {_SKETCH}
+FROM events WHERE event_type = 'page_view' AND day < {_SEALED} GROUP BY 1, 2, 3, 4
+UNION ALL
+SELECT e.site_id, z.timezone, date_trunc('month', {_LOCAL})::date, path, count(*), {_SKETCH}
+{_LOCAL_EVENTS} WHERE event_type = 'page_view' AND {_LOCAL} < {_SEALED} GROUP BY 1, 2, 3, 4
+ORDER BY 1, 2, 3, 4
+"""
+ROLLUP_SEALED_MONTHS = """
+SELECT site_id, timezone, month, path, views, hll_cardinality(visitors)
+FROM sealed_monthly_paths ORDER BY 1, 2, 3, 4
+"""
 
 
 def quick_consumer_settings(
@@ -179,6 +195,7 @@ def assert_rollups_match_raw_rows(database_url: str) -> None:
             (RECOUNT_LOCAL_DAILY, ROLLUP_LOCAL_DAILY),
             (RECOUNT_LOCAL_PATHS, ROLLUP_LOCAL_PATHS),
             (RECOUNT_LOCAL_MONTHLY_PATHS, ROLLUP_LOCAL_MONTHLY_PATHS),
+            (RECOUNT_SEALED_MONTHS, ROLLUP_SEALED_MONTHS),
         ]:
             expected = conn.execute(recount).fetchall()
             actual = conn.execute(rollup).fetchall()
@@ -233,3 +250,17 @@ async def running_consumer(settings: ConsumerSettings) -> AsyncIterator[Consumer
         await consumer.stop()
         await dead_letters.stop()
         await writer.close()
+
+
+async def write_without_commit(
+    conn: psycopg.AsyncConnection[Any], records: list[EventRecord]
+) -> None:
+    """A batch's statement in the caller's open transaction: its rows and rollups written,
+    its locks held, nothing committed (what an operator's command meets mid-batch)."""
+    await conn.execute(STAGING_DDL)
+    async with conn.cursor() as cur:
+        async with cur.copy(COPY_STAGING) as copy:
+            copy.set_types(COPY_TYPES)
+            for record in records:
+                await copy.write_row(to_row(record))
+        await cur.execute(INSERT_AND_ROLL_UP)

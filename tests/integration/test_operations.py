@@ -14,10 +14,16 @@ from consumer.batch import to_row
 from consumer.rebuild import rebuild_rollups
 from consumer.retention import apply_retention, first_kept_day
 from consumer.schema import apply_schema
-from consumer.write import COPY_STAGING, COPY_TYPES, INSERT_AND_ROLL_UP, STAGING_DDL, Writer
+from consumer.write import Writer
 from consumer.zones import _add, _lock, add_zone, list_zones, remove_zone
 from consumer.zones import main as zones_main
-from tests.support import assert_rollups_match_raw_rows, make_record, scalar
+from ingest.events import EventRecord
+from tests.support import (
+    assert_rollups_match_raw_rows,
+    make_record,
+    scalar,
+    write_without_commit,
+)
 
 pytestmark = pytest.mark.postgres
 
@@ -207,7 +213,7 @@ def test_zones_command_says_what_it_did_or_why_not(
         assert out.out == ""  # a fresh database keeps no zone
 
 
-def kolkata_evening(count: int, user: str) -> list[object]:
+def kolkata_evening(count: int, user: str) -> list[EventRecord]:
     """Page views around a Kolkata midnight (18:30 UTC), so they fall in two local days."""
     return [
         make_record(
@@ -238,13 +244,7 @@ async def test_a_batch_in_flight_when_a_zone_is_added_is_counted_once(
         # A batch's transaction that has written its rows and rollups (no zone yet: no local
         # rows) but not committed: the zone's build waits for it, then counts its events.
         async with batch.transaction():
-            await batch.execute(STAGING_DDL)
-            async with batch.cursor() as cur:
-                async with cur.copy(COPY_STAGING) as copy:
-                    copy.set_types(COPY_TYPES)
-                    for record in kolkata_evening(3, "u2"):
-                        await copy.write_row(to_row(record))  # type: ignore[arg-type]
-                await cur.execute(INSERT_AND_ROLL_UP)
+            await write_without_commit(batch, kolkata_evening(3, "u2"))
             adding = asyncio.create_task(add_zone(database_url, "a", "Asia/Kolkata"))
             await asyncio.sleep(0.5)
             assert not adding.done()  # waiting for the batch

@@ -19,6 +19,7 @@ from psycopg_pool import AsyncConnectionPool
 from starlette.applications import Starlette
 
 from consumer.batch import to_row
+from consumer.seal import seal_closed_days
 from consumer.write import Writer
 from consumer.zones import add_zone, remove_zone
 from ingest.app import handle_api_error
@@ -91,16 +92,22 @@ def recount(
     }
 
 
-# Every test runs twice: without configured zones (answers from 15-minute rollups and raw
-# events) and with the site keeping the zones (answers from local-day rollups), some added
-# before the events (kept by the consumer's writer), some after (built from 15-minute rows).
+# Every test runs four times: without configured zones (answers from 15-minute rollups and
+# raw events); with the site keeping the zones (answers from local-day rollups), some added
+# before the events (kept by the consumer's writer), some after (built from 15-minute rows);
+# and the same with closed days sealed into monthly rows (consumer/seal.py), either part of
+# November (the second batch then brings late events for sealed days) or every day.
 ZONES_KEPT_BEFORE = ["Asia/Kolkata", "America/St_Johns"]
 ZONES_KEPT_AFTER = ["Asia/Kathmandu", "Europe/London"]
+SEALED_IN_PART = dt.date(2025, 11, 13)  # a seal "on" that day seals the days before Nov 12
+SEALED_ALL = dt.date(2026, 1, 2)
 
 
-@pytest.fixture(params=["15-minute rollups", "site zones"])
+@pytest.fixture(
+    params=["15-minute rollups", "site zones", "site zones, sealed in part", "site zones, sealed"]
+)
 async def loaded(database_url: str, request: pytest.FixtureRequest) -> str:
-    zoned = request.param == "site zones"
+    zoned = request.param != "15-minute rollups"
     for zone in ZONES_KEPT_BEFORE if zoned else []:
         await add_zone(database_url, SITE, zone)
     writer = Writer(database_url, "g", "events")
@@ -108,11 +115,15 @@ async def loaded(database_url: str, request: pytest.FixtureRequest) -> str:
         # Two batches, so rollups and sketches are merged as well as created.
         rows = [to_row(e) for e in EVENTS]
         await writer.write(rows[:7], {0: 7}, {})
+        if request.param == "site zones, sealed in part":
+            await seal_closed_days(database_url, SEALED_IN_PART)
         await writer.write(rows[7:], {0: len(rows)}, {0: 7})
     finally:
         await writer.close()
     for zone in ZONES_KEPT_AFTER if zoned else []:
         await add_zone(database_url, SITE, zone)
+    if request.param == "site zones, sealed":
+        await seal_closed_days(database_url, SEALED_ALL)
     assert_rollups_match_raw_rows(database_url)
     return database_url
 

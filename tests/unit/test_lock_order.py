@@ -9,6 +9,7 @@ from __future__ import annotations
 import re
 
 from consumer.rebuild import LOCK_ROLLUPS
+from consumer.seal import LOCK_SEALED
 from consumer.write import INSERT_AND_ROLL_UP
 from consumer.zones import LOCK_LOCAL_ROLLUPS
 
@@ -28,5 +29,14 @@ def test_rebuild_locks_every_rollup_in_the_batch_statement_order() -> None:
 
 
 def test_zone_changes_lock_the_local_rollups_in_the_same_order() -> None:
-    local = [table for table in _written_by_batches() if table.startswith("local_")]
-    assert _locked(LOCK_LOCAL_ROLLUPS) == local
+    locked = _locked(LOCK_LOCAL_ROLLUPS)
+    local = [table for table in _written_by_batches() if table in locked]
+    assert locked == local
+    assert [t for t in locked if t.startswith("local_")] == [
+        t for t in _written_by_batches() if t.startswith("local_")
+    ]
+
+
+def test_a_seal_locks_the_last_table_a_batch_writes() -> None:
+    # Then a batch waiting for a seal holds nothing the seal waits for.
+    assert _locked(LOCK_SEALED) == _written_by_batches()[-1:] == ["sealed_monthly_paths"]

@@ -240,3 +240,21 @@ def test_page_breakdown_of_one_whole_month_reads_one_row_per_path() -> None:
     assert "GROUP BY" not in ranking_sql(*november, zone="Asia/Kolkata")
     one_day = ranking_sql(dt.date(2025, 11, 12), dt.date(2025, 11, 12), zone="Asia/Kolkata")
     assert "day = %(first)s" in one_day
+
+
+def test_only_a_page_breakdown_of_one_whole_local_month_by_views_tries_the_sealed_month() -> None:
+    def sealed(first: str, last: str, zone: str = "Asia/Kolkata", **kw: object) -> bool:
+        days = query.make_range(dt.date.fromisoformat(first), dt.date.fromisoformat(last), zone)
+        metrics = kw.get("metrics", ("views", "visitors"))
+        stats = query.StatsRequest("s", days, metrics, kw.get("filters", ()))  # type: ignore[arg-type]
+        request = query.BreakdownRequest(stats, kw.get("dimension", "path"), 10, 1)  # type: ignore[arg-type]
+        return query_local.sealed_month_sql(request) is not None
+
+    assert sealed("2025-11-01", "2025-11-30")
+    assert sealed("2025-02-01", "2025-02-28")
+    assert not sealed("2025-11-01", "2025-11-29")
+    assert not sealed("2025-11-01", "2025-12-31")  # two months: the general ranking
+    assert not sealed("2025-11-01", "2025-11-30", zone="UTC")  # UTC has its own
+    assert not sealed("2025-11-01", "2025-11-30", metrics=("visitors", "views"))
+    assert not sealed("2025-11-01", "2025-11-30", dimension="event_type")
+    assert not sealed("2025-11-01", "2025-11-30", filters=(query.Filter("path", False, "/a"),))

@@ -1,0 +1,153 @@
+"""Sealing closed days into sealed_monthly_paths (schema.sql): a month's page views and
+visitors per page, so that a month's top pages read ten rows, not ten sketches a day.
+
+    python -m consumer.seal          # seal every day before yesterday (UTC), then exit
+
+Each consumer replica also runs it every hour (replicas that find nothing new lock nothing).
+A seal advances the watermark `sealed_before` one month at most per transaction: it locks
+sealed_monthly_paths against batches (they wait, then carry on: nothing is lost or counted
+twice), adds the page views and visitors of the days it seals to their months, in UTC and in
+every kept zone, and moves the watermark. Batches add their late events for sealed days
+themselves (consumer/write.py), and `rebuild` and zone changes recount what they touch.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import datetime as dt
+import logging
+import sys
+from typing import Any
+
+import psycopg
+
+from consumer.settings import ConsumerSettings
+from consumer.zones import connect_read_committed, lock_or_give_up
+from ingest.config import ConfigError, environ
+from ingest.logs import configure_logging
+from ingest.query import next_month
+
+log = logging.getLogger(__name__)
+
+SEAL_INTERVAL_S = 3600.0
+# Days before yesterday: every zone's local day of the day before yesterday has ended by
+# noon UTC yesterday, so a sealed day is one that only late events can still change.
+SEAL_LAG = dt.timedelta(days=1)
+
+LOCK_SEALED = "LOCK TABLE sealed_monthly_paths IN SHARE ROW EXCLUSIVE MODE"
+# psycopg has no Python date for '-infinity': it reads as NULL.
+WATERMARK = "SELECT nullif(sealed_before, '-infinity') FROM sealed_days"
+# Where the first seal starts: the first day any page view was counted.
+FIRST_DAY = """
+SELECT least((SELECT min(day) FROM daily_details WHERE event_type = 'page_view'),
+             (SELECT min(day) FROM local_daily_paths))
+"""
+# Days [%(lo)s, %(hi)s) of one month at most, added to their month's rows.
+_SEAL = """
+INSERT INTO sealed_monthly_paths AS sp (site_id, timezone, month, path, views, visitors)
+{rows}
+ON CONFLICT (site_id, timezone, path, month) DO UPDATE SET
+    views = sp.views + EXCLUDED.views, visitors = hll_union(sp.visitors, EXCLUDED.visitors)
+"""
+SEAL_UTC = _SEAL.format(
+    rows="""SELECT site_id, 'UTC', date_trunc('month', day)::date, path, sum(events),
+       hll_union_agg(users)
+FROM daily_details WHERE event_type = 'page_view' AND day >= %(lo)s AND day < %(hi)s
+GROUP BY 1, 2, 3, 4"""
+)
+SEAL_LOCAL = _SEAL.format(
+    rows="""SELECT site_id, timezone, date_trunc('month', day)::date, path, sum(views),
+       hll_union_agg(visitors)
+FROM local_daily_paths WHERE day >= %(lo)s AND day < %(hi)s
+GROUP BY 1, 2, 3, 4"""
+)
+MOVE_WATERMARK = "UPDATE sealed_days SET sealed_before = %(hi)s"
+
+
+def seal_target(today: dt.date) -> dt.date:
+    """The watermark a seal on `today` (UTC) moves to: days before yesterday are sealed."""
+    return today - SEAL_LAG
+
+
+async def _watermark(conn: psycopg.AsyncConnection[Any]) -> dt.date | None:
+    """The current watermark; None before the first seal ('-infinity')."""
+    cur = await conn.execute(WATERMARK)
+    row = await cur.fetchone()
+    if row is None:
+        raise ValueError("sealed_days is empty: apply schema.sql (make schema)")
+    value: dt.date | None = row[0]
+    return value
+
+
+async def _seal_step(conn: psycopg.AsyncConnection[Any], target: dt.date) -> dt.date | None:
+    """One transaction: seals up to one month of days; returns the new watermark, or None
+    when there was nothing to seal."""
+    async with conn.transaction():
+        await lock_or_give_up(conn, LOCK_SEALED, "sealed_monthly_paths")
+        lo = await _watermark(conn)
+        if lo is None:
+            cur = await conn.execute(FIRST_DAY)
+            row = await cur.fetchone()
+            lo = row[0] if row and row[0] is not None else target
+        if lo >= target:
+            return None
+        params = {"lo": lo, "hi": min(target, next_month(lo))}
+        await conn.execute(SEAL_UTC, params)
+        await conn.execute(SEAL_LOCAL, params)
+        await conn.execute(MOVE_WATERMARK, params)
+        return params["hi"]
+
+
+async def seal_closed_days(
+    database_url: str, today: dt.date
+) -> tuple[dt.date | None, dt.date | None]:
+    """Seals every day before seal_target(today); returns the watermark before and after
+    (None: nothing sealed yet)."""
+    target = seal_target(today)
+    async with await connect_read_committed(database_url) as conn:
+        await conn.set_autocommit(True)
+        before = after = await _watermark(conn)
+        if before is not None and before >= target:
+            return before, after  # nothing new, and nothing locked
+        while (moved := await _seal_step(conn, target)) is not None:
+            after = moved
+            log.info("sealed the days before %s", moved)
+        return before, after
+
+
+async def seal_periodically(settings: ConsumerSettings) -> None:
+    """Runs until cancelled; failures are logged and retried at the next interval."""
+    while True:
+        today = dt.datetime.now(dt.UTC).date()
+        try:
+            await seal_closed_days(settings.database_url, today)
+        except (psycopg.Error, ValueError) as exc:
+            log.warning("closed days not sealed (%s); next attempt in an hour", exc)
+        await asyncio.sleep(SEAL_INTERVAL_S)
+
+
+def main(argv: list[str]) -> int:
+    configure_logging("seal")
+    if argv:
+        print("usage: python -m consumer.seal", file=sys.stderr)
+        return 2
+    try:
+        settings = ConsumerSettings.from_env(environ())
+    except ConfigError as exc:
+        print(f"seal: configuration error: {exc}", file=sys.stderr)
+        return 2
+    today = dt.datetime.now(dt.UTC).date()
+    try:
+        before, after = asyncio.run(seal_closed_days(settings.database_url, today))
+    except (psycopg.Error, ValueError) as exc:
+        print(f"seal: {type(exc).__name__}: {exc}", file=sys.stderr)
+        return 1
+    if before == after:
+        print(f"seal: nothing new to seal (sealed before: {after or 'no day yet'})")
+    else:
+        print(f"seal: the days before {after} are sealed (they were before {before or 'none'})")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))

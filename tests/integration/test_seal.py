@@ -1,0 +1,166 @@
+"""Sealing closed days into monthly rows (consumer/seal.py) against a real PostgreSQL: what
+the stats read after a seal, late events, a rebuild, and batches meeting a seal."""
+
+from __future__ import annotations
+
+import asyncio
+import datetime as dt
+from typing import Any
+
+import psycopg
+import pytest
+from psycopg_pool import AsyncConnectionPool
+
+from consumer.rebuild import rebuild_rollups
+from consumer.seal import _seal_step, main, seal_closed_days, seal_target
+from consumer.zones import add_zone, connect_read_committed
+from ingest import stats_read
+from ingest.events import EventRecord
+from ingest.query import parse_breakdown
+from tests.integration.test_operations import write
+from tests.support import (
+    assert_rollups_match_raw_rows,
+    make_record,
+    scalar,
+    write_without_commit,
+)
+
+pytestmark = pytest.mark.postgres
+
+UTC = dt.UTC
+TODAY = dt.date(2026, 1, 2)  # a seal then seals every day of 2025
+
+
+def november(count: int, user_prefix: str, day: int = 12) -> list[EventRecord]:
+    """Page views on /a and /b over one November day (UTC evening: Kolkata's next day)."""
+    return [
+        make_record(
+            site_id="a",
+            path=f"/{'ab'[i % 2]}",
+            user_id=f"{user_prefix}{i % 5}",
+            timestamp=dt.datetime(2025, 11, day, 10 + i % 12, tzinfo=UTC),
+        )
+        for i in range(count)
+    ]
+
+
+async def month_pages(database_url: str, zone: str, **params: str) -> list[dict[str, Any]]:
+    """The page breakdown the API answers (views and visitors), November by default."""
+    request = parse_breakdown(
+        {"site_id": "a", "timezone": zone, "period": "month", "date": "2025-11-01", **params},
+        now=dt.datetime(2026, 1, 2, tzinfo=UTC),
+    )
+    async with AsyncConnectionPool(database_url, min_size=1, max_size=1) as pool:
+        return await stats_read.breakdown_rows(pool, request)
+
+
+async def test_a_seal_answers_what_the_daily_rows_answered(database_url: str) -> None:
+    await add_zone(database_url, "a", "Asia/Kolkata")
+    await write(database_url, november(20, "u") + november(6, "v", day=30))
+    questions = [
+        ("UTC", {}),
+        ("Asia/Kolkata", {}),
+        ("UTC", {"period": "custom", "date": "2025-10-20,2025-12-05"}),
+        ("Asia/Kolkata", {"period": "custom", "date": "2025-11-01,2025-12-31"}),
+        ("UTC", {"limit": "1", "page": "2"}),
+    ]
+    before = [await month_pages(database_url, zone, **q) for zone, q in questions]
+    assert before[0] == [
+        {"path": "/a", "views": 13, "visitors": 8},
+        {"path": "/b", "views": 13, "visitors": 8},
+    ]
+    assert await seal_closed_days(database_url, dt.date(2025, 11, 14)) == (
+        None,
+        dt.date(2025, 11, 13),  # November in part
+    )
+    assert [await month_pages(database_url, zone, **q) for zone, q in questions] == before
+    assert await seal_closed_days(database_url, TODAY) == (
+        dt.date(2025, 11, 13),
+        seal_target(TODAY),
+    )
+    assert [await month_pages(database_url, zone, **q) for zone, q in questions] == before
+    assert_rollups_match_raw_rows(database_url)
+    # Nothing new: the watermark stays, nothing is locked or written.
+    assert await seal_closed_days(database_url, TODAY) == (seal_target(TODAY),) * 2
+
+
+async def test_a_sealed_month_is_read_from_its_rows_until_a_rebuild(database_url: str) -> None:
+    await add_zone(database_url, "a", "Asia/Kolkata")
+    await write(database_url, november(10, "u"))
+    expected = {zone: await month_pages(database_url, zone) for zone in ("UTC", "Asia/Kolkata")}
+    await seal_closed_days(database_url, TODAY)
+    with psycopg.connect(database_url, autocommit=True) as conn:
+        conn.execute("UPDATE sealed_monthly_paths SET views = views + 1000")
+    for zone, pages in expected.items():
+        damaged = await month_pages(database_url, zone)
+        assert [p["views"] for p in damaged] == [p["views"] + 1000 for p in pages]  # read there
+    await rebuild_rollups(database_url, dt.date(2025, 11, 12), dt.date(2025, 11, 12))
+    for zone, pages in expected.items():
+        assert await month_pages(database_url, zone) == pages
+    assert_rollups_match_raw_rows(database_url)
+
+
+async def test_late_events_for_sealed_days_are_counted_once(database_url: str) -> None:
+    await add_zone(database_url, "a", "Asia/Kolkata")
+    first = november(10, "u")
+    await write(database_url, first)
+    await seal_closed_days(database_url, TODAY)
+    late = november(8, "late-", day=29)
+    # A redelivery of part of the first batch along with them: written once, counted once.
+    await write(database_url, first[:4] + late, partition=1)
+    assert_rollups_match_raw_rows(database_url)
+    assert scalar(database_url, "SELECT sum(views) FROM sealed_monthly_paths") == 2 * 18
+    [a, b] = await month_pages(database_url, "UTC")
+    assert (a["views"] + b["views"], a["visitors"], b["visitors"]) == (18, 9, 9)
+
+
+async def test_a_seal_waits_for_a_batch_in_flight_and_counts_it(database_url: str) -> None:
+    await write(database_url, november(4, "u"))
+    async with await psycopg.AsyncConnection.connect(database_url) as batch:
+        # A batch that has written its rows and rollups but not committed.
+        async with batch.transaction():
+            await write_without_commit(batch, november(3, "v"))
+            sealing = asyncio.create_task(seal_closed_days(database_url, TODAY))
+            await asyncio.sleep(0.5)
+            assert not sealing.done()  # waiting for the batch
+        await sealing
+    assert_rollups_match_raw_rows(database_url)
+    assert scalar(database_url, "SELECT sum(views) FROM sealed_monthly_paths") == 7
+
+
+async def test_a_batch_arriving_during_a_seal_waits_and_adds_its_late_events(
+    database_url: str,
+) -> None:
+    await write(database_url, november(4, "u"))
+    async with await connect_read_committed(database_url) as conn:
+        async with conn.transaction():
+            assert await _seal_step(conn, seal_target(TODAY)) == dt.date(2025, 12, 1)
+            arriving = asyncio.create_task(write(database_url, november(5, "v"), partition=1))
+            await asyncio.sleep(0.5)
+            assert not arriving.done()  # the batch waits for the seal to commit
+        await arriving  # its snapshot follows its locks: it sees November sealed
+    assert_rollups_match_raw_rows(database_url)
+    assert scalar(database_url, "SELECT sum(views) FROM sealed_monthly_paths") == 9
+
+
+async def test_a_first_seal_goes_a_month_at_a_time_from_the_first_day(database_url: str) -> None:
+    await write(database_url, november(2, "u", day=3) + november(2, "v", day=20))
+    async with await connect_read_committed(database_url) as conn:
+        await conn.set_autocommit(True)
+        steps = []
+        while (moved := await _seal_step(conn, dt.date(2026, 1, 15))) is not None:
+            steps.append(moved)
+    assert steps == [dt.date(2025, 12, 1), dt.date(2026, 1, 1), dt.date(2026, 1, 15)]
+
+
+def test_the_command_seals_and_says_so(
+    database_url: str, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    asyncio.run(write(database_url, november(2, "u")))
+    monkeypatch.setenv("DATABASE_URL", database_url)
+    assert main([]) == 0
+    assert "are sealed" in capsys.readouterr().out
+    assert main([]) == 0
+    assert "nothing new to seal" in capsys.readouterr().out
+    assert main(["--now"]) == 2
+    assert scalar(database_url, "SELECT count(*) FROM sealed_monthly_paths") == 2
