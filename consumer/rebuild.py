@@ -23,8 +23,10 @@ import sys
 
 import psycopg
 
+from consumer.seal import SEALED, fold_utc_days
 from consumer.settings import ConsumerSettings
-from consumer.zones import connect_read_committed, recount_local_rollups
+from consumer.table_locks import connect_read_committed
+from consumer.zones import recount_local_rollups
 from ingest.config import ConfigError, environ
 
 # Blocks the consumers' rollup updates (ROW EXCLUSIVE) until commit, and waits for the
@@ -142,7 +144,10 @@ REBUILD_EVENT_TYPES = (
     """,
 )
 # Whole months, summed from daily_paths (rebuilt above; it outlives raw-event retention).
-_MONTHS = "month IN (SELECT DISTINCT date_trunc('month', d)::date FROM unnest(%(days)s::date[]) d)"
+_MONTHS_OF_DAYS = (
+    "(SELECT DISTINCT date_trunc('month', d)::date AS month FROM unnest(%(days)s::date[]) d) m"
+)
+_MONTHS = f"month IN (SELECT month FROM {_MONTHS_OF_DAYS})"
 REBUILD_MONTHLY_PATHS = (
     f"DELETE FROM monthly_paths WHERE {_MONTHS} AND {_SITE}",
     f"""
@@ -153,19 +158,14 @@ REBUILD_MONTHLY_PATHS = (
     WHERE {_MONTHS} GROUP BY 1, 2, 3
     """,
 )
-# The sealed days' page views and visitors (consumer/seal.py) in UTC, from daily_details
-# (rebuilt above).
+# The sealed days of those months (consumer/seal.py) in UTC, from daily_paths and
+# daily_details (rebuilt above).
 REBUILD_SEALED_MONTHS = (
     f"DELETE FROM sealed_monthly_paths WHERE timezone = 'UTC' AND {_MONTHS} AND {_SITE}",
-    f"""
-    INSERT INTO sealed_monthly_paths (site_id, timezone, month, path, views, visitors)
-    SELECT site_id, 'UTC', month, path, sum(events), hll_union_agg(users)
-    FROM (SELECT site_id, date_trunc('month', day)::date AS month, path, events, users
-          FROM daily_details
-          WHERE event_type = 'page_view' AND {_SITE}
-            AND day < (SELECT sealed_before FROM sealed_days)) d
-    WHERE {_MONTHS} GROUP BY 1, 2, 3, 4
-    """,
+    fold_utc_days(
+        f"SELECT site_id, day FROM daily_stats WHERE {_SITE} AND day < {SEALED} "
+        f"AND date_trunc('month', day)::date IN (SELECT month FROM {_MONTHS_OF_DAYS})"
+    ),
 )
 REBUILDS = [
     REBUILD_DAILY_USERS,

@@ -45,6 +45,8 @@ async def apply_retention_periodically(settings: ConsumerSettings) -> None:
             dropped = await apply_retention(settings.database_url, settings.retention_days, today)
         except (DatabaseUnavailable, RowsRejected) as exc:
             log.warning("retention not applied (%s); next attempt in an hour", exc)
+        except Exception:  # a bug: say so, and keep the task alive
+            log.exception("retention not applied; next attempt in an hour")
         else:
             if dropped:
                 log.info("retention: dropped %s", ", ".join(dropped))

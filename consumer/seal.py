@@ -3,7 +3,8 @@ visitors per page, so that a month's top pages read ten rows, not ten sketches a
 
     python -m consumer.seal          # seal every day before yesterday (UTC), then exit
 
-Each consumer replica also runs it every hour (replicas that find nothing new lock nothing).
+Each consumer replica also runs it every hour (a replica that finds nothing to seal locks
+nothing).
 A seal advances the watermark `sealed_before` one month at most per transaction: it locks
 sealed_monthly_paths against batches (they wait, then carry on: nothing is lost or counted
 twice), adds the page views and visitors of the days it seals to their months, in UTC and in
@@ -22,7 +23,7 @@ from typing import Any
 import psycopg
 
 from consumer.settings import ConsumerSettings
-from consumer.zones import connect_read_committed, lock_or_give_up
+from consumer.table_locks import connect_read_committed, lock_or_give_up
 from ingest.config import ConfigError, environ
 from ingest.logs import configure_logging
 from ingest.query import next_month
@@ -37,30 +38,54 @@ SEAL_LAG = dt.timedelta(days=1)
 LOCK_SEALED = "LOCK TABLE sealed_monthly_paths IN SHARE ROW EXCLUSIVE MODE"
 # psycopg has no Python date for '-infinity': it reads as NULL.
 WATERMARK = "SELECT nullif(sealed_before, '-infinity') FROM sealed_days"
-# Where the first seal starts: the first day any page view was counted.
+# Where the first seal starts: the first day with events, UTC or local (daily_stats and
+# local_daily_stats hold a row per site and day: small next to the per-path tables).
 FIRST_DAY = """
-SELECT least((SELECT min(day) FROM daily_details WHERE event_type = 'page_view'),
-             (SELECT min(day) FROM local_daily_paths))
+SELECT least((SELECT min(day) FROM daily_stats), (SELECT min(day) FROM local_daily_stats))
 """
-# Days [%(lo)s, %(hi)s) of one month at most, added to their month's rows.
-_SEAL = """
-INSERT INTO sealed_monthly_paths AS sp (site_id, timezone, month, path, views, visitors)
-{rows}
+SEALED = "(SELECT sealed_before FROM sealed_days)"
+_ADD_TO_MONTHS = """
 ON CONFLICT (site_id, timezone, path, month) DO UPDATE SET
     views = sp.views + EXCLUDED.views, visitors = hll_union(sp.visitors, EXCLUDED.visitors)
 """
-SEAL_UTC = _SEAL.format(
-    rows="""SELECT site_id, 'UTC', date_trunc('month', day)::date, path, sum(events),
-       hll_union_agg(users)
-FROM daily_details WHERE event_type = 'page_view' AND day >= %(lo)s AND day < %(hi)s
-GROUP BY 1, 2, 3, 4"""
+
+
+def fold_utc_days(days: str) -> str:
+    """Adds the page views and visitors of the UTC days `days` (a query of (site_id, day)
+    rows) to their months in sealed_monthly_paths. Views come from daily_paths, as those of
+    monthly_paths do; visitors from daily_details' page-view rows. Each (site, day) is read
+    through the tables' keys, so a seal reads the days it seals, not the whole history."""
+    return f"""
+INSERT INTO sealed_monthly_paths AS sp (site_id, timezone, month, path, views, visitors)
+SELECT p.site_id, 'UTC', date_trunc('month', p.day)::date, p.path, sum(p.views),
+       coalesce(hll_union_agg(d.users), hll_empty())
+FROM ({days}) s
+JOIN daily_paths p ON p.site_id = s.site_id AND p.day = s.day
+LEFT JOIN daily_details d ON d.site_id = p.site_id AND d.day = p.day
+    AND d.event_type = 'page_view' AND d.path = p.path
+GROUP BY 1, 2, 3, 4
+{_ADD_TO_MONTHS}"""
+
+
+def fold_local_days(where: str) -> str:
+    """The same for the local days of kept zones: local_daily_paths rows `l` of the zones `z`
+    (site_zones) that match `where`."""
+    return f"""
+INSERT INTO sealed_monthly_paths AS sp (site_id, timezone, month, path, views, visitors)
+SELECT l.site_id, l.timezone, date_trunc('month', l.day)::date, l.path, sum(l.views),
+       hll_union_agg(l.visitors)
+FROM site_zones z
+JOIN local_daily_paths l ON l.site_id = z.site_id AND l.timezone = z.timezone
+WHERE {where}
+GROUP BY 1, 2, 3, 4
+{_ADD_TO_MONTHS}"""
+
+
+# Days [%(lo)s, %(hi)s), one month at most.
+SEAL_UTC = fold_utc_days(
+    "SELECT site_id, day FROM daily_stats WHERE day >= %(lo)s AND day < %(hi)s"
 )
-SEAL_LOCAL = _SEAL.format(
-    rows="""SELECT site_id, timezone, date_trunc('month', day)::date, path, sum(views),
-       hll_union_agg(visitors)
-FROM local_daily_paths WHERE day >= %(lo)s AND day < %(hi)s
-GROUP BY 1, 2, 3, 4"""
-)
+SEAL_LOCAL = fold_local_days("l.day >= %(lo)s AND l.day < %(hi)s")
 MOVE_WATERMARK = "UPDATE sealed_days SET sealed_before = %(hi)s"
 
 
@@ -79,17 +104,19 @@ async def _watermark(conn: psycopg.AsyncConnection[Any]) -> dt.date | None:
     return value
 
 
+async def _first_day(conn: psycopg.AsyncConnection[Any]) -> dt.date | None:
+    cur = await conn.execute(FIRST_DAY)
+    row = await cur.fetchone()
+    return row[0] if row else None
+
+
 async def _seal_step(conn: psycopg.AsyncConnection[Any], target: dt.date) -> dt.date | None:
     """One transaction: seals up to one month of days; returns the new watermark, or None
     when there was nothing to seal."""
     async with conn.transaction():
         await lock_or_give_up(conn, LOCK_SEALED, "sealed_monthly_paths")
-        lo = await _watermark(conn)
-        if lo is None:
-            cur = await conn.execute(FIRST_DAY)
-            row = await cur.fetchone()
-            lo = row[0] if row and row[0] is not None else target
-        if lo >= target:
+        lo = await _watermark(conn) or await _first_day(conn)
+        if lo is None or lo >= target:
             return None
         params = {"lo": lo, "hi": min(target, next_month(lo))}
         await conn.execute(SEAL_UTC, params)
@@ -107,8 +134,9 @@ async def seal_closed_days(
     async with await connect_read_committed(database_url) as conn:
         await conn.set_autocommit(True)
         before = after = await _watermark(conn)
-        if before is not None and before >= target:
-            return before, after  # nothing new, and nothing locked
+        start = before or await _first_day(conn)
+        if start is None or start >= target:
+            return before, after  # nothing to seal, and nothing locked
         while (moved := await _seal_step(conn, target)) is not None:
             after = moved
             log.info("sealed the days before %s", moved)
@@ -123,6 +151,8 @@ async def seal_periodically(settings: ConsumerSettings) -> None:
             await seal_closed_days(settings.database_url, today)
         except (psycopg.Error, ValueError) as exc:
             log.warning("closed days not sealed (%s); next attempt in an hour", exc)
+        except Exception:  # a bug: say so, and keep the task (and the next seal) alive
+            log.exception("closed days not sealed; next attempt in an hour")
         await asyncio.sleep(SEAL_INTERVAL_S)
 
 

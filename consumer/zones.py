@@ -23,7 +23,9 @@ from typing import Any
 
 import psycopg
 
+from consumer.seal import SEALED, fold_local_days
 from consumer.settings import ConsumerSettings
+from consumer.table_locks import connect_read_committed, lock_or_give_up
 from ingest.config import ConfigError, environ
 from ingest.errors import BadRequest
 from ingest.query import parse_timezone
@@ -31,7 +33,6 @@ from ingest.query import parse_timezone
 # Waits for the batches in flight and holds new ones (they take ROW EXCLUSIVE) until commit.
 # A batch's statement locks every table it names before it takes its snapshot, so one that
 # waited here sees the committed site_zones rows.
-LOCK_TIMEOUT_S = 30
 LOCK_LOCAL_ROLLUPS = """
 LOCK TABLE local_daily_stats, local_daily_paths, local_monthly_paths, sealed_monthly_paths
 IN SHARE ROW EXCLUSIVE MODE
@@ -104,17 +105,11 @@ RECOUNT_LOCAL_ROLLUPS = [
     ),
     (
         _delete("sealed_monthly_paths", _MONTHS),
-        f"""
-        INSERT INTO sealed_monthly_paths (site_id, timezone, month, path, views, visitors)
-        SELECT * FROM (
-            SELECT p.site_id, p.timezone, date_trunc('month', p.day)::date AS month, p.path,
-                   sum(p.views), hll_union_agg(p.visitors)
-            FROM local_daily_paths p JOIN site_zones z
-                ON z.site_id = p.site_id AND z.timezone = p.timezone
-            WHERE {_ZONES} AND p.day < (SELECT sealed_before FROM sealed_days)
-            GROUP BY 1, 2, 3, 4
-        ) r WHERE {_MONTHS}
-        """,
+        fold_local_days(
+            f"{_ZONES} AND l.day < {SEALED} AND (%(lo)s::date IS NULL OR "
+            "date_trunc('month', l.day)::date BETWEEN date_trunc('month', %(lo)s::date)::date "
+            "AND %(hi)s::date)"
+        ),
     ),
 ]
 
@@ -172,33 +167,8 @@ async def add_zone(database_url: str, site: str, zone: str) -> int:
     return int(row[0]) if row else 0
 
 
-async def connect_read_committed(database_url: str) -> psycopg.AsyncConnection[Any]:
-    """A connection whose transactions are READ COMMITTED whatever the database's default:
-    each statement after a lock must see the batches committed while it waited (a
-    transaction-wide snapshot would not). For zone changes and rebuilds."""
-    conn = await psycopg.AsyncConnection.connect(database_url)
-    await conn.set_isolation_level(psycopg.IsolationLevel.READ_COMMITTED)
-    return conn
-
-
 async def _lock(conn: psycopg.AsyncConnection[Any]) -> None:
     await lock_or_give_up(conn, LOCK_LOCAL_ROLLUPS, "the local rollups")
-
-
-async def lock_or_give_up(conn: psycopg.AsyncConnection[Any], lock: str, what: str) -> None:
-    """Runs the LOCK TABLE statement `lock`, giving up after LOCK_TIMEOUT_S: while this
-    waits, every batch that arrives queues behind it. The first statement of the transaction
-    (LOCK takes no snapshot), so what follows sees every batch committed before the lock was
-    granted."""
-    await conn.execute(f"SET LOCAL lock_timeout = '{LOCK_TIMEOUT_S}s'")
-    try:
-        await conn.execute(lock)
-    except psycopg.errors.LockNotAvailable:
-        raise ValueError(
-            f"{what} stayed locked for {LOCK_TIMEOUT_S} s (a rebuild, a seal or a zone change "
-            "is running?); try again"
-        ) from None
-    await conn.execute("SET LOCAL lock_timeout = 0")  # for the lock wait only
 
 
 async def _add(conn: psycopg.AsyncConnection[Any], site: str, zone: str) -> None:

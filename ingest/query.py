@@ -214,6 +214,11 @@ def next_month(day: dt.date) -> dt.date:
     return (day.replace(day=28) + dt.timedelta(days=4)).replace(day=1)
 
 
+def one_whole_month(first: dt.date, end: dt.date) -> bool:
+    """Whether the days [first, end) are exactly one calendar month."""
+    return first.day == 1 and next_month(first) == end
+
+
 def _period_days(period: str, anchor: dt.date) -> tuple[dt.date, dt.date]:
     if period == "day":
         return anchor, anchor

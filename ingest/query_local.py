@@ -16,8 +16,8 @@ from __future__ import annotations
 import datetime as dt
 from typing import Any
 
-from ingest.query import BreakdownRequest, StatsRequest, TimeseriesRequest, next_month
-from ingest.query_sql import whole_months
+from ingest.query import BreakdownRequest, StatsRequest, TimeseriesRequest, one_whole_month
+from ingest.query_sql import MONTH_SEALED_SQL, SEALED_END_SQL, whole_months
 
 _KEPT_EXISTS = "EXISTS (SELECT 1 FROM site_zones WHERE site_id = %(site)s AND timezone = %(tz)s)"
 _KEPT = f"(SELECT {_KEPT_EXISTS} AS kept)"
@@ -39,7 +39,7 @@ def applies(request: StatsRequest) -> bool:
 def _params(request: StatsRequest) -> dict[str, Any]:
     """The range's local days, and the whole local months [month_from, month_to) in it."""
     first, last = request.range.first, request.range.last
-    month_from, month_to = whole_months(first, last + dt.timedelta(days=1))
+    month_from, month_to = whole_months(first, last + ONE_DAY)
     return {
         "site": request.site_id,
         "tz": request.range.timezone,
@@ -83,14 +83,6 @@ WHERE {_ZONE} AND day >= %(month_to)s AND day <= %(last)s
 
 # A path's visitors over the range: the sealed days of whole local months from one sketch a
 # month (sealed_monthly_paths, consumer/seal.py), the other days' from local_daily_paths.
-# Whether the days of the whole months [month_from, month_to) are sealed, and the first of
-# them that is not (consumer/seal.py).
-_MONTH_SEALED = "(SELECT sealed_before >= %(month_to)s FROM sealed_days)"
-_SEALED_END = (
-    "greatest(%(month_from)s::date, least(%(month_to)s::date, "
-    "(SELECT sealed_before FROM sealed_days)))"
-)
-
 _PATH_VISITORS = f"""
 (SELECT coalesce(hll_cardinality(hll_union_agg(v.visitors)), 0) FROM (
     SELECT visitors FROM sealed_monthly_paths
@@ -100,7 +92,7 @@ _PATH_VISITORS = f"""
     SELECT visitors FROM local_daily_paths
     WHERE site_id = %(site)s AND timezone = %(tz)s AND path = r.path
       AND ((day >= %(first)s AND day < %(month_from)s)
-           OR (day >= {_SEALED_END} AND day <= %(last)s))
+           OR (day >= {SEALED_END_SQL} AND day <= %(last)s))
 ) v)
 """
 
@@ -136,7 +128,7 @@ _RANKED_MONTH = (
 # the zone is kept and the month sealed (else PAGES_BY_VIEWS, then the general path).
 SEALED_MONTH_PAGES = f"""
 SELECT k.kept AND k.sealed, r.path, r.views, r.views, hll_cardinality(r.visitors)
-FROM (SELECT {_KEPT_EXISTS} AS kept, {_MONTH_SEALED} AS sealed) k
+FROM (SELECT {_KEPT_EXISTS} AS kept, {MONTH_SEALED_SQL} AS sealed) k
 LEFT JOIN LATERAL (
     SELECT path, views, visitors FROM sealed_monthly_paths
     WHERE {_ZONE} AND month = %(month_from)s AND views > 0 {_PAGE}
@@ -190,18 +182,21 @@ def breakdown_sql(request: BreakdownRequest) -> tuple[str, dict[str, Any]] | Non
     return PAGES_BY_VIEWS.format(visitors=visitors, kept=_KEPT, ranked=ranked), params
 
 
-def sealed_month_sql(request: BreakdownRequest) -> tuple[str, dict[str, Any]] | None:
-    """A page breakdown of exactly one sealed local month, sorted by views; None for others."""
+def sealed_month_sql(
+    request: BreakdownRequest, today: dt.date
+) -> tuple[str, dict[str, Any]] | None:
+    """A page breakdown of exactly one local month, sorted by views, that may be sealed;
+    None for others. A seal never reaches today (UTC), so a month that has not ended
+    before it is skipped without asking."""
     stats = request.stats
     if request.dimension != "path" or not applies(stats) or stats.metrics[0] == "visitors":
         return None
     params = _params(stats)
-    if not _one_whole_month(params):
+    if not _one_whole_month(params) or params["month_to"] >= today:
         return None
     params.update(limit=request.limit, offset=request.limit * (request.page - 1))
     return SEALED_MONTH_PAGES, params
 
 
 def _one_whole_month(params: dict[str, Any]) -> bool:
-    first, last = params["first"], params["last"]
-    return bool(params["month_from"] == first and next_month(first) == last + ONE_DAY)
+    return one_whole_month(params["first"], params["last"] + ONE_DAY)

@@ -24,6 +24,7 @@ from ingest.query import (
     StatsRequest,
     TimeseriesRequest,
     next_month,
+    one_whole_month,
 )
 
 
@@ -341,13 +342,15 @@ def _breakdown_visitors(dimension: Dimension, filters: tuple[Filter, ...]) -> sq
 
 # The first day of the range's whole months [month_from, month_to) that is not sealed into
 # sealed_monthly_paths (consumer/seal.py), read in the statement's snapshot.
-SEALED_END = sql.SQL(
+SEALED_END_SQL = (
     "greatest(%(month_from)s::date, least(%(month_to)s::date, "
     "(SELECT sealed_before FROM sealed_days)))"
 )
+SEALED_END = sql.SQL(SEALED_END_SQL)
 
 # Whether every day of the whole months [month_from, month_to) is sealed.
-MONTH_SEALED = sql.SQL("(SELECT sealed_before >= %(month_to)s FROM sealed_days)")
+MONTH_SEALED_SQL = "(SELECT sealed_before >= %(month_to)s FROM sealed_days)"
+MONTH_SEALED = sql.SQL(MONTH_SEALED_SQL)
 
 # Page views per path: whole UTC months from monthly_paths, the other whole days from
 # daily_paths, the edges from quarter_hour_paths.
@@ -386,13 +389,8 @@ ONE_MONTH_PATHS = sql.SQL(
 ).format(sealed=MONTH_SEALED)
 
 
-def _one_whole_month(pieces: Pieces, params: dict[str, Any]) -> bool:
-    return (
-        not pieces.edges
-        and params["month_from"] == pieces.day_from
-        and params["month_to"] == pieces.day_to
-        and next_month(pieces.day_from) == pieces.day_to
-    )
+def _one_whole_month(pieces: Pieces) -> bool:
+    return not pieces.edges and one_whole_month(pieces.day_from, pieces.day_to)
 
 
 def breakdown_sql(request: BreakdownRequest) -> tuple[sql.Composable, dict[str, Any]]:
@@ -412,7 +410,7 @@ def breakdown_sql(request: BreakdownRequest) -> tuple[sql.Composable, dict[str, 
     _bind_filters(_breakdown_filters(request.dimension, stats.filters), params)
     sort = stats.metrics[0]
     if request.dimension == "path" and stats.filters == () and sort != "visitors":
-        if _one_whole_month(pieces, params):
+        if _one_whole_month(pieces):
             return ONE_MONTH_PATHS, params
         return PAGES_BY_VIEWS, params
     query = _breakdown_query(request.dimension, sort, "visitors" in stats.metrics, stats.filters)

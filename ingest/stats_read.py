@@ -140,7 +140,8 @@ async def timeseries(pool: Pool, request: TimeseriesRequest) -> Json:
 
 
 async def breakdown_rows(pool: Pool, request: BreakdownRequest) -> list[Json]:
-    rows = await _kept_zone_rows(pool, query_local.sealed_month_sql(request))
+    today = dt.datetime.now(dt.UTC).date()
+    rows = await _kept_zone_rows(pool, query_local.sealed_month_sql(request, today))
     if rows is None:
         rows = await _kept_zone_rows(pool, query_local.breakdown_sql(request))
     if rows is None:

@@ -11,9 +11,13 @@ import psycopg
 import pytest
 from psycopg_pool import AsyncConnectionPool
 
+from consumer.batch import to_row
 from consumer.rebuild import rebuild_rollups
+from consumer.retention import apply_retention
 from consumer.seal import _seal_step, main, seal_closed_days, seal_target
-from consumer.zones import add_zone, connect_read_committed
+from consumer.table_locks import connect_read_committed
+from consumer.write import Writer
+from consumer.zones import add_zone, remove_zone
 from ingest import stats_read
 from ingest.events import EventRecord
 from ingest.query import parse_breakdown
@@ -141,6 +145,87 @@ async def test_a_batch_arriving_during_a_seal_waits_and_adds_its_late_events(
         await arriving  # its snapshot follows its locks: it sees November sealed
     assert_rollups_match_raw_rows(database_url)
     assert scalar(database_url, "SELECT sum(views) FROM sealed_monthly_paths") == 9
+
+
+async def test_a_batch_on_a_connection_that_prepared_its_statement_waits_for_a_seal_too(
+    database_url: str,
+) -> None:
+    """psycopg prepares a statement run five times: the locks are then taken when it runs,
+    not when it is parsed, and the snapshot still follows them."""
+    writer = Writer(database_url, "g", "events")
+    try:
+        for i in range(6):
+            await writer.write(
+                [to_row(r) for r in november(2, f"w{i}-")], {0: i + 1}, {0: i or None}
+            )
+        async with await connect_read_committed(database_url) as conn:
+            async with conn.transaction():
+                await _seal_step(conn, seal_target(TODAY))
+                rows = [to_row(r) for r in november(3, "late-")]
+                arriving = asyncio.create_task(writer.write(rows, {0: 7}, {0: 6}))
+                await asyncio.sleep(0.5)
+                assert not arriving.done()
+            await arriving
+    finally:
+        await writer.close()
+    assert_rollups_match_raw_rows(database_url)
+    assert scalar(database_url, "SELECT sum(views) FROM sealed_monthly_paths") == 15
+
+
+async def test_zones_added_or_removed_after_a_seal_bring_or_take_their_sealed_months(
+    database_url: str,
+) -> None:
+    await write(database_url, november(6, "u"))
+    await seal_closed_days(database_url, TODAY)
+    await add_zone(database_url, "a", "America/St_Johns")
+    assert_rollups_match_raw_rows(database_url)
+    zone_rows = "SELECT count(*) FROM sealed_monthly_paths WHERE timezone = 'America/St_Johns'"
+    assert scalar(database_url, zone_rows) == 2
+    assert await month_pages(database_url, "America/St_Johns") == await month_pages(
+        database_url, "UTC"
+    )
+    assert await remove_zone(database_url, "a", "America/St_Johns")
+    assert scalar(database_url, zone_rows) == 0
+    assert_rollups_match_raw_rows(database_url)
+
+
+async def test_a_rebuild_keeps_the_sealed_days_that_retention_dropped(database_url: str) -> None:
+    await write(database_url, november(4, "u", day=3) + november(6, "v", day=20))
+    await seal_closed_days(database_url, TODAY)
+    expected = await month_pages(database_url, "UTC")
+    # Raw rows of Nov 3 gone; its rollups stay and the sealed month still counts it.
+    await apply_retention(database_url, 10, dt.date(2025, 11, 25))
+    await rebuild_rollups(database_url, dt.date(2025, 11, 1), dt.date(2025, 11, 30))
+    assert await month_pages(database_url, "UTC") == expected
+    assert scalar(database_url, "SELECT sum(views) FROM sealed_monthly_paths") == 10
+
+
+async def test_an_event_older_than_every_sealed_day_is_counted_in_its_month(
+    database_url: str,
+) -> None:
+    await write(database_url, november(4, "u"))
+    await seal_closed_days(database_url, TODAY)
+    october = [make_record(site_id="a", path="/a", timestamp=dt.datetime(2025, 10, 2, tzinfo=UTC))]
+    await write(database_url, october, partition=1)
+    assert_rollups_match_raw_rows(database_url)
+    oct_rows = "SELECT sum(views) FROM sealed_monthly_paths WHERE month = '2025-10-01'"
+    assert scalar(database_url, oct_rows) == 1
+
+
+async def test_a_seal_with_nothing_to_seal_takes_no_lock(database_url: str) -> None:
+    await write(database_url, november(4, "u"))
+    hold = "LOCK TABLE sealed_monthly_paths IN ROW EXCLUSIVE MODE"  # what a batch holds
+    async with await psycopg.AsyncConnection.connect(database_url) as batch:
+        async with asyncio.timeout(5):  # a seal that tried to lock would wait for `batch`
+            await batch.execute(hold)
+            # Events too recent to seal (a young database): nothing locked.
+            assert await seal_closed_days(database_url, dt.date(2025, 11, 13)) == (None, None)
+            await batch.rollback()
+            assert await seal_closed_days(database_url, TODAY) == (None, seal_target(TODAY))
+            await batch.execute(hold)
+            # Nothing new since the last seal: nothing locked.
+            assert await seal_closed_days(database_url, TODAY) == (seal_target(TODAY),) * 2
+            await batch.rollback()
 
 
 async def test_a_first_seal_goes_a_month_at_a_time_from_the_first_day(database_url: str) -> None:

@@ -248,11 +248,12 @@ def test_only_a_page_breakdown_of_one_whole_local_month_by_views_tries_the_seale
         metrics = kw.get("metrics", ("views", "visitors"))
         stats = query.StatsRequest("s", days, metrics, kw.get("filters", ()))  # type: ignore[arg-type]
         request = query.BreakdownRequest(stats, kw.get("dimension", "path"), 10, 1)  # type: ignore[arg-type]
-        return query_local.sealed_month_sql(request) is not None
+        return query_local.sealed_month_sql(request, dt.date(2026, 1, 1)) is not None
 
     assert sealed("2025-11-01", "2025-11-30")
     assert sealed("2025-02-01", "2025-02-28")
     assert not sealed("2025-11-01", "2025-11-29")
+    assert not sealed("2025-12-01", "2025-12-31")  # not over before "today": never sealed yet
     assert not sealed("2025-11-01", "2025-12-31")  # two months: the general ranking
     assert not sealed("2025-11-01", "2025-11-30", zone="UTC")  # UTC has its own
     assert not sealed("2025-11-01", "2025-11-30", metrics=("visitors", "views"))
