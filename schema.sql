@@ -225,6 +225,29 @@ CREATE TABLE IF NOT EXISTS site_zones (
     PRIMARY KEY (site_id, timezone)
 );
 
+-- `auto`: kept because stats requests asked for the zone (consumer/zone_requests.py), and
+-- dropped again when they stop; operators' zones stay until removed. Added to earlier
+-- schemas once (the column's absence is checked first, so later starts lock nothing).
+DO $$
+BEGIN
+    IF NOT EXISTS (SELECT 1 FROM information_schema.columns
+                   WHERE table_name = 'site_zones' AND column_name = 'auto'
+                     AND table_schema = current_schema()) THEN
+        ALTER TABLE site_zones ADD COLUMN auto boolean NOT NULL DEFAULT false;
+    END IF;
+END $$;
+
+-- Zones that stats requests read a site in, where local days are not UTC days: noted by the
+-- API at most once a minute per (site, zone) and process, kept or not. The consumers keep
+-- requested zones (AUTO_ZONES_PER_SITE) and drop idle ones (AUTO_ZONES_IDLE_DAYS).
+CREATE TABLE IF NOT EXISTS zone_requests (
+    site_id             text        NOT NULL,
+    timezone            text        NOT NULL,
+    first_requested_at  timestamptz NOT NULL DEFAULT now(),
+    last_requested_at   timestamptz NOT NULL DEFAULT now(),
+    PRIMARY KEY (site_id, timezone)
+);
+
 -- Per (site, zone, local day): page views, all events, a sketch of page-view users.
 CREATE TABLE IF NOT EXISTS local_daily_stats (
     site_id     text NOT NULL,

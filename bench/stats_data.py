@@ -180,7 +180,7 @@ def _seal_closed_days(url: str) -> None:
 
 def _keep_site_zone(url: str) -> None:
     """Adds SITE_ZONE to the site unless kept already (built from the 15-minute rollups)."""
-    if (SITE, SITE_ZONE) in {(site, zone) for site, zone, _ in asyncio.run(list_zones(url))}:
+    if (SITE, SITE_ZONE) in {(site, zone) for site, zone, *_ in asyncio.run(list_zones(url))}:
         return
     print(f"stats bench: building the {SITE_ZONE} rollups of {SITE} ...", flush=True)
     started = time.monotonic()

@@ -20,6 +20,7 @@ from consumer.schema import apply_schema
 from consumer.seal import seal_periodically
 from consumer.settings import ConsumerSettings
 from consumer.write import Writer
+from consumer.zone_requests import keep_requested_zones_periodically
 from ingest.config import ConfigError, environ
 from ingest.logs import configure_logging
 from ingest.topics import ensure_topics
@@ -48,6 +49,10 @@ async def run(settings: ConsumerSettings, stop: asyncio.Event) -> None:
         server = serve(settings.metrics_host, settings.metrics_port, stats.registry, loop.health)
         log.info("metrics and health on http://%s:%d", settings.metrics_host, settings.metrics_port)
     periodic = [asyncio.create_task(seal_periodically(settings), name="seal")]
+    if settings.auto_zones_per_site:
+        periodic.append(
+            asyncio.create_task(keep_requested_zones_periodically(settings), name="zones")
+        )
     if settings.retention_days:
         periodic.append(
             asyncio.create_task(apply_retention_periodically(settings), name="retention")

@@ -151,14 +151,15 @@ async def _check_postgres_knows(conn: psycopg.AsyncConnection[Any], zone: str) -
         ) from None
 
 
-async def add_zone(database_url: str, site: str, zone: str) -> int:
+async def add_zone(database_url: str, site: str, zone: str, *, auto: bool = False) -> int:
     """Starts keeping `zone`'s local rollups for `site` (built now from the 15-minute
-    rollups); returns the number of local days built. Adding a zone twice rebuilds it."""
+    rollups); returns the number of local days built. Adding a zone twice rebuilds it.
+    `auto`: asked for by requests (consumer/zone_requests.py), not by an operator."""
     zone = validate_zone(zone)
     async with await connect_read_committed(database_url) as conn, conn.transaction():
         await _lock(conn)
         await _check_postgres_knows(conn, zone)
-        await _add(conn, site, zone)
+        await _add(conn, site, zone, auto=auto)
         cur = await conn.execute(
             "SELECT count(*) FROM local_daily_stats WHERE site_id = %s AND timezone = %s",
             (site, zone),
@@ -171,10 +172,14 @@ async def _lock(conn: psycopg.AsyncConnection[Any]) -> None:
     await lock_or_give_up(conn, LOCK_LOCAL_ROLLUPS, "the local rollups")
 
 
-async def _add(conn: psycopg.AsyncConnection[Any], site: str, zone: str) -> None:
+async def _add(
+    conn: psycopg.AsyncConnection[Any], site: str, zone: str, *, auto: bool = False
+) -> None:
+    # An operator's add makes a zone kept automatically their own (it stays until removed).
     await conn.execute(
-        "INSERT INTO site_zones (site_id, timezone) VALUES (%s, %s) ON CONFLICT DO NOTHING",
-        (site, zone),
+        "INSERT INTO site_zones (site_id, timezone, auto) VALUES (%s, %s, %s) "
+        "ON CONFLICT (site_id, timezone) DO UPDATE SET auto = site_zones.auto AND EXCLUDED.auto",
+        (site, zone, auto),
     )
     await recount_local_rollups(conn, {"site": site, "tz": zone})
 
@@ -200,18 +205,18 @@ async def remove_zone(database_url: str, site: str, zone: str) -> bool:
         return cur.rowcount > 0
 
 
-async def list_zones(database_url: str) -> list[tuple[str, str, int]]:
-    """(site, zone, local days kept) for every configured zone."""
+async def list_zones(database_url: str) -> list[tuple[str, str, int, bool]]:
+    """(site, zone, local days kept, kept automatically) for every configured zone."""
     async with await psycopg.AsyncConnection.connect(database_url) as conn:
         cur = await conn.execute(
             """
             SELECT z.site_id, z.timezone,
                    (SELECT count(*) FROM local_daily_stats l
-                    WHERE l.site_id = z.site_id AND l.timezone = z.timezone)
+                    WHERE l.site_id = z.site_id AND l.timezone = z.timezone), z.auto
             FROM site_zones z ORDER BY 1, 2
             """
         )
-        return [(str(s), str(t), int(n)) for s, t, n in await cur.fetchall()]
+        return [(str(s), str(t), int(n), bool(a)) for s, t, n, a in await cur.fetchall()]
 
 
 def main(argv: list[str]) -> int:
@@ -250,8 +255,9 @@ def main(argv: list[str]) -> int:
                 return 1
             print(f"zones: {args.site} no longer keeps {args.zone}; its local rollups are gone")
         else:
-            for site, zone, days in asyncio.run(list_zones(url)):
-                print(f"{site}\t{zone}\t{days} days")
+            for site, zone, days, auto in asyncio.run(list_zones(url)):
+                how = "kept while requests ask for it" if auto else "added by an operator"
+                print(f"{site}\t{zone}\t{days} days\t{how}")
     except ValueError as exc:
         print(f"zones: {exc}", file=sys.stderr)
         return 2

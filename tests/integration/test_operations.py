@@ -166,7 +166,7 @@ async def test_a_zone_added_after_retention_keeps_the_days_only_rollups_hold(
     days = await add_zone(database_url, "a", "Asia/Kolkata")
     # 20:00 UTC is 01:30 the next local day: the 11th, 12th and 13th in Kolkata.
     assert days == 3
-    assert await list_zones(database_url) == [("a", "Asia/Kolkata", 3)]
+    assert await list_zones(database_url) == [("a", "Asia/Kolkata", 3, False)]
     assert (
         scalar(
             database_url,
