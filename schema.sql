@@ -308,8 +308,34 @@ CREATE TABLE IF NOT EXISTS sealed_monthly_paths (
 CREATE INDEX IF NOT EXISTS sealed_monthly_paths_top
     ON sealed_monthly_paths (site_id, timezone, month, views DESC, path);
 
+-- Per (site, UTC month, event type): events and a sketch of their users on the month's
+-- sealed days, for event-type breakdowns and filters over whole months (90 sketches merged a
+-- month otherwise). Filled like sealed_monthly_paths, from daily_event_types. A database
+-- sealed before this table existed gets it filled from the sealed days once.
+DO $$
+BEGIN
+    IF to_regclass('sealed_monthly_event_types') IS NULL THEN
+        CREATE TABLE sealed_monthly_event_types (
+            site_id     text   NOT NULL,
+            month       date   NOT NULL,  -- first day of the UTC month
+            event_type  text   NOT NULL,
+            events      bigint NOT NULL DEFAULT 0,
+            users       hll    NOT NULL,
+            PRIMARY KEY (site_id, month, event_type)
+        );
+        IF to_regclass('sealed_days') IS NOT NULL THEN
+            INSERT INTO sealed_monthly_event_types (site_id, month, event_type, events, users)
+            SELECT site_id, date_trunc('month', day)::date, event_type, sum(events),
+                   hll_union_agg(users)
+            FROM daily_event_types
+            WHERE day < (SELECT sealed_before FROM sealed_days)
+            GROUP BY 1, 2, 3;
+        END IF;
+    END IF;
+END $$;
+
 -- One row: days before `sealed_before` (UTC days, and local days in every kept zone) are in
--- sealed_monthly_paths. '-infinity' until the first seal.
+-- sealed_monthly_paths and sealed_monthly_event_types. '-infinity' until the first seal.
 CREATE TABLE IF NOT EXISTS sealed_days (
     one            boolean PRIMARY KEY DEFAULT true CHECK (one),
     sealed_before  date    NOT NULL

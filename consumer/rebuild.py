@@ -23,7 +23,7 @@ import sys
 
 import psycopg
 
-from consumer.seal import SEALED, fold_utc_days
+from consumer.seal import SEALED, fold_utc_days, fold_utc_event_types
 from consumer.settings import ConsumerSettings
 from consumer.table_locks import connect_read_committed
 from consumer.zones import recount_local_rollups
@@ -37,7 +37,7 @@ from ingest.config import ConfigError, environ
 LOCK_ROLLUPS = """
 LOCK TABLE daily_users, daily_stats, daily_paths, hourly_stats, daily_visitors, quarter_hour_stats,
     quarter_hour_paths, daily_details, monthly_paths, daily_event_types, local_daily_stats,
-    local_daily_paths, local_monthly_paths, sealed_monthly_paths
+    local_daily_paths, local_monthly_paths, sealed_monthly_paths, sealed_monthly_event_types
 IN SHARE ROW EXCLUSIVE MODE
 """
 
@@ -158,14 +158,19 @@ REBUILD_MONTHLY_PATHS = (
     WHERE {_MONTHS} GROUP BY 1, 2, 3
     """,
 )
-# The sealed days of those months (consumer/seal.py) in UTC, from daily_paths and
-# daily_details (rebuilt above).
+# The sealed days of those months (consumer/seal.py) in UTC, from daily_paths, daily_details
+# and daily_event_types (rebuilt above).
+_SEALED_DAYS_OF_MONTHS = (
+    f"SELECT site_id, day FROM daily_stats WHERE {_SITE} AND day < {SEALED} "
+    f"AND date_trunc('month', day)::date IN (SELECT month FROM {_MONTHS_OF_DAYS})"
+)
 REBUILD_SEALED_MONTHS = (
     f"DELETE FROM sealed_monthly_paths WHERE timezone = 'UTC' AND {_MONTHS} AND {_SITE}",
-    fold_utc_days(
-        f"SELECT site_id, day FROM daily_stats WHERE {_SITE} AND day < {SEALED} "
-        f"AND date_trunc('month', day)::date IN (SELECT month FROM {_MONTHS_OF_DAYS})"
-    ),
+    fold_utc_days(_SEALED_DAYS_OF_MONTHS),
+)
+REBUILD_SEALED_EVENT_TYPES = (
+    f"DELETE FROM sealed_monthly_event_types WHERE {_MONTHS} AND {_SITE}",
+    fold_utc_event_types(_SEALED_DAYS_OF_MONTHS),
 )
 REBUILDS = [
     REBUILD_DAILY_USERS,
@@ -178,7 +183,8 @@ REBUILDS = [
     REBUILD_DAILY_DETAILS,
     REBUILD_EVENT_TYPES,
     REBUILD_MONTHLY_PATHS,  # after daily_paths
-    REBUILD_SEALED_MONTHS,  # after daily_details
+    REBUILD_SEALED_MONTHS,  # after daily_paths and daily_details
+    REBUILD_SEALED_EVENT_TYPES,  # after daily_event_types
 ]
 
 

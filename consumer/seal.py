@@ -1,5 +1,6 @@
-"""Sealing closed days into sealed_monthly_paths (schema.sql): a month's page views and
-visitors per page, so that a month's top pages read ten rows, not ten sketches a day.
+"""Sealing closed days into sealed_monthly_paths and sealed_monthly_event_types (schema.sql):
+a month's page views and visitors per page, and events and users per event type, so that a
+month's top pages read ten rows, not ten sketches a day.
 
     python -m consumer.seal          # seal every day before yesterday (UTC), then exit
 
@@ -35,7 +36,9 @@ SEAL_INTERVAL_S = 3600.0
 # noon UTC yesterday, so a sealed day is one that only late events can still change.
 SEAL_LAG = dt.timedelta(days=1)
 
-LOCK_SEALED = "LOCK TABLE sealed_monthly_paths IN SHARE ROW EXCLUSIVE MODE"
+LOCK_SEALED = (
+    "LOCK TABLE sealed_monthly_paths, sealed_monthly_event_types IN SHARE ROW EXCLUSIVE MODE"
+)
 # psycopg has no Python date for '-infinity': it reads as NULL.
 WATERMARK = "SELECT nullif(sealed_before, '-infinity') FROM sealed_days"
 # Where the first seal starts: the first day with events, UTC or local (daily_stats and
@@ -81,10 +84,25 @@ GROUP BY 1, 2, 3, 4
 {_ADD_TO_MONTHS}"""
 
 
+def fold_utc_event_types(days: str) -> str:
+    """The same per event type (all events, not page views only) into
+    sealed_monthly_event_types, from daily_event_types."""
+    return f"""
+INSERT INTO sealed_monthly_event_types AS st (site_id, month, event_type, events, users)
+SELECT t.site_id, date_trunc('month', t.day)::date, t.event_type, sum(t.events),
+       hll_union_agg(t.users)
+FROM ({days}) s
+JOIN daily_event_types t ON t.site_id = s.site_id AND t.day = s.day
+GROUP BY 1, 2, 3
+ON CONFLICT (site_id, month, event_type) DO UPDATE SET
+    events = st.events + EXCLUDED.events, users = hll_union(st.users, EXCLUDED.users)
+"""
+
+
 # Days [%(lo)s, %(hi)s), one month at most.
-SEAL_UTC = fold_utc_days(
-    "SELECT site_id, day FROM daily_stats WHERE day >= %(lo)s AND day < %(hi)s"
-)
+_SEALING = "SELECT site_id, day FROM daily_stats WHERE day >= %(lo)s AND day < %(hi)s"
+SEAL_UTC = fold_utc_days(_SEALING)
+SEAL_EVENT_TYPES = fold_utc_event_types(_SEALING)
 SEAL_LOCAL = fold_local_days("l.day >= %(lo)s AND l.day < %(hi)s")
 MOVE_WATERMARK = "UPDATE sealed_days SET sealed_before = %(hi)s"
 
@@ -114,12 +132,13 @@ async def _seal_step(conn: psycopg.AsyncConnection[Any], target: dt.date) -> dt.
     """One transaction: seals up to one month of days; returns the new watermark, or None
     when there was nothing to seal."""
     async with conn.transaction():
-        await lock_or_give_up(conn, LOCK_SEALED, "sealed_monthly_paths")
+        await lock_or_give_up(conn, LOCK_SEALED, "the sealed months")
         lo = await _watermark(conn) or await _first_day(conn)
         if lo is None or lo >= target:
             return None
         params = {"lo": lo, "hi": min(target, next_month(lo))}
         await conn.execute(SEAL_UTC, params)
+        await conn.execute(SEAL_EVENT_TYPES, params)
         await conn.execute(SEAL_LOCAL, params)
         await conn.execute(MOVE_WATERMARK, params)
         return params["hi"]

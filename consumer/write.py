@@ -159,10 +159,11 @@ local_monthly AS (
     ON CONFLICT (site_id, timezone, path, month) DO UPDATE SET views = lm.views + EXCLUDED.views
 )"""
 
-# Page views of days already sealed into sealed_monthly_paths (consumer/seal.py): late
-# events, usually none, so this costs a batch a filter over `counts`. Last in the statement:
-# a seal locks this table alone, and a batch waiting for it holds no lock a seal needs; the
-# batch then reads the watermark the seal committed (its snapshot follows its locks).
+# Events of days already sealed into sealed_monthly_paths and sealed_monthly_event_types
+# (consumer/seal.py): late events, usually none, so this costs a batch a filter over
+# `counts`. Last in the statement: a seal locks these tables only, and a batch waiting for it
+# holds no lock a seal needs; the batch then reads the watermark the seal committed (its
+# snapshot follows its locks).
 SEALED_MONTH_ROLLUPS = """
 sealed AS (
     SELECT sealed_before FROM sealed_days
@@ -182,6 +183,14 @@ late_page_views AS (
     GROUP BY 1, 2, 3, 4 ORDER BY 1, 2, 4, 3
     ON CONFLICT (site_id, timezone, path, month) DO UPDATE SET
         views = sp.views + EXCLUDED.views, visitors = hll_union(sp.visitors, EXCLUDED.visitors)
+),
+late_event_types AS (
+    INSERT INTO sealed_monthly_event_types AS st (site_id, month, event_type, events, users)
+    SELECT site_id, date_trunc('month', day)::date, event_type, sum(events), hll_union_agg(users)
+    FROM counts WHERE day < (SELECT sealed_before FROM sealed)
+    GROUP BY 1, 2, 3 ORDER BY 1, 2, 3
+    ON CONFLICT (site_id, month, event_type) DO UPDATE SET
+        events = st.events + EXCLUDED.events, users = hll_union(st.users, EXCLUDED.users)
 )"""
 
 # One statement, so every step reads the rows the insert actually produced. The inserted rows

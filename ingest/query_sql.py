@@ -103,6 +103,18 @@ _RAW_EDGES = sql.SQL(
 # A raw row's contribution to a sketch: the same hash the consumer's rollups add.
 _RAW_USERS = sql.SQL("hll_add_agg(hll_hash_text(user_id))")
 
+# The first day of the range's whole months [month_from, month_to) that is not sealed into
+# sealed_monthly_paths (consumer/seal.py), read in the statement's snapshot.
+SEALED_END_SQL = (
+    "greatest(%(month_from)s::date, least(%(month_to)s::date, "
+    "(SELECT sealed_before FROM sealed_days)))"
+)
+SEALED_END = sql.SQL(SEALED_END_SQL)
+
+# Whether every day of the whole months [month_from, month_to) is sealed.
+MONTH_SEALED_SQL = "(SELECT sealed_before >= %(month_to)s FROM sealed_days)"
+MONTH_SEALED = sql.SQL(MONTH_SEALED_SQL)
+
 # Unfiltered totals: daily rollups for whole days, quarter-hour rollups for the edges.
 TOTALS_ROWS = sql.SQL(
     """
@@ -124,17 +136,21 @@ DETAIL_ROWS = sql.SQL(
     """
 ).format(full_days=_FULL_DAYS, raw_edges=_RAW_EDGES, raw_users=_RAW_USERS)
 
-# DISTINCT in a subquery lets the planner hash instead of sorting (faster than count(DISTINCT)).
-# The same columns per event type only (no path): a few rows a day instead of one per path.
+# The same columns per event type only (no path): a few rows a day instead of one per path,
+# and one a month for the sealed days of whole months (consumer/seal.py).
 TYPE_ROWS = sql.SQL(
     """
-    SELECT event_type, NULL::text AS path, events, users FROM daily_event_types
-    WHERE {full_days}
+    SELECT event_type, NULL::text AS path, events, users FROM sealed_monthly_event_types
+    WHERE site_id = %(site)s AND month >= %(month_from)s AND month < %(month_to)s
+    UNION ALL
+    SELECT event_type, NULL, events, users FROM daily_event_types
+    WHERE site_id = %(site)s AND ((day >= %(day_from)s AND day < %(month_from)s)
+                               OR (day >= {sealed_end} AND day < %(day_to)s))
     UNION ALL
     SELECT event_type, NULL, count(*), {raw_users} FROM events WHERE {raw_edges}
     GROUP BY event_type
     """
-).format(full_days=_FULL_DAYS, raw_edges=_RAW_EDGES, raw_users=_RAW_USERS)
+).format(sealed_end=SEALED_END, raw_edges=_RAW_EDGES, raw_users=_RAW_USERS)
 
 
 def _uses_paths(filters: tuple[Filter, ...], dimension: Dimension | None = None) -> bool:
@@ -167,6 +183,7 @@ def _detail_rows(filters: tuple[Filter, ...], dimension: Dimension | None = None
     return PAGE_ROWS if _only_page_views(filters) else DETAIL_ROWS
 
 
+# DISTINCT in a subquery lets the planner hash instead of sorting (faster than count(DISTINCT)).
 EXACT_VISITORS_SQL = """
 SELECT count(*) FROM (
     SELECT DISTINCT user_id FROM daily_users
@@ -339,18 +356,6 @@ def _breakdown_visitors(dimension: Dimension, filters: tuple[Filter, ...]) -> sq
         visitor_rows
     )
 
-
-# The first day of the range's whole months [month_from, month_to) that is not sealed into
-# sealed_monthly_paths (consumer/seal.py), read in the statement's snapshot.
-SEALED_END_SQL = (
-    "greatest(%(month_from)s::date, least(%(month_to)s::date, "
-    "(SELECT sealed_before FROM sealed_days)))"
-)
-SEALED_END = sql.SQL(SEALED_END_SQL)
-
-# Whether every day of the whole months [month_from, month_to) is sealed.
-MONTH_SEALED_SQL = "(SELECT sealed_before >= %(month_to)s FROM sealed_days)"
-MONTH_SEALED = sql.SQL(MONTH_SEALED_SQL)
 
 # Page views per path: whole UTC months from monthly_paths, the other whole days from
 # daily_paths, the edges from quarter_hour_paths.

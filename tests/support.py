@@ -144,6 +144,14 @@ ROLLUP_SEALED_MONTHS = """
 SELECT site_id, timezone, month, path, views, hll_cardinality(visitors)
 FROM sealed_monthly_paths ORDER BY 1, 2, 3, 4
 """
+RECOUNT_SEALED_EVENT_TYPES = f"""
+SELECT site_id, date_trunc('month', day)::date, event_type, count(*), {_SKETCH}
+FROM events WHERE day < {_SEALED} GROUP BY 1, 2, 3 ORDER BY 1, 2, 3
+"""
+ROLLUP_SEALED_EVENT_TYPES = """
+SELECT site_id, month, event_type, events, hll_cardinality(users)
+FROM sealed_monthly_event_types ORDER BY 1, 2, 3
+"""
 
 
 def quick_consumer_settings(
@@ -196,6 +204,7 @@ def assert_rollups_match_raw_rows(database_url: str) -> None:
             (RECOUNT_LOCAL_PATHS, ROLLUP_LOCAL_PATHS),
             (RECOUNT_LOCAL_MONTHLY_PATHS, ROLLUP_LOCAL_MONTHLY_PATHS),
             (RECOUNT_SEALED_MONTHS, ROLLUP_SEALED_MONTHS),
+            (RECOUNT_SEALED_EVENT_TYPES, ROLLUP_SEALED_EVENT_TYPES),
         ]:
             expected = conn.execute(recount).fetchall()
             actual = conn.execute(rollup).fetchall()

@@ -37,6 +37,7 @@ def test_zone_changes_lock_the_local_rollups_in_the_same_order() -> None:
     ]
 
 
-def test_a_seal_locks_the_last_table_a_batch_writes() -> None:
+def test_a_seal_locks_the_last_tables_a_batch_writes() -> None:
     # Then a batch waiting for a seal holds nothing the seal waits for.
-    assert _locked(LOCK_SEALED) == _written_by_batches()[-1:] == ["sealed_monthly_paths"]
+    assert _locked(LOCK_SEALED) == _written_by_batches()[-2:]
+    assert _locked(LOCK_SEALED) == ["sealed_monthly_paths", "sealed_monthly_event_types"]
