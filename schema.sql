@@ -237,14 +237,17 @@ BEGIN
     END IF;
 END $$;
 
--- Zones that stats requests read a site in, where local days are not UTC days: noted by the
--- API at most once a minute per (site, zone) and process, kept or not. The consumers keep
--- requested zones (AUTO_ZONES_PER_SITE) and drop idle ones (AUTO_ZONES_IDLE_DAYS).
+-- The zones other than UTC that a site's stats are read in: requests counted by the API and
+-- written once a minute per API process (ingest/zone_requests.py). The consumers keep the
+-- zones asked for (AUTO_ZONES_PER_SITE), drop those nobody asks for any more, and never keep
+-- a `declined` one: removed by an operator, or not a zone that can be kept (the reason).
 CREATE TABLE IF NOT EXISTS zone_requests (
     site_id             text        NOT NULL,
     timezone            text        NOT NULL,
+    requests            bigint      NOT NULL DEFAULT 0,
     first_requested_at  timestamptz NOT NULL DEFAULT now(),
     last_requested_at   timestamptz NOT NULL DEFAULT now(),
+    declined            text,
     PRIMARY KEY (site_id, timezone)
 );
 

@@ -49,10 +49,7 @@ async def run(settings: ConsumerSettings, stop: asyncio.Event) -> None:
         server = serve(settings.metrics_host, settings.metrics_port, stats.registry, loop.health)
         log.info("metrics and health on http://%s:%d", settings.metrics_host, settings.metrics_port)
     periodic = [asyncio.create_task(seal_periodically(settings), name="seal")]
-    if settings.auto_zones_per_site:
-        periodic.append(
-            asyncio.create_task(keep_requested_zones_periodically(settings), name="zones")
-        )
+    periodic.append(asyncio.create_task(keep_requested_zones_periodically(settings), name="zones"))
     if settings.retention_days:
         periodic.append(
             asyncio.create_task(apply_retention_periodically(settings), name="retention")

@@ -38,9 +38,10 @@ class ConsumerSettings(msgspec.Struct, frozen=True, kw_only=True):
     max_poll_interval_ms: int = 300_000
     # Day partitions of raw events older than this are dropped; 0 keeps everything.
     retention_days: int = 0
-    # Zones kept per site because stats requests ask for them (consumer/zone_requests.py);
-    # 0 turns that off. Dropped when not requested for this many days.
+    # Zones kept per site, and in all, because stats are read in them
+    # (consumer/zone_requests.py); 0 keeps none. Dropped when not requested for this many days.
     auto_zones_per_site: int = 1
+    auto_zones_max: int = 100
     auto_zones_idle_days: int = 30
     # Prometheus metrics on 127.0.0.1:<port>/metrics; 0 turns them off.
     metrics_host: str = "127.0.0.1"
@@ -69,6 +70,7 @@ class ConsumerSettings(msgspec.Struct, frozen=True, kw_only=True):
             max_poll_interval_ms=env_int(env, "MAX_POLL_INTERVAL_MS", 300_000, minimum=1000),
             retention_days=env_int(env, "RETENTION_DAYS", 0),
             auto_zones_per_site=env_int(env, "AUTO_ZONES_PER_SITE", 1, minimum=0),
+            auto_zones_max=env_int(env, "AUTO_ZONES_MAX", 100, minimum=0),
             auto_zones_idle_days=env_int(env, "AUTO_ZONES_IDLE_DAYS", 30, minimum=1),
             metrics_host=env_str(env, "CONSUMER_METRICS_HOST", "127.0.0.1"),
             metrics_port=env_int(env, "CONSUMER_METRICS_PORT", 0),

@@ -143,12 +143,17 @@ def validate_zone(zone: str) -> str:
 async def _check_postgres_knows(conn: psycopg.AsyncConnection[Any], zone: str) -> None:
     """PostgreSQL's time zone data may differ from Python's: a name it does not know would
     make every later batch of the site fail."""
+    if not await zone_known_to_postgres(conn, zone):
+        raise ValueError(f"PostgreSQL does not know the time zone {zone!r} (update its tzdata)")
+
+
+async def zone_known_to_postgres(conn: psycopg.AsyncConnection[Any], zone: str) -> bool:
+    """Whether PostgreSQL knows `zone` (in a transaction, a False answer aborts it)."""
     try:
         await conn.execute("SELECT now() AT TIME ZONE %s", (zone,))
     except psycopg.errors.InvalidParameterValue:
-        raise ValueError(
-            f"PostgreSQL does not know the time zone {zone!r} (update its tzdata)"
-        ) from None
+        return False
+    return True
 
 
 async def add_zone(database_url: str, site: str, zone: str, *, auto: bool = False) -> int:
@@ -184,12 +189,23 @@ async def _add(
     await recount_local_rollups(conn, {"site": site, "tz": zone})
 
 
-async def remove_zone(database_url: str, site: str, zone: str) -> bool:
+async def remove_zone(
+    database_url: str, site: str, zone: str, *, by_operator: bool = False
+) -> bool:
     """Stops keeping `zone` for `site` and deletes its local rollups; False if it was not
-    kept. Requests in that zone are answered from the 15-minute rollups again."""
+    kept. Requests in that zone are answered from the 15-minute rollups again. An operator's
+    removal also declines the zone, so requests do not make the consumers keep it again
+    (consumer/zone_requests.py)."""
     async with await connect_read_committed(database_url) as conn, conn.transaction():
         await _lock(conn)
         params = {"site": site, "tz": zone}
+        if by_operator:
+            await conn.execute(
+                "INSERT INTO zone_requests (site_id, timezone, declined) "
+                "VALUES (%(site)s, %(tz)s, 'operator') "
+                "ON CONFLICT (site_id, timezone) DO UPDATE SET declined = 'operator'",
+                params,
+            )
         for table in (
             "local_daily_stats",
             "local_daily_paths",
@@ -250,10 +266,13 @@ def main(argv: list[str]) -> int:
                 f"{time.monotonic() - started:.1f} s; consumers keep them from now on"
             )
         elif args.command == "remove":
-            if not asyncio.run(remove_zone(url, args.site, args.zone)):
+            if not asyncio.run(remove_zone(url, args.site, args.zone, by_operator=True)):
                 print(f"zones: {args.site} had no zone {args.zone} (see `list`)", file=sys.stderr)
                 return 1
-            print(f"zones: {args.site} no longer keeps {args.zone}; its local rollups are gone")
+            print(
+                f"zones: {args.site} no longer keeps {args.zone}; its local rollups are gone "
+                "(and requests will not bring it back: `add` does)"
+            )
         else:
             for site, zone, days, auto in asyncio.run(list_zones(url)):
                 how = "kept while requests ask for it" if auto else "added by an operator"

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import gc
 import logging
@@ -28,6 +29,7 @@ from ingest.publish import Publisher, make_producer
 from ingest.settings import Settings
 from ingest.stats_api import stats_routes
 from ingest.topics import ensure_topics
+from ingest.zone_requests import ZoneRequests
 
 log = logging.getLogger(__name__)
 
@@ -43,12 +45,13 @@ def create_app(settings: Settings) -> Starlette:
     async def openapi_json(request: Request) -> Response:
         return Response(openapi_body, 200, media_type=JSON_MEDIA_TYPE)
 
+    zone_requests = ZoneRequests()
     routes = [
         # POST /event never reaches this route: EventFastPath (ingest/fastpath.py) serves it
         # ahead of the router. Kept for the 405 of other methods and the metrics' route set.
         Route("/event", post_event, methods=["POST"]),
         Route("/events", post_events, methods=["POST"]),
-        *stats_routes(settings),
+        *stats_routes(settings, zone_requests),
         Route("/healthz", healthz, methods=["GET"]),
         Route("/readyz", readyz, methods=["GET"]),
         Route("/openapi.json", openapi_json, methods=["GET"]),
@@ -86,6 +89,7 @@ def create_app(settings: Settings) -> Starlette:
         app.state.ingest = Ingest(settings, publisher, WriteKeys(settings.write_keys), metrics)
         app.state.publisher = publisher
         app.state.pool = pool
+        flushing = asyncio.create_task(zone_requests.flush_periodically(pool), name="zone-requests")
         log.info(
             "API ready: Kafka %s topic %r, write keys %s, database pool for stats",
             settings.kafka_bootstrap_servers,
@@ -96,6 +100,7 @@ def create_app(settings: Settings) -> Starlette:
             yield
         finally:
             # Requests have drained (uvicorn stops accepting first); flush what is in flight.
+            flushing.cancel()
             await publisher.stop()
             await pool.close()
 

@@ -25,6 +25,7 @@ from ingest.access import RateLimiter, ReadKeys, bearer_token
 from ingest.database import DatabaseUnavailable
 from ingest.errors import JSON_MEDIA_TYPE, ServiceUnavailable
 from ingest.settings import Settings
+from ingest.zone_requests import ZoneRequests
 
 DASHBOARD_DIR = Path(__file__).resolve().parent / "dashboard"
 
@@ -52,7 +53,8 @@ def _json(body: Any) -> Response:
 
 
 class StatsApi:
-    def __init__(self, settings: Settings) -> None:
+    def __init__(self, settings: Settings, zone_requests: ZoneRequests) -> None:
+        self._zone_requests = zone_requests
         self._keys = ReadKeys(settings.stats_read_keys)
         self._limiter = RateLimiter(settings.stats_rate_limit_per_s, settings.stats_rate_burst)
         self._exact_max_rows = settings.stats_exact_visitors_max_rows
@@ -76,6 +78,7 @@ class StatsApi:
     async def base_stats(self, request: Request) -> Response:
         params = self._admit(request)
         parsed = stats.parse_stats_query(params)
+        self._zone_requests.note(parsed.site_id, parsed.timezone)
         try:
             result = await stats.daily_stats(request.app.state.pool, parsed)
         except DatabaseUnavailable:
@@ -86,6 +89,7 @@ class StatsApi:
     async def aggregate(self, request: Request) -> Response:
         params = self._admit(request)
         parsed = query.parse_stats(params, now=self._now())
+        self._zone_requests.note(parsed.site_id, parsed.range.timezone)
         try:
             body = await stats_read.aggregate(request.app.state.pool, parsed, self._exact_max_rows)
         except DatabaseUnavailable:
@@ -96,6 +100,7 @@ class StatsApi:
     async def timeseries(self, request: Request) -> Response:
         params = self._admit(request)
         parsed = query.parse_timeseries(params, now=self._now())
+        self._zone_requests.note(parsed.stats.site_id, parsed.stats.range.timezone)
         try:
             body = await stats_read.timeseries(request.app.state.pool, parsed)
         except DatabaseUnavailable:
@@ -106,6 +111,7 @@ class StatsApi:
     async def breakdown(self, request: Request) -> Response:
         params = self._admit(request)
         parsed = query.parse_breakdown(params, now=self._now())
+        self._zone_requests.note(parsed.stats.site_id, parsed.stats.range.timezone)
         try:
             body = await stats_read.breakdown(request.app.state.pool, parsed)
         except DatabaseUnavailable:
@@ -122,8 +128,10 @@ def _unavailable() -> ServiceUnavailable:
     return ServiceUnavailable("Stats are unavailable: the database cannot be reached")
 
 
-def stats_routes(settings: Settings) -> list[BaseRoute]:
-    api = StatsApi(settings)
+def stats_routes(settings: Settings, zone_requests: ZoneRequests | None = None) -> list[BaseRoute]:
+    """The routes; `zone_requests` collects the zones stats are read in (the app flushes it
+    to the database every minute)."""
+    api = StatsApi(settings, zone_requests or ZoneRequests())
     return [
         Route("/stats", api.base_stats, methods=["GET"]),
         Route("/api/v1/stats/aggregate", api.aggregate, methods=["GET"]),

@@ -8,9 +8,6 @@ answer within the pool's timeout. A site or range without data answers zeros.
 from __future__ import annotations
 
 import datetime as dt
-import logging
-import time
-import weakref
 from typing import Any
 
 import psycopg
@@ -29,8 +26,6 @@ from ingest.query_sql import (
     split,
     timeseries_sql,
 )
-
-log = logging.getLogger(__name__)
 
 Pool = AsyncConnectionPool[psycopg.AsyncConnection[TupleRow]]
 Json = dict[str, Any]
@@ -53,46 +48,13 @@ async def _kept_zone_rows(
 ) -> list[tuple[Any, ...]] | None:
     """The rows of an ingest/query_local.py statement without its first column, or None when
     there is no such statement or it cannot answer (the site does not keep the request's
-    zone; for a sealed month's statement, the month is not sealed). Notes the request's zone
-    (note_zone_request)."""
+    zone; for a sealed month's statement, the month is not sealed)."""
     if statement is None:
         return None
-    await note_zone_request(pool, statement[1]["site"], statement[1]["tz"])
     [rows] = await _fetch(pool, [statement])
     if not rows[0][0]:
         return None
     return [row[1:] for row in rows if row[1] is not None]
-
-
-# Requests in zones whose local days are not UTC days, noted for the consumers, which keep the
-# zones asked for and drop those nobody asks for any more (consumer/zone_requests.py). At
-# most once a minute per (site, zone) in each process: a write per request would cost more
-# than the read.
-NOTE_INTERVAL_S = 60.0
-_NOTED_MAX = 10_000  # keys remembered per pool before starting again
-NOTE_ZONE_REQUEST = """
-INSERT INTO zone_requests (site_id, timezone) VALUES (%s, %s)
-ON CONFLICT (site_id, timezone) DO UPDATE SET last_requested_at = now()
-"""
-_noted: weakref.WeakKeyDictionary[Pool, dict[tuple[str, str], float]] = weakref.WeakKeyDictionary()
-
-
-async def note_zone_request(pool: Pool, site: str, zone: str) -> None:
-    noted = _noted.setdefault(pool, {})
-    now = time.monotonic()
-    last = noted.get((site, zone))
-    if last is not None and now - last < NOTE_INTERVAL_S:
-        return
-    if len(noted) >= _NOTED_MAX:
-        noted.clear()
-    noted[(site, zone)] = now
-    try:
-        async with pool.connection() as conn:
-            await conn.execute(NOTE_ZONE_REQUEST, (site, zone), prepare=True)
-    except RETRIABLE_ERRORS as exc:
-        raise DatabaseUnavailable(str(exc)) from exc  # the read would wait for it again
-    except psycopg.Error as exc:  # e.g. a read-only role: the read goes on
-        log.warning("request in %s for %s not noted for the consumers: %s", zone, site, exc)
 
 
 def _envelope(request: StatsRequest) -> Json:

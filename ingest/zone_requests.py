@@ -1,0 +1,74 @@
+"""The time zones stats are read in, noted for the consumers, which keep the zones asked for
+(consumer/zone_requests.py; schema.sql: zone_requests).
+
+Requests are counted in memory and written once a minute in one statement, so a read never
+waits for a write and a database outage costs nothing but that minute's counts.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from typing import Any
+
+import psycopg
+from psycopg_pool import AsyncConnectionPool, PoolTimeout
+
+log = logging.getLogger(__name__)
+
+FLUSH_INTERVAL_S = 60.0
+MAX_PENDING = 10_000  # (site, zone) pairs a minute; more are not counted
+
+UPSERT = """
+INSERT INTO zone_requests AS r (site_id, timezone, requests)
+SELECT * FROM unnest(%s::text[], %s::text[], %s::bigint[])
+ON CONFLICT (site_id, timezone) DO UPDATE
+    SET requests = r.requests + EXCLUDED.requests, last_requested_at = now()
+"""
+
+
+class ZoneRequests:
+    def __init__(self) -> None:
+        self._pending: dict[tuple[str, str], int] = {}
+        self._enabled = True
+
+    def note(self, site: str, zone: str) -> None:
+        """Counts a request for `site` in `zone` (UTC requests need no zone kept)."""
+        if zone == "UTC" or not self._enabled:
+            return
+        key = (site, zone)
+        if key in self._pending:
+            self._pending[key] += 1
+        elif len(self._pending) < MAX_PENDING:
+            self._pending[key] = 1
+
+    async def flush(self, pool: AsyncConnectionPool[Any]) -> int:
+        """Writes the counts noted since the last flush; returns how many pairs."""
+        pending, self._pending = self._pending, {}
+        if not pending:
+            return 0
+        rows = sorted(pending.items())  # a fixed order: concurrent API processes cannot deadlock
+        sites = [site for (site, _), _ in rows]
+        zones = [zone for (_, zone), _ in rows]
+        counts = [count for _, count in rows]
+        async with pool.connection() as conn:
+            await conn.execute(UPSERT, (sites, zones, counts))
+        return len(rows)
+
+    async def flush_periodically(self, pool: AsyncConnectionPool[Any]) -> None:
+        """Runs until cancelled. A failed flush loses its minute of counts, nothing else; a
+        role that may not write turns noting off (said once)."""
+        while True:
+            await asyncio.sleep(FLUSH_INTERVAL_S)
+            try:
+                await self.flush(pool)
+            except (psycopg.errors.InsufficientPrivilege, psycopg.errors.ReadOnlySqlTransaction):
+                self._enabled = False
+                log.warning(
+                    "the API's database role cannot write zone_requests: the consumers will "
+                    "not keep the zones stats are read in by themselves (grant INSERT, UPDATE "
+                    "on zone_requests, or add zones with `python -m consumer.zones add`)"
+                )
+                return
+            except (psycopg.Error, PoolTimeout) as exc:
+                log.warning("zone requests of the last minute not written: %s", exc)
