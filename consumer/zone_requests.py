@@ -58,6 +58,8 @@ WHERE r.declined IS NULL AND r.last_requested_at > now() - %(recent)s
   AND (SELECT count(*) FROM site_zones z WHERE z.site_id = r.site_id AND z.auto) < %(per_site)s
   AND (SELECT count(*) FROM site_zones z WHERE z.auto) < %(max)s
   AND EXISTS (SELECT 1 FROM daily_stats s WHERE s.site_id = r.site_id)
+  AND (r.site_id, r.timezone) NOT IN (
+      SELECT * FROM unnest(%(failed_sites)s::text[], %(failed_zones)s::text[]))
 ORDER BY r.requests DESC, r.first_requested_at, r.site_id, r.timezone
 LIMIT 1
 """
@@ -90,7 +92,7 @@ async def _drop_idle(
     dropped: list[Pair] = []
     cur = await conn.execute(IDLE, {"idle": idle})
     for site, zone in await cur.fetchall():
-        if await remove_zone(database_url, site, zone):
+        if await remove_zone(database_url, site, zone, only_auto=True):
             dropped.append((site, zone))
             log.info("%s no longer keeps %s: not requested for %s", site, zone, idle)
     await conn.execute(FORGET, {"idle": idle})
@@ -101,8 +103,15 @@ async def _keep_requested(
     conn: psycopg.AsyncConnection[Any], database_url: str, per_site: int, most: int
 ) -> list[Pair]:
     kept: list[Pair] = []
+    failed: list[Pair] = []  # this round: the next zone is tried instead
     for _ in range(BUILDS_PER_ROUND):
-        params = {"recent": RECENT, "per_site": per_site, "max": most}
+        params = {
+            "recent": RECENT,
+            "per_site": per_site,
+            "max": most,
+            "failed_sites": [site for site, _ in failed],
+            "failed_zones": [zone for _, zone in failed],
+        }
         cur = await conn.execute(NEXT_REQUESTED, params)
         if (row := await cur.fetchone()) is None:
             break
@@ -115,7 +124,12 @@ async def _keep_requested(
             await conn.execute(DECLINE, (str(exc), site, zone))
             log.info("%s: %s not kept: %s", site, zone, exc)
             continue
-        days = await add_zone(database_url, site, zone, auto=True)
+        try:
+            days = await add_zone(database_url, site, zone, auto=True)
+        except (psycopg.Error, ValueError) as exc:  # e.g. the lock wait gave up: next round
+            failed.append((site, zone))
+            log.warning("%s: %s not kept this round: %s", site, zone, exc)
+            continue
         kept.append((site, zone))
         log.info(
             "%s keeps %s now, as its stats are read there (%d local days built)", site, zone, days

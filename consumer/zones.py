@@ -190,15 +190,23 @@ async def _add(
 
 
 async def remove_zone(
-    database_url: str, site: str, zone: str, *, by_operator: bool = False
+    database_url: str, site: str, zone: str, *, by_operator: bool = False, only_auto: bool = False
 ) -> bool:
     """Stops keeping `zone` for `site` and deletes its local rollups; False if it was not
     kept. Requests in that zone are answered from the 15-minute rollups again. An operator's
     removal also declines the zone, so requests do not make the consumers keep it again
-    (consumer/zone_requests.py)."""
+    (consumer/zone_requests.py). `only_auto`: unless an operator has made it theirs since."""
     async with await connect_read_committed(database_url) as conn, conn.transaction():
         await _lock(conn)
         params = {"site": site, "tz": zone}
+        if only_auto:
+            cur = await conn.execute(
+                "SELECT auto FROM site_zones WHERE site_id = %(site)s AND timezone = %(tz)s",
+                params,
+            )
+            row = await cur.fetchone()
+            if row is None or not row[0]:
+                return False
         if by_operator:
             await conn.execute(
                 "INSERT INTO zone_requests (site_id, timezone, declined) "

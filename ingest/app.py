@@ -99,9 +99,12 @@ def create_app(settings: Settings) -> Starlette:
         try:
             yield
         finally:
-            # Requests have drained (uvicorn stops accepting first); flush what is in flight.
+            # Requests have drained (uvicorn stops accepting first).
             flushing.cancel()
-            await publisher.stop()
+            with contextlib.suppress(asyncio.CancelledError):
+                await flushing
+            await zone_requests.final_flush(pool)
+            await publisher.stop()  # flushes what is in flight
             await pool.close()
 
     return Starlette(

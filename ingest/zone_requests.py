@@ -19,9 +19,12 @@ log = logging.getLogger(__name__)
 FLUSH_INTERVAL_S = 60.0
 MAX_PENDING = 10_000  # (site, zone) pairs a minute; more are not counted
 
+# Sites without events are left out: a public site id can be anything.
 UPSERT = """
 INSERT INTO zone_requests AS r (site_id, timezone, requests)
-SELECT * FROM unnest(%s::text[], %s::text[], %s::bigint[])
+SELECT u.site_id, u.timezone, u.requests
+FROM unnest(%s::text[], %s::text[], %s::bigint[]) AS u(site_id, timezone, requests)
+WHERE EXISTS (SELECT 1 FROM daily_stats s WHERE s.site_id = u.site_id)
 ON CONFLICT (site_id, timezone) DO UPDATE
     SET requests = r.requests + EXCLUDED.requests, last_requested_at = now()
 """
@@ -57,12 +60,12 @@ class ZoneRequests:
 
     async def flush_periodically(self, pool: AsyncConnectionPool[Any]) -> None:
         """Runs until cancelled. A failed flush loses its minute of counts, nothing else; a
-        role that may not write turns noting off (said once)."""
+        role that may not write turns counting off (said once)."""
         while True:
             await asyncio.sleep(FLUSH_INTERVAL_S)
             try:
                 await self.flush(pool)
-            except (psycopg.errors.InsufficientPrivilege, psycopg.errors.ReadOnlySqlTransaction):
+            except psycopg.errors.InsufficientPrivilege:
                 self._enabled = False
                 log.warning(
                     "the API's database role cannot write zone_requests: the consumers will "
@@ -70,5 +73,15 @@ class ZoneRequests:
                     "on zone_requests, or add zones with `python -m consumer.zones add`)"
                 )
                 return
-            except (psycopg.Error, PoolTimeout) as exc:
+            except (psycopg.Error, PoolTimeout) as exc:  # also a standby after a failover
                 log.warning("zone requests of the last minute not written: %s", exc)
+            except Exception:  # a bug: say so, and keep counting
+                log.exception("zone requests of the last minute not written")
+
+    async def final_flush(self, pool: AsyncConnectionPool[Any], timeout_s: float = 2.0) -> None:
+        """At shutdown: the counts since the last flush, if the database answers quickly."""
+        try:
+            async with asyncio.timeout(timeout_s):
+                await self.flush(pool)
+        except (TimeoutError, psycopg.Error, PoolTimeout) as exc:
+            log.warning("zone requests of the last minute not written at shutdown: %s", exc)

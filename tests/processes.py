@@ -27,6 +27,8 @@ def free_port() -> int:
 def _env(**values: str) -> dict[str, str]:
     env = {**os.environ, **values}
     env["PYTHONUNBUFFERED"] = "1"
+    # No zone builds mid-test (they hold batches for a moment); tests that want them set it.
+    env.setdefault("AUTO_ZONES_PER_SITE", "0")
     return env
 
 

@@ -13,7 +13,7 @@ from psycopg_pool import AsyncConnectionPool
 from starlette.applications import Starlette
 
 from consumer.zone_requests import keep_requested_zones
-from consumer.zones import add_zone, list_zones
+from consumer.zones import add_zone, list_zones, remove_zone
 from consumer.zones import main as zones_main
 from ingest import stats_read
 from ingest.query import parse_stats
@@ -175,3 +175,12 @@ async def test_one_replica_at_a_time(database_url: str) -> None:
         other.execute("SELECT pg_advisory_lock(hashtext('keep requested zones'))")
         assert await keep_round(database_url) == ([], [])
     assert await keep_round(database_url) == ([("a", "Asia/Kolkata")], [])
+
+
+async def test_dropping_an_idle_zone_spares_one_an_operator_has_made_theirs(
+    database_url: str,
+) -> None:
+    await add_zone(database_url, "a", "Asia/Kolkata", auto=True)
+    await add_zone(database_url, "a", "Asia/Kolkata")  # between a round's query and its drop
+    assert not await remove_zone(database_url, "a", "Asia/Kolkata", only_auto=True)
+    assert await list_zones(database_url) == [("a", "Asia/Kolkata", 0, False)]
