@@ -18,10 +18,9 @@ from consumer.monitoring import serve
 from consumer.retention import apply_retention_periodically
 from consumer.schema import apply_schema
 from consumer.seal import seal_periodically
-from consumer.settings import ConsumerSettings
+from consumer.settings import ConsumerSettings, settings_for_command
 from consumer.write import Writer
 from consumer.zone_requests import keep_requested_zones_periodically
-from ingest.config import ConfigError, environ
 from ingest.logs import configure_logging
 from ingest.topics import ensure_topics
 
@@ -97,10 +96,8 @@ async def main_async(settings: ConsumerSettings) -> None:
 
 def main() -> int:
     configure_logging("consumer")
-    try:
-        settings = ConsumerSettings.from_env(environ())
-    except ConfigError as exc:
-        print(f"consumer: configuration error: {exc}", file=sys.stderr)
+    settings = settings_for_command("consumer")
+    if settings is None:
         return 2
     try:
         asyncio.run(main_async(settings))

@@ -24,10 +24,9 @@ import sys
 import psycopg
 
 from consumer.seal import SEALED, fold_utc_days, fold_utc_event_types
-from consumer.settings import ConsumerSettings
+from consumer.settings import settings_for_command
 from consumer.table_locks import connect_read_committed
 from consumer.zones import recount_local_rollups
-from ingest.config import ConfigError, environ
 
 # Blocks the consumers' rollup updates (ROW EXCLUSIVE) until commit, and waits for the
 # batches in flight, so the recount sees every committed event and no batch straddles it.
@@ -216,10 +215,8 @@ def main(argv: list[str]) -> int:
     parser.add_argument("--to", dest="last", type=dt.date.fromisoformat, required=True)
     parser.add_argument("--site", default=None, help="one site_id (default: every site)")
     args = parser.parse_args(argv)
-    try:
-        settings = ConsumerSettings.from_env(environ())
-    except ConfigError as exc:
-        print(f"rebuild: configuration error: {exc}", file=sys.stderr)
+    settings = settings_for_command("rebuild")
+    if settings is None:
         return 2
     try:
         days = asyncio.run(rebuild_rollups(settings.database_url, args.first, args.last, args.site))

@@ -13,9 +13,8 @@ import datetime as dt
 import logging
 import sys
 
-from consumer.settings import ConsumerSettings
+from consumer.settings import ConsumerSettings, settings_for_command
 from consumer.write import DatabaseUnavailable, RowsRejected, Writer
-from ingest.config import ConfigError, environ
 from ingest.logs import configure_logging
 
 log = logging.getLogger(__name__)
@@ -55,10 +54,8 @@ async def apply_retention_periodically(settings: ConsumerSettings) -> None:
 
 def main(argv: list[str]) -> int:
     configure_logging("retention")
-    try:
-        settings = ConsumerSettings.from_env(environ())
-    except ConfigError as exc:
-        print(f"retention: configuration error: {exc}", file=sys.stderr)
+    settings = settings_for_command("retention")
+    if settings is None:
         return 2
     days = int(argv[0]) if argv else settings.retention_days
     if days <= 0:

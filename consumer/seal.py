@@ -23,9 +23,8 @@ from typing import Any
 
 import psycopg
 
-from consumer.settings import ConsumerSettings
+from consumer.settings import ConsumerSettings, settings_for_command
 from consumer.table_locks import connect_read_committed, lock_or_give_up
-from ingest.config import ConfigError, environ
 from ingest.logs import configure_logging
 from ingest.query import next_month
 
@@ -180,10 +179,8 @@ def main(argv: list[str]) -> int:
     if argv:
         print("usage: python -m consumer.seal", file=sys.stderr)
         return 2
-    try:
-        settings = ConsumerSettings.from_env(environ())
-    except ConfigError as exc:
-        print(f"seal: configuration error: {exc}", file=sys.stderr)
+    settings = settings_for_command("seal")
+    if settings is None:
         return 2
     today = dt.datetime.now(dt.UTC).date()
     try:

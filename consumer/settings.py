@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import sys
 from collections.abc import Mapping
 
 import msgspec
@@ -9,9 +10,11 @@ import msgspec
 from ingest.config import (
     DEFAULT_DATABASE_URL,
     DEFAULT_KAFKA_BOOTSTRAP_SERVERS,
+    ConfigError,
     env_float,
     env_int,
     env_str,
+    environ,
 )
 
 
@@ -75,3 +78,13 @@ class ConsumerSettings(msgspec.Struct, frozen=True, kw_only=True):
             metrics_host=env_str(env, "CONSUMER_METRICS_HOST", "127.0.0.1"),
             metrics_port=env_int(env, "CONSUMER_METRICS_PORT", 0),
         )
+
+
+def settings_for_command(command: str) -> ConsumerSettings | None:
+    """The settings from the environment for `python -m consumer[.command]`, or None after
+    saying on stderr what is wrong (the command then exits with 2)."""
+    try:
+        return ConsumerSettings.from_env(environ())
+    except ConfigError as exc:
+        print(f"{command}: configuration error: {exc}", file=sys.stderr)
+        return None

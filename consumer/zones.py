@@ -24,9 +24,8 @@ from typing import Any
 import psycopg
 
 from consumer.seal import SEALED, fold_local_days
-from consumer.settings import ConsumerSettings
+from consumer.settings import settings_for_command
 from consumer.table_locks import connect_read_committed, lock_or_give_up
-from ingest.config import ConfigError, environ
 from ingest.errors import BadRequest
 from ingest.query import parse_timezone
 
@@ -257,10 +256,8 @@ def main(argv: list[str]) -> int:
         command.add_argument("zone", help="an IANA time zone, e.g. Asia/Kolkata")
     commands.add_parser("list", help="the configured zones and how many local days each has")
     args = parser.parse_args(argv)
-    try:
-        settings = ConsumerSettings.from_env(environ())
-    except ConfigError as exc:
-        print(f"zones: configuration error: {exc}", file=sys.stderr)
+    settings = settings_for_command("zones")
+    if settings is None:
         return 2
     url = settings.database_url
     started = time.monotonic()

@@ -273,3 +273,22 @@ async def write_without_commit(
             for record in records:
                 await copy.write_row(to_row(record))
         await cur.execute(INSERT_AND_ROLL_UP)
+
+
+async def write_batch(database_url: str, records: list[EventRecord], partition: int = 0) -> None:
+    """One batch, as the consumer writes it, of a partition not written before."""
+    writer = Writer(database_url, "g", "events")
+    try:
+        rows = [to_row(r) for r in records]
+        await writer.write(rows, {partition: len(records)}, {})
+    finally:
+        await writer.close()
+
+
+async def started_and_waiting(work: Awaitable[Any]) -> asyncio.Task[Any]:
+    """Starts `work` and checks, half a second later, that it is still waiting (for a lock
+    the caller holds); the caller then lets go and awaits it."""
+    task = asyncio.ensure_future(work)
+    await asyncio.sleep(0.5)
+    assert not task.done()
+    return task

@@ -3,18 +3,15 @@ site time zones."""
 
 from __future__ import annotations
 
-import asyncio
 from datetime import UTC, date, datetime
 
 import psycopg
 import pytest
 from psycopg import sql
 
-from consumer.batch import to_row
 from consumer.rebuild import rebuild_rollups
 from consumer.retention import apply_retention, first_kept_day
 from consumer.schema import apply_schema
-from consumer.write import Writer
 from consumer.zones import _add, _lock, add_zone, list_zones, remove_zone
 from consumer.zones import main as zones_main
 from ingest.events import EventRecord
@@ -22,25 +19,17 @@ from tests.support import (
     assert_rollups_match_raw_rows,
     make_record,
     scalar,
+    started_and_waiting,
+    write_batch,
     write_without_commit,
 )
 
 pytestmark = pytest.mark.postgres
 
 
-async def write(database_url: str, records: list[object], partition: int = 0) -> None:
-    """One batch, as the consumer writes it, of a partition not written before."""
-    writer = Writer(database_url, "g", "events")
-    try:
-        rows = [to_row(r) for r in records]  # type: ignore[arg-type]
-        await writer.write(rows, {partition: len(records)}, {})
-    finally:
-        await writer.close()
-
-
 async def test_rebuild_recounts_damaged_rollups_of_the_range_only(database_url: str) -> None:
     await add_zone(database_url, "a", "Asia/Kolkata")
-    await write(
+    await write_batch(
         database_url,
         [
             make_record(site_id=site, user_id=f"u{i % 3}", path=f"/{i % 2}", timestamp=ts)
@@ -95,7 +84,7 @@ async def test_rebuild_recounts_damaged_rollups_of_the_range_only(database_url: 
 
 
 async def test_retention_drops_old_day_partitions_and_keeps_rollups(database_url: str) -> None:
-    await write(
+    await write_batch(
         database_url,
         [make_record(timestamp=datetime(2025, 11, d, 12, tzinfo=UTC)) for d in (10, 11, 12)],
     )
@@ -155,7 +144,7 @@ async def test_schema_upgrades_a_database_of_the_previous_layout(database_url: s
 async def test_a_zone_added_after_retention_keeps_the_days_only_rollups_hold(
     database_url: str,
 ) -> None:
-    await write(
+    await write_batch(
         database_url,
         [
             make_record(site_id="a", timestamp=datetime(2025, 11, d, 20, tzinfo=UTC), path="/p")
@@ -239,15 +228,14 @@ async def test_a_batch_in_flight_when_a_zone_is_added_is_counted_once(
                 sql.Identifier(name[0]), sql.Literal(isolation)
             )
         )
-    await write(database_url, kolkata_evening(4, "u1"), partition=0)
+    await write_batch(database_url, kolkata_evening(4, "u1"), partition=0)
     async with await psycopg.AsyncConnection.connect(database_url) as batch:
         # A batch's transaction that has written its rows and rollups (no zone yet: no local
         # rows) but not committed: the zone's build waits for it, then counts its events.
         async with batch.transaction():
             await write_without_commit(batch, kolkata_evening(3, "u2"))
-            adding = asyncio.create_task(add_zone(database_url, "a", "Asia/Kolkata"))
-            await asyncio.sleep(0.5)
-            assert not adding.done()  # waiting for the batch
+            # The zone's build waits for the batch.
+            adding = await started_and_waiting(add_zone(database_url, "a", "Asia/Kolkata"))
         assert await adding == 2
     assert_rollups_match_raw_rows(database_url)
     assert scalar(database_url, "SELECT sum(page_views) FROM local_daily_stats") == 7
@@ -256,15 +244,14 @@ async def test_a_batch_in_flight_when_a_zone_is_added_is_counted_once(
 async def test_a_batch_arriving_during_a_zone_build_waits_and_counts_into_it(
     database_url: str,
 ) -> None:
-    await write(database_url, kolkata_evening(4, "u1"), partition=0)
+    await write_batch(database_url, kolkata_evening(4, "u1"), partition=0)
     async with await psycopg.AsyncConnection.connect(database_url) as conn:
         async with conn.transaction():
             await _lock(conn)
-            arriving = asyncio.create_task(
-                write(database_url, kolkata_evening(5, "u2"), partition=1)
+            # The batch waits for the zone change.
+            arriving = await started_and_waiting(
+                write_batch(database_url, kolkata_evening(5, "u2"), partition=1)
             )
-            await asyncio.sleep(0.5)
-            assert not arriving.done()  # the batch waits for the zone change
             await _add(conn, "a", "Asia/Kolkata")
         await arriving  # it took its snapshot after the commit: it sees the zone
     assert_rollups_match_raw_rows(database_url)

@@ -21,11 +21,12 @@ from consumer.zones import add_zone, remove_zone
 from ingest import stats_read
 from ingest.events import EventRecord
 from ingest.query import parse_breakdown
-from tests.integration.test_operations import write
 from tests.support import (
     assert_rollups_match_raw_rows,
     make_record,
     scalar,
+    started_and_waiting,
+    write_batch,
     write_without_commit,
 )
 
@@ -60,7 +61,7 @@ async def month_pages(database_url: str, zone: str, **params: str) -> list[dict[
 
 async def test_a_seal_answers_what_the_daily_rows_answered(database_url: str) -> None:
     await add_zone(database_url, "a", "Asia/Kolkata")
-    await write(database_url, november(20, "u") + november(6, "v", day=30))
+    await write_batch(database_url, november(20, "u") + november(6, "v", day=30))
     questions = [
         ("UTC", {}),
         ("Asia/Kolkata", {}),
@@ -90,7 +91,7 @@ async def test_a_seal_answers_what_the_daily_rows_answered(database_url: str) ->
 
 async def test_a_sealed_month_is_read_from_its_rows_until_a_rebuild(database_url: str) -> None:
     await add_zone(database_url, "a", "Asia/Kolkata")
-    await write(database_url, november(10, "u"))
+    await write_batch(database_url, november(10, "u"))
     expected = {zone: await month_pages(database_url, zone) for zone in ("UTC", "Asia/Kolkata")}
     await seal_closed_days(database_url, TODAY)
     with psycopg.connect(database_url, autocommit=True) as conn:
@@ -107,11 +108,11 @@ async def test_a_sealed_month_is_read_from_its_rows_until_a_rebuild(database_url
 async def test_late_events_for_sealed_days_are_counted_once(database_url: str) -> None:
     await add_zone(database_url, "a", "Asia/Kolkata")
     first = november(10, "u")
-    await write(database_url, first)
+    await write_batch(database_url, first)
     await seal_closed_days(database_url, TODAY)
     late = november(8, "late-", day=29)
     # A redelivery of part of the first batch along with them: written once, counted once.
-    await write(database_url, first[:4] + late, partition=1)
+    await write_batch(database_url, first[:4] + late, partition=1)
     assert_rollups_match_raw_rows(database_url)
     assert scalar(database_url, "SELECT sum(views) FROM sealed_monthly_paths") == 2 * 18
     [a, b] = await month_pages(database_url, "UTC")
@@ -119,14 +120,13 @@ async def test_late_events_for_sealed_days_are_counted_once(database_url: str) -
 
 
 async def test_a_seal_waits_for_a_batch_in_flight_and_counts_it(database_url: str) -> None:
-    await write(database_url, november(4, "u"))
+    await write_batch(database_url, november(4, "u"))
     async with await psycopg.AsyncConnection.connect(database_url) as batch:
         # A batch that has written its rows and rollups but not committed.
         async with batch.transaction():
             await write_without_commit(batch, november(3, "v"))
-            sealing = asyncio.create_task(seal_closed_days(database_url, TODAY))
-            await asyncio.sleep(0.5)
-            assert not sealing.done()  # waiting for the batch
+            # The seal waits for the batch.
+            sealing = await started_and_waiting(seal_closed_days(database_url, TODAY))
         await sealing
     assert_rollups_match_raw_rows(database_url)
     assert scalar(database_url, "SELECT sum(views) FROM sealed_monthly_paths") == 7
@@ -135,13 +135,14 @@ async def test_a_seal_waits_for_a_batch_in_flight_and_counts_it(database_url: st
 async def test_a_batch_arriving_during_a_seal_waits_and_adds_its_late_events(
     database_url: str,
 ) -> None:
-    await write(database_url, november(4, "u"))
+    await write_batch(database_url, november(4, "u"))
     async with await connect_read_committed(database_url) as conn:
         async with conn.transaction():
             assert await _seal_step(conn, seal_target(TODAY)) == dt.date(2025, 12, 1)
-            arriving = asyncio.create_task(write(database_url, november(5, "v"), partition=1))
-            await asyncio.sleep(0.5)
-            assert not arriving.done()  # the batch waits for the seal to commit
+            # The batch waits for the seal to commit.
+            arriving = await started_and_waiting(
+                write_batch(database_url, november(5, "v"), partition=1)
+            )
         await arriving  # its snapshot follows its locks: it sees November sealed
     assert_rollups_match_raw_rows(database_url)
     assert scalar(database_url, "SELECT sum(views) FROM sealed_monthly_paths") == 9
@@ -162,9 +163,7 @@ async def test_a_batch_on_a_connection_that_prepared_its_statement_waits_for_a_s
             async with conn.transaction():
                 await _seal_step(conn, seal_target(TODAY))
                 rows = [to_row(r) for r in november(3, "late-")]
-                arriving = asyncio.create_task(writer.write(rows, {0: 7}, {0: 6}))
-                await asyncio.sleep(0.5)
-                assert not arriving.done()
+                arriving = await started_and_waiting(writer.write(rows, {0: 7}, {0: 6}))
             await arriving
     finally:
         await writer.close()
@@ -175,7 +174,7 @@ async def test_a_batch_on_a_connection_that_prepared_its_statement_waits_for_a_s
 async def test_zones_added_or_removed_after_a_seal_bring_or_take_their_sealed_months(
     database_url: str,
 ) -> None:
-    await write(database_url, november(6, "u"))
+    await write_batch(database_url, november(6, "u"))
     await seal_closed_days(database_url, TODAY)
     await add_zone(database_url, "a", "America/St_Johns")
     assert_rollups_match_raw_rows(database_url)
@@ -190,7 +189,7 @@ async def test_zones_added_or_removed_after_a_seal_bring_or_take_their_sealed_mo
 
 
 async def test_a_rebuild_keeps_the_sealed_days_that_retention_dropped(database_url: str) -> None:
-    await write(database_url, november(4, "u", day=3) + november(6, "v", day=20))
+    await write_batch(database_url, november(4, "u", day=3) + november(6, "v", day=20))
     await seal_closed_days(database_url, TODAY)
     expected = await month_pages(database_url, "UTC")
     # Raw rows of Nov 3 gone; its rollups stay and the sealed month still counts it.
@@ -203,17 +202,17 @@ async def test_a_rebuild_keeps_the_sealed_days_that_retention_dropped(database_u
 async def test_an_event_older_than_every_sealed_day_is_counted_in_its_month(
     database_url: str,
 ) -> None:
-    await write(database_url, november(4, "u"))
+    await write_batch(database_url, november(4, "u"))
     await seal_closed_days(database_url, TODAY)
     october = [make_record(site_id="a", path="/a", timestamp=dt.datetime(2025, 10, 2, tzinfo=UTC))]
-    await write(database_url, october, partition=1)
+    await write_batch(database_url, october, partition=1)
     assert_rollups_match_raw_rows(database_url)
     oct_rows = "SELECT sum(views) FROM sealed_monthly_paths WHERE month = '2025-10-01'"
     assert scalar(database_url, oct_rows) == 1
 
 
 async def test_a_seal_with_nothing_to_seal_takes_no_lock(database_url: str) -> None:
-    await write(database_url, november(4, "u"))
+    await write_batch(database_url, november(4, "u"))
     hold = "LOCK TABLE sealed_monthly_paths IN ROW EXCLUSIVE MODE"  # what a batch holds
     async with await psycopg.AsyncConnection.connect(database_url) as batch:
         async with asyncio.timeout(5):  # a seal that tried to lock would wait for `batch`
@@ -229,7 +228,7 @@ async def test_a_seal_with_nothing_to_seal_takes_no_lock(database_url: str) -> N
 
 
 async def test_a_first_seal_goes_a_month_at_a_time_from_the_first_day(database_url: str) -> None:
-    await write(database_url, november(2, "u", day=3) + november(2, "v", day=20))
+    await write_batch(database_url, november(2, "u", day=3) + november(2, "v", day=20))
     async with await connect_read_committed(database_url) as conn:
         await conn.set_autocommit(True)
         steps = []
@@ -241,7 +240,7 @@ async def test_a_first_seal_goes_a_month_at_a_time_from_the_first_day(database_u
 def test_the_command_seals_and_says_so(
     database_url: str, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    asyncio.run(write(database_url, november(2, "u")))
+    asyncio.run(write_batch(database_url, november(2, "u")))
     monkeypatch.setenv("DATABASE_URL", database_url)
     assert main([]) == 0
     assert "are sealed" in capsys.readouterr().out

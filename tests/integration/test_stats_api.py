@@ -479,7 +479,7 @@ async def test_a_kept_zone_is_read_from_its_local_rollups_until_removed(
 ) -> None:
     params = {"site_id": SITE, "timezone": "Asia/Kolkata", "period": "month", "date": "2025-11-01"}
     expected = recount("Asia/Kolkata", dt.date(2025, 11, 1), dt.date(2025, 11, 30))
-    await add_zone(loaded, SITE, "Asia/Kolkata")  # kept already in one run: built again
+    await add_zone(loaded, SITE, "Asia/Kolkata")  # kept already in most runs: built again
     with psycopg.connect(loaded, autocommit=True) as conn:
         conn.execute(
             "UPDATE local_daily_stats SET page_views = page_views + 1000 "

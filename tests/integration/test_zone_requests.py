@@ -20,8 +20,7 @@ from ingest.query import parse_stats
 from ingest.settings import Settings
 from ingest.stats_api import stats_routes
 from ingest.zone_requests import ZoneRequests
-from tests.integration.test_operations import write
-from tests.support import assert_rollups_match_raw_rows, make_record, scalar
+from tests.support import assert_rollups_match_raw_rows, make_record, scalar, write_batch
 
 pytestmark = pytest.mark.postgres
 
@@ -62,7 +61,7 @@ async def keep_round(database_url: str, per_site: int = 1, most: int = 100) -> o
 async def test_the_api_counts_requests_per_zone_and_writes_them_in_one_go(
     database_url: str,
 ) -> None:
-    await write(database_url, [make_record(site_id="a", user_id=f"u{i}") for i in range(5)])
+    await write_batch(database_url, [make_record(site_id="a", user_id=f"u{i}") for i in range(5)])
     zone_requests = ZoneRequests()
     app = Starlette(routes=stats_routes(Settings(stats_rate_limit_per_s=0), zone_requests))
     async with AsyncConnectionPool(database_url, min_size=1, max_size=2) as pool:
@@ -94,14 +93,20 @@ async def test_the_api_counts_requests_per_zone_and_writes_them_in_one_go(
         before = await visitors(pool, "a", "Asia/Kathmandu")
         assert await keep_round(database_url) == ([("a", "Asia/Kathmandu")], [])
         assert await list_zones(database_url) == [("a", "Asia/Kathmandu", 1, True)]
-        assert await visitors(pool, "a", "Asia/Kathmandu") == before  # now from its rollups
+        assert await visitors(pool, "a", "Asia/Kathmandu") == before
+        with psycopg.connect(database_url, autocommit=True) as conn:  # read from its rollups:
+            conn.execute("UPDATE local_daily_stats SET page_views = page_views + 1000")
+        damaged = await visitors(pool, "a", "Asia/Kathmandu")
+        assert damaged["results"]["views"]["value"] == before["results"]["views"]["value"] + 1000  # type: ignore[index]
+        with psycopg.connect(database_url, autocommit=True) as conn:
+            conn.execute("UPDATE local_daily_stats SET page_views = page_views - 1000")
     assert_rollups_match_raw_rows(database_url)
 
 
 async def test_rounds_keep_up_to_the_caps_and_drop_idle_zones_they_kept(
     database_url: str,
 ) -> None:
-    await write(database_url, [make_record(site_id=s) for s in ("a", "b", "c")])
+    await write_batch(database_url, [make_record(site_id=s) for s in ("a", "b", "c")])
     await add_zone(database_url, "a", "America/St_Johns")  # an operator's: not counted or dropped
     requested(database_url, "a", "America/St_Johns", days_ago=90)
     requested(database_url, "a", "Asia/Kathmandu", requests=5)
@@ -134,7 +139,7 @@ async def test_rounds_keep_up_to_the_caps_and_drop_idle_zones_they_kept(
 async def test_a_zone_that_cannot_be_kept_is_declined_and_does_not_block_others(
     database_url: str,
 ) -> None:
-    await write(database_url, [make_record(site_id="a"), make_record(site_id="b")])
+    await write_batch(database_url, [make_record(site_id="a"), make_record(site_id="b")])
     requested(database_url, "a", "Mars/Olympus_Mons", requests=50)  # unknown to PostgreSQL
     requested(database_url, "a", "Africa/Abidjan", requests=40)  # its days are UTC days
     requested(database_url, "b", "Asia/Kolkata")
@@ -150,7 +155,7 @@ async def test_a_zone_that_cannot_be_kept_is_declined_and_does_not_block_others(
 async def test_a_zone_an_operator_removes_is_not_brought_back_by_requests(
     database_url: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    await write(database_url, [make_record(site_id="a")])
+    await write_batch(database_url, [make_record(site_id="a")])
     requested(database_url, "a", "Asia/Kolkata")
     assert await keep_round(database_url) == ([("a", "Asia/Kolkata")], [])
     monkeypatch.setenv("DATABASE_URL", database_url)
@@ -169,7 +174,7 @@ async def test_an_operators_add_makes_an_automatic_zone_stay(database_url: str) 
 
 
 async def test_one_replica_at_a_time(database_url: str) -> None:
-    await write(database_url, [make_record(site_id="a")])
+    await write_batch(database_url, [make_record(site_id="a")])
     requested(database_url, "a", "Asia/Kolkata")
     with psycopg.connect(database_url, autocommit=True) as other:
         other.execute("SELECT pg_advisory_lock(hashtext('keep requested zones'))")
