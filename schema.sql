@@ -13,10 +13,57 @@ CREATE TABLE IF NOT EXISTS events (
     user_id      text        NOT NULL,
     event_time   timestamptz NOT NULL,
     received_at  timestamptz NOT NULL,
-    -- A unique key on a partitioned table must hold the partition key. A retried event
-    -- carries the same timestamp, hence the same day, so (day, event_id) drops retries.
-    PRIMARY KEY (day, event_id)
+    -- The idempotency key: an event_id counts once per site (and day), so one site's
+    -- emitter cannot suppress another site's events by reusing their ids. A unique key on a
+    -- partitioned table must hold the partition key; a retried event carries the same
+    -- timestamp, hence the same day, so the key drops retries. It holds for as long as the
+    -- day's raw rows live: after retention, dropped_days (below) keeps replays out.
+    PRIMARY KEY (day, site_id, event_id)
 ) PARTITION BY RANGE (day);
+
+-- Earlier schemas keyed events by (day, event_id) alone: the same id sent for two sites
+-- counted once. Replaced once (the key's columns are checked first, so later starts lock
+-- nothing). Cost: a new unique index is built on every partition, under an ACCESS EXCLUSIVE
+-- lock on `events` held until the schema's transaction commits; consumers' batches and
+-- raw-event reads of the stats API wait meanwhile (nothing is lost: batches resume). The
+-- build sorts every raw row: about 1 s per million rows here (measured on 2 M rows), so a
+-- table of hundreds of millions of rows means minutes; apply it at a quiet hour with
+-- `python -m consumer.schema` before upgrading the consumers. Waiting for the lock is bounded
+-- (lock_timeout below): a consumer batch or long stats query in the way makes the start fail
+-- with SQLSTATE 55P03 and a hint, rather than queue every other session behind it.
+DO $$
+DECLARE
+    pkey              name;
+    cols              text[];
+    previous_timeout  text := current_setting('lock_timeout');
+BEGIN
+    SELECT c.conname, array_agg(a.attname::text ORDER BY k.ord)
+    INTO pkey, cols
+    FROM pg_constraint c
+    CROSS JOIN unnest(c.conkey) WITH ORDINALITY AS k(attnum, ord)
+    JOIN pg_attribute a ON a.attrelid = c.conrelid AND a.attnum = k.attnum
+    WHERE c.conrelid = 'events'::regclass AND c.contype = 'p'
+    GROUP BY c.conname;
+    IF cols = ARRAY['day', 'event_id'] THEN
+        PERFORM set_config('lock_timeout', '10s', true);
+        BEGIN
+            -- Locks the partitions too, so no later step of the change waits for a lock.
+            LOCK TABLE events IN ACCESS EXCLUSIVE MODE;
+        EXCEPTION WHEN lock_not_available THEN
+            RAISE EXCEPTION USING
+                ERRCODE = 'lock_not_available',
+                MESSAGE = 'schema: could not lock table events within 10 s to re-key it by '
+                          '(day, site_id, event_id); nothing was changed',
+                HINT = 'Another session holds it (a consumer batch, a long stats query, a '
+                       'rebuild): see pg_locks / pg_stat_activity. Apply the schema again at a '
+                       'quieter moment (`python -m consumer.schema`), or stop the consumers of '
+                       'the previous version first.';
+        END;
+        EXECUTE format('ALTER TABLE events DROP CONSTRAINT %I', pkey);
+        ALTER TABLE events ADD PRIMARY KEY (day, site_id, event_id);
+        PERFORM set_config('lock_timeout', previous_timeout, true);
+    END IF;
+END $$;
 
 -- Events over a time window: the stats API reads the parts of a range that are not whole UTC
 -- days (the edges of other zones' local days, filtered hourly timeseries) from raw rows. Rows
@@ -26,20 +73,86 @@ CREATE TABLE IF NOT EXISTS events (
 CREATE INDEX IF NOT EXISTS events_time ON events USING brin (event_time)
     WITH (pages_per_range = 16, autosummarize = on);
 
--- Creates the partition of `events` holding day `d` if it is missing. Serialized by an
--- advisory lock so that two consumers meeting a new day at once do not collide.
+-- Days whose raw partition retention dropped (consumer/retention.py, through
+-- drop_events_partition below, which records the day in the same transaction). Their
+-- rollups are all that is left of them and already count every event they had, so:
+-- ensure_events_partition refuses to create their partition again (a replayed or retried
+-- event would otherwise be stored and counted a second time: the unique key went with the
+-- rows), and `python -m consumer.rebuild` skips them (a recount of late rows would replace
+-- the full rollups). Days never stored are not recorded; retention drops their partition
+-- if late events create one, and records them then.
+-- Created once. An earlier database's dropped days are found from what they left: rollups
+-- without a partition, and partitions holding fewer events than their rollups count
+-- (recreated by late events after retention). Cost: one pass over daily_stats.
+DO $$
+BEGIN
+    IF to_regclass('dropped_days') IS NULL THEN
+        CREATE TABLE dropped_days (
+            day         date        PRIMARY KEY,
+            dropped_at  timestamptz NOT NULL DEFAULT now()
+        );
+        IF to_regclass('daily_stats') IS NULL THEN
+            RETURN;  -- a new database: nothing was ever dropped
+        END IF;
+        INSERT INTO dropped_days (day)
+        SELECT day FROM (SELECT DISTINCT day FROM daily_stats) d
+        WHERE to_regclass(format('events_%s', to_char(day, 'YYYYMMDD'))) IS NULL;
+        -- Rollups count more events than the partition holds: its rows went with a drop.
+        -- Counted exactly only where the statistics allow it (never analyzed, or fewer rows
+        -- estimated than counted): recent and recreated partitions, not the whole table.
+        INSERT INTO dropped_days (day)
+        SELECT r.day
+        FROM (SELECT day, sum(events) AS events FROM daily_stats GROUP BY day) r
+        JOIN pg_class c ON c.oid = to_regclass(format('events_%s', to_char(r.day, 'YYYYMMDD')))
+        WHERE CASE WHEN c.reltuples < 0 OR c.reltuples < r.events
+                   THEN r.events > (SELECT count(*) FROM events e WHERE e.day = r.day)
+                   ELSE false END;
+    END IF;
+END $$;
+
+-- Creates the partition of `events` holding day `d` if it is missing, unless retention
+-- dropped that day: then it raises SQLSTATE 22023 (the data's fault: the consumer sets those
+-- events aside with the message as reason). Serialized by an advisory lock so that two
+-- consumers meeting a new day at once do not collide, and so that retention cannot drop a
+-- day between the check and the creation. Its locks wait at most lock_timeout (SQLSTATE
+-- 55P03 after: a database-side error, retried): CREATE TABLE … PARTITION OF takes an ACCESS
+-- EXCLUSIVE lock on `events`, and waiting behind a long reader would queue every batch too.
 CREATE OR REPLACE FUNCTION ensure_events_partition(d date) RETURNS void
-LANGUAGE plpgsql AS $$
+LANGUAGE plpgsql SET lock_timeout = '5s' AS $$
 DECLARE
     part text := format('events_%s', to_char(d, 'YYYYMMDD'));
 BEGIN
-    IF to_regclass(part) IS NOT NULL THEN
+    IF to_regclass(part) IS NOT NULL AND NOT EXISTS (SELECT 1 FROM dropped_days WHERE day = d)
+    THEN
         RETURN;
     END IF;
     PERFORM pg_advisory_xact_lock(hashtext('events partitions'));
+    -- Checked under the lock: retention may have dropped the day since the line above.
+    IF EXISTS (SELECT 1 FROM dropped_days WHERE day = d) THEN
+        RAISE EXCEPTION USING
+            ERRCODE = 'invalid_parameter_value',
+            MESSAGE = format('day %s was dropped by retention; events for it are refused', d);
+    END IF;
     EXECUTE format(
         'CREATE TABLE IF NOT EXISTS %I PARTITION OF events FOR VALUES FROM (%L) TO (%L)',
         part, d, d + 1);
+END;
+$$;
+
+-- Drops the partition of day `d` (retention) and records the day in dropped_days, in one
+-- transaction; returns whether there was a partition. Same lock and lock_timeout as above.
+CREATE OR REPLACE FUNCTION drop_events_partition(d date) RETURNS boolean
+LANGUAGE plpgsql SET lock_timeout = '5s' AS $$
+DECLARE
+    part text := format('events_%s', to_char(d, 'YYYYMMDD'));
+BEGIN
+    PERFORM pg_advisory_xact_lock(hashtext('events partitions'));
+    INSERT INTO dropped_days (day) VALUES (d) ON CONFLICT DO NOTHING;
+    IF to_regclass(part) IS NULL THEN
+        RETURN false;
+    END IF;
+    EXECUTE format('DROP TABLE %I', part);
+    RETURN true;
 END;
 $$;
 

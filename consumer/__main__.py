@@ -21,6 +21,7 @@ from consumer.seal import seal_periodically
 from consumer.settings import ConsumerSettings, settings_for_command
 from consumer.write import Writer
 from consumer.zone_requests import keep_requested_zones_periodically
+from ingest.config import redacted_conninfo, without_password
 from ingest.logs import configure_logging
 from ingest.topics import ensure_topics
 
@@ -56,10 +57,11 @@ async def run(settings: ConsumerSettings, stop: asyncio.Event) -> None:
     await dead_letters.start()
     await consumer.start()
     log.info(
-        "consuming %r as group %r from %s into PostgreSQL",
+        "consuming %r as group %r from %s into PostgreSQL at %s",
         settings.events_topic,
         settings.group_id,
         settings.kafka_bootstrap_servers,
+        redacted_conninfo(settings.database_url),
     )
     try:
         await loop.run(stop)
@@ -105,7 +107,13 @@ def main() -> int:
         log.error("%s", exc)
         return 1
     except psycopg.OperationalError as exc:
-        log.error("cannot use PostgreSQL: %s (is it up? check DATABASE_URL)", exc)
+        hint = f" ({exc.diag.message_hint})" if exc.diag.message_hint else ""
+        log.error(
+            "cannot use PostgreSQL at %s: %s%s (is it up? check DATABASE_URL)",
+            redacted_conninfo(settings.database_url),
+            without_password(str(exc), settings.database_url),
+            hint,
+        )
         return 1
     return 0
 

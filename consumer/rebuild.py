@@ -5,8 +5,10 @@
 For operators: after a rollup bug is fixed, a manual correction, or a restore of raw rows.
 One transaction: it locks the rollup tables against writes (consumers wait, then carry on
 from where they were; nothing is lost or counted twice), deletes the range's rollup rows and
-recounts them from `events`. Days whose raw partition was dropped by retention are skipped:
-their rollups are all that is left of them.
+recounts them from `events`. Days dropped by retention are skipped: their rollups are all
+that is left of them. That holds for a day in `dropped_days` even if it has a partition again
+(created by late events before that record existed): a recount of its late rows would replace
+rollups that counted the whole day.
 
 Each rollup has its own statement below; a new rollup table needs its own here too
 (tests/support.py's assert_rollups_match_raw_rows checks the same recounts). The rollups of
@@ -20,6 +22,7 @@ import argparse
 import asyncio
 import datetime as dt
 import sys
+from typing import NamedTuple
 
 import psycopg
 
@@ -27,6 +30,7 @@ from consumer.seal import SEALED, fold_utc_days, fold_utc_event_types
 from consumer.settings import settings_for_command
 from consumer.table_locks import connect_read_committed
 from consumer.zones import recount_local_rollups
+from ingest.config import without_password
 
 # Blocks the consumers' rollup updates (ROW EXCLUSIVE) until commit, and waits for the
 # batches in flight, so the recount sees every committed event and no batch straddles it.
@@ -40,12 +44,20 @@ LOCK TABLE daily_users, daily_stats, daily_paths, hourly_stats, daily_visitors, 
 IN SHARE ROW EXCLUSIVE MODE
 """
 
+# Retention cannot drop a partition while this is held (DROP needs ACCESS EXCLUSIVE on
+# `events`), so the days found below keep their raw rows until the recount has read them.
+LOCK_EVENTS = "LOCK TABLE events IN ACCESS SHARE MODE"
+
 ONE_DAY = dt.timedelta(days=1)
 
 RETAINED_DAYS = """
 SELECT d::date FROM generate_series(%(first)s::date, %(last)s::date, interval '1 day') AS d
 WHERE to_regclass(format('events_%%s', to_char(d, 'YYYYMMDD'))) IS NOT NULL
+  AND NOT EXISTS (SELECT 1 FROM dropped_days WHERE day = d::date)
 ORDER BY 1
+"""
+DROPPED_DAYS = """
+SELECT day FROM dropped_days WHERE day BETWEEN %(first)s AND %(last)s ORDER BY 1
 """
 
 # (delete, recount) per rollup; %(days)s are the retained days, %(site)s NULL for all sites.
@@ -187,15 +199,25 @@ REBUILDS = [
 ]
 
 
+class Rebuilt(NamedTuple):
+    days: list[dt.date]  # recounted: their raw partition exists
+    dropped: list[dt.date]  # skipped: dropped by retention (dropped_days), rollups kept
+
+
 async def rebuild_rollups(
     database_url: str, first: dt.date, last: dt.date, site: str | None = None
-) -> list[dt.date]:
-    """Recomputes the rollups of [first, last] (UTC days) from raw events; returns the days
-    rebuilt (those whose raw partition still exists)."""
+) -> Rebuilt:
+    """Recomputes the rollups of [first, last] (UTC days) from raw events, in one transaction
+    that waits for the batches in flight; returns the days rebuilt (those whose raw partition
+    exists and that retention never dropped) and the days skipped as dropped."""
     async with await connect_read_committed(database_url) as conn, conn.transaction():
         await conn.execute(LOCK_ROLLUPS)
-        cur = await conn.execute(RETAINED_DAYS, {"first": first, "last": last})
+        await conn.execute(LOCK_EVENTS)
+        span = {"first": first, "last": last}
+        cur = await conn.execute(RETAINED_DAYS, span)
         days = [row[0] for row in await cur.fetchall()]
+        cur = await conn.execute(DROPPED_DAYS, span)
+        dropped = [row[0] for row in await cur.fetchall()]
         params = {"days": days, "site": site}
         for delete, recount in REBUILDS:
             await conn.execute(delete, params)
@@ -204,7 +226,11 @@ async def rebuild_rollups(
             # Local days of the sites' zones overlap a UTC day and its neighbours.
             scope = {"site": site, "lo": days[0] - ONE_DAY, "hi": days[-1] + ONE_DAY}
             await recount_local_rollups(conn, scope)
-    return days
+    return Rebuilt(days, dropped)
+
+
+def _listed(days: list[dt.date]) -> str:
+    return ", ".join(map(str, days)) if len(days) <= 5 else f"{days[0]} … {days[-1]}"
 
 
 def main(argv: list[str]) -> int:
@@ -219,15 +245,24 @@ def main(argv: list[str]) -> int:
     if settings is None:
         return 2
     try:
-        days = asyncio.run(rebuild_rollups(settings.database_url, args.first, args.last, args.site))
+        rebuilt = asyncio.run(
+            rebuild_rollups(settings.database_url, args.first, args.last, args.site)
+        )
     except psycopg.Error as exc:
-        print(f"rebuild: {type(exc).__name__}: {exc}", file=sys.stderr)
+        reason = without_password(str(exc), settings.database_url)
+        print(f"rebuild: {type(exc).__name__}: {reason}", file=sys.stderr)
         return 1
-    skipped = (args.last - args.first).days + 1 - len(days)
-    print(
-        f"rebuild: recounted {len(days)} days for {args.site or 'every site'}"
-        + (f"; skipped {skipped} days without raw events (retention)" if skipped > 0 else "")
-    )
+    said = [f"rebuild: recounted {len(rebuilt.days)} days for {args.site or 'every site'}"]
+    if rebuilt.dropped:
+        said.append(
+            f"skipped {len(rebuilt.dropped)} days dropped by retention "
+            f"({_listed(rebuilt.dropped)}): their rollups are all that is left of them and "
+            "stay as they are"
+        )
+    missing = (args.last - args.first).days + 1 - len(rebuilt.days) - len(rebuilt.dropped)
+    if missing > 0:
+        said.append(f"skipped {missing} days without raw events")
+    print("; ".join(said))
     return 0
 
 

@@ -2,6 +2,9 @@
 
 Rollups are kept (they are small and are what /stats reads); only the raw rows go, so a
 rollup rebuild (`python -m consumer.rebuild`) is possible only for days still retained.
+Each dropped day is recorded in `dropped_days` in the same transaction as its DROP
+(schema.sql's drop_events_partition): the consumer then refuses events for it, so a replay
+cannot count them twice, and rebuild leaves its rollups alone.
 Applied every hour by each consumer replica when RETENTION_DAYS > 0 (dropping is
 idempotent), or once by `python -m consumer.retention [DAYS]`, e.g. from cron.
 """
@@ -13,13 +16,27 @@ import datetime as dt
 import logging
 import sys
 
+import psycopg
+
 from consumer.settings import ConsumerSettings, settings_for_command
-from consumer.write import DatabaseUnavailable, RowsRejected, Writer
+from ingest.config import without_password
 from ingest.logs import configure_logging
 
 log = logging.getLogger(__name__)
 
 RETENTION_INTERVAL_S = 3600.0
+
+# The days of the partitions of `events` before a day, from their bounds (not their names).
+PARTITION_DAYS_BEFORE = """
+SELECT day FROM (
+    SELECT substring(pg_get_expr(c.relpartbound, c.oid) FROM $$FROM \\('([^']+)'\\)$$)::date
+        AS day
+    FROM pg_inherits i JOIN pg_class c ON c.oid = i.inhrelid
+    WHERE i.inhparent = 'events'::regclass
+) p
+WHERE day < %s ORDER BY day
+"""
+DROP_PARTITION = "SELECT drop_events_partition(%s)"
 
 
 def first_kept_day(retention_days: int, today: dt.date) -> dt.date:
@@ -28,12 +45,24 @@ def first_kept_day(retention_days: int, today: dt.date) -> dt.date:
 
 
 async def apply_retention(database_url: str, retention_days: int, today: dt.date) -> list[str]:
-    """Drops the raw-event partitions of days before the retained window; returns their names."""
-    writer = Writer(database_url, "retention", "")
-    try:
-        return await writer.drop_partitions_before(first_kept_day(retention_days, today))
-    finally:
-        await writer.close()
+    """Drops the raw-event partitions of days before the retained window, one transaction per
+    day (each waits at most the function's lock_timeout for `events`); returns their names.
+
+    Raises psycopg.Error if the database cannot be reached or a lock is not granted in time;
+    the days dropped before that stay dropped (and recorded).
+    """
+    first_kept = first_kept_day(retention_days, today)
+    dropped = []
+    async with await psycopg.AsyncConnection.connect(
+        database_url, autocommit=True, connect_timeout=10, application_name="analytics-retention"
+    ) as conn:
+        cur = await conn.execute(PARTITION_DAYS_BEFORE, (first_kept,))
+        for (day,) in await cur.fetchall():
+            cur = await conn.execute(DROP_PARTITION, (day,))
+            row = await cur.fetchone()
+            if row and row[0]:
+                dropped.append(f"events_{day:%Y%m%d}")
+    return dropped
 
 
 async def apply_retention_periodically(settings: ConsumerSettings) -> None:
@@ -42,8 +71,9 @@ async def apply_retention_periodically(settings: ConsumerSettings) -> None:
         today = dt.datetime.now(dt.UTC).date()
         try:
             dropped = await apply_retention(settings.database_url, settings.retention_days, today)
-        except (DatabaseUnavailable, RowsRejected) as exc:
-            log.warning("retention not applied (%s); next attempt in an hour", exc)
+        except psycopg.Error as exc:
+            reason = without_password(str(exc), settings.database_url)
+            log.warning("retention not applied (%s); next attempt in an hour", reason)
         except Exception:  # a bug: say so, and keep the task alive
             log.exception("retention not applied; next attempt in an hour")
         else:
@@ -64,8 +94,9 @@ def main(argv: list[str]) -> int:
     today = dt.datetime.now(dt.UTC).date()
     try:
         dropped = asyncio.run(apply_retention(settings.database_url, days, today))
-    except DatabaseUnavailable as exc:
-        print(f"retention: {exc}", file=sys.stderr)
+    except psycopg.Error as exc:
+        reason = without_password(str(exc), settings.database_url)
+        print(f"retention: {type(exc).__name__}: {reason}", file=sys.stderr)
         return 1
     kept = first_kept_day(days, today)
     print(f"retention: kept days from {kept}; dropped {len(dropped)} partitions {dropped}")

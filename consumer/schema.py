@@ -8,7 +8,13 @@ from pathlib import Path
 
 import psycopg
 
-from ingest.config import DEFAULT_DATABASE_URL, env_str, environ
+from ingest.config import (
+    DEFAULT_DATABASE_URL,
+    env_str,
+    environ,
+    redacted_conninfo,
+    without_password,
+)
 
 SCHEMA_PATH = Path(__file__).resolve().parent.parent / "schema.sql"
 _LOCK_KEY = "analytics schema"
@@ -27,16 +33,27 @@ async def apply_schema(database_url: str, schema_path: Path = SCHEMA_PATH) -> No
 
 def main() -> int:
     database_url = env_str(environ(), "DATABASE_URL", DEFAULT_DATABASE_URL)
+    shown = redacted_conninfo(database_url)
     try:
         asyncio.run(apply_schema(database_url))
     except psycopg.OperationalError as exc:
+        reason = without_password(str(exc), database_url)
+        if isinstance(exc, psycopg.errors.LockNotAvailable):
+            # schema.sql's own message and hint say which lock and what to do.
+            hint = f"\n{exc.diag.message_hint}" if exc.diag.message_hint else ""
+            print(f"schema: not applied to {shown}: {reason}{hint}", file=sys.stderr)
+            return 1
         print(
-            f"schema: cannot connect to {database_url}: {exc}\n"
+            f"schema: cannot connect to {shown}: {reason}\n"
             "Is PostgreSQL up? (`make up`, or check DATABASE_URL)",
             file=sys.stderr,
         )
         return 1
-    print(f"schema: applied {SCHEMA_PATH.name} to {database_url}")
+    except psycopg.Error as exc:
+        reason = without_password(str(exc), database_url)
+        print(f"schema: not applied to {shown}: {type(exc).__name__}: {reason}", file=sys.stderr)
+        return 1
+    print(f"schema: applied {SCHEMA_PATH.name} to {shown}")
     return 0
 
 

@@ -2,8 +2,12 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 from collections.abc import Mapping
+from urllib.parse import unquote
+
+from psycopg.conninfo import conninfo_to_dict, make_conninfo
 
 DEFAULT_KAFKA_BOOTSTRAP_SERVERS = "127.0.0.1:19092"
 DEFAULT_DATABASE_URL = "postgresql://postgres@127.0.0.1:15432/analytics"
@@ -54,6 +58,61 @@ def env_site_keys(env: Mapping[str, str], name: str) -> dict[str, tuple[str, ...
             raise ConfigError(f"{name} must be site_id=key pairs separated by commas")
         keys.setdefault(site.strip(), []).append(key.strip())
     return {site: tuple(ks) for site, ks in keys.items()}
+
+
+HIDDEN = "***"
+
+
+def redacted_conninfo(conninfo: str) -> str:
+    """A libpq connection string (URL or key=value) fit for logs: its password shown as ***.
+
+    URLs keep their shape (the userinfo's password and any `password=` query parameter are
+    replaced); key=value strings are parsed by libpq and written back. A string libpq cannot
+    parse is not shown at all.
+    """
+    scheme, sep, rest = conninfo.partition("://")
+    if sep and scheme in ("postgresql", "postgres"):
+        end = min((i for i in (rest.find("/"), rest.find("?")) if i >= 0), default=len(rest))
+        netloc, tail = rest[:end], rest[end:]
+        userinfo, at, hosts = netloc.rpartition("@")
+        if at and ":" in userinfo:
+            netloc = f"{userinfo.partition(':')[0]}:{HIDDEN}@{hosts}"
+        path, question, query = tail.partition("?")
+        if question:
+            pairs = [
+                f"password={HIDDEN}" if p.partition("=")[0] == "password" else p
+                for p in query.split("&")
+            ]
+            tail = f"{path}?{'&'.join(pairs)}"
+        return f"{scheme}://{netloc}{tail}"
+    try:
+        params = conninfo_to_dict(conninfo)
+    except Exception:  # psycopg.ProgrammingError; its message may quote the string
+        return "(a connection string that cannot be parsed)"
+    if "password" in params:
+        params["password"] = HIDDEN
+    return make_conninfo("", **params)
+
+
+def without_password(text: str, conninfo: str) -> str:
+    """`text` (an error message, say) with the password of `conninfo` replaced by ***, as
+    written in the string and as decoded, should the text quote either."""
+    secrets = set()
+    rest = conninfo.partition("://")[2]
+    userinfo = rest.split("/")[0].split("?")[0].rpartition("@")[0]
+    if ":" in userinfo:
+        secrets.add(userinfo.partition(":")[2])
+    for pair in rest.partition("?")[2].split("&"):
+        key, _, value = pair.partition("=")
+        if key == "password":
+            secrets.add(value)
+    secrets |= {unquote(secret) for secret in secrets}
+    # Not parseable: the raw form above is all there is.
+    with contextlib.suppress(Exception):
+        secrets.add(str(conninfo_to_dict(conninfo).get("password") or ""))
+    for secret in sorted(filter(None, secrets), key=len, reverse=True):
+        text = text.replace(secret, HIDDEN)
+    return text
 
 
 def environ() -> Mapping[str, str]:

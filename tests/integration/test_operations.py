@@ -60,8 +60,9 @@ async def test_rebuild_recounts_damaged_rollups_of_the_range_only(database_url: 
         conn.execute("DELETE FROM local_daily_paths")
         conn.execute("UPDATE local_monthly_paths SET views = 99")
 
-    days = await rebuild_rollups(database_url, date(2025, 11, 12), date(2025, 11, 13), "a")
-    assert days == [date(2025, 11, 12)]  # the 13th has no raw partition
+    rebuilt = await rebuild_rollups(database_url, date(2025, 11, 12), date(2025, 11, 13), "a")
+    assert rebuilt.days == [date(2025, 11, 12)]  # the 13th has no raw partition
+    assert rebuilt.dropped == []
     assert (
         scalar(
             database_url,
