@@ -216,6 +216,7 @@ async def read_dead_letters(bootstrap_servers: str, topic: str) -> tuple[int, li
     try:
         await reader.start()
     except KafkaError as exc:
+        await reader.stop()
         raise ToolError(
             f"cannot reach Kafka at {bootstrap_servers} ({exc}); check KAFKA_BOOTSTRAP_SERVERS"
         ) from exc
@@ -433,7 +434,13 @@ def main(argv: list[str] | None = None) -> int:
         return asyncio.run(command(settings, args))
     except ToolError as exc:
         print(f"deadletter: {exc}", file=sys.stderr)
-        return 1
+    except KafkaError as exc:
+        print(
+            f"deadletter: Kafka at {settings.kafka_bootstrap_servers} failed ({exc!r}); check "
+            "KAFKA_BOOTSTRAP_SERVERS and the broker's health, then run the command again",
+            file=sys.stderr,
+        )
+    return 1
 
 
 if __name__ == "__main__":
