@@ -11,9 +11,10 @@ fetch_max_bytes.
 
 from __future__ import annotations
 
+import bisect
 import datetime as dt
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 
 import msgspec
@@ -38,12 +39,21 @@ class Message:
     key: bytes | None = None
 
 
+# Why something went to the dead-letter topic (its `error` header).
+UNDECODABLE = "undecodable"  # the message could not be decoded: it goes whole
+REJECTED = "rejected"  # the database refused one event of it: that event goes alone
+
+
 @dataclass(frozen=True, slots=True)
 class Poison:
-    """A message that cannot be stored, with the reason it goes to the dead-letter topic."""
+    """What goes to the dead-letter topic, with the reason: a whole message that cannot be
+    decoded (`record` None), or one event of a message that the database refused."""
 
     message: Message
     reason: str
+    error: str = UNDECODABLE
+    record: EventRecord | None = None
+    sqlstate: str | None = None
 
 
 # The row layout of the staging table, in COPY order.
@@ -60,6 +70,20 @@ def to_row(record: EventRecord) -> Row:
         record.user_id,
         record.timestamp,
         record.received_at,
+    )
+
+
+def record_of(row: Row) -> EventRecord:
+    """The event a row was made from (to_row's inverse): what is dead-lettered for it."""
+    _day, event_id, site_id, event_type, path, user_id, timestamp, received_at = row
+    return EventRecord(
+        event_id=event_id,
+        site_id=site_id,
+        event_type=event_type,
+        path=path,
+        user_id=user_id,
+        timestamp=timestamp,
+        received_at=received_at,
     )
 
 
@@ -94,7 +118,7 @@ class Batch:
         try:
             records = decode_records(message.value, message.schema)
         except (msgspec.DecodeError, msgspec.ValidationError) as exc:
-            self.poison.append(Poison(message, f"undecodable: {exc}"))
+            self.poison.append(Poison(message, f"cannot decode the message: {exc}"))
         else:
             self.rows.extend(to_row(r) for r in records)
         self.spans.append((message, start, len(self.rows)))
@@ -103,6 +127,11 @@ class Batch:
 
     def __len__(self) -> int:
         return len(self.spans)
+
+    def messages_of(self, rows: Iterable[int]) -> list[Message]:
+        """The message each row (by index) was decoded from."""
+        ends = [end for _, _, end in self.spans]
+        return [self.spans[bisect.bisect_right(ends, row)][0] for row in rows]
 
     def is_empty(self) -> bool:
         return not self.spans

@@ -10,6 +10,10 @@ that decoding in Python overlaps the database's work; there is at most one write
 While PostgreSQL is down the loop pauses every partition, keeps calling `getmany` (so the
 group does not evict it for exceeding max.poll.interval.ms), retries the same batch with
 backoff, and resumes once it is stored.
+
+A batch the database refuses because of its data (consumer/errors.py) is written again in
+one isolation pass (Writer.write_isolating): every event is stored but the culprits, which
+go to the dead-letter topic one by one before the commit that skips them.
 """
 
 from __future__ import annotations
@@ -24,11 +28,11 @@ from typing import Any
 from aiokafka import AIOKafkaConsumer, ConsumerRebalanceListener, TopicPartition
 from aiokafka.errors import KafkaError
 
-from consumer.batch import Batch, BatchPolicy, Clock, Message, Poison
+from consumer.batch import REJECTED, Batch, BatchPolicy, Clock, Message, Poison, record_of
 from consumer.deadletter import DeadLetters, DeadLetterUnavailable
 from consumer.metrics import ConsumerStats
 from consumer.settings import ConsumerSettings
-from consumer.write import DatabaseUnavailable, Fenced, RowsRejected, Writer
+from consumer.write import DatabaseUnavailable, Fenced, RejectedRow, RowsRejected, Writer
 from ingest.events import SCHEMA_HEADER
 
 log = logging.getLogger(__name__)
@@ -219,7 +223,7 @@ class ConsumerLoop(ConsumerRebalanceListener):  # type: ignore[misc]
                 return
             try:
                 stored = await self._writer.load_offsets(partitions)
-            except DatabaseUnavailable as exc:
+            except (DatabaseUnavailable, RowsRejected) as exc:
                 delay = self._load_backoff.failed()
                 log.warning("cannot load stored offsets (%s); retrying in %.1fs", exc, delay)
                 return
@@ -248,19 +252,21 @@ class ConsumerLoop(ConsumerRebalanceListener):  # type: ignore[misc]
             # What is polled while this batch is written goes into the next one.
             self._batch = Batch(self._clock)
             started = self._clock()
+            culprits = 0
             try:
                 if not batch.poison_sent:
                     await self._dead_letters.send(batch.poison)
                     batch.poison_sent = True
-                    self._stats.dead_lettered.inc(len(batch.poison))
+                    self._stats.count_dead_lettered(batch.poison)
                 try:
                     inserted = await self._writer.write(
                         batch.rows, batch.next_offsets, self._stored
                     )
                 except RowsRejected as exc:
-                    log.warning("batch rejected (%s); writing it message by message", exc)
-                    inserted = await self._write_each(batch)
-            except (DatabaseUnavailable, DeadLetterUnavailable) as exc:
+                    inserted, culprits = await self._isolate(batch, exc)
+            except (DatabaseUnavailable, DeadLetterUnavailable, RowsRejected) as exc:
+                # RowsRejected here came out of an isolation pass itself (its commit): not
+                # expected, and retried like the database's trouble rather than skipped.
                 batch.absorb(self._batch)  # the retry covers what came in meanwhile too
                 self._batch = batch
                 delay = self._write_backoff.failed()
@@ -283,7 +289,7 @@ class ConsumerLoop(ConsumerRebalanceListener):  # type: ignore[misc]
             if self._write_backoff.failing:
                 log.info("database is back: batch stored, fetching resumed")
                 self._write_recovered()
-            self._stats.record_batch(len(batch.rows), inserted, elapsed)
+            self._stats.record_batch(len(batch.rows) - culprits, inserted, elapsed)
             self.health.stored()
             return batch.next_offsets
 
@@ -293,21 +299,49 @@ class ConsumerLoop(ConsumerRebalanceListener):  # type: ignore[misc]
         self.health.write_failing = False
         self._consumer.resume(*(self._consumer.assignment() - self._paused_until_loaded()))
 
-    async def _write_each(self, batch: Batch) -> int:
-        """Writes a rejected batch one message per transaction; a message the database refuses
-        goes to the dead-letter topic and its offset is stored past it."""
-        inserted = 0
-        for message, start, end in batch.spans:
-            partition, next_offset = message.partition, message.offset + 1
-            rows = batch.rows[start:end]
-            try:
-                inserted += await self._writer.write(rows, {partition: next_offset}, self._stored)
-            except RowsRejected as exc:
-                await self._dead_letters.send([Poison(message, f"rejected by database: {exc}")])
-                self._stats.dead_lettered.inc()
-                await self._writer.write([], {partition: next_offset}, self._stored)
-            self._stored[partition] = next_offset
-        return inserted
+    async def _isolate(self, batch: Batch, rejected: RowsRejected) -> tuple[int, int]:
+        """Stores the batch but the events the database refuses, which go to the dead-letter
+        topic first. Waits for one isolation pass (bounded: see consumer/isolation.py).
+        Returns (new rows stored, events dead-lettered); raises as Writer.write does."""
+        self._stats.isolation_passes.inc()
+        log.warning(
+            "a batch of %d events was rejected (%s); isolating the culprits",
+            len(batch.rows),
+            rejected,
+        )
+        sent: list[Poison] = []
+
+        async def dead_letter(rows: list[RejectedRow]) -> None:
+            messages = batch.messages_of(r.index for r in rows)
+            sent[:] = [
+                Poison(
+                    message,
+                    f"rejected by the database: {row.reason}",
+                    REJECTED,
+                    record_of(batch.rows[row.index]),
+                    row.sqlstate,
+                )
+                for row, message in zip(rows, messages, strict=True)
+            ]
+            await self._dead_letters.send(sent)
+
+        isolated = await self._writer.write_isolating(
+            batch.rows, batch.next_offsets, self._stored, dead_letter
+        )
+        self._stats.count_dead_lettered(sent)
+        for item in sent[:10]:
+            assert item.record is not None
+            log.warning(
+                "dead-lettered event %s of site %r (partition %d, offset %d): %s",
+                item.record.event_id,
+                item.record.site_id,
+                item.message.partition,
+                item.message.offset,
+                item.reason,
+            )
+        if len(sent) > 10:
+            log.warning("... and %d more events dead-lettered from this batch", len(sent) - 10)
+        return isolated.inserted, len(isolated.rejected)
 
     def _paused_until_loaded(self) -> set[TopicPartition]:
         return {TopicPartition(self._topic, p) for p in self._unloaded}

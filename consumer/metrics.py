@@ -3,8 +3,11 @@
 from __future__ import annotations
 
 import contextlib
+from collections.abc import Iterable
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+
+from consumer.batch import REJECTED, UNDECODABLE, Poison
 
 
 class ConsumerStats:
@@ -27,7 +30,16 @@ class ConsumerStats:
         )
         self.dead_lettered = Counter(
             "consumer_dead_lettered",
-            "Messages sent to the dead-letter topic",
+            "Dead letters produced, by kind: undecodable messages (whole), events the database "
+            "rejected (one each); a retry after a failure may produce some twice",
+            ["error"],
+            registry=self.registry,
+        )
+        for kind in (UNDECODABLE, REJECTED):
+            self.dead_lettered.labels(kind)
+        self.isolation_passes = Counter(
+            "consumer_isolation_passes",
+            "Batches the database rejected and that were bisected to find the culprit events",
             registry=self.registry,
         )
         self.write_retries = Counter(
@@ -54,6 +66,10 @@ class ConsumerStats:
         self.batches.inc()
         self.batch_seconds.observe(elapsed_s)
         self.written_total += inserted
+
+    def count_dead_lettered(self, poison: Iterable[Poison]) -> None:
+        for item in poison:
+            self.dead_lettered.labels(item.error).inc()
 
     def set_lag(self, partition: int, lag: int) -> None:
         self.lag.labels(str(partition)).set(lag)

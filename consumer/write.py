@@ -10,6 +10,11 @@ The only module of the consumer that speaks to psycopg. One transaction per batc
 
 Either all of it is stored or none: a crash anywhere replays the batch from the stored
 offsets, and the unique key and compare-and-set make the replay count nothing twice.
+
+A batch whose rows the database refuses (consumer/errors.py decides whose fault an error is)
+is written again by `write_isolating`: the same transaction, with the rows probed in
+savepoints (consumer/isolation.py) so that only the refused events are left out, and the
+caller's dead-lettering of them awaited before the commit that skips them.
 """
 
 from __future__ import annotations
@@ -17,13 +22,16 @@ from __future__ import annotations
 import contextlib
 import datetime as dt
 import logging
-from collections.abc import AsyncIterator, Iterable, Mapping, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Mapping, Sequence
+from dataclasses import dataclass
 
 import psycopg
 from psycopg import sql
 from psycopg.rows import TupleRow
 
 from consumer.batch import Row
+from consumer.errors import Fault, describe, fault_of, sqlstate_of
+from consumer.isolation import bisect
 
 log = logging.getLogger(__name__)
 
@@ -34,6 +42,32 @@ class DatabaseUnavailable(Exception):
 
 class RowsRejected(Exception):
     """PostgreSQL refused the rows themselves: retrying the same rows will not help."""
+
+    def __init__(self, reason: str, sqlstate: str | None = None) -> None:
+        super().__init__(f"{reason} (SQLSTATE {sqlstate})" if sqlstate else reason)
+        self.reason = reason
+        self.sqlstate = sqlstate
+
+    @classmethod
+    def from_error(cls, exc: BaseException) -> RowsRejected:
+        return cls(describe(exc), sqlstate_of(exc))
+
+
+@dataclass(frozen=True, slots=True)
+class RejectedRow:
+    """A row of the batch (by index) that the database refused, and why."""
+
+    index: int
+    reason: str
+    sqlstate: str | None
+
+
+@dataclass(frozen=True, slots=True)
+class Isolated:
+    """What an isolating write stored: new rows, and the rows left out (dead-lettered)."""
+
+    inserted: int
+    rejected: list[RejectedRow]
 
 
 class Fenced(Exception):
@@ -274,6 +308,10 @@ for _name, _ctes in [
 
 ENSURE_PARTITION = "SELECT ensure_events_partition(%s)"
 
+# Empties the staging table between the probes of one transaction (a successful probe keeps
+# its rows there until commit otherwise).
+CLEAR_STAGING = "TRUNCATE staging_events"
+
 
 class Writer:
     """Owns one PostgreSQL connection; reconnects on the next call after losing it."""
@@ -319,14 +357,67 @@ class Writer:
                 await self._advance_offsets(conn, next_offsets, expected)
                 if not rows:
                     return 0
-                async with conn.cursor() as cur:
-                    async with cur.copy(COPY_STAGING) as copy:
-                        copy.set_types(COPY_TYPES)
-                        for row in rows:
-                            await copy.write_row(row)
-                    await cur.execute(INSERT_AND_ROLL_UP)
-                    result = await cur.fetchone()
-                    return int(result[0]) if result else 0
+                return await self._insert(conn, rows)
+
+    async def write_isolating(
+        self,
+        rows: Sequence[Row],
+        next_offsets: Mapping[int, int],
+        expected: Mapping[int, int | None],
+        dead_letter: Callable[[list[RejectedRow]], Awaitable[None]],
+    ) -> Isolated:
+        """Stores every row the database accepts, with the offsets, leaving out the others.
+
+        For a batch `write` refused with RowsRejected. A day whose partition the database
+        refuses to create (class 22/23: e.g. a day retention dropped) rejects that day's rows;
+        the other rows are bisected in savepoints of one transaction until the refused ones
+        are single rows. `dead_letter` is awaited with the rejected rows before the commit
+        that skips them; if it raises, nothing is stored. Raises Fenced or
+        DatabaseUnavailable as `write` does (nothing stored); the caller retries the whole
+        batch later, which may dead-letter the same rows again.
+        """
+        async with self._translated_errors():
+            conn = await self._connection()
+            rejected: list[RejectedRow] = []
+            days = {row[0] for row in rows}
+            # Checked again: retention may have dropped a day this writer thinks it has.
+            self._known_days -= days
+            refused_days: dict[dt.date, RowsRejected] = {}
+            for day in sorted(days):
+                try:
+                    await self._ensure_partitions(conn, {day})
+                except psycopg.Error as exc:
+                    if fault_of(exc) is not Fault.DATA:
+                        raise
+                    refused_days[day] = RowsRejected.from_error(exc)
+            candidates = []
+            for index, row in enumerate(rows):
+                if (refusal := refused_days.get(row[0])) is not None:
+                    rejected.append(RejectedRow(index, refusal.reason, refusal.sqlstate))
+                else:
+                    candidates.append(index)
+            inserted = 0
+
+            async def probe(indices: list[int]) -> RowsRejected | None:
+                nonlocal inserted
+                try:
+                    async with conn.transaction():  # a savepoint: a refusal leaves nothing
+                        await conn.execute(CLEAR_STAGING)
+                        inserted += await self._insert(conn, [rows[i] for i in indices])
+                except psycopg.Error as exc:
+                    if fault_of(exc) is not Fault.DATA:
+                        raise
+                    return RowsRejected.from_error(exc)
+                return None
+
+            async with conn.transaction():
+                await self._advance_offsets(conn, next_offsets, expected)
+                for index, refusal in await bisect(candidates, probe):
+                    rejected.append(RejectedRow(index, refusal.reason, refusal.sqlstate))
+                rejected.sort(key=lambda r: r.index)
+                if rejected:
+                    await dead_letter(rejected)
+            return Isolated(inserted, rejected)
 
     async def drop_partitions_before(self, day: dt.date) -> list[str]:
         """Drops the raw-event day partitions older than `day` (retention); rollups stay."""
@@ -365,6 +456,16 @@ class Writer:
             lost = sorted(set(partitions) - moved)
             raise Fenced(f"partitions {lost} were advanced by another replica")
 
+    async def _insert(self, conn: psycopg.AsyncConnection[TupleRow], rows: Sequence[Row]) -> int:
+        async with conn.cursor() as cur:
+            async with cur.copy(COPY_STAGING) as copy:
+                copy.set_types(COPY_TYPES)
+                for row in rows:
+                    await copy.write_row(row)
+            await cur.execute(INSERT_AND_ROLL_UP)
+            result = await cur.fetchone()
+            return int(result[0]) if result else 0
+
     async def _ensure_partitions(
         self, conn: psycopg.AsyncConnection[TupleRow], days: set[dt.date]
     ) -> None:
@@ -390,13 +491,15 @@ class Writer:
 
     @contextlib.asynccontextmanager
     async def _translated_errors(self) -> AsyncIterator[None]:
-        """Maps psycopg's exceptions onto the three the consumer acts on."""
+        """Maps psycopg's exceptions onto the two the consumer acts on, by whose fault they
+        are (consumer/errors.py)."""
         try:
             yield
-        except (psycopg.DataError, psycopg.IntegrityError) as exc:
-            raise RowsRejected(f"{type(exc).__name__}: {exc}") from exc
         except psycopg.Error as exc:
-            # Anything else (connection lost, server restarting, timeouts) is retried on a
-            # new connection: the transaction was rolled back, so nothing was stored.
+            if fault_of(exc) is Fault.DATA:
+                raise RowsRejected.from_error(exc) from exc
+            # The database's (connection lost, server restarting, timeouts, a missing
+            # object): retried on a new connection; the transaction was rolled back, so
+            # nothing was stored.
             await self.close()
             raise DatabaseUnavailable(f"{type(exc).__name__}: {exc}") from exc

@@ -2,11 +2,10 @@
 
 from __future__ import annotations
 
-import uuid
-
 import pytest
-from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
+from aiokafka import AIOKafkaProducer
 
+from consumer.deadletter import read_dead_letters
 from consumer.settings import ConsumerSettings
 from ingest.events import (
     SCHEMA_EVENT_BATCH_V1,
@@ -117,24 +116,17 @@ async def test_poison_goes_to_the_dead_letter_topic_and_the_partition_moves_on(
             timeout_s=30,
             what="the offset to move past the poison",
         )
-    assert stats.registry.get_sample_value("consumer_dead_lettered_total") == 2
+    for kind in ("undecodable", "rejected"):
+        assert stats.registry.get_sample_value("consumer_dead_lettered_total", {"error": kind}) == 1
+    assert stats.registry.get_sample_value("consumer_isolation_passes_total") == 1
 
-    reader = AIOKafkaConsumer(
-        consumer_settings.dlq_topic,
-        bootstrap_servers=consumer_settings.kafka_bootstrap_servers,
-        group_id=f"dlq-{uuid.uuid4().hex}",
-        auto_offset_reset="earliest",
+    _, letters = await read_dead_letters(
+        consumer_settings.kafka_bootstrap_servers, consumer_settings.dlq_topic
     )
-    await reader.start()
-    try:
-        letters = []
-        while len(letters) < 2:
-            batches = await reader.getmany(timeout_ms=5000)
-            assert batches, "dead letters did not arrive"
-            letters += [m for ms in batches.values() for m in ms]
-    finally:
-        await reader.stop()
-    reasons = sorted(dict(m.headers)["reason"].decode() for m in letters)
-    assert reasons[0].startswith("rejected by database")
-    assert reasons[1].startswith("undecodable")
-    assert {dict(m.headers)["source_offset"] for m in letters} == {b"1", b"2"}
+    by_error = {letter.header("error"): letter for letter in letters}
+    assert sorted(by_error) == ["rejected", "undecodable"]
+    assert by_error["rejected"].header("reason").startswith("rejected by the database")
+    assert by_error["rejected"].header("sqlstate") == "22021"
+    assert by_error["rejected"].header("source_offset") == "2"
+    assert by_error["undecodable"].header("reason").startswith("cannot decode the message")
+    assert by_error["undecodable"].header("source_offset") == "1"

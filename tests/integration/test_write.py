@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import random
 from datetime import UTC, date, datetime
 
+import psycopg
 import pytest
 
 from consumer.batch import to_row
-from consumer.write import Fenced, RowsRejected, Writer
+from consumer.write import DatabaseUnavailable, Fenced, RejectedRow, RowsRejected, Writer
 from tests.support import assert_rollups_match_raw_rows, make_record, scalar
 
 pytestmark = pytest.mark.postgres
@@ -93,6 +95,111 @@ async def test_new_days_get_their_own_partitions(writer: Writer, database_url: s
 async def test_rows_the_database_refuses_raise_rows_rejected(
     writer: Writer, database_url: str
 ) -> None:
-    with pytest.raises(RowsRejected):
+    with pytest.raises(RowsRejected) as refused:
         await writer.write([to_row(make_record(path="/nul\x00"))], {0: 1}, {})
+    assert refused.value.sqlstate == "22021"
     assert scalar(database_url, "SELECT count(*) FROM consumer_offsets") == 0
+
+
+def long_path(seed: int = 1) -> str:
+    """About 6 kB of random CJK: no compression brings its index key under the btree limit."""
+    rng = random.Random(seed)
+    return "/" + "".join(chr(rng.randrange(0x4E00, 0x9FFF)) for _ in range(2000))
+
+
+async def test_an_index_key_too_large_is_the_datas_fault(writer: Writer) -> None:
+    # SQLSTATE 54000, which psycopg maps onto OperationalError like a lost connection.
+    with pytest.raises(RowsRejected) as refused:
+        await writer.write([to_row(make_record(path=long_path()))], {0: 1}, {})
+    assert refused.value.sqlstate == "54000"
+    assert "exceeds btree" in refused.value.reason
+
+
+async def test_a_missing_table_is_the_databases_fault(writer: Writer, database_url: str) -> None:
+    with psycopg.connect(database_url, autocommit=True) as conn:
+        conn.execute("ALTER TABLE daily_paths RENAME TO daily_paths_away")
+    with pytest.raises(DatabaseUnavailable, match="UndefinedTable"):
+        await writer.write([to_row(make_record())], {0: 1}, {})
+    with psycopg.connect(database_url, autocommit=True) as conn:
+        conn.execute("ALTER TABLE daily_paths_away RENAME TO daily_paths")
+    assert await writer.write([to_row(make_record())], {0: 1}, {}) == 1
+
+
+class DeadLetterSpy:
+    """Records what the writer dead-letters, and what was committed at that moment."""
+
+    def __init__(self, database_url: str) -> None:
+        self.database_url = database_url
+        self.rejected: list[RejectedRow] = []
+        self.stored_meanwhile: int | None = None
+
+    async def __call__(self, rows: list[RejectedRow]) -> None:
+        self.rejected = rows
+        self.stored_meanwhile = scalar(self.database_url, "SELECT count(*) FROM events")
+
+
+async def test_isolation_stores_all_but_the_culprits(writer: Writer, database_url: str) -> None:
+    records = [make_record(site_id=f"site-{i % 5}", user_id=f"u{i}") for i in range(200)]
+    bad = {17: long_path(1), 18: "/nul\x00", 150: long_path(2)}
+    for index, path in bad.items():
+        records[index] = make_record(path=path)
+    rows = [to_row(r) for r in records]
+    with pytest.raises(RowsRejected):
+        await writer.write(rows, {0: 200}, {})
+    spy = DeadLetterSpy(database_url)
+    isolated = await writer.write_isolating(rows, {0: 200}, {}, spy)
+    assert [r.index for r in isolated.rejected] == sorted(bad)
+    assert [r.sqlstate for r in isolated.rejected] == ["54000", "22021", "54000"]
+    assert spy.rejected == isolated.rejected
+    assert spy.stored_meanwhile == 0  # dead-lettered before the commit
+    assert isolated.inserted == 197
+    assert scalar(database_url, "SELECT count(*) FROM events") == 197
+    assert await writer.load_offsets([0]) == {0: 200}
+    assert_rollups_match_raw_rows(database_url)
+
+
+async def test_a_failed_dead_letter_stores_nothing(writer: Writer, database_url: str) -> None:
+    rows = [to_row(make_record(path="/nul\x00")), to_row(make_record())]
+
+    async def unavailable(rows: list[RejectedRow]) -> None:
+        raise ConnectionError("dead-letter topic down")
+
+    with pytest.raises(ConnectionError):
+        await writer.write_isolating(rows, {0: 2}, {}, unavailable)
+    assert scalar(database_url, "SELECT count(*) FROM events") == 0
+    assert await writer.load_offsets([0]) == {0: None}
+
+
+async def test_a_day_whose_partition_is_refused_isolates_that_days_events(
+    writer: Writer, database_url: str
+) -> None:
+    # What the partition function does for a day retention dropped: refuse it with a
+    # class-22 code of its own.
+    with psycopg.connect(database_url, autocommit=True) as conn:
+        conn.execute("ALTER FUNCTION ensure_events_partition(date) RENAME TO ensure_partition_0")
+        conn.execute(
+            """
+            CREATE FUNCTION ensure_events_partition(d date) RETURNS void LANGUAGE plpgsql AS $$
+            BEGIN
+                IF d < date '2020-01-01' THEN
+                    RAISE EXCEPTION 'day % was dropped by retention', d USING ERRCODE = '22023';
+                END IF;
+                PERFORM ensure_partition_0(d);
+            END $$
+            """
+        )
+    old = datetime(2019, 5, 1, 12, tzinfo=UTC)
+    records = [
+        make_record(timestamp=old if i % 4 == 0 else make_record().timestamp) for i in range(12)
+    ]
+    rows = [to_row(r) for r in records]
+    with pytest.raises(RowsRejected) as refused:
+        await writer.write(rows, {0: 12}, {})
+    assert refused.value.sqlstate == "22023"
+    isolated = await writer.write_isolating(rows, {0: 12}, {}, DeadLetterSpy(database_url))
+    assert [r.index for r in isolated.rejected] == [0, 4, 8]
+    assert {r.reason for r in isolated.rejected} == {"day 2019-05-01 was dropped by retention"}
+    assert {r.sqlstate for r in isolated.rejected} == {"22023"}
+    assert scalar(database_url, "SELECT count(*) FROM events") == 9
+    assert await writer.load_offsets([0]) == {0: 12}
+    assert_rollups_match_raw_rows(database_url)

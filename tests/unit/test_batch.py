@@ -5,7 +5,7 @@ from __future__ import annotations
 import uuid
 from datetime import UTC, date, datetime
 
-from consumer.batch import Batch, BatchPolicy, Message
+from consumer.batch import UNDECODABLE, Batch, BatchPolicy, Message, record_of
 from ingest.events import (
     SCHEMA_EVENT_BATCH_V1,
     SCHEMA_EVENT_V1,
@@ -114,7 +114,8 @@ def test_undecodable_message_becomes_poison_but_still_advances_the_offset() -> N
     batch.add(Message(0, 1, b"\xc1 not msgpack", SCHEMA_EVENT_V1))
     assert len(batch.rows) == 1
     assert [p.message.offset for p in batch.poison] == [1]
-    assert "undecodable" in batch.poison[0].reason
+    assert batch.poison[0].error == UNDECODABLE
+    assert batch.poison[0].reason.startswith("cannot decode the message")
     assert batch.next_offsets == {0: 2}
 
 
@@ -158,3 +159,20 @@ def test_absorb_puts_a_failed_batch_before_what_came_in_meanwhile() -> None:
     assert [p.message.offset for p in failed.poison] == [7]
     assert not failed.poison_sent
     assert failed.started_at == 100.0
+
+
+def test_rows_map_back_to_their_messages_and_events() -> None:
+    clock = FakeClock()
+    batch = Batch(clock)
+    records = [record("a"), record("b"), record("c")]
+    batch.add(message(0, 0))
+    batch.add(Message(1, 5, b"\xc1 not msgpack", SCHEMA_EVENT_V1))
+    batch.add(Message(1, 6, encode_records(records), SCHEMA_EVENT_BATCH_V1))
+    assert [(m.partition, m.offset) for m in batch.messages_of([0, 1, 2, 3])] == [
+        (0, 0),
+        (1, 6),
+        (1, 6),
+        (1, 6),
+    ]
+    assert [record_of(row) for row in batch.rows[1:]] == records
+    assert encode_record(record_of(batch.rows[1])) == encode_record(records[0])

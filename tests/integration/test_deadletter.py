@@ -1,0 +1,172 @@
+"""`python -m consumer.deadletter`: listing the dead-letter topic and replaying entries after
+the cause is fixed, run as an operator would, against the real broker and database."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import sys
+from datetime import UTC, datetime
+
+import psycopg
+import pytest
+from aiokafka import AIOKafkaProducer
+
+from consumer.settings import ConsumerSettings
+from ingest.events import SCHEMA_EVENT_V1, SCHEMA_HEADER, EventRecord, encode_record
+from tests.processes import ROOT
+from tests.support import (
+    assert_rollups_match_raw_rows,
+    make_record,
+    running_consumer,
+    scalar,
+    stored_event_count,
+    wait_for,
+)
+
+pytestmark = [pytest.mark.kafka, pytest.mark.postgres]
+
+BLOCKED_DAY = datetime(2025, 11, 10, 8, 0, tzinfo=UTC)
+
+
+async def tool(settings: ConsumerSettings, *args: str) -> tuple[int, str, str]:
+    """Runs the command with the settings in its environment; (exit code, stdout, stderr)."""
+    env = {
+        **os.environ,
+        "KAFKA_BOOTSTRAP_SERVERS": settings.kafka_bootstrap_servers,
+        "DATABASE_URL": settings.database_url,
+        "EVENTS_TOPIC": settings.events_topic,
+        "DLQ_TOPIC": settings.dlq_topic,
+    }
+    process = await asyncio.create_subprocess_exec(
+        sys.executable,
+        "-m",
+        "consumer.deadletter",
+        *args,
+        env=env,
+        cwd=ROOT,
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE,
+    )
+    out, err = await asyncio.wait_for(process.communicate(), timeout=60)
+    assert process.returncode is not None
+    return process.returncode, out.decode(), err.decode()
+
+
+async def produce(settings: ConsumerSettings, records: list[EventRecord]) -> None:
+    producer = AIOKafkaProducer(
+        bootstrap_servers=settings.kafka_bootstrap_servers, acks="all", enable_idempotence=True
+    )
+    await producer.start()
+    try:
+        for record in records:
+            await producer.send(
+                settings.events_topic,
+                encode_record(record),
+                key=record.site_id.encode(),
+                headers=[(SCHEMA_HEADER, SCHEMA_EVENT_V1)],
+            )
+        await producer.flush()
+    finally:
+        await producer.stop()
+
+
+def consumed(url: str) -> int:
+    return int(scalar(url, "SELECT coalesce(sum(next_offset), 0) FROM consumer_offsets"))
+
+
+async def test_list_then_replay_after_the_cause_is_fixed(
+    consumer_settings: ConsumerSettings,
+) -> None:
+    url = consumer_settings.database_url
+    # The cause: a default partition holding a row of BLOCKED_DAY, so that day's partition
+    # cannot be created (SQLSTATE 23514) and its events are refused.
+    with psycopg.connect(url, autocommit=True) as conn:
+        conn.execute("CREATE TABLE events_default PARTITION OF events DEFAULT")
+        conn.execute(
+            "INSERT INTO events_default (day, event_id, site_id, event_type, path, user_id, "
+            "event_time, received_at) VALUES (%s, gen_random_uuid(), 'x', 'x', '/', 'x', %s, %s)",
+            (BLOCKED_DAY.date(), BLOCKED_DAY, BLOCKED_DAY),
+        )
+    blocked = [
+        make_record(site_id="site-late", timestamp=BLOCKED_DAY, path="/late-1"),
+        make_record(site_id="site-other", timestamp=BLOCKED_DAY, path="/late-2"),
+    ]
+    good = [make_record(site_id=f"site-{i % 3}", user_id=f"u{i}") for i in range(30)]
+    await produce(consumer_settings, good[:10] + blocked[:1] + good[10:] + blocked[1:])
+
+    async with running_consumer(consumer_settings):
+        await wait_for(lambda: consumed(url) == 32, timeout_s=30, what="every message consumed")
+        assert stored_event_count(url) == 30 + 1  # the good ones and the blocking row
+
+        code, out, err = await tool(consumer_settings, "list")
+        assert code == 0, err
+        lines = out.strip().splitlines()[1:]
+        assert len(lines) == 2
+        assert all("rejected  23514  site-" in line for line in lines), out
+        assert "2 entries" in err
+
+        code, out, err = await tool(consumer_settings, "list", "--json", "--site", "site-late")
+        assert code == 0, err
+        (entry,) = [json.loads(line) for line in out.splitlines()]
+        assert entry["event_id"] == str(blocked[0].event_id)
+        assert entry["error"] == "rejected" and entry["sqlstate"] == "23514"
+        assert entry["site_id"] == "site-late"
+        assert entry["source_topic"] == consumer_settings.events_topic
+        assert "would be violated" in entry["reason"]
+
+        name = f"{entry['partition']}:{entry['offset']}"
+        code, out, err = await tool(consumer_settings, "replay", "--offset", name, "--dry-run")
+        assert code == 0, err
+        assert "would replay 1 entries" in out
+        await asyncio.sleep(0.5)
+        assert consumed(url) == 32  # a dry run publishes nothing
+
+        code, _, err = await tool(consumer_settings, "replay", "--offset", "99:0")
+        assert code == 1
+        assert "no entry at 99:0" in err and "see `list`" in err
+
+        # The fix: the operator removes the default partition.
+        with psycopg.connect(url, autocommit=True) as conn:
+            conn.execute("DROP TABLE events_default")
+
+        code, out, err = await tool(consumer_settings, "replay", "--offset", name)
+        assert code == 0, err
+        assert "replayed 1 entries" in out
+        await wait_for(lambda: stored_event_count(url) == 31, timeout_s=30, what="the replay")
+
+        # Replaying everything again: the stored event counts once, the other is stored now.
+        code, out, err = await tool(consumer_settings, "replay", "--all")
+        assert code == 0, err
+        assert "replayed 2 entries" in out
+        await wait_for(lambda: consumed(url) == 35, timeout_s=30, what="the second replay")
+        await wait_for(lambda: stored_event_count(url) == 32, timeout_s=30, what="both stored")
+    assert scalar(url, "SELECT count(*) FROM events WHERE day = %s", (BLOCKED_DAY.date(),)) == 2
+    assert (
+        scalar(
+            url,
+            "SELECT events FROM daily_stats WHERE site_id = 'site-late' AND day = %s",
+            (BLOCKED_DAY.date(),),
+        )
+        == 1
+    )
+    assert_rollups_match_raw_rows(url)
+
+
+async def test_a_missing_topic_says_what_to_check(consumer_settings: ConsumerSettings) -> None:
+    settings = ConsumerSettings(
+        kafka_bootstrap_servers=consumer_settings.kafka_bootstrap_servers,
+        dlq_topic=f"{consumer_settings.dlq_topic}-nowhere",
+    )
+    code, _, err = await tool(settings, "list")
+    assert code == 1
+    assert "does not exist" in err and "DLQ_TOPIC" in err
+
+
+async def test_offsets_need_a_partition_when_the_topic_has_several(
+    consumer_settings: ConsumerSettings,
+) -> None:
+    code, _, err = await tool(consumer_settings, "replay", "--offset", "3")
+    assert code == 1
+    assert "PARTITION:OFFSET" in err
