@@ -26,7 +26,6 @@ from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Mappin
 from dataclasses import dataclass
 
 import psycopg
-from psycopg import sql
 from psycopg.rows import TupleRow
 
 from consumer.batch import Row
@@ -418,21 +417,6 @@ class Writer:
                 if rejected:
                     await dead_letter(rejected)
             return Isolated(inserted, rejected)
-
-    async def drop_partitions_before(self, day: dt.date) -> list[str]:
-        """Drops the raw-event day partitions older than `day` (retention); rollups stay."""
-        async with self._translated_errors():
-            conn = await self._connection()
-            cur = await conn.execute(
-                "SELECT c.relname FROM pg_inherits i JOIN pg_class c ON c.oid = i.inhrelid "
-                "WHERE i.inhparent = 'events'::regclass AND c.relname < %s ORDER BY 1",
-                (f"events_{day:%Y%m%d}",),
-            )
-            names = [str(name) for (name,) in await cur.fetchall()]
-            for name in names:
-                await conn.execute(sql.SQL("DROP TABLE IF EXISTS {}").format(sql.Identifier(name)))
-                self._known_days.clear()
-        return names
 
     async def _advance_offsets(
         self,

@@ -9,6 +9,7 @@ import psycopg
 import pytest
 
 from consumer.batch import to_row
+from consumer.retention import apply_retention
 from consumer.write import DatabaseUnavailable, Fenced, RejectedRow, RowsRejected, Writer
 from tests.support import assert_rollups_match_raw_rows, make_record, scalar
 
@@ -87,7 +88,8 @@ async def test_new_days_get_their_own_partitions(writer: Writer, database_url: s
         "JOIN pg_class c ON c.oid = i.inhrelid WHERE i.inhparent = 'events'::regclass",
     )
     assert partitions == ["events_20240229", "events_20240301"]
-    dropped = await writer.drop_partitions_before(date(2024, 3, 1))
+    # Retention (one day kept: 2024-03-01) drops the older partition, and records it.
+    dropped = await apply_retention(database_url, 1, date(2024, 3, 1))
     assert dropped == ["events_20240229"]
     assert scalar(database_url, "SELECT count(*) FROM events") == 1
 
