@@ -32,6 +32,12 @@ from aiokafka.admin import AIOKafkaAdminClient
 from aiokafka.errors import KafkaError
 from psycopg.rows import TupleRow
 
+from consumer.deadletter import (
+    EVENT_ID_HEADER,
+    SOURCE_OFFSET_HEADER,
+    SOURCE_PARTITION_HEADER,
+    SOURCE_TOPIC_HEADER,
+)
 from consumer.settings import ConsumerSettings, settings_for_command
 from ingest.events import SCHEMA_HEADER, EventRecord, decode_records
 
@@ -103,14 +109,14 @@ class _DeadLetterIndex:
         self.events: set[tuple[int, int, uuid.UUID]] = set()
 
     def add(self, headers: dict[str, bytes], value: bytes, source_topic: str) -> None:
-        if headers.get("source_topic", b"").decode() != source_topic:
+        if headers.get(SOURCE_TOPIC_HEADER, b"").decode() != source_topic:
             return
         try:
-            partition = int(headers["source_partition"])
-            offset = int(headers["source_offset"])
+            partition = int(headers[SOURCE_PARTITION_HEADER])
+            offset = int(headers[SOURCE_OFFSET_HEADER])
         except (KeyError, ValueError):
             return
-        event_id = headers.get("event_id")
+        event_id = headers.get(EVENT_ID_HEADER)
         if event_id:
             self.events.add((partition, offset, uuid.UUID(event_id.decode())))
             return
