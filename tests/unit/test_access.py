@@ -206,5 +206,9 @@ def test_stats_abuse_settings_from_the_environment() -> None:
     default = Settings.from_env({})
     assert (default.stats_statement_timeout_ms, default.stats_lock_timeout_ms) == (5000, 1000)
     assert default.trusted_proxy_hops == 0
+    # Unset, the client limit follows the per-key one (an existing STATS_RATE_LIMIT_PER_S=0
+    # still turns limits off).
+    follows = Settings.from_env({"STATS_RATE_LIMIT_PER_S": "0", "STATS_RATE_BURST": "9"})
+    assert (follows.stats_client_rate_limit_per_s, follows.stats_client_rate_burst) == (0, 9)
     with pytest.raises(ConfigError, match="TRUSTED_PROXY_HOPS"):
         Settings.from_env({"TRUSTED_PROXY_HOPS": "-1"})
