@@ -358,3 +358,54 @@ async def test_a_client_that_disconnects_has_its_query_cancelled(loaded: str) ->
         server.should_exit = True
         await serving
         await pool.close()
+
+
+# --- rate limits ------------------------------------------------------------------------------
+
+
+async def test_key_guessing_is_limited_per_client_and_spares_other_callers(loaded: str) -> None:
+    settings = api_settings(
+        loaded,
+        stats_read_keys={SITE: ("the-key",)},
+        stats_client_rate_limit_per_s=0.001,
+        stats_client_rate_burst=50,
+        stats_key_failures_per_min=0.001,
+        stats_key_failure_burst=5,
+        trusted_proxy_hops=1,
+    )
+    pool = await open_pool(settings)
+    params = {"site_id": SITE, "date": "2025-11-12"}
+
+    def via(client: str, token: str | None = None) -> dict[str, str]:
+        headers = {"X-Forwarded-For": f"6.6.6.6, {client}"}  # the left entry is not believed
+        return headers | ({"Authorization": f"Bearer {token}"} if token else {})
+
+    try:
+        transport = httpx.ASGITransport(app=make_app(settings, pool))
+        async with httpx.AsyncClient(transport=transport, base_url="http://t") as c:
+            guesses = [
+                (await c.get("/stats", params=params, headers=via("1.1.1.1", f"guess-{i}")))
+                for i in range(8)
+            ]
+            assert [r.status_code for r in guesses] == [403] * 5 + [429] * 3
+            assert "failed read-key attempts" in guesses[-1].json()["message"]
+            assert "retry-after" in guesses[-1].headers
+            # The same address, even with the right key, waits; another address does not.
+            right = await c.get("/stats", params=params, headers=via("1.1.1.1", "the-key"))
+            assert right.status_code == 429
+            other = await c.get("/stats", params=params, headers=via("2.2.2.2", "the-key"))
+            assert other.status_code == 200
+            # Tokens on a public site never reach a key bucket; the client's own limit holds.
+            answers = [
+                (
+                    await c.get(
+                        "/stats",
+                        params={**params, "site_id": "open"},
+                        headers=via("3.3.3.3", f"t{i}"),
+                    )
+                ).status_code
+                for i in range(55)
+            ]
+            assert answers == [200] * 50 + [429] * 5
+    finally:
+        await pool.close()
