@@ -28,13 +28,14 @@ MAX_HOURLY_RANGE_DAYS = 31
 MAX_BREAKDOWN_LIMIT = 1000
 DEFAULT_BREAKDOWN_LIMIT = 100
 PAGE_VIEW = "page_view"
-# The days a request may cover. Events before 1970 are not accepted by ingest, and the upper
-# bound leaves room for a period's arithmetic (the day after, a month ahead, a zone's offset)
-# within Python's and PostgreSQL's calendars.
+# The days a request may cover, checked after a period's arithmetic: from the Unix epoch (no
+# analytics event predates it; ingest/query_sql.py uses it as its empty-edge sentinel) to a
+# year short of 9999, which leaves room for the day after, a month ahead and a zone's offset
+# within Python's calendar (year 1 or 9999 overflowed it: the 500s of issue 11).
 MIN_DAY = dt.date(1970, 1, 1)
 MAX_DAY = dt.date(9998, 12, 31)
 MAX_FILTERS = 10
-# Text sizes in UTF-8 bytes, as ingest stores them: a longer value cannot match anything.
+# Text sizes in UTF-8 bytes, ingest's limits: a longer value cannot match anything stored.
 MAX_SITE_ID_BYTES = 128
 MAX_FILTER_BYTES: dict[str, int] = {"path": 2048, "event_type": 64}
 
