@@ -2,6 +2,11 @@
 
 Only the stats endpoints need the database; event ingest never does, so `/event` keeps
 answering 202 while PostgreSQL is down.
+
+Every connection runs with a `statement_timeout` (no request holds a connection longer) and
+a `lock_timeout` (a read queued behind DDL, such as the consumer creating or dropping a day
+partition, gives up instead of holding its connection and queueing more readers behind it).
+Both are set once per connection, at connect: no request pays a round trip for them.
 """
 
 from __future__ import annotations
@@ -17,23 +22,45 @@ class DatabaseUnavailable(Exception):
     """No connection could be had in time, or the server went away mid-query."""
 
 
+class QueryTimedOut(DatabaseUnavailable):
+    """The statement was cancelled by statement_timeout (SQLSTATE 57014) or gave up waiting
+    for a lock (55P03): the database is up but the request is too costly right now."""
+
+
 def make_pool(settings: Settings) -> AsyncConnectionPool[psycopg.AsyncConnection[TupleRow]]:
     return AsyncConnectionPool(
         settings.database_url,
         min_size=settings.db_pool_min_size,
         max_size=settings.db_pool_max_size,
         timeout=settings.db_timeout_s,
-        # Stats queries read a few thousand rollup rows: starting parallel workers, or JIT
-        # compiling a plan whose estimate crosses jit_above_cost (tens of ms: seen on a
-        # misestimated one-row table), would cost more than it saves.
         kwargs={
             "autocommit": True,
             "application_name": "analytics-api",
-            "options": "-c max_parallel_workers_per_gather=0 -c jit=off",
+            "options": connection_options(
+                settings.stats_statement_timeout_ms, settings.stats_lock_timeout_ms
+            ),
         },
         open=False,
         name="api",
     )
 
 
+def connection_options(statement_timeout_ms: int, lock_timeout_ms: int) -> str:
+    """The server settings of every API connection (0 turns a timeout off)."""
+    # Stats queries read a few thousand rollup rows: starting parallel workers, or JIT
+    # compiling a plan whose estimate crosses jit_above_cost (tens of ms: seen on a
+    # misestimated one-row table), would cost more than it saves.
+    return (
+        "-c max_parallel_workers_per_gather=0 -c jit=off"
+        f" -c statement_timeout={statement_timeout_ms} -c lock_timeout={lock_timeout_ms}"
+    )
+
+
 RETRIABLE_ERRORS = (PoolTimeout, psycopg.OperationalError)
+
+
+def unavailable(exc: Exception) -> DatabaseUnavailable:
+    """What a RETRIABLE_ERRORS exception means for the caller."""
+    if isinstance(exc, psycopg.errors.QueryCanceled | psycopg.errors.LockNotAvailable):
+        return QueryTimedOut(str(exc))
+    return DatabaseUnavailable(str(exc))

@@ -40,6 +40,28 @@ class BadRequest(ApiError):
     code = "invalid_request"
 
 
+class OutOfRange(BadRequest):
+    """A parameter outside the range the stats API supports (dates, numbers)."""
+
+    code = "out_of_range"
+
+
+class InvalidText(BadRequest):
+    """Text that PostgreSQL cannot hold (NUL) or that is not valid Unicode."""
+
+    code = "invalid_text"
+
+
+class TooLong(BadRequest):
+    """Text longer, in UTF-8 bytes, than anything stored can be."""
+
+    code = "too_long"
+
+
+class TooManyFilters(BadRequest):
+    code = "too_many_filters"
+
+
 class MalformedJson(ApiError):
     status = 400
     code = "malformed_json"
@@ -109,6 +131,20 @@ class ServiceUnavailable(ApiError):
 
     def __init__(self, message: str, *, retry_after_s: int = 1) -> None:
         super().__init__(message, headers={"Retry-After": str(retry_after_s)})
+
+
+class StatsTimedOut(ServiceUnavailable):
+    """A stats query ran past the API's statement_timeout or waited past its lock_timeout."""
+
+    code = "stats_timeout"
+
+
+class ClientClosedRequest(ApiError):
+    """The client went away before its answer was ready; its query was cancelled. Nobody
+    reads this answer: the status (nginx's 499) is for metrics and logs."""
+
+    status = 499
+    code = "client_closed_request"
 
 
 class Overloaded(ServiceUnavailable):

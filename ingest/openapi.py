@@ -17,6 +17,8 @@ from ingest.stats import DailyStats
 
 _REF = "#/components/schemas/{name}"
 NO_NUL_PATTERN = "^[^\\x00]*$"
+# The years of ingest/query.py's MIN_DAY..MAX_DAY (1970..9998).
+STATS_YEARS = "^(19[7-9][0-9]|[2-8][0-9]{3}|9[0-8][0-9]{2}|99[0-8][0-9]|999[0-8])-"
 
 
 class EventAccepted(msgspec.Struct):
@@ -118,13 +120,20 @@ def openapi_document(max_batch_events: int = 1000) -> dict[str, Any]:
                             "name": "site_id",
                             "in": "query",
                             "required": True,
-                            "schema": {"type": "string", "minLength": 1, "pattern": NO_NUL_PATTERN},
+                            "description": "At most 128 bytes of UTF-8 (any 32 characters fit)",
+                            "schema": {
+                                "type": "string",
+                                "minLength": 1,
+                                "maxLength": 32,
+                                "pattern": NO_NUL_PATTERN,
+                            },
                         },
                         {
                             "name": "date",
                             "in": "query",
                             "required": True,
-                            "schema": {"type": "string", "format": "date"},
+                            "description": "A day from 1970-01-01 to 9998-12-31",
+                            "schema": {"type": "string", "format": "date", "pattern": STATS_YEARS},
                         },
                     ],
                     "responses": {

@@ -15,7 +15,7 @@ from typing import Literal
 
 import msgspec
 
-from ingest.errors import BadRequest
+from ingest.errors import BadRequest, InvalidText, OutOfRange, TooLong, TooManyFilters
 
 Metric = Literal["views", "visitors", "events"]
 Dimension = Literal["event_type", "path"]
@@ -28,8 +28,19 @@ MAX_HOURLY_RANGE_DAYS = 31
 MAX_BREAKDOWN_LIMIT = 1000
 DEFAULT_BREAKDOWN_LIMIT = 100
 PAGE_VIEW = "page_view"
+# The days a request may cover, checked after a period's arithmetic: from the Unix epoch (no
+# analytics event predates it; ingest/query_sql.py uses it as its empty-edge sentinel) to a
+# year short of 9999, which leaves room for the day after, a month ahead and a zone's offset
+# within Python's calendar (year 1 or 9999 overflowed it: the 500s of issue 11).
+MIN_DAY = dt.date(1970, 1, 1)
+MAX_DAY = dt.date(9998, 12, 31)
+MAX_FILTERS = 10
+# Text sizes in UTF-8 bytes, ingest's limits: a longer value cannot match anything stored.
+MAX_SITE_ID_BYTES = 128
+MAX_FILTER_BYTES: dict[str, int] = {"path": 2048, "event_type": 64}
 
-_DATE_RE = re.compile(r"\d{4}-\d{2}-\d{2}")
+_DATE_RE = re.compile(r"[0-9]{4}-[0-9]{2}-[0-9]{2}")
+_WHOLE_NUMBER_RE = re.compile(r"[0-9]{1,9}")
 _FILTER_RE = re.compile(r"(?P<key>[a-z:_]+)\s*(?P<op>==|!=)\s*(?P<value>.*)")
 # Plausible's names first, then the plain column names.
 _DIMENSIONS: dict[str, Dimension] = {
@@ -123,13 +134,39 @@ def parse_timezone(params: dict[str, str]) -> str:
     return name
 
 
+def check_text(value: str, field: str, max_bytes: int) -> str:
+    """`value` if PostgreSQL text can hold it and it is at most `max_bytes` UTF-8 bytes."""
+    if "\x00" in value:
+        raise InvalidText(f"`{field}` must not contain NUL characters", field=field)
+    try:
+        size = len(value.encode())
+    except UnicodeEncodeError:  # a lone surrogate
+        raise InvalidText(f"`{field}` is not valid Unicode", field=field) from None
+    if size > max_bytes:
+        raise TooLong(
+            f"`{field}` is {size} bytes of UTF-8; at most {max_bytes} can be stored", field=field
+        )
+    return value
+
+
 def parse_date(raw: str, field: str) -> dt.date:
+    """A YYYY-MM-DD calendar day from MIN_DAY to MAX_DAY."""
     if not _DATE_RE.fullmatch(raw):
         raise BadRequest(f"`{field}` must be YYYY-MM-DD, got {raw!r}", field=field)
     try:
-        return dt.date.fromisoformat(raw)
+        day = dt.date.fromisoformat(raw)
     except ValueError:
         raise BadRequest(f"`{field}` is not a calendar day: {raw!r}", field=field) from None
+    check_day(day, field)
+    return day
+
+
+def check_day(day: dt.date, field: str) -> None:
+    if not MIN_DAY <= day <= MAX_DAY:
+        raise OutOfRange(
+            f"`{field}` reaches {day.isoformat()}: days from {MIN_DAY} to {MAX_DAY} are supported",
+            field=field,
+        )
 
 
 def local_midnight(day: dt.date, zone: zoneinfo.ZoneInfo) -> dt.datetime:
@@ -198,6 +235,8 @@ def parse_range(
         else:
             anchor = parse_date(raw_date, "date") if raw_date else today
             first, last = _period_days(period, anchor)
+            check_day(first, "date")
+            check_day(last, "date")
     if last < first:
         raise BadRequest(f"the range ends before it starts ({first} > {last})", field=order_field)
     days = (last - first).days + 1
@@ -256,8 +295,13 @@ def parse_filters(params: dict[str, str]) -> tuple[Filter, ...]:
     raw = params.get("filters", "")
     if not raw:
         return ()
+    parts = raw.split(";", MAX_FILTERS)
+    if len(parts) > MAX_FILTERS:
+        raise TooManyFilters(
+            f"`filters` may hold at most {MAX_FILTERS} filters (separated by ;)", field="filters"
+        )
     filters = []
-    for part in raw.split(";"):
+    for part in parts:
         match = _FILTER_RE.fullmatch(part.strip())
         if not match or match["key"] not in _DIMENSIONS:
             raise BadRequest(
@@ -265,17 +309,18 @@ def parse_filters(params: dict[str, str]) -> tuple[Filter, ...]:
                 f"(event:page or event:name, == or !=); got {part!r}",
                 field="filters",
             )
-        filters.append(
-            Filter(_DIMENSIONS[match["key"]], match["op"] == "!=", match["value"].strip())
-        )
+        dimension = _DIMENSIONS[match["key"]]
+        value = check_text(match["value"].strip(), "filters", MAX_FILTER_BYTES[dimension])
+        filters.append(Filter(dimension, match["op"] == "!=", value))
     return tuple(filters)
 
 
 def parse_site(params: dict[str, str]) -> str:
+    """`site_id`: required, at most MAX_SITE_ID_BYTES of UTF-8, no NUL."""
     site_id = params.get("site_id", "")
     if not site_id:
         raise BadRequest("`site_id` query parameter is required", field="site_id")
-    return site_id
+    return check_text(site_id, "site_id", MAX_SITE_ID_BYTES)
 
 
 def parse_stats(
@@ -323,7 +368,7 @@ def _parse_int(params: dict[str, str], field: str, default: int, low: int, high:
     raw = params.get(field, "")
     if not raw:
         return default
-    if not raw.isdigit() or not low <= int(raw) <= high:
+    if not _WHOLE_NUMBER_RE.fullmatch(raw) or not low <= int(raw) <= high:
         raise BadRequest(
             f"`{field}` must be a whole number from {low} to {high}; got {raw!r}", field=field
         )

@@ -80,6 +80,23 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
     stats_rate_burst: int = 200
     stats_exact_visitors_max_rows: int = 10_000
     dashboard_refresh_s: int = 10
+    # --- stats under abuse (see README, Stats API limits) ---
+    # Per client address, before any key is checked (0 turns it off); the per-key limit above
+    # applies after a key is checked. Unset in the environment, the per-key values apply
+    # (so STATS_RATE_LIMIT_PER_S=0 still turns every request limit off).
+    stats_client_rate_limit_per_s: float = 100.0
+    stats_client_rate_burst: int = 200
+    # Failed read-key attempts (401/403) per client address; beyond them, 429 before a key is
+    # even compared.
+    stats_key_failures_per_min: float = 10.0
+    stats_key_failure_burst: int = 20
+    # How many proxies we run in front of the API: the client is the address that many hops
+    # from the right of X-Forwarded-For (0: the header is ignored, the peer is the client).
+    trusted_proxy_hops: int = 0
+    # Per stats connection: a statement running longer, or waiting longer for a lock, is
+    # cancelled and answered 503 with Retry-After (0 turns a timeout off).
+    stats_statement_timeout_ms: int = 5000
+    stats_lock_timeout_ms: int = 1000
 
     @classmethod
     def from_env(cls, env: Mapping[str, str]) -> Settings:
@@ -121,4 +138,21 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
             stats_rate_burst=env_int(env, "STATS_RATE_BURST", 200, minimum=1),
             stats_exact_visitors_max_rows=env_int(env, "STATS_EXACT_VISITORS_MAX_ROWS", 10_000),
             dashboard_refresh_s=env_int(env, "DASHBOARD_REFRESH_S", 10, minimum=1),
+            # --- stats under abuse ---
+            stats_client_rate_limit_per_s=env_float(
+                env,
+                "STATS_CLIENT_RATE_LIMIT_PER_S",
+                env_float(env, "STATS_RATE_LIMIT_PER_S", 100.0),
+            ),
+            stats_client_rate_burst=env_int(
+                env,
+                "STATS_CLIENT_RATE_BURST",
+                env_int(env, "STATS_RATE_BURST", 200, minimum=1),
+                minimum=1,
+            ),
+            stats_key_failures_per_min=env_float(env, "STATS_KEY_FAILURES_PER_MIN", 10.0),
+            stats_key_failure_burst=env_int(env, "STATS_KEY_FAILURE_BURST", 20, minimum=1),
+            trusted_proxy_hops=env_int(env, "TRUSTED_PROXY_HOPS", 0),
+            stats_statement_timeout_ms=env_int(env, "STATS_STATEMENT_TIMEOUT_MS", 5000),
+            stats_lock_timeout_ms=env_int(env, "STATS_LOCK_TIMEOUT_MS", 1000),
         )

@@ -11,7 +11,6 @@ are then a sketch's count: exact for small sets, within about 2% for large ones.
 from __future__ import annotations
 
 import datetime as dt
-import re
 
 import msgspec
 import psycopg
@@ -20,7 +19,7 @@ from psycopg_pool import AsyncConnectionPool
 
 from ingest import query as stats_query
 from ingest import stats_read
-from ingest.database import RETRIABLE_ERRORS, DatabaseUnavailable
+from ingest.database import RETRIABLE_ERRORS, unavailable
 from ingest.errors import BadRequest
 
 TOP_PATHS_LIMIT = 3
@@ -42,8 +41,6 @@ CROSS JOIN LATERAL (
     ) t
 ) top
 """
-
-_DATE_RE = re.compile(r"\d{4}-\d{2}-\d{2}")
 
 
 class PathViews(msgspec.Struct):
@@ -68,22 +65,14 @@ class StatsQuery(msgspec.Struct, frozen=True):
 
 
 def parse_stats_query(params: dict[str, str]) -> StatsQuery:
-    """Validates `site_id`, `date` (YYYY-MM-DD, a real calendar day) and the optional
-    `timezone` (IANA name, default UTC), or raises BadRequest naming the field."""
-    site_id = params.get("site_id", "")
-    if not site_id:
-        raise BadRequest("`site_id` query parameter is required", field="site_id")
-    if "\x00" in site_id:
-        raise BadRequest("`site_id` must not contain NUL characters", field="site_id")
+    """Validates `site_id`, `date` (YYYY-MM-DD, a real calendar day in the supported range)
+    and the optional `timezone` (IANA name, default UTC), or raises BadRequest naming the
+    field."""
+    site_id = stats_query.parse_site(params)
     raw_date = params.get("date", "")
     if not raw_date:
         raise BadRequest("`date` query parameter is required (YYYY-MM-DD)", field="date")
-    if not _DATE_RE.fullmatch(raw_date):
-        raise BadRequest(f"`date` must be YYYY-MM-DD, got {raw_date!r}", field="date")
-    try:
-        day = dt.date.fromisoformat(raw_date)
-    except ValueError:
-        raise BadRequest(f"`date` is not a calendar day: {raw_date!r}", field="date") from None
+    day = stats_query.parse_date(raw_date, "date")
     return StatsQuery(site_id, day, stats_query.parse_timezone(params))
 
 
@@ -104,7 +93,7 @@ async def daily_stats(
             cur = await conn.execute(DAILY_STATS_SQL, params, prepare=True)
             row = await cur.fetchone()
     except RETRIABLE_ERRORS as exc:
-        raise DatabaseUnavailable(str(exc)) from exc
+        raise unavailable(exc) from exc
     views, users, paths, counts = row if row else (None, None, None, None)
     views, users = views or 0, users or 0
     paths = list(zip(paths or [], counts or [], strict=True))

@@ -2,7 +2,8 @@
 shaping their answers.
 
 Every function reads rollups only and raises DatabaseUnavailable when PostgreSQL cannot
-answer within the pool's timeout. A site or range without data answers zeros.
+answer within the pool's timeout (QueryTimedOut when a statement ran past the connection's
+statement_timeout or lock_timeout). A site or range without data answers zeros.
 """
 
 from __future__ import annotations
@@ -15,7 +16,7 @@ from psycopg.rows import TupleRow
 from psycopg_pool import AsyncConnectionPool
 
 from ingest import query_local
-from ingest.database import RETRIABLE_ERRORS, DatabaseUnavailable
+from ingest.database import RETRIABLE_ERRORS, unavailable
 from ingest.query import BreakdownRequest, StatsRequest, TimeseriesRequest
 from ingest.query_sql import (
     EXACT_VISITORS_SQL,
@@ -40,7 +41,7 @@ async def _fetch(pool: Pool, statements: list[tuple[Any, Any]]) -> list[list[tup
                 results.append(await cur.fetchall())
             return results
     except RETRIABLE_ERRORS as exc:
-        raise DatabaseUnavailable(str(exc)) from exc
+        raise unavailable(exc) from exc
 
 
 async def _kept_zone_rows(

@@ -3,6 +3,11 @@
 
 Requests are counted in memory and written once a minute in one statement, so a read never
 waits for a write and a database outage costs nothing but that minute's counts.
+
+Only pairs the table can hold are counted (no NUL, a site id of at most 128 bytes, as ingest
+stores them); should the database still refuse the minute's statement for its data, the
+pairs are written one by one and only the refused ones are lost, so no request can keep
+everyone's counts from being written.
 """
 
 from __future__ import annotations
@@ -18,6 +23,8 @@ log = logging.getLogger(__name__)
 
 FLUSH_INTERVAL_S = 60.0
 MAX_PENDING = 10_000  # (site, zone) pairs a minute; more are not counted
+MAX_SITE_ID_BYTES = 128
+MAX_ZONE_BYTES = 64  # the longest IANA name is about 30
 
 # Sites without events are left out: a public site id can be anything.
 UPSERT = """
@@ -40,6 +47,10 @@ class ZoneRequests:
         if zone == "UTC" or not self._enabled:
             return
         key = (site, zone)
+        if key not in self._pending and not (
+            storable(site, MAX_SITE_ID_BYTES) and storable(zone, MAX_ZONE_BYTES)
+        ):
+            return
         if key in self._pending:
             self._pending[key] += 1
         elif len(self._pending) < MAX_PENDING:
@@ -55,7 +66,13 @@ class ZoneRequests:
         zones = [zone for (_, zone), _ in rows]
         counts = [count for _, count in rows]
         async with pool.connection() as conn:
-            await conn.execute(UPSERT, (sites, zones, counts))
+            try:
+                await conn.execute(UPSERT, (sites, zones, counts))
+            except psycopg.DataError as exc:
+                log.warning("zone requests refused as a whole (%s); writing them one by one", exc)
+                if conn.info.transaction_status == psycopg.pq.TransactionStatus.INERROR:
+                    await conn.rollback()
+                return await _one_by_one(conn, rows)
         return len(rows)
 
     async def flush_periodically(self, pool: AsyncConnectionPool[Any]) -> None:
@@ -85,3 +102,28 @@ class ZoneRequests:
                 await self.flush(pool)
         except (TimeoutError, psycopg.Error, PoolTimeout) as exc:
             log.warning("zone requests of the last minute not written at shutdown: %s", exc)
+
+
+def storable(text: str, max_bytes: int) -> bool:
+    """Whether a text column (and its index) can hold `text`."""
+    if "\x00" in text:
+        return False
+    try:
+        return len(text.encode()) <= max_bytes
+    except UnicodeEncodeError:
+        return False
+
+
+async def _one_by_one(
+    conn: psycopg.AsyncConnection[Any], rows: list[tuple[tuple[str, str], int]]
+) -> int:
+    written = 0
+    for (site, zone), count in rows:
+        try:
+            async with conn.transaction():  # a savepoint when the pool does not autocommit
+                await conn.execute(UPSERT, ([site], [zone], [count]))
+        except psycopg.DataError as exc:
+            log.warning("zone requests for one site refused: %s", exc)
+        else:
+            written += 1
+    return written

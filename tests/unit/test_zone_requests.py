@@ -40,3 +40,12 @@ def test_zone_keeping_settings() -> None:
     assert (off.auto_zones_per_site, off.auto_zones_max) == (0, 5)
     with pytest.raises(ConfigError, match="AUTO_ZONES_IDLE_DAYS"):
         ConsumerSettings.from_env({"AUTO_ZONES_IDLE_DAYS": "0"})
+
+
+def test_pairs_the_table_cannot_hold_are_not_counted() -> None:
+    noted = ZoneRequests()
+    for site in ["a\x00", "é" * 65, "\ud800"]:
+        noted.note(site, "Asia/Kolkata")
+    noted.note("a", "Asia/Kolkata\x00")
+    noted.note("é" * 64, "Asia/Kolkata")
+    assert noted._pending == {("é" * 64, "Asia/Kolkata"): 1}
