@@ -58,6 +58,7 @@ def fuzz_api(
         events_topic=fuzz_topic,
         dlq_topic=f"{fuzz_topic}.dlq",
         topic_partitions=TEST_PARTITIONS,
+        max_past_days=3660,
     )
     log_dir: Path = tmp_path_factory.mktemp("fuzz")
     api, base_url = start_api(api_settings, log_dir)
