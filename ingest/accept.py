@@ -160,7 +160,7 @@ async def post_event(request: Request) -> Response:
     key = _required_key(ingest, request)
     body = await _body(ingest, request, ingest.settings.max_event_bytes)
     try:
-        event = decode_event(body, check_nul=may_hold_nul(body))
+        event = decode_event(body)
         event_id = event.event_id or new_event_ids(1)[0]
         record = ingest.record(event, event_id, datetime.now(UTC))
     except InvalidEvent as exc:
