@@ -28,6 +28,7 @@ import time
 import urllib.request
 import uuid
 from collections.abc import Iterator
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -46,13 +47,17 @@ def _free_port() -> int:
         return int(s.getsockname()[1])
 
 
+# Now, as of the run: the API refuses days before its window (MAX_PAST_DAYS).
+TIMESTAMP = datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
 def _event(site: str, i: int) -> dict[str, Any]:
     return {
         "site_id": site,
         "event_type": "page_view",
         "path": f"/pricing/{i % 7}",
         "user_id": f"user-{i:06d}",
-        "timestamp": "2025-11-12T19:30:01Z",
+        "timestamp": TIMESTAMP,
     }
 
 

@@ -1,4 +1,11 @@
-"""`python -m ingest`: serve the API with uvicorn (uvloop, httptools) on HOST:PORT."""
+"""`python -m ingest`: serve the API with uvicorn (uvloop, httptools) on HOST:PORT.
+
+Limits against slow or idle clients (ingest/server.py, Settings' docstring): a request head
+of at most MAX_HEADER_BYTES, whole within KEEP_ALIVE_TIMEOUT_S of connecting or of the last
+response; idle keep-alive connections closed after KEEP_ALIVE_TIMEOUT_S; at most
+MAX_CONNECTIONS connections or requests per process (503 past it); the body within
+BODY_READ_TIMEOUT_S (in the app).
+"""
 
 from __future__ import annotations
 
@@ -9,6 +16,7 @@ import uvicorn
 from ingest.app import create_app, tune_gc
 from ingest.config import ConfigError, environ
 from ingest.logs import configure_logging
+from ingest.server import GuardedHttpToolsProtocol
 from ingest.settings import Settings
 
 
@@ -30,7 +38,11 @@ def main() -> int:
         host=settings.host,
         port=settings.port,
         loop="uvloop",
-        http="httptools",
+        http=GuardedHttpToolsProtocol,
+        timeout_keep_alive=settings.keep_alive_timeout_s,
+        limit_concurrency=settings.max_connections,
+        # uvicorn reads it for h11 only; GuardedHttpToolsProtocol applies it to httptools.
+        h11_max_incomplete_event_size=settings.max_header_bytes,
         access_log=False,
         log_config=None,  # keep configure_logging's format
         timeout_graceful_shutdown=10,

@@ -15,13 +15,17 @@ import msgspec
 from starlette.requests import Request
 from starlette.responses import Response
 
+from ingest.body_deadline import BodyDeadlines
 from ingest.errors import (
     JSON_MEDIA_TYPE,
     BadRequest,
+    FieldTooLong,
     MalformedJson,
     Overloaded,
     PayloadTooLarge,
     ServiceUnavailable,
+    TimestampExpired,
+    TimestampTooOld,
 )
 from ingest.events import (
     EventRecord,
@@ -38,10 +42,17 @@ from ingest.metrics import IngestMetrics
 from ingest.publish import Publisher, PublishSaturated, PublishUnavailable
 from ingest.receive import NDJSON_MEDIA_TYPES, read_body, split_batch
 from ingest.settings import Settings
+from ingest.time_window import TimeWindow
 
 ACCEPTED_BODY = b'{"message":"Event accepted"}'
 # One answer object for every accepted event: a Response holds no per-request state.
 _ACCEPTED = Response(ACCEPTED_BODY, 202, media_type=JSON_MEDIA_TYPE)
+
+# The answer to each refused event, by InvalidEvent.code.
+_REFUSALS: dict[str, type[BadRequest] | type[MalformedJson]] = {
+    error.code: error
+    for error in (BadRequest, MalformedJson, FieldTooLong, TimestampTooOld, TimestampExpired)
+}
 
 
 @dataclass(frozen=True)
@@ -53,9 +64,24 @@ class Ingest:
     keys: WriteKeys
     metrics: IngestMetrics
     max_future: timedelta = field(init=False)
+    window: TimeWindow = field(init=False)
+    deadlines: BodyDeadlines = field(init=False)
 
     def __post_init__(self) -> None:
-        object.__setattr__(self, "max_future", timedelta(seconds=self.settings.max_future_s))
+        settings = self.settings
+        object.__setattr__(self, "max_future", timedelta(seconds=settings.max_future_s))
+        window = TimeWindow(settings.max_past_days, settings.retention_days)
+        object.__setattr__(self, "window", window)
+        object.__setattr__(self, "deadlines", BodyDeadlines(settings.body_read_timeout_s))
+
+    def record(
+        self, event: IncomingEvent, event_id: uuid.UUID, received_at: datetime
+    ) -> EventRecord:
+        """The Kafka record of an event; raises InvalidEvent when its time is outside the
+        window (ingest/time_window.py)."""
+        record = _to_record(event, event_id, received_at, max_future=self.max_future)
+        self.window.check(record.timestamp, received_at)
+        return record
 
 
 class BatchAccepted(msgspec.Struct):
@@ -76,13 +102,13 @@ def _records(
     for index, event in events:
         event_id: uuid.UUID = event.event_id or next(fresh)
         try:
-            records.append(_to_record(event, event_id, received_at, max_future=ingest.max_future))
+            records.append(ingest.record(event, event_id, received_at))
         except InvalidEvent as exc:
-            errors.append(ItemError(index, BadRequest.code, exc.message, exc.field))
+            errors.append(ItemError(index, exc.code, exc.message, exc.field))
     return records, errors
 
 
-async def _body(request: Request, max_bytes: int) -> bytes:
+async def _body(ingest: Ingest, request: Request, max_bytes: int) -> bytes:
     # The two headers straight from the scope (ASGI names are lower-case): building
     # `request.headers` for them showed up in the profile of single-event ingest.
     length: bytes | None = None
@@ -92,11 +118,13 @@ async def _body(request: Request, max_bytes: int) -> bytes:
             length = value
         elif name == b"content-encoding" and encoding is None:
             encoding = value
-    return await read_body(
-        None if length is None else length.decode("latin-1"),
-        None if encoding is None else encoding.decode("latin-1"),
-        request.stream(),
-        max_bytes=max_bytes,
+    return await ingest.deadlines.read(
+        read_body(
+            None if length is None else length.decode("latin-1"),
+            None if encoding is None else encoding.decode("latin-1"),
+            request.stream(),
+            max_bytes=max_bytes,
+        )
     )
 
 
@@ -130,15 +158,14 @@ async def post_event(request: Request) -> Response:
     """Validates one event and answers 202 once Kafka has acknowledged it."""
     ingest: Ingest = request.app.state.ingest
     key = _required_key(ingest, request)
-    body = await _body(request, ingest.settings.max_event_bytes)
+    body = await _body(ingest, request, ingest.settings.max_event_bytes)
     try:
         event = decode_event(body)
         event_id = event.event_id or new_event_ids(1)[0]
-        record = _to_record(event, event_id, datetime.now(UTC), max_future=ingest.max_future)
+        record = ingest.record(event, event_id, datetime.now(UTC))
     except InvalidEvent as exc:
-        error_type = MalformedJson if exc.malformed else BadRequest
-        ingest.metrics.rejected(error_type.code)
-        raise error_type(exc.message, field=exc.field) from None
+        ingest.metrics.rejected(exc.code)
+        raise _REFUSALS[exc.code](exc.message, field=exc.field) from None
     ingest.keys.check(key, (record.site_id,))
     await _publish(ingest, [record])
     return _ACCEPTED
@@ -150,7 +177,7 @@ async def post_events(request: Request) -> Response:
     ingest: Ingest = request.app.state.ingest
     settings = ingest.settings
     key = _required_key(ingest, request)
-    body = await _body(request, settings.max_body_bytes)
+    body = await _body(ingest, request, settings.max_body_bytes)
     media_type = request.headers.get("content-type", "").split(";")[0].strip().lower()
     items = split_batch(
         body, ndjson=media_type in NDJSON_MEDIA_TYPES, max_events=settings.max_batch_events
@@ -174,8 +201,7 @@ async def post_events(request: Request) -> Response:
         try:
             events.append((index, decode_event(item, check_nul=check_nul)))
         except InvalidEvent as exc:
-            code = MalformedJson.code if exc.malformed else BadRequest.code
-            errors.append(ItemError(index, code, exc.message, exc.field))
+            errors.append(ItemError(index, exc.code, exc.message, exc.field))
     records, record_errors = _records(ingest, events, received_at)
     if record_errors:
         errors = sorted(errors + record_errors, key=lambda e: e.index)

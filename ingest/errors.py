@@ -67,6 +67,34 @@ class MalformedJson(ApiError):
     code = "malformed_json"
 
 
+class FieldTooLong(BadRequest):
+    """A text field larger than the store can index, in UTF-8 bytes."""
+
+    code = "field_too_long"
+
+
+class TimestampTooOld(BadRequest):
+    """The event's day is before the accepted past-time window (MAX_PAST_DAYS)."""
+
+    code = "timestamp_too_old"
+
+
+class TimestampExpired(BadRequest):
+    """The event's day is one retention has already deleted (RETENTION_DAYS)."""
+
+    code = "timestamp_expired"
+
+
+class BodyTimeout(ApiError):
+    """The client did not send its whole body in time (BODY_READ_TIMEOUT_S)."""
+
+    status = 408
+    code = "body_timeout"
+
+    def __init__(self, message: str) -> None:
+        super().__init__(message, headers={"Connection": "close"})
+
+
 class UnsupportedMediaType(ApiError):
     status = 415
     code = "unsupported_media_type"

@@ -15,10 +15,18 @@ import msgspec
 from msgspec import Meta
 from uuid_utils import uuid7 as _uuid7
 
-SiteId = Annotated[str, Meta(min_length=1, max_length=128)]
-EventType = Annotated[str, Meta(min_length=1, max_length=64)]
-Path = Annotated[str, Meta(min_length=1, max_length=2048)]
-UserId = Annotated[str, Meta(min_length=1, max_length=256)]
+# Text limits are in UTF-8 bytes, the unit of PostgreSQL's index entries (see
+# MAX_FIELD_BYTES below). The character limits equal the byte limits: a string within its
+# byte limit is within its character limit, and msgspec refuses a far too long one early.
+MAX_SITE_ID_BYTES = 128
+MAX_EVENT_TYPE_BYTES = 64
+MAX_PATH_BYTES = 2048
+MAX_USER_ID_BYTES = 256
+
+SiteId = Annotated[str, Meta(min_length=1, max_length=MAX_SITE_ID_BYTES)]
+EventType = Annotated[str, Meta(min_length=1, max_length=MAX_EVENT_TYPE_BYTES)]
+Path = Annotated[str, Meta(min_length=1, max_length=MAX_PATH_BYTES)]
+UserId = Annotated[str, Meta(min_length=1, max_length=MAX_USER_ID_BYTES)]
 AwareDatetime = Annotated[datetime, Meta(tz=True)]
 
 # Kafka header naming the encoding of a message's value.
@@ -52,14 +60,26 @@ class EventRecord(msgspec.Struct, frozen=True, kw_only=True, array_like=True):
     received_at: datetime
 
 
-class InvalidEvent(ValueError):
-    """An event body that is not acceptable; `field` names the culprit when there is one."""
+# Machine-readable codes of refused events (ingest/errors.py maps them to HTTP answers).
+INVALID = "invalid_request"
+MALFORMED = "malformed_json"
+FIELD_TOO_LONG = "field_too_long"
+TIMESTAMP_TOO_OLD = "timestamp_too_old"
+TIMESTAMP_EXPIRED = "timestamp_expired"
 
-    def __init__(self, message: str, field: str | None, *, malformed: bool = False) -> None:
+
+class InvalidEvent(ValueError):
+    """An event body that is not acceptable; `field` names the culprit when there is one,
+    `code` says what is wrong with it (one of the codes above)."""
+
+    def __init__(
+        self, message: str, field: str | None, *, malformed: bool = False, code: str | None = None
+    ) -> None:
         super().__init__(message)
         self.message = message
         self.field = field
         self.malformed = malformed
+        self.code = code or (MALFORMED if malformed else INVALID)
 
 
 _json_event_decoder = msgspec.json.Decoder(IncomingEvent)
@@ -68,6 +88,31 @@ _record_decoder = msgspec.msgpack.Decoder(EventRecord)
 _record_batch_decoder = msgspec.msgpack.Decoder(list[EventRecord])
 
 _TEXT_FIELDS = ("site_id", "event_type", "path", "user_id")
+
+# Byte limits, chosen so that the widest key of every B-tree index in schema.sql stays well
+# under PostgreSQL's largest index entry, 2,704 bytes with 8 kB pages (SQLSTATE 54000 past
+# it; a value is compressed first only if it compresses, which random CJK text does not).
+# An entry is an 8-byte header, then each column at its alignment: text as a 4-byte length
+# (1 byte up to 126 bytes) and its bytes, date 4, bigint 8 (8-aligned). `timezone` is a
+# known IANA name (the stats API checks it), 32 bytes at most today; 64 are counted. Worst:
+#   daily_details (site_id, day, event_type, path):   8 + 132 + 4 + 68 + 2,052 = 2,264
+#   daily_paths_top (site_id, day, views DESC, path): 8 + 132 + 4 + 8 + 2,052 = 2,204
+#   local_daily_paths_top, sealed_monthly_paths_top
+#     (site_id, timezone, day or month, views DESC, path):
+#                                  8 + 132 + 68 + 4 + 4 pad + 8 + 2,052 = 2,276
+#   the other local_* and sealed_* keys with a path drop `views`:            <= 2,264
+#   daily_users (site_id, day, user_id):                8 + 132 + 4 + 260 = 404
+#   daily_event_types, sealed_monthly_event_types (site_id, day, event_type): 212
+#   events (day, [site_id,] event_id):                                          < 170
+# The largest leaves 428 bytes of margin. The raw rows index no other text column. Checked
+# against PostgreSQL with random CJK at every limit and the longest zone name: that key first
+# fails with a path of ~2,510 bytes.
+MAX_FIELD_BYTES = (
+    ("site_id", MAX_SITE_ID_BYTES),
+    ("event_type", MAX_EVENT_TYPE_BYTES),
+    ("path", MAX_PATH_BYTES),
+    ("user_id", MAX_USER_ID_BYTES),
+)
 
 
 class ItemError(msgspec.Struct, frozen=True, omit_defaults=True):
@@ -87,9 +132,22 @@ def decode_event(body: bytes | msgspec.Raw, *, check_nul: bool = True) -> Incomi
     try:
         event = _json_event_decoder.decode(body)
     except msgspec.ValidationError as exc:
-        raise InvalidEvent(*_describe_validation_error(str(exc))) from None
+        message, field, code = _describe_validation_error(str(exc))
+        raise InvalidEvent(message, field, code=code) from None
     except msgspec.DecodeError as exc:
         raise InvalidEvent(f"Malformed JSON: {exc}", None, malformed=True) from None
+    except RecursionError:
+        # msgspec skips unknown fields' values recursively: `{"x": [[[[...` runs out of stack.
+        raise InvalidEvent(_TOO_DEEP, None, malformed=True) from None
+    # An ASCII string's length is its size in bytes, which msgspec has already checked
+    # (`isascii` reads a flag of the string: the common case costs next to nothing).
+    if not (
+        event.path.isascii()
+        and event.user_id.isascii()
+        and event.site_id.isascii()
+        and event.event_type.isascii()
+    ):
+        _check_utf8_sizes(event)
     if not check_nul:
         return event
     for name in _TEXT_FIELDS:
@@ -97,6 +155,31 @@ def decode_event(body: bytes | msgspec.Raw, *, check_nul: bool = True) -> Incomi
         if "\x00" in getattr(event, name):
             raise InvalidEvent(f"`{name}` must not contain NUL characters", name)
     return event
+
+
+_TOO_DEEP = "Malformed JSON: nested too deeply (an event is a flat object)"
+
+
+def _check_utf8_sizes(event: IncomingEvent) -> None:
+    """Refuses a text field larger than its limit in UTF-8 bytes, or one that cannot be
+    encoded at all (a lone surrogate: msgspec refuses `\\ud800` today; this keeps it so)."""
+    for name, limit in MAX_FIELD_BYTES:
+        value: str = getattr(event, name)
+        if value.isascii():
+            continue
+        try:
+            size = len(value.encode())
+        except UnicodeEncodeError:
+            raise InvalidEvent(
+                f"`{name}` holds an unpaired UTF-16 surrogate", name, malformed=True
+            ) from None
+        if size > limit:
+            raise InvalidEvent(_too_long(name, limit, size), name, code=FIELD_TOO_LONG)
+
+
+def _too_long(name: str, limit: int, size: int | None = None) -> str:
+    actual = f" ({size} bytes)" if size is not None else ""
+    return f"`{name}` is longer than {limit} bytes in UTF-8{actual}; shorten it"
 
 
 def may_hold_nul(body: bytes) -> bool:
@@ -114,20 +197,24 @@ def new_event_ids(count: int) -> list[uuid.UUID]:
     return _uuid_list_decoder.decode(b"\xdd" + count.to_bytes(4, "big") + packed)
 
 
-def _describe_validation_error(text: str) -> tuple[str, str | None]:
-    """Turns msgspec's message into (message, field): "... - at `$.path`" or "missing ...`x`"."""
+def _describe_validation_error(text: str) -> tuple[str, str | None, str]:
+    """Turns msgspec's message into (message, field, code): "... - at `$.path`" or
+    "missing ...`x`"."""
     if "missing required field `" in text:
         missing = text.split("`")[1]
-        return f"`{missing}` is required", missing
+        return f"`{missing}` is required", missing, INVALID
     field: str | None = None
     if " - at `$." in text:
         field = text.rsplit(" - at `$.", 1)[1].rstrip("`").split(".")[0].split("[")[0]
         text = text.rsplit(" - at `", 1)[0]
     if field == "timestamp" and "timezone" in text:
-        return "`timestamp` must be an ISO 8601 date-time with a zone (Z or +hh:mm)", field
+        return "`timestamp` must be an ISO 8601 date-time with a zone (Z or +hh:mm)", field, INVALID
+    limits = dict(MAX_FIELD_BYTES)
+    if field in limits and "of length <=" in text:
+        return _too_long(field, limits[field]), field, FIELD_TOO_LONG
     if field is not None:
-        return f"Invalid `{field}`: {text}", field
-    return text, None
+        return f"Invalid `{field}`: {text}", field, INVALID
+    return text, None, INVALID
 
 
 def event_time(event: IncomingEvent, received_at: datetime, max_future: timedelta) -> datetime:

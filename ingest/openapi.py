@@ -12,7 +12,7 @@ import msgspec
 
 from ingest.accept import BatchAccepted
 from ingest.errors import ErrorBody
-from ingest.events import IncomingEvent
+from ingest.events import MAX_FIELD_BYTES, IncomingEvent
 from ingest.stats import DailyStats
 
 _REF = "#/components/schemas/{name}"
@@ -47,10 +47,15 @@ def _error(description: str, *, retry: bool = False) -> dict[str, Any]:
 
 
 _INGEST_ERRORS = {
-    "400": _error("Malformed JSON or an invalid event (`field` names it)"),
+    "400": _error(
+        "Malformed JSON, or an invalid event (`field` names it; `code` is field_too_long for "
+        "text past its limit in UTF-8 bytes, timestamp_too_old before MAX_PAST_DAYS, "
+        "timestamp_expired for a day retention dropped)"
+    ),
     "401": _error("Write keys are configured and none was sent"),
     "403": _error("The write key is not valid for a site of the request"),
-    "413": _error("Body, event or batch larger than the limits"),
+    "408": _error("The body did not arrive within BODY_READ_TIMEOUT_S"),
+    "413": _error("Body (as sent or decompressed), event or batch larger than the limits"),
     "415": _error("Unsupported Content-Encoding"),
     "503": _error("Kafka unreachable or the producer saturated", retry=True),
 }
@@ -72,8 +77,16 @@ def openapi_document(max_batch_events: int = 1000) -> dict[str, Any]:
     )
     # PostgreSQL text cannot hold NUL, so the decoder refuses it: say so in the document.
     event_fields = components["IncomingEvent"]["properties"]
-    for name in ("site_id", "event_type", "path", "user_id"):
+    # Lengths are limits in UTF-8 bytes, which JSON Schema cannot say: maxLength is the same
+    # number, in characters (what an ASCII value has), and the description says the rest.
+    for name, limit in MAX_FIELD_BYTES:
         event_fields[name]["pattern"] = NO_NUL_PATTERN
+        event_fields[name]["description"] = f"At most {limit} bytes in UTF-8; no NUL"
+    event_fields["timestamp"]["description"] = (
+        "When it happened; its UTC day must be within the server's MAX_PAST_DAYS (31 by "
+        "default) and kept by its retention; times beyond MAX_FUTURE_S ahead become the "
+        "receipt time"
+    )
     event_ref = {"$ref": _REF.format(name="IncomingEvent")}
     events = {"type": "array", "items": event_ref, "minItems": 1, "maxItems": max_batch_events}
     batch_schema = {

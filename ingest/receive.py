@@ -1,11 +1,17 @@
 """Reading request bodies: size limits, gzip, and splitting a batch into its items.
 
-Limits apply to the decompressed size: a gzip body is inflated at most `max_bytes + 1` bytes
-at a time, so a small body that would inflate to gigabytes (a "gzip bomb") is refused with
-413 after inflating just past the limit. The body's media type does not matter for `/event`
-(`text/plain` is what `navigator.sendBeacon` sends, parsed as JSON like `application/json`);
-for `/events`, `application/x-ndjson` means one event per line, anything else one JSON
-document: an array of events, or an object `{"batch": [...]}`.
+Limits apply to the body as received and to the decompressed size, with the same number of
+bytes: a gzip body is inflated at most `max_bytes + 1` bytes at a time, so a small body that
+would inflate to gigabytes (a "gzip bomb") is refused with 413 after inflating just past the
+limit, and a compressed body larger than the limit (JSON compresses, so only padding does
+that, e.g. empty gzip members by the million) is refused as it arrives. Every gzip member is
+read (RFC 1952 allows several, one after the other); bytes after the last member that do not
+form another one are refused, as is a member cut short. A body is read whole or refused.
+
+The body's media type does not matter for `/event` (`text/plain` is what
+`navigator.sendBeacon` sends, parsed as JSON like `application/json`); for `/events`,
+`application/x-ndjson` means one event per line, anything else one JSON document: an array
+of events, or an object `{"batch": [...]}`. JSON nested thousands deep is refused (400).
 """
 
 from __future__ import annotations
@@ -48,6 +54,12 @@ def _too_large(max_bytes: int) -> PayloadTooLarge:
     return PayloadTooLarge(f"The body is larger than {max_bytes} bytes (after decompression)")
 
 
+def _compressed_too_large(max_bytes: int) -> PayloadTooLarge:
+    return PayloadTooLarge(
+        f"The compressed body is larger than {max_bytes} bytes", field="Content-Encoding"
+    )
+
+
 async def _read_plain(chunks: AsyncIterator[bytes], max_bytes: int) -> bytes:
     parts: list[bytes] = []
     size = 0
@@ -63,28 +75,41 @@ async def _inflate(chunks: AsyncIterator[bytes], max_bytes: int) -> bytes:
     inflater = zlib.decompressobj(wbits=31)  # gzip framing only
     parts: list[bytes] = []
     size = 0
+    received = 0
+    later_member = False  # whether the bytes being read follow a complete member
     try:
         async for chunk in chunks:
+            received += len(chunk)
+            if received > max_bytes:
+                raise _compressed_too_large(max_bytes)
             data = chunk
             while data:
+                if inflater.eof:  # the bytes after a member must be another member
+                    inflater = zlib.decompressobj(wbits=31)
+                    later_member = True
                 # Never inflate more than one byte past the limit, whatever the ratio.
                 out = inflater.decompress(data, max_bytes - size + 1)
                 size += len(out)
                 if size > max_bytes:
                     raise _too_large(max_bytes)
                 parts.append(out)
-                data = inflater.unconsumed_tail
-                if inflater.eof:
-                    break
-        parts.append(inflater.flush())
+                data = inflater.unused_data if inflater.eof else inflater.unconsumed_tail
     except zlib.error as exc:
-        raise MalformedJson(f"The gzip body is corrupt: {exc}", field="Content-Encoding") from None
+        raise MalformedJson(
+            _gzip_problem(later_member, str(exc)), field="Content-Encoding"
+        ) from None
     if not inflater.eof:
-        raise MalformedJson("The gzip body is truncated", field="Content-Encoding")
-    body = b"".join(parts)
-    if len(body) > max_bytes:
-        raise _too_large(max_bytes)
-    return body
+        raise MalformedJson(_gzip_problem(later_member, "truncated"), field="Content-Encoding")
+    return b"".join(parts)
+
+
+def _gzip_problem(later_member: bool, detail: str) -> str:
+    if later_member:
+        return (
+            "The gzip body has bytes after its first member that do not form a complete gzip "
+            f"member ({detail})"
+        )
+    return f"The gzip body is corrupt or truncated ({detail})"
 
 
 class _Envelope(msgspec.Struct):
@@ -114,6 +139,11 @@ def split_batch(body: bytes, *, ndjson: bool, max_events: int) -> list[msgspec.R
             ) from None
         except msgspec.DecodeError as exc:
             raise MalformedJson(f"Malformed JSON: {exc}") from None
+        except RecursionError:  # `[[[[...` thousands deep exhausts msgspec's stack
+            raise MalformedJson(
+                "Malformed JSON: nested too deeply (a batch is an array of flat objects)",
+                field="batch",
+            ) from None
     if len(items) > max_events:
         raise PayloadTooLarge(
             f"The batch holds {len(items)} events; at most {max_events} are accepted",

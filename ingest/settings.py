@@ -16,6 +16,7 @@ from ingest.config import (
     env_str,
 )
 from ingest.keys import load_write_keys
+from ingest.time_window import MAX_PAST_DAYS_LIMIT
 
 
 def parse_hot_sites(raw: str) -> dict[str, int]:
@@ -29,7 +30,37 @@ def parse_hot_sites(raw: str) -> dict[str, int]:
     return spread
 
 
+def parse_origins(raw: str) -> list[str]:
+    """`CORS_ALLOW_ORIGINS=https://a.example, https://b.example`: entries trimmed, empty ones
+    dropped (a space after a comma must not make an origin that never matches)."""
+    return [origin for origin in (part.strip() for part in raw.split(",")) if origin]
+
+
+def _max_past_days(env: Mapping[str, str]) -> int:
+    days = env_int(env, "MAX_PAST_DAYS", 31, minimum=1)
+    if days > MAX_PAST_DAYS_LIMIT:
+        # Each day is a partition the consumer may create: no setting makes that unbounded.
+        raise ConfigError(f"MAX_PAST_DAYS must be at most {MAX_PAST_DAYS_LIMIT}, got {days}")
+    return days
+
+
 class Settings(msgspec.Struct, frozen=True, kw_only=True):
+    """Every setting of the API, each from the environment variable of the same name in
+    capitals. The ingest edge's own (see the README's limits table):
+
+    - MAX_PAST_DAYS (31, days, 1-3660): an event's UTC day must be today or one of the
+      MAX_PAST_DAYS - 1 days before it; older ones are refused (400 timestamp_too_old).
+      With the clamp of MAX_FUTURE_S, one request reaches at most MAX_PAST_DAYS + 1 days.
+    - RETENTION_DAYS (0 = keep everything, days): the consumer's; days retention has dropped
+      are refused (400 timestamp_expired). Set it to the consumers' value.
+    - BODY_READ_TIMEOUT_S (10, seconds): a body not received whole within it is refused
+      (408 body_timeout); the timer starts once the headers are in.
+    - KEEP_ALIVE_TIMEOUT_S (5, seconds): an idle keep-alive connection is closed after it.
+    - MAX_CONNECTIONS (1000, per worker process): past it uvicorn answers 503 at once.
+    - MAX_HEADER_BYTES (16384, bytes): the request line and headers together, at most.
+    - MAX_BODY_BYTES and MAX_EVENT_BYTES bound a body both as received and decompressed.
+    """
+
     kafka_bootstrap_servers: str = DEFAULT_KAFKA_BOOTSTRAP_SERVERS
     database_url: str = DEFAULT_DATABASE_URL
     events_topic: str = "events"
@@ -97,6 +128,13 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
     # cancelled and answered 503 with Retry-After (0 turns a timeout off).
     stats_statement_timeout_ms: int = 5000
     stats_lock_timeout_ms: int = 1000
+    # --- ingest edge: time window, slow clients (see the docstring above) ---
+    max_past_days: int = 31
+    retention_days: int = 0
+    body_read_timeout_s: float = 10.0
+    keep_alive_timeout_s: int = 5
+    max_connections: int = 1000
+    max_header_bytes: int = 16 * 1024
 
     @classmethod
     def from_env(cls, env: Mapping[str, str]) -> Settings:
@@ -129,7 +167,7 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
             produce_site_arrays=env_str(env, "PRODUCE_SITE_ARRAYS", "1") not in ("0", "false"),
             produce_coalesce=env_str(env, "PRODUCE_COALESCE", "1") not in ("0", "false"),
             write_keys=load_write_keys(env),
-            cors_allow_origins=env_str(env, "CORS_ALLOW_ORIGINS", "*").split(","),
+            cors_allow_origins=parse_origins(env_str(env, "CORS_ALLOW_ORIGINS", "*")),
             workers=env_int(env, "WEB_CONCURRENCY", 1, minimum=1),
             gc_gen0_threshold=env_int(env, "GC_GEN0_THRESHOLD", 10_000),
             hot_sites=parse_hot_sites(env_str(env, "HOT_SITES", "")),
@@ -155,4 +193,11 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
             trusted_proxy_hops=env_int(env, "TRUSTED_PROXY_HOPS", 0),
             stats_statement_timeout_ms=env_int(env, "STATS_STATEMENT_TIMEOUT_MS", 5000),
             stats_lock_timeout_ms=env_int(env, "STATS_LOCK_TIMEOUT_MS", 1000),
+            # --- ingest edge ---
+            max_past_days=_max_past_days(env),
+            retention_days=env_int(env, "RETENTION_DAYS", 0),
+            body_read_timeout_s=env_float(env, "BODY_READ_TIMEOUT_S", 10.0, minimum=0.1),
+            keep_alive_timeout_s=env_int(env, "KEEP_ALIVE_TIMEOUT_S", 5, minimum=1),
+            max_connections=env_int(env, "MAX_CONNECTIONS", 1000, minimum=1),
+            max_header_bytes=env_int(env, "MAX_HEADER_BYTES", 16 * 1024, minimum=1024),
         )

@@ -134,6 +134,8 @@ def api_settings(kafka_bootstrap: str, database_url: str, topic: str) -> Setting
         dlq_topic=f"{topic}.dlq",
         topic_partitions=TEST_PARTITIONS,
         publish_timeout_s=10.0,
+        # Tests post events dated 2025 on: a ten-year window keeps them inside it.
+        max_past_days=3660,
     )
 
 

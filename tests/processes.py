@@ -77,6 +77,9 @@ def start_api(settings: Settings, log_dir: Path) -> tuple[Process, str]:
         DLQ_TOPIC=settings.dlq_topic,
         TOPIC_PARTITIONS=str(settings.topic_partitions),
         PORT=str(port),
+        MAX_PAST_DAYS=str(settings.max_past_days),
+        BODY_READ_TIMEOUT_S=str(settings.body_read_timeout_s),
+        KEEP_ALIVE_TIMEOUT_S=str(settings.keep_alive_timeout_s),
     )
     process = Process(f"api-{port}", [sys.executable, "-m", "ingest"], env, log_dir)
     base_url = f"http://127.0.0.1:{port}"

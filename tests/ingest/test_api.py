@@ -287,3 +287,117 @@ async def test_readyz_metrics_and_openapi(api_settings: Settings) -> None:
         "/metrics",
         "/openapi.json",
     }
+
+
+# --- the edge refuses what the store cannot hold (issue 11) ---
+
+
+async def test_text_past_its_byte_limit_is_refused_per_item(
+    api_settings: Settings, topic: str
+) -> None:
+    cjk = "/" + "路" * 2047  # within 2,048 characters, 6,142 bytes of UTF-8
+    at_limit = "/" + "路" * 682 + "a"  # 2,048 bytes exactly
+    async with api_client(api_settings) as client:
+        single = await client.post("/event", json=event(path=cjk))
+        site = await client.post("/event", json=event(site_id="ü" * 65))
+        batch = await client.post(
+            "/events", json=[event(path=cjk), event(path=at_limit), event(user_id="😀" * 65)]
+        )
+    assert single.status_code == 400
+    assert (single.json()["code"], single.json()["field"]) == ("field_too_long", "path")
+    assert "2048 bytes" in single.json()["message"]
+    assert (site.status_code, site.json()["field"]) == (400, "site_id")
+    assert batch.status_code == 202
+    assert batch.json()["accepted"] == 1
+    assert [(e["index"], e["code"], e["field"]) for e in batch.json()["errors"]] == [
+        (0, "field_too_long", "path"),
+        (2, "field_too_long", "user_id"),
+    ]
+    (record,) = await read_topic(api_settings.kafka_bootstrap_servers, topic, 1)
+    assert record.path == at_limit
+
+
+async def test_timestamps_before_the_window_or_retention_are_refused(
+    api_settings: Settings, topic: str
+) -> None:
+    windowed = msgspec.structs.replace(api_settings, max_past_days=7)
+    retained = msgspec.structs.replace(api_settings, max_past_days=7, retention_days=2)
+    recent = event(path="/recent", timestamp=(now() - timedelta(days=3)).isoformat())
+    old = event(path="/old", timestamp=(now() - timedelta(days=8)).isoformat())
+    ancient = event(path="/ancient", timestamp="1000-01-01T00:00:00Z")
+    async with api_client(windowed) as client:
+        single_old = await client.post("/event", json=ancient)
+        current = event(path="/now", timestamp=now().isoformat())
+        batch = await client.post("/events", json=[recent, old, current])
+    async with api_client(retained) as client:
+        expired = await client.post("/event", json=recent)
+    assert single_old.status_code == 400
+    assert (single_old.json()["code"], single_old.json()["field"]) == (
+        "timestamp_too_old",
+        "timestamp",
+    )
+    assert "MAX_PAST_DAYS" in single_old.json()["message"]
+    assert batch.status_code == 202 and batch.json()["accepted"] == 2
+    assert [(e["index"], e["code"]) for e in batch.json()["errors"]] == [(1, "timestamp_too_old")]
+    assert expired.status_code == 400
+    assert expired.json()["code"] == "timestamp_expired"
+    assert "RETENTION_DAYS" in expired.json()["message"]
+    records = await read_topic(api_settings.kafka_bootstrap_servers, topic, 2)
+    assert sorted(r.path for r in records) == ["/now", "/recent"]
+
+
+async def test_a_year_of_days_in_one_batch_is_refused_but_for_the_window(
+    api_settings: Settings,
+) -> None:
+    """The issue's reproduction: 300 events dated in the years 1000-1299."""
+    windowed = msgspec.structs.replace(api_settings, max_past_days=31)
+    items = [event(timestamp=f"{1000 + i}-06-01T00:00:00Z") for i in range(300)]
+    async with api_client(windowed) as client:
+        response = await client.post("/events", json=items)
+    assert response.status_code == 400
+    assert {e["code"] for e in response.json()["errors"]} == {"timestamp_too_old"}
+
+
+async def test_gzip_members_are_all_read_and_trailing_bytes_refused(
+    api_settings: Settings, topic: str
+) -> None:
+    gz = {"content-encoding": "gzip", "content-type": "application/json"}
+    items = json.dumps([event(path=f"/m{i}") for i in range(6)]).encode()
+    half = len(items) // 2
+    members = gzip.compress(items[:half]) + gzip.compress(items[half:])
+    async with api_client(api_settings) as client:
+        both = await client.post("/events", content=members, headers=gz)
+        trailing = await client.post("/events", content=members + b"noise" * 100, headers=gz)
+        padded = await client.post(
+            "/events", content=_chunks(gzip.compress(b"") * 60_000), headers=gz
+        )
+    assert both.status_code == 202 and both.json()["accepted"] == 6
+    assert trailing.status_code == 400
+    assert (trailing.json()["code"], trailing.json()["field"]) == (
+        "malformed_json",
+        "Content-Encoding",
+    )
+    assert padded.status_code == 413 and padded.json()["field"] == "Content-Encoding"
+    records = await read_topic(api_settings.kafka_bootstrap_servers, topic, 6)
+    assert sorted(r.path for r in records) == [f"/m{i}" for i in range(6)]
+
+
+async def test_deeply_nested_and_odd_bodies_are_4xx(api_settings: Settings) -> None:
+    deep = b"[" * 20_000
+    surrogate = json.dumps(event(path="/X")).encode().replace(b"/X", b"/\\ud800")
+    async with api_client(api_settings) as client:
+        answers = [
+            await client.post("/events", content=deep),
+            await client.post("/events", content=b'{"batch": ' + deep),
+            await client.post(
+                "/events", content=deep, headers={"content-type": "application/x-ndjson"}
+            ),
+            await client.post("/event", content=deep),
+            await client.post("/event", content=b'{"ref": ' + b"[" * 5000 + b"]" * 5000 + b"}"),
+            await client.post("/event", content=surrogate),
+            await client.post("/events", content=b"[" + surrogate + b"]"),
+        ]
+    assert [a.status_code for a in answers] == [400] * 7, [a.text[:200] for a in answers]
+    assert answers[0].json()["code"] == "malformed_json"
+    assert answers[4].json()["code"] == "malformed_json"
+    assert answers[5].json()["code"] == "malformed_json"

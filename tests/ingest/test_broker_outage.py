@@ -59,6 +59,7 @@ def settings_for(bootstrap: str) -> Settings:
         topic_partitions=2,
         publish_timeout_s=2.0,
         retry_after_s=3,
+        max_past_days=3660,  # the events are dated 2025-11-12
     )
 
 

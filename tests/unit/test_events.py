@@ -162,3 +162,62 @@ def test_non_utc_aware_timestamps_survive_encoding_as_the_same_instant() -> None
     record = make_record(timestamp=datetime(2025, 1, 1, 5, 30, tzinfo=tz))
     (decoded,) = decode_records(encode_record(record), SCHEMA_EVENT_V1)
     assert decoded.timestamp == datetime(2025, 1, 1, tzinfo=UTC)
+
+
+# --- limits in UTF-8 bytes, the unit of PostgreSQL's index entries ---
+
+BYTE_LIMITS = [("site_id", 128), ("event_type", 64), ("path", 2048), ("user_id", 256)]
+
+
+@pytest.mark.parametrize(("field", "limit"), BYTE_LIMITS)
+def test_text_at_its_byte_limit_is_accepted_in_any_script(field: str, limit: int) -> None:
+    ascii_value = "/" + "a" * (limit - 1)
+    two_byte = "/" + "é" * ((limit - 1) // 2) + "a" * ((limit - 1) % 2)
+    three_byte = "/" + "路" * ((limit - 1) // 3) + "a" * ((limit - 1) % 3)
+    for value in (ascii_value, two_byte, three_byte):
+        assert len(value.encode()) == limit
+        assert getattr(decode_event(body(**{field: value})), field) == value
+
+
+@pytest.mark.parametrize(("field", "limit"), BYTE_LIMITS)
+def test_text_one_byte_past_its_limit_is_refused_by_name(field: str, limit: int) -> None:
+    for value in ("/" + "a" * limit, "/" + "é" * (limit // 2), "😀" * (limit // 4 + 1)):
+        assert len(value.encode()) > limit
+        error = refusal(body(**{field: value}))
+        assert (error.code, error.field) == ("field_too_long", field)
+        assert f"{limit} bytes" in error.message
+
+
+def test_cjk_within_the_character_limit_but_past_the_byte_limit_is_refused() -> None:
+    # The reproduction: 2,048 characters, ~6 kB of UTF-8.
+    error = refusal(body(path="/" + "路" * 2047))
+    assert (error.code, error.field) == ("field_too_long", "path")
+    assert "6142 bytes" in error.message
+
+
+def test_lone_utf16_surrogates_are_refused_as_malformed_json() -> None:
+    for escape in ("\\ud800", "\\udfff", "\\ud800x", "\\udc00\\ud800"):
+        raw = body(path="/PLACEHOLDER").replace(b"PLACEHOLDER", escape.encode())
+        assert refusal(raw).code == "malformed_json"
+    # A pair is one character (U+1F600), four bytes: accepted.
+    paired = body(path="/PLACEHOLDER").replace(b"PLACEHOLDER", b"\\ud83d\\ude00")
+    assert decode_event(paired).path == "/😀"
+
+
+@pytest.mark.parametrize(
+    "raw",
+    [
+        b"[" * 20_000,
+        b'{"x": ' + b"[" * 20_000,
+        b'{"x": ' + b'{"a": ' * 20_000,
+        b'{"site_id": ' + b"[" * 20_000,
+    ],
+)
+def test_deeply_nested_json_is_refused_not_an_internal_error(raw: bytes) -> None:
+    error = refusal(raw)
+    assert error.code in ("malformed_json", "invalid_request")
+
+
+def test_refusal_codes_default_from_their_kind() -> None:
+    assert refusal(b"{").code == "malformed_json"
+    assert refusal(body(site_id="")).code == "invalid_request"

@@ -154,3 +154,54 @@ def test_event_time_is_corrected_clamped_or_refused(
     assert corrected - received_at <= max_future
     if sent_at is None and timestamp - received_at <= max_future:
         assert corrected == timestamp
+
+
+# --- bodies read whole or refused ---
+
+
+def test_every_gzip_member_is_read() -> None:
+    first, second = b'[{"a": 1},', b'{"b": 2}]'
+    two = gzip.compress(first) + gzip.compress(second)
+    assert read(two, encoding="gzip") == first + second
+    many = b"".join(gzip.compress(bytes([65 + i])) for i in range(20))
+    assert read(many, encoding="gzip") == bytes(range(65, 85))
+
+
+def test_the_output_cap_covers_all_members_together() -> None:
+    members = gzip.compress(b"x" * 600) * 2
+    with pytest.raises(PayloadTooLarge):
+        read(members, encoding="gzip", max_bytes=1000)
+
+
+@pytest.mark.parametrize(
+    "trailer", [b"x", b"\x00" * 8, b"garbage after the member", b"\x1f\x8b\x08", b"\n"]
+)
+def test_bytes_after_the_last_member_are_refused(trailer: bytes) -> None:
+    with pytest.raises(MalformedJson) as caught:
+        read(gzip.compress(b"[]") + trailer, encoding="gzip")
+    assert caught.value.field == "Content-Encoding"
+    assert "after its first member" in caught.value.message
+
+
+def test_a_truncated_later_member_is_refused() -> None:
+    with pytest.raises(MalformedJson):
+        read(gzip.compress(b"[1]") + gzip.compress(b"[2]")[:-4], encoding="gzip")
+
+
+def test_the_compressed_body_is_capped_too() -> None:
+    # Empty members inflate to nothing: only the cap on what is received stops them.
+    padding = gzip.compress(b"") * 100
+    with pytest.raises(PayloadTooLarge) as caught:
+        read(padding, encoding="gzip", max_bytes=1024)
+    assert caught.value.field == "Content-Encoding"
+    assert read(gzip.compress(b"") * 10, encoding="gzip", max_bytes=1024) == b""
+
+
+@pytest.mark.parametrize(
+    "raw",
+    [b"[" * 20_000, b'{"batch": ' + b"[" * 20_000, b'{"x": ' + b"[" * 20_000, b"[" + b"[" * 20_000],
+)
+def test_deeply_nested_batches_are_refused_with_400(raw: bytes) -> None:
+    with pytest.raises(MalformedJson) as caught:
+        split_batch(raw, ndjson=False, max_events=1000)
+    assert caught.value.status == 400
