@@ -8,6 +8,7 @@ import pytest
 
 from consumer.settings import ConsumerSettings
 from ingest.settings import Settings
+from tests.e2e.hostile import hostile  # noqa: F401  (a fixture of the hostile suites)
 from tests.processes import start_api, start_consumer
 
 
