@@ -42,8 +42,8 @@ from consumer.batch import Row, to_row
 from consumer.schema import apply_schema
 from consumer.write import COPY_STAGING, COPY_TYPES, STAGING_DDL
 from consumer.zones import add_zone
-from ingest.config import DEFAULT_DATABASE_URL, DEFAULT_KAFKA_BOOTSTRAP_SERVERS, env_str, environ
-from ingest.events import (
+from core.config import DEFAULT_DATABASE_URL, DEFAULT_KAFKA_BOOTSTRAP_SERVERS, env_str, environ
+from core.events import (
     SCHEMA_EVENT_BATCH_V1,
     SCHEMA_EVENT_V1,
     SCHEMA_HEADER,

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import psycopg
 
-from ingest.config import (
+from core.config import (
     DEFAULT_DATABASE_URL,
     env_str,
     environ,

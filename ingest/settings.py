@@ -6,7 +6,7 @@ from collections.abc import Mapping
 
 import msgspec
 
-from ingest.config import (
+from core.config import (
     DEFAULT_DATABASE_URL,
     DEFAULT_KAFKA_BOOTSTRAP_SERVERS,
     ConfigError,

@@ -5,9 +5,9 @@ from __future__ import annotations
 import msgspec
 import pytest
 
+from core.config import ConfigError, env_site_keys
 from ingest.access import RateLimiter, ReadKeys, StatsAccess, bearer_token
 from ingest.client_address import client_address, limit_key
-from ingest.config import ConfigError, env_site_keys
 from ingest.errors import RateLimited, ReadKeyInvalid, ReadKeyRequired
 from ingest.settings import Settings
 

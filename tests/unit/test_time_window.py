@@ -6,7 +6,7 @@ from datetime import UTC, datetime, timedelta, timezone
 
 import pytest
 
-from ingest.events import InvalidEvent
+from core.events import InvalidEvent
 from ingest.settings import ConfigError, Settings
 from ingest.time_window import MAX_PAST_DAYS_LIMIT, TimeWindow
 
