@@ -3,6 +3,7 @@ FROM python:3.11-slim
 WORKDIR /app
 ENV PYTHONUNBUFFERED=1 PIP_NO_CACHE_DIR=1
 COPY pyproject.toml README.md schema.sql ./
+COPY core core
 COPY ingest ingest
 COPY consumer consumer
 RUN pip install .

@@ -11,7 +11,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
-from ingest.events import IncomingEvent
+from core.events import IncomingEvent
 
 _event = msgspec.json.Decoder(IncomingEvent)
 _batch = msgspec.json.Decoder(list[IncomingEvent])

@@ -42,8 +42,8 @@ from consumer.batch import Row, to_row
 from consumer.schema import apply_schema
 from consumer.write import COPY_STAGING, COPY_TYPES, STAGING_DDL
 from consumer.zones import add_zone
-from ingest.config import DEFAULT_DATABASE_URL, DEFAULT_KAFKA_BOOTSTRAP_SERVERS, env_str, environ
-from ingest.events import (
+from core.config import environ
+from core.events import (
     SCHEMA_EVENT_BATCH_V1,
     SCHEMA_EVENT_V1,
     SCHEMA_HEADER,
@@ -51,6 +51,7 @@ from ingest.events import (
     encode_record,
     encode_records,
 )
+from core.settings import DATABASE_URL, KAFKA_BOOTSTRAP_SERVERS
 
 ROOT = Path(__file__).resolve().parent.parent
 BATCH_ROWS = 40_000  # the consumer's default MAX_BATCH_ROWS, used by both sides
@@ -447,8 +448,8 @@ def main(argv: list[str]) -> None:
     )
     args, _ = parser.parse_known_args(argv)  # options of other sections pass through
     env = environ()
-    bootstrap = env_str(env, "KAFKA_BOOTSTRAP_SERVERS", DEFAULT_KAFKA_BOOTSTRAP_SERVERS)
-    server_url = env_str(env, "DATABASE_URL", DEFAULT_DATABASE_URL)
+    bootstrap = KAFKA_BOOTSTRAP_SERVERS.read(env)
+    server_url = DATABASE_URL.read(env)
     name = f"bench_{uuid.uuid4().hex[:8]}"
     topic = name.replace("_", "-")
     database_url = make_conninfo(server_url, dbname=name)

@@ -33,6 +33,7 @@ from pathlib import Path
 from typing import Any
 
 from bench.table import print_table
+from core.settings import KAFKA_BOOTSTRAP_SERVERS
 
 ROOT = Path(__file__).resolve().parent.parent
 CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
@@ -257,7 +258,7 @@ def main(argv: list[str]) -> None:
     parser.add_argument("--batch-size", type=int, default=100)
     parser.add_argument("--rounds", type=int, default=3, help="interleaved rounds per run")
     args, _ = parser.parse_known_args(argv)
-    bootstrap = os.environ.get("KAFKA_BOOTSTRAP_SERVERS", "127.0.0.1:19092")
+    bootstrap = KAFKA_BOOTSTRAP_SERVERS.read(os.environ)
     topic = f"bench-ingest-{uuid.uuid4().hex[:8]}"
     api_env = {"KAFKA_BOOTSTRAP_SERVERS": bootstrap, "EVENTS_TOPIC": topic,
                "DLQ_TOPIC": f"{topic}.dlq", "LOG_LEVEL": "WARNING"}  # fmt: skip

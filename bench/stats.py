@@ -25,6 +25,7 @@ import psycopg
 
 from bench import http_load, stats_data
 from bench.table import print_table
+from core.settings import DATABASE_URL
 
 ROOT = Path(__file__).resolve().parent.parent
 SITE = stats_data.SITE
@@ -250,7 +251,7 @@ def main(argv: list[str]) -> None:
     if args.windows < 1:
         parser.error("--windows must be at least 1")
 
-    server_url = os.environ.get("DATABASE_URL", "postgresql://postgres@127.0.0.1:15432/analytics")
+    server_url = DATABASE_URL.read(os.environ)
     database_url = stats_data.ensure_dataset(server_url, args.events, reload=args.reload)
     rows: list[list[object]] = []
     requests = int(args.rate * args.seconds)

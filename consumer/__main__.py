@@ -21,9 +21,9 @@ from consumer.seal import seal_periodically
 from consumer.settings import ConsumerSettings, settings_for_command
 from consumer.write import Writer
 from consumer.zone_requests import keep_requested_zones_periodically
-from ingest.config import redacted_conninfo, without_password
-from ingest.logs import configure_logging
-from ingest.topics import ensure_topics
+from core.config import redacted_conninfo, without_password
+from core.logs import configure_logging
+from core.topics import ensure_topics
 
 log = logging.getLogger("consumer")
 

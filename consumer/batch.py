@@ -19,7 +19,7 @@ from dataclasses import dataclass, field
 
 import msgspec
 
-from ingest.events import EventRecord, decode_records
+from core.events import EventRecord, decode_records
 
 Clock = Callable[[], float]
 

@@ -40,7 +40,7 @@ from aiokafka.errors import KafkaError
 
 from consumer.batch import REJECTED, UNDECODABLE, Poison
 from consumer.settings import ConsumerSettings, settings_for_command
-from ingest.events import SCHEMA_EVENT_V1, SCHEMA_HEADER, encode_record
+from core.events import SCHEMA_EVENT_V1, SCHEMA_HEADER, encode_record
 
 # Header names of a dead letter (besides SCHEMA_HEADER), and the values of ERROR_HEADER.
 REASON_HEADER = "reason"

@@ -33,7 +33,7 @@ from consumer.deadletter import DeadLetters, DeadLetterUnavailable
 from consumer.metrics import ConsumerStats
 from consumer.settings import ConsumerSettings
 from consumer.write import DatabaseUnavailable, Fenced, RejectedRow, RowsRejected, Writer
-from ingest.events import SCHEMA_HEADER
+from core.events import SCHEMA_HEADER
 
 log = logging.getLogger(__name__)
 

@@ -30,7 +30,7 @@ from consumer.seal import SEALED, fold_utc_days, fold_utc_event_types
 from consumer.settings import settings_for_command
 from consumer.table_locks import connect_read_committed
 from consumer.zones import recount_local_rollups
-from ingest.config import without_password
+from core.config import without_password
 
 # Blocks the consumers' rollup updates (ROW EXCLUSIVE) until commit, and waits for the
 # batches in flight, so the recount sees every committed event and no batch straddles it.

@@ -39,7 +39,7 @@ from consumer.deadletter import (
     SOURCE_TOPIC_HEADER,
 )
 from consumer.settings import ConsumerSettings, settings_for_command
-from ingest.events import SCHEMA_HEADER, EventRecord, decode_records
+from core.events import SCHEMA_HEADER, EventRecord, decode_records
 
 CHUNK_EVENTS = 5_000
 FETCH_TIMEOUT_MS = 500

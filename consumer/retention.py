@@ -19,8 +19,8 @@ import sys
 import psycopg
 
 from consumer.settings import ConsumerSettings, settings_for_command
-from ingest.config import without_password
-from ingest.logs import configure_logging
+from core.config import without_password
+from core.logs import configure_logging
 
 log = logging.getLogger(__name__)
 

@@ -8,13 +8,8 @@ from pathlib import Path
 
 import psycopg
 
-from ingest.config import (
-    DEFAULT_DATABASE_URL,
-    env_str,
-    environ,
-    redacted_conninfo,
-    without_password,
-)
+from core.config import environ, redacted_conninfo, without_password
+from core.settings import DATABASE_URL
 
 SCHEMA_PATH = Path(__file__).resolve().parent.parent / "schema.sql"
 _LOCK_KEY = "analytics schema"
@@ -32,7 +27,7 @@ async def apply_schema(database_url: str, schema_path: Path = SCHEMA_PATH) -> No
 
 
 def main() -> int:
-    database_url = env_str(environ(), "DATABASE_URL", DEFAULT_DATABASE_URL)
+    database_url = DATABASE_URL.read(environ())
     shown = redacted_conninfo(database_url)
     try:
         asyncio.run(apply_schema(database_url))

@@ -25,8 +25,8 @@ import psycopg
 
 from consumer.settings import ConsumerSettings, settings_for_command
 from consumer.table_locks import connect_read_committed, lock_or_give_up
-from ingest.logs import configure_logging
-from ingest.query import next_month
+from core.calendar import next_month
+from core.logs import configure_logging
 
 log = logging.getLogger(__name__)
 

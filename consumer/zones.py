@@ -26,8 +26,7 @@ import psycopg
 from consumer.seal import SEALED, fold_local_days
 from consumer.settings import settings_for_command
 from consumer.table_locks import connect_read_committed, lock_or_give_up
-from ingest.errors import BadRequest
-from ingest.query import parse_timezone
+from core.timezones import check_timezone
 
 # Waits for the batches in flight and holds new ones (they take ROW EXCLUSIVE) until commit.
 # A batch's statement locks every table it names before it takes its snapshot, so one that
@@ -124,10 +123,7 @@ async def recount_local_rollups(conn: psycopg.AsyncConnection[Any], params: dict
 
 def validate_zone(zone: str) -> str:
     """An IANA zone whose days are not always UTC days, or ValueError saying why not."""
-    try:
-        name = parse_timezone({"timezone": zone})
-    except BadRequest as exc:
-        raise ValueError(exc.message) from None
+    name = check_timezone(zone.strip())
     # Requests in a zone whose midnights are UTC midnights read the UTC rollups anyway.
     zone_info = zoneinfo.ZoneInfo(name)
     now = dt.datetime.now(dt.UTC)

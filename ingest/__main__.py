@@ -13,9 +13,9 @@ import sys
 
 import uvicorn
 
+from core.config import ConfigError, environ
+from core.logs import configure_logging
 from ingest.app import create_app, tune_gc
-from ingest.config import ConfigError, environ
-from ingest.logs import configure_logging
 from ingest.server import GuardedHttpToolsProtocol
 from ingest.settings import Settings
 

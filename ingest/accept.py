@@ -15,6 +15,16 @@ import msgspec
 from starlette.requests import Request
 from starlette.responses import Response
 
+from core.events import (
+    EventRecord,
+    IncomingEvent,
+    InvalidEvent,
+    ItemError,
+    decode_event,
+    may_hold_nul,
+    new_event_ids,
+)
+from core.events import to_record as _to_record
 from ingest.body_deadline import BodyDeadlines
 from ingest.errors import (
     JSON_MEDIA_TYPE,
@@ -27,16 +37,6 @@ from ingest.errors import (
     TimestampExpired,
     TimestampTooOld,
 )
-from ingest.events import (
-    EventRecord,
-    IncomingEvent,
-    InvalidEvent,
-    ItemError,
-    decode_event,
-    may_hold_nul,
-    new_event_ids,
-)
-from ingest.events import to_record as _to_record
 from ingest.keys import WriteKeys, presented_key
 from ingest.metrics import IngestMetrics
 from ingest.publish import Publisher, PublishSaturated, PublishUnavailable

@@ -15,8 +15,9 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Mount, Route
 
+from core.config import environ
+from core.topics import ensure_topics
 from ingest.accept import Ingest, post_event, post_events
-from ingest.config import environ
 from ingest.cors import cors
 from ingest.database import make_pool
 from ingest.errors import JSON_MEDIA_TYPE, ApiError, error_response
@@ -28,7 +29,6 @@ from ingest.openapi import openapi_document
 from ingest.publish import Publisher, make_producer
 from ingest.settings import Settings
 from ingest.stats_api import stats_routes
-from ingest.topics import ensure_topics
 from ingest.zone_requests import ZoneRequests
 
 log = logging.getLogger(__name__)

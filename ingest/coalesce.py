@@ -14,7 +14,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Generic, TypeVar
 
-from ingest.events import (
+from core.events import (
     SCHEMA_EVENT_BATCH_V1,
     SCHEMA_EVENT_V1,
     SCHEMA_HEADER,

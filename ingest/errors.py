@@ -11,7 +11,7 @@ from collections.abc import Sequence
 import msgspec
 from starlette.responses import Response
 
-from ingest.events import ItemError
+from core.events import ItemError
 
 JSON_MEDIA_TYPE = "application/json; charset=utf-8"  # what the original (Express) sent
 

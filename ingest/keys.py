@@ -18,7 +18,7 @@ from pathlib import Path
 
 import msgspec
 
-from ingest.config import ConfigError
+from core.config import ConfigError
 from ingest.errors import WriteKeyInvalid, WriteKeyRequired
 
 _registry_decoder = msgspec.json.Decoder(dict[str, list[str]])

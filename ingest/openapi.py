@@ -10,9 +10,9 @@ from typing import Any
 
 import msgspec
 
+from core.events import MAX_FIELD_BYTES, IncomingEvent
 from ingest.accept import BatchAccepted
 from ingest.errors import ErrorBody
-from ingest.events import MAX_FIELD_BYTES, IncomingEvent
 from ingest.stats import DailyStats
 
 _REF = "#/components/schemas/{name}"

@@ -22,8 +22,8 @@ from aiokafka import AIOKafkaProducer
 from aiokafka.errors import KafkaError
 from aiokafka.partitioner import DefaultPartitioner
 
+from core.events import EventRecord, encode_record
 from ingest.coalesce import SINGLE_HEADERS, coalesce
-from ingest.events import EventRecord, encode_record
 from ingest.settings import Settings
 
 log = logging.getLogger(__name__)

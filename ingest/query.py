@@ -15,6 +15,8 @@ from typing import Literal
 
 import msgspec
 
+from core.calendar import next_month
+from core.timezones import UnknownTimeZone, check_timezone
 from ingest.errors import BadRequest, InvalidText, OutOfRange, TooLong, TooManyFilters
 
 Metric = Literal["views", "visitors", "events"]
@@ -116,22 +118,15 @@ class BreakdownRequest(msgspec.Struct, frozen=True):
     page: int
 
 
-@functools.cache
-def _known_zones() -> frozenset[str]:
-    return frozenset(zoneinfo.available_timezones())
-
-
 def parse_timezone(params: dict[str, str]) -> str:
     """The `timezone` parameter (an IANA name), UTC when absent."""
     name = params.get("timezone", "").strip()
     if not name:
         return "UTC"
-    if name not in _known_zones():
-        raise BadRequest(
-            f"`timezone` is not a known IANA time zone: {name!r} (e.g. Asia/Kolkata)",
-            field="timezone",
-        )
-    return name
+    try:
+        return check_timezone(name)
+    except UnknownTimeZone as exc:
+        raise BadRequest(f"`timezone` is {exc}", field="timezone") from None
 
 
 def check_text(value: str, field: str, max_bytes: int) -> str:
@@ -246,16 +241,6 @@ def parse_range(
             field=order_field if order_field != "date" or period == "custom" else "period",
         )
     return make_range(first, last, timezone)
-
-
-def next_month(day: dt.date) -> dt.date:
-    """The first day of the month after `day`'s."""
-    return (day.replace(day=28) + dt.timedelta(days=4)).replace(day=1)
-
-
-def one_whole_month(first: dt.date, end: dt.date) -> bool:
-    """Whether the days [first, end) are exactly one calendar month."""
-    return first.day == 1 and next_month(first) == end
 
 
 def _period_days(period: str, anchor: dt.date) -> tuple[dt.date, dt.date]:

@@ -16,7 +16,8 @@ from __future__ import annotations
 import datetime as dt
 from typing import Any
 
-from ingest.query import BreakdownRequest, StatsRequest, TimeseriesRequest, one_whole_month
+from core.calendar import one_whole_month
+from ingest.query import BreakdownRequest, StatsRequest, TimeseriesRequest
 from ingest.query_sql import MONTH_SEALED_SQL, SEALED_END_SQL, whole_months
 
 _KEPT_EXISTS = "EXISTS (SELECT 1 FROM site_zones WHERE site_id = %(site)s AND timezone = %(tz)s)"

@@ -16,6 +16,7 @@ from typing import Any
 import msgspec
 from psycopg import sql
 
+from core.calendar import next_month, one_whole_month
 from ingest.query import (
     PAGE_VIEW,
     BreakdownRequest,
@@ -23,8 +24,6 @@ from ingest.query import (
     Filter,
     StatsRequest,
     TimeseriesRequest,
-    next_month,
-    one_whole_month,
 )
 
 

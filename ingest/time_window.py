@@ -13,10 +13,8 @@ from __future__ import annotations
 
 from datetime import UTC, date, datetime, time, timedelta
 
-from ingest.events import TIMESTAMP_EXPIRED, TIMESTAMP_TOO_OLD, InvalidEvent
-
-# No configuration may open an unbounded window: ten years of daily partitions at most.
-MAX_PAST_DAYS_LIMIT = 3660
+from core.events import TIMESTAMP_EXPIRED, TIMESTAMP_TOO_OLD, InvalidEvent
+from core.settings import MAX_PAST_DAYS_LIMIT
 
 
 def _midnight(day: date) -> datetime:

@@ -10,6 +10,6 @@ echo "test: lint (ruff, mypy --strict)"
 "$PY" -m mypy
 
 # The URL may hold a password: shown without it.
-database=$("$PY" -c 'import os, ingest.config as c; print(c.redacted_conninfo(os.environ["DATABASE_URL"]))')
+database=$("$PY" -c 'import os, core.config as c; print(c.redacted_conninfo(os.environ["DATABASE_URL"]))')
 echo "test: pytest against Kafka at $KAFKA_BOOTSTRAP_SERVERS and PostgreSQL at $database"
 "$PY" -m pytest "$@"

@@ -18,7 +18,7 @@ from consumer.loop import ConsumerLoop, make_kafka_consumer
 from consumer.metrics import ConsumerStats
 from consumer.settings import ConsumerSettings
 from consumer.write import COPY_STAGING, COPY_TYPES, INSERT_AND_ROLL_UP, STAGING_DDL, Writer
-from ingest.events import EventRecord
+from core.events import EventRecord
 
 # Rollups recomputed from the raw rows; a correct consumer's rollups equal these exactly.
 RECOUNT_DAILY = """

@@ -19,7 +19,7 @@ from aiokafka import AIOKafkaProducer
 
 from consumer.reconcile import reconcile
 from consumer.settings import ConsumerSettings
-from ingest.events import SCHEMA_EVENT_BATCH_V1, SCHEMA_HEADER, encode_records
+from core.events import SCHEMA_EVENT_BATCH_V1, SCHEMA_HEADER, encode_records
 from tests.e2e.hostile import (
     CJK,
     Client,

@@ -19,7 +19,7 @@ import pytest
 from aiokafka import AIOKafkaConsumer
 
 from consumer.deadletter import read_dead_letters
-from ingest.events import SCHEMA_EVENT_BATCH_V1, SCHEMA_EVENT_V1, encode_record, encode_records
+from core.events import SCHEMA_EVENT_BATCH_V1, SCHEMA_EVENT_V1, encode_record, encode_records
 from tests.faults.conftest import FaultCase
 from tests.processes import free_port
 from tests.support import make_record, scalar, wait_for

@@ -11,8 +11,8 @@ from typing import Any
 import httpx
 from aiokafka import AIOKafkaConsumer, ConsumerRecord
 
+from core.events import EventRecord, decode_records
 from ingest.app import create_app
-from ingest.events import EventRecord, decode_records
 from ingest.settings import Settings
 
 

@@ -12,7 +12,7 @@ from datetime import timedelta
 import msgspec
 import pytest
 
-from ingest.events import SCHEMA_EVENT_BATCH_V1, SCHEMA_HEADER, decode_records
+from core.events import SCHEMA_EVENT_BATCH_V1, SCHEMA_HEADER, decode_records
 from ingest.settings import Settings
 from tests.ingest.support import api_client, event, now, read_topic
 

@@ -8,10 +8,10 @@ import msgspec
 import pytest
 from aiokafka import AIOKafkaConsumer
 
-from ingest.config import ConfigError
-from ingest.events import decode_records
+from core.config import ConfigError, parse_hot_sites
+from core.events import decode_records
 from ingest.publish import SiteKeys
-from ingest.settings import Settings, parse_hot_sites
+from ingest.settings import Settings
 from tests.ingest.support import api_client, event
 
 

@@ -9,7 +9,7 @@ from pathlib import Path
 import msgspec
 import pytest
 
-from ingest.config import ConfigError
+from core.config import ConfigError
 from ingest.keys import WriteKeys, load_write_keys, presented_key
 from ingest.settings import Settings
 from tests.ingest.support import api_client, event

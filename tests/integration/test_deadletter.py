@@ -14,7 +14,7 @@ import pytest
 from aiokafka import AIOKafkaProducer
 
 from consumer.settings import ConsumerSettings
-from ingest.events import SCHEMA_EVENT_V1, SCHEMA_HEADER, EventRecord, encode_record
+from core.events import SCHEMA_EVENT_V1, SCHEMA_HEADER, EventRecord, encode_record
 from tests.processes import ROOT
 from tests.support import (
     assert_rollups_match_raw_rows,

@@ -11,7 +11,7 @@ from aiokafka import AIOKafkaProducer
 
 from consumer.deadletter import Entry, read_dead_letters
 from consumer.settings import ConsumerSettings
-from ingest.events import (
+from core.events import (
     SCHEMA_EVENT_BATCH_V1,
     SCHEMA_EVENT_V1,
     SCHEMA_HEADER,

@@ -14,7 +14,7 @@ from consumer.retention import apply_retention, first_kept_day
 from consumer.schema import apply_schema
 from consumer.zones import _add, _lock, add_zone, list_zones, remove_zone
 from consumer.zones import main as zones_main
-from ingest.events import EventRecord
+from core.events import EventRecord
 from tests.support import (
     assert_rollups_match_raw_rows,
     make_record,

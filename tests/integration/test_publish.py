@@ -10,7 +10,7 @@ import pytest
 from aiokafka import AIOKafkaConsumer
 from aiokafka.partitioner import DefaultPartitioner
 
-from ingest.events import SCHEMA_EVENT_V1, SCHEMA_HEADER, EventRecord, decode_records
+from core.events import SCHEMA_EVENT_V1, SCHEMA_HEADER, EventRecord, decode_records
 from ingest.publish import Publisher, PublishObserver, make_producer
 from ingest.settings import Settings
 from tests.conftest import TEST_PARTITIONS

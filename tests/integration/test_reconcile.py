@@ -11,7 +11,7 @@ from aiokafka import AIOKafkaProducer
 from consumer import reconcile as reconcile_command
 from consumer.reconcile import reconcile
 from consumer.settings import ConsumerSettings
-from ingest.events import (
+from core.events import (
     SCHEMA_EVENT_BATCH_V1,
     SCHEMA_EVENT_V1,
     SCHEMA_HEADER,

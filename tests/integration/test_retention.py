@@ -16,7 +16,7 @@ from consumer.rebuild import rebuild_rollups
 from consumer.retention import apply_retention
 from consumer.schema import apply_schema
 from consumer.write import RowsRejected, Writer
-from ingest.events import EventRecord
+from core.events import EventRecord
 from tests.support import assert_rollups_match_raw_rows, make_record, scalar, write_batch
 
 pytestmark = pytest.mark.postgres

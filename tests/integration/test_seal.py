@@ -18,8 +18,8 @@ from consumer.seal import _seal_step, main, seal_closed_days, seal_target
 from consumer.table_locks import connect_read_committed
 from consumer.write import Writer
 from consumer.zones import add_zone, remove_zone
+from core.events import EventRecord
 from ingest import stats_read
-from ingest.events import EventRecord
 from ingest.query import parse_breakdown
 from tests.support import (
     assert_rollups_match_raw_rows,

@@ -22,9 +22,9 @@ from consumer.batch import to_row
 from consumer.seal import seal_closed_days
 from consumer.write import Writer
 from consumer.zones import add_zone, remove_zone
+from core.events import EventRecord
 from ingest.app import handle_api_error
 from ingest.errors import ApiError
-from ingest.events import EventRecord
 from ingest.settings import Settings
 from ingest.stats_api import stats_routes
 from tests.support import assert_rollups_match_raw_rows, make_record

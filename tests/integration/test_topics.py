@@ -9,7 +9,7 @@ import pytest
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from aiokafka.admin.config_resource import ConfigResource, ConfigResourceType
 
-from ingest.topics import MIN_INSYNC_REPLICAS, ensure_topics, min_insync_replicas
+from core.topics import MIN_INSYNC_REPLICAS, ensure_topics, min_insync_replicas
 
 pytestmark = pytest.mark.kafka
 
@@ -52,7 +52,7 @@ async def test_an_existing_weaker_topic_is_left_alone_with_a_warning(
     await admin.start()
     try:
         await admin.create_topics([NewTopic(name, 1, 1)])
-        with caplog.at_level(logging.WARNING, logger="ingest.topics"):
+        with caplog.at_level(logging.WARNING, logger="core.topics"):
             await ensure_topics(kafka_bootstrap, [name], partitions=1, replication_factor=3)
         assert f"topic {name!r} has min.insync.replicas=1 (wanted 2" in caplog.text
     finally:

@@ -5,9 +5,9 @@ from __future__ import annotations
 import msgspec
 import pytest
 
+from core.config import ConfigError, parse_site_keys
 from ingest.access import RateLimiter, ReadKeys, StatsAccess, bearer_token
 from ingest.client_address import client_address, limit_key
-from ingest.config import ConfigError, env_site_keys
 from ingest.errors import RateLimited, ReadKeyInvalid, ReadKeyRequired
 from ingest.settings import Settings
 
@@ -82,10 +82,11 @@ def test_idle_callers_are_forgotten_when_full() -> None:
 
 def test_read_keys_from_the_environment() -> None:
     env = {"STATS_READ_KEYS": "site-a=k1, site-a=k2,site-b=k3"}
-    assert env_site_keys(env, "STATS_READ_KEYS") == {"site-a": ("k1", "k2"), "site-b": ("k3",)}
-    assert env_site_keys({}, "STATS_READ_KEYS") == {}
-    with pytest.raises(ConfigError):
-        env_site_keys({"STATS_READ_KEYS": "site-a"}, "STATS_READ_KEYS")
+    assert Settings.from_env(env).stats_read_keys == {"site-a": ("k1", "k2"), "site-b": ("k3",)}
+    assert Settings.from_env({}).stats_read_keys == {}
+    assert parse_site_keys(" , ", "STATS_READ_KEYS") == {}
+    with pytest.raises(ConfigError, match="STATS_READ_KEYS"):
+        Settings.from_env({"STATS_READ_KEYS": "site-a"})
 
 
 def scope(peer: str | None, *forwarded: str) -> dict[str, object]:

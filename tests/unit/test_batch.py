@@ -6,7 +6,7 @@ import uuid
 from datetime import UTC, date, datetime
 
 from consumer.batch import UNDECODABLE, Batch, BatchPolicy, Message, record_of
-from ingest.events import (
+from core.events import (
     SCHEMA_EVENT_BATCH_V1,
     SCHEMA_EVENT_V1,
     EventRecord,

@@ -4,8 +4,7 @@ from __future__ import annotations
 
 from aiokafka.partitioner import DefaultPartitioner
 
-from ingest.coalesce import coalesce
-from ingest.events import (
+from core.events import (
     SCHEMA_EVENT_BATCH_V1,
     SCHEMA_EVENT_V1,
     SCHEMA_HEADER,
@@ -13,6 +12,7 @@ from ingest.events import (
     decode_records,
     encode_records,
 )
+from ingest.coalesce import coalesce
 from ingest.publish import CachedPartitioner, SiteKeys
 from tests.support import make_record
 

@@ -16,7 +16,7 @@ from consumer.deadletter import (
     dead_letter,
     parse_entry_names,
 )
-from ingest.events import SCHEMA_EVENT_BATCH_V1, decode_records
+from core.events import SCHEMA_EVENT_BATCH_V1, decode_records
 from tests.support import make_record
 
 NOW = dt.datetime(2025, 11, 12, 19, 30, 1, 250000, tzinfo=dt.UTC)

@@ -14,8 +14,8 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from core.events import IncomingEvent, InvalidEvent, decode_event, event_time, to_record
 from ingest.errors import ApiError, MalformedJson, PayloadTooLarge
-from ingest.events import IncomingEvent, InvalidEvent, decode_event, event_time, to_record
 from ingest.receive import read_body, split_batch
 
 FAST = settings(max_examples=200, deadline=None)

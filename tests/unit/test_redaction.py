@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from ingest.config import redacted_conninfo, without_password
+from core.config import redacted_conninfo, without_password
 
 
 @pytest.mark.parametrize(

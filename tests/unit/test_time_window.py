@@ -6,8 +6,9 @@ from datetime import UTC, datetime, timedelta, timezone
 
 import pytest
 
-from ingest.events import InvalidEvent
-from ingest.settings import ConfigError, Settings
+from core.config import ConfigError
+from core.events import InvalidEvent
+from ingest.settings import Settings
 from ingest.time_window import MAX_PAST_DAYS_LIMIT, TimeWindow
 
 NOON = datetime(2026, 3, 10, 12, 0, tzinfo=UTC)

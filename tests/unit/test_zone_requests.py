@@ -6,8 +6,8 @@ from __future__ import annotations
 import pytest
 
 from consumer.settings import ConsumerSettings
+from core.config import ConfigError
 from ingest import zone_requests
-from ingest.config import ConfigError
 from ingest.zone_requests import ZoneRequests
 
 

@@ -1,4 +1,5 @@
-"""Reading typed settings from the environment, with errors that say which variable is wrong."""
+"""Parsing settings from the environment (errors that name the variable; core/settings.py
+declares which there are), and keeping the database password out of logs."""
 
 from __future__ import annotations
 
@@ -9,48 +10,32 @@ from urllib.parse import unquote
 
 from psycopg.conninfo import conninfo_to_dict, make_conninfo
 
-DEFAULT_KAFKA_BOOTSTRAP_SERVERS = "127.0.0.1:19092"
-DEFAULT_DATABASE_URL = "postgresql://postgres@127.0.0.1:15432/analytics"
-
 
 class ConfigError(ValueError):
     """A setting that cannot be used; the message names the variable."""
 
 
-def env_str(env: Mapping[str, str], name: str, default: str) -> str:
-    value = env.get(name, "").strip()
-    return value or default
-
-
-def env_int(env: Mapping[str, str], name: str, default: int, *, minimum: int = 0) -> int:
-    raw = env.get(name, "").strip()
-    if not raw:
-        return default
+def parse_whole(name: str, raw: str) -> int:
     try:
-        value = int(raw)
+        return int(raw)
     except ValueError:
         raise ConfigError(f"{name} must be a whole number, got {raw!r}") from None
-    if value < minimum:
-        raise ConfigError(f"{name} must be at least {minimum}, got {value}")
-    return value
 
 
-def env_float(env: Mapping[str, str], name: str, default: float, *, minimum: float = 0) -> float:
-    raw = env.get(name, "").strip()
-    if not raw:
-        return default
+def parse_number(name: str, raw: str) -> float:
     try:
-        value = float(raw)
+        return float(raw)
     except ValueError:
         raise ConfigError(f"{name} must be a number, got {raw!r}") from None
-    if value < minimum:
-        raise ConfigError(f"{name} must be at least {minimum}, got {value}")
-    return value
 
 
-def env_site_keys(env: Mapping[str, str], name: str) -> dict[str, tuple[str, ...]]:
+def parse_switch(raw: str) -> bool:
+    """On unless `0` or `false`."""
+    return raw not in ("0", "false")
+
+
+def parse_site_keys(raw: str, name: str) -> dict[str, tuple[str, ...]]:
     """`site-a=key1,site-a=key2,site-b=key3` -> {"site-a": ("key1", "key2"), ...}."""
-    raw = env.get(name, "").strip()
     keys: dict[str, list[str]] = {}
     for item in filter(None, (part.strip() for part in raw.split(","))):
         site, sep, key = item.partition("=")
@@ -58,6 +43,23 @@ def env_site_keys(env: Mapping[str, str], name: str) -> dict[str, tuple[str, ...
             raise ConfigError(f"{name} must be site_id=key pairs separated by commas")
         keys.setdefault(site.strip(), []).append(key.strip())
     return {site: tuple(ks) for site, ks in keys.items()}
+
+
+def parse_hot_sites(raw: str) -> dict[str, int]:
+    """`HOT_SITES=site-a:4,site-b:8`: each named site spread over that many sub-keys."""
+    spread: dict[str, int] = {}
+    for item in filter(None, (part.strip() for part in raw.split(","))):
+        site, _, count = item.rpartition(":")
+        if not site or not count.isdigit() or int(count) < 1:
+            raise ConfigError(f"HOT_SITES must look like site-a:4,site-b:8, got {item!r}")
+        spread[site] = int(count)
+    return spread
+
+
+def parse_origins(raw: str) -> list[str]:
+    """`CORS_ALLOW_ORIGINS=https://a.example, https://b.example`: entries trimmed, empty ones
+    dropped (a space after a comma must not make an origin that never matches)."""
+    return [origin for origin in (part.strip() for part in raw.split(",")) if origin]
 
 
 HIDDEN = "***"

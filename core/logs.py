@@ -5,9 +5,11 @@ from __future__ import annotations
 import logging
 import os
 
+from core.settings import LOG_LEVEL
+
 
 def configure_logging(process: str) -> None:
-    level = os.environ.get("LOG_LEVEL", "INFO").upper()
+    level = LOG_LEVEL.read(os.environ).upper()
     logging.basicConfig(
         level=level,
         format=f"%(asctime)s {process} %(levelname)s %(name)s: %(message)s",
