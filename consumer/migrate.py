@@ -61,7 +61,9 @@ def describe(plan: Plan, latest: int) -> str:
     if plan.pending:
         labels = ", ".join(m.label for m in plan.pending)
         return f"{len(plan.pending)} migrations to apply: {labels}"
-    newer = f" (and {plan.unknown}, of a newer release)" if plan.unknown else ""
+    newer = ""
+    if plan.unknown:
+        newer = f" (and {', '.join(map(str, plan.unknown))}, of a newer release)"
     return f"at version {latest}{newer}: nothing to apply"
 
 

@@ -2,8 +2,13 @@
 
 `schema.sql` is the current schema, for a new database; `migrations/NNNN_name.sql` are the
 changes since the baseline, for an existing one; `schema_migrations` records which have been
-applied. Both files ship as package data (`consumer/migrations/`; the root `schema.sql` is
-that folder's copy, through a symlink). `python -m consumer.migrate` is the command.
+applied. Both ship as package data (`consumer/migrations/`; its `schema.sql` is a symlink to
+the root one, and wheels carry the file). `python -m consumer.migrate` is the command.
+
+A change is a new numbered file and the same change in schema.sql (a test compares the two).
+It must keep the previous release working, since its consumers run beside the migrated
+database during a rolling upgrade: add tables, columns with defaults and indexes; rename or
+drop only in a later release, once nothing reads the old name. Earlier files never change.
 """
 
 from __future__ import annotations

@@ -8,10 +8,10 @@
 -- retention). Cost: one pass over daily_stats.
 --
 -- Consumers of the previous release keep working: they call ensure_events_partition(d) with
--- the same signature. Their retention drops partitions without recording them, and one of
--- them that starts again re-applies its own schema, which puts back the previous
--- ensure_events_partition: stop them before migrating, or at least before retention runs
--- (see the upgrade procedure).
+-- the same signature. But their retention drops partitions without recording them, and one
+-- of them that starts after this migration re-applies its own schema, which puts back the
+-- previous ensure_events_partition. If that happened, apply this file again (it is
+-- idempotent): `DELETE FROM schema_migrations WHERE version = 3`, then migrate.
 
 DO $$
 BEGIN

@@ -264,3 +264,34 @@ async def test_the_consumer_refuses_an_older_schema_and_names_the_command(
     said = started.stderr
     assert f"lacks migrations {load_migrations()[-1].label}" in said
     assert "run `python -m consumer.migrate`" in said
+
+
+async def test_consumers_of_the_previous_release_beside_a_migrated_database(
+    previous_release_database: str, new_database: str
+) -> None:
+    """A rolling upgrade: the previous release's consumers keep writing after the migration,
+    and one that starts again (re-applying its schema) is undone by applying 0003 again."""
+    await migrate(new_database)
+    with psycopg.connect(new_database, autocommit=True) as conn:
+        for day in DAYS:
+            conn.execute("SELECT ensure_events_partition(%s)", (day,))
+    current = schema_dump(new_database)
+    build_previous_release(previous_release_database)
+    await migrate(previous_release_database)
+    with psycopg.connect(previous_release_database, autocommit=True) as conn:
+        # That release's insert names no key, so it follows the new one: an id shared by two
+        # sites stores both, and a retry stores nothing.
+        shared = uuid.uuid4()
+        insert = (
+            "INSERT INTO events VALUES ('2025-11-11', %s, %s, 'page_view', '/', 'u', "
+            "'2025-11-11 11:00+00', now()) ON CONFLICT DO NOTHING"
+        )
+        for site in ("a", "b", "b"):
+            conn.execute(insert, (shared, site))
+        assert scalar(previous_release_database, "SELECT count(*) FROM events") == 4
+
+        conn.execute(PREVIOUS_RELEASE_SCHEMA.read_bytes())  # one of its consumers starts
+        assert schema_dump(previous_release_database) != current  # its partition function
+        conn.execute("DELETE FROM schema_migrations WHERE version = 3")
+    await migrate(previous_release_database)
+    assert schema_dump(previous_release_database) == current
