@@ -6,7 +6,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 INSTALLED := $(VENV)/.installed
 
-.PHONY: help install up down schema run test test-unit test-faults lint bench bench-ingest clean
+.PHONY: help install up down migrate schema run test test-unit test-faults lint bench bench-ingest clean
 
 help:
 	@echo "make run        install, start Kafka + PostgreSQL, serve the API on :3001 with a consumer"
@@ -14,7 +14,8 @@ help:
 	@echo "make test-unit  the fast unit tests alone (no services)"
 	@echo "make test-faults the fault suite alone (kills consumers, restarts a private broker/PG)"
 	@echo "make up / down  start / stop the local Kafka and PostgreSQL (data in .local/)"
-	@echo "make schema     apply schema.sql to DATABASE_URL"
+	@echo "make migrate    bring DATABASE_URL's schema to this version (schema.sql or migrations)"
+	@echo "make schema     the same as make migrate"
 	@echo "make lint       ruff and mypy --strict"
 	@echo "make bench      benchmarks (see README)"
 	@echo "make bench-ingest  the ingest benchmark alone"
@@ -34,8 +35,12 @@ up:
 down:
 	@services/down.sh
 
-schema: install
-	@scripts/with-services.sh $(PY) -m consumer.schema
+# Consumers refuse a schema older than they need: `make run` migrates first, and so must a
+# deployment (compose's `migrate` service). MIGRATE_ARGS=--dry-run says what it would do.
+migrate: install
+	@scripts/with-services.sh $(PY) -m consumer.migrate $(MIGRATE_ARGS)
+
+schema: migrate
 
 run: install
 	@scripts/with-services.sh scripts/run.sh

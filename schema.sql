@@ -1,10 +1,14 @@
--- The one source of the database schema. Idempotent: applied on every consumer start
--- (under an advisory lock, so replicas starting together do not race) and by `make schema`.
+-- The current database schema, as a new database gets it. `python -m consumer.migrate` (`make
+-- migrate`) applies it to an empty database and records every migration as applied; an
+-- existing database gets the missing numbered migrations (consumer/migrations/) instead, and
+-- tests/integration/test_migrations.py proves both end at the same schema. A change is a new
+-- migration and the same change here. The versions applied are in schema_migrations, kept by
+-- consumer/schema.py.
 
 -- Raw events, one partition per UTC day of the event's timestamp: retention drops a
 -- partition, and a day's query touches one. The consumer creates partitions on demand
 -- (ensure_events_partition below) before it writes a day it has not seen.
-CREATE TABLE IF NOT EXISTS events (
+CREATE TABLE events (
     day          date        NOT NULL,  -- UTC day of event_time; the partition key
     event_id     uuid        NOT NULL,
     site_id      text        NOT NULL,
@@ -21,56 +25,12 @@ CREATE TABLE IF NOT EXISTS events (
     PRIMARY KEY (day, site_id, event_id)
 ) PARTITION BY RANGE (day);
 
--- Earlier schemas keyed events by (day, event_id) alone: the same id sent for two sites
--- counted once. Replaced once (the key's columns are checked first, so later starts lock
--- nothing). Cost: a new unique index is built on every partition, under an ACCESS EXCLUSIVE
--- lock on `events` held until the schema's transaction commits; consumers' batches and
--- raw-event reads of the stats API wait meanwhile (nothing is lost: batches resume). The
--- build sorts every raw row: about 1 s per million rows here (measured on 2 M rows), so a
--- table of hundreds of millions of rows means minutes; apply it at a quiet hour with
--- `python -m consumer.schema` before upgrading the consumers. Waiting for the lock is bounded
--- (lock_timeout below): a consumer batch or long stats query in the way makes the start fail
--- with SQLSTATE 55P03 and a hint, rather than queue every other session behind it.
-DO $$
-DECLARE
-    pkey              name;
-    cols              text[];
-    previous_timeout  text := current_setting('lock_timeout');
-BEGIN
-    SELECT c.conname, array_agg(a.attname::text ORDER BY k.ord)
-    INTO pkey, cols
-    FROM pg_constraint c
-    CROSS JOIN unnest(c.conkey) WITH ORDINALITY AS k(attnum, ord)
-    JOIN pg_attribute a ON a.attrelid = c.conrelid AND a.attnum = k.attnum
-    WHERE c.conrelid = 'events'::regclass AND c.contype = 'p'
-    GROUP BY c.conname;
-    IF cols = ARRAY['day', 'event_id'] THEN
-        PERFORM set_config('lock_timeout', '10s', true);
-        BEGIN
-            -- Locks the partitions too, so no later step of the change waits for a lock.
-            LOCK TABLE events IN ACCESS EXCLUSIVE MODE;
-        EXCEPTION WHEN lock_not_available THEN
-            RAISE EXCEPTION USING
-                ERRCODE = 'lock_not_available',
-                MESSAGE = 'schema: could not lock table events within 10 s to re-key it by '
-                          '(day, site_id, event_id); nothing was changed',
-                HINT = 'Another session holds it (a consumer batch, a long stats query, a '
-                       'rebuild): see pg_locks / pg_stat_activity. Apply the schema again at a '
-                       'quieter moment (`python -m consumer.schema`), or stop the consumers of '
-                       'the previous version first.';
-        END;
-        EXECUTE format('ALTER TABLE events DROP CONSTRAINT %I', pkey);
-        ALTER TABLE events ADD PRIMARY KEY (day, site_id, event_id);
-        PERFORM set_config('lock_timeout', previous_timeout, true);
-    END IF;
-END $$;
-
 -- Events over a time window: the stats API reads the parts of a range that are not whole UTC
 -- days (the edges of other zones' local days, filtered hourly timeseries) from raw rows. Rows
 -- arrive roughly in time order, so a BRIN index (a min/max per 16 pages) narrows a window to a
 -- few pages at next to no cost per batch; a B-tree on (site_id, event_time) would be more
 -- selective for one site among many but measured ~25 % more time per batch.
-CREATE INDEX IF NOT EXISTS events_time ON events USING brin (event_time)
+CREATE INDEX events_time ON events USING brin (event_time)
     WITH (pages_per_range = 16, autosummarize = on);
 
 -- Days whose raw partition retention dropped (consumer/retention.py, through
@@ -81,34 +41,10 @@ CREATE INDEX IF NOT EXISTS events_time ON events USING brin (event_time)
 -- rows), and `python -m consumer.rebuild` skips them (a recount of late rows would replace
 -- the full rollups). Days never stored are not recorded; retention drops their partition
 -- if late events create one, and records them then.
--- Created once. An earlier database's dropped days are found from what they left: rollups
--- without a partition, and partitions holding fewer events than their rollups count
--- (recreated by late events after retention). Cost: one pass over daily_stats.
-DO $$
-BEGIN
-    IF to_regclass('dropped_days') IS NULL THEN
-        CREATE TABLE dropped_days (
-            day         date        PRIMARY KEY,
-            dropped_at  timestamptz NOT NULL DEFAULT now()
-        );
-        IF to_regclass('daily_stats') IS NULL THEN
-            RETURN;  -- a new database: nothing was ever dropped
-        END IF;
-        INSERT INTO dropped_days (day)
-        SELECT day FROM (SELECT DISTINCT day FROM daily_stats) d
-        WHERE to_regclass(format('events_%s', to_char(day, 'YYYYMMDD'))) IS NULL;
-        -- Rollups count more events than the partition holds: its rows went with a drop.
-        -- Counted exactly only where the statistics allow it (never analyzed, or fewer rows
-        -- estimated than counted): recent and recreated partitions, not the whole table.
-        INSERT INTO dropped_days (day)
-        SELECT r.day
-        FROM (SELECT day, sum(events) AS events FROM daily_stats GROUP BY day) r
-        JOIN pg_class c ON c.oid = to_regclass(format('events_%s', to_char(r.day, 'YYYYMMDD')))
-        WHERE CASE WHEN c.reltuples < 0 OR c.reltuples < r.events
-                   THEN r.events > (SELECT count(*) FROM events e WHERE e.day = r.day)
-                   ELSE false END;
-    END IF;
-END $$;
+CREATE TABLE dropped_days (
+    day         date        PRIMARY KEY,
+    dropped_at  timestamptz NOT NULL DEFAULT now()
+);
 
 -- Creates the partition of `events` holding day `d` if it is missing, unless retention
 -- dropped that day: then it raises SQLSTATE 22023 (the data's fault: the consumer sets those
@@ -117,7 +53,7 @@ END $$;
 -- day between the check and the creation. Its locks wait at most lock_timeout (SQLSTATE
 -- 55P03 after: a database-side error, retried): CREATE TABLE … PARTITION OF takes an ACCESS
 -- EXCLUSIVE lock on `events`, and waiting behind a long reader would queue every batch too.
-CREATE OR REPLACE FUNCTION ensure_events_partition(d date) RETURNS void
+CREATE FUNCTION ensure_events_partition(d date) RETURNS void
 LANGUAGE plpgsql SET lock_timeout = '5s' AS $$
 DECLARE
     part text := format('events_%s', to_char(d, 'YYYYMMDD'));
@@ -141,7 +77,7 @@ $$;
 
 -- Drops the partition of day `d` (retention) and records the day in dropped_days, in one
 -- transaction; returns whether there was a partition. Same lock and lock_timeout as above.
-CREATE OR REPLACE FUNCTION drop_events_partition(d date) RETURNS boolean
+CREATE FUNCTION drop_events_partition(d date) RETURNS boolean
 LANGUAGE plpgsql SET lock_timeout = '5s' AS $$
 DECLARE
     part text := format('events_%s', to_char(d, 'YYYYMMDD'));
@@ -160,7 +96,7 @@ $$;
 -- actually inserted (duplicates excluded), so they stay exact under redelivery.
 
 -- Per (site, UTC day): page views, exact unique users among page views, all events.
-CREATE TABLE IF NOT EXISTS daily_stats (
+CREATE TABLE daily_stats (
     site_id       text   NOT NULL,
     day           date   NOT NULL,
     page_views    bigint NOT NULL DEFAULT 0,
@@ -170,7 +106,7 @@ CREATE TABLE IF NOT EXISTS daily_stats (
 );
 
 -- Per (site, UTC day, path): page views.
-CREATE TABLE IF NOT EXISTS daily_paths (
+CREATE TABLE daily_paths (
     site_id  text   NOT NULL,
     day      date   NOT NULL,
     path     text   NOT NULL,
@@ -182,11 +118,11 @@ CREATE TABLE IF NOT EXISTS daily_paths (
 -- instead of sorting every path of the day. It costs every batch (each views update moves an
 -- entry: ~5 % of the consumer's statement), but the base /stats is the contract's read: without
 -- it, /stats p99 at 1,000 req/s doubled (10 ms instead of ~5).
-CREATE INDEX IF NOT EXISTS daily_paths_top ON daily_paths (site_id, day, views DESC, path);
+CREATE INDEX daily_paths_top ON daily_paths (site_id, day, views DESC, path);
 
 -- The set behind daily_stats.unique_users: a user's first page view of a (site, day) adds a
 -- row here and increments the count; later ones find the row and add nothing.
-CREATE TABLE IF NOT EXISTS daily_users (
+CREATE TABLE daily_users (
     site_id  text NOT NULL,
     day      date NOT NULL,
     user_id  text NOT NULL,
@@ -200,7 +136,7 @@ CREATE TABLE IF NOT EXISTS daily_users (
 CREATE EXTENSION IF NOT EXISTS hll;
 
 -- Per (site, UTC day): a sketch of the users among page views (daily_users is the exact set).
-CREATE TABLE IF NOT EXISTS daily_visitors (
+CREATE TABLE daily_visitors (
     site_id   text NOT NULL,
     day       date NOT NULL,
     visitors  hll  NOT NULL,
@@ -210,7 +146,7 @@ CREATE TABLE IF NOT EXISTS daily_visitors (
 -- Per (site, 15-minute UTC bucket): page views, all events, a sketch of page-view users.
 -- Every time zone in use today has an offset that is a multiple of 15 minutes (+05:30,
 -- +05:45, +08:45, -03:30), so local days and hours are exact unions of these buckets.
-CREATE TABLE IF NOT EXISTS quarter_hour_stats (
+CREATE TABLE quarter_hour_stats (
     site_id     text        NOT NULL,
     bucket      timestamptz NOT NULL,
     page_views  bigint      NOT NULL DEFAULT 0,
@@ -221,7 +157,7 @@ CREATE TABLE IF NOT EXISTS quarter_hour_stats (
 
 -- Per (site, UTC hour): page views, all events, a sketch of page-view users. Hourly
 -- timeseries in zones whose offsets are whole hours read 24 rows a day here, not 96.
-CREATE TABLE IF NOT EXISTS hourly_stats (
+CREATE TABLE hourly_stats (
     site_id     text        NOT NULL,
     hour        timestamptz NOT NULL,
     page_views  bigint      NOT NULL DEFAULT 0,
@@ -229,31 +165,12 @@ CREATE TABLE IF NOT EXISTS hourly_stats (
     visitors    hll         NOT NULL DEFAULT hll_empty(),
     PRIMARY KEY (site_id, hour)
 );
--- Earlier schemas kept no sketch here: it is filled from the 15-minute sketches, once (the
--- column's absence is checked first, so later starts lock nothing).
-DO $$
-BEGIN
-    IF NOT EXISTS (SELECT 1 FROM information_schema.columns
-                   WHERE table_name = 'hourly_stats' AND column_name = 'visitors'
-                     AND table_schema = current_schema()) THEN
-        -- The default stays: replicas of the previous version, still running during a
-        -- rolling upgrade, insert hours without it (their events' visitors are missing from
-        -- those hours until `python -m consumer.rebuild` recounts them).
-        ALTER TABLE hourly_stats ADD COLUMN visitors hll NOT NULL DEFAULT hll_empty();
-        UPDATE hourly_stats h SET visitors = q.visitors
-        FROM (SELECT site_id, date_trunc('hour', bucket, 'UTC') AS hour,
-                     hll_union_agg(visitors) AS visitors
-              FROM quarter_hour_stats GROUP BY 1, 2) q
-        WHERE q.site_id = h.site_id AND q.hour = h.hour;
-    END IF;
-END $$;
-
 -- Per (site, 15-minute UTC bucket, path): page views and a sketch of their users. The top
 -- pages of a range that is not whole UTC days (a local day in another zone: the dashboard's
 -- and /stats?timezone=…'s question) read the two partial days here instead of raw events.
 -- Page views only, no event type: half the rows of a per-(type, path) table, so each batch
 -- can afford it.
-CREATE TABLE IF NOT EXISTS quarter_hour_paths (
+CREATE TABLE quarter_hour_paths (
     site_id   text        NOT NULL,
     bucket    timestamptz NOT NULL,
     path      text        NOT NULL,
@@ -264,7 +181,7 @@ CREATE TABLE IF NOT EXISTS quarter_hour_paths (
 
 -- Per (site, UTC day, event type, path): events and a sketch of their users, for filters and
 -- breakdowns by event type or path.
-CREATE TABLE IF NOT EXISTS daily_details (
+CREATE TABLE daily_details (
     site_id     text   NOT NULL,
     day         date   NOT NULL,
     event_type  text   NOT NULL,
@@ -276,27 +193,16 @@ CREATE TABLE IF NOT EXISTS daily_details (
 
 -- Per (site, UTC month, path): page views. A month's top paths rank one row per path instead
 -- of one per path and day; the visitors of the ranked page come from daily_details.
-CREATE TABLE IF NOT EXISTS monthly_paths (
+CREATE TABLE monthly_paths (
     site_id   text   NOT NULL,
     month     date   NOT NULL,  -- first day of the UTC month
     path      text   NOT NULL,
     views     bigint NOT NULL DEFAULT 0,
     PRIMARY KEY (site_id, month, path)
 );
--- Earlier schemas kept a sketch here too; merging it cost every batch more than it saved.
--- Checked first: ALTER TABLE would lock the table on every start even with nothing to drop.
-DO $$
-BEGIN
-    IF EXISTS (SELECT 1 FROM information_schema.columns
-               WHERE table_name = 'monthly_paths' AND column_name = 'visitors'
-                 AND table_schema = current_schema()) THEN
-        ALTER TABLE monthly_paths DROP COLUMN visitors;
-    END IF;
-END $$;
-
 -- Per (site, UTC day, event type): events and a sketch of their users. Event-type
 -- breakdowns and filters read a few rows a day here instead of one per path.
-CREATE TABLE IF NOT EXISTS daily_event_types (
+CREATE TABLE daily_event_types (
     site_id     text   NOT NULL,
     day         date   NOT NULL,
     event_type  text   NOT NULL,
@@ -307,22 +213,7 @@ CREATE TABLE IF NOT EXISTS daily_event_types (
 
 -- Visitors of the values on a breakdown page (`path = ANY(...)` over a range of days) without
 -- reading every path of every day.
-CREATE INDEX IF NOT EXISTS daily_details_by_path ON daily_details (site_id, path, day);
-
--- Earlier schemas kept (site, 15 minutes, event type, path) rows for the edges of non-UTC
--- ranges: about one row per two events, the most expensive rollup of every batch. Its page
--- views move to quarter_hour_paths (the only copy of them for days that retention has taken
--- out of `events`); the other edges are read from raw events (events_time) now.
-DO $$
-BEGIN
-    IF to_regclass('quarter_hour_details') IS NOT NULL THEN
-        INSERT INTO quarter_hour_paths (site_id, bucket, path, views, visitors)
-        SELECT site_id, bucket, path, sum(events), hll_union_agg(users)
-        FROM quarter_hour_details WHERE event_type = 'page_view' GROUP BY 1, 2, 3
-        ON CONFLICT (site_id, bucket, path) DO NOTHING;
-        DROP TABLE quarter_hour_details;
-    END IF;
-END $$;
+CREATE INDEX daily_details_by_path ON daily_details (site_id, path, day);
 
 -- Time zones a site is read in (its dashboard's zone), set by operators with
 -- `python -m consumer.zones add SITE ZONE`. For each, the consumer also keeps the local_*
@@ -331,30 +222,21 @@ END $$;
 -- here cost the consumer nothing more. Rows are added and removed together with their
 -- rollups, in one transaction (consumer/zones.py), so a reader that finds the row here
 -- finds complete local rollups in the same snapshot.
-CREATE TABLE IF NOT EXISTS site_zones (
+CREATE TABLE site_zones (
     site_id   text        NOT NULL,
     timezone  text        NOT NULL,  -- IANA name, as requests spell it
     added_at  timestamptz NOT NULL DEFAULT now(),
+    -- Kept because stats requests asked for the zone (consumer/zone_requests.py), and dropped
+    -- again when they stop; operators' zones stay until removed.
+    auto      boolean     NOT NULL DEFAULT false,
     PRIMARY KEY (site_id, timezone)
 );
-
--- `auto`: kept because stats requests asked for the zone (consumer/zone_requests.py), and
--- dropped again when they stop; operators' zones stay until removed. Added to earlier
--- schemas once (the column's absence is checked first, so later starts lock nothing).
-DO $$
-BEGIN
-    IF NOT EXISTS (SELECT 1 FROM information_schema.columns
-                   WHERE table_name = 'site_zones' AND column_name = 'auto'
-                     AND table_schema = current_schema()) THEN
-        ALTER TABLE site_zones ADD COLUMN auto boolean NOT NULL DEFAULT false;
-    END IF;
-END $$;
 
 -- The zones other than UTC that a site's stats are read in: requests counted by the API and
 -- written once a minute per API process (ingest/zone_requests.py). The consumers keep the
 -- zones asked for (AUTO_ZONES_PER_SITE), drop those nobody asks for any more, and never keep
 -- a `declined` one: removed by an operator, or not a zone that can be kept (the reason).
-CREATE TABLE IF NOT EXISTS zone_requests (
+CREATE TABLE zone_requests (
     site_id             text        NOT NULL,
     timezone            text        NOT NULL,
     requests            bigint      NOT NULL DEFAULT 0,
@@ -365,7 +247,7 @@ CREATE TABLE IF NOT EXISTS zone_requests (
 );
 
 -- Per (site, zone, local day): page views, all events, a sketch of page-view users.
-CREATE TABLE IF NOT EXISTS local_daily_stats (
+CREATE TABLE local_daily_stats (
     site_id     text NOT NULL,
     timezone    text NOT NULL,
     day         date NOT NULL,
@@ -376,7 +258,7 @@ CREATE TABLE IF NOT EXISTS local_daily_stats (
 );
 
 -- Per (site, zone, local day, path): page views and a sketch of their users.
-CREATE TABLE IF NOT EXISTS local_daily_paths (
+CREATE TABLE local_daily_paths (
     site_id   text   NOT NULL,
     timezone  text   NOT NULL,
     day       date   NOT NULL,
@@ -386,14 +268,14 @@ CREATE TABLE IF NOT EXISTS local_daily_paths (
     PRIMARY KEY (site_id, timezone, day, path)
 );
 -- A local day's top paths in index order (the zone's `/stats?timezone=…`), as daily_paths_top.
-CREATE INDEX IF NOT EXISTS local_daily_paths_top
+CREATE INDEX local_daily_paths_top
     ON local_daily_paths (site_id, timezone, day, views DESC, path);
 -- Visitors of a breakdown page's paths over a range without reading every path of every day.
-CREATE INDEX IF NOT EXISTS local_daily_paths_by_path
+CREATE INDEX local_daily_paths_by_path
     ON local_daily_paths (site_id, timezone, path, day);
 
 -- Per (site, zone, local month, path): page views, to rank a month's paths from one row each.
-CREATE TABLE IF NOT EXISTS local_monthly_paths (
+CREATE TABLE local_monthly_paths (
     site_id   text   NOT NULL,
     timezone  text   NOT NULL,
     month     date   NOT NULL,  -- first day of the local month
@@ -411,7 +293,7 @@ CREATE TABLE IF NOT EXISTS local_monthly_paths (
 -- time a batch, measured), so `consumer/seal.py` folds closed days in, once, and a batch adds
 -- only its rare late events for sealed days. Readers take days before the watermark from here
 -- and later days from the daily rows, in one snapshot.
-CREATE TABLE IF NOT EXISTS sealed_monthly_paths (
+CREATE TABLE sealed_monthly_paths (
     site_id   text   NOT NULL,
     timezone  text   NOT NULL,  -- 'UTC', or a kept zone (site_zones)
     month     date   NOT NULL,  -- first day of the month in that zone
@@ -421,47 +303,33 @@ CREATE TABLE IF NOT EXISTS sealed_monthly_paths (
     -- Path before month: readers look up a page's few paths over a range of months.
     PRIMARY KEY (site_id, timezone, path, month)
 );
-CREATE INDEX IF NOT EXISTS sealed_monthly_paths_top
+CREATE INDEX sealed_monthly_paths_top
     ON sealed_monthly_paths (site_id, timezone, month, views DESC, path);
 
 -- Per (site, UTC month, event type): events and a sketch of their users on the month's
 -- sealed days, for event-type breakdowns and filters over whole months (90 sketches merged a
--- month otherwise). Filled like sealed_monthly_paths, from daily_event_types. A database
--- sealed before this table existed gets it filled from the sealed days once.
-DO $$
-BEGIN
-    IF to_regclass('sealed_monthly_event_types') IS NULL THEN
-        CREATE TABLE sealed_monthly_event_types (
-            site_id     text   NOT NULL,
-            month       date   NOT NULL,  -- first day of the UTC month
-            event_type  text   NOT NULL,
-            events      bigint NOT NULL DEFAULT 0,
-            users       hll    NOT NULL,
-            PRIMARY KEY (site_id, month, event_type)
-        );
-        IF to_regclass('sealed_days') IS NOT NULL THEN
-            INSERT INTO sealed_monthly_event_types (site_id, month, event_type, events, users)
-            SELECT site_id, date_trunc('month', day)::date, event_type, sum(events),
-                   hll_union_agg(users)
-            FROM daily_event_types
-            WHERE day < (SELECT sealed_before FROM sealed_days)
-            GROUP BY 1, 2, 3;
-        END IF;
-    END IF;
-END $$;
+-- month otherwise). Filled like sealed_monthly_paths, from daily_event_types.
+CREATE TABLE sealed_monthly_event_types (
+    site_id     text   NOT NULL,
+    month       date   NOT NULL,  -- first day of the UTC month
+    event_type  text   NOT NULL,
+    events      bigint NOT NULL DEFAULT 0,
+    users       hll    NOT NULL,
+    PRIMARY KEY (site_id, month, event_type)
+);
 
 -- One row: days before `sealed_before` (UTC days, and local days in every kept zone) are in
 -- sealed_monthly_paths and sealed_monthly_event_types. '-infinity' until the first seal.
-CREATE TABLE IF NOT EXISTS sealed_days (
+CREATE TABLE sealed_days (
     one            boolean PRIMARY KEY DEFAULT true CHECK (one),
     sealed_before  date    NOT NULL
 );
-INSERT INTO sealed_days (sealed_before) VALUES ('-infinity') ON CONFLICT DO NOTHING;
+INSERT INTO sealed_days (sealed_before) VALUES ('-infinity');
 
 -- Where each consumer group is in each partition: the offset of the next record to write.
 -- Advanced in the same transaction as the rows it covers, with a compare-and-set on the
 -- previous value, so a replica that lost a partition cannot write over its new owner.
-CREATE TABLE IF NOT EXISTS consumer_offsets (
+CREATE TABLE consumer_offsets (
     group_id     text    NOT NULL,
     topic        text    NOT NULL,
     partition    integer NOT NULL,

@@ -16,7 +16,7 @@ from consumer.loop import ConsumerLoop, make_kafka_consumer
 from consumer.metrics import ConsumerStats
 from consumer.monitoring import serve
 from consumer.retention import apply_retention_periodically
-from consumer.schema import apply_schema
+from consumer.schema import SchemaNotCurrent, require_current_schema
 from consumer.seal import seal_periodically
 from consumer.settings import ConsumerSettings, settings_for_command
 from consumer.write import Writer
@@ -29,8 +29,8 @@ log = logging.getLogger("consumer")
 
 
 async def run(settings: ConsumerSettings, stop: asyncio.Event) -> None:
-    """Prepares the schema and topics, then consumes until `stop` is set."""
-    await apply_schema(settings.database_url)
+    """Checks the schema's version, prepares the topics, then consumes until `stop` is set."""
+    await require_current_schema(settings.database_url)
     await ensure_topics(
         settings.kafka_bootstrap_servers,
         [settings.events_topic, settings.dlq_topic],
@@ -105,6 +105,9 @@ def main() -> int:
         asyncio.run(main_async(settings))
     except KafkaError as exc:
         log.error("%s", exc)
+        return 1
+    except SchemaNotCurrent as exc:
+        log.error("PostgreSQL at %s: %s", redacted_conninfo(settings.database_url), exc)
         return 1
     except psycopg.OperationalError as exc:
         hint = f" ({exc.diag.message_hint})" if exc.diag.message_hint else ""

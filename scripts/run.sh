@@ -5,7 +5,7 @@ set -uo pipefail
 cd "$(dirname "$0")/.."
 PY=.venv/bin/python
 
-"$PY" -m consumer.schema || exit 1
+"$PY" -m consumer.migrate || exit 1
 
 "$PY" -m consumer &
 consumer_pid=$!

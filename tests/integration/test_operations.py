@@ -115,6 +115,7 @@ async def test_schema_upgrades_a_database_of_the_previous_layout(database_url: s
             "('a', '2025-11-12 10:15+00', 'click', '/x', 5, hll_empty())"
         )
         conn.execute("ALTER TABLE monthly_paths ADD COLUMN visitors hll NOT NULL")
+        conn.execute("DROP TABLE schema_migrations")  # earlier releases recorded no version
         conn.execute("ALTER TABLE hourly_stats DROP COLUMN visitors")
         conn.execute("INSERT INTO hourly_stats VALUES ('a', '2025-11-12 10:00+00', 2, 2)")
         conn.execute(

@@ -135,6 +135,7 @@ async def test_schema_finds_the_dropped_days_of_an_earlier_database(database_url
     with psycopg.connect(database_url, autocommit=True) as conn:
         conn.execute("SELECT drop_events_partition('2025-11-09')")
         conn.execute("DROP TABLE dropped_days")  # the earlier layout: no record at all
+        conn.execute("DROP TABLE schema_migrations")  # and no recorded version
 
     await apply_schema(database_url)
     await apply_schema(database_url)  # and again: nothing left to do
