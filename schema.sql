@@ -22,7 +22,7 @@ CREATE TABLE events (
     -- partitioned table must hold the partition key; a retried event carries the same
     -- timestamp, hence the same day, so the key drops retries. It holds for as long as the
     -- day's raw rows live: after retention, dropped_days (below) keeps replays out.
-    PRIMARY KEY (day, site_id, event_id)
+    PRIMARY KEY (day, event_id, site_id)
 ) PARTITION BY RANGE (day);
 
 -- Events over a time window: the stats API reads the parts of a range that are not whole UTC

@@ -1,5 +1,7 @@
--- 0002: events keyed by (day, site_id, event_id) instead of (day, event_id), so one site's
--- emitter cannot suppress another site's events by reusing their ids.
+-- 0002: events keyed by (day, event_id, site_id) instead of (day, event_id), so one site's
+-- emitter cannot suppress another site's events by reusing their ids. The id comes before
+-- the site: ids are mostly time-ordered (UUIDv7), so new keys land at the index's right edge
+-- (docs/decisions/0019-events-key-order.md).
 --
 -- Cost: a new unique index is built on every partition, under an ACCESS EXCLUSIVE lock on
 -- `events` held until this migration commits; consumers' batches and raw-event reads of the
@@ -27,7 +29,8 @@ BEGIN
     JOIN pg_attribute a ON a.attrelid = c.conrelid AND a.attnum = k.attnum
     WHERE c.conrelid = 'events'::regclass AND c.contype = 'p'
     GROUP BY c.conname;
-    IF cols = ARRAY['day', 'event_id'] THEN
+    -- (day, site_id, event_id) is what development builds before this release had.
+    IF cols IN (ARRAY['day', 'event_id'], ARRAY['day', 'site_id', 'event_id']) THEN
         BEGIN
             -- Locks the partitions too, so no later step of the change waits for a lock.
             LOCK TABLE events IN ACCESS EXCLUSIVE MODE;
@@ -35,7 +38,7 @@ BEGIN
             RAISE EXCEPTION USING
                 ERRCODE = 'lock_not_available',
                 MESSAGE = format('could not lock table events within %s to re-key it by '
-                                 '(day, site_id, event_id); nothing was changed',
+                                 '(day, event_id, site_id); nothing was changed',
                                  current_setting('lock_timeout')),
                 HINT = 'Another session holds it (a consumer batch, a long stats query, a '
                        'rebuild): see pg_locks / pg_stat_activity. Apply the schema again at a '
@@ -43,6 +46,6 @@ BEGIN
                        'the previous version first.';
         END;
         EXECUTE format('ALTER TABLE events DROP CONSTRAINT %I', pkey);
-        ALTER TABLE events ADD PRIMARY KEY (day, site_id, event_id);
+        ALTER TABLE events ADD PRIMARY KEY (day, event_id, site_id);
     END IF;
 END $$;

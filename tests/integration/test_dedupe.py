@@ -79,9 +79,9 @@ async def test_schema_re_keys_a_database_of_the_previous_layout(database_url: st
     await apply_schema(database_url)
     await apply_schema(database_url)  # and again: nothing left to do
 
-    assert scalar(database_url, PRIMARY_KEY, ("events",)) == ["day", "site_id", "event_id"]
+    assert scalar(database_url, PRIMARY_KEY, ("events",)) == ["day", "event_id", "site_id"]
     for partition in ("events_20251111", "events_20251112"):
-        assert scalar(database_url, PRIMARY_KEY, (partition,)) == ["day", "site_id", "event_id"]
+        assert scalar(database_url, PRIMARY_KEY, (partition,)) == ["day", "event_id", "site_id"]
     assert scalar(database_url, "SELECT count(*) FROM events") == 2  # rows kept
     await write_batch(
         database_url, [make_record(event_id=shared, site_id="b", timestamp=days[0])], partition=1
@@ -110,4 +110,4 @@ async def test_re_keying_gives_up_on_a_busy_table_and_says_what_to_do(
         assert "Apply the schema again at a quieter moment" in said
     assert scalar(database_url, PRIMARY_KEY, ("events",)) == ["day", "event_id"]
     await apply_schema(database_url)  # once the reader is gone
-    assert scalar(database_url, PRIMARY_KEY, ("events",)) == ["day", "site_id", "event_id"]
+    assert scalar(database_url, PRIMARY_KEY, ("events",)) == ["day", "event_id", "site_id"]
