@@ -7,7 +7,7 @@ month's top pages read ten rows, not ten sketches a day.
 Each consumer replica also runs it every hour (a replica that finds nothing to seal locks
 nothing).
 A seal advances the watermark `sealed_before` one month at most per transaction: it locks
-sealed_monthly_paths against batches (they wait, then carry on: nothing is lost or counted
+the sealed months against batches (they wait, then carry on: nothing is lost or counted
 twice), adds the page views and visitors of the days it seals to their months, in UTC and in
 every kept zone, and moves the watermark. Batches add their late events for sealed days
 themselves (consumer/write.py), and `rebuild` and zone changes recount what they touch.
@@ -23,8 +23,9 @@ from typing import Any
 
 import psycopg
 
+from consumer.rollups import seal_steps, sealed_tables
 from consumer.settings import ConsumerSettings, settings_for_command
-from consumer.table_locks import connect_read_committed, lock_or_give_up
+from consumer.table_locks import connect_read_committed, lock_or_give_up, lock_rollups
 from core.calendar import next_month
 from core.logs import configure_logging
 
@@ -35,9 +36,8 @@ SEAL_INTERVAL_S = 3600.0
 # noon UTC yesterday, so a sealed day is one that only late events can still change.
 SEAL_LAG = dt.timedelta(days=1)
 
-LOCK_SEALED = (
-    "LOCK TABLE sealed_monthly_paths, sealed_monthly_event_types IN SHARE ROW EXCLUSIVE MODE"
-)
+# The rollups a seal writes (the registry's `sealed` ones, last in its lock order).
+LOCK_SEALED = lock_rollups(sealed_tables())
 # psycopg has no Python date for '-infinity': it reads as NULL.
 WATERMARK = "SELECT nullif(sealed_before, '-infinity') FROM sealed_days"
 # Where the first seal starts: the first day with events, UTC or local (daily_stats and
@@ -45,64 +45,9 @@ WATERMARK = "SELECT nullif(sealed_before, '-infinity') FROM sealed_days"
 FIRST_DAY = """
 SELECT least((SELECT min(day) FROM daily_stats), (SELECT min(day) FROM local_daily_stats))
 """
-SEALED = "(SELECT sealed_before FROM sealed_days)"
-_ADD_TO_MONTHS = """
-ON CONFLICT (site_id, timezone, path, month) DO UPDATE SET
-    views = sp.views + EXCLUDED.views, visitors = hll_union(sp.visitors, EXCLUDED.visitors)
-"""
-
-
-def fold_utc_days(days: str) -> str:
-    """Adds the page views and visitors of the UTC days `days` (a query of (site_id, day)
-    rows) to their months in sealed_monthly_paths. Views come from daily_paths, as those of
-    monthly_paths do; visitors from daily_details' page-view rows. Each (site, day) is read
-    through the tables' keys, so a seal reads the days it seals, not the whole history."""
-    return f"""
-INSERT INTO sealed_monthly_paths AS sp (site_id, timezone, month, path, views, visitors)
-SELECT p.site_id, 'UTC', date_trunc('month', p.day)::date, p.path, sum(p.views),
-       coalesce(hll_union_agg(d.users), hll_empty())
-FROM ({days}) s
-JOIN daily_paths p ON p.site_id = s.site_id AND p.day = s.day
-LEFT JOIN daily_details d ON d.site_id = p.site_id AND d.day = p.day
-    AND d.event_type = 'page_view' AND d.path = p.path
-GROUP BY 1, 2, 3, 4
-{_ADD_TO_MONTHS}"""
-
-
-def fold_local_days(where: str) -> str:
-    """The same for the local days of kept zones: local_daily_paths rows `l` of the zones `z`
-    (site_zones) that match `where`."""
-    return f"""
-INSERT INTO sealed_monthly_paths AS sp (site_id, timezone, month, path, views, visitors)
-SELECT l.site_id, l.timezone, date_trunc('month', l.day)::date, l.path, sum(l.views),
-       hll_union_agg(l.visitors)
-FROM site_zones z
-JOIN local_daily_paths l ON l.site_id = z.site_id AND l.timezone = z.timezone
-WHERE {where}
-GROUP BY 1, 2, 3, 4
-{_ADD_TO_MONTHS}"""
-
-
-def fold_utc_event_types(days: str) -> str:
-    """The same per event type (all events, not page views only) into
-    sealed_monthly_event_types, from daily_event_types."""
-    return f"""
-INSERT INTO sealed_monthly_event_types AS st (site_id, month, event_type, events, users)
-SELECT t.site_id, date_trunc('month', t.day)::date, t.event_type, sum(t.events),
-       hll_union_agg(t.users)
-FROM ({days}) s
-JOIN daily_event_types t ON t.site_id = s.site_id AND t.day = s.day
-GROUP BY 1, 2, 3
-ON CONFLICT (site_id, month, event_type) DO UPDATE SET
-    events = st.events + EXCLUDED.events, users = hll_union(st.users, EXCLUDED.users)
-"""
-
-
-# Days [%(lo)s, %(hi)s), one month at most.
-_SEALING = "SELECT site_id, day FROM daily_stats WHERE day >= %(lo)s AND day < %(hi)s"
-SEAL_UTC = fold_utc_days(_SEALING)
-SEAL_EVENT_TYPES = fold_utc_event_types(_SEALING)
-SEAL_LOCAL = fold_local_days("l.day >= %(lo)s AND l.day < %(hi)s")
+# Adds the days [%(lo)s, %(hi)s) (one month at most) to their months: `seal` and
+# `zone_seal` in consumer/rollups/sealed.sql, in the registry's order.
+SEAL_STEPS = seal_steps()
 MOVE_WATERMARK = "UPDATE sealed_days SET sealed_before = %(hi)s"
 
 
@@ -136,9 +81,8 @@ async def _seal_step(conn: psycopg.AsyncConnection[Any], target: dt.date) -> dt.
         if lo is None or lo >= target:
             return None
         params = {"lo": lo, "hi": min(target, next_month(lo))}
-        await conn.execute(SEAL_UTC, params)
-        await conn.execute(SEAL_EVENT_TYPES, params)
-        await conn.execute(SEAL_LOCAL, params)
+        for step in SEAL_STEPS:
+            await conn.execute(step, params)
         await conn.execute(MOVE_WATERMARK, params)
         return params["hi"]
 

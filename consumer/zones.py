@@ -22,99 +22,36 @@ import zoneinfo
 from typing import Any
 
 import psycopg
+from psycopg import sql
 
-from consumer.seal import SEALED, fold_local_days
+from consumer.rollups import zone_steps, zone_tables
 from consumer.settings import settings_for_command
-from consumer.table_locks import connect_read_committed, lock_or_give_up
+from consumer.table_locks import connect_read_committed, lock_or_give_up, lock_rollups
 from core.timezones import check_timezone
 
-# Waits for the batches in flight and holds new ones (they take ROW EXCLUSIVE) until commit.
-# A batch's statement locks every table it names before it takes its snapshot, so one that
-# waited here sees the committed site_zones rows.
-LOCK_LOCAL_ROLLUPS = """
-LOCK TABLE local_daily_stats, local_daily_paths, local_monthly_paths, sealed_monthly_paths
-IN SHARE ROW EXCLUSIVE MODE
-"""
+# The rollups kept per zone (the registry's `zoned` ones, in its lock order): waits for the
+# batches in flight and holds new ones until commit. A batch's statement locks every table
+# it names before it takes its snapshot, so one that waited here sees the committed
+# site_zones rows.
+LOCK_LOCAL_ROLLUPS = lock_rollups(zone_tables())
 
-# The zones in scope: %(site)s and %(tz)s are NULL for "all". Local days in scope:
-# [%(lo)s, %(hi)s], both NULL for every day.
-_ZONES = (
-    "(%(site)s::text IS NULL OR z.site_id = %(site)s) "
-    "AND (%(tz)s::text IS NULL OR z.timezone = %(tz)s)"
-)
-_DAYS = "(%(lo)s::date IS NULL OR day BETWEEN %(lo)s AND %(hi)s)"
-# UTC buckets that can fall in a local day in [lo, hi]: offsets are within ±14 hours.
-_BUCKETS = (
-    "(%(lo)s::date IS NULL OR (q.bucket >= (%(lo)s::date - 1)::timestamp AT TIME ZONE 'UTC' "
-    "AND q.bucket < (%(hi)s::date + 2)::timestamp AT TIME ZONE 'UTC'))"
-)
-_MONTHS = (
-    "(%(lo)s::date IS NULL OR month BETWEEN date_trunc('month', %(lo)s::date)::date "
-    "AND %(hi)s::date)"
-)
-
-
-def _delete(table: str, days: str) -> str:
-    return (
-        f"DELETE FROM {table} l USING site_zones z "
-        f"WHERE l.site_id = z.site_id AND l.timezone = z.timezone AND {_ZONES} AND {days}"
+# (delete, recount) per rollup kept per zone (`zone_delete`, `zone_recount` in
+# consumer/rollups/*.sql), from the 15-minute rollups, in the registry's order: the monthly
+# ones after the daily ones they sum, the sealed months last (the zone's days before the
+# watermark, consumer/seal.py).
+RECOUNT_LOCAL_ROLLUPS = zone_steps()
+DELETE_ZONE_ROWS = [
+    sql.SQL("DELETE FROM {} WHERE site_id = %(site)s AND timezone = %(tz)s").format(
+        sql.Identifier(table)
     )
-
-
-# (delete, recount) per local rollup, from the 15-minute rollups; the monthly ones last (the
-# zone's sealed days in sealed_monthly_paths: those before the watermark, consumer/seal.py).
-RECOUNT_LOCAL_ROLLUPS = [
-    (
-        _delete("local_daily_stats", _DAYS),
-        f"""
-        INSERT INTO local_daily_stats (site_id, timezone, day, page_views, events, visitors)
-        SELECT * FROM (
-            SELECT q.site_id, z.timezone, (q.bucket AT TIME ZONE z.timezone)::date AS day,
-                   sum(q.page_views), sum(q.events), hll_union_agg(q.visitors)
-            FROM quarter_hour_stats q JOIN site_zones z ON z.site_id = q.site_id
-            WHERE {_ZONES} AND {_BUCKETS} GROUP BY 1, 2, 3
-        ) r WHERE {_DAYS}
-        """,
-    ),
-    (
-        _delete("local_daily_paths", _DAYS),
-        f"""
-        INSERT INTO local_daily_paths (site_id, timezone, day, path, views, visitors)
-        SELECT * FROM (
-            SELECT q.site_id, z.timezone, (q.bucket AT TIME ZONE z.timezone)::date AS day,
-                   q.path, sum(q.views), hll_union_agg(q.visitors)
-            FROM quarter_hour_paths q JOIN site_zones z ON z.site_id = q.site_id
-            WHERE {_ZONES} AND {_BUCKETS} GROUP BY 1, 2, 3, 4
-        ) r WHERE {_DAYS}
-        """,
-    ),
-    (
-        _delete("local_monthly_paths", _MONTHS),
-        f"""
-        INSERT INTO local_monthly_paths (site_id, timezone, month, path, views)
-        SELECT * FROM (
-            SELECT p.site_id, p.timezone, date_trunc('month', p.day)::date AS month, p.path,
-                   sum(p.views)
-            FROM local_daily_paths p JOIN site_zones z
-                ON z.site_id = p.site_id AND z.timezone = p.timezone
-            WHERE {_ZONES} GROUP BY 1, 2, 3, 4
-        ) r WHERE {_MONTHS}
-        """,
-    ),
-    (
-        _delete("sealed_monthly_paths", _MONTHS),
-        fold_local_days(
-            f"{_ZONES} AND l.day < {SEALED} AND (%(lo)s::date IS NULL OR "
-            "date_trunc('month', l.day)::date BETWEEN date_trunc('month', %(lo)s::date)::date "
-            "AND %(hi)s::date)"
-        ),
-    ),
+    for table in zone_tables()
 ]
 
 
 async def recount_local_rollups(conn: psycopg.AsyncConnection[Any], params: dict[str, Any]) -> None:
-    """Recounts the local rollups in scope (see _ZONES, _DAYS) inside the caller's
-    transaction, which must hold LOCK_LOCAL_ROLLUPS and see final 15-minute rollups."""
+    """Recounts the local rollups in scope (`site`, `tz`, `lo`, `hi` as in
+    consumer/rollups/zones.sql; absent means all) inside the caller's transaction, which
+    must hold LOCK_LOCAL_ROLLUPS and see final 15-minute rollups."""
     params = {"site": None, "tz": None, "lo": None, "hi": None, **params}
     for delete, recount in RECOUNT_LOCAL_ROLLUPS:
         await conn.execute(delete, params)
@@ -209,15 +146,8 @@ async def remove_zone(
                 "ON CONFLICT (site_id, timezone) DO UPDATE SET declined = 'operator'",
                 params,
             )
-        for table in (
-            "local_daily_stats",
-            "local_daily_paths",
-            "local_monthly_paths",
-            "sealed_monthly_paths",
-        ):
-            await conn.execute(
-                f"DELETE FROM {table} WHERE site_id = %(site)s AND timezone = %(tz)s", params
-            )
+        for delete in DELETE_ZONE_ROWS:
+            await conn.execute(delete, params)
         cur = await conn.execute(
             "DELETE FROM site_zones WHERE site_id = %(site)s AND timezone = %(tz)s", params
         )

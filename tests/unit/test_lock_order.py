@@ -1,43 +1,84 @@
-"""Operators' commands lock the rollup tables in the order a batch's statement takes them, so
-that a batch and a rebuild or a zone change never wait for each other (a deadlock).
+"""The batch statement and every operator's command lock rollup tables in the one order the
+registry declares (consumer/rollups), so that a batch and a rebuild, a zone change or a seal
+never wait for each other (a deadlock). Derived from the registry itself; the integration
+test tests/integration/test_lock_acquisition.py watches the real locks being taken.
 
 PostgreSQL locks a statement's tables as it analyses it, CTE by CTE in the order written, so
-the order of the INSERT targets in the statement's text is the order of its locks."""
+the order of the INSERT targets in the batch statement's text is the order of its locks."""
 
 from __future__ import annotations
 
 import re
 
-from consumer.rebuild import LOCK_ROLLUPS
+from psycopg import sql
+
+from consumer.rebuild import LOCK_ROLLUPS, REBUILDS
+from consumer.rollups import LOCK_ORDER, ROLLUPS, seal_steps
 from consumer.seal import LOCK_SEALED
 from consumer.write import INSERT_AND_ROLL_UP
-from consumer.zones import LOCK_LOCAL_ROLLUPS
+from consumer.zones import DELETE_ZONE_ROWS, LOCK_LOCAL_ROLLUPS, RECOUNT_LOCAL_ROLLUPS
+
+_WRITTEN = re.compile(r"\b(?:INSERT INTO|DELETE FROM)\s+(\w+)")
+_READ = re.compile(r"\b(?:FROM|JOIN)\s+(\w+)")
 
 
-def _locked(statement: str) -> list[str]:
-    names = re.split(r"\s+IN\s+", statement.split("LOCK TABLE", 1)[1], maxsplit=1)[0]
-    return [name.strip() for name in names.split(",")]
+def _locked(statement: sql.Composed) -> list[str]:
+    text = statement.as_string(None)
+    names = re.fullmatch(r"LOCK TABLE (.+) IN SHARE ROW EXCLUSIVE MODE", text)
+    assert names, text
+    return [name.strip().strip('"') for name in names[1].split(",")]
 
 
-def _written_by_batches() -> list[str]:
-    written = re.findall(r"INSERT INTO (\w+)", INSERT_AND_ROLL_UP)
-    return [table for table in written if table != "events"]
+def _is_subsequence(tables: list[str], order: tuple[str, ...]) -> bool:
+    rest = iter(order)
+    return all(table in rest for table in tables)
 
 
-def test_rebuild_locks_every_rollup_in_the_batch_statement_order() -> None:
-    assert _locked(LOCK_ROLLUPS) == _written_by_batches()
+def _written(statements: list[str]) -> set[str]:
+    return {table for statement in statements for table in _WRITTEN.findall(statement)}
 
 
-def test_zone_changes_lock_the_local_rollups_in_the_same_order() -> None:
-    locked = _locked(LOCK_LOCAL_ROLLUPS)
-    local = [table for table in _written_by_batches() if table in locked]
-    assert locked == local
-    assert [t for t in locked if t.startswith("local_")] == [
-        t for t in _written_by_batches() if t.startswith("local_")
-    ]
+def test_the_batch_statement_writes_every_rollup_in_the_lock_order() -> None:
+    written = [t for t in re.findall(r"INSERT INTO (\w+)", INSERT_AND_ROLL_UP) if t != "events"]
+    assert tuple(written) == LOCK_ORDER
+    assert len(set(LOCK_ORDER)) == len(LOCK_ORDER)
+
+
+def test_every_command_locks_a_subsequence_of_the_lock_order() -> None:
+    assert tuple(_locked(LOCK_ROLLUPS)) == LOCK_ORDER  # rebuild: all of them
+    for lock in (LOCK_LOCAL_ROLLUPS, LOCK_SEALED):
+        assert _is_subsequence(_locked(lock), LOCK_ORDER), _locked(lock)
+    assert _locked(LOCK_LOCAL_ROLLUPS) == [r.table for r in ROLLUPS if r.zoned]
+    assert _locked(LOCK_SEALED) == [r.table for r in ROLLUPS if r.sealed]
+
+
+def test_a_subsequence_is_told_from_a_reordering() -> None:
+    assert _is_subsequence(["b", "d"], ("a", "b", "c", "d"))
+    assert not _is_subsequence(["d", "b"], ("a", "b", "c", "d"))
+
+
+def test_every_command_writes_only_tables_it_has_locked() -> None:
+    rebuilt = [s for step in REBUILDS for s in step] + [s for s in RECOUNT_LOCAL_ROLLUPS[0]]
+    assert _written(rebuilt) <= set(_locked(LOCK_ROLLUPS))
+    zones = [s for step in RECOUNT_LOCAL_ROLLUPS for s in step]
+    zones += [d.as_string(None) for d in DELETE_ZONE_ROWS]
+    assert _written(zones) == set(_locked(LOCK_LOCAL_ROLLUPS))
+    assert _written(seal_steps()) == set(_locked(LOCK_SEALED))
 
 
 def test_a_seal_locks_the_last_tables_a_batch_writes() -> None:
     # Then a batch waiting for a seal holds nothing the seal waits for.
-    assert _locked(LOCK_SEALED) == _written_by_batches()[-2:]
-    assert _locked(LOCK_SEALED) == ["sealed_monthly_paths", "sealed_monthly_event_types"]
+    sealed = _locked(LOCK_SEALED)
+    assert sealed == list(LOCK_ORDER[-len(sealed) :])
+    assert sealed == ["sealed_monthly_paths", "sealed_monthly_event_types"]
+
+
+def test_each_recount_reads_only_rollups_before_it_in_the_order() -> None:
+    # Commands run their recounts in the lock order: a rollup recounted from other rollups
+    # must come after them.
+    for position, rollup in enumerate(ROLLUPS):
+        for kind in ("recount", "zone_recount", "seal", "zone_seal"):
+            if kind not in rollup.kinds:
+                continue
+            read = set(_READ.findall(rollup.sql(kind))) & set(LOCK_ORDER)
+            assert read <= set(LOCK_ORDER[: position + 1]), (rollup.table, kind, read)

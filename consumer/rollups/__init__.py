@@ -1,0 +1,138 @@
+"""The rollups, each declared once: its table, its place in the one lock order, and which of
+its statements exist. The statements are SQL in this package's `.sql` files, named
+`<table>.<kind>` (consumer/rollups/statements.py reads them):
+
+- `upsert`: its CTE in the batch statement (consumer/write.py), reading the batch's `counts`;
+- `delete`, `recount`: `rebuild` of a range of UTC days from the raw events (`rebuilt`);
+- `zone_delete`, `zone_recount`: a recount per kept time zone, from the 15-minute rollups
+  (`zoned`: `zones add`, `zones remove`, and `rebuild` after the UTC recounts);
+- `seal` (and `zone_seal` if zoned): a seal of closed days into months (`sealed`);
+- `expected`, `stored`: the tests' check that the rollup equals a recount of the raw events.
+
+The order of ROLLUPS is the lock order. The batch statement names the tables in it, so it
+locks them in it (PostgreSQL locks a statement's tables CTE by CTE as it analyses it), and
+every command that locks rollup tables locks a subsequence of it, so a batch and a command
+never wait for each other. It is also the order of the recounts: each reads only rollups
+before it. The sealed rollups come last: a seal locks them only, and a batch waiting for a
+seal then holds no lock the seal needs.
+
+Adding a rollup: its table in schema.sql (and a migration), a `Rollup` line here at its place
+in the order, and its statements in a `.sql` file of this package.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterator
+from dataclasses import dataclass
+
+from consumer.rollups.statements import statement
+
+# CTEs of batch.sql that a rollup's upsert may read besides `inserted`, `counts` and
+# `page_counts`; each is written into the statement once, before the first upsert that reads it.
+BATCH_INPUTS = ("local_counts", "sealed")
+_TABLE = re.compile(r"[a-z_][a-z0-9_]*")
+
+
+@dataclass(frozen=True, slots=True)
+class Rollup:
+    table: str
+    batch_inputs: tuple[str, ...] = ()
+    rebuilt: bool = True
+    zoned: bool = False
+    sealed: bool = False
+
+    def __post_init__(self) -> None:
+        if not _TABLE.fullmatch(self.table):
+            raise ValueError(f"rollup table {self.table!r} is not a plain lower-case name")
+        if unknown := set(self.batch_inputs) - set(BATCH_INPUTS):
+            raise ValueError(f"{self.table} reads unknown batch inputs {sorted(unknown)}")
+
+    @property
+    def kinds(self) -> tuple[str, ...]:
+        """The kinds of statement this rollup has (each `<table>.<kind>` in a .sql file)."""
+        kinds = ["upsert"]
+        if self.rebuilt:
+            kinds += ["delete", "recount"]
+        if self.zoned:
+            kinds += ["zone_delete", "zone_recount"]
+        if self.sealed:
+            kinds += ["seal", "zone_seal"] if self.zoned else ["seal"]
+        return (*kinds, "expected", "stored")
+
+    def sql(self, kind: str) -> str:
+        if kind not in self.kinds:
+            raise LookupError(f"rollup {self.table} has no {kind!r} statement")
+        return statement(f"{self.table}.{kind}")
+
+
+ROLLUPS: tuple[Rollup, ...] = (
+    # UTC, for the dashboard (utc_days.sql)
+    Rollup("daily_users"),
+    Rollup("daily_stats"),  # after daily_users: counts the users it found new
+    Rollup("daily_paths"),
+    Rollup("hourly_stats"),
+    # UTC, for the stats API (stats_api.sql)
+    Rollup("daily_visitors"),
+    Rollup("quarter_hour_stats"),
+    Rollup("quarter_hour_paths"),
+    Rollup("daily_details"),
+    Rollup("monthly_paths"),  # recounted from daily_paths
+    Rollup("daily_event_types"),
+    # by local day of each kept zone (zones.sql)
+    Rollup("local_daily_stats", ("local_counts",), rebuilt=False, zoned=True),
+    Rollup("local_daily_paths", ("local_counts",), rebuilt=False, zoned=True),
+    Rollup("local_monthly_paths", ("local_counts",), rebuilt=False, zoned=True),  # from ^
+    # sealed months, last (sealed.sql)
+    Rollup("sealed_monthly_paths", ("local_counts", "sealed"), zoned=True, sealed=True),
+    Rollup("sealed_monthly_event_types", ("sealed",), sealed=True),
+)
+
+LOCK_ORDER: tuple[str, ...] = tuple(rollup.table for rollup in ROLLUPS)
+
+
+def batch_statement() -> str:
+    """The one statement a batch runs after copying its rows into `staging_events`: insert
+    them into `events`, then every rollup's upsert in the lock order; it returns the number
+    of rows inserted."""
+    ctes = [statement("batch.head")]
+    written: set[str] = set()
+    for rollup in ROLLUPS:
+        for name in rollup.batch_inputs:
+            if name not in written:
+                ctes.append(statement(f"batch.{name}"))
+                written.add(name)
+        ctes.append(rollup.sql("upsert"))
+    return ",\n".join(ctes) + "\n" + statement("batch.tail")
+
+
+def rebuild_steps() -> list[tuple[str, str]]:
+    """(delete, recount) of each rollup rebuilt from raw UTC days, in the lock order."""
+    return [(r.sql("delete"), r.sql("recount")) for r in ROLLUPS if r.rebuilt]
+
+
+def zone_tables() -> tuple[str, ...]:
+    """The tables holding rows per kept zone, in the lock order."""
+    return tuple(r.table for r in ROLLUPS if r.zoned)
+
+
+def zone_steps() -> list[tuple[str, str]]:
+    """(delete, recount) of each rollup kept per zone, in the lock order."""
+    return [(r.sql("zone_delete"), r.sql("zone_recount")) for r in ROLLUPS if r.zoned]
+
+
+def sealed_tables() -> tuple[str, ...]:
+    """The tables a seal writes, in the lock order."""
+    return tuple(r.table for r in ROLLUPS if r.sealed)
+
+
+def seal_steps() -> list[str]:
+    """The statements of a seal of days [%(lo)s, %(hi)s), in the lock order."""
+    return [r.sql(kind) for r in ROLLUPS for kind in ("seal", "zone_seal") if kind in r.kinds]
+
+
+def checks() -> Iterator[tuple[str, str, str]]:
+    """(table, expected, stored) of every rollup: the tests' recount from raw events and the
+    rollup as stored, which a correct consumer keeps equal row for row."""
+    for rollup in ROLLUPS:
+        yield rollup.table, rollup.sql("expected"), rollup.sql("stored")

@@ -1,0 +1,46 @@
+-- The batch statement's own CTEs (consumer/rollups/__init__.py assembles the statement):
+-- its head, the shared inputs some rollups read, and its tail. Each rollup's CTE is its
+-- `<table>.upsert` in the other files.
+
+-- name: batch.head
+-- The inserted rows are counted once at the finest grain every rollup needs, `counts` (site,
+-- day, 15 minutes, event type, path: events and a sketch of their users), and each rollup is
+-- a regrouping of those few thousand rows rather than another pass over the batch. Only the
+-- exact unique-user set (daily_users) reads user-level rows.
+WITH inserted AS (
+    INSERT INTO events (day, event_id, site_id, event_type, path, user_id, event_time,
+                        received_at)
+    SELECT day, event_id, site_id, event_type, path, user_id, event_time, received_at
+    FROM staging_events
+    ON CONFLICT DO NOTHING
+    RETURNING day, site_id, event_type, path, user_id, event_time
+),
+counts AS MATERIALIZED (
+    SELECT site_id, day,
+           date_bin('15 minutes', event_time, timestamptz '2000-01-01 00:00+00') AS bucket,
+           event_type, path, count(*) AS events, hll_add_agg(hll_hash_text(user_id)) AS users
+    FROM inserted GROUP BY 1, 2, 3, 4, 5
+),
+page_counts AS (
+    SELECT site_id, day, bucket, path, events, users FROM counts WHERE event_type = 'page_view'
+)
+
+-- name: batch.local_counts
+-- `counts` in each of the site's configured zones (site_zones). A 15-minute bucket lies
+-- inside one local day in every zone in use, so `counts` regroups exactly; a site with no
+-- configured zone joins no row here and costs nothing.
+local_counts AS MATERIALIZED (
+    SELECT c.site_id, z.timezone, (c.bucket AT TIME ZONE z.timezone)::date AS day,
+           c.event_type, c.path, c.events, c.users
+    FROM counts c JOIN site_zones z ON z.site_id = c.site_id
+)
+
+-- name: batch.sealed
+-- The seal's watermark (consumer/seal.py): rows of days before it are late events of sealed
+-- days, usually none.
+sealed AS (
+    SELECT sealed_before FROM sealed_days
+)
+
+-- name: batch.tail
+SELECT count(*) FROM inserted
