@@ -1,0 +1,295 @@
+"""Step 1 of a stats request: its query parameters, validated into a frozen request (the
+planner, ingest/stats_plan.py, takes it from there). Pure: `parse_*` return a request or
+raise BadRequest naming the field. Range arithmetic is in ingest/stats_days.py.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import functools
+import re
+import zoneinfo
+from typing import Literal
+
+import msgspec
+
+from ingest.errors import BadRequest, InvalidText, OutOfRange, TooLong, TooManyFilters
+from ingest.stats_days import DateRange, make_range
+from ingest.stats_days import next_month as next_month
+
+Metric = Literal["views", "visitors", "events"]
+Dimension = Literal["event_type", "path"]
+Interval = Literal["hour", "day"]
+
+METRICS: tuple[Metric, ...] = ("views", "visitors", "events")
+DEFAULT_PERIOD = "30d"
+MAX_RANGE_DAYS = 366
+MAX_HOURLY_RANGE_DAYS = 31
+MAX_BREAKDOWN_LIMIT = 1000
+DEFAULT_BREAKDOWN_LIMIT = 100
+PAGE_VIEW = "page_view"
+# The days a request may cover, checked after a period's arithmetic: from the Unix epoch (no
+# analytics event predates it; ingest/stats_days.py's EPOCH) to a
+# year short of 9999, which leaves room for the day after, a month ahead and a zone's offset
+# within Python's calendar (year 1 or 9999 overflowed it: the 500s of issue 11).
+MIN_DAY = dt.date(1970, 1, 1)
+MAX_DAY = dt.date(9998, 12, 31)
+MAX_FILTERS = 10
+# Text sizes in UTF-8 bytes, ingest's limits: a longer value cannot match anything stored.
+MAX_SITE_ID_BYTES = 128
+MAX_FILTER_BYTES: dict[str, int] = {"path": 2048, "event_type": 64}
+
+_DATE_RE = re.compile(r"[0-9]{4}-[0-9]{2}-[0-9]{2}")
+_WHOLE_NUMBER_RE = re.compile(r"[0-9]{1,9}")
+_FILTER_RE = re.compile(r"(?P<key>[a-z:_]+)\s*(?P<op>==|!=)\s*(?P<value>.*)")
+# Plausible's names first, then the plain column names.
+_DIMENSIONS: dict[str, Dimension] = {
+    "event:name": "event_type",
+    "event:page": "path",
+    "event_type": "event_type",
+    "path": "path",
+}
+_ROLLING_PERIODS = {"7d": 7, "30d": 30}
+
+
+class Filter(msgspec.Struct, frozen=True):
+    dimension: Dimension
+    negated: bool
+    value: str
+
+
+class StatsRequest(msgspec.Struct, frozen=True):
+    site_id: str
+    range: DateRange
+    metrics: tuple[Metric, ...]
+    filters: tuple[Filter, ...] = ()
+
+
+class TimeseriesRequest(msgspec.Struct, frozen=True):
+    stats: StatsRequest
+    interval: Interval
+
+
+class BreakdownRequest(msgspec.Struct, frozen=True):
+    stats: StatsRequest
+    dimension: Dimension
+    limit: int
+    page: int
+
+
+@functools.cache
+def _known_zones() -> frozenset[str]:
+    return frozenset(zoneinfo.available_timezones())
+
+
+def parse_timezone(params: dict[str, str]) -> str:
+    """The `timezone` parameter (an IANA name), UTC when absent."""
+    name = params.get("timezone", "").strip()
+    if not name:
+        return "UTC"
+    if name not in _known_zones():
+        raise BadRequest(
+            f"`timezone` is not a known IANA time zone: {name!r} (e.g. Asia/Kolkata)",
+            field="timezone",
+        )
+    return name
+
+
+def check_text(value: str, field: str, max_bytes: int) -> str:
+    """`value` if PostgreSQL text can hold it and it is at most `max_bytes` UTF-8 bytes."""
+    if "\x00" in value:
+        raise InvalidText(f"`{field}` must not contain NUL characters", field=field)
+    try:
+        size = len(value.encode())
+    except UnicodeEncodeError:  # a lone surrogate
+        raise InvalidText(f"`{field}` is not valid Unicode", field=field) from None
+    if size > max_bytes:
+        raise TooLong(
+            f"`{field}` is {size} bytes of UTF-8; at most {max_bytes} can be stored", field=field
+        )
+    return value
+
+
+def parse_date(raw: str, field: str) -> dt.date:
+    """A YYYY-MM-DD calendar day from MIN_DAY to MAX_DAY."""
+    if not _DATE_RE.fullmatch(raw):
+        raise BadRequest(f"`{field}` must be YYYY-MM-DD, got {raw!r}", field=field)
+    try:
+        day = dt.date.fromisoformat(raw)
+    except ValueError:
+        raise BadRequest(f"`{field}` is not a calendar day: {raw!r}", field=field) from None
+    check_day(day, field)
+    return day
+
+
+def check_day(day: dt.date, field: str) -> None:
+    if not MIN_DAY <= day <= MAX_DAY:
+        raise OutOfRange(
+            f"`{field}` reaches {day.isoformat()}: days from {MIN_DAY} to {MAX_DAY} are supported",
+            field=field,
+        )
+
+
+def parse_range(
+    params: dict[str, str], *, now: dt.datetime, max_days: int = MAX_RANGE_DAYS
+) -> DateRange:
+    """`period` (day, 7d, 30d, month, 6mo, 12mo, custom) with `date`, or `from` and `to`.
+
+    `date` is the period's last day (day, 7d, 30d), a day of the month (month) or of the
+    last month (6mo, 12mo), or `FIRST,LAST` with period=custom; it defaults to today in the
+    request's time zone (`now` is an aware instant).
+    """
+    timezone = parse_timezone(params)
+    today = now.astimezone(zoneinfo.ZoneInfo(timezone)).date()
+    raw_from, raw_to = params.get("from", ""), params.get("to", "")
+    period = params.get("period", "")
+    if raw_from or raw_to:
+        if not raw_from:
+            raise BadRequest("`from` is required when `to` is given", field="from")
+        if not raw_to:
+            raise BadRequest("`to` is required when `from` is given", field="to")
+        first, last = parse_date(raw_from, "from"), parse_date(raw_to, "to")
+        order_field = "to"
+    else:
+        period = period or DEFAULT_PERIOD
+        raw_date = params.get("date", "")
+        order_field = "date"
+        if period == "custom":
+            parts = raw_date.split(",")
+            if len(parts) != 2:
+                raise BadRequest(
+                    "`date` must be FIRST,LAST (YYYY-MM-DD,YYYY-MM-DD) with period=custom",
+                    field="date",
+                )
+            first, last = parse_date(parts[0], "date"), parse_date(parts[1], "date")
+        else:
+            anchor = parse_date(raw_date, "date") if raw_date else today
+            first, last = _period_days(period, anchor)
+            check_day(first, "date")
+            check_day(last, "date")
+    if last < first:
+        raise BadRequest(f"the range ends before it starts ({first} > {last})", field=order_field)
+    days = (last - first).days + 1
+    if days > max_days:
+        raise BadRequest(
+            f"the range covers {days} days; at most {max_days} are allowed here",
+            field=order_field if order_field != "date" or period == "custom" else "period",
+        )
+    return make_range(first, last, timezone)
+
+
+def _period_days(period: str, anchor: dt.date) -> tuple[dt.date, dt.date]:
+    if period == "day":
+        return anchor, anchor
+    if period in _ROLLING_PERIODS:
+        return anchor - dt.timedelta(days=_ROLLING_PERIODS[period] - 1), anchor
+    if period in ("month", "6mo", "12mo"):
+        months = {"month": 1, "6mo": 6, "12mo": 12}[period]
+        month_index = anchor.year * 12 + anchor.month - 1 - (months - 1)
+        first = dt.date(month_index // 12, month_index % 12 + 1, 1)
+        return first, next_month(anchor) - dt.timedelta(days=1)
+    raise BadRequest(
+        f"`period` must be one of day, 7d, 30d, month, 6mo, 12mo, custom; got {period!r}",
+        field="period",
+    )
+
+
+def parse_metrics(params: dict[str, str], default: tuple[Metric, ...]) -> tuple[Metric, ...]:
+    raw = params.get("metrics", "")
+    if not raw:
+        return default
+    metrics: list[Metric] = []
+    for name in raw.split(","):
+        name = name.strip()
+        if name not in METRICS:
+            raise BadRequest(
+                f"`metrics` may list views, visitors, events; got {name!r}", field="metrics"
+            )
+        if name not in metrics:
+            metrics.append(name)
+    return tuple(metrics)
+
+
+def parse_filters(params: dict[str, str]) -> tuple[Filter, ...]:
+    """Plausible's form, `event:page==/pricing;event:name==signup` (AND), `!=` negates."""
+    raw = params.get("filters", "")
+    if not raw:
+        return ()
+    parts = raw.split(";", MAX_FILTERS)
+    if len(parts) > MAX_FILTERS:
+        raise TooManyFilters(
+            f"`filters` may hold at most {MAX_FILTERS} filters (separated by ;)", field="filters"
+        )
+    filters = []
+    for part in parts:
+        match = _FILTER_RE.fullmatch(part.strip())
+        if not match or match["key"] not in _DIMENSIONS:
+            raise BadRequest(
+                "`filters` must look like event:page==/path;event:name==signup "
+                f"(event:page or event:name, == or !=); got {part!r}",
+                field="filters",
+            )
+        dimension = _DIMENSIONS[match["key"]]
+        value = check_text(match["value"].strip(), "filters", MAX_FILTER_BYTES[dimension])
+        filters.append(Filter(dimension, match["op"] == "!=", value))
+    return tuple(filters)
+
+
+def parse_site(params: dict[str, str]) -> str:
+    """`site_id`: required, at most MAX_SITE_ID_BYTES of UTF-8, no NUL."""
+    site_id = params.get("site_id", "")
+    if not site_id:
+        raise BadRequest("`site_id` query parameter is required", field="site_id")
+    return check_text(site_id, "site_id", MAX_SITE_ID_BYTES)
+
+
+def parse_stats(
+    params: dict[str, str],
+    *,
+    now: dt.datetime,
+    default_metrics: tuple[Metric, ...] = METRICS,
+    max_days: int = MAX_RANGE_DAYS,
+) -> StatsRequest:
+    return StatsRequest(
+        site_id=parse_site(params),
+        range=parse_range(params, now=now, max_days=max_days),
+        metrics=parse_metrics(params, default_metrics),
+        filters=parse_filters(params),
+    )
+
+
+def parse_timeseries(params: dict[str, str], *, now: dt.datetime) -> TimeseriesRequest:
+    interval = params.get("interval", "") or "day"
+    if interval not in ("hour", "day"):
+        raise BadRequest(f"`interval` must be hour or day; got {interval!r}", field="interval")
+    max_days = MAX_HOURLY_RANGE_DAYS if interval == "hour" else MAX_RANGE_DAYS
+    stats = parse_stats(params, now=now, max_days=max_days)
+    return TimeseriesRequest(stats, interval)  # type: ignore[arg-type]
+
+
+def parse_breakdown(params: dict[str, str], *, now: dt.datetime) -> BreakdownRequest:
+    raw_property = params.get("property", "") or "event:page"
+    if raw_property not in _DIMENSIONS:
+        raise BadRequest(
+            f"`property` must be event:page (path) or event:name (event_type); "
+            f"got {raw_property!r}",
+            field="property",
+        )
+    default: tuple[Metric, ...] = ("views", "visitors")
+    if _DIMENSIONS[raw_property] == "event_type":
+        default = ("events", "visitors")
+    stats = parse_stats(params, now=now, default_metrics=default)
+    limit = _parse_int(params, "limit", DEFAULT_BREAKDOWN_LIMIT, 1, MAX_BREAKDOWN_LIMIT)
+    page = _parse_int(params, "page", 1, 1, 1_000_000)
+    return BreakdownRequest(stats, _DIMENSIONS[raw_property], limit, page)
+
+
+def _parse_int(params: dict[str, str], field: str, default: int, low: int, high: int) -> int:
+    raw = params.get(field, "")
+    if not raw:
+        return default
+    if not _WHOLE_NUMBER_RE.fullmatch(raw) or not low <= int(raw) <= high:
+        raise BadRequest(
+            f"`{field}` must be a whole number from {low} to {high}; got {raw!r}", field=field
+        )
+    return int(raw)
