@@ -28,7 +28,7 @@ from ingest.metrics import IngestMetrics, RequestCounter
 from ingest.openapi import openapi_document
 from ingest.publish import Publisher, make_producer
 from ingest.settings import Settings
-from ingest.stats_api import stats_routes
+from ingest.stats_routes import stats_routes
 from ingest.zone_requests import ZoneRequests
 
 log = logging.getLogger(__name__)

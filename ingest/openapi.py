@@ -13,11 +13,11 @@ import msgspec
 from core.events import MAX_FIELD_BYTES, IncomingEvent
 from ingest.accept import BatchAccepted
 from ingest.errors import ErrorBody
-from ingest.stats import DailyStats
+from ingest.stats_legacy import DailyStats
 
 _REF = "#/components/schemas/{name}"
 NO_NUL_PATTERN = "^[^\\x00]*$"
-# The years of ingest/query.py's MIN_DAY..MAX_DAY (1970..9998).
+# The years of ingest/stats_params.py's MIN_DAY..MAX_DAY (1970..9998).
 STATS_YEARS = "^(19[7-9][0-9]|[2-8][0-9]{3}|9[0-8][0-9]{2}|99[0-8][0-9]|999[0-8])-"
 
 

@@ -19,8 +19,8 @@ from consumer.table_locks import connect_read_committed
 from consumer.write import Writer
 from consumer.zones import add_zone, remove_zone
 from core.events import EventRecord
-from ingest import stats_read
-from ingest.query import parse_breakdown
+from ingest import stats_response
+from ingest.stats_params import parse_breakdown
 from tests.support import (
     assert_rollups_match_raw_rows,
     make_record,
@@ -56,7 +56,7 @@ async def month_pages(database_url: str, zone: str, **params: str) -> list[dict[
         now=dt.datetime(2026, 1, 2, tzinfo=UTC),
     )
     async with AsyncConnectionPool(database_url, min_size=1, max_size=1) as pool:
-        return await stats_read.breakdown_rows(pool, request)
+        return await stats_response.breakdown_results(pool, request)
 
 
 async def test_a_seal_answers_what_the_daily_rows_answered(database_url: str) -> None:

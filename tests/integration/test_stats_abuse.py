@@ -25,7 +25,7 @@ from ingest.app import handle_api_error
 from ingest.database import make_pool
 from ingest.errors import ApiError
 from ingest.settings import Settings
-from ingest.stats_api import stats_routes
+from ingest.stats_routes import stats_routes
 from tests.support import make_record, wait_for, write_batch
 
 pytestmark = pytest.mark.postgres

@@ -26,7 +26,7 @@ from core.events import EventRecord
 from ingest.app import handle_api_error
 from ingest.errors import ApiError
 from ingest.settings import Settings
-from ingest.stats_api import stats_routes
+from ingest.stats_routes import stats_routes
 from tests.support import assert_rollups_match_raw_rows, make_record
 
 pytestmark = pytest.mark.postgres

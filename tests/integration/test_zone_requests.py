@@ -15,10 +15,10 @@ from starlette.applications import Starlette
 from consumer.zone_requests import keep_requested_zones
 from consumer.zones import add_zone, list_zones, remove_zone
 from consumer.zones import main as zones_main
-from ingest import stats_read
-from ingest.query import parse_stats
+from ingest import stats_response
 from ingest.settings import Settings
-from ingest.stats_api import stats_routes
+from ingest.stats_params import parse_stats
+from ingest.stats_routes import stats_routes
 from ingest.zone_requests import ZoneRequests
 from tests.support import assert_rollups_match_raw_rows, make_record, scalar, write_batch
 
@@ -32,7 +32,7 @@ async def visitors(pool: AsyncConnectionPool, site: str, zone: str) -> dict[str,
     request = parse_stats(
         {"site_id": site, "timezone": zone, "period": "month", "date": "2025-11-12"}, now=NOW
     )
-    return await stats_read.aggregate(pool, request, exact_max_rows=0)
+    return await stats_response.aggregate(pool, request, exact_max_rows=0)
 
 
 def requested(

@@ -9,7 +9,7 @@ import pytest
 from core.calendar import next_month, one_whole_month
 from core.timezones import UnknownTimeZone, check_timezone
 from ingest.errors import BadRequest
-from ingest.query import parse_timezone
+from ingest.stats_params import parse_timezone
 
 
 def test_next_month_and_whole_months() -> None:

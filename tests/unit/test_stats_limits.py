@@ -4,12 +4,15 @@ of a statement, not the values it binds: pure logic."""
 from __future__ import annotations
 
 import datetime as dt
+from typing import Any
 
 import pytest
 
-from ingest import query, query_sql
+from ingest import stats_days, stats_plan, stats_plan_parts, stats_sql, stats_sql_breakdown
+from ingest import stats_params as query
 from ingest.errors import BadRequest, InvalidText, OutOfRange, TooLong, TooManyFilters
-from ingest.stats import parse_stats_query
+from ingest.stats_legacy import parse_stats_query
+from ingest.stats_params import BreakdownRequest, Filter, StatsRequest
 
 NOW = dt.datetime(2025, 11, 12, 20, 0, tzinfo=dt.UTC)
 
@@ -56,8 +59,8 @@ def test_the_edges_of_the_supported_range_are_accepted() -> None:
     assert low.first == query.MIN_DAY
     assert high.last == query.MAX_DAY
     assert high.end > high.start
-    far = query.make_range(query.MIN_DAY, query.MIN_DAY, "America/Adak")
-    assert query_sql.split(far.start, far.end).edges  # no overflow at the epoch's edge
+    far = stats_days.make_range(query.MIN_DAY, query.MIN_DAY, "America/Adak")
+    assert stats_days.split(far.start, far.end).edges  # no overflow at the epoch's edge
 
 
 @pytest.mark.parametrize(
@@ -120,53 +123,62 @@ def test_base_stats_has_the_same_limits(
     assert caught.value.field == field
 
 
-def _request(*filters: query.Filter) -> query.StatsRequest:
-    r = query.make_range(dt.date(2025, 11, 1), dt.date(2025, 11, 3), "UTC")
-    return query.StatsRequest("s", r, ("views", "visitors"), filters)
+def _request(*filters: Filter) -> StatsRequest:
+    r = stats_days.make_range(dt.date(2025, 11, 1), dt.date(2025, 11, 3), "UTC")
+    return StatsRequest("s", r, ("views", "visitors"), filters)
+
+
+def _aggregate_sql(request: StatsRequest) -> tuple[str, dict[str, Any]]:
+    plan = stats_plan.plan_aggregate(request, 0)
+    statement, params = stats_sql.aggregate_sql(plan.answer, "s", "UTC", request.filters)
+    return statement.as_string(None), params
 
 
 def test_composed_statements_are_cached_by_shape_not_by_value() -> None:
-    query_sql._filtered_aggregate.cache_clear()
+    stats_sql.CACHE.clear()
     statements = set()
     for i in range(50):
         request = _request(
-            query.Filter("path", False, f"/page-{i}" * 100),
-            query.Filter("event_type", True, f"type-{i}"),
+            Filter("path", False, f"/page-{i}" * 100),
+            Filter("event_type", True, f"type-{i}"),
         )
-        statement, params = query_sql.aggregate_sql(request)
+        statement, params = _aggregate_sql(request)
         assert params["f0"] == f"/page-{i}" * 100
         assert params["f1"] == f"type-{i}"
-        statements.add(statement.as_string(None))
+        statements.add(statement)
     assert len(statements) == 1
-    assert query_sql._filtered_aggregate.cache_info().currsize == 1
+    assert len(stats_sql.CACHE) == 1
     assert "/page-" not in next(iter(statements))
 
 
+def test_the_statement_cache_is_bounded() -> None:
+    cache = stats_sql.ShapeCache(size=3)
+    for i in range(10):
+        cache.get(i, lambda: stats_sql.filter_clause(()))
+    assert len(cache) == 3
+
+
 def test_a_page_view_filter_keeps_its_own_cheaper_shape() -> None:
-    only_views = _request(query.Filter("event_type", False, "page_view"))
-    signups = _request(query.Filter("event_type", False, "signup"))
-    with_path = _request(
-        query.Filter("event_type", False, "page_view"), query.Filter("path", False, "/a")
-    )
-    other_path = _request(
-        query.Filter("event_type", False, "click"), query.Filter("path", False, "/a")
-    )
-    assert query_sql.statement_shape(only_views.filters) != query_sql.statement_shape(
+    only_views = _request(Filter("event_type", False, "page_view"))
+    signups = _request(Filter("event_type", False, "signup"))
+    with_path = _request(Filter("event_type", False, "page_view"), Filter("path", False, "/a"))
+    other_path = _request(Filter("event_type", False, "click"), Filter("path", False, "/a"))
+    assert stats_sql.statement_shape(only_views.filters) != stats_sql.statement_shape(
         signups.filters
     )
-    a = query_sql.aggregate_sql(with_path)[0].as_string(None)
-    b = query_sql.aggregate_sql(other_path)[0].as_string(None)
-    assert "quarter_hour_paths" in a  # page-view rows only
-    assert "quarter_hour_paths" not in b
+    a, _ = _aggregate_sql(with_path)
+    b, _ = _aggregate_sql(other_path)
+    assert "event_type = 'page_view'" in a  # page-view rows only
+    assert "event_type = 'page_view'" not in b.split("FROM (")[1]
 
 
 def test_breakdown_caches_are_keyed_by_shape() -> None:
-    query_sql._breakdown_query.cache_clear()
-    query_sql._breakdown_visitors_query.cache_clear()
+    stats_sql.CACHE.clear()
     for i in range(20):
-        stats = _request(query.Filter("path", True, f"/x{i}"))
-        request = query.BreakdownRequest(stats, "event_type", 10, 1)
-        query_sql.breakdown_sql(request)
-        query_sql.breakdown_visitors_sql(request, ["a"])
-    assert query_sql._breakdown_query.cache_info().currsize == 1
-    assert query_sql._breakdown_visitors_query.cache_info().currsize == 1
+        stats = _request(Filter("path", True, f"/x{i}"))
+        request = BreakdownRequest(stats, "path", 10, 1)
+        plan = stats_plan.plan_breakdown(request, dt.date(2026, 1, 1))
+        stats_sql_breakdown.breakdown_sql(plan.answer, request)
+        assert isinstance(plan.then, stats_plan_parts.ValueVisitors)
+        stats_sql_breakdown.value_visitors_sql(plan.then, request, ["a"])
+    assert len(stats_sql.CACHE) == 2

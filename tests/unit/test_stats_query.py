@@ -8,7 +8,7 @@ import msgspec
 import pytest
 
 from ingest.errors import BadRequest
-from ingest.stats import DailyStats, PathViews, parse_stats_query
+from ingest.stats_legacy import DailyStats, PathViews, parse_stats_query
 
 
 def test_valid_query() -> None:

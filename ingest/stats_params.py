@@ -1,14 +1,11 @@
-"""The richer stats queries' parameters, parsed into frozen requests (ingest/query_sql.py
-builds their SQL). Pure: `parse_*` return a request or raise BadRequest naming the field.
-
-A request covers whole local days [first, last] in an IANA time zone, that is the UTC
-interval [start, end) from the first local midnight to the one after the last day.
+"""Step 1 of a stats request: its query parameters, validated into a frozen request (the
+planner, ingest/stats_plan.py, takes it from there). Pure: `parse_*` return a request or
+raise BadRequest naming the field. Range arithmetic is in ingest/stats_days.py.
 """
 
 from __future__ import annotations
 
 import datetime as dt
-import functools
 import re
 import zoneinfo
 from typing import Literal
@@ -18,6 +15,7 @@ import msgspec
 from core.calendar import next_month
 from core.timezones import UnknownTimeZone, check_timezone
 from ingest.errors import BadRequest, InvalidText, OutOfRange, TooLong, TooManyFilters
+from ingest.stats_days import DateRange, make_range
 
 Metric = Literal["views", "visitors", "events"]
 Dimension = Literal["event_type", "path"]
@@ -31,7 +29,7 @@ MAX_BREAKDOWN_LIMIT = 1000
 DEFAULT_BREAKDOWN_LIMIT = 100
 PAGE_VIEW = "page_view"
 # The days a request may cover, checked after a period's arithmetic: from the Unix epoch (no
-# analytics event predates it; ingest/query_sql.py uses it as its empty-edge sentinel) to a
+# analytics event predates it; ingest/stats_days.py's EPOCH) to a
 # year short of 9999, which leaves room for the day after, a month ahead and a zone's offset
 # within Python's calendar (year 1 or 9999 overflowed it: the 500s of issue 11).
 MIN_DAY = dt.date(1970, 1, 1)
@@ -58,45 +56,6 @@ class Filter(msgspec.Struct, frozen=True):
     dimension: Dimension
     negated: bool
     value: str
-
-
-class DateRange(msgspec.Struct, frozen=True):
-    """Local days [first, last] in `timezone`, and the UTC instants [start, end) they span."""
-
-    first: dt.date
-    last: dt.date
-    timezone: str
-    start: dt.datetime
-    end: dt.datetime
-
-    @property
-    def utc_aligned(self) -> bool:
-        """True when every local midnight in the range is a UTC midnight."""
-        return _alignment(self.timezone, self.first, self.last)[0]
-
-    @property
-    def hour_aligned(self) -> bool:
-        """True when every local hour in the range is a UTC hour: every local midnight falls on a
-        whole UTC hour (an offset that is not whole hours would last until the next midnight)."""
-        return _alignment(self.timezone, self.first, self.last)[1]
-
-
-# Cached: each request asks several times, and the same ranges come back (a dashboard's); a
-# month's 31 midnights cost ~0.1 ms to compute, a tenth of a cheap request's whole time.
-@functools.lru_cache(maxsize=4096)
-def _alignment(timezone: str, first: dt.date, last: dt.date) -> tuple[bool, bool]:
-    """(utc_aligned, hour_aligned) of the local days [first, last] in `timezone`."""
-    if timezone == "UTC":
-        return True, True
-    zone = zoneinfo.ZoneInfo(timezone)
-    midnights = [
-        local_midnight(first + dt.timedelta(days=d), zone).astimezone(dt.UTC)
-        for d in range((last - first).days + 2)
-    ]
-    return (
-        all(m.time() == dt.time(0) for m in midnights),
-        all(m.minute == m.second == 0 for m in midnights),
-    )
 
 
 class StatsRequest(msgspec.Struct, frozen=True):
@@ -162,37 +121,6 @@ def check_day(day: dt.date, field: str) -> None:
             f"`{field}` reaches {day.isoformat()}: days from {MIN_DAY} to {MAX_DAY} are supported",
             field=field,
         )
-
-
-def local_midnight(day: dt.date, zone: zoneinfo.ZoneInfo) -> dt.datetime:
-    """The first instant of `day` in `zone`, as UTC (where midnight does not exist because
-    of a daylight-saving jump, the instant the day actually starts)."""
-    naive = dt.datetime.combine(day, dt.time(0))
-    aware = naive.replace(tzinfo=zone)
-    utc = aware.astimezone(dt.UTC)
-    if utc.astimezone(zone).replace(tzinfo=None) == naive:
-        return utc
-    # Midnight falls in a gap: the day starts at the transition, which lies between the
-    # instants midnight would be with the offsets after (fold=1) and before (fold=0) it.
-    low, high = aware.replace(fold=1).astimezone(dt.UTC), utc
-    while high - low > dt.timedelta(seconds=1):
-        middle = low + (high - low) / 2
-        if middle.astimezone(zone).date() >= day:
-            high = middle
-        else:
-            low = middle
-    return high.replace(microsecond=0)
-
-
-def make_range(first: dt.date, last: dt.date, timezone: str) -> DateRange:
-    zone = zoneinfo.ZoneInfo(timezone)
-    return DateRange(
-        first=first,
-        last=last,
-        timezone=timezone,
-        start=local_midnight(first, zone),
-        end=local_midnight(last + dt.timedelta(days=1), zone),
-    )
 
 
 def parse_range(

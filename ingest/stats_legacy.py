@@ -1,10 +1,11 @@
-"""`GET /stats`: one site's page views, unique users and top paths on one UTC day.
+"""The base contract's `GET /stats`: one site's page views, unique users and top paths on one
+UTC day, kept apart from the richer API's steps (ingest/stats_params.py … stats_response.py).
 
 Answers come from the rollup tables the consumer maintains, never from a scan of raw events,
 and keep the original service's JSON shape byte for byte.
 
 With `timezone` (an IANA name) the day is that zone's local day. Where its midnights are not
-UTC midnights, the answer comes from the 15-minute rollups (ingest/query.py); unique users
+UTC midnights, the answer comes from the 15-minute rollups (ingest/stats_plan.py); unique users
 are then a sketch's count: exact for small sets, within about 2% for large ones.
 """
 
@@ -17,10 +18,17 @@ import psycopg
 from psycopg.rows import TupleRow
 from psycopg_pool import AsyncConnectionPool
 
-from ingest import query as stats_query
-from ingest import stats_read
+from ingest import stats_run
 from ingest.database import RETRIABLE_ERRORS, unavailable
 from ingest.errors import BadRequest
+from ingest.stats_days import DateRange, make_range
+from ingest.stats_params import (
+    BreakdownRequest,
+    StatsRequest,
+    parse_date,
+    parse_site,
+    parse_timezone,
+)
 
 TOP_PATHS_LIMIT = 3
 
@@ -68,12 +76,12 @@ def parse_stats_query(params: dict[str, str]) -> StatsQuery:
     """Validates `site_id`, `date` (YYYY-MM-DD, a real calendar day in the supported range)
     and the optional `timezone` (IANA name, default UTC), or raises BadRequest naming the
     field."""
-    site_id = stats_query.parse_site(params)
+    site_id = parse_site(params)
     raw_date = params.get("date", "")
     if not raw_date:
         raise BadRequest("`date` query parameter is required (YYYY-MM-DD)", field="date")
-    day = stats_query.parse_date(raw_date, "date")
-    return StatsQuery(site_id, day, stats_query.parse_timezone(params))
+    day = parse_date(raw_date, "date")
+    return StatsQuery(site_id, day, parse_timezone(params))
 
 
 async def daily_stats(
@@ -84,7 +92,7 @@ async def daily_stats(
     Raises DatabaseUnavailable when PostgreSQL cannot answer within the pool's timeout.
     """
     if query.timezone != "UTC":
-        day_range = stats_query.make_range(query.day, query.day, query.timezone)
+        day_range = make_range(query.day, query.day, query.timezone)
         if not day_range.utc_aligned:
             return await _local_day_stats(pool, query, day_range)
     params = {"site": query.site_id, "day": query.day, "limit": TOP_PATHS_LIMIT}
@@ -109,18 +117,18 @@ async def daily_stats(
 async def _local_day_stats(
     pool: AsyncConnectionPool[psycopg.AsyncConnection[TupleRow]],
     query: StatsQuery,
-    day_range: stats_query.DateRange,
+    day_range: DateRange,
 ) -> DailyStats:
-    request = stats_query.StatsRequest(query.site_id, day_range, ("views", "visitors"))
-    values, _ = await stats_read.aggregate_values(pool, request, exact_max_rows=0)
-    top = stats_query.BreakdownRequest(
-        stats_query.StatsRequest(query.site_id, day_range, ("views",)), "path", TOP_PATHS_LIMIT, 1
+    request = StatsRequest(query.site_id, day_range, ("views", "visitors"))
+    values, _ = await stats_run.aggregate_values(pool, request, exact_max_rows=0)
+    top = BreakdownRequest(
+        StatsRequest(query.site_id, day_range, ("views",)), "path", TOP_PATHS_LIMIT, 1
     )
-    rows = await stats_read.breakdown_rows(pool, top)
+    rows = await stats_run.breakdown_rows(pool, top)
     return DailyStats(
         site_id=query.site_id,
         date=query.day.isoformat(),
         total_views=values["views"],
         unique_users=values["visitors"],
-        top_paths=[PathViews(row["path"], row["views"]) for row in rows],
+        top_paths=[PathViews(path, int(views)) for path, views, _, _ in rows],
     )

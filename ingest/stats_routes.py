@@ -1,8 +1,10 @@
-"""The stats routes: base `/stats`, the Plausible-shaped `/api/v1/stats/*`, and the dashboard.
+"""Step 6: the stats routes and their admission: base `/stats` (ingest/stats_legacy.py), the
+Plausible-shaped `/api/v1/stats/*`, and the dashboard.
 
-Every data route passes the client's rate limit, then parses its parameters (ingest/query.py:
-anything out of range is a 400 naming the parameter), then the site's read keys and the
-key's rate limit (ingest/access.py), and reads the rollups (ingest/stats_read.py).
+Every data route passes the client's rate limit, then parses its parameters
+(ingest/stats_params.py: anything out of range is a 400 naming the parameter), then the site's
+read keys and the key's rate limit (ingest/access.py), then plans, renders, runs and shapes
+the answer (ingest/stats_plan.py, stats_sql.py, stats_run.py, stats_response.py).
 PostgreSQL being unreachable answers 503, and so does a query cancelled by the pool's
 statement or lock timeout; a client that goes away has its query cancelled. Event ingest
 does not depend on any of this.
@@ -10,7 +12,6 @@ does not depend on any of this.
 
 from __future__ import annotations
 
-import asyncio
 import datetime as dt
 import functools
 import time
@@ -23,18 +24,13 @@ from starlette.requests import Request
 from starlette.responses import HTMLResponse, Response
 from starlette.routing import BaseRoute, Mount, Route
 from starlette.staticfiles import StaticFiles
-from starlette.types import Receive
 
-from ingest import query, stats, stats_read
+from ingest import stats_legacy, stats_params, stats_response
 from ingest.access import StatsAccess, bearer_token
 from ingest.database import DatabaseUnavailable, QueryTimedOut
-from ingest.errors import (
-    JSON_MEDIA_TYPE,
-    ClientClosedRequest,
-    ServiceUnavailable,
-    StatsTimedOut,
-)
+from ingest.errors import JSON_MEDIA_TYPE, ServiceUnavailable, StatsTimedOut
 from ingest.settings import Settings
+from ingest.stats_run import cancel_on_disconnect
 from ingest.zone_requests import ZoneRequests
 
 T = TypeVar("T")
@@ -78,17 +74,17 @@ class StatsApi:
         parameters."""
         client = self._access.limit_client(request.scope)
         params = dict(request.query_params)
-        site_id = query.parse_site(params)
+        site_id = stats_params.parse_site(params)
         token = bearer_token(request.headers.get("authorization"))
         self._access.check_key(client, site_id, token)
         return params
 
     async def _read(self, request: Request, reading: Awaitable[T]) -> T:
-        """Awaits `reading` (a stats_read coroutine) unless the client disconnects first, in
-        which case it is cancelled (psycopg then cancels its statement in the server) and
-        ClientClosedRequest raised. Database failures become 503s."""
+        """Awaits `reading` (a stats_response or stats_legacy coroutine) unless the client
+        disconnects first, in which case it is cancelled (psycopg then cancels its statement
+        in the server) and ClientClosedRequest raised. Database failures become 503s."""
         try:
-            return await _cancel_on_disconnect(request.receive, reading)
+            return await cancel_on_disconnect(request.receive, reading)
         except QueryTimedOut:
             raise StatsTimedOut(
                 "Stats query cancelled: it ran longer than this API allows "
@@ -105,89 +101,42 @@ class StatsApi:
     @_timed
     async def base_stats(self, request: Request) -> Response:
         params = self._admit(request)
-        parsed = stats.parse_stats_query(params)
+        parsed = stats_legacy.parse_stats_query(params)
         self._zone_requests.note(parsed.site_id, parsed.timezone)
-        result = await self._read(request, stats.daily_stats(request.app.state.pool, parsed))
+        result = await self._read(request, stats_legacy.daily_stats(request.app.state.pool, parsed))
         return Response(msgspec.json.encode(result), 200, media_type=JSON_MEDIA_TYPE)
 
     @_timed
     async def aggregate(self, request: Request) -> Response:
         params = self._admit(request)
-        parsed = query.parse_stats(params, now=self._now())
+        parsed = stats_params.parse_stats(params, now=self._now())
         self._zone_requests.note(parsed.site_id, parsed.range.timezone)
         pool = request.app.state.pool
-        body = await self._read(request, stats_read.aggregate(pool, parsed, self._exact_max_rows))
+        body = await self._read(
+            request, stats_response.aggregate(pool, parsed, self._exact_max_rows)
+        )
         return _json(body)
 
     @_timed
     async def timeseries(self, request: Request) -> Response:
         params = self._admit(request)
-        parsed = query.parse_timeseries(params, now=self._now())
+        parsed = stats_params.parse_timeseries(params, now=self._now())
         self._zone_requests.note(parsed.stats.site_id, parsed.stats.range.timezone)
-        body = await self._read(request, stats_read.timeseries(request.app.state.pool, parsed))
+        body = await self._read(request, stats_response.timeseries(request.app.state.pool, parsed))
         return _json(body)
 
     @_timed
     async def breakdown(self, request: Request) -> Response:
         params = self._admit(request)
-        parsed = query.parse_breakdown(params, now=self._now())
+        parsed = stats_params.parse_breakdown(params, now=self._now())
         self._zone_requests.note(parsed.stats.site_id, parsed.stats.range.timezone)
-        body = await self._read(request, stats_read.breakdown(request.app.state.pool, parsed))
+        body = await self._read(request, stats_response.breakdown(request.app.state.pool, parsed))
         return _json(body)
 
     async def dashboard(self, request: Request) -> Response:
         """The page itself holds no data; its script calls the API (with `#key=` if given)."""
-        query.parse_site(dict(request.query_params))
+        stats_params.parse_site(dict(request.query_params))
         return HTMLResponse(self._dashboard_page)
-
-
-async def _until_disconnected(receive: Receive) -> None:
-    """Returns when the server reports the client gone (a GET's only other message is its
-    empty body)."""
-    while (await receive())["type"] != "http.disconnect":
-        pass
-
-
-# Most stats queries answer within a few ms: watching for a disconnect starts only after this
-# long, so they pay for a timer, not for a task.
-WATCH_DISCONNECT_AFTER_S = 0.05
-
-
-async def _cancel_on_disconnect(receive: Receive, work: Awaitable[T]) -> T:
-    """Awaits `work` in the calling task; once it has taken WATCH_DISCONNECT_AFTER_S, a
-    watcher task waits for the client to disconnect, and if it does, the calling task is
-    cancelled and ClientClosedRequest raised."""
-    task = asyncio.current_task()
-    assert task is not None
-    watchers: list[asyncio.Task[None]] = []
-    state = {"waiting": True, "disconnected": False}
-
-    def cancel(watcher: asyncio.Task[None]) -> None:
-        if watcher.cancelled() or watcher.exception() is not None:
-            return
-        # Done callbacks run on a later turn: `waiting` says whether work is still awaited.
-        if state["waiting"]:
-            state["disconnected"] = True
-            task.cancel()
-
-    def watch() -> None:
-        watcher = asyncio.create_task(_until_disconnected(receive), name="stats-disconnect")
-        watcher.add_done_callback(cancel)
-        watchers.append(watcher)
-
-    timer = asyncio.get_running_loop().call_later(WATCH_DISCONNECT_AFTER_S, watch)
-    try:
-        return await work
-    except asyncio.CancelledError:
-        if not state["disconnected"]:
-            raise
-        task.uncancel()
-        raise ClientClosedRequest("the client disconnected; its query was cancelled") from None
-    finally:
-        state["waiting"] = False
-        timer.cancel()
-        for watcher in watchers:
-            watcher.cancel()
 
 
 def _unavailable() -> ServiceUnavailable:

@@ -1,0 +1,140 @@
+"""Calendar arithmetic of stats ranges. Pure.
+
+A request covers whole local days [first, last] in an IANA time zone, that is the UTC
+interval [start, end) from the first local midnight to the one after the last day. Rollups
+are kept per UTC day (and per day of the zones a site keeps), so the planner
+(ingest/stats_plan.py) reads that interval as the UTC days lying wholly inside it plus at most
+two edges (`split`), and the whole months among those days (`whole_months`).
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import functools
+import zoneinfo
+
+import msgspec
+
+from core.calendar import next_month
+
+ONE_DAY = dt.timedelta(days=1)
+# The epoch: no analytics event predates it.
+EPOCH = dt.datetime(1970, 1, 1, tzinfo=dt.UTC)
+
+
+class DateRange(msgspec.Struct, frozen=True):
+    """Local days [first, last] in `timezone`, and the UTC instants [start, end) they span."""
+
+    first: dt.date
+    last: dt.date
+    timezone: str
+    start: dt.datetime
+    end: dt.datetime
+
+    @property
+    def utc_aligned(self) -> bool:
+        """True when every local midnight in the range is a UTC midnight."""
+        return _alignment(self.timezone, self.first, self.last)[0]
+
+    @property
+    def hour_aligned(self) -> bool:
+        """True when every local hour in the range is a UTC hour: every local midnight falls on a
+        whole UTC hour (an offset that is not whole hours would last until the next midnight)."""
+        return _alignment(self.timezone, self.first, self.last)[1]
+
+
+# Cached: each request asks several times, and the same ranges come back (a dashboard's).
+@functools.lru_cache(maxsize=4096)
+def _alignment(timezone: str, first: dt.date, last: dt.date) -> tuple[bool, bool]:
+    """(utc_aligned, hour_aligned) of the local days [first, last] in `timezone`."""
+    if timezone == "UTC":
+        return True, True
+    zone = zoneinfo.ZoneInfo(timezone)
+    midnights = [
+        local_midnight(first + dt.timedelta(days=d), zone).astimezone(dt.UTC)
+        for d in range((last - first).days + 2)
+    ]
+    return (
+        all(m.time() == dt.time(0) for m in midnights),
+        all(m.minute == m.second == 0 for m in midnights),
+    )
+
+
+def local_midnight(day: dt.date, zone: zoneinfo.ZoneInfo) -> dt.datetime:
+    """The first instant of `day` in `zone`, as UTC (where midnight does not exist because
+    of a daylight-saving jump, the instant the day actually starts)."""
+    naive = dt.datetime.combine(day, dt.time(0))
+    aware = naive.replace(tzinfo=zone)
+    utc = aware.astimezone(dt.UTC)
+    if utc.astimezone(zone).replace(tzinfo=None) == naive:
+        return utc
+    # Midnight falls in a gap: the day starts at the transition, which lies between the
+    # instants midnight would be with the offsets after (fold=1) and before (fold=0) it.
+    low, high = aware.replace(fold=1).astimezone(dt.UTC), utc
+    while high - low > dt.timedelta(seconds=1):
+        middle = low + (high - low) / 2
+        if middle.astimezone(zone).date() >= day:
+            high = middle
+        else:
+            low = middle
+    return high.replace(microsecond=0)
+
+
+def make_range(first: dt.date, last: dt.date, timezone: str) -> DateRange:
+    zone = zoneinfo.ZoneInfo(timezone)
+    return DateRange(
+        first=first,
+        last=last,
+        timezone=timezone,
+        start=local_midnight(first, zone),
+        end=local_midnight(last + ONE_DAY, zone),
+    )
+
+
+def whole_months(day_from: dt.date, day_to: dt.date) -> tuple[dt.date, dt.date]:
+    """The whole months [month_from, month_to) inside days [day_from, day_to), as their first
+    days; both equal day_to when there is none."""
+    month_from = day_from if day_from.day == 1 else next_month(day_from)
+    month_to = day_to.replace(day=1)
+    if month_from >= month_to:
+        return day_to, day_to
+    return month_from, month_to
+
+
+Span = tuple[dt.datetime, dt.datetime]
+
+
+class Pieces(msgspec.Struct, frozen=True):
+    """A UTC interval as whole UTC days [day_from, day_to) plus up to two edges."""
+
+    day_from: dt.date
+    day_to: dt.date
+    edges: tuple[Span, ...]
+
+    @property
+    def has_days(self) -> bool:
+        return self.day_from < self.day_to
+
+
+def split(start: dt.datetime, end: dt.datetime) -> Pieces:
+    """[start, end) as whole UTC days plus edges before and after them."""
+    last_full_end = end.astimezone(dt.UTC).date()
+    first_full = start.astimezone(dt.UTC).date()
+    if start.astimezone(dt.UTC).time() != dt.time(0):
+        first_full += ONE_DAY
+    if first_full >= last_full_end:
+        return Pieces(first_full, first_full, ((start, end),))
+    edges = []
+    day_start = dt.datetime.combine(first_full, dt.time(0), dt.UTC)
+    day_end = dt.datetime.combine(last_full_end, dt.time(0), dt.UTC)
+    if start < day_start:
+        edges.append((start, day_start))
+    if day_end < end:
+        edges.append((day_end, end))
+    return Pieces(first_full, last_full_end, tuple(edges))
+
+
+def utc_days(start: dt.datetime, end: dt.datetime) -> tuple[dt.date, dt.date]:
+    """The first and last UTC day that [start, end) touches (day partitions of `events`)."""
+    last = end.astimezone(dt.UTC) - dt.timedelta(microseconds=1)
+    return start.astimezone(dt.UTC).date(), max(start.astimezone(dt.UTC), last).date()

@@ -1,0 +1,264 @@
+"""Step 2 of a stats request: the plan, which sources answer each part of its range. Pure.
+
+A plan is a small tree of frozen dataclasses (ingest/stats_plan_parts.py), printable,
+decided here and nowhere else:
+
+- `Days`, `Months`: UTC daily or monthly rollup rows over whole UTC days [first, end);
+- `Edges`: 15-minute rollups, or raw events, for the parts of the range that are not whole
+  UTC days (every zone in use today has an offset that is a multiple of 15 minutes);
+- `Instants`: the whole range at a sub-day grain (hourly or 15-minute rollups, raw events);
+- `LocalDays`, `LocalMonths`: the rollups of a zone the site keeps (site_zones);
+- `Watermark`: sealed months from a monthly sketch table as far as sealed_days reaches, the
+  other days from a daily table;
+- `IfKept`, `IfSealed`: a choice that depends on data (is the zone kept, is the month sealed).
+  Each is resolved inside the statement itself: the condition is an uncorrelated subquery,
+  evaluated once in the statement's snapshot, gating each branch, so PostgreSQL reads one
+  branch and the request costs no extra round trip.
+
+A plan is one `Statement` (a form, ingest/stats_sql.py, over parts, ingest/stats_sources.py)
+and at most one follow-up statement, whose use depends on the first one's rows.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+
+from core.calendar import one_whole_month
+from ingest.stats_days import ONE_DAY, Pieces, split, whole_months
+from ingest.stats_params import (
+    PAGE_VIEW,
+    BreakdownRequest,
+    Filter,
+    StatsRequest,
+    TimeseriesRequest,
+)
+from ingest.stats_plan_parts import (
+    Days,
+    Edges,
+    ExactVisitors,
+    IfKept,
+    IfSealed,
+    Instants,
+    LocalDays,
+    LocalMonths,
+    Months,
+    Part,
+    PerValue,
+    Plan,
+    Statement,
+    ValueVisitors,
+    Watermark,
+)
+
+
+def _days(table: str, first: dt.date, end: dt.date) -> tuple[Part, ...]:
+    return (Days(table, first, end),) if first < end else ()
+
+
+def _page_days(first: dt.date, end: dt.date) -> tuple[Part, ...]:
+    return (Days("daily_details", first, end, page_views_only=True),) if first < end else ()
+
+
+def _edges(table: str, pieces: Pieces) -> tuple[Part, ...]:
+    return (Edges(table, pieces.edges),) if pieces.edges else ()
+
+
+def _local_zone(request: StatsRequest) -> bool:
+    """Whether a kept zone's rollups may answer: no filters, and local days that UTC days
+    cannot answer."""
+    return not request.filters and not request.range.utc_aligned
+
+
+def _totals_parts(pieces: Pieces) -> tuple[Part, ...]:
+    return _days("daily_stats", pieces.day_from, pieces.day_to) + _edges(
+        "quarter_hour_stats", pieces
+    )
+
+
+def plan_aggregate(request: StatsRequest, exact_max_rows: int) -> Plan:
+    """Totals over the range. A kept zone answers local days when the UTC pieces would need
+    edges; whole UTC days answer the same instants exactly and may count visitors exactly."""
+    pieces = split(request.range.start, request.range.end)
+    if not request.filters:
+        parts = _totals_parts(pieces)
+        if _local_zone(request) and pieces.edges:
+            r = request.range
+            local = LocalDays("local_daily_stats", r.timezone, r.first, r.last + ONE_DAY)
+            parts = (IfKept(r.timezone, (local,), parts),)
+        return Plan(Statement("totals", parts), _exact_visitors(request, pieces, exact_max_rows))
+    rows = detail_parts(request, pieces, None)
+    return Plan(
+        Statement("filtered totals", rows), _exact_visitors(request, pieces, exact_max_rows)
+    )
+
+
+def _exact_visitors(request: StatsRequest, pieces: Pieces, max_rows: int) -> ExactVisitors | None:
+    """daily_users is the exact page-view user set per UTC day: usable when the range is
+    whole UTC days and the filters select all page views."""
+    if "visitors" not in request.metrics or pieces.edges or not pieces.has_days:
+        return None
+    if any(f.dimension == "path" or f.negated or f.value != PAGE_VIEW for f in request.filters):
+        return None
+    return ExactVisitors(Days("daily_users", pieces.day_from, pieces.day_to), max_rows)
+
+
+def detail_parts(request: StatsRequest, pieces: Pieces, dimension: str | None) -> tuple[Part, ...]:
+    """The cheapest rows (event type, path, events, users) that can answer filters: per event
+    type unless paths matter (sealed months from one row a month), page-view rows when the
+    filters keep page views only, else every (event type, path)."""
+    filters = request.filters
+    if dimension == "path" and not any(f.dimension == "event_type" for f in filters):
+        filters = (*filters, _PAGE_VIEWS)
+    if dimension != "path" and not any(f.dimension == "path" for f in filters):
+        month_from, month_to = whole_months(pieces.day_from, pieces.day_to)
+        sealed: tuple[Part, ...] = ()
+        if month_from < month_to:
+            sealed = (
+                Watermark(
+                    "sealed_monthly_event_types",
+                    "daily_event_types",
+                    "UTC",
+                    month_from,
+                    month_to,
+                    pieces.day_to,
+                ),
+            )
+            day_end = month_from
+        else:
+            day_end = pieces.day_to
+        return (
+            _days("daily_event_types", pieces.day_from, day_end)
+            + sealed
+            + ((Edges("events", pieces.edges, per_path=False),) if pieces.edges else ())
+        )
+    if any(f.dimension == "event_type" and not f.negated and f.value == PAGE_VIEW for f in filters):
+        return _page_days(pieces.day_from, pieces.day_to) + _edges("quarter_hour_paths", pieces)
+    return _days("daily_details", pieces.day_from, pieces.day_to) + _edges("events", pieces)
+
+
+_PAGE_VIEWS = Filter("event_type", False, PAGE_VIEW)
+
+
+def plan_timeseries(request: TimeseriesRequest) -> Plan:
+    stats = request.stats
+    r = stats.range
+    pieces = split(r.start, r.end)
+    daily_utc = request.interval == "day" and r.utc_aligned
+    if not stats.filters:
+        if daily_utc:
+            return Plan(
+                Statement("series", _days("daily_stats", pieces.day_from, pieces.day_to)),
+                exact=True,
+            )
+        hourly = request.interval == "hour" and r.hour_aligned
+        quarter = Instants("hourly_stats" if hourly else "quarter_hour_stats", r.start, r.end)
+        if request.interval == "day":
+            local = LocalDays("local_daily_stats", r.timezone, r.first, r.last + ONE_DAY)
+            return Plan(Statement("series", (IfKept(r.timezone, (local,), (quarter,)),)))
+        return Plan(Statement("series", (quarter,)))
+    if daily_utc:
+        paths = any(f.dimension == "path" for f in stats.filters)
+        table = "daily_details" if paths else "daily_event_types"
+        return Plan(Statement("filtered series", _days(table, pieces.day_from, pieces.day_to)))
+    return Plan(Statement("filtered series", (Instants("events", r.start, r.end),)))
+
+
+def plan_breakdown(request: BreakdownRequest, today: dt.date) -> Plan:
+    """A page of values by the first metric. `today` (UTC) bounds what may be sealed."""
+    stats = request.stats
+    pieces = split(stats.range.start, stats.range.end)
+    sort = stats.metrics[0]
+    if request.dimension != "path" or stats.filters:
+        visitors_later = sort != "visitors" and (
+            request.dimension == "path" and "visitors" in stats.metrics
+        )
+        rows = detail_parts(stats, pieces, request.dimension)
+        then = ValueVisitors(rows) if visitors_later else None
+        return Plan(Statement("ranking", rows), then)
+    utc = _utc_pages(stats, pieces, sort)
+    if not _local_zone(stats):
+        return utc
+    kept = _local_pages(stats, sort, today)
+    answer = Statement(utc.answer.form, (IfKept(stats.range.timezone, kept, utc.answer.parts),))
+    if sort == "visitors":
+        answer = Statement("pages by visitors", answer.parts)
+    return Plan(answer, utc.then)
+
+
+def _utc_pages(stats: StatsRequest, pieces: Pieces, sort: str) -> Plan:
+    if sort == "visitors":
+        return Plan(Statement("ranking", detail_parts(stats, pieces, "path")))
+    month_from, month_to = whole_months(pieces.day_from, pieces.day_to)
+    then = ValueVisitors(page_visitor_parts(pieces)) if "visitors" in stats.metrics else None
+    if not pieces.edges and one_whole_month(pieces.day_from, pieces.day_to):
+        sealed = IfSealed(
+            month_to,
+            (Months("sealed_monthly_paths", month_from, month_to),),
+            (Months("monthly_paths", month_from, month_to),),
+        )
+        return Plan(Statement("pages", (sealed,)), then)
+    parts = ((Months("monthly_paths", month_from, month_to),) if month_from < month_to else ()) + (
+        _days("daily_paths", pieces.day_from, min(month_from, pieces.day_to))
+        + _days("daily_paths", month_to, pieces.day_to)
+        + _edges("quarter_hour_paths", pieces)
+    )
+    return Plan(Statement("pages", parts), then)
+
+
+def page_visitor_parts(pieces: Pieces) -> tuple[Part, ...]:
+    """Visitors of paths among page views: the sealed days of whole months from one sketch a
+    month, the other whole days' from daily page-view details, the edges' from 15 minutes."""
+    month_from, month_to = whole_months(pieces.day_from, pieces.day_to)
+    if month_from < month_to:
+        sealed: tuple[Part, ...] = (
+            Watermark(
+                "sealed_monthly_paths", "daily_details", "UTC", month_from, month_to, pieces.day_to
+            ),
+        )
+        before = _page_days(pieces.day_from, month_from)
+    else:
+        sealed, before = (), _page_days(pieces.day_from, pieces.day_to)
+    return before + sealed + _edges("quarter_hour_paths", pieces)
+
+
+def _local_pages(stats: StatsRequest, sort: str, today: dt.date) -> tuple[Part, ...]:
+    """A kept zone's pages: one local day or month reads one row per path; a month whose
+    local days are all sealed (never one that has not ended before today) reads its sealed
+    sketches, visitors included."""
+    r = stats.range
+    zone, end = r.timezone, r.last + ONE_DAY
+    if sort == "visitors":
+        return (LocalDays("local_daily_paths", zone, r.first, end),)
+    visitors: tuple[Part, ...] = ()
+    if "visitors" in stats.metrics:
+        visitors = (PerValue(local_page_visitors(stats)),)
+    month_from, month_to = whole_months(r.first, end)
+    if r.first == r.last:
+        return (LocalDays("local_daily_paths", zone, r.first, end), *visitors)
+    if one_whole_month(r.first, end):
+        month = (LocalMonths("local_monthly_paths", zone, month_from, month_to), *visitors)
+        if month_to >= today:
+            return month
+        sealed = LocalMonths("sealed_monthly_paths", zone, month_from, month_to)
+        return (IfSealed(month_to, (sealed,), month),)
+    months: tuple[Part, ...] = ()
+    if month_from < month_to:
+        months = (LocalMonths("local_monthly_paths", zone, month_from, month_to),)
+    before = LocalDays("local_daily_paths", zone, r.first, min(month_from, end))
+    after = LocalDays("local_daily_paths", zone, month_to, end)
+    return months + tuple(p for p in (before, after) if p.first < p.end) + visitors
+
+
+def local_page_visitors(stats: StatsRequest) -> tuple[Part, ...]:
+    """Each path's visitors in a kept zone: sealed months from one sketch a month, the other
+    days from the zone's daily paths (read per path of the page, in the same statement)."""
+    r = stats.range
+    end = r.last + ONE_DAY
+    month_from, month_to = whole_months(r.first, end)
+    before = LocalDays("local_daily_paths", r.timezone, r.first, min(month_from, end))
+    if month_from >= month_to:
+        return (before,)
+    sealed = Watermark(
+        "sealed_monthly_paths", "local_daily_paths", r.timezone, month_from, month_to, end
+    )
+    return ((before,) if before.first < before.end else ()) + (sealed,)

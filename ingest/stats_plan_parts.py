@@ -1,0 +1,202 @@
+"""The plan's tree (ingest/stats_plan.py decides it): which source answers each part of a
+stats request's range. Small frozen dataclasses, printable, compared in tests.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from dataclasses import dataclass
+from typing import Literal
+
+from ingest.stats_days import Span
+
+
+@dataclass(frozen=True)
+class Days:
+    """Rows of a daily rollup keyed by UTC day, days [first, end) (of page views only: the
+    page-view rows of daily_details, which answer a page breakdown)."""
+
+    table: str
+    first: dt.date
+    end: dt.date
+    page_views_only: bool = False
+
+
+@dataclass(frozen=True)
+class Months:
+    """Rows of a monthly rollup keyed by UTC month, months starting in [first, end)."""
+
+    table: str
+    first: dt.date
+    end: dt.date
+
+
+@dataclass(frozen=True)
+class Watermark:
+    """Months [first, end) from `sealed` up to the seal watermark (sealed_days.sealed_before,
+    read by the statement), then the days from there to `day_end` from `daily`."""
+
+    sealed: str
+    daily: str
+    timezone: str
+    first: dt.date
+    end: dt.date
+    day_end: dt.date
+
+    @property
+    def table(self) -> str:
+        return self.sealed
+
+
+@dataclass(frozen=True)
+class Edges:
+    """Rows of a 15-minute rollup (`bucket`) or raw events (`event_time`) inside the spans;
+    raw events are counted per (event type, path), or per event type only."""
+
+    table: str
+    spans: tuple[Span, ...]
+    per_path: bool = True
+
+
+@dataclass(frozen=True)
+class Instants:
+    """The whole range [start, end) from a sub-day table, grouped by local period."""
+
+    table: str
+    start: dt.datetime
+    end: dt.datetime
+
+
+@dataclass(frozen=True)
+class LocalDays:
+    """Rows of a kept zone's daily rollup, local days [first, end)."""
+
+    table: str
+    timezone: str
+    first: dt.date
+    end: dt.date
+
+
+@dataclass(frozen=True)
+class LocalMonths:
+    """Rows of a kept zone's monthly rollup, local months starting in [first, end)."""
+
+    table: str
+    timezone: str
+    first: dt.date
+    end: dt.date
+
+
+@dataclass(frozen=True)
+class IfKept:
+    """`kept` when the site keeps rollups of `timezone`, else `otherwise` (resolved in the
+    statement: EXISTS on site_zones)."""
+
+    timezone: str
+    kept: tuple[Part, ...]
+    otherwise: tuple[Part, ...]
+
+
+@dataclass(frozen=True)
+class IfSealed:
+    """`sealed` when every day before `month_end` is sealed, else `otherwise` (resolved in the
+    statement: sealed_days.sealed_before)."""
+
+    month_end: dt.date
+    sealed: tuple[Part, ...]
+    otherwise: tuple[Part, ...]
+
+
+@dataclass(frozen=True)
+class PerValue:
+    """Each value of the page's visitors, from `parts`, in the same statement."""
+
+    parts: tuple[Part, ...]
+
+
+Part = (
+    PerValue
+    | Days
+    | Months
+    | Watermark
+    | Edges
+    | Instants
+    | LocalDays
+    | LocalMonths
+    | IfKept
+    | IfSealed
+)
+
+Form = Literal[
+    "totals",  # one row: views, events, sketched visitors, exact users' row count
+    "filtered totals",  # the same from (event type, path) rows, filters applied
+    "series",  # (period, views, events, visitors) per local day or hour
+    "filtered series",
+    "pages",  # a page of paths by views from each branch's parts (summed per path unless one
+    # part holds one row per path: a day, a month)
+    "pages by visitors",
+    "ranking",  # a page of event types or paths, filters applied
+]
+
+
+@dataclass(frozen=True)
+class Statement:
+    form: Form
+    parts: tuple[Part, ...]
+
+
+@dataclass(frozen=True)
+class ExactVisitors:
+    """A second statement counting distinct users in `parts` (daily_users), asked only when
+    the first statement's estimate of the rows it reads is at most `max_rows`; a single day's
+    count comes with the first statement."""
+
+    days: Days
+    max_rows: int
+
+    @property
+    def parts(self) -> tuple[Part, ...]:
+        return (self.days,)
+
+
+@dataclass(frozen=True)
+class ValueVisitors:
+    """A second statement merging the visitors of the page's values from `parts`, for the
+    values the first statement's answering branch leaves without visitors."""
+
+    parts: tuple[Part, ...]
+
+
+@dataclass(frozen=True)
+class Plan:
+    answer: Statement
+    then: ExactVisitors | ValueVisitors | None = None
+    exact: bool = False  # the answer's visitors are exact counts (daily series of UTC days)
+
+
+def leaves(parts: tuple[Part, ...]) -> list[Part]:
+    """Every part that reads a table, branches included, in the order they are rendered."""
+    found: list[Part] = []
+    for part in parts:
+        if isinstance(part, PerValue):
+            found += leaves(part.parts)
+        elif isinstance(part, IfKept):
+            found += leaves(part.kept) + leaves(part.otherwise)
+        elif isinstance(part, IfSealed):
+            found += leaves(part.sealed) + leaves(part.otherwise)
+        else:
+            found.append(part)
+    return found
+
+
+def tables(plan: Plan) -> set[str]:
+    """Every table a plan may read, follow-up included."""
+    parts = plan.answer.parts + (plan.then.parts if plan.then else ())
+    names: set[str] = set()
+    for leaf in leaves(parts):
+        assert not isinstance(leaf, IfKept | IfSealed | PerValue)
+        names.add(leaf.table)
+        if isinstance(leaf, Watermark):
+            names.add(leaf.sealed)
+            names.add(leaf.daily)
+    return names

@@ -1,0 +1,140 @@
+"""Step 4: running a plan's statements on the pool, and cancelling them when the client
+leaves.
+
+Every function reads rollups only and raises DatabaseUnavailable when PostgreSQL cannot
+answer within the pool's timeout (QueryTimedOut when a statement ran past the connection's
+statement_timeout or lock_timeout). A plan is one statement, and a follow-up only where the
+plan names one (ingest/stats_plan.py).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import datetime as dt
+from collections.abc import Awaitable
+from typing import Any, TypeVar
+
+import psycopg
+from psycopg.rows import TupleRow
+from psycopg_pool import AsyncConnectionPool
+from starlette.types import Receive
+
+from ingest.database import RETRIABLE_ERRORS, unavailable
+from ingest.errors import ClientClosedRequest
+from ingest.stats_params import BreakdownRequest, StatsRequest, TimeseriesRequest
+from ingest.stats_plan import plan_aggregate, plan_breakdown, plan_timeseries
+from ingest.stats_plan_parts import ExactVisitors, ValueVisitors
+from ingest.stats_sql import aggregate_sql, exact_visitors_sql, series_sql
+from ingest.stats_sql_breakdown import breakdown_sql, value_visitors_sql
+
+Pool = AsyncConnectionPool[psycopg.AsyncConnection[TupleRow]]
+Row = tuple[Any, ...]
+T = TypeVar("T")
+
+
+async def fetch(pool: Pool, query: Any, params: dict[str, Any]) -> list[Row]:
+    """Waits for a connection and one statement's rows."""
+    try:
+        async with pool.connection() as conn:
+            cur = await conn.execute(query, params, prepare=True)
+            return await cur.fetchall()
+    except RETRIABLE_ERRORS as exc:
+        raise unavailable(exc) from exc
+
+
+async def aggregate_values(
+    pool: Pool, request: StatsRequest, exact_max_rows: int
+) -> tuple[dict[str, int], bool]:
+    """(views, visitors, events) over the range, and whether visitors is approximate.
+
+    Visitors are exact when the plan names ExactVisitors: one day reads the daily count from
+    the first statement; several days count distinct users in daily_users when the first
+    statement's estimate of that set is at most `exact_max_rows` rows."""
+    plan = plan_aggregate(request, exact_max_rows)
+    r = request.range
+    query, params = aggregate_sql(plan.answer, request.site_id, r.timezone, request.filters)
+    [(views, events, sketched, exact_rows)] = await fetch(pool, query, params)
+    values = {"views": int(views), "visitors": round(sketched), "events": int(events)}
+    approximate = True
+    if isinstance(plan.then, ExactVisitors):
+        count = (plan.then.days.end - plan.then.days.first).days
+        if exact_rows is not None and count == 1:
+            values["visitors"], approximate = int(exact_rows), False
+        elif (exact_rows if exact_rows is not None else sketched * count) <= exact_max_rows:
+            query, params = exact_visitors_sql(plan.then.parts, request.site_id)
+            [(exact,)] = await fetch(pool, query, params)
+            values["visitors"], approximate = int(exact), False
+    return values, approximate
+
+
+async def timeseries_rows(pool: Pool, request: TimeseriesRequest) -> tuple[list[Row], bool]:
+    """Rows (local period start, views, events, visitors), and whether visitors are exact."""
+    plan = plan_timeseries(request)
+    stats = request.stats
+    query, params = series_sql(
+        plan.answer, stats.site_id, stats.range.timezone, request.interval, stats.filters
+    )
+    return await fetch(pool, query, params), plan.exact
+
+
+async def breakdown_rows(pool: Pool, request: BreakdownRequest) -> list[Row]:
+    """Rows (value, views, events, visitors) of the page; the plan's ValueVisitors
+    follow-up fills in the visitors its answering branch left out."""
+    plan = plan_breakdown(request, dt.datetime.now(dt.UTC).date())
+    query, params = breakdown_sql(plan.answer, request)
+    rows = await fetch(pool, query, params)
+    if isinstance(plan.then, ValueVisitors) and any(row[3] is None for row in rows):
+        more, more_params = value_visitors_sql(plan.then, request, [row[0] for row in rows])
+        visitors: dict[Any, Any] = dict(await fetch(pool, more, more_params))
+        rows = [(value, views, events, visitors.get(value, 0)) for value, views, events, _ in rows]
+    return rows
+
+
+async def _until_disconnected(receive: Receive) -> None:
+    """Returns when the server reports the client gone (a GET's only other message is its
+    empty body)."""
+    while (await receive())["type"] != "http.disconnect":
+        pass
+
+
+# Most stats queries answer within a few ms: watching for a disconnect starts only after this
+# long, so they pay for a timer, not for a task.
+WATCH_DISCONNECT_AFTER_S = 0.05
+
+
+async def cancel_on_disconnect(receive: Receive, work: Awaitable[T]) -> T:
+    """Awaits `work` in the calling task; once it has taken WATCH_DISCONNECT_AFTER_S, a
+    watcher task waits for the client to disconnect, and if it does, the calling task is
+    cancelled (psycopg then cancels its statement in the server) and ClientClosedRequest
+    raised."""
+    task = asyncio.current_task()
+    assert task is not None
+    watchers: list[asyncio.Task[None]] = []
+    state = {"waiting": True, "disconnected": False}
+
+    def cancel(watcher: asyncio.Task[None]) -> None:
+        if watcher.cancelled() or watcher.exception() is not None:
+            return
+        # Done callbacks run on a later turn: `waiting` says whether work is still awaited.
+        if state["waiting"]:
+            state["disconnected"] = True
+            task.cancel()
+
+    def watch() -> None:
+        watcher = asyncio.create_task(_until_disconnected(receive), name="stats-disconnect")
+        watcher.add_done_callback(cancel)
+        watchers.append(watcher)
+
+    timer = asyncio.get_running_loop().call_later(WATCH_DISCONNECT_AFTER_S, watch)
+    try:
+        return await work
+    except asyncio.CancelledError:
+        if not state["disconnected"]:
+            raise
+        task.uncancel()
+        raise ClientClosedRequest("the client disconnected; its query was cancelled") from None
+    finally:
+        state["waiting"] = False
+        timer.cancel()
+        for watcher in watchers:
+            watcher.cancel()

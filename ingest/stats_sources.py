@@ -1,0 +1,282 @@
+"""Step 3a: one SQL builder per source of a plan (ingest/stats_plan.py). Pure.
+
+Each builder renders one part's rows in one of the row kinds a statement form consumes
+(ingest/stats_sql.py), with its bounds as placeholders `{p}first`, `{p}end`… named by the
+part's prefix (`bind` gives them their values) and `gate`, the conditions of the branches
+it sits in, added to its WHERE.
+
+Row kinds: "totals" (page_views, events, unique_users, visitors); "details" (event_type,
+path, events, users); "views" (path, views, the visitors' sketch or NULL); "visitors" (path,
+users) of the paths `match` selects; "series" (t, views, events, visitors); "detail series"
+(t, event_type, path, events, users); "users" (user_id).
+"""
+
+from __future__ import annotations
+
+from typing import Any, Literal
+
+from psycopg import sql
+
+from ingest.stats_days import utc_days
+from ingest.stats_plan_parts import (
+    Days,
+    Edges,
+    IfKept,
+    IfSealed,
+    Instants,
+    LocalDays,
+    LocalMonths,
+    Months,
+    Part,
+    PerValue,
+    Watermark,
+)
+
+Kind = Literal["totals", "details", "views", "visitors", "series", "detail series", "users"]
+Leaf = Days | Months | Watermark | Edges | Instants | LocalDays | LocalMonths
+
+SITE = sql.SQL("site_id = %(site)s")
+# A raw row's contribution to a sketch: the same hash the consumer's rollups add.
+RAW_USERS = sql.SQL("hll_add_agg(hll_hash_text(user_id))")
+KEPT = sql.SQL(
+    "(SELECT EXISTS (SELECT 1 FROM site_zones WHERE site_id = %(site)s AND timezone = %(tz)s))"
+)
+
+
+def sealed(p: str) -> sql.Composable:
+    """Whether every day before `{p}end` is sealed (consumer/seal.py), in the snapshot."""
+    return sql.SQL("(SELECT sealed_before >= {} FROM sealed_days)").format(
+        sql.Placeholder(p + "end")
+    )
+
+
+def sealed_end(p: str) -> sql.Composable:
+    """The first day of the months [{p}first, {p}end) that is not sealed."""
+    return sql.SQL(
+        "greatest({first}::date, least({end}::date, (SELECT sealed_before FROM sealed_days)))"
+    ).format(first=sql.Placeholder(p + "first"), end=sql.Placeholder(p + "end"))
+
+
+def _ph(p: str, name: str) -> sql.Placeholder:
+    return sql.Placeholder(p + name)
+
+
+def _between(column: str, p: str) -> sql.Composable:
+    return sql.SQL("{c} >= {a} AND {c} < {b}").format(
+        c=sql.Identifier(column), a=_ph(p, "first"), b=_ph(p, "end")
+    )
+
+
+def _zone(p: str) -> sql.Composable:
+    return sql.SQL("site_id = %(site)s AND timezone = {}").format(_ph(p, "zone"))
+
+
+def _spans(leaf: Edges, p: str, raw: bool) -> sql.Composable:
+    """The edges as an OR of intervals; raw events also bound by day (partition pruning)."""
+    clauses = []
+    for i in range(len(leaf.spans)):
+        a, b = _ph(p, f"a{i}"), _ph(p, f"b{i}")
+        if raw:
+            clauses.append(
+                sql.SQL(
+                    "(day >= {da} AND day <= {db} AND event_time >= {a} AND event_time < {b})"
+                ).format(da=_ph(p, f"d{i}a"), db=_ph(p, f"d{i}b"), a=a, b=b)
+            )
+        else:
+            clauses.append(sql.SQL("(bucket >= {a} AND bucket < {b})").format(a=a, b=b))
+    return sql.SQL("({})").format(sql.SQL(" OR ").join(clauses))
+
+
+def _where(*conditions: sql.Composable, gate: sql.Composable | None) -> sql.Composable:
+    return sql.SQL(" AND ").join([*conditions, *([gate] if gate is not None else [])])
+
+
+def rows(
+    kind: Kind,
+    leaf: Leaf,
+    p: str,
+    gate: sql.Composable | None = None,
+    match: sql.Composable | None = None,
+) -> sql.Composable:
+    """`leaf`'s rows of `kind`."""
+    t = sql.Identifier(leaf.table)
+    where: list[sql.Composable] = [SITE]
+    if isinstance(leaf, Days):
+        where.append(_between("day", p))
+        if leaf.page_views_only:
+            where.append(sql.SQL("event_type = 'page_view'"))
+    elif isinstance(leaf, Months):
+        where.append(_between("month", p))
+        if leaf.table.startswith("sealed_"):
+            where.append(sql.SQL("timezone = 'UTC'"))
+    elif isinstance(leaf, LocalDays):
+        where = [_zone(p), _between("day", p)]
+    elif isinstance(leaf, LocalMonths):
+        where = [_zone(p), _between("month", p)]
+    elif isinstance(leaf, Edges):
+        where.append(_spans(leaf, p, raw=leaf.table == "events"))
+    elif isinstance(leaf, Instants):
+        where.append(_between(_TIME[leaf.table], p))
+    if match is not None:
+        where.append(match)
+    if isinstance(leaf, Watermark):
+        return _watermark(kind, leaf, p, gate, match)
+    cond = _where(*where, gate=gate)
+    columns = _columns(kind, leaf, p)
+    if kind == "totals" and leaf.table == "daily_stats":
+        return sql.SQL(
+            "SELECT s.page_views, s.events, s.unique_users, v.visitors "
+            "FROM daily_stats s LEFT JOIN daily_visitors v USING (site_id, day) WHERE {}"
+        ).format(cond)
+    query = sql.SQL("SELECT {columns} FROM {t} WHERE {cond}").format(
+        columns=columns, t=t, cond=cond
+    )
+    if isinstance(leaf, Edges) and leaf.table == "events":
+        by = "event_type, path" if leaf.per_path else "event_type"
+        return sql.SQL("{} GROUP BY {}").format(query, sql.SQL(by))
+    if isinstance(leaf, Instants):
+        return sql.SQL("{} GROUP BY 1{}").format(
+            query, sql.SQL(", 2, 3" if kind == "detail series" else "")
+        )
+    return query
+
+
+_TIME = {"hourly_stats": "hour", "quarter_hour_stats": "bucket", "events": "event_time"}
+_VIEWS = {"quarter_hour_stats", "local_daily_stats", "daily_stats"}
+
+
+def _columns(kind: Kind, leaf: Leaf, p: str) -> sql.Composable:
+    table = leaf.table
+    if kind == "totals":  # quarter-hour and local rows: no exact unique users
+        return sql.SQL("page_views, events, NULL::bigint AS unique_users, visitors")
+    if kind == "details":
+        if table == "quarter_hour_paths":
+            return sql.SQL("'page_view' AS event_type, path, views AS events, visitors AS users")
+        if table == "events":
+            path = "path" if isinstance(leaf, Edges) and leaf.per_path else "NULL::text"
+            return sql.SQL("event_type, {} AS path, count(*) AS events, {} AS users").format(
+                sql.SQL(path), RAW_USERS
+            )
+        path = "path" if table == "daily_details" else "NULL::text"
+        return sql.SQL("event_type, {} AS path, events, users").format(sql.SQL(path))
+    if kind == "users":
+        return sql.SQL("user_id")
+    if kind == "views":  # with the sketch of the path's visitors where the row holds one
+        sketch = table in ("sealed_monthly_paths", "local_daily_paths")
+        return sql.SQL("path, views, {} AS visitors").format(
+            sql.SQL("visitors" if sketch else "NULL::hll")
+        )
+    if kind == "visitors":
+        return sql.SQL("path, {}").format(
+            sql.SQL("users" if table == "daily_details" else "visitors")
+        )
+    if kind == "series":
+        if isinstance(leaf, Instants):
+            return sql.SQL(
+                "date_trunc(%(unit)s, {time} AT TIME ZONE %(tz)s) AS t, sum(page_views)::bigint, "
+                "sum(events)::bigint, hll_cardinality(hll_union_agg(visitors))"
+            ).format(time=sql.Identifier(_TIME[table]))
+        visitors = "unique_users" if table == "daily_stats" else "hll_cardinality(visitors)"
+        return sql.SQL("day::timestamp AS t, page_views, events, {}").format(sql.SQL(visitors))
+    if isinstance(leaf, Instants):  # detail series from raw events
+        return sql.SQL(
+            "date_trunc(%(unit)s, event_time AT TIME ZONE %(tz)s) AS t, event_type, path, "
+            "count(*) AS events, {} AS users"
+        ).format(RAW_USERS)
+    path = "path" if table == "daily_details" else "NULL::text AS path"
+    return sql.SQL("day::timestamp AS t, event_type, {}, events, users").format(sql.SQL(path))
+
+
+def _watermark(
+    kind: Kind, leaf: Watermark, p: str, gate: sql.Composable | None, match: sql.Composable | None
+) -> sql.Composable:
+    """The sealed months' one row a month, then the days from the watermark on."""
+    extra = [match] if match is not None else []
+    zone = _zone(p)
+    months = _where(zone, _between("month", p), *extra, gate=gate)
+    days = sql.SQL("day >= {} AND day < {}").format(sealed_end(p), _ph(p, "day_end"))
+    if kind == "details":
+        return sql.SQL(
+            "SELECT event_type, NULL::text AS path, events, users FROM {s} WHERE {months} "
+            "UNION ALL SELECT event_type, NULL, events, users FROM {d} WHERE {days}"
+        ).format(
+            s=sql.Identifier(leaf.sealed),
+            months=_where(SITE, _between("month", p), gate=gate),
+            d=sql.Identifier(leaf.daily),
+            days=_where(SITE, days, gate=gate),
+        )
+    daily_where = [zone] if leaf.daily.startswith("local_") else [SITE]
+    if leaf.daily == "daily_details":
+        daily_where.append(sql.SQL("event_type = 'page_view'"))
+    users = "users" if leaf.daily == "daily_details" else "visitors"
+    return sql.SQL(
+        "SELECT path, visitors AS users FROM {s} WHERE {months} "
+        "UNION ALL SELECT path, {users} FROM {d} WHERE {days}"
+    ).format(
+        s=sql.Identifier(leaf.sealed),
+        months=months,
+        users=sql.SQL(users),
+        d=sql.Identifier(leaf.daily),
+        days=_where(*daily_where, *extra, days, gate=gate),
+    )
+
+
+def nodes(parts: tuple[Part, ...]) -> list[Part]:
+    """Every node of the parts, pre-order: its index is its placeholders' prefix."""
+    found: list[Part] = []
+    for part in parts:
+        found.append(part)
+        if isinstance(part, PerValue):
+            found += nodes(part.parts)
+        elif isinstance(part, IfKept):
+            found += nodes(part.kept) + nodes(part.otherwise)
+        elif isinstance(part, IfSealed):
+            found += nodes(part.sealed) + nodes(part.otherwise)
+    return found
+
+
+def shape(parts: tuple[Part, ...]) -> tuple[Any, ...]:
+    """What the SQL text of the parts depends on (tables, kinds, edge counts, nesting), not
+    their values: the key of the composed-statement caches."""
+    key: list[Any] = []
+    for part in parts:
+        if isinstance(part, PerValue):
+            key.append(("per value", shape(part.parts)))
+        elif isinstance(part, IfKept):
+            key.append(("kept", shape(part.kept), shape(part.otherwise)))
+        elif isinstance(part, IfSealed):
+            key.append(("sealed", shape(part.sealed), shape(part.otherwise)))
+        elif isinstance(part, Edges):
+            key.append((type(part).__name__, part.table, len(part.spans), part.per_path))
+        elif isinstance(part, Days):
+            key.append(("Days", part.table, part.page_views_only))
+        else:
+            key.append((type(part).__name__, part.table))
+    return tuple(key)
+
+
+def bind(parts: tuple[Part, ...], params: dict[str, Any], prefix: str = "p") -> None:
+    """The values of every node's placeholders, prefixed `{prefix}{index}_`."""
+    for i, part in enumerate(nodes(parts)):
+        p = f"{prefix}{i}_"
+        if isinstance(part, Days | Months):
+            params[p + "first"], params[p + "end"] = part.first, part.end
+        elif isinstance(part, LocalDays | LocalMonths):
+            params.update({p + "first": part.first, p + "end": part.end, p + "zone": part.timezone})
+        elif isinstance(part, Watermark):
+            params.update(
+                {
+                    p + "first": part.first,
+                    p + "end": part.end,
+                    p + "day_end": part.day_end,
+                    p + "zone": part.timezone,
+                }
+            )
+        elif isinstance(part, Instants):
+            params[p + "first"], params[p + "end"] = part.start, part.end
+        elif isinstance(part, Edges):
+            for j, (a, b) in enumerate(part.spans):
+                params[f"{p}a{j}"], params[f"{p}b{j}"] = a, b
+                params[f"{p}d{j}a"], params[f"{p}d{j}b"] = utc_days(a, b)
+        elif isinstance(part, IfSealed):
+            params[p + "end"] = part.month_end

@@ -1,0 +1,237 @@
+"""Which sources answer a request: one test per choice of the planner, no database."""
+
+from __future__ import annotations
+
+import datetime as dt
+
+from ingest import stats_days, stats_plan, stats_plan_parts, stats_sql, stats_sql_breakdown
+from ingest.stats_params import BreakdownRequest, Filter, StatsRequest, TimeseriesRequest
+from ingest.stats_plan_parts import (
+    Days,
+    Edges,
+    ExactVisitors,
+    IfKept,
+    IfSealed,
+    Instants,
+    LocalDays,
+    LocalMonths,
+    Months,
+    PerValue,
+    Plan,
+    ValueVisitors,
+    Watermark,
+)
+
+TODAY = dt.date(2026, 1, 15)
+D = dt.date
+
+
+def utc(text: str) -> dt.datetime:
+    return dt.datetime.fromisoformat(text).replace(tzinfo=dt.UTC)
+
+
+def stats(
+    first: str, last: str, zone: str = "UTC", *filters: Filter, metrics: str = "vv"
+) -> StatsRequest:
+    days = stats_days.make_range(D.fromisoformat(first), D.fromisoformat(last), zone)
+    chosen = {"vv": ("views", "visitors"), "v": ("views",), "visitors": ("visitors", "views")}
+    return StatsRequest("s", days, chosen[metrics], filters)  # type: ignore[arg-type]
+
+
+def aggregate(request: StatsRequest) -> Plan:
+    return stats_plan.plan_aggregate(request, 1000)
+
+
+def test_a_utc_month_reads_daily_rollups_and_may_count_visitors_exactly() -> None:
+    plan = aggregate(stats("2025-11-01", "2025-11-30"))
+    november = Days("daily_stats", D(2025, 11, 1), D(2025, 12, 1))
+    assert plan.answer.parts == (november,)
+    assert plan.then == ExactVisitors(Days("daily_users", D(2025, 11, 1), D(2025, 12, 1)), 1000)
+    assert stats_plan_parts.tables(plan) == {"daily_stats", "daily_users"}
+    print(plan)  # printable: the test's output shows the tree
+
+
+def test_a_utc_day_reads_one_daily_row() -> None:
+    plan = aggregate(stats("2025-11-12", "2025-11-12"))
+    assert plan.answer.parts == (Days("daily_stats", D(2025, 11, 12), D(2025, 11, 13)),)
+
+
+def test_a_kept_zones_day_reads_its_local_rollup_else_15_minute_edges() -> None:
+    plan = aggregate(stats("2025-11-12", "2025-11-12", "Asia/Kolkata"))
+    edge = (utc("2025-11-11 18:30"), utc("2025-11-12 18:30"))
+    [choice] = plan.answer.parts
+    assert choice == IfKept(
+        "Asia/Kolkata",
+        (LocalDays("local_daily_stats", "Asia/Kolkata", D(2025, 11, 12), D(2025, 11, 13)),),
+        (Edges("quarter_hour_stats", (edge,)),),
+    )
+    assert plan.then is None  # edges: no exact count
+    sql, _ = stats_sql.aggregate_sql(plan.answer, "s", "Asia/Kolkata", ())
+    text = sql.as_string(None)
+    assert "site_zones" in text and "NOT (SELECT EXISTS" in text  # one statement, both branches
+
+
+def test_an_unkept_45_minute_zones_day_has_two_15_minute_edges_around_no_whole_day() -> None:
+    plan = aggregate(stats("2025-11-12", "2025-11-12", "Asia/Kathmandu"))
+    [choice] = plan.answer.parts
+    assert isinstance(choice, IfKept)
+    assert choice.otherwise == (
+        Edges("quarter_hour_stats", ((utc("2025-11-11 18:15"), utc("2025-11-12 18:15")),)),
+    )
+    week = aggregate(stats("2025-11-10", "2025-11-16", "Asia/Kathmandu"))
+    [choice] = week.answer.parts
+    assert isinstance(choice, IfKept)
+    assert [type(p) for p in choice.otherwise] == [Days, Edges]
+    assert choice.otherwise[1] == Edges(
+        "quarter_hour_stats",
+        (
+            (utc("2025-11-09 18:15"), utc("2025-11-10 00:00")),
+            (utc("2025-11-16 00:00"), utc("2025-11-16 18:15")),
+        ),
+    )
+
+
+def test_event_types_across_a_sealed_watermark_read_sealed_months_then_daily_rows() -> None:
+    request = stats(
+        "2025-10-20", "2025-12-31", "UTC", Filter("event_type", False, "signup"), metrics="v"
+    )
+    plan = aggregate(request)
+    assert plan.answer.form == "filtered totals"
+    assert plan.answer.parts == (
+        Days("daily_event_types", D(2025, 10, 20), D(2025, 11, 1)),
+        Watermark(
+            "sealed_monthly_event_types",
+            "daily_event_types",
+            "UTC",
+            D(2025, 11, 1),
+            D(2026, 1, 1),
+            D(2026, 1, 1),
+        ),
+    )
+    text = stats_sql.aggregate_sql(plan.answer, "s", "UTC", request.filters)[0].as_string(None)
+    assert "sealed_days" in text  # the watermark is read by the statement itself
+
+
+def test_event_type_breakdown_merges_visitors_in_its_one_statement() -> None:
+    request = BreakdownRequest(stats("2025-11-01", "2025-11-30"), "event_type", 10, 1)
+    plan = stats_plan.plan_breakdown(request, TODAY)
+    assert plan.answer.form == "ranking"
+    assert plan.then is None
+    assert stats_plan_parts.tables(plan) == {"daily_event_types", "sealed_monthly_event_types"}
+
+
+def test_hourly_timeseries_reads_hourly_rollups_in_a_whole_hour_zone() -> None:
+    request = TimeseriesRequest(stats("2025-11-12", "2025-11-13", "Europe/Berlin"), "hour")
+    plan = stats_plan.plan_timeseries(request)
+    r = request.stats.range
+    assert plan.answer.parts == (Instants("hourly_stats", r.start, r.end),)
+
+
+def test_hourly_timeseries_reads_15_minute_rollups_in_a_half_hour_zone() -> None:
+    request = TimeseriesRequest(stats("2025-11-12", "2025-11-13", "Asia/Kolkata"), "hour")
+    plan = stats_plan.plan_timeseries(request)
+    r = request.stats.range
+    assert plan.answer.parts == (Instants("quarter_hour_stats", r.start, r.end),)
+
+
+def test_daily_timeseries_of_utc_days_is_exact_and_of_a_zone_tries_its_rollups() -> None:
+    plan = stats_plan.plan_timeseries(TimeseriesRequest(stats("2025-11-01", "2025-11-30"), "day"))
+    assert plan.exact and plan.answer.parts == (
+        Days("daily_stats", D(2025, 11, 1), D(2025, 12, 1)),
+    )
+    zone = stats_plan.plan_timeseries(
+        TimeseriesRequest(stats("2025-11-01", "2025-11-30", "Asia/Kolkata"), "day")
+    )
+    [choice] = zone.answer.parts
+    assert isinstance(choice, IfKept) and not zone.exact
+    assert choice.otherwise[0] == Instants("quarter_hour_stats", *_instants("Asia/Kolkata"))
+
+
+def _instants(zone: str) -> tuple[dt.datetime, dt.datetime]:
+    r = stats_days.make_range(D(2025, 11, 1), D(2025, 11, 30), zone)
+    return r.start, r.end
+
+
+def test_a_filtered_breakdown_reads_detail_rows_and_raw_edges() -> None:
+    request = BreakdownRequest(
+        stats("2025-11-01", "2025-11-30", "Asia/Kolkata", Filter("path", False, "/a")),
+        "event_type",
+        10,
+        1,
+    )
+    plan = stats_plan.plan_breakdown(request, TODAY)
+    assert plan.answer.form == "ranking"
+    assert [(type(p), p.table) for p in plan.answer.parts] == [  # type: ignore[union-attr]
+        (Days, "daily_details"),
+        (Edges, "events"),
+    ]
+
+
+def test_a_page_breakdown_of_a_utc_month_is_one_row_per_path_sealed_or_not() -> None:
+    request = BreakdownRequest(stats("2025-11-01", "2025-11-30"), "path", 10, 1)
+    plan = stats_plan.plan_breakdown(request, TODAY)
+    nov = (D(2025, 11, 1), D(2025, 12, 1))
+    assert plan.answer.parts == (
+        IfSealed(
+            D(2025, 12, 1),
+            (Months("sealed_monthly_paths", *nov),),
+            (Months("monthly_paths", *nov),),
+        ),
+    )
+    assert isinstance(plan.then, ValueVisitors)  # for the unsealed branch's paths
+    text = stats_sql_breakdown.breakdown_sql(plan.answer, request)[0].as_string(None)
+    assert "GROUP BY" not in text
+
+
+def test_a_page_breakdown_in_a_kept_zone_is_one_statement_with_every_fallback() -> None:
+    request = BreakdownRequest(stats("2025-11-01", "2025-11-30", "Asia/Kolkata"), "path", 10, 1)
+    plan = stats_plan.plan_breakdown(request, TODAY)
+    [choice] = plan.answer.parts
+    assert isinstance(choice, IfKept)
+    [sealed] = choice.kept
+    assert isinstance(sealed, IfSealed)
+    assert sealed.sealed == (
+        LocalMonths("sealed_monthly_paths", "Asia/Kolkata", D(2025, 11, 1), D(2025, 12, 1)),
+    )
+    month, visitors = sealed.otherwise
+    assert month == LocalMonths(
+        "local_monthly_paths", "Asia/Kolkata", D(2025, 11, 1), D(2025, 12, 1)
+    )
+    assert isinstance(visitors, PerValue)
+    assert {type(p) for p in choice.otherwise} == {Days, Edges}
+    # a month that has not ended before today is never sealed: no question asked
+    recent = stats_plan.plan_breakdown(request, D(2025, 12, 1))
+    [choice] = recent.answer.parts
+    assert isinstance(choice, IfKept) and not isinstance(choice.kept[0], IfSealed)
+    text = stats_sql_breakdown.breakdown_sql(plan.answer, request)[0].as_string(None)
+    assert text.count("UNION ALL") >= 2  # the branches of one statement
+
+
+def test_a_30d_range_reads_whole_months_days_around_them_and_the_edges() -> None:
+    request = BreakdownRequest(
+        stats("2025-10-14", "2025-11-12", "Asia/Kolkata", Filter("event_type", False, "x")),
+        "path",
+        10,
+        1,
+    )
+    plan = stats_plan.plan_breakdown(request, TODAY)
+    assert [type(p) for p in plan.answer.parts] == [Days, Edges]
+    pages = BreakdownRequest(stats("2025-10-14", "2025-11-12"), "path", 10, 1)
+    plan = stats_plan.plan_breakdown(pages, TODAY)
+    assert plan.answer.parts == (Days("daily_paths", D(2025, 10, 14), D(2025, 11, 13)),)
+    months = BreakdownRequest(stats("2025-09-14", "2025-12-12"), "path", 10, 1)
+    plan = stats_plan.plan_breakdown(months, TODAY)
+    assert plan.answer.parts == (
+        Months("monthly_paths", D(2025, 10, 1), D(2025, 12, 1)),
+        Days("daily_paths", D(2025, 9, 14), D(2025, 10, 1)),
+        Days("daily_paths", D(2025, 12, 1), D(2025, 12, 13)),
+    )
+
+
+def test_filter_values_are_bound_not_inlined() -> None:
+    evil = "x'; DROP TABLE events; --"
+    request = stats("2025-11-01", "2025-11-03", "UTC", Filter("path", False, evil))
+    plan = aggregate(request)
+    statement, params = stats_sql.aggregate_sql(plan.answer, "s", "UTC", request.filters)
+    assert evil in params.values()
+    assert "DROP TABLE" not in statement.as_string(None)
