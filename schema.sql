@@ -17,11 +17,12 @@ CREATE TABLE events (
     user_id      text        NOT NULL,
     event_time   timestamptz NOT NULL,
     received_at  timestamptz NOT NULL,
-    -- The idempotency key: an event_id counts once per site (and day), so one site's
-    -- emitter cannot suppress another site's events by reusing their ids. A unique key on a
-    -- partitioned table must hold the partition key; a retried event carries the same
-    -- timestamp, hence the same day, so the key drops retries. It holds for as long as the
-    -- day's raw rows live: after retention, dropped_days (below) keeps replays out.
+    -- The idempotency key: an event_id counts once per site, so one site's emitter cannot
+    -- suppress another site's events by reusing their ids. A unique key on a partitioned
+    -- table must hold the partition key, `day`; a retry whose corrected time falls on the
+    -- neighbouring day is left out by the batch statement, which looks for an emitter's id
+    -- there too (consumer/rollups/batch.sql). It holds for as long as the day's raw rows
+    -- live: after retention, dropped_days (below) keeps replays out.
     PRIMARY KEY (day, event_id, site_id)
 ) PARTITION BY RANGE (day);
 

@@ -57,7 +57,7 @@ class Poison:
 
 
 # The row layout of the staging table, in COPY order.
-Row = tuple[dt.date, uuid.UUID, str, str, str, str, dt.datetime, dt.datetime]
+Row = tuple[dt.date, uuid.UUID, str, str, str, str, dt.datetime, dt.datetime, bool]
 
 
 def to_row(record: EventRecord) -> Row:
@@ -70,12 +70,13 @@ def to_row(record: EventRecord) -> Row:
         record.user_id,
         record.timestamp,
         record.received_at,
+        record.emitter_id,
     )
 
 
 def record_of(row: Row) -> EventRecord:
     """The event a row was made from (to_row's inverse): what is dead-lettered for it."""
-    _day, event_id, site_id, event_type, path, user_id, timestamp, received_at = row
+    _day, event_id, site_id, event_type, path, user_id, timestamp, received_at, emitter_id = row
     return EventRecord(
         event_id=event_id,
         site_id=site_id,
@@ -84,6 +85,7 @@ def record_of(row: Row) -> EventRecord:
         user_id=user_id,
         timestamp=timestamp,
         received_at=received_at,
+        emitter_id=emitter_id,
     )
 
 

@@ -45,12 +45,17 @@ CHUNK_EVENTS = 5_000
 FETCH_TIMEOUT_MS = 500
 PROGRESS_EVERY_S = 1.0
 
-# Which of the candidates are stored: the primary key's columns, looked up together.
+# Which of the candidates are stored: the primary key's columns, looked up together. An id
+# the emitter chose may be stored on the neighbouring day (a retry dated across midnight is
+# kept once: see consumer/rollups/batch.sql).
 STORED = """
 SELECT w.site_id, w.event_id
-FROM unnest(%(days)s::date[], %(sites)s::text[], %(ids)s::uuid[]) AS w(day, site_id, event_id)
+FROM unnest(%(days)s::date[], %(sites)s::text[], %(ids)s::uuid[], %(emitter)s::bool[])
+    AS w(day, site_id, event_id, emitter_id)
 WHERE EXISTS (SELECT 1 FROM events e
-              WHERE e.day = w.day AND e.site_id = w.site_id AND e.event_id = w.event_id)
+              WHERE e.day = ANY(CASE WHEN w.emitter_id THEN ARRAY[w.day, w.day - 1, w.day + 1]
+                                     ELSE ARRAY[w.day] END)
+                AND e.site_id = w.site_id AND e.event_id = w.event_id)
 """
 
 STORED_OFFSETS = """
@@ -290,6 +295,7 @@ async def _check(
             "days": [c.record.timestamp.date() for c in chunk],
             "sites": [c.record.site_id for c in chunk],
             "ids": [c.record.event_id for c in chunk],
+            "emitter": [c.record.emitter_id for c in chunk],
         },
     )
     found = {(str(site), event_id) for site, event_id in await cur.fetchall()}

@@ -77,15 +77,16 @@ class Fenced(Exception):
 STAGING_DDL = """
 CREATE TEMP TABLE IF NOT EXISTS staging_events (
     day date, event_id uuid, site_id text, event_type text, path text, user_id text,
-    event_time timestamptz, received_at timestamptz
+    event_time timestamptz, received_at timestamptz, emitter_id boolean
 ) ON COMMIT DELETE ROWS
 """
 
 COPY_STAGING = """
-COPY staging_events (day, event_id, site_id, event_type, path, user_id, event_time, received_at)
+COPY staging_events (day, event_id, site_id, event_type, path, user_id, event_time, received_at,
+                     emitter_id)
 FROM STDIN (FORMAT BINARY)
 """
-COPY_TYPES = ["date", "uuid", "text", "text", "text", "text", "timestamptz", "timestamptz"]
+COPY_TYPES = ["date", "uuid", "text", "text", "text", "text", "timestamptz", "timestamptz", "bool"]
 
 # Inserting a missing row is allowed only when this replica saw none (expected is NULL); an
 # existing row moves only from the value this replica expects. Rows come back for the
@@ -120,6 +121,9 @@ ENSURE_PARTITION = "SELECT ensure_events_partition(%s)"
 # Empties the staging table between the probes of one transaction (a successful probe keeps
 # its rows there until commit otherwise).
 CLEAR_STAGING = "TRUNCATE staging_events"
+
+# What psycopg raises, before the server sees a row, for a value it cannot encode.
+ROW_ENCODING_ERRORS = (TypeError, ValueError, OverflowError)
 
 
 class Writer:
@@ -213,6 +217,8 @@ class Writer:
                     async with conn.transaction():  # a savepoint: a refusal leaves nothing
                         await conn.execute(CLEAR_STAGING)
                         inserted += await self._insert(conn, [rows[i] for i in indices])
+                except RowsRejected as exc:
+                    return exc
                 except psycopg.Error as exc:
                     if fault_of(exc) is not Fault.DATA:
                         raise
@@ -252,10 +258,15 @@ class Writer:
 
     async def _insert(self, conn: psycopg.AsyncConnection[TupleRow], rows: Sequence[Row]) -> int:
         async with conn.cursor() as cur:
-            async with cur.copy(COPY_STAGING) as copy:
-                copy.set_types(COPY_TYPES)
-                for row in rows:
-                    await copy.write_row(row)
+            try:
+                async with cur.copy(COPY_STAGING) as copy:
+                    copy.set_types(COPY_TYPES)
+                    for row in rows:
+                        await copy.write_row(row)
+            except ROW_ENCODING_ERRORS as exc:
+                # A value psycopg cannot encode (a record from another producer with a
+                # zone-less time, say): the data's fault, isolated like a refusal.
+                raise RowsRejected(f"cannot encode the event: {type(exc).__name__}: {exc}") from exc
             await cur.execute(INSERT_AND_ROLL_UP)
             result = await cur.fetchone()
             return int(result[0]) if result else 0

@@ -58,6 +58,10 @@ class EventRecord(msgspec.Struct, frozen=True, kw_only=True, array_like=True):
     user_id: str
     timestamp: datetime
     received_at: datetime
+    # The emitter sent `event_id` (an idempotency key) rather than the API assigning one: a
+    # retry may then carry another corrected time, even another day (see event_time), and the
+    # consumer looks for the id on the neighbouring days too.
+    emitter_id: bool = False
 
 
 # Machine-readable codes of refused events (ingest/errors.py maps them to HTTP answers).
@@ -221,9 +225,10 @@ def event_time(event: IncomingEvent, received_at: datetime, max_future: timedelt
     """When the event happened, by the server's clock, in UTC.
 
     With `sent_at`, the emitter's clock skew is removed: `timestamp + (received_at - sent_at)`.
-    A time more than `max_future` after `received_at`, or one the correction pushes out of
-    the representable range (years 1-9999), is clamped to `received_at`: a clock far ahead
-    or a bogus value must not create rows in days that have not happened.
+    A time more than `max_future` after `received_at`, or one the correction pushes past
+    year 9999, is clamped to `received_at`: a clock far ahead or a bogus value must not
+    create rows in days that have not happened. One pushed before year 1 is dated at the
+    range's start, so that the past-time window refuses it.
     """
     timestamp = event.timestamp
     try:
@@ -231,10 +236,21 @@ def event_time(event: IncomingEvent, received_at: datetime, max_future: timedelt
             timestamp = timestamp + (received_at - event.sent_at)
         timestamp = timestamp.astimezone(UTC)
     except OverflowError:
+        # Out of the representable range: far in the past (year 1 with a positive offset, or
+        # a `sent_at` far ahead) is dated at the range's start, which the past-time window
+        # refuses; far in the future is a clock ahead, clamped like any other.
+        if _overflows_into_the_past(event, received_at):
+            return datetime.min.replace(tzinfo=UTC)
         return received_at
     if timestamp - received_at > max_future:
         return received_at
     return timestamp
+
+
+def _overflows_into_the_past(event: IncomingEvent, received_at: datetime) -> bool:
+    if event.sent_at is not None and event.sent_at > received_at:
+        return True  # the correction subtracts more than the range holds
+    return event.timestamp.year < 5000
 
 
 def to_record(
@@ -253,6 +269,7 @@ def to_record(
         user_id=event.user_id,
         timestamp=event_time(event, received_at, max_future),
         received_at=received_at,
+        emitter_id=event.event_id is not None,
     )
 
 

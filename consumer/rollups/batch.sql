@@ -7,11 +7,31 @@
 -- day, 15 minutes, event type, path: events and a sketch of their users), and each rollup is
 -- a regrouping of those few thousand rows rather than another pass over the batch. Only the
 -- exact unique-user set (daily_users) reads user-level rows.
+--
+-- An id the emitter chose (an idempotency key) counts once per site even when a retry is
+-- dated on another day: the time of a retry is corrected anew (sent_at) or clamped to its
+-- own receipt, which can cross midnight. Such rows are kept once per (site, id) in the batch
+-- (the earliest day) and left out when the id is already stored on the day before or after.
+-- Ids the API assigned (UUIDv7s, fresh per request) skip both steps.
 WITH inserted AS (
     INSERT INTO events (day, event_id, site_id, event_type, path, user_id, event_time,
                         received_at)
     SELECT day, event_id, site_id, event_type, path, user_id, event_time, received_at
     FROM staging_events
+    WHERE NOT emitter_id
+    UNION ALL
+    SELECT day, event_id, site_id, event_type, path, user_id, event_time, received_at
+    FROM (
+        SELECT DISTINCT ON (site_id, event_id) *
+        FROM staging_events WHERE emitter_id
+        ORDER BY site_id, event_id, day
+    ) AS chosen
+    -- A scalar subquery, not NOT EXISTS: the planner would make the latter an anti-join
+    -- over every stored event; this is two index probes per row.
+    WHERE (SELECT true FROM events e
+           WHERE e.day IN (chosen.day - 1, chosen.day + 1)
+             AND e.event_id = chosen.event_id AND e.site_id = chosen.site_id
+           LIMIT 1) IS NULL
     ON CONFLICT DO NOTHING
     RETURNING day, site_id, event_type, path, user_id, event_time
 ),

@@ -177,3 +177,39 @@ async def test_several_culprits_in_one_batch_and_one_in_a_batch_message(
         (letter.header("source_partition"), letter.header("source_offset")) for letter in letters
     }
     assert len(sources) == 4
+
+
+async def test_a_record_psycopg_cannot_encode_is_isolated_not_fatal(
+    consumer_settings: ConsumerSettings,
+) -> None:
+    """A record from another producer whose time has no zone: msgspec decodes it, psycopg
+    cannot encode it. It goes alone to the dead-letter topic; its neighbours are stored and
+    the consumer lives on."""
+    import datetime as dt
+
+    import msgspec
+
+    settings = consumer_settings
+    before, after = make_record(site_id="before"), make_record(site_id="after")
+    naive_time = dt.datetime(2025, 11, 12, 19, 30)  # no tzinfo
+    naive = [uuid.uuid4().bytes, "naive-site", "page_view", "/", "u", naive_time, naive_time]
+    producer = AIOKafkaProducer(bootstrap_servers=settings.kafka_bootstrap_servers, acks="all")
+    await producer.start()
+    try:
+        for value, schema in [
+            (encode_record(before), SCHEMA_EVENT_V1),
+            (msgspec.msgpack.encode([naive]), SCHEMA_EVENT_BATCH_V1),
+            (encode_record(after), SCHEMA_EVENT_V1),
+        ]:
+            await producer.send_and_wait(
+                settings.events_topic, value, partition=0, headers=[(SCHEMA_HEADER, schema)]
+            )
+    finally:
+        await producer.stop()
+    url = settings.database_url
+    async with running_consumer(settings):
+        await wait_for(lambda: stored_event_count(url) == 2, timeout_s=30, what="2 neighbours")
+        entries = await dead_letters(settings, 1)
+    assert stored_ids(url) == {before.event_id, after.event_id}
+    assert entries[0].site_id == "naive-site"
+    assert "encode" in (entries[0].header("reason") or "")

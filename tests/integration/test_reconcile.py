@@ -111,3 +111,43 @@ async def test_the_command_exits_1_when_something_is_missing(
     assert await asyncio.to_thread(reconcile_command.main, []) == 1
     out = capsys.readouterr().out
     assert "missing 1" in out and str(record.event_id) in out
+
+
+async def test_a_retry_kept_on_the_neighbouring_day_counts_as_stored(
+    consumer_settings: ConsumerSettings,
+) -> None:
+    """A retry of an emitter's id dated across midnight is left out by the batch statement
+    (the first copy is stored the day before); reconcile finds it there."""
+    import datetime as dt
+
+    settings = consumer_settings
+    shared = uuid.uuid4()
+    midnight = dt.datetime(2026, 12, 6, tzinfo=dt.UTC)
+    first = make_record(
+        site_id="site-r",
+        event_id=shared,
+        emitter_id=True,
+        timestamp=midnight - dt.timedelta(seconds=1),
+    )
+    retry = make_record(
+        site_id="site-r",
+        event_id=shared,
+        emitter_id=True,
+        timestamp=midnight + dt.timedelta(seconds=2),
+    )
+    for record in (first, retry):
+        await _produce(
+            settings,
+            settings.events_topic,
+            encode_record(record),
+            [(SCHEMA_HEADER, SCHEMA_EVENT_V1)],
+        )
+    async with running_consumer(settings):
+        await wait_for(lambda: reconcile_pending_is_zero(settings), timeout_s=30, what="both read")
+    assert stored_event_count(settings.database_url) == 1
+    report = await reconcile(settings)
+    assert (report.stored, report.missing) == (2, [])
+
+
+async def reconcile_pending_is_zero(settings: ConsumerSettings) -> bool:
+    return (await reconcile(settings)).pending == 0

@@ -221,3 +221,30 @@ def test_deeply_nested_json_is_refused_not_an_internal_error(raw: bytes) -> None
 def test_refusal_codes_default_from_their_kind() -> None:
     assert refusal(b"{").code == "malformed_json"
     assert refusal(body(site_id="")).code == "invalid_request"
+
+
+def test_an_ancient_time_with_a_positive_offset_is_refused_not_re_dated() -> None:
+    """`0001-01-01T00:00:00+14:00` is before year 1 in UTC: it must meet the past-time
+    window like the same instant written with Z, not be clamped to the receipt."""
+    from ingest.time_window import TimeWindow
+
+    received = datetime(2026, 12, 6, 9, tzinfo=UTC)
+    for body in (
+        b'{"site_id":"s","event_type":"page_view","path":"/","user_id":"u",'
+        b'"timestamp":"0001-01-01T00:00:00+14:00"}',
+        b'{"site_id":"s","event_type":"page_view","path":"/","user_id":"u",'
+        b'"timestamp":"2026-12-06T08:00:00Z","sent_at":"9999-12-31T00:00:00Z"}',
+    ):
+        record = to_record(decode_event(body), uuid.uuid4(), received)
+        with pytest.raises(InvalidEvent) as refused:
+            TimeWindow(31).check(record.timestamp, received)
+        assert refused.value.field == "timestamp"
+
+
+def test_a_time_past_year_9999_is_still_clamped_to_the_receipt() -> None:
+    received = datetime(2026, 12, 6, 9, tzinfo=UTC)
+    body = (
+        b'{"site_id":"s","event_type":"page_view","path":"/","user_id":"u",'
+        b'"timestamp":"9999-12-31T23:00:00-14:00"}'
+    )
+    assert to_record(decode_event(body), uuid.uuid4(), received).timestamp == received
