@@ -61,7 +61,7 @@ ZONE = "Asia/Kolkata"  # for --site-zones
 BASELINE_DDL = """
 CREATE TABLE bare_copy (
     day date, event_id uuid, site_id text, event_type text, path text, user_id text,
-    event_time timestamptz, received_at timestamptz
+    event_time timestamptz, received_at timestamptz, emitter_id boolean
 )
 """
 # The second reference: the consumer's statement without the rollups (staging COPY, then
@@ -69,7 +69,8 @@ CREATE TABLE bare_copy (
 DEDUPE_DDL = """
 CREATE TABLE dedupe_only (
     day date, event_id uuid, site_id text, event_type text, path text, user_id text,
-    event_time timestamptz, received_at timestamptz, PRIMARY KEY (day, event_id)
+    event_time timestamptz, received_at timestamptz, emitter_id boolean,
+    PRIMARY KEY (day, event_id, site_id)
 )
 """
 DEDUPE_INSERT = """
@@ -77,17 +78,21 @@ INSERT INTO dedupe_only SELECT * FROM staging_events ON CONFLICT DO NOTHING
 """
 
 BASELINE_COPY = """
-COPY bare_copy (day, event_id, site_id, event_type, path, user_id, event_time, received_at)
+COPY bare_copy (day, event_id, site_id, event_type, path, user_id, event_time, received_at,
+                emitter_id)
 FROM STDIN (FORMAT BINARY)
 """
 
 
-def generate(seed: int, count: int, recorded_rate: float = 0) -> Iterator[EventRecord]:
+def generate(
+    seed: int, count: int, recorded_rate: float = 0, emitter_ids: bool = False
+) -> Iterator[EventRecord]:
     """Deterministic events as the API would accept them, received in order at
     `recorded_rate` events/s (0: spread evenly over two days, however many), with UUIDv7 ids
     (time-ordered, like the API's) and event times up to a minute earlier; 50 sites (a few
     hot), 200 paths, 5,000 users, 80 % page views; about 1 % repeat an earlier event (client
-    retries).
+    retries). With `emitter_ids`, every id is marked as the emitter's own (a server emitter
+    sending idempotency keys), which the consumer also looks for on the neighbouring days.
 
     The spread matters to the rollups: a batch of a backlog received at 10k events/s covers
     two seconds of event time (one 15-minute bucket); a batch of 1M events spread over two
@@ -120,6 +125,7 @@ def generate(seed: int, count: int, recorded_rate: float = 0) -> Iterator[EventR
             user_id=f"user-{rng.randrange(5000)}",
             timestamp=received - timedelta(milliseconds=rng.randrange(60_000)),
             received_at=received,
+            emitter_id=emitter_ids,
         )
         if i % 100 == 0:
             recent = [*recent[-99:], record]
@@ -127,7 +133,13 @@ def generate(seed: int, count: int, recorded_rate: float = 0) -> Iterator[EventR
 
 
 async def preload(
-    bootstrap: str, topic: str, seed: int, count: int, per_message: int, recorded_rate: float
+    bootstrap: str,
+    topic: str,
+    seed: int,
+    count: int,
+    per_message: int,
+    recorded_rate: float,
+    emitter_ids: bool = False,
 ) -> int:
     """Produces the events; returns the number of messages."""
     producer = AIOKafkaProducer(
@@ -143,7 +155,7 @@ async def preload(
     try:
         pending = []
         chunk: list[EventRecord] = []
-        for record in generate(seed, count, recorded_rate):
+        for record in generate(seed, count, recorded_rate, emitter_ids):
             chunk.append(record)
             if len(chunk) < per_message:
                 continue
@@ -433,6 +445,11 @@ def main(argv: list[str]) -> None:
     parser.add_argument("--partitions", type=int, default=4)
     parser.add_argument("--seed", type=int, default=1)
     parser.add_argument(
+        "--emitter-ids",
+        action="store_true",
+        help="mark every id as the emitter's own (the consumer then also checks neighbouring days)",
+    )
+    parser.add_argument(
         "--recorded-rate",
         type=float,
         default=10_000,
@@ -462,7 +479,15 @@ def main(argv: list[str]) -> None:
             asyncio.run(add_zone(database_url, f"site-{site}", ZONE))
         started = time.monotonic()
         messages = asyncio.run(
-            preload(bootstrap, topic, args.seed, args.events, args.per_message, args.recorded_rate)
+            preload(
+                bootstrap,
+                topic,
+                args.seed,
+                args.events,
+                args.per_message,
+                args.recorded_rate,
+                args.emitter_ids,
+            )
         )
         print(
             f"preloaded {args.events:,} events in {messages:,} messages "
