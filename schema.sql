@@ -30,7 +30,8 @@ CREATE TABLE events (
 -- days (the edges of other zones' local days, filtered hourly timeseries) from raw rows. Rows
 -- arrive roughly in time order, so a BRIN index (a min/max per 16 pages) narrows a window to a
 -- few pages at next to no cost per batch; a B-tree on (site_id, event_time) would be more
--- selective for one site among many but measured ~25 % more time per batch.
+-- selective for one site among many but costs every batch noticeably more
+-- (docs/decisions/0001-brin-index-on-events.md).
 CREATE INDEX events_time ON events USING brin (event_time)
     WITH (pages_per_range = 16, autosummarize = on);
 
@@ -117,8 +118,8 @@ CREATE TABLE daily_paths (
 
 -- Top paths of a day in index order: `ORDER BY views DESC, path LIMIT 3` reads three entries
 -- instead of sorting every path of the day. It costs every batch (each views update moves an
--- entry: ~5 % of the consumer's statement), but the base /stats is the contract's read: without
--- it, /stats p99 at 1,000 req/s doubled (10 ms instead of ~5).
+-- entry), but the base /stats is the contract's read, and its tail latency depends on it
+-- (docs/decisions/0002-daily-paths-top-index.md).
 CREATE INDEX daily_paths_top ON daily_paths (site_id, day, views DESC, path);
 
 -- The set behind daily_stats.unique_users: a user's first page view of a (site, day) adds a
@@ -288,10 +289,10 @@ CREATE TABLE local_monthly_paths (
 -- Per (site, zone, month, path): page views and a sketch of their users on the month's days
 -- before the watermark below ("sealed" days), in UTC (zone 'UTC', from daily_details) and in
 -- each kept zone (from local_daily_paths). A month's visitors per page then merge one sketch
--- instead of one per day (300 merges for a month's top 10 pages: ~2 ms of database time a
--- request, too much at 1,000 requests a second), and a sealed month's top pages are its first
--- rows in sealed_monthly_paths_top. Batches cannot afford to keep monthly sketches (5-7 % more
--- time a batch, measured), so `consumer/seal.py` folds closed days in, once, and a batch adds
+-- instead of one per day (a month's top pages would merge hundreds), and a sealed month's top
+-- pages are its first rows in sealed_monthly_paths_top. Batches cannot afford to keep monthly
+-- sketches (docs/decisions/0003-no-monthly-sketch-per-batch.md), so `consumer/seal.py` folds
+-- closed days in, once, and a batch adds
 -- only its rare late events for sealed days. Readers take days before the watermark from here
 -- and later days from the daily rows, in one snapshot.
 CREATE TABLE sealed_monthly_paths (

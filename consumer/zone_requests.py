@@ -1,9 +1,9 @@
 """Keeping the time zones that stats are read in (schema.sql: zone_requests).
 
-A zone a site does not keep is answered from 15-minute rollups: exact, but 15-30 ms of
-database time a request for a large site, against ~1 ms in a kept zone. The API counts the
-requests in every zone but UTC (ingest/zone_requests.py). Once a minute one consumer replica
-(the others skip the round):
+A zone a site does not keep is answered from 15-minute rollups: exact, but many times the
+database time of a kept zone for a large site (docs/decisions/0005-kept-zones.md). The API
+counts the requests in every zone but UTC (ingest/zone_requests.py). Once a minute one
+consumer replica (the others skip the round):
 
 - drops the zones it kept that nobody has asked for in AUTO_ZONES_IDLE_DAYS, and forgets
   requests that old;

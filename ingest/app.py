@@ -135,8 +135,8 @@ def tune_gc(gen0_threshold: int) -> None:
     collection of an older generation walks every live object of the process (modules,
     aiokafka, the metrics). Moving what exists at start-up out of the collector's sight
     (`gc.freeze`) and collecting the youngest generation every `gen0_threshold` allocations
-    removed what a py-spy profile showed as about a quarter of the API's CPU per single event
-    (and much of its latency tail). 0 keeps Python's defaults. Called once per process,
+    removed a large share of the API's CPU per single event and of its latency tail
+    (docs/decisions/0011-gc-threshold.md). 0 keeps Python's defaults. Called once per process,
     before serving.
     """
     if gen0_threshold <= 0:

@@ -3,8 +3,9 @@
 uvicorn has no body-read timeout: a client that sends its headers and then a byte a minute
 holds a request (and its connection) for as long as it likes. `BodyDeadlines.read` bounds
 it. One timer checks every body read in progress, a few times per timeout, instead of one
-timer per request: arming and cancelling a timer per request (`asyncio.timeout`) measured
-about 5 us, a tenth of a single event's cost; registering a read here is a dict insert.
+timer per request: arming and cancelling a timer per request (`asyncio.timeout`) is a
+visible share of a single event's cost (docs/decisions/0016-ingest-per-request-overheads.md);
+registering a read here is a dict insert.
 A read is therefore refused between `timeout_s` and `timeout_s * 1.25` after it began.
 """
 

@@ -48,8 +48,8 @@ def make_pool(settings: Settings) -> AsyncConnectionPool[psycopg.AsyncConnection
 def connection_options(statement_timeout_ms: int, lock_timeout_ms: int) -> str:
     """The server settings of every API connection (0 turns a timeout off)."""
     # Stats queries read a few thousand rollup rows: starting parallel workers, or JIT
-    # compiling a plan whose estimate crosses jit_above_cost (tens of ms: seen on a
-    # misestimated one-row table), would cost more than it saves.
+    # compiling a plan whose estimate crosses jit_above_cost (seen on a misestimated one-row
+    # table), would cost more than it saves (docs/decisions, record 14).
     return (
         "-c max_parallel_workers_per_gather=0 -c jit=off"
         f" -c statement_timeout={statement_timeout_ms} -c lock_timeout={lock_timeout_ms}"

@@ -2,10 +2,11 @@
 
 The busiest route skips what it does not use of Starlette's inner stack: the exception
 middleware, the router's matching, and the request-response wrappers, a few closures and
-coroutine layers per request that the profile of single-event ingest showed at about a tenth
-of its CPU. It still runs inside the error middleware (an unexpected exception is a 500),
-the request counter and CORS. API errors are answered as the app's ApiError handler answers
-them. Every other request, and /event with another method, takes the router as before.
+coroutine layers per request that showed in the profile of single-event ingest
+(docs/decisions/0016-ingest-per-request-overheads.md). It still runs inside the error
+middleware (an unexpected exception is a 500), the request counter and CORS. API errors are
+answered as the app's ApiError handler answers them. Every other request, and /event with
+another method, takes the router as before.
 """
 
 from __future__ import annotations
