@@ -364,7 +364,18 @@ MAX_CONNECTIONS = _declare(
         env="MAX_CONNECTIONS",
         default=1000,
         minimum=1,
-        doc="open connections per worker process; past it uvicorn answers 503",
+        doc="open connections, or requests running, per worker process; past it a request "
+        "is answered 503 `overloaded` with Retry-After",
+        read_by="api",
+    )
+)
+MAX_CONNECTIONS_PER_CLIENT = _declare(
+    Setting(
+        env="MAX_CONNECTIONS_PER_CLIENT",
+        default=64,
+        doc="open connections one client address (an IPv6 /64) may hold per worker process "
+        "(0: no cap); a connection past it is answered 429 `too_many_connections` and "
+        "closed. Off behind proxies (TRUSTED_PROXY_HOPS > 0): cap connections there",
         read_by="api",
     )
 )
