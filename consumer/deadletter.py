@@ -7,7 +7,14 @@ What a dead letter is (the reconcile command and this tool read exactly this):
 - a message that cannot be decoded: the message whole, value, key and `schema` as received;
 - headers, all UTF-8: `reason` (at most 1000 bytes), `error` (`undecodable` or `rejected`),
   `sqlstate` (when the database gave one), `site_id` and `event_id` (when known),
-  `source_topic`, `source_partition`, `source_offset`, `dead_lettered_at` (ISO 8601, UTC).
+  `source_topic`, `source_partition`, `source_offset`, `dead_lettered_at` (ISO 8601, UTC);
+- `cut_from_bytes`, only on an entry whose value was cut: the value's size as received.
+
+Size never stops a dead letter: a value over MAX_VALUE_BYTES is cut to its first
+MAX_VALUE_BYTES (the key and `schema` are capped too), and an entry the broker still refuses
+for good (the topic's max.message.bytes set lower, say) goes again as its headers alone. A cut
+entry cannot be replayed: the original stays at its source offset in the events topic until
+that topic's retention.
 
 A dead letter is produced (acks=all, awaited) before the database commit that skips it, so it
 is never silently dropped. A crash or a lost database between the two sends it again on the
@@ -29,6 +36,7 @@ import argparse
 import asyncio
 import datetime as dt
 import json
+import logging
 import sys
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -36,10 +44,19 @@ from typing import Any
 
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient
-from aiokafka.errors import KafkaError
+from aiokafka.errors import (
+    CorruptRecordException,
+    InvalidTimestampError,
+    KafkaError,
+    MessageSizeTooLargeError,
+    RecordListTooLargeError,
+    RecordTooLargeError,
+    UnknownError,
+)
 
 from consumer.batch import REJECTED, UNDECODABLE, Poison
 from consumer.settings import ConsumerSettings, settings_for_command
+from consumer.terminal import escaped
 from core.events import SCHEMA_EVENT_V1, SCHEMA_HEADER, encode_record
 
 # Header names of a dead letter (besides SCHEMA_HEADER), and the values of ERROR_HEADER.
@@ -52,16 +69,42 @@ SOURCE_TOPIC_HEADER = "source_topic"
 SOURCE_PARTITION_HEADER = "source_partition"
 SOURCE_OFFSET_HEADER = "source_offset"
 DEAD_LETTERED_AT_HEADER = "dead_lettered_at"
+CUT_FROM_HEADER = "cut_from_bytes"
 ERROR_UNDECODABLE = UNDECODABLE
 ERROR_REJECTED = REJECTED
 MAX_REASON_BYTES = 1000
+# The largest value a dead letter carries. Above the largest message the API produces
+# (ingest.coalesce.MAX_MESSAGE_BYTES, 512 KiB), so whatever it produced goes whole and can be
+# replayed; and with the key, headers and batch overhead well under the producer's
+# max_request_size and the broker's message.max.bytes (1 MiB each by default).
+MAX_VALUE_BYTES = 768 * 1024
+MAX_KEY_BYTES = 1024
+MAX_SCHEMA_BYTES = 64
+DLQ_MAX_REQUEST_BYTES = 1024 * 1024
+
+# What the broker (or the producer, before sending) refuses whatever the number of attempts:
+# the entry itself is at fault, so retrying it would hold the batch forever. UnknownError is
+# what the client makes of codes it does not know, such as INVALID_RECORD (87).
+PERMANENT_ERRORS: tuple[type[KafkaError], ...] = (
+    MessageSizeTooLargeError,
+    RecordListTooLargeError,
+    RecordTooLargeError,
+    CorruptRecordException,
+    InvalidTimestampError,
+    UnknownError,
+)
 
 # How long the tool waits for the next records before it gives up reading to the end.
 READ_STALL_S = 30.0
 
+log = logging.getLogger(__name__)
+
 
 class DeadLetterUnavailable(Exception):
     """The dead-letter topic did not acknowledge: hold the batch and retry."""
+
+
+DeadLetter = tuple[bytes | None, bytes, list[tuple[str, bytes]]]
 
 
 def cut_utf8(text: str, max_bytes: int) -> bytes:
@@ -69,10 +112,9 @@ def cut_utf8(text: str, max_bytes: int) -> bytes:
     return text.encode()[:max_bytes].decode("utf-8", "ignore").encode()
 
 
-def dead_letter(
-    item: Poison, source_topic: str, now: dt.datetime
-) -> tuple[bytes | None, bytes, list[tuple[str, bytes]]]:
-    """The key, value and headers of the dead letter for `item`."""
+def dead_letter(item: Poison, source_topic: str, now: dt.datetime) -> DeadLetter:
+    """The key, value and headers of the dead letter for `item`, its value cut to
+    MAX_VALUE_BYTES (header CUT_FROM_HEADER then says its size as received)."""
     message = item.message
     headers = [
         (REASON_HEADER, cut_utf8(item.reason, MAX_REASON_BYTES)),
@@ -92,8 +134,10 @@ def dead_letter(
     else:
         key, value = message.key, message.value
         if message.schema is not None:
-            headers.append((SCHEMA_HEADER, message.schema))
-        if key is not None and _is_utf8(key):  # the API keys every message by its site_id
+            headers.append((SCHEMA_HEADER, message.schema[:MAX_SCHEMA_BYTES]))
+        if key is not None and len(key) > MAX_KEY_BYTES:
+            key = key[:MAX_KEY_BYTES]  # longer than any site_id: not one, and not a header
+        elif key is not None and _is_utf8(key):  # the API keys every message by its site_id
             headers.append((SITE_ID_HEADER, key))
     headers += [
         (SOURCE_TOPIC_HEADER, source_topic.encode()),
@@ -101,7 +145,19 @@ def dead_letter(
         (SOURCE_OFFSET_HEADER, str(message.offset).encode()),
         (DEAD_LETTERED_AT_HEADER, now.astimezone(dt.UTC).isoformat().encode()),
     ]
+    if len(value) > MAX_VALUE_BYTES:
+        headers.append((CUT_FROM_HEADER, str(len(value)).encode()))
+        value = value[:MAX_VALUE_BYTES]
     return key, value, headers
+
+
+def headers_only(letter: DeadLetter) -> DeadLetter:
+    """`letter` without its value, for a broker that refuses it whole: the reason and the
+    source offset still reach the topic (CUT_FROM_HEADER says what the value was)."""
+    key, value, headers = letter
+    if not any(name == CUT_FROM_HEADER for name, _ in headers):
+        headers = [*headers, (CUT_FROM_HEADER, str(len(value)).encode())]
+    return key, b"", headers
 
 
 def _is_utf8(data: bytes) -> bool:
@@ -119,7 +175,12 @@ class DeadLetters:
         self._producer = AIOKafkaProducer(
             bootstrap_servers=bootstrap_servers,
             acks="all",
-            enable_idempotence=True,
+            # Not idempotent: the topic is at-least-once anyway, and an idempotent producer
+            # that had a batch refused for good would have a gap in its sequence numbers
+            # and fail every later send to that partition.
+            enable_idempotence=False,
+            compression_type="zstd",  # readers may store what they read: poison can be big
+            max_request_size=DLQ_MAX_REQUEST_BYTES,
             request_timeout_ms=10_000,
             client_id="analytics-consumer-dlq",
         )
@@ -132,20 +193,69 @@ class DeadLetters:
 
     async def send(self, poison: Sequence[Poison]) -> None:
         """Waits until the broker acknowledged every dead letter, or raises
-        DeadLetterUnavailable (some may have been written: the caller sends all again)."""
+        DeadLetterUnavailable (some may have been written: the caller sends all again).
+
+        An entry refused for good (PERMANENT_ERRORS) is sent again at once as its headers
+        alone, so no entry can hold the batch past this call; only a transient failure, or a
+        topic that refuses even headers, raises."""
         if not poison:
             return
         now = dt.datetime.now(dt.UTC)
+        letters = [dead_letter(item, self._source_topic, now) for item in poison]
+        refused = [
+            (letter, error)
+            for letter, error in zip(letters, await self._send_all(letters), strict=True)
+            if error is not None
+        ]
+        if not refused:
+            return
+        for _, error in refused:
+            log.error(
+                "the dead-letter topic %r refused an entry for good (%r); sending its headers "
+                "alone (the value stays at its source offset in %r)",
+                self._topic,
+                error,
+                self._source_topic,
+            )
+        stubs = [headers_only(letter) for letter, _ in refused]
+        if still := [error for error in await self._send_all(stubs) if error is not None]:
+            raise DeadLetterUnavailable(
+                f"the dead-letter topic {self._topic!r} refuses even an entry's headers "
+                f"({still[0]!r}); check its configuration (max.message.bytes, "
+                "cleanup.policy)"
+            )
+
+    async def _send_all(self, letters: Sequence[DeadLetter]) -> list[KafkaError | None]:
+        """Sends every letter and waits for each answer: None where it was acknowledged, the
+        error where it was refused for good. Raises DeadLetterUnavailable on any other
+        failure."""
+        pending: list[asyncio.Future[Any] | KafkaError] = []
         try:
-            futures = []
-            for item in poison:
-                key, value, headers = dead_letter(item, self._source_topic, now)
-                futures.append(
-                    await self._producer.send(self._topic, value, key=key, headers=headers)
-                )
-            await asyncio.gather(*futures)
+            for key, value, headers in letters:
+                try:
+                    pending.append(
+                        await self._producer.send(self._topic, value, key=key, headers=headers)
+                    )
+                except PERMANENT_ERRORS as exc:  # the producer's own size check
+                    pending.append(exc)
+            answers = await asyncio.gather(
+                *[p for p in pending if isinstance(p, asyncio.Future)], return_exceptions=True
+            )
         except KafkaError as exc:
             raise DeadLetterUnavailable(f"dead-letter topic unavailable: {exc!r}") from exc
+        results: list[KafkaError | None] = []
+        answered = iter(answers)
+        for item in pending:
+            answer = item if isinstance(item, KafkaError) else next(answered)
+            if isinstance(answer, PERMANENT_ERRORS):
+                results.append(answer)
+            elif isinstance(answer, BaseException):
+                raise DeadLetterUnavailable(
+                    f"dead-letter topic unavailable: {answer!r}"
+                ) from answer
+            else:
+                results.append(None)
+        return results
 
 
 # -- the operator's tool -------------------------------------------------------------------
@@ -175,6 +285,11 @@ class Entry:
         return self.header(SITE_ID_HEADER)
 
     @property
+    def cut_from_bytes(self) -> int | None:
+        """The value's size as received, when the dead letter holds only part of it."""
+        return _int_or_none(self.header(CUT_FROM_HEADER))
+
+    @property
     def time(self) -> str:
         written = self.header(DEAD_LETTERED_AT_HEADER)
         if written:
@@ -195,6 +310,7 @@ class Entry:
             "source_partition": _int_or_none(self.header(SOURCE_PARTITION_HEADER)),
             "source_offset": _int_or_none(self.header(SOURCE_OFFSET_HEADER)),
             "schema": self.header(SCHEMA_HEADER),
+            "cut_from_bytes": self.cut_from_bytes,
         }
 
 
@@ -310,18 +426,19 @@ def entry_name(entry: Entry, partitions: int) -> str:
 
 
 def format_line(entry: Entry, partitions: int) -> str:
-    reason = (entry.header(REASON_HEADER) or "").replace("\n", " ")
-    return "  ".join(
-        [
-            entry_name(entry, partitions),
-            entry.time,
-            entry.header(ERROR_HEADER) or "-",
-            entry.header(SQLSTATE_HEADER) or "-",
-            entry.site_id or "-",
-            entry.header(EVENT_ID_HEADER) or "-",
-            reason,
-        ]
-    )
+    """One entry for a terminal: every field from the data escaped (consumer/terminal.py)."""
+    reason = entry.header(REASON_HEADER) or ""
+    if entry.cut_from_bytes is not None:
+        reason += f" (value cut from {entry.cut_from_bytes} bytes: not replayable)"
+    fields = [
+        entry.time,
+        entry.header(ERROR_HEADER) or "-",
+        entry.header(SQLSTATE_HEADER) or "-",
+        entry.site_id or "-",
+        entry.header(EVENT_ID_HEADER) or "-",
+        reason,
+    ]
+    return "  ".join([entry_name(entry, partitions), *(escaped(f) for f in fields)])
 
 
 async def list_command(settings: ConsumerSettings, args: argparse.Namespace) -> int:
@@ -332,7 +449,9 @@ async def list_command(settings: ConsumerSettings, args: argparse.Namespace) -> 
     shown = chosen[: args.limit] if args.limit is not None else chosen
     if args.json:
         for entry in shown:
-            print(json.dumps(entry.as_json(), ensure_ascii=False))
+            # ASCII: C1 controls and bidirectional overrides, which JSON leaves as they are,
+            # are \u escapes too, so that the lines are safe on a terminal as well.
+            print(json.dumps(entry.as_json()))
         return 0
     print("offset  time  error  sqlstate  site  event_id  reason")
     for entry in shown:
@@ -354,6 +473,15 @@ async def replay_command(settings: ConsumerSettings, args: argparse.Namespace) -
             listed = ", ".join(f"{p}:{o}" for p, o in missing)
             scope = f" of site {args.site!r}" if args.site else ""
             raise ToolError(f"no entry{scope} at {listed} in {settings.dlq_topic!r}; see `list`")
+    if cut := [e for e in chosen if e.cut_from_bytes is not None]:
+        listed = ", ".join(f"{entry_name(e, partitions)} (source {_source(e)})" for e in cut)
+        if names is not None:
+            raise ToolError(
+                f"{listed}: the dead letter holds only the start of the value; the original is "
+                f"at that source offset of {settings.events_topic!r} until its retention"
+            )
+        print(f"skipping entries whose value was cut: {listed}", file=sys.stderr)
+        chosen = [e for e in chosen if e.cut_from_bytes is None]
     if not chosen:
         print("nothing to replay", file=sys.stderr)
         return 0
@@ -369,6 +497,11 @@ async def replay_command(settings: ConsumerSettings, args: argparse.Namespace) -
         "them again"
     )
     return 0
+
+
+def _source(entry: Entry) -> str:
+    partition = entry.header(SOURCE_PARTITION_HEADER) or "?"
+    return f"{escaped(partition)}:{escaped(entry.header(SOURCE_OFFSET_HEADER) or '?')}"
 
 
 async def republish(settings: ConsumerSettings, entries: Sequence[Entry]) -> None:

@@ -39,6 +39,7 @@ from consumer.deadletter import (
     SOURCE_TOPIC_HEADER,
 )
 from consumer.settings import ConsumerSettings, settings_for_command
+from consumer.terminal import escaped
 from core.events import SCHEMA_HEADER, EventRecord, decode_records
 
 CHUNK_EVENTS = 5_000
@@ -344,12 +345,18 @@ def _moment(text: str) -> dt.datetime:
     return moment if moment.tzinfo else moment.replace(tzinfo=dt.UTC)
 
 
+def missing_line(item: Unaccounted) -> str:
+    """One unaccounted event for a terminal: its site id escaped (consumer/terminal.py)."""
+    site = "-" if item.site_id is None else f"'{escaped(item.site_id)}'"
+    return (
+        f"  missing: partition {item.partition} offset {item.offset} site {site} "
+        f"event {item.event_id} day {item.day}"
+    )
+
+
 def _print_missing(missing: Iterable[Unaccounted], show: int) -> None:
     for item in list(missing)[:show]:
-        print(
-            f"  missing: partition {item.partition} offset {item.offset} site {item.site_id!r} "
-            f"event {item.event_id} day {item.day}"
-        )
+        print(missing_line(item))
 
 
 def main(argv: list[str]) -> int:
@@ -368,11 +375,15 @@ def main(argv: list[str]) -> int:
         report = asyncio.run(reconcile(settings, since=args.since, until=args.until, quiet=False))
     except (KafkaError, LookupError) as exc:
         print(
-            f"reconcile: cannot read Kafka: {exc}; check KAFKA_BOOTSTRAP_SERVERS", file=sys.stderr
+            f"reconcile: cannot read Kafka: {escaped(str(exc))}; check KAFKA_BOOTSTRAP_SERVERS",
+            file=sys.stderr,
         )
         return 2
     except psycopg.Error as exc:
-        print(f"reconcile: cannot read PostgreSQL: {exc}; check DATABASE_URL", file=sys.stderr)
+        print(
+            f"reconcile: cannot read PostgreSQL: {escaped(str(exc))}; check DATABASE_URL",
+            file=sys.stderr,
+        )
         return 2
     print(f"reconcile: {report.summary()}")
     _print_missing(report.missing, args.show)

@@ -168,12 +168,26 @@ TOPIC_REPLICATION_FACTOR = _declare(
         read_by="both",
     )
 )
+
+
+def parse_retention_days(raw: str) -> int:
+    """0 (keep everything) or 2 and more: the API accepts events from the day after the first
+    day retention keeps (ingest/time_window.py), so with 1 it would accept no past day."""
+    days = parse_whole("RETENTION_DAYS", raw)
+    if days < 0 or days == 1:
+        raise ConfigError(f"RETENTION_DAYS must be 0 (keep all) or at least 2, got {days}")
+    return days
+
+
 RETENTION_DAYS = _declare(
     Setting(
         env="RETENTION_DAYS",
         default=0,
-        doc="days of raw events the consumer keeps (0: all); the API refuses events for the "
-        "days it dropped (400 `timestamp_expired`): give both the same value",
+        minimum=None,
+        parse=parse_retention_days,
+        doc="days of raw events the consumer keeps (0: all; else at least 2); the API accepts "
+        "events from the day after the first day kept, a day of margin for consumer lag, and "
+        "refuses older ones (400 `timestamp_expired`): give both the same value",
         read_by="both",
     )
 )
@@ -350,7 +364,18 @@ MAX_CONNECTIONS = _declare(
         env="MAX_CONNECTIONS",
         default=1000,
         minimum=1,
-        doc="open connections per worker process; past it uvicorn answers 503",
+        doc="open connections, or requests running, per worker process; past it a request "
+        "is answered 503 `overloaded` with Retry-After",
+        read_by="api",
+    )
+)
+MAX_CONNECTIONS_PER_CLIENT = _declare(
+    Setting(
+        env="MAX_CONNECTIONS_PER_CLIENT",
+        default=64,
+        doc="open connections one client address (an IPv6 /64) may hold per worker process "
+        "(0: no cap); a connection past it is answered 429 `too_many_connections` and "
+        "closed. Off behind proxies (TRUSTED_PROXY_HOPS > 0): cap connections there",
         read_by="api",
     )
 )

@@ -3,8 +3,9 @@
 Limits against slow or idle clients (ingest/server.py, Settings' docstring): a request head
 of at most MAX_HEADER_BYTES, whole within KEEP_ALIVE_TIMEOUT_S of connecting or of the last
 response; idle keep-alive connections closed after KEEP_ALIVE_TIMEOUT_S; at most
-MAX_CONNECTIONS connections or requests per process (503 past it); the body within
-BODY_READ_TIMEOUT_S (in the app).
+MAX_CONNECTIONS connections or requests per process (503 `overloaded` past it), of which one
+client address holds at most MAX_CONNECTIONS_PER_CLIENT (429 `too_many_connections`, then
+closed); the body within BODY_READ_TIMEOUT_S (in the app).
 """
 
 from __future__ import annotations
@@ -16,7 +17,7 @@ import uvicorn
 from core.config import ConfigError, environ
 from core.logs import configure_logging
 from ingest.app import create_app, tune_gc
-from ingest.server import GuardedHttpToolsProtocol
+from ingest.server import protocol
 from ingest.settings import Settings
 
 
@@ -38,10 +39,14 @@ def main() -> int:
         host=settings.host,
         port=settings.port,
         loop="uvloop",
-        http=GuardedHttpToolsProtocol,
+        # Behind proxies every connection comes from one: the proxies cap them per client.
+        http=protocol(
+            0 if settings.trusted_proxy_hops > 0 else settings.max_connections_per_client,
+            settings.retry_after_s,
+        ),
         timeout_keep_alive=settings.keep_alive_timeout_s,
         limit_concurrency=settings.max_connections,
-        # uvicorn reads it for h11 only; GuardedHttpToolsProtocol applies it to httptools.
+        # uvicorn reads it for h11 only; ingest/server.py applies it to httptools.
         h11_max_incomplete_event_size=settings.max_header_bytes,
         access_log=False,
         log_config=None,  # keep configure_logging's format

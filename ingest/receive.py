@@ -43,20 +43,33 @@ async def read_body(
             f"Content-Encoding {encoding!r} is not supported (use gzip or none)",
             field="Content-Encoding",
         )
+    compressed = encoding != "identity"
     if content_length is not None and content_length.isdigit() and int(content_length) > max_bytes:
-        raise _too_large(max_bytes)
-    if encoding == "identity":
+        raise PayloadTooLarge(
+            f"The {_body(compressed)} is larger than {max_bytes} bytes as received "
+            f"(Content-Length: {int(content_length)})",
+            field="Content-Length",
+        )
+    if not compressed:
         return await _read_plain(chunks, max_bytes)
     return await _inflate(chunks, max_bytes)
 
 
-def _too_large(max_bytes: int) -> PayloadTooLarge:
-    return PayloadTooLarge(f"The body is larger than {max_bytes} bytes (after decompression)")
+def _body(compressed: bool) -> str:
+    return "compressed body" if compressed else "body"
 
 
-def _compressed_too_large(max_bytes: int) -> PayloadTooLarge:
+def _received_too_large(max_bytes: int, *, compressed: bool) -> PayloadTooLarge:
     return PayloadTooLarge(
-        f"The compressed body is larger than {max_bytes} bytes", field="Content-Encoding"
+        f"The {_body(compressed)} is larger than {max_bytes} bytes as received",
+        field="Content-Encoding" if compressed else None,
+    )
+
+
+def _inflated_too_large(max_bytes: int) -> PayloadTooLarge:
+    return PayloadTooLarge(
+        f"The body is larger than {max_bytes} bytes after decompression",
+        field="Content-Encoding",
     )
 
 
@@ -66,7 +79,7 @@ async def _read_plain(chunks: AsyncIterator[bytes], max_bytes: int) -> bytes:
     async for chunk in chunks:
         size += len(chunk)
         if size > max_bytes:
-            raise _too_large(max_bytes)
+            raise _received_too_large(max_bytes, compressed=False)
         parts.append(chunk)
     return b"".join(parts)
 
@@ -81,7 +94,7 @@ async def _inflate(chunks: AsyncIterator[bytes], max_bytes: int) -> bytes:
         async for chunk in chunks:
             received += len(chunk)
             if received > max_bytes:
-                raise _compressed_too_large(max_bytes)
+                raise _received_too_large(max_bytes, compressed=True)
             data = chunk
             while data:
                 if inflater.eof:  # the bytes after a member must be another member
@@ -91,7 +104,7 @@ async def _inflate(chunks: AsyncIterator[bytes], max_bytes: int) -> bytes:
                 out = inflater.decompress(data, max_bytes - size + 1)
                 size += len(out)
                 if size > max_bytes:
-                    raise _too_large(max_bytes)
+                    raise _inflated_too_large(max_bytes)
                 parts.append(out)
                 data = inflater.unused_data if inflater.eof else inflater.unconsumed_tail
     except zlib.error as exc:

@@ -47,6 +47,7 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
     body_read_timeout_s: float = declared.BODY_READ_TIMEOUT_S.default
     keep_alive_timeout_s: int = declared.KEEP_ALIVE_TIMEOUT_S.default
     max_connections: int = declared.MAX_CONNECTIONS.default
+    max_connections_per_client: int = declared.MAX_CONNECTIONS_PER_CLIENT.default
     max_header_bytes: int = declared.MAX_HEADER_BYTES.default
     produce_site_arrays: bool = declared.PRODUCE_SITE_ARRAYS.default
     produce_coalesce: bool = declared.PRODUCE_COALESCE.default

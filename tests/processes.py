@@ -80,6 +80,8 @@ def start_api(settings: Settings, log_dir: Path) -> tuple[Process, str]:
         MAX_PAST_DAYS=str(settings.max_past_days),
         BODY_READ_TIMEOUT_S=str(settings.body_read_timeout_s),
         KEEP_ALIVE_TIMEOUT_S=str(settings.keep_alive_timeout_s),
+        MAX_CONNECTIONS=str(settings.max_connections),
+        MAX_CONNECTIONS_PER_CLIENT=str(settings.max_connections_per_client),
     )
     process = Process(f"api-{port}", [sys.executable, "-m", "ingest"], env, log_dir)
     base_url = f"http://127.0.0.1:{port}"

@@ -31,8 +31,8 @@ def served(api_settings: Settings, tmp_path: Path) -> Iterator[tuple[str, int]]:
         api.terminate()
 
 
-def _connect(address: tuple[str, int]) -> socket.socket:
-    conn = socket.create_connection(address, timeout=30)
+def _connect(address: tuple[str, int], source: str = "127.0.0.1") -> socket.socket:
+    conn = socket.create_connection(address, timeout=30, source_address=(source, 0))
     return conn
 
 
@@ -96,3 +96,74 @@ def test_a_head_past_the_header_limit_is_refused(served: tuple[str, int]) -> Non
         conn.sendall(_head(2).replace(b"Host: ingest\r\n", b"Host: ingest\r\n" + huge) + b"{}")
         answer = _read_all(conn)
     assert answer.startswith(b"HTTP/1.1 400 "), answer[:200]
+
+
+@pytest.fixture
+def crowded(api_settings: Settings, tmp_path: Path) -> Iterator[tuple[str, int]]:
+    """The API with room for 6 connections, 3 per client address, and idle connections
+    kept for 30 s (so that the sockets a test holds stay open while it runs)."""
+    settings = msgspec.structs.replace(
+        api_settings, max_connections=6, max_connections_per_client=3, keep_alive_timeout_s=30
+    )
+    api, base_url = start_api(settings, tmp_path)
+    try:
+        host, port = base_url.removeprefix("http://").split(":")
+        yield host, int(port)
+    finally:
+        api.terminate()
+
+
+def _json_answer(answer: bytes) -> tuple[bytes, dict[str, str], dict[str, object]]:
+    head, _, body = answer.partition(b"\r\n\r\n")
+    status, *lines = head.decode().split("\r\n")
+    headers = {name.lower(): value.strip() for name, _, value in (h.partition(":") for h in lines)}
+    return status.encode(), headers, json.loads(body)
+
+
+def _post(conn: socket.socket) -> bytes:
+    body = json.dumps(event(timestamp=now().isoformat())).encode()
+    conn.sendall(_head(len(body)).replace(b"\r\n\r\n", b"\r\nConnection: close\r\n\r\n") + body)
+    return _read_all(conn)
+
+
+def test_one_client_cannot_hold_every_connection(crowded: tuple[str, int]) -> None:
+    idle = [_connect(crowded) for _ in range(3)]
+    try:
+        # The fourth connection of the same address: answered at once, unasked, and closed.
+        with _connect(crowded) as fourth:
+            status, headers, body = _json_answer(_read_all(fourth))
+        assert status == b"HTTP/1.1 429 Too Many Requests"
+        assert body["code"] == "too_many_connections"
+        assert "MAX_CONNECTIONS_PER_CLIENT" in str(body["message"])
+        assert headers["retry-after"] == "1" and headers["connection"] == "close"
+        assert headers["content-type"].startswith("application/json")
+        # Another client is served meanwhile.
+        with _connect(crowded, source="127.0.0.2") as other:
+            assert _post(other).startswith(b"HTTP/1.1 202 ")
+    finally:
+        for conn in idle:
+            conn.close()
+    # Once the idle ones are gone, the first address is served again (the server notices
+    # the closes asynchronously: a few attempts, each a fresh connection).
+    for _ in range(50):
+        with _connect(crowded) as conn:
+            answer = _post(conn)
+        if not answer.startswith(b"HTTP/1.1 429 "):
+            break
+    assert answer.startswith(b"HTTP/1.1 202 "), answer[:200]
+
+
+def test_past_max_connections_the_answer_is_json_with_retry_after(
+    crowded: tuple[str, int],
+) -> None:
+    idle = [_connect(crowded, source=f"127.0.0.{1 + i // 3}") for i in range(5)]
+    try:
+        with _connect(crowded, source="127.0.0.3") as sixth:
+            status, headers, body = _json_answer(_post(sixth))
+    finally:
+        for conn in idle:
+            conn.close()
+    assert status == b"HTTP/1.1 503 Service Unavailable"
+    assert body["code"] == "overloaded" and "MAX_CONNECTIONS" in str(body["message"])
+    assert headers["retry-after"] == "1" and headers["connection"] == "close"
+    assert headers["content-type"].startswith("application/json")

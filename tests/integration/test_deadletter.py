@@ -6,12 +6,15 @@ from __future__ import annotations
 import asyncio
 import json
 import os
+import random
 import sys
 from datetime import UTC, datetime
 
 import psycopg
 import pytest
 from aiokafka import AIOKafkaProducer
+from aiokafka.admin import AIOKafkaAdminClient
+from aiokafka.admin.config_resource import ConfigResource, ConfigResourceType
 
 from consumer.settings import ConsumerSettings
 from core.events import SCHEMA_EVENT_V1, SCHEMA_HEADER, EventRecord, encode_record
@@ -170,3 +173,98 @@ async def test_offsets_need_a_partition_when_the_topic_has_several(
     code, _, err = await tool(consumer_settings, "replay", "--offset", "3")
     assert code == 1
     assert "PARTITION:OFFSET" in err
+
+
+async def test_an_oversized_undecodable_message_is_cut_and_does_not_stall(
+    consumer_settings: ConsumerSettings,
+) -> None:
+    """3 MB that cannot be decoded, compressed on the wire so that the broker takes it: more
+    than the dead-letter producer may send whole. Its start goes to the dead-letter topic,
+    marked as cut, and the event behind it is stored on the first attempt."""
+    url = consumer_settings.database_url
+    after = make_record(site_id="after-site")
+    producer = AIOKafkaProducer(
+        bootstrap_servers=consumer_settings.kafka_bootstrap_servers,
+        acks="all",
+        compression_type="gzip",
+        max_request_size=16 * 1024 * 1024,
+    )
+    await producer.start()
+    try:
+        for value in (b"\xc1" * 3_000_000, encode_record(after)):
+            await producer.send_and_wait(
+                consumer_settings.events_topic,
+                value,
+                key=b"big-site",
+                partition=0,
+                headers=[(SCHEMA_HEADER, SCHEMA_EVENT_V1)],
+            )
+    finally:
+        await producer.stop()
+    async with running_consumer(consumer_settings) as stats:
+        await wait_for(
+            lambda: stored_event_count(url) == 1,
+            timeout_s=30,
+            what="the event behind an oversized poison message",
+        )
+        assert stats.registry.get_sample_value("consumer_write_retries_total") == 0  # no retry
+
+    code, out, err = await tool(consumer_settings, "list", "--json")
+    assert code == 0, err
+    (entry,) = [json.loads(line) for line in out.splitlines()]
+    assert entry["error"] == "undecodable" and entry["site_id"] == "big-site"
+    assert entry["cut_from_bytes"] == 3_000_000
+    assert (entry["source_partition"], entry["source_offset"]) == (0, 0)
+
+    name = f"{entry['partition']}:{entry['offset']}"
+    code, _, err = await tool(consumer_settings, "replay", "--offset", name)
+    assert code == 1
+    assert "holds only the start of the value" in err and "(source 0:0)" in err
+
+
+async def test_a_letter_the_topic_refuses_goes_as_its_headers(
+    consumer_settings: ConsumerSettings,
+) -> None:
+    """A dead-letter topic whose max.message.bytes is lower than what is sent (the broker
+    refuses it for good, MESSAGE_TOO_LARGE): the entry goes again without its value, on the
+    same attempt, and nothing is held."""
+    admin = AIOKafkaAdminClient(bootstrap_servers=consumer_settings.kafka_bootstrap_servers)
+    await admin.start()
+    try:
+        topic = ConfigResource(
+            ConfigResourceType.TOPIC, consumer_settings.dlq_topic, {"max.message.bytes": "8192"}
+        )
+        await admin.alter_configs([topic])
+    finally:
+        await admin.close()
+    url = consumer_settings.database_url
+    noise = random.Random(11).randbytes(100_000)  # incompressible: 100 kB on the wire too
+    after = make_record(site_id="after-site")
+    producer = AIOKafkaProducer(
+        bootstrap_servers=consumer_settings.kafka_bootstrap_servers, acks="all"
+    )
+    await producer.start()
+    try:
+        for value in (b"\xc1" + noise, encode_record(after)):
+            await producer.send_and_wait(
+                consumer_settings.events_topic,
+                value,
+                key=b"noisy-site",
+                partition=0,
+                headers=[(SCHEMA_HEADER, SCHEMA_EVENT_V1)],
+            )
+    finally:
+        await producer.stop()
+    async with running_consumer(consumer_settings) as stats:
+        await wait_for(
+            lambda: stored_event_count(url) == 1,
+            timeout_s=30,
+            what="the event behind a letter the topic refuses",
+        )
+        assert stats.registry.get_sample_value("consumer_write_retries_total") == 0
+
+    code, out, err = await tool(consumer_settings, "list", "--json")
+    assert code == 0, err
+    (entry,) = [json.loads(line) for line in out.splitlines()]
+    assert entry["site_id"] == "noisy-site" and entry["cut_from_bytes"] == 100_001
+    assert (entry["source_partition"], entry["source_offset"]) == (0, 0)

@@ -133,8 +133,40 @@ def test_a_declared_length_past_the_limit_is_refused_unread() -> None:
         raise AssertionError("the body should not be read")
         yield b""
 
-    with pytest.raises(PayloadTooLarge):
+    with pytest.raises(PayloadTooLarge) as caught:
         asyncio.run(read_body("5000", None, never(), max_bytes=1024))
+    assert caught.value.message == (
+        "The body is larger than 1024 bytes as received (Content-Length: 5000)"
+    )
+    assert caught.value.field == "Content-Length"
+
+
+def test_a_compressed_body_declared_too_long_is_refused_as_received() -> None:
+    """Its Content-Length is what is over the limit: nothing was decompressed."""
+
+    async def never() -> AsyncIterator[bytes]:
+        raise AssertionError("the body should not be read")
+        yield b""
+
+    with pytest.raises(PayloadTooLarge) as caught:
+        asyncio.run(read_body("5000", "gzip", never(), max_bytes=1024))
+    assert caught.value.message == (
+        "The compressed body is larger than 1024 bytes as received (Content-Length: 5000)"
+    )
+    assert "decompression" not in caught.value.message
+    assert caught.value.field == "Content-Length"
+
+
+def test_each_refusal_says_which_size_was_over() -> None:
+    with pytest.raises(PayloadTooLarge) as plain:
+        read(b"x" * 2000, max_bytes=1024)
+    assert plain.value.message == "The body is larger than 1024 bytes as received"
+    with pytest.raises(PayloadTooLarge) as inflated:
+        read(gzip.compress(b"x" * 2000), encoding="gzip", max_bytes=1024)
+    assert inflated.value.message == "The body is larger than 1024 bytes after decompression"
+    with pytest.raises(PayloadTooLarge) as packed:
+        read(gzip.compress(b"") * 100, encoding="gzip", max_bytes=1024)
+    assert packed.value.message == "The compressed body is larger than 1024 bytes as received"
 
 
 @FAST

@@ -6,6 +6,7 @@ from datetime import UTC, datetime, timedelta, timezone
 
 import pytest
 
+from consumer.retention import first_kept_day as retention_first_kept_day
 from core.config import ConfigError
 from core.events import InvalidEvent
 from ingest.settings import Settings
@@ -59,9 +60,42 @@ def test_days_retention_dropped_are_expired_not_too_old() -> None:
     window = TimeWindow(max_past_days=31, retention_days=7)
     first_kept = datetime(2026, 3, 4, tzinfo=UTC)  # today and the 6 days before
     assert window.first_kept_day(NOON.date()) == first_kept.date()
-    window.check(first_kept, NOON)
     assert refusal(window, first_kept - timedelta(seconds=1)) == "timestamp_expired"
     assert refusal(window, NOON - timedelta(days=100)) == "timestamp_expired"
+
+
+def test_the_first_day_retention_keeps_is_refused_a_day_of_margin() -> None:
+    """At 23:59 the first kept day is dropped by the next run of retention, minutes later:
+    an event for it would become a dead letter if the consumer lagged. The API accepts from
+    the day after, which stays kept for at least another whole day."""
+    window = TimeWindow(max_past_days=31, retention_days=7)
+    late = datetime(2026, 3, 10, 23, 59, 59, tzinfo=UTC)
+    first_kept = datetime(2026, 3, 4, tzinfo=UTC)
+    first_accepted = datetime(2026, 3, 5, tzinfo=UTC)
+    for received in (NOON, late):
+        assert window.first_retained_day(received.date()) == first_accepted.date()
+        assert refusal(window, first_kept, received) == "timestamp_expired"
+        assert refusal(window, first_accepted - timedelta(microseconds=1), received) == (
+            "timestamp_expired"
+        )
+        window.check(first_accepted, received)
+    # What was accepted at 23:59:59 is still kept by retention a whole day later.
+    next_day = late.date() + timedelta(days=1)
+    assert retention_first_kept_day(7, next_day) == first_accepted.date()
+    assert window.first_kept_day(NOON.date()) == retention_first_kept_day(7, NOON.date())
+    # At the next midnight the edge moves with today.
+    assert refusal(window, first_accepted, late + timedelta(seconds=1)) == "timestamp_expired"
+
+
+def test_retention_of_one_day_would_accept_no_past_day() -> None:
+    with pytest.raises(ValueError):
+        TimeWindow(max_past_days=31, retention_days=1)
+    with pytest.raises(ConfigError, match="RETENTION_DAYS must be 0"):
+        Settings.from_env({"RETENTION_DAYS": "1"})
+    assert Settings.from_env({"RETENTION_DAYS": "2"}).retention_days == 2
+    window = TimeWindow(max_past_days=31, retention_days=2)
+    window.check(NOON.replace(hour=0), NOON)  # keeps yesterday and today: accepts today
+    assert refusal(window, NOON - timedelta(days=1)) == "timestamp_expired"
 
 
 def test_retention_longer_than_the_window_leaves_the_window_in_charge() -> None:
@@ -78,7 +112,8 @@ def test_messages_name_the_window_and_the_setting() -> None:
     assert "MAX_PAST_DAYS" in too_old.value.message and "2026-03-09" in too_old.value.message
     with pytest.raises(InvalidEvent) as expired:
         window.check(NOON - timedelta(days=10), NOON)
-    assert "RETENTION_DAYS=7" in expired.value.message and "2026-03-04" in expired.value.message
+    message = expired.value.message
+    assert "RETENTION_DAYS=7" in message and "2026-03-04" in message and "2026-03-05" in message
 
 
 def test_the_window_is_capped() -> None:
