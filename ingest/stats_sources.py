@@ -13,10 +13,12 @@ users) of the paths `match` selects; "series" (t, views, events, visitors); "det
 
 from __future__ import annotations
 
+import datetime as dt
 from typing import Any, Literal
 
 from psycopg import sql
 
+from core.calendar import next_month
 from ingest.stats_days import utc_days
 from ingest.stats_plan_parts import (
     Days,
@@ -61,10 +63,23 @@ def _ph(p: str, name: str) -> sql.Placeholder:
     return sql.Placeholder(p + name)
 
 
-def _between(column: str, p: str) -> sql.Composable:
+def _between(column: str, p: str, single: bool = False) -> sql.Composable:
+    """[{p}first, {p}end); one day or month is asked as an equality, so that an index on
+    (…, day, views DESC, path) serves a ranking in order instead of a sort of every row."""
+    if single:
+        return sql.SQL("{c} = {a}").format(c=sql.Identifier(column), a=_ph(p, "first"))
     return sql.SQL("{c} >= {a} AND {c} < {b}").format(
         c=sql.Identifier(column), a=_ph(p, "first"), b=_ph(p, "end")
     )
+
+
+def single_unit(leaf: object) -> bool:
+    """Whether a leaf's range is exactly one day (days) or one calendar month (months)."""
+    if isinstance(leaf, Days | LocalDays):
+        return leaf.end == leaf.first + dt.timedelta(days=1)
+    if isinstance(leaf, Months | LocalMonths):
+        return leaf.end == next_month(leaf.first)
+    return False
 
 
 def _zone(p: str) -> sql.Composable:
@@ -102,17 +117,17 @@ def rows(
     t = sql.Identifier(leaf.table)
     where: list[sql.Composable] = [SITE]
     if isinstance(leaf, Days):
-        where.append(_between("day", p))
+        where.append(_between("day", p, single_unit(leaf)))
         if leaf.page_views_only:
             where.append(sql.SQL("event_type = 'page_view'"))
     elif isinstance(leaf, Months):
-        where.append(_between("month", p))
+        where.append(_between("month", p, single_unit(leaf)))
         if leaf.table.startswith("sealed_"):
             where.append(sql.SQL("timezone = 'UTC'"))
     elif isinstance(leaf, LocalDays):
-        where = [_zone(p), _between("day", p)]
+        where = [_zone(p), _between("day", p, single_unit(leaf))]
     elif isinstance(leaf, LocalMonths):
-        where = [_zone(p), _between("month", p)]
+        where = [_zone(p), _between("month", p, single_unit(leaf))]
     elif isinstance(leaf, Edges):
         where.append(_spans(leaf, p, raw=leaf.table == "events"))
     elif isinstance(leaf, Instants):
@@ -249,9 +264,9 @@ def shape(parts: tuple[Part, ...]) -> tuple[Any, ...]:
         elif isinstance(part, Edges):
             key.append((type(part).__name__, part.table, len(part.spans), part.per_path))
         elif isinstance(part, Days):
-            key.append(("Days", part.table, part.page_views_only))
+            key.append(("Days", part.table, part.page_views_only, single_unit(part)))
         else:
-            key.append((type(part).__name__, part.table))
+            key.append((type(part).__name__, part.table, single_unit(part)))
     return tuple(key)
 
 

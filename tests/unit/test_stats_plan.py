@@ -235,3 +235,23 @@ def test_filter_values_are_bound_not_inlined() -> None:
     statement, params = stats_sql.aggregate_sql(plan.answer, "s", "UTC", request.filters)
     assert evil in params.values()
     assert "DROP TABLE" not in statement.as_string(None)
+
+
+def test_one_day_or_month_is_asked_as_an_equality_so_the_top_index_serves_the_order() -> None:
+    import datetime as dt
+
+    from ingest import stats_sources
+    from ingest.stats_plan_parts import LocalDays, Months
+
+    one_month = Months("sealed_monthly_paths", dt.date(2025, 11, 1), dt.date(2025, 12, 1))
+    two_months = Months("monthly_paths", dt.date(2025, 10, 1), dt.date(2025, 12, 1))
+    one_day = LocalDays(
+        "local_daily_paths", "Asia/Kolkata", dt.date(2025, 11, 12), dt.date(2025, 11, 13)
+    )
+    assert stats_sources.single_unit(one_month) and stats_sources.single_unit(one_day)
+    assert not stats_sources.single_unit(two_months)
+    text = stats_sources.rows("pages", one_month, "p0_").as_string(None)
+    assert '"month" = %(p0_first)s' in text
+    text = stats_sources.rows("pages", two_months, "p0_").as_string(None)
+    assert '"month" >= %(p0_first)s AND "month" < %(p0_end)s' in text
+    assert stats_sources.shape((one_month,)) != stats_sources.shape((two_months,))
