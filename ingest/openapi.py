@@ -133,11 +133,11 @@ def openapi_document(max_batch_events: int = 1000) -> dict[str, Any]:
                             "name": "site_id",
                             "in": "query",
                             "required": True,
-                            "description": "At most 128 bytes of UTF-8 (any 32 characters fit)",
+                            "description": "At most 128 bytes of UTF-8",
                             "schema": {
                                 "type": "string",
                                 "minLength": 1,
-                                "maxLength": 32,
+                                "maxLength": 128,
                                 "pattern": NO_NUL_PATTERN,
                             },
                         },
