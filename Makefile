@@ -17,7 +17,7 @@ help:
 	@echo "make migrate    bring DATABASE_URL's schema to this version (schema.sql or migrations)"
 	@echo "make schema     the same as make migrate"
 	@echo "make lint       ruff and mypy --strict"
-	@echo "make bench      benchmarks (see README)"
+	@echo "make bench      benchmarks (docs/benchmarks.md)"
 	@echo "make bench-ingest  the ingest benchmark alone"
 
 $(INSTALLED): pyproject.toml

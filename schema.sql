@@ -131,7 +131,7 @@ CREATE TABLE daily_users (
     PRIMARY KEY (site_id, day, user_id)
 );
 
--- Sketches and finer buckets for the richer stats API (ingest/query.py). `hll` is the
+-- Sketches and finer buckets for the richer stats API (ingest/stats_*.py). `hll` is the
 -- postgresql-hll extension (Debian: postgresql-<version>-hll; services/postgres.sh installs it).
 -- Its sketches count distinct users exactly while small (explicit mode) and within about 2%
 -- beyond; unions of sketches answer unique users over any set of buckets.
