@@ -1,5 +1,5 @@
 """Versioned migrations against a real PostgreSQL: a database of the previous release (af0ce48,
-tests/fixtures/schema_af0ce48.sql, before versions were recorded) migrates to exactly the
+whose schema is migration 0001 verbatim, before versions were recorded) migrates to exactly the
 schema a new database gets from schema.sql, keeps its rows, and migrating again changes
 nothing; consumers refuse a schema older than they need."""
 
@@ -31,7 +31,9 @@ from tests.support import scalar
 
 pytestmark = pytest.mark.postgres
 
-PREVIOUS_RELEASE_SCHEMA = Path(__file__).parent.parent / "fixtures" / "schema_af0ce48.sql"
+# Migration 0001 is that release's schema.sql verbatim (below its header): what one of its
+# consumers applied at start.
+PREVIOUS_RELEASE_SCHEMA = load_migrations()[0].path
 DAYS = ("2025-11-11", "2025-11-12")
 LATEST = load_migrations()[-1].version
 DROP_DATABASE = sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)")
