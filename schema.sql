@@ -97,34 +97,34 @@ $$;
 -- Rollups, maintained by the consumer in the same transaction as the raw rows, from the rows
 -- actually inserted (duplicates excluded), so they stay exact under redelivery.
 
--- Per (site, UTC day): page views, exact unique users among page views, all events.
+-- Per (site, UTC day): page views, exact unique visitors among page views, all events.
 CREATE TABLE daily_stats (
-    site_id       text   NOT NULL,
-    day           date   NOT NULL,
-    page_views    bigint NOT NULL DEFAULT 0,
-    unique_users  bigint NOT NULL DEFAULT 0,
-    events        bigint NOT NULL DEFAULT 0,
+    site_id     text   NOT NULL,
+    day         date   NOT NULL,
+    page_views  bigint NOT NULL DEFAULT 0,
+    visitors    bigint NOT NULL DEFAULT 0,
+    events      bigint NOT NULL DEFAULT 0,
     PRIMARY KEY (site_id, day)
 );
 
 -- Per (site, UTC day, path): page views.
 CREATE TABLE daily_paths (
-    site_id  text   NOT NULL,
-    day      date   NOT NULL,
-    path     text   NOT NULL,
-    views    bigint NOT NULL DEFAULT 0,
+    site_id     text   NOT NULL,
+    day         date   NOT NULL,
+    path        text   NOT NULL,
+    page_views  bigint NOT NULL DEFAULT 0,
     PRIMARY KEY (site_id, day, path)
 );
 
--- Top paths of a day in index order: `ORDER BY views DESC, path LIMIT 3` reads three entries
--- instead of sorting every path of the day. It costs every batch (each views update moves an
+-- Top paths of a day in index order: `ORDER BY page_views DESC, path LIMIT 3` reads three entries
+-- instead of sorting every path of the day. It costs every batch (each page_views update moves an
 -- entry), but the base /stats is the contract's read, and its tail latency depends on it
 -- (docs/decisions/0002-daily-paths-top-index.md).
-CREATE INDEX daily_paths_top ON daily_paths (site_id, day, views DESC, path);
+CREATE INDEX daily_paths_top ON daily_paths (site_id, day, page_views DESC, path);
 
--- The set behind daily_stats.unique_users: a user's first page view of a (site, day) adds a
+-- The set behind daily_stats.visitors: a user's first page view of a (site, day) adds a
 -- row here and increments the count; later ones find the row and add nothing.
-CREATE TABLE daily_users (
+CREATE TABLE daily_visitor_ids (
     site_id  text NOT NULL,
     day      date NOT NULL,
     user_id  text NOT NULL,
@@ -133,11 +133,11 @@ CREATE TABLE daily_users (
 
 -- Sketches and finer buckets for the richer stats API (ingest/stats_*.py). `hll` is the
 -- postgresql-hll extension (Debian: postgresql-<version>-hll; services/postgres.sh installs it).
--- Its sketches count distinct users exactly while small (explicit mode) and within about 2%
--- beyond; unions of sketches answer unique users over any set of buckets.
+-- Its sketches count distinct visitors exactly while small (explicit mode) and within about 2%
+-- beyond; unions of sketches answer unique visitors over any set of buckets.
 CREATE EXTENSION IF NOT EXISTS hll;
 
--- Per (site, UTC day): a sketch of the users among page views (daily_users is the exact set).
+-- Per (site, UTC day): a sketch of the visitors among page views (daily_visitor_ids is the exact set).
 CREATE TABLE daily_visitors (
     site_id   text NOT NULL,
     day       date NOT NULL,
@@ -145,7 +145,7 @@ CREATE TABLE daily_visitors (
     PRIMARY KEY (site_id, day)
 );
 
--- Per (site, 15-minute UTC bucket): page views, all events, a sketch of page-view users.
+-- Per (site, 15-minute UTC bucket): page views, all events, a sketch of page-view visitors.
 -- Every time zone in use today has an offset that is a multiple of 15 minutes (+05:30,
 -- +05:45, +08:45, -03:30), so local days and hours are exact unions of these buckets.
 CREATE TABLE quarter_hour_stats (
@@ -157,7 +157,7 @@ CREATE TABLE quarter_hour_stats (
     PRIMARY KEY (site_id, bucket)
 );
 
--- Per (site, UTC hour): page views, all events, a sketch of page-view users. Hourly
+-- Per (site, UTC hour): page views, all events, a sketch of page-view visitors. Hourly
 -- timeseries in zones whose offsets are whole hours read 24 rows a day here, not 96.
 CREATE TABLE hourly_stats (
     site_id     text        NOT NULL,
@@ -167,21 +167,21 @@ CREATE TABLE hourly_stats (
     visitors    hll         NOT NULL DEFAULT hll_empty(),
     PRIMARY KEY (site_id, hour)
 );
--- Per (site, 15-minute UTC bucket, path): page views and a sketch of their users. The top
+-- Per (site, 15-minute UTC bucket, path): page views and a sketch of their visitors. The top
 -- pages of a range that is not whole UTC days (a local day in another zone: the dashboard's
 -- and /stats?timezone=…'s question) read the two partial days here instead of raw events.
 -- Page views only, no event type: half the rows of a per-(type, path) table, so each batch
 -- can afford it.
 CREATE TABLE quarter_hour_paths (
-    site_id   text        NOT NULL,
-    bucket    timestamptz NOT NULL,
-    path      text        NOT NULL,
-    views     bigint      NOT NULL DEFAULT 0,
-    visitors  hll         NOT NULL,
+    site_id     text        NOT NULL,
+    bucket      timestamptz NOT NULL,
+    path        text        NOT NULL,
+    page_views  bigint      NOT NULL DEFAULT 0,
+    visitors    hll         NOT NULL,
     PRIMARY KEY (site_id, bucket, path)
 );
 
--- Per (site, UTC day, event type, path): events and a sketch of their users, for filters and
+-- Per (site, UTC day, event type, path): events and a sketch of their visitors, for filters and
 -- breakdowns by event type or path.
 CREATE TABLE daily_details (
     site_id     text   NOT NULL,
@@ -189,27 +189,27 @@ CREATE TABLE daily_details (
     event_type  text   NOT NULL,
     path        text   NOT NULL,
     events      bigint NOT NULL DEFAULT 0,
-    users       hll    NOT NULL,
+    visitors    hll    NOT NULL,
     PRIMARY KEY (site_id, day, event_type, path)
 );
 
 -- Per (site, UTC month, path): page views. A month's top paths rank one row per path instead
 -- of one per path and day; the visitors of the ranked page come from daily_details.
 CREATE TABLE monthly_paths (
-    site_id   text   NOT NULL,
-    month     date   NOT NULL,  -- first day of the UTC month
-    path      text   NOT NULL,
-    views     bigint NOT NULL DEFAULT 0,
+    site_id     text   NOT NULL,
+    month       date   NOT NULL,  -- first day of the UTC month
+    path        text   NOT NULL,
+    page_views  bigint NOT NULL DEFAULT 0,
     PRIMARY KEY (site_id, month, path)
 );
--- Per (site, UTC day, event type): events and a sketch of their users. Event-type
+-- Per (site, UTC day, event type): events and a sketch of their visitors. Event-type
 -- breakdowns and filters read a few rows a day here instead of one per path.
 CREATE TABLE daily_event_types (
     site_id     text   NOT NULL,
     day         date   NOT NULL,
     event_type  text   NOT NULL,
     events      bigint NOT NULL DEFAULT 0,
-    users       hll    NOT NULL,
+    visitors    hll    NOT NULL,
     PRIMARY KEY (site_id, day, event_type)
 );
 
@@ -248,7 +248,7 @@ CREATE TABLE zone_requests (
     PRIMARY KEY (site_id, timezone)
 );
 
--- Per (site, zone, local day): page views, all events, a sketch of page-view users.
+-- Per (site, zone, local day): page views, all events, a sketch of page-view visitors.
 CREATE TABLE local_daily_stats (
     site_id     text NOT NULL,
     timezone    text NOT NULL,
@@ -259,34 +259,34 @@ CREATE TABLE local_daily_stats (
     PRIMARY KEY (site_id, timezone, day)
 );
 
--- Per (site, zone, local day, path): page views and a sketch of their users.
+-- Per (site, zone, local day, path): page views and a sketch of their visitors.
 CREATE TABLE local_daily_paths (
-    site_id   text   NOT NULL,
-    timezone  text   NOT NULL,
-    day       date   NOT NULL,
-    path      text   NOT NULL,
-    views     bigint NOT NULL DEFAULT 0,
-    visitors  hll    NOT NULL,
+    site_id     text   NOT NULL,
+    timezone    text   NOT NULL,
+    day         date   NOT NULL,
+    path        text   NOT NULL,
+    page_views  bigint NOT NULL DEFAULT 0,
+    visitors    hll    NOT NULL,
     PRIMARY KEY (site_id, timezone, day, path)
 );
 -- A local day's top paths in index order (the zone's `/stats?timezone=…`), as daily_paths_top.
 CREATE INDEX local_daily_paths_top
-    ON local_daily_paths (site_id, timezone, day, views DESC, path);
+    ON local_daily_paths (site_id, timezone, day, page_views DESC, path);
 -- Visitors of a breakdown page's paths over a range without reading every path of every day.
 CREATE INDEX local_daily_paths_by_path
     ON local_daily_paths (site_id, timezone, path, day);
 
 -- Per (site, zone, local month, path): page views, to rank a month's paths from one row each.
 CREATE TABLE local_monthly_paths (
-    site_id   text   NOT NULL,
-    timezone  text   NOT NULL,
-    month     date   NOT NULL,  -- first day of the local month
-    path      text   NOT NULL,
-    views     bigint NOT NULL DEFAULT 0,
+    site_id     text   NOT NULL,
+    timezone    text   NOT NULL,
+    month       date   NOT NULL,  -- first day of the local month
+    path        text   NOT NULL,
+    page_views  bigint NOT NULL DEFAULT 0,
     PRIMARY KEY (site_id, timezone, month, path)
 );
 
--- Per (site, zone, month, path): page views and a sketch of their users on the month's days
+-- Per (site, zone, month, path): page views and a sketch of their visitors on the month's days
 -- before the watermark below ("sealed" days), in UTC (zone 'UTC', from daily_details) and in
 -- each kept zone (from local_daily_paths). A month's visitors per page then merge one sketch
 -- instead of one per day (a month's top pages would merge hundreds), and a sealed month's top
@@ -296,19 +296,19 @@ CREATE TABLE local_monthly_paths (
 -- only its rare late events for sealed days. Readers take days before the watermark from here
 -- and later days from the daily rows, in one snapshot.
 CREATE TABLE sealed_monthly_paths (
-    site_id   text   NOT NULL,
-    timezone  text   NOT NULL,  -- 'UTC', or a kept zone (site_zones)
-    month     date   NOT NULL,  -- first day of the month in that zone
-    path      text   NOT NULL,
-    views     bigint NOT NULL DEFAULT 0,
-    visitors  hll    NOT NULL,
+    site_id     text   NOT NULL,
+    timezone    text   NOT NULL,  -- 'UTC', or a kept zone (site_zones)
+    month       date   NOT NULL,  -- first day of the month in that zone
+    path        text   NOT NULL,
+    page_views  bigint NOT NULL DEFAULT 0,
+    visitors    hll    NOT NULL,
     -- Path before month: readers look up a page's few paths over a range of months.
     PRIMARY KEY (site_id, timezone, path, month)
 );
 CREATE INDEX sealed_monthly_paths_top
-    ON sealed_monthly_paths (site_id, timezone, month, views DESC, path);
+    ON sealed_monthly_paths (site_id, timezone, month, page_views DESC, path);
 
--- Per (site, UTC month, event type): events and a sketch of their users on the month's
+-- Per (site, UTC month, event type): events and a sketch of their visitors on the month's
 -- sealed days, for event-type breakdowns and filters over whole months (90 sketches merged a
 -- month otherwise). Filled like sealed_monthly_paths, from daily_event_types.
 CREATE TABLE sealed_monthly_event_types (
@@ -316,7 +316,7 @@ CREATE TABLE sealed_monthly_event_types (
     month       date   NOT NULL,  -- first day of the UTC month
     event_type  text   NOT NULL,
     events      bigint NOT NULL DEFAULT 0,
-    users       hll    NOT NULL,
+    visitors    hll    NOT NULL,
     PRIMARY KEY (site_id, month, event_type)
 );
 

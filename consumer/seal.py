@@ -1,5 +1,5 @@
 """Sealing closed days into sealed_monthly_paths and sealed_monthly_event_types (schema.sql):
-a month's page views and visitors per page, and events and users per event type, so that a
+a month's page views and visitors per page, and events and visitors per event type, so that a
 month's top pages read ten rows, not ten sketches a day.
 
     python -m consumer.seal          # seal every day before yesterday (UTC), then exit

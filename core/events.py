@@ -100,12 +100,12 @@ _TEXT_FIELDS = ("site_id", "event_type", "path", "user_id")
 # (1 byte up to 126 bytes) and its bytes, date 4, bigint 8 (8-aligned). `timezone` is a
 # known IANA name (the stats API checks it), 32 bytes at most today; 64 are counted. Worst:
 #   daily_details (site_id, day, event_type, path):   8 + 132 + 4 + 68 + 2,052 = 2,264
-#   daily_paths_top (site_id, day, views DESC, path): 8 + 132 + 4 + 8 + 2,052 = 2,204
+#   daily_paths_top (site_id, day, page_views DESC, path): 8 + 132 + 4 + 8 + 2,052 = 2,204
 #   local_daily_paths_top, sealed_monthly_paths_top
-#     (site_id, timezone, day or month, views DESC, path):
+#     (site_id, timezone, day or month, page_views DESC, path):
 #                                  8 + 132 + 68 + 4 + 4 pad + 8 + 2,052 = 2,276
-#   the other local_* and sealed_* keys with a path drop `views`:            <= 2,264
-#   daily_users (site_id, day, user_id):                8 + 132 + 4 + 260 = 404
+#   the other local_* and sealed_* keys with a path drop `page_views`:            <= 2,264
+#   daily_visitor_ids (site_id, day, user_id):          8 + 132 + 4 + 260 = 404
 #   daily_event_types, sealed_monthly_event_types (site_id, day, event_type): 212
 #   events (day, [site_id,] event_id):                                          < 170
 # The largest leaves 428 bytes of margin. The raw rows index no other text column. Checked

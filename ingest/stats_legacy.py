@@ -35,16 +35,16 @@ TOP_PATHS_LIMIT = 3
 # One round trip: the day's totals (absent row -> NULLs) and its top paths as two arrays.
 # Ties are broken by path so that answers are stable; daily_paths_top serves the order.
 DAILY_STATS_SQL = """
-SELECT s.page_views, s.unique_users, top.paths, top.views
+SELECT s.page_views, s.visitors, top.paths, top.page_views
 FROM (SELECT 1) AS one
 LEFT JOIN daily_stats s ON s.site_id = %(site)s AND s.day = %(day)s
 CROSS JOIN LATERAL (
-    SELECT array_agg(path ORDER BY views DESC, path) AS paths,
-           array_agg(views ORDER BY views DESC, path) AS views
+    SELECT array_agg(path ORDER BY page_views DESC, path) AS paths,
+           array_agg(page_views ORDER BY page_views DESC, path) AS page_views
     FROM (
-        SELECT path, views FROM daily_paths
-        WHERE site_id = %(site)s AND day = %(day)s AND views > 0
-        ORDER BY views DESC, path ASC
+        SELECT path, page_views FROM daily_paths
+        WHERE site_id = %(site)s AND day = %(day)s AND page_views > 0
+        ORDER BY page_views DESC, path ASC
         LIMIT %(limit)s
     ) t
 ) top

@@ -93,17 +93,17 @@ def plan_aggregate(request: StatsRequest, exact_max_rows: int) -> Plan:
 
 
 def _exact_visitors(request: StatsRequest, pieces: Pieces, max_rows: int) -> ExactVisitors | None:
-    """daily_users is the exact page-view user set per UTC day: usable when the range is
-    whole UTC days and the filters select all page views."""
+    """daily_visitor_ids is the exact set of page-view visitors per UTC day: usable when the
+    range is whole UTC days and the filters select all page views."""
     if "visitors" not in request.metrics or pieces.edges or not pieces.has_days:
         return None
     if any(f.dimension == "path" or f.negated or f.value != PAGE_VIEW for f in request.filters):
         return None
-    return ExactVisitors(Days("daily_users", pieces.day_from, pieces.day_to), max_rows)
+    return ExactVisitors(Days("daily_visitor_ids", pieces.day_from, pieces.day_to), max_rows)
 
 
 def detail_parts(request: StatsRequest, pieces: Pieces, dimension: str | None) -> tuple[Part, ...]:
-    """The cheapest rows (event type, path, events, users) that can answer filters: per event
+    """The cheapest rows (event type, path, events, visitors) that can answer filters: per event
     type unless paths matter (sealed months from one row a month), page-view rows when the
     filters keep page views only, else every (event type, path)."""
     filters = request.filters

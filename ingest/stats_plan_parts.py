@@ -128,7 +128,7 @@ Part = (
 )
 
 Form = Literal[
-    "totals",  # one row: views, events, sketched visitors, exact users' row count
+    "totals",  # one row: views, events, sketched visitors, exact visitors' row count
     "filtered totals",  # the same from (event type, path) rows, filters applied
     "series",  # (period, views, events, visitors) per local day or hour
     "filtered series",
@@ -147,7 +147,7 @@ class Statement:
 
 @dataclass(frozen=True)
 class ExactVisitors:
-    """A second statement counting distinct users in `parts` (daily_users), asked only when
+    """A second statement counting distinct visitors in `parts` (daily_visitor_ids), asked only when
     the first statement's estimate of the rows it reads is at most `max_rows`; a single day's
     count comes with the first statement."""
 

@@ -48,7 +48,7 @@ async def aggregate_values(
     """(views, visitors, events) over the range, and whether visitors is approximate.
 
     Visitors are exact when the plan names ExactVisitors: one day reads the daily count from
-    the first statement; several days count distinct users in daily_users when the first
+    the first statement; several days count distinct visitors in daily_visitor_ids when the first
     statement's estimate of that set is at most `exact_max_rows` rows."""
     plan = plan_aggregate(request, exact_max_rows)
     r = request.range

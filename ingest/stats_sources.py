@@ -5,10 +5,11 @@ Each builder renders one part's rows in one of the row kinds a statement form co
 part's prefix (`bind` gives them their values) and `gate`, the conditions of the branches
 it sits in, added to its WHERE.
 
-Row kinds: "totals" (page_views, events, unique_users, visitors); "details" (event_type,
-path, events, users); "views" (path, views, the visitors' sketch or NULL); "visitors" (path,
-users) of the paths `match` selects; "series" (t, views, events, visitors); "detail series"
-(t, event_type, path, events, users); "users" (user_id).
+Row kinds: "totals" (page_views, events, exact visitors or NULL, the visitors' sketch);
+"details" (event_type, path, events, visitors); "page views" (path, page_views, the visitors'
+sketch or NULL); "visitors" (path, visitors) of the paths `match` selects; "series" (t,
+page_views, events, visitors); "detail series" (t, event_type, path, events, visitors);
+"visitor ids" (user_id).
 """
 
 from __future__ import annotations
@@ -34,12 +35,14 @@ from ingest.stats_plan_parts import (
     Watermark,
 )
 
-Kind = Literal["totals", "details", "views", "visitors", "series", "detail series", "users"]
+Kind = Literal[
+    "totals", "details", "page views", "visitors", "series", "detail series", "visitor ids"
+]
 Leaf = Days | Months | Watermark | Edges | Instants | LocalDays | LocalMonths
 
 SITE = sql.SQL("site_id = %(site)s")
 # A raw row's contribution to a sketch: the same hash the consumer's rollups add.
-RAW_USERS = sql.SQL("hll_add_agg(hll_hash_text(user_id))")
+RAW_VISITORS = sql.SQL("hll_add_agg(hll_hash_text(user_id))")
 KEPT = sql.SQL(
     "(SELECT EXISTS (SELECT 1 FROM site_zones WHERE site_id = %(site)s AND timezone = %(tz)s))"
 )
@@ -65,7 +68,7 @@ def _ph(p: str, name: str) -> sql.Placeholder:
 
 def _between(column: str, p: str, single: bool = False) -> sql.Composable:
     """[{p}first, {p}end); one day or month is asked as an equality, so that an index on
-    (…, day, views DESC, path) serves a ranking in order instead of a sort of every row."""
+    (…, day, page_views DESC, path) serves a ranking in order instead of a sort of every row."""
     if single:
         return sql.SQL("{c} = {a}").format(c=sql.Identifier(column), a=_ph(p, "first"))
     return sql.SQL("{c} >= {a} AND {c} < {b}").format(
@@ -140,7 +143,7 @@ def rows(
     columns = _columns(kind, leaf, p)
     if kind == "totals" and leaf.table == "daily_stats":
         return sql.SQL(
-            "SELECT s.page_views, s.events, s.unique_users, v.visitors "
+            "SELECT s.page_views, s.events, s.visitors AS exact_visitors, v.visitors "
             "FROM daily_stats s LEFT JOIN daily_visitors v USING (site_id, day) WHERE {}"
         ).format(cond)
     query = sql.SQL("SELECT {columns} FROM {t} WHERE {cond}").format(
@@ -162,44 +165,42 @@ _VIEWS = {"quarter_hour_stats", "local_daily_stats", "daily_stats"}
 
 def _columns(kind: Kind, leaf: Leaf, p: str) -> sql.Composable:
     table = leaf.table
-    if kind == "totals":  # quarter-hour and local rows: no exact unique users
-        return sql.SQL("page_views, events, NULL::bigint AS unique_users, visitors")
+    if kind == "totals":  # quarter-hour and local rows: no exact visitors
+        return sql.SQL("page_views, events, NULL::bigint AS exact_visitors, visitors")
     if kind == "details":
         if table == "quarter_hour_paths":
-            return sql.SQL("'page_view' AS event_type, path, views AS events, visitors AS users")
+            return sql.SQL("'page_view' AS event_type, path, page_views AS events, visitors")
         if table == "events":
             path = "path" if isinstance(leaf, Edges) and leaf.per_path else "NULL::text"
-            return sql.SQL("event_type, {} AS path, count(*) AS events, {} AS users").format(
-                sql.SQL(path), RAW_USERS
+            return sql.SQL("event_type, {} AS path, count(*) AS events, {} AS visitors").format(
+                sql.SQL(path), RAW_VISITORS
             )
         path = "path" if table == "daily_details" else "NULL::text"
-        return sql.SQL("event_type, {} AS path, events, users").format(sql.SQL(path))
-    if kind == "users":
+        return sql.SQL("event_type, {} AS path, events, visitors").format(sql.SQL(path))
+    if kind == "visitor ids":
         return sql.SQL("user_id")
-    if kind == "views":  # with the sketch of the path's visitors where the row holds one
+    if kind == "page views":  # with the sketch of the path's visitors where the row holds one
         sketch = table in ("sealed_monthly_paths", "local_daily_paths")
-        return sql.SQL("path, views, {} AS visitors").format(
+        return sql.SQL("path, page_views, {} AS visitors").format(
             sql.SQL("visitors" if sketch else "NULL::hll")
         )
     if kind == "visitors":
-        return sql.SQL("path, {}").format(
-            sql.SQL("users" if table == "daily_details" else "visitors")
-        )
+        return sql.SQL("path, visitors")
     if kind == "series":
         if isinstance(leaf, Instants):
             return sql.SQL(
                 "date_trunc(%(unit)s, {time} AT TIME ZONE %(tz)s) AS t, sum(page_views)::bigint, "
                 "sum(events)::bigint, hll_cardinality(hll_union_agg(visitors))"
             ).format(time=sql.Identifier(_TIME[table]))
-        visitors = "unique_users" if table == "daily_stats" else "hll_cardinality(visitors)"
+        visitors = "visitors" if table == "daily_stats" else "hll_cardinality(visitors)"
         return sql.SQL("day::timestamp AS t, page_views, events, {}").format(sql.SQL(visitors))
     if isinstance(leaf, Instants):  # detail series from raw events
         return sql.SQL(
             "date_trunc(%(unit)s, event_time AT TIME ZONE %(tz)s) AS t, event_type, path, "
-            "count(*) AS events, {} AS users"
-        ).format(RAW_USERS)
+            "count(*) AS events, {} AS visitors"
+        ).format(RAW_VISITORS)
     path = "path" if table == "daily_details" else "NULL::text AS path"
-    return sql.SQL("day::timestamp AS t, event_type, {}, events, users").format(sql.SQL(path))
+    return sql.SQL("day::timestamp AS t, event_type, {}, events, visitors").format(sql.SQL(path))
 
 
 def _watermark(
@@ -212,8 +213,8 @@ def _watermark(
     days = sql.SQL("day >= {} AND day < {}").format(sealed_end(p), _ph(p, "day_end"))
     if kind == "details":
         return sql.SQL(
-            "SELECT event_type, NULL::text AS path, events, users FROM {s} WHERE {months} "
-            "UNION ALL SELECT event_type, NULL, events, users FROM {d} WHERE {days}"
+            "SELECT event_type, NULL::text AS path, events, visitors FROM {s} WHERE {months} "
+            "UNION ALL SELECT event_type, NULL, events, visitors FROM {d} WHERE {days}"
         ).format(
             s=sql.Identifier(leaf.sealed),
             months=_where(SITE, _between("month", p), gate=gate),
@@ -223,14 +224,12 @@ def _watermark(
     daily_where = [zone] if leaf.daily.startswith("local_") else [SITE]
     if leaf.daily == "daily_details":
         daily_where.append(sql.SQL("event_type = 'page_view'"))
-    users = "users" if leaf.daily == "daily_details" else "visitors"
     return sql.SQL(
-        "SELECT path, visitors AS users FROM {s} WHERE {months} "
-        "UNION ALL SELECT path, {users} FROM {d} WHERE {days}"
+        "SELECT path, visitors FROM {s} WHERE {months} "
+        "UNION ALL SELECT path, visitors FROM {d} WHERE {days}"
     ).format(
         s=sql.Identifier(leaf.sealed),
         months=months,
-        users=sql.SQL(users),
         d=sql.Identifier(leaf.daily),
         days=_where(*daily_where, *extra, days, gate=gate),
     )

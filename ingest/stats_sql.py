@@ -77,7 +77,7 @@ def filter_clause(filters: tuple[Filter, ...]) -> sql.Composable:
 
 
 def visitor_rows(filters: tuple[Filter, ...]) -> sql.Composable:
-    """Visitors are the users among page views, or among the filtered event type's events."""
+    """Visitors are the visitors among page views, or among the filtered event type's events."""
     if any(f.dimension == "event_type" for f in filters):
         return sql.SQL("TRUE")
     return sql.SQL("event_type = 'page_view'")
@@ -142,7 +142,7 @@ def compose_totals(statement: Statement) -> sql.Composable:
         """
         SELECT coalesce(sum(page_views), 0)::bigint, coalesce(sum(events), 0)::bigint,
                coalesce(hll_cardinality(hll_union_agg(visitors)), 0),
-               sum(unique_users)::bigint
+               sum(exact_visitors)::bigint
         FROM ({rows}) r
         """
     ).format(rows=union_all(Walk().union("totals", statement.parts)))
@@ -153,7 +153,7 @@ def compose_filtered_totals(statement: Statement, filters: tuple[Filter, ...]) -
         """
         SELECT coalesce(sum(events) FILTER (WHERE event_type = 'page_view'), 0)::bigint,
                coalesce(sum(events), 0)::bigint,
-               coalesce(hll_cardinality(hll_union_agg(users) FILTER (WHERE {visitor_rows})), 0),
+               coalesce(hll_cardinality(hll_union_agg(visitors) FILTER (WHERE {visitor_rows})), 0),
                NULL::bigint
         FROM ({rows}) r WHERE {where}
         """
@@ -171,7 +171,7 @@ def compose_series(statement: Statement, filters: tuple[Filter, ...]) -> sql.Com
         """
         SELECT t, coalesce(sum(events) FILTER (WHERE event_type = 'page_view'), 0)::bigint,
                sum(events)::bigint,
-               coalesce(hll_cardinality(hll_union_agg(users) FILTER (WHERE {visitor_rows})), 0)
+               coalesce(hll_cardinality(hll_union_agg(visitors) FILTER (WHERE {visitor_rows})), 0)
         FROM ({rows}) r WHERE {where} GROUP BY t ORDER BY t
         """
     ).format(
@@ -197,7 +197,7 @@ def _base_params(site_id: str, timezone: str, parts: tuple[Part, ...]) -> dict[s
 def aggregate_sql(
     statement: Statement, site_id: str, timezone: str, filters: tuple[Filter, ...]
 ) -> tuple[sql.Composable, dict[str, Any]]:
-    """One row: views, events, sketched visitors, and the sum of daily exact unique users
+    """One row: views, events, sketched visitors, and the sum of daily exact visitors
     (the row count an exact distinct count would read, or NULL when it cannot be exact)."""
     params = _base_params(site_id, timezone, statement.parts)
     bind_filters(filters, params)
@@ -224,7 +224,7 @@ EXACT_VISITORS = sql.SQL(
     """
     SELECT count(*) FROM (
         SELECT DISTINCT user_id FROM ({rows}) u
-    ) users
+    ) ids
     """
 )
 
@@ -232,11 +232,11 @@ EXACT_VISITORS = sql.SQL(
 def exact_visitors_sql(
     parts: tuple[Part, ...], site_id: str
 ) -> tuple[sql.Composable, dict[str, Any]]:
-    """The distinct users of daily_users rows (DISTINCT in a subquery lets PostgreSQL hash
+    """The distinct visitors of daily_visitor_ids rows (DISTINCT in a subquery lets PostgreSQL hash
     instead of sorting)."""
     params = _base_params(site_id, "UTC", parts)
     key = ("exact visitors", sources.shape(parts))
     return CACHE.get(
         key,
-        lambda: EXACT_VISITORS.format(rows=union_all(Walk().union("users", parts))),
+        lambda: EXACT_VISITORS.format(rows=union_all(Walk().union("visitor ids", parts))),
     ), params

@@ -50,7 +50,8 @@ def _visitors(per_value: list[sql.Composable] | None) -> sql.Composable:
     if per_value is None:
         return sql.SQL("hll_cardinality(q.visitors)")
     return sql.SQL(
-        "(SELECT coalesce(hll_cardinality(hll_union_agg(v.users)), 0) FROM ({}) v(path, users))"
+        "(SELECT coalesce(hll_cardinality(hll_union_agg(v.visitors)), 0) "
+        "FROM ({}) v(path, visitors))"
     ).format(union_all(per_value))
 
 
@@ -74,18 +75,21 @@ def page_branches(
             per_value = walk.union("visitors", part.parts, match=sql.SQL("path = q.path"))
         else:
             plain.append(part)
-            rendered.append(sources.rows("views", part, p, gate))
+            rendered.append(sources.rows("page views", part, p, gate))
     if len(plain) == 1 and _one_row_per_path(plain[0]):
-        ranked = sql.SQL("{} AND views > 0 ORDER BY views DESC, path {}").format(rendered[0], PAGE)
+        ranked = sql.SQL("{} AND page_views > 0 ORDER BY page_views DESC, path {}").format(
+            rendered[0], PAGE
+        )
     elif plain:
         ranked = sql.SQL(
-            "SELECT path, sum(views)::bigint AS views, NULL::hll AS visitors FROM ({}) r "
-            "GROUP BY path HAVING sum(views) > 0 ORDER BY 2 DESC, path {}"
+            "SELECT path, sum(page_views)::bigint AS page_views, NULL::hll AS visitors FROM ({}) r "
+            "GROUP BY path HAVING sum(page_views) > 0 ORDER BY 2 DESC, path {}"
         ).format(union_all(rendered), PAGE)
     else:
         return out
     branch = sql.SQL(
-        "SELECT q.path, q.views, q.views AS events, {visitors} AS visitors FROM ({ranked}) q"
+        "SELECT q.path, q.page_views AS views, q.page_views AS events, {visitors} AS visitors "
+        "FROM ({ranked}) q"
     ).format(visitors=_visitors(per_value), ranked=ranked)
     return [branch, *out]
 
@@ -105,9 +109,9 @@ def compose_pages_by_visitors(
     assert isinstance(choice, IfKept)
     walk = Walk()
     yes, no = walk.gates(choice, walk.next(), None)
-    local = walk.union("views", choice.kept, yes)
+    local = walk.union("page views", choice.kept, yes)
     kept = sql.SQL(
-        "SELECT path, sum(views)::bigint AS views, sum(views)::bigint AS events, "
+        "SELECT path, sum(page_views)::bigint AS views, sum(page_views)::bigint AS events, "
         "hll_cardinality(hll_union_agg(visitors)) AS visitors FROM ({}) r GROUP BY path "
         "HAVING hll_cardinality(hll_union_agg(visitors)) > 0 ORDER BY 4 DESC, path {}"
     ).format(union_all(local), PAGE)
@@ -120,9 +124,9 @@ def compose_pages_by_visitors(
 def _breakdown_visitors(dimension: Dimension, filters: tuple[Filter, ...]) -> sql.Composable:
     # Grouping by event type selects each type's events, as an event type filter would.
     rows = sql.SQL("TRUE") if dimension == "event_type" else visitor_rows(filters)
-    return sql.SQL("coalesce(hll_cardinality(hll_union_agg(users) FILTER (WHERE {})), 0)").format(
-        rows
-    )
+    return sql.SQL(
+        "coalesce(hll_cardinality(hll_union_agg(visitors) FILTER (WHERE {})), 0)"
+    ).format(rows)
 
 
 def compose_ranking(
@@ -178,8 +182,8 @@ def compose_value_visitors(
     if dimension == "path" and stats_filters == ():
         rows = Walk().union("visitors", parts, match=sql.SQL("path = ANY(%(values)s)"))
         return sql.SQL(
-            "SELECT path, coalesce(hll_cardinality(hll_union_agg(users)), 0) "
-            "FROM ({}) r(path, users) GROUP BY path"
+            "SELECT path, coalesce(hll_cardinality(hll_union_agg(visitors)), 0) "
+            "FROM ({}) r(path, visitors) GROUP BY path"
         ).format(union_all(rows))
     filters = breakdown_filters(dimension, stats_filters)
     key = sql.Identifier(dimension)

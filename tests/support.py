@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import re
 import time
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable
@@ -17,6 +18,7 @@ from consumer.deadletter import DeadLetters
 from consumer.loop import ConsumerLoop, make_kafka_consumer
 from consumer.metrics import ConsumerStats
 from consumer.rollups import checks
+from consumer.schema import MIGRATIONS_DIR
 from consumer.settings import ConsumerSettings
 from consumer.write import COPY_STAGING, COPY_TYPES, INSERT_AND_ROLL_UP, STAGING_DDL, Writer
 from core.events import EventRecord
@@ -62,6 +64,22 @@ def assert_rollups_match_raw_rows(database_url: str) -> None:
             expected = conn.execute(recount).fetchall()
             actual = conn.execute(rollup).fetchall()
             assert actual == expected, f"{table} differs from a recount of the raw events"
+
+
+COLUMN_RENAME = re.compile(r"^ALTER TABLE (\w+) RENAME COLUMN (\w+) TO (\w+);", re.M)
+NAME_RENAME = re.compile(r"^ALTER (TABLE|INDEX) (\w+) RENAME TO (\w+);", re.M)
+
+
+def unversion(conn: psycopg.Connection[Any]) -> None:
+    """Turns a current database into one of the releases before versions were recorded: no
+    schema_migrations, and the names that migration 0004 changed as they were then."""
+    conn.execute("DROP TABLE schema_migrations")
+    renames = (MIGRATIONS_DIR / "0004_names_agree.sql").read_text()
+    for kind, old, new in NAME_RENAME.findall(renames):
+        conn.execute(f"ALTER {kind} {new} RENAME TO {old}")
+    for table, old, new in COLUMN_RENAME.findall(renames):
+        table = "daily_users" if table == "daily_visitor_ids" else table
+        conn.execute(f"ALTER TABLE {table} RENAME COLUMN {new} TO {old}")
 
 
 def scalar(database_url: str, query: str, params: tuple[Any, ...] = ()) -> Any:

@@ -68,8 +68,8 @@ class Rollup:
 
 ROLLUPS: tuple[Rollup, ...] = (
     # UTC, for the dashboard (utc_days.sql)
-    Rollup("daily_users"),
-    Rollup("daily_stats"),  # after daily_users: counts the users it found new
+    Rollup("daily_visitor_ids"),
+    Rollup("daily_stats"),  # after daily_visitor_ids: counts the visitors it found new
     Rollup("daily_paths"),
     Rollup("hourly_stats"),
     # UTC, for the stats API (stats_api.sql)

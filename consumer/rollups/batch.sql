@@ -4,9 +4,9 @@
 
 -- name: batch.head
 -- The inserted rows are counted once at the finest grain every rollup needs, `counts` (site,
--- day, 15 minutes, event type, path: events and a sketch of their users), and each rollup is
+-- day, 15 minutes, event type, path: events and a sketch of their visitors), and each rollup is
 -- a regrouping of those few thousand rows rather than another pass over the batch. Only the
--- exact unique-user set (daily_users) reads user-level rows.
+-- exact unique-user set (daily_visitor_ids) reads user-level rows.
 --
 -- An id the emitter chose (an idempotency key) counts once per site even when a retry is
 -- dated on another day: the time of a retry is corrected anew (sent_at) or clamped to its
@@ -38,11 +38,11 @@ WITH inserted AS (
 counts AS MATERIALIZED (
     SELECT site_id, day,
            date_bin('15 minutes', event_time, timestamptz '2000-01-01 00:00+00') AS bucket,
-           event_type, path, count(*) AS events, hll_add_agg(hll_hash_text(user_id)) AS users
+           event_type, path, count(*) AS events, hll_add_agg(hll_hash_text(user_id)) AS visitors
     FROM inserted GROUP BY 1, 2, 3, 4, 5
 ),
 page_counts AS (
-    SELECT site_id, day, bucket, path, events, users FROM counts WHERE event_type = 'page_view'
+    SELECT site_id, day, bucket, path, events, visitors FROM counts WHERE event_type = 'page_view'
 )
 
 -- name: batch.local_counts
@@ -51,7 +51,7 @@ page_counts AS (
 -- configured zone joins no row here and costs nothing.
 local_counts AS MATERIALIZED (
     SELECT c.site_id, z.timezone, (c.bucket AT TIME ZONE z.timezone)::date AS day,
-           c.event_type, c.path, c.events, c.users
+           c.event_type, c.path, c.events, c.visitors
     FROM counts c JOIN site_zones z ON z.site_id = c.site_id
 )
 

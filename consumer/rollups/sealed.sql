@@ -1,5 +1,5 @@
 -- Closed days sealed into months (consumer/seal.py): a month's page views and visitors per
--- page, in UTC and in every kept zone, and its events and users per event type, so that a
+-- page, in UTC and in every kept zone, and its events and visitors per event type, so that a
 -- month's top pages read ten rows, not ten sketches a day. `sealed_before` (sealed_days) is
 -- the watermark: the days before it are in these tables.
 --
@@ -16,20 +16,20 @@
 
 -- name: sealed_monthly_paths.upsert
 late_page_views AS (
-    INSERT INTO sealed_monthly_paths AS sp (site_id, timezone, month, path, views, visitors)
-    SELECT site_id, timezone, month, path, sum(events), hll_union_agg(users)
+    INSERT INTO sealed_monthly_paths AS sp (site_id, timezone, month, path, page_views, visitors)
+    SELECT site_id, timezone, month, path, sum(events), hll_union_agg(visitors)
     FROM (
         SELECT site_id, 'UTC' AS timezone, date_trunc('month', day)::date AS month, path,
-               events, users
+               events, visitors
         FROM page_counts WHERE day < (SELECT sealed_before FROM sealed)
         UNION ALL
-        SELECT site_id, timezone, date_trunc('month', day)::date, path, events, users
+        SELECT site_id, timezone, date_trunc('month', day)::date, path, events, visitors
         FROM local_counts
         WHERE event_type = 'page_view' AND day < (SELECT sealed_before FROM sealed)
     ) late
     GROUP BY 1, 2, 3, 4 ORDER BY 1, 2, 4, 3
     ON CONFLICT (site_id, timezone, path, month) DO UPDATE SET
-        views = sp.views + EXCLUDED.views, visitors = hll_union(sp.visitors, EXCLUDED.visitors)
+        page_views = sp.page_views + EXCLUDED.page_views, visitors = hll_union(sp.visitors, EXCLUDED.visitors)
 )
 
 -- name: sealed_monthly_paths.delete
@@ -41,9 +41,9 @@ WHERE timezone = 'UTC'
 -- name: sealed_monthly_paths.recount
 -- Views come from daily_paths, as those of monthly_paths do; visitors from daily_details'
 -- page-view rows.
-INSERT INTO sealed_monthly_paths AS sp (site_id, timezone, month, path, views, visitors)
-SELECT p.site_id, 'UTC', date_trunc('month', p.day)::date, p.path, sum(p.views),
-       coalesce(hll_union_agg(d.users), hll_empty())
+INSERT INTO sealed_monthly_paths AS sp (site_id, timezone, month, path, page_views, visitors)
+SELECT p.site_id, 'UTC', date_trunc('month', p.day)::date, p.path, sum(p.page_views),
+       coalesce(hll_union_agg(d.visitors), hll_empty())
 FROM (
     SELECT site_id, day FROM daily_stats
     WHERE (%(site)s::text IS NULL OR site_id = %(site)s)
@@ -56,7 +56,7 @@ LEFT JOIN daily_details d ON d.site_id = p.site_id AND d.day = p.day
     AND d.event_type = 'page_view' AND d.path = p.path
 GROUP BY 1, 2, 3, 4
 ON CONFLICT (site_id, timezone, path, month) DO UPDATE SET
-    views = sp.views + EXCLUDED.views, visitors = hll_union(sp.visitors, EXCLUDED.visitors)
+    page_views = sp.page_views + EXCLUDED.page_views, visitors = hll_union(sp.visitors, EXCLUDED.visitors)
 
 -- name: sealed_monthly_paths.zone_delete
 DELETE FROM sealed_monthly_paths l USING site_zones z
@@ -68,8 +68,8 @@ WHERE l.site_id = z.site_id AND l.timezone = z.timezone
 
 -- name: sealed_monthly_paths.zone_recount
 -- The zone's sealed local days, from local_daily_paths (recounted before it).
-INSERT INTO sealed_monthly_paths AS sp (site_id, timezone, month, path, views, visitors)
-SELECT l.site_id, l.timezone, date_trunc('month', l.day)::date, l.path, sum(l.views),
+INSERT INTO sealed_monthly_paths AS sp (site_id, timezone, month, path, page_views, visitors)
+SELECT l.site_id, l.timezone, date_trunc('month', l.day)::date, l.path, sum(l.page_views),
        hll_union_agg(l.visitors)
 FROM site_zones z
 JOIN local_daily_paths l ON l.site_id = z.site_id AND l.timezone = z.timezone
@@ -81,30 +81,30 @@ WHERE (%(site)s::text IS NULL OR z.site_id = %(site)s)
           BETWEEN date_trunc('month', %(lo)s::date)::date AND %(hi)s::date)
 GROUP BY 1, 2, 3, 4
 ON CONFLICT (site_id, timezone, path, month) DO UPDATE SET
-    views = sp.views + EXCLUDED.views, visitors = hll_union(sp.visitors, EXCLUDED.visitors)
+    page_views = sp.page_views + EXCLUDED.page_views, visitors = hll_union(sp.visitors, EXCLUDED.visitors)
 
 -- name: sealed_monthly_paths.seal
-INSERT INTO sealed_monthly_paths AS sp (site_id, timezone, month, path, views, visitors)
-SELECT p.site_id, 'UTC', date_trunc('month', p.day)::date, p.path, sum(p.views),
-       coalesce(hll_union_agg(d.users), hll_empty())
+INSERT INTO sealed_monthly_paths AS sp (site_id, timezone, month, path, page_views, visitors)
+SELECT p.site_id, 'UTC', date_trunc('month', p.day)::date, p.path, sum(p.page_views),
+       coalesce(hll_union_agg(d.visitors), hll_empty())
 FROM (SELECT site_id, day FROM daily_stats WHERE day >= %(lo)s AND day < %(hi)s) s
 JOIN daily_paths p ON p.site_id = s.site_id AND p.day = s.day
 LEFT JOIN daily_details d ON d.site_id = p.site_id AND d.day = p.day
     AND d.event_type = 'page_view' AND d.path = p.path
 GROUP BY 1, 2, 3, 4
 ON CONFLICT (site_id, timezone, path, month) DO UPDATE SET
-    views = sp.views + EXCLUDED.views, visitors = hll_union(sp.visitors, EXCLUDED.visitors)
+    page_views = sp.page_views + EXCLUDED.page_views, visitors = hll_union(sp.visitors, EXCLUDED.visitors)
 
 -- name: sealed_monthly_paths.zone_seal
-INSERT INTO sealed_monthly_paths AS sp (site_id, timezone, month, path, views, visitors)
-SELECT l.site_id, l.timezone, date_trunc('month', l.day)::date, l.path, sum(l.views),
+INSERT INTO sealed_monthly_paths AS sp (site_id, timezone, month, path, page_views, visitors)
+SELECT l.site_id, l.timezone, date_trunc('month', l.day)::date, l.path, sum(l.page_views),
        hll_union_agg(l.visitors)
 FROM site_zones z
 JOIN local_daily_paths l ON l.site_id = z.site_id AND l.timezone = z.timezone
 WHERE l.day >= %(lo)s AND l.day < %(hi)s
 GROUP BY 1, 2, 3, 4
 ON CONFLICT (site_id, timezone, path, month) DO UPDATE SET
-    views = sp.views + EXCLUDED.views, visitors = hll_union(sp.visitors, EXCLUDED.visitors)
+    page_views = sp.page_views + EXCLUDED.page_views, visitors = hll_union(sp.visitors, EXCLUDED.visitors)
 
 -- name: sealed_monthly_paths.expected
 -- Page views of the days before the watermark, per UTC month and per local month of each
@@ -124,17 +124,17 @@ GROUP BY 1, 2, 3, 4
 ORDER BY 1, 2, 3, 4
 
 -- name: sealed_monthly_paths.stored
-SELECT site_id, timezone, month, path, views, hll_cardinality(visitors)
+SELECT site_id, timezone, month, path, page_views, hll_cardinality(visitors)
 FROM sealed_monthly_paths ORDER BY 1, 2, 3, 4
 
 -- name: sealed_monthly_event_types.upsert
 late_event_types AS (
-    INSERT INTO sealed_monthly_event_types AS st (site_id, month, event_type, events, users)
-    SELECT site_id, date_trunc('month', day)::date, event_type, sum(events), hll_union_agg(users)
+    INSERT INTO sealed_monthly_event_types AS st (site_id, month, event_type, events, visitors)
+    SELECT site_id, date_trunc('month', day)::date, event_type, sum(events), hll_union_agg(visitors)
     FROM counts WHERE day < (SELECT sealed_before FROM sealed)
     GROUP BY 1, 2, 3 ORDER BY 1, 2, 3
     ON CONFLICT (site_id, month, event_type) DO UPDATE SET
-        events = st.events + EXCLUDED.events, users = hll_union(st.users, EXCLUDED.users)
+        events = st.events + EXCLUDED.events, visitors = hll_union(st.visitors, EXCLUDED.visitors)
 )
 
 -- name: sealed_monthly_event_types.delete
@@ -144,9 +144,9 @@ WHERE month IN (SELECT DISTINCT date_trunc('month', d)::date FROM unnest(%(days)
 
 -- name: sealed_monthly_event_types.recount
 -- From daily_event_types (rebuilt before it).
-INSERT INTO sealed_monthly_event_types AS st (site_id, month, event_type, events, users)
+INSERT INTO sealed_monthly_event_types AS st (site_id, month, event_type, events, visitors)
 SELECT t.site_id, date_trunc('month', t.day)::date, t.event_type, sum(t.events),
-       hll_union_agg(t.users)
+       hll_union_agg(t.visitors)
 FROM (
     SELECT site_id, day FROM daily_stats
     WHERE (%(site)s::text IS NULL OR site_id = %(site)s)
@@ -157,17 +157,17 @@ FROM (
 JOIN daily_event_types t ON t.site_id = s.site_id AND t.day = s.day
 GROUP BY 1, 2, 3
 ON CONFLICT (site_id, month, event_type) DO UPDATE SET
-    events = st.events + EXCLUDED.events, users = hll_union(st.users, EXCLUDED.users)
+    events = st.events + EXCLUDED.events, visitors = hll_union(st.visitors, EXCLUDED.visitors)
 
 -- name: sealed_monthly_event_types.seal
-INSERT INTO sealed_monthly_event_types AS st (site_id, month, event_type, events, users)
+INSERT INTO sealed_monthly_event_types AS st (site_id, month, event_type, events, visitors)
 SELECT t.site_id, date_trunc('month', t.day)::date, t.event_type, sum(t.events),
-       hll_union_agg(t.users)
+       hll_union_agg(t.visitors)
 FROM (SELECT site_id, day FROM daily_stats WHERE day >= %(lo)s AND day < %(hi)s) s
 JOIN daily_event_types t ON t.site_id = s.site_id AND t.day = s.day
 GROUP BY 1, 2, 3
 ON CONFLICT (site_id, month, event_type) DO UPDATE SET
-    events = st.events + EXCLUDED.events, users = hll_union(st.users, EXCLUDED.users)
+    events = st.events + EXCLUDED.events, visitors = hll_union(st.visitors, EXCLUDED.visitors)
 
 -- name: sealed_monthly_event_types.expected
 SELECT site_id, date_trunc('month', day)::date, event_type, count(*),
@@ -176,5 +176,5 @@ FROM events WHERE day < (SELECT sealed_before FROM sealed_days)
 GROUP BY 1, 2, 3 ORDER BY 1, 2, 3
 
 -- name: sealed_monthly_event_types.stored
-SELECT site_id, month, event_type, events, hll_cardinality(users)
+SELECT site_id, month, event_type, events, hll_cardinality(visitors)
 FROM sealed_monthly_event_types ORDER BY 1, 2, 3

@@ -8,7 +8,7 @@
 -- name: daily_visitors.upsert
 visitors_daily AS (
     INSERT INTO daily_visitors AS v (site_id, day, visitors)
-    SELECT site_id, day, hll_union_agg(users) FROM page_counts
+    SELECT site_id, day, hll_union_agg(visitors) FROM page_counts
     GROUP BY 1, 2 ORDER BY 1, 2
     ON CONFLICT (site_id, day) DO UPDATE SET visitors = hll_union(v.visitors, EXCLUDED.visitors)
 )
@@ -37,7 +37,7 @@ quarter_hours AS (
     INSERT INTO quarter_hour_stats AS q (site_id, bucket, page_views, events, visitors)
     SELECT site_id, bucket, coalesce(sum(events) FILTER (WHERE event_type = 'page_view'), 0),
            sum(events),
-           coalesce(hll_union_agg(users) FILTER (WHERE event_type = 'page_view'), hll_empty())
+           coalesce(hll_union_agg(visitors) FILTER (WHERE event_type = 'page_view'), hll_empty())
     FROM counts GROUP BY 1, 2 ORDER BY 1, 2
     ON CONFLICT (site_id, bucket) DO UPDATE SET
         page_views = q.page_views + EXCLUDED.page_views,
@@ -73,11 +73,11 @@ FROM quarter_hour_stats ORDER BY 1, 2
 
 -- name: quarter_hour_paths.upsert
 paths_quarter_hours AS (
-    INSERT INTO quarter_hour_paths AS qp (site_id, bucket, path, views, visitors)
-    SELECT site_id, bucket, path, sum(events), hll_union_agg(users) FROM page_counts
+    INSERT INTO quarter_hour_paths AS qp (site_id, bucket, path, page_views, visitors)
+    SELECT site_id, bucket, path, sum(events), hll_union_agg(visitors) FROM page_counts
     GROUP BY 1, 2, 3 ORDER BY 1, 2, 3
     ON CONFLICT (site_id, bucket, path) DO UPDATE SET
-        views = qp.views + EXCLUDED.views, visitors = hll_union(qp.visitors, EXCLUDED.visitors)
+        page_views = qp.page_views + EXCLUDED.page_views, visitors = hll_union(qp.visitors, EXCLUDED.visitors)
 )
 
 -- name: quarter_hour_paths.delete
@@ -86,7 +86,7 @@ WHERE (bucket AT TIME ZONE 'UTC')::date = ANY(%(days)s)
   AND (%(site)s::text IS NULL OR site_id = %(site)s)
 
 -- name: quarter_hour_paths.recount
-INSERT INTO quarter_hour_paths (site_id, bucket, path, views, visitors)
+INSERT INTO quarter_hour_paths (site_id, bucket, path, page_views, visitors)
 SELECT site_id, date_bin('15 minutes', event_time, timestamptz '2000-01-01 00:00+00'), path,
        count(*), hll_add_agg(hll_hash_text(user_id))
 FROM events
@@ -100,16 +100,16 @@ SELECT site_id, date_bin('15 minutes', event_time, timestamptz '2000-01-01 00:00
 FROM events WHERE event_type = 'page_view' GROUP BY 1, 2, 3 ORDER BY 1, 2, 3
 
 -- name: quarter_hour_paths.stored
-SELECT site_id, bucket, path, views, hll_cardinality(visitors)
+SELECT site_id, bucket, path, page_views, hll_cardinality(visitors)
 FROM quarter_hour_paths ORDER BY 1, 2, 3
 
 -- name: daily_details.upsert
 details_daily AS (
-    INSERT INTO daily_details AS d (site_id, day, event_type, path, events, users)
-    SELECT site_id, day, event_type, path, sum(events), hll_union_agg(users)
+    INSERT INTO daily_details AS d (site_id, day, event_type, path, events, visitors)
+    SELECT site_id, day, event_type, path, sum(events), hll_union_agg(visitors)
     FROM counts GROUP BY 1, 2, 3, 4 ORDER BY 1, 2, 3, 4
     ON CONFLICT (site_id, day, event_type, path) DO UPDATE SET
-        events = d.events + EXCLUDED.events, users = hll_union(d.users, EXCLUDED.users)
+        events = d.events + EXCLUDED.events, visitors = hll_union(d.visitors, EXCLUDED.visitors)
 )
 
 -- name: daily_details.delete
@@ -117,7 +117,7 @@ DELETE FROM daily_details
 WHERE day = ANY(%(days)s) AND (%(site)s::text IS NULL OR site_id = %(site)s)
 
 -- name: daily_details.recount
-INSERT INTO daily_details (site_id, day, event_type, path, events, users)
+INSERT INTO daily_details (site_id, day, event_type, path, events, visitors)
 SELECT site_id, day, event_type, path, count(*), hll_add_agg(hll_hash_text(user_id))
 FROM events
 WHERE day = ANY(%(days)s) AND (%(site)s::text IS NULL OR site_id = %(site)s)
@@ -129,15 +129,15 @@ SELECT site_id, day, event_type, path, count(*),
 FROM events GROUP BY 1, 2, 3, 4 ORDER BY 1, 2, 3, 4
 
 -- name: daily_details.stored
-SELECT site_id, day, event_type, path, events, hll_cardinality(users)
+SELECT site_id, day, event_type, path, events, hll_cardinality(visitors)
 FROM daily_details ORDER BY 1, 2, 3, 4
 
 -- name: monthly_paths.upsert
 paths_monthly AS (
-    INSERT INTO monthly_paths AS m (site_id, month, path, views)
+    INSERT INTO monthly_paths AS m (site_id, month, path, page_views)
     SELECT site_id, date_trunc('month', day)::date, path, sum(events)
     FROM page_counts GROUP BY 1, 2, 3 ORDER BY 1, 2, 3
-    ON CONFLICT (site_id, month, path) DO UPDATE SET views = m.views + EXCLUDED.views
+    ON CONFLICT (site_id, month, path) DO UPDATE SET page_views = m.page_views + EXCLUDED.page_views
 )
 
 -- name: monthly_paths.delete
@@ -148,9 +148,9 @@ WHERE month IN (SELECT DISTINCT date_trunc('month', d)::date FROM unnest(%(days)
 
 -- name: monthly_paths.recount
 -- Summed from daily_paths (rebuilt before it; it outlives raw-event retention).
-INSERT INTO monthly_paths (site_id, month, path, views)
-SELECT site_id, month, path, sum(views)
-FROM (SELECT site_id, date_trunc('month', day)::date AS month, path, views FROM daily_paths
+INSERT INTO monthly_paths (site_id, month, path, page_views)
+SELECT site_id, month, path, sum(page_views)
+FROM (SELECT site_id, date_trunc('month', day)::date AS month, path, page_views FROM daily_paths
       WHERE (%(site)s::text IS NULL OR site_id = %(site)s)) p
 WHERE month IN (SELECT DISTINCT date_trunc('month', d)::date FROM unnest(%(days)s::date[]) d)
 GROUP BY 1, 2, 3
@@ -160,15 +160,15 @@ SELECT site_id, date_trunc('month', day)::date, path, count(*) FROM events
 WHERE event_type = 'page_view' GROUP BY 1, 2, 3 ORDER BY 1, 2, 3
 
 -- name: monthly_paths.stored
-SELECT site_id, month, path, views FROM monthly_paths ORDER BY 1, 2, 3
+SELECT site_id, month, path, page_views FROM monthly_paths ORDER BY 1, 2, 3
 
 -- name: daily_event_types.upsert
 event_types_daily AS (
-    INSERT INTO daily_event_types AS t (site_id, day, event_type, events, users)
-    SELECT site_id, day, event_type, sum(events), hll_union_agg(users)
+    INSERT INTO daily_event_types AS t (site_id, day, event_type, events, visitors)
+    SELECT site_id, day, event_type, sum(events), hll_union_agg(visitors)
     FROM counts GROUP BY 1, 2, 3 ORDER BY 1, 2, 3
     ON CONFLICT (site_id, day, event_type) DO UPDATE SET
-        events = t.events + EXCLUDED.events, users = hll_union(t.users, EXCLUDED.users)
+        events = t.events + EXCLUDED.events, visitors = hll_union(t.visitors, EXCLUDED.visitors)
 )
 
 -- name: daily_event_types.delete
@@ -176,7 +176,7 @@ DELETE FROM daily_event_types
 WHERE day = ANY(%(days)s) AND (%(site)s::text IS NULL OR site_id = %(site)s)
 
 -- name: daily_event_types.recount
-INSERT INTO daily_event_types (site_id, day, event_type, events, users)
+INSERT INTO daily_event_types (site_id, day, event_type, events, visitors)
 SELECT site_id, day, event_type, count(*), hll_add_agg(hll_hash_text(user_id))
 FROM events
 WHERE day = ANY(%(days)s) AND (%(site)s::text IS NULL OR site_id = %(site)s)
@@ -187,5 +187,5 @@ SELECT site_id, day, event_type, count(*), hll_cardinality(hll_add_agg(hll_hash_
 FROM events GROUP BY 1, 2, 3 ORDER BY 1, 2, 3
 
 -- name: daily_event_types.stored
-SELECT site_id, day, event_type, events, hll_cardinality(users)
+SELECT site_id, day, event_type, events, hll_cardinality(visitors)
 FROM daily_event_types ORDER BY 1, 2, 3

@@ -8,40 +8,40 @@
 --   expected, stored  the tests' check: a recount from every raw event, and the rollup as
 --             stored, equal row for row (tests/support.py).
 
--- name: daily_users.upsert
+-- name: daily_visitor_ids.upsert
 new_users AS (
-    INSERT INTO daily_users (site_id, day, user_id)
+    INSERT INTO daily_visitor_ids (site_id, day, user_id)
     SELECT site_id, day, user_id FROM inserted WHERE event_type = 'page_view' GROUP BY 1, 2, 3
     ORDER BY site_id COLLATE "C", day, user_id COLLATE "C"
     ON CONFLICT DO NOTHING
     RETURNING site_id, day
 )
 
--- name: daily_users.delete
-DELETE FROM daily_users
+-- name: daily_visitor_ids.delete
+DELETE FROM daily_visitor_ids
 WHERE day = ANY(%(days)s) AND (%(site)s::text IS NULL OR site_id = %(site)s)
 
--- name: daily_users.recount
-INSERT INTO daily_users (site_id, day, user_id)
+-- name: daily_visitor_ids.recount
+INSERT INTO daily_visitor_ids (site_id, day, user_id)
 SELECT DISTINCT site_id, day, user_id FROM events
 WHERE day = ANY(%(days)s) AND (%(site)s::text IS NULL OR site_id = %(site)s)
   AND event_type = 'page_view'
 
--- name: daily_users.expected
+-- name: daily_visitor_ids.expected
 SELECT DISTINCT site_id, day, user_id FROM events WHERE event_type = 'page_view' ORDER BY 1, 2, 3
 
--- name: daily_users.stored
-SELECT site_id, day, user_id FROM daily_users ORDER BY 1, 2, 3
+-- name: daily_visitor_ids.stored
+SELECT site_id, day, user_id FROM daily_visitor_ids ORDER BY 1, 2, 3
 
 -- name: daily_stats.upsert
--- Unique users are those new_users (daily_users) found new for the day.
+-- Unique visitors are those new_users (daily_visitor_ids) found new for the day.
 daily AS (
-    INSERT INTO daily_stats AS s (site_id, day, page_views, unique_users, events)
-    SELECT site_id, day, sum(page_views), sum(unique_users), sum(events)
+    INSERT INTO daily_stats AS s (site_id, day, page_views, visitors, events)
+    SELECT site_id, day, sum(page_views), sum(visitors), sum(events)
     FROM (
         SELECT site_id, day,
                coalesce(sum(events) FILTER (WHERE event_type = 'page_view'), 0) AS page_views,
-               0 AS unique_users, sum(events) AS events
+               0 AS visitors, sum(events) AS events
         FROM counts GROUP BY site_id, day
         UNION ALL
         SELECT site_id, day, 0, count(*), 0 FROM new_users GROUP BY site_id, day
@@ -49,7 +49,7 @@ daily AS (
     GROUP BY site_id, day ORDER BY site_id COLLATE "C", day
     ON CONFLICT (site_id, day) DO UPDATE SET
         page_views = s.page_views + EXCLUDED.page_views,
-        unique_users = s.unique_users + EXCLUDED.unique_users,
+        visitors = s.visitors + EXCLUDED.visitors,
         events = s.events + EXCLUDED.events
 )
 
@@ -58,7 +58,7 @@ DELETE FROM daily_stats
 WHERE day = ANY(%(days)s) AND (%(site)s::text IS NULL OR site_id = %(site)s)
 
 -- name: daily_stats.recount
-INSERT INTO daily_stats (site_id, day, page_views, unique_users, events)
+INSERT INTO daily_stats (site_id, day, page_views, visitors, events)
 SELECT site_id, day, count(*) FILTER (WHERE event_type = 'page_view'),
        count(DISTINCT user_id) FILTER (WHERE event_type = 'page_view'), count(*)
 FROM events
@@ -71,15 +71,15 @@ SELECT site_id, day, count(*) FILTER (WHERE event_type = 'page_view'),
 FROM events GROUP BY 1, 2 ORDER BY 1, 2
 
 -- name: daily_stats.stored
-SELECT site_id, day, page_views, unique_users, events FROM daily_stats
+SELECT site_id, day, page_views, visitors, events FROM daily_stats
 WHERE events > 0 ORDER BY 1, 2
 
 -- name: daily_paths.upsert
 paths AS (
-    INSERT INTO daily_paths AS p (site_id, day, path, views)
+    INSERT INTO daily_paths AS p (site_id, day, path, page_views)
     SELECT site_id, day, path, sum(events) FROM page_counts
     GROUP BY site_id, day, path ORDER BY site_id COLLATE "C", day, path COLLATE "C"
-    ON CONFLICT (site_id, day, path) DO UPDATE SET views = p.views + EXCLUDED.views
+    ON CONFLICT (site_id, day, path) DO UPDATE SET page_views = p.page_views + EXCLUDED.page_views
 )
 
 -- name: daily_paths.delete
@@ -87,7 +87,7 @@ DELETE FROM daily_paths
 WHERE day = ANY(%(days)s) AND (%(site)s::text IS NULL OR site_id = %(site)s)
 
 -- name: daily_paths.recount
-INSERT INTO daily_paths (site_id, day, path, views)
+INSERT INTO daily_paths (site_id, day, path, page_views)
 SELECT site_id, day, path, count(*) FROM events
 WHERE day = ANY(%(days)s) AND (%(site)s::text IS NULL OR site_id = %(site)s)
   AND event_type = 'page_view'
@@ -98,14 +98,14 @@ SELECT site_id, day, path, count(*) FROM events WHERE event_type = 'page_view'
 GROUP BY 1, 2, 3 ORDER BY 1, 2, 3
 
 -- name: daily_paths.stored
-SELECT site_id, day, path, views FROM daily_paths ORDER BY 1, 2, 3
+SELECT site_id, day, path, page_views FROM daily_paths ORDER BY 1, 2, 3
 
 -- name: hourly_stats.upsert
 hourly AS (
     INSERT INTO hourly_stats AS h (site_id, hour, page_views, events, visitors)
     SELECT site_id, date_trunc('hour', bucket, 'UTC') AS hour,
            coalesce(sum(events) FILTER (WHERE event_type = 'page_view'), 0), sum(events),
-           coalesce(hll_union_agg(users) FILTER (WHERE event_type = 'page_view'), hll_empty())
+           coalesce(hll_union_agg(visitors) FILTER (WHERE event_type = 'page_view'), hll_empty())
     FROM counts GROUP BY 1, 2 ORDER BY site_id COLLATE "C", 2
     ON CONFLICT (site_id, hour) DO UPDATE SET
         page_views = h.page_views + EXCLUDED.page_views,

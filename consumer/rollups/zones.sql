@@ -14,7 +14,7 @@ local_daily AS (
     INSERT INTO local_daily_stats AS l (site_id, timezone, day, page_views, events, visitors)
     SELECT site_id, timezone, day,
            coalesce(sum(events) FILTER (WHERE event_type = 'page_view'), 0), sum(events),
-           coalesce(hll_union_agg(users) FILTER (WHERE event_type = 'page_view'), hll_empty())
+           coalesce(hll_union_agg(visitors) FILTER (WHERE event_type = 'page_view'), hll_empty())
     FROM local_counts GROUP BY 1, 2, 3 ORDER BY 1, 2, 3
     ON CONFLICT (site_id, timezone, day) DO UPDATE SET
         page_views = l.page_views + EXCLUDED.page_views,
@@ -57,11 +57,11 @@ FROM local_daily_stats ORDER BY 1, 2, 3
 
 -- name: local_daily_paths.upsert
 local_paths AS (
-    INSERT INTO local_daily_paths AS lp (site_id, timezone, day, path, views, visitors)
-    SELECT site_id, timezone, day, path, sum(events), hll_union_agg(users)
+    INSERT INTO local_daily_paths AS lp (site_id, timezone, day, path, page_views, visitors)
+    SELECT site_id, timezone, day, path, sum(events), hll_union_agg(visitors)
     FROM local_counts WHERE event_type = 'page_view' GROUP BY 1, 2, 3, 4 ORDER BY 1, 2, 3, 4
     ON CONFLICT (site_id, timezone, day, path) DO UPDATE SET
-        views = lp.views + EXCLUDED.views, visitors = hll_union(lp.visitors, EXCLUDED.visitors)
+        page_views = lp.page_views + EXCLUDED.page_views, visitors = hll_union(lp.visitors, EXCLUDED.visitors)
 )
 
 -- name: local_daily_paths.zone_delete
@@ -72,10 +72,10 @@ WHERE l.site_id = z.site_id AND l.timezone = z.timezone
   AND (%(lo)s::date IS NULL OR day BETWEEN %(lo)s AND %(hi)s)
 
 -- name: local_daily_paths.zone_recount
-INSERT INTO local_daily_paths (site_id, timezone, day, path, views, visitors)
+INSERT INTO local_daily_paths (site_id, timezone, day, path, page_views, visitors)
 SELECT * FROM (
     SELECT q.site_id, z.timezone, (q.bucket AT TIME ZONE z.timezone)::date AS day,
-           q.path, sum(q.views), hll_union_agg(q.visitors)
+           q.path, sum(q.page_views), hll_union_agg(q.visitors)
     FROM quarter_hour_paths q JOIN site_zones z ON z.site_id = q.site_id
     WHERE (%(site)s::text IS NULL OR z.site_id = %(site)s)
       AND (%(tz)s::text IS NULL OR z.timezone = %(tz)s)
@@ -92,15 +92,15 @@ FROM events e JOIN site_zones z ON z.site_id = e.site_id
 WHERE event_type = 'page_view' GROUP BY 1, 2, 3, 4 ORDER BY 1, 2, 3, 4
 
 -- name: local_daily_paths.stored
-SELECT site_id, timezone, day, path, views, hll_cardinality(visitors)
+SELECT site_id, timezone, day, path, page_views, hll_cardinality(visitors)
 FROM local_daily_paths ORDER BY 1, 2, 3, 4
 
 -- name: local_monthly_paths.upsert
 local_monthly AS (
-    INSERT INTO local_monthly_paths AS lm (site_id, timezone, month, path, views)
+    INSERT INTO local_monthly_paths AS lm (site_id, timezone, month, path, page_views)
     SELECT site_id, timezone, date_trunc('month', day)::date, path, sum(events)
     FROM local_counts WHERE event_type = 'page_view' GROUP BY 1, 2, 3, 4 ORDER BY 1, 2, 3, 4
-    ON CONFLICT (site_id, timezone, path, month) DO UPDATE SET views = lm.views + EXCLUDED.views
+    ON CONFLICT (site_id, timezone, path, month) DO UPDATE SET page_views = lm.page_views + EXCLUDED.page_views
 )
 
 -- name: local_monthly_paths.zone_delete
@@ -113,10 +113,10 @@ WHERE l.site_id = z.site_id AND l.timezone = z.timezone
 
 -- name: local_monthly_paths.zone_recount
 -- From local_daily_paths (recounted before it).
-INSERT INTO local_monthly_paths (site_id, timezone, month, path, views)
+INSERT INTO local_monthly_paths (site_id, timezone, month, path, page_views)
 SELECT * FROM (
     SELECT p.site_id, p.timezone, date_trunc('month', p.day)::date AS month, p.path,
-           sum(p.views)
+           sum(p.page_views)
     FROM local_daily_paths p JOIN site_zones z
         ON z.site_id = p.site_id AND z.timezone = p.timezone
     WHERE (%(site)s::text IS NULL OR z.site_id = %(site)s)
@@ -132,4 +132,4 @@ FROM events e JOIN site_zones z ON z.site_id = e.site_id
 WHERE event_type = 'page_view' GROUP BY 1, 2, 3, 4 ORDER BY 1, 2, 3, 4
 
 -- name: local_monthly_paths.stored
-SELECT site_id, timezone, month, path, views FROM local_monthly_paths ORDER BY 1, 2, 3, 4
+SELECT site_id, timezone, month, path, page_views FROM local_monthly_paths ORDER BY 1, 2, 3, 4

@@ -20,6 +20,7 @@ from tests.support import (
     make_record,
     scalar,
     started_and_waiting,
+    unversion,
     write_batch,
     write_without_commit,
 )
@@ -44,21 +45,21 @@ async def test_rebuild_recounts_damaged_rollups_of_the_range_only(database_url: 
         ],
     )
     with psycopg.connect(database_url, autocommit=True) as conn:
-        conn.execute("UPDATE daily_stats SET page_views = 99, unique_users = 99, events = 99")
-        conn.execute("UPDATE daily_paths SET views = 99")
+        conn.execute("UPDATE daily_stats SET page_views = 99, visitors = 99, events = 99")
+        conn.execute("UPDATE daily_paths SET page_views = 99")
         conn.execute("UPDATE hourly_stats SET page_views = 99, events = 99")
-        conn.execute("DELETE FROM daily_users")
+        conn.execute("DELETE FROM daily_visitor_ids")
         # the stats API's rollups too
         conn.execute("UPDATE quarter_hour_stats SET page_views = 99, events = 99")
         conn.execute("UPDATE daily_details SET events = 99")
-        conn.execute("UPDATE quarter_hour_paths SET views = 99")
+        conn.execute("UPDATE quarter_hour_paths SET page_views = 99")
         conn.execute("UPDATE daily_event_types SET events = 99")
-        conn.execute("UPDATE monthly_paths SET views = 99")
+        conn.execute("UPDATE monthly_paths SET page_views = 99")
         conn.execute("DELETE FROM daily_visitors")
         # and the site's zone's
         conn.execute("UPDATE local_daily_stats SET page_views = 99, events = 99")
         conn.execute("DELETE FROM local_daily_paths")
-        conn.execute("UPDATE local_monthly_paths SET views = 99")
+        conn.execute("UPDATE local_monthly_paths SET page_views = 99")
 
     rebuilt = await rebuild_rollups(database_url, date(2025, 11, 12), date(2025, 11, 13), "a")
     assert rebuilt.days == [date(2025, 11, 12)]  # the 13th has no raw partition
@@ -115,7 +116,7 @@ async def test_schema_upgrades_a_database_of_the_previous_layout(database_url: s
             "('a', '2025-11-12 10:15+00', 'click', '/x', 5, hll_empty())"
         )
         conn.execute("ALTER TABLE monthly_paths ADD COLUMN visitors hll NOT NULL")
-        conn.execute("DROP TABLE schema_migrations")  # earlier releases recorded no version
+        unversion(conn)  # earlier releases recorded no version
         conn.execute("ALTER TABLE hourly_stats DROP COLUMN visitors")
         conn.execute("INSERT INTO hourly_stats VALUES ('a', '2025-11-12 10:00+00', 2, 2)")
         conn.execute(
@@ -130,14 +131,14 @@ async def test_schema_upgrades_a_database_of_the_previous_layout(database_url: s
     with psycopg.connect(database_url) as conn:
         assert conn.execute("SELECT to_regclass('quarter_hour_details')").fetchone() == (None,)
         rows = conn.execute(
-            "SELECT site_id, path, views, hll_cardinality(visitors) FROM quarter_hour_paths"
+            "SELECT site_id, path, page_views, hll_cardinality(visitors) FROM quarter_hour_paths"
         ).fetchall()
         assert rows == [("a", "/x", 3, 1.0)]
         columns = conn.execute(
             "SELECT column_name FROM information_schema.columns "
             "WHERE table_name = 'monthly_paths' ORDER BY 1"
         ).fetchall()
-        assert [c for (c,) in columns] == ["month", "path", "site_id", "views"]
+        assert [c for (c,) in columns] == ["month", "page_views", "path", "site_id"]
         # the hour's sketch: the union of its 15-minute ones
         hourly = conn.execute("SELECT hll_cardinality(visitors) FROM hourly_stats").fetchall()
         assert hourly == [(2.0,)]
@@ -168,7 +169,7 @@ async def test_a_zone_added_after_retention_keeps_the_days_only_rollups_hold(
     assert (
         scalar(
             database_url,
-            "SELECT views FROM local_monthly_paths WHERE site_id = 'a' AND path = '/p'",
+            "SELECT page_views FROM local_monthly_paths WHERE site_id = 'a' AND path = '/p'",
         )
         == 3
     )

@@ -17,7 +17,7 @@ from consumer.retention import apply_retention
 from consumer.schema import apply_schema
 from consumer.write import RowsRejected, Writer
 from core.events import EventRecord
-from tests.support import assert_rollups_match_raw_rows, make_record, scalar, write_batch
+from tests.support import assert_rollups_match_raw_rows, make_record, scalar, unversion, write_batch
 
 pytestmark = pytest.mark.postgres
 
@@ -135,7 +135,7 @@ async def test_schema_finds_the_dropped_days_of_an_earlier_database(database_url
     with psycopg.connect(database_url, autocommit=True) as conn:
         conn.execute("SELECT drop_events_partition('2025-11-09')")
         conn.execute("DROP TABLE dropped_days")  # the earlier layout: no record at all
-        conn.execute("DROP TABLE schema_migrations")  # and no recorded version
+        unversion(conn)  # earlier releases recorded no version
 
     await apply_schema(database_url)
     await apply_schema(database_url)  # and again: nothing left to do

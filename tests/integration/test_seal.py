@@ -95,7 +95,7 @@ async def test_a_sealed_month_is_read_from_its_rows_until_a_rebuild(database_url
     expected = {zone: await month_pages(database_url, zone) for zone in ("UTC", "Asia/Kolkata")}
     await seal_closed_days(database_url, TODAY)
     with psycopg.connect(database_url, autocommit=True) as conn:
-        conn.execute("UPDATE sealed_monthly_paths SET views = views + 1000")
+        conn.execute("UPDATE sealed_monthly_paths SET page_views = page_views + 1000")
     for zone, pages in expected.items():
         damaged = await month_pages(database_url, zone)
         assert [p["views"] for p in damaged] == [p["views"] + 1000 for p in pages]  # read there
@@ -114,7 +114,7 @@ async def test_late_events_for_sealed_days_are_counted_once(database_url: str) -
     # A redelivery of part of the first batch along with them: written once, counted once.
     await write_batch(database_url, first[:4] + late, partition=1)
     assert_rollups_match_raw_rows(database_url)
-    assert scalar(database_url, "SELECT sum(views) FROM sealed_monthly_paths") == 2 * 18
+    assert scalar(database_url, "SELECT sum(page_views) FROM sealed_monthly_paths") == 2 * 18
     [a, b] = await month_pages(database_url, "UTC")
     assert (a["views"] + b["views"], a["visitors"], b["visitors"]) == (18, 9, 9)
 
@@ -129,7 +129,7 @@ async def test_a_seal_waits_for_a_batch_in_flight_and_counts_it(database_url: st
             sealing = await started_and_waiting(seal_closed_days(database_url, TODAY))
         await sealing
     assert_rollups_match_raw_rows(database_url)
-    assert scalar(database_url, "SELECT sum(views) FROM sealed_monthly_paths") == 7
+    assert scalar(database_url, "SELECT sum(page_views) FROM sealed_monthly_paths") == 7
 
 
 async def test_a_batch_arriving_during_a_seal_waits_and_adds_its_late_events(
@@ -145,7 +145,7 @@ async def test_a_batch_arriving_during_a_seal_waits_and_adds_its_late_events(
             )
         await arriving  # its snapshot follows its locks: it sees November sealed
     assert_rollups_match_raw_rows(database_url)
-    assert scalar(database_url, "SELECT sum(views) FROM sealed_monthly_paths") == 9
+    assert scalar(database_url, "SELECT sum(page_views) FROM sealed_monthly_paths") == 9
 
 
 async def test_a_batch_on_a_connection_that_prepared_its_statement_waits_for_a_seal_too(
@@ -168,7 +168,7 @@ async def test_a_batch_on_a_connection_that_prepared_its_statement_waits_for_a_s
     finally:
         await writer.close()
     assert_rollups_match_raw_rows(database_url)
-    assert scalar(database_url, "SELECT sum(views) FROM sealed_monthly_paths") == 15
+    assert scalar(database_url, "SELECT sum(page_views) FROM sealed_monthly_paths") == 15
 
 
 async def test_zones_added_or_removed_after_a_seal_bring_or_take_their_sealed_months(
@@ -196,7 +196,7 @@ async def test_a_rebuild_keeps_the_sealed_days_that_retention_dropped(database_u
     await apply_retention(database_url, 10, dt.date(2025, 11, 25))
     await rebuild_rollups(database_url, dt.date(2025, 11, 1), dt.date(2025, 11, 30))
     assert await month_pages(database_url, "UTC") == expected
-    assert scalar(database_url, "SELECT sum(views) FROM sealed_monthly_paths") == 10
+    assert scalar(database_url, "SELECT sum(page_views) FROM sealed_monthly_paths") == 10
 
 
 async def test_an_event_older_than_every_sealed_day_is_counted_in_its_month(
@@ -207,7 +207,7 @@ async def test_an_event_older_than_every_sealed_day_is_counted_in_its_month(
     october = [make_record(site_id="a", path="/a", timestamp=dt.datetime(2025, 10, 2, tzinfo=UTC))]
     await write_batch(database_url, october, partition=1)
     assert_rollups_match_raw_rows(database_url)
-    oct_rows = "SELECT sum(views) FROM sealed_monthly_paths WHERE month = '2025-10-01'"
+    oct_rows = "SELECT sum(page_views) FROM sealed_monthly_paths WHERE month = '2025-10-01'"
     assert scalar(database_url, oct_rows) == 1
 
 

@@ -256,7 +256,7 @@ async def test_a_query_past_the_statement_timeout_answers_503(loaded: str) -> No
     # A year of 500 paths a day: a filtered breakdown reads every row, far beyond 1 ms.
     with psycopg.connect(loaded, autocommit=True) as conn:
         conn.execute(
-            "INSERT INTO daily_details (site_id, day, event_type, path, events, users)"
+            "INSERT INTO daily_details (site_id, day, event_type, path, events, visitors)"
             " SELECT 'costly', d::date, 'page_view', '/p' || i, 1, hll_empty()"
             " FROM generate_series('2025-01-01'::date, '2025-12-31', '1 day') d,"
             " generate_series(1, 500) i"

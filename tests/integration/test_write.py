@@ -38,13 +38,13 @@ async def test_rows_rollups_and_offsets_are_stored_together(
     assert (
         scalar(
             database_url,
-            "SELECT (page_views, unique_users, events)::text FROM daily_stats "
+            "SELECT (page_views, visitors, events)::text FROM daily_stats "
             "WHERE site_id = %s AND day = %s",
             ("site-a", day),
         )
         == "(3,2,4)"
     )
-    assert scalar(database_url, "SELECT views FROM daily_paths WHERE path = '/a'") == 2
+    assert scalar(database_url, "SELECT page_views FROM daily_paths WHERE path = '/a'") == 2
     assert await writer.load_offsets([0, 1]) == {0: 4, 1: None}
     assert_rollups_match_raw_rows(database_url)
 
@@ -55,7 +55,7 @@ async def test_redelivered_rows_count_once(writer: Writer, database_url: str) ->
     # The same events again (a client retry, or a replay after a crash) add nothing.
     assert await writer.write(rows, {0: 20}, {0: 10}) == 0
     assert scalar(database_url, "SELECT page_views FROM daily_stats") == 10
-    assert scalar(database_url, "SELECT unique_users FROM daily_stats") == 10
+    assert scalar(database_url, "SELECT visitors FROM daily_stats") == 10
     assert_rollups_match_raw_rows(database_url)
 
 

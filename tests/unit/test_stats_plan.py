@@ -46,8 +46,9 @@ def test_a_utc_month_reads_daily_rollups_and_may_count_visitors_exactly() -> Non
     plan = aggregate(stats("2025-11-01", "2025-11-30"))
     november = Days("daily_stats", D(2025, 11, 1), D(2025, 12, 1))
     assert plan.answer.parts == (november,)
-    assert plan.then == ExactVisitors(Days("daily_users", D(2025, 11, 1), D(2025, 12, 1)), 1000)
-    assert stats_plan_parts.tables(plan) == {"daily_stats", "daily_users"}
+    exact_set = Days("daily_visitor_ids", D(2025, 11, 1), D(2025, 12, 1))
+    assert plan.then == ExactVisitors(exact_set, 1000)
+    assert stats_plan_parts.tables(plan) == {"daily_stats", "daily_visitor_ids"}
     print(plan)  # printable: the test's output shows the tree
 
 
