@@ -17,6 +17,20 @@ CREATE TABLE events (
     user_id      text        NOT NULL,
     event_time   timestamptz NOT NULL,
     received_at  timestamptz NOT NULL,
+    -- The hit's context as the API derived it (core/events.py): NULL when not known or when
+    -- an earlier API accepted the event. Never the client address or the user agent string.
+    browser          text,
+    os               text,
+    device           text,  -- desktop, mobile or tablet
+    country          text,  -- ISO 3166-1 alpha-2
+    referrer_host    text,
+    referrer_source  text,
+    utm_source       text,
+    utm_medium       text,
+    utm_campaign     text,
+    utm_content      text,
+    utm_term         text,
+    props            jsonb,  -- custom properties: string keys to string values
     -- The idempotency key: an event_id counts once per site, so one site's emitter cannot
     -- suppress another site's events by reusing their ids. A unique key on a partitioned
     -- table must hold the partition key, `day`; a retry whose corrected time falls on the
@@ -211,6 +225,33 @@ CREATE TABLE daily_event_types (
     events      bigint NOT NULL DEFAULT 0,
     visitors    hll    NOT NULL,
     PRIMARY KEY (site_id, day, event_type)
+);
+
+-- Per (site, UTC day, dimension, value): page views, events and a sketch of the page-view
+-- visitors, for breakdowns and filters by browser, os, device and country
+-- (consumer/rollups/dimensions.sql). A missing value is '(not set)'.
+CREATE TABLE daily_dimensions (
+    site_id     text   NOT NULL,
+    day         date   NOT NULL,
+    dimension   text   NOT NULL,
+    value       text   NOT NULL,
+    page_views  bigint NOT NULL DEFAULT 0,
+    events      bigint NOT NULL DEFAULT 0,
+    visitors    hll    NOT NULL,
+    PRIMARY KEY (site_id, day, dimension, value)
+);
+
+-- Per (site, UTC day, event type, property key, value): events and a sketch of their
+-- visitors, for custom events with their properties.
+CREATE TABLE daily_props (
+    site_id     text   NOT NULL,
+    day         date   NOT NULL,
+    event_type  text   NOT NULL,
+    key         text   NOT NULL,
+    value       text   NOT NULL,
+    events      bigint NOT NULL DEFAULT 0,
+    visitors    hll    NOT NULL,
+    PRIMARY KEY (site_id, day, event_type, key, value)
 );
 
 -- Visitors of the values on a breakdown page (`path = ANY(...)` over a range of days) without

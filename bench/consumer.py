@@ -84,15 +84,41 @@ FROM STDIN (FORMAT BINARY)
 """
 
 
+BROWSERS = ("Chrome", "Mobile Safari", "Safari", "Firefox", "Edge", "Samsung Internet")
+SYSTEMS = ("Windows", "iOS", "Android", "Mac OS X", "Linux")
+DEVICES = ("desktop", "mobile", "tablet")
+COUNTRIES = tuple(f"{chr(65 + a)}{chr(65 + b)}" for a in range(6) for b in range(5))  # 30
+
+
+def context(rng: random.Random, kind: str) -> dict[str, Any]:
+    """What the API derives for a browser hit: a few browsers, systems and devices, 30
+    countries (a few common), a source on a fifth of the hits, properties on half the clicks."""
+    found: dict[str, Any] = {
+        "browser": rng.choice(BROWSERS),
+        "os": rng.choice(SYSTEMS),
+        "device": rng.choice(DEVICES),
+        "country": COUNTRIES[int(rng.paretovariate(1.0)) % len(COUNTRIES)],
+    }
+    if rng.random() < 0.2:
+        found.update(referrer_host="news.example", referrer_source="News", utm_source="news")
+    if kind == "click" and rng.random() < 0.5:
+        found["props"] = {
+            "plan": rng.choice(("free", "pro", "team")),
+            "step": str(rng.randrange(5)),
+        }
+    return found
+
+
 def generate(
     seed: int, count: int, recorded_rate: float = 0, emitter_ids: bool = False
 ) -> Iterator[EventRecord]:
     """Deterministic events as the API would accept them, received in order at
     `recorded_rate` events/s (0: spread evenly over two days, however many), with UUIDv7 ids
     (time-ordered, like the API's) and event times up to a minute earlier; 50 sites (a few
-    hot), 200 paths, 5,000 users, 80 % page views; about 1 % repeat an earlier event (client
-    retries). With `emitter_ids`, every id is marked as the emitter's own (a server emitter
-    sending idempotency keys), which the consumer also looks for on the neighbouring days.
+    hot), 200 paths, 5,000 users, 80 % page views, each with its context; about 1 % repeat
+    an earlier event (client retries). With `emitter_ids`, every id is marked as the
+    emitter's own (a server emitter sending idempotency keys), which the consumer also looks
+    for on the neighbouring days.
 
     The spread matters to the rollups: a batch of a backlog received at 10k events/s covers
     two seconds of event time (one 15-minute bucket); a batch of 1M events spread over two
@@ -117,15 +143,17 @@ def generate(
             | rng.getrandbits(62)
         )
         site = int(rng.paretovariate(1.2)) % 50
+        kind = "page_view" if rng.random() < 0.8 else "click"
         record = EventRecord(
             event_id=event_id,
             site_id=f"site-{site}",
-            event_type="page_view" if rng.random() < 0.8 else "click",
+            event_type=kind,
             path=f"/section-{rng.randrange(20)}/page-{rng.randrange(10)}",
             user_id=f"user-{rng.randrange(5000)}",
             timestamp=received - timedelta(milliseconds=rng.randrange(60_000)),
             received_at=received,
             emitter_id=emitter_ids,
+            **context(rng, kind),
         )
         if i % 100 == 0:
             recent = [*recent[-99:], record]

@@ -16,10 +16,11 @@ import datetime as dt
 import uuid
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
+from typing import Any
 
 import msgspec
 
-from core.events import EventRecord, decode_records
+from core.events import CONTEXT_FIELDS, EventRecord, decode_records
 
 Clock = Callable[[], float]
 
@@ -56,8 +57,13 @@ class Poison:
     sqlstate: str | None = None
 
 
-# The row layout of the staging table, in COPY order.
-Row = tuple[dt.date, uuid.UUID, str, str, str, str, dt.datetime, dt.datetime, bool]
+# The row layout of the staging table, in COPY order: the event, then its context
+# (core/events.py, CONTEXT_FIELDS).
+Text = str | None
+Row = tuple[
+    dt.date, uuid.UUID, str, str, str, str, dt.datetime, dt.datetime, bool,
+    Text, Text, Text, Text, Text, Text, Text, Text, Text, Text, Text, dict[str, str] | None,
+]  # fmt: skip
 
 
 def to_row(record: EventRecord) -> Row:
@@ -71,12 +77,25 @@ def to_row(record: EventRecord) -> Row:
         record.timestamp,
         record.received_at,
         record.emitter_id,
+        record.browser,
+        record.os,
+        record.device,
+        record.country,
+        record.referrer_host,
+        record.referrer_source,
+        record.utm_source,
+        record.utm_medium,
+        record.utm_campaign,
+        record.utm_content,
+        record.utm_term,
+        record.props,
     )
 
 
 def record_of(row: Row) -> EventRecord:
     """The event a row was made from (to_row's inverse): what is dead-lettered for it."""
-    _day, event_id, site_id, event_type, path, user_id, timestamp, received_at, emitter_id = row
+    _day, event_id, site_id, event_type, path, user_id, timestamp, received_at, emitter_id = row[:9]
+    context: dict[str, Any] = dict(zip(CONTEXT_FIELDS, row[9:], strict=True))
     return EventRecord(
         event_id=event_id,
         site_id=site_id,
@@ -86,6 +105,7 @@ def record_of(row: Row) -> EventRecord:
         timestamp=timestamp,
         received_at=received_at,
         emitter_id=emitter_id,
+        **context,
     )
 
 

@@ -32,6 +32,7 @@ from consumer.batch import Row
 from consumer.errors import Fault, describe, fault_of, sqlstate_of
 from consumer.isolation import bisect
 from consumer.rollups import batch_statement
+from core.events import CONTEXT_FIELDS
 
 log = logging.getLogger(__name__)
 
@@ -74,19 +75,26 @@ class Fenced(Exception):
     """Another replica advanced a partition's offset: this one no longer owns it."""
 
 
+# The event's columns, then its context (core/events.py, CONTEXT_FIELDS): all text but props.
+_CONTEXT_TYPES = ["jsonb" if name == "props" else "text" for name in CONTEXT_FIELDS]
 STAGING_DDL = """
 CREATE TEMP TABLE IF NOT EXISTS staging_events (
     day date, event_id uuid, site_id text, event_type text, path text, user_id text,
-    event_time timestamptz, received_at timestamptz, emitter_id boolean
+    event_time timestamptz, received_at timestamptz, emitter_id boolean, {context}
 ) ON COMMIT DELETE ROWS
-"""
+""".format(
+    context=", ".join(f"{n} {t}" for n, t in zip(CONTEXT_FIELDS, _CONTEXT_TYPES, strict=True))
+)
 
 COPY_STAGING = """
 COPY staging_events (day, event_id, site_id, event_type, path, user_id, event_time, received_at,
-                     emitter_id)
+                     emitter_id, {context})
 FROM STDIN (FORMAT BINARY)
-"""
-COPY_TYPES = ["date", "uuid", "text", "text", "text", "text", "timestamptz", "timestamptz", "bool"]
+""".format(context=", ".join(CONTEXT_FIELDS))
+COPY_TYPES = [
+    "date", "uuid", "text", "text", "text", "text", "timestamptz", "timestamptz", "bool",
+    *_CONTEXT_TYPES,
+]  # fmt: skip
 
 # Inserting a missing row is allowed only when this replica saw none (expected is NULL); an
 # existing row moves only from the value this replica expects. Rows come back for the

@@ -62,6 +62,38 @@ class EventRecord(msgspec.Struct, frozen=True, kw_only=True, array_like=True):
     # retry may then carry another corrected time, even another day (see event_time), and the
     # consumer looks for the id on the neighbouring days too.
     emitter_id: bool = False
+    # The hit's context, derived by the API from the request (ingest/context.py): never the
+    # client address or the user agent string themselves. None: not known, or sent by an
+    # earlier API.
+    browser: str | None = None
+    os: str | None = None
+    device: str | None = None  # "desktop", "mobile" or "tablet"
+    country: str | None = None  # ISO 3166-1 alpha-2
+    referrer_host: str | None = None
+    referrer_source: str | None = None
+    utm_source: str | None = None
+    utm_medium: str | None = None
+    utm_campaign: str | None = None
+    utm_content: str | None = None
+    utm_term: str | None = None
+    props: dict[str, str] | None = None  # custom properties, bounded at the edge
+
+
+# The context fields of EventRecord, in its order: the consumer copies them to `events`.
+CONTEXT_FIELDS = (
+    "browser",
+    "os",
+    "device",
+    "country",
+    "referrer_host",
+    "referrer_source",
+    "utm_source",
+    "utm_medium",
+    "utm_campaign",
+    "utm_content",
+    "utm_term",
+    "props",
+)
 
 
 # Machine-readable codes of refused events (ingest/errors.py maps them to HTTP answers).

@@ -21,7 +21,7 @@ from consumer.rollups import checks
 from consumer.schema import MIGRATIONS_DIR
 from consumer.settings import ConsumerSettings
 from consumer.write import COPY_STAGING, COPY_TYPES, INSERT_AND_ROLL_UP, STAGING_DDL, Writer
-from core.events import EventRecord
+from core.events import CONTEXT_FIELDS, EventRecord
 
 
 def quick_consumer_settings(
@@ -72,8 +72,13 @@ NAME_RENAME = re.compile(r"^ALTER (TABLE|INDEX) (\w+) RENAME TO (\w+);", re.M)
 
 def unversion(conn: psycopg.Connection[Any]) -> None:
     """Turns a current database into one of the releases before versions were recorded: no
-    schema_migrations, and the names that migration 0004 changed as they were then."""
+    schema_migrations, no event context (migration 0005), and the names that migration 0004
+    changed as they were then."""
     conn.execute("DROP TABLE schema_migrations")
+    conn.execute("DROP TABLE daily_dimensions, daily_props")
+    conn.execute(
+        "ALTER TABLE events " + ", ".join(f"DROP COLUMN {name}" for name in CONTEXT_FIELDS)
+    )
     renames = (MIGRATIONS_DIR / "0004_names_agree.sql").read_text()
     for kind, old, new in NAME_RENAME.findall(renames):
         conn.execute(f"ALTER {kind} {new} RENAME TO {old}")

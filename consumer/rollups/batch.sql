@@ -15,12 +15,18 @@
 -- Ids the API assigned (UUIDv7s, fresh per request) skip both steps.
 WITH inserted AS (
     INSERT INTO events (day, event_id, site_id, event_type, path, user_id, event_time,
-                        received_at)
-    SELECT day, event_id, site_id, event_type, path, user_id, event_time, received_at
+                        received_at, browser, os, device, country, referrer_host,
+                        referrer_source, utm_source, utm_medium, utm_campaign, utm_content,
+                        utm_term, props)
+    SELECT day, event_id, site_id, event_type, path, user_id, event_time, received_at,
+           browser, os, device, country, referrer_host, referrer_source, utm_source,
+           utm_medium, utm_campaign, utm_content, utm_term, props
     FROM staging_events
     WHERE NOT emitter_id
     UNION ALL
-    SELECT day, event_id, site_id, event_type, path, user_id, event_time, received_at
+    SELECT day, event_id, site_id, event_type, path, user_id, event_time, received_at,
+           browser, os, device, country, referrer_host, referrer_source, utm_source,
+           utm_medium, utm_campaign, utm_content, utm_term, props
     FROM (
         SELECT DISTINCT ON (site_id, event_id) *
         FROM staging_events WHERE emitter_id
@@ -33,12 +39,14 @@ WITH inserted AS (
              AND e.event_id = chosen.event_id AND e.site_id = chosen.site_id
            LIMIT 1) IS NULL
     ON CONFLICT DO NOTHING
-    RETURNING day, site_id, event_type, path, user_id, event_time
+    -- The visitor's hash once per row, for every sketch of the statement.
+    RETURNING day, site_id, event_type, path, user_id, event_time, browser, os, device,
+              country, props, hll_hash_text(user_id) AS visitor_hash
 ),
 counts AS MATERIALIZED (
     SELECT site_id, day,
            date_bin('15 minutes', event_time, timestamptz '2000-01-01 00:00+00') AS bucket,
-           event_type, path, count(*) AS events, hll_add_agg(hll_hash_text(user_id)) AS visitors
+           event_type, path, count(*) AS events, hll_add_agg(visitor_hash) AS visitors
     FROM inserted GROUP BY 1, 2, 3, 4, 5
 ),
 page_counts AS (
@@ -60,6 +68,16 @@ local_counts AS MATERIALIZED (
 -- days, usually none.
 sealed AS (
     SELECT sealed_before FROM sealed_days
+)
+
+-- name: batch.context_counts
+-- The inserted rows counted once per combination of the dimensions daily_dimensions keeps
+-- (far fewer groups than rows: a few browsers, OSes, devices and countries a site a day).
+context_counts AS MATERIALIZED (
+    SELECT site_id, day, browser, os, device, country,
+           count(*) FILTER (WHERE event_type = 'page_view') AS page_views, count(*) AS events,
+           hll_add_agg(visitor_hash) FILTER (WHERE event_type = 'page_view') AS visitors
+    FROM inserted GROUP BY 1, 2, 3, 4, 5, 6
 )
 
 -- name: batch.tail

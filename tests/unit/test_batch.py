@@ -5,14 +5,19 @@ from __future__ import annotations
 import uuid
 from datetime import UTC, date, datetime
 
-from consumer.batch import UNDECODABLE, Batch, BatchPolicy, Message, record_of
+import msgspec
+
+from consumer.batch import UNDECODABLE, Batch, BatchPolicy, Message, record_of, to_row
 from core.events import (
+    CONTEXT_FIELDS,
     SCHEMA_EVENT_BATCH_V1,
     SCHEMA_EVENT_V1,
     EventRecord,
+    decode_records,
     encode_record,
     encode_records,
 )
+from tests.support import make_record
 
 
 class FakeClock:
@@ -176,3 +181,18 @@ def test_rows_map_back_to_their_messages_and_events() -> None:
     ]
     assert [record_of(row) for row in batch.rows[1:]] == records
     assert encode_record(record_of(batch.rows[1])) == encode_record(records[0])
+
+
+def test_a_row_carries_the_context_and_gives_the_record_back() -> None:
+    record = make_record(browser="Chrome", country="DE", utm_term="shoes", props={"plan": "pro"})
+    assert record_of(to_row(record)) == record
+
+
+def test_a_record_from_an_earlier_api_decodes_without_context() -> None:
+    earlier = msgspec.msgpack.encode(
+        [str(uuid.uuid4()), "s", "page_view", "/", "u", "2025-11-12T10:00:00Z",
+         "2025-11-12T10:00:01Z", False]
+    )  # fmt: skip
+    [record] = decode_records(earlier, SCHEMA_EVENT_V1)
+    assert (record.browser, record.props) == (None, None)
+    assert to_row(record)[9:] == (None,) * len(CONTEXT_FIELDS)
