@@ -58,30 +58,15 @@ BATCH_ROWS = 40_000  # the consumer's default MAX_BATCH_ROWS, used by both sides
 BASE_TIME = datetime(2025, 11, 12, tzinfo=UTC)
 ZONE = "Asia/Kolkata"  # for --site-zones
 
-BASELINE_DDL = """
-CREATE TABLE bare_copy (
-    day date, event_id uuid, site_id text, event_type text, path text, user_id text,
-    event_time timestamptz, received_at timestamptz, emitter_id boolean
-)
-"""
+BASELINE_DDL = "CREATE TABLE bare_copy (LIKE staging_events)"
 # The second reference: the consumer's statement without the rollups (staging COPY, then
 # insert skipping duplicate ids into a table with the events table's key), i.e. dedupe alone.
-DEDUPE_DDL = """
-CREATE TABLE dedupe_only (
-    day date, event_id uuid, site_id text, event_type text, path text, user_id text,
-    event_time timestamptz, received_at timestamptz, emitter_id boolean,
-    PRIMARY KEY (day, event_id, site_id)
-)
-"""
+DEDUPE_DDL = "CREATE TABLE dedupe_only (LIKE staging_events, PRIMARY KEY (day, event_id, site_id))"
 DEDUPE_INSERT = """
 INSERT INTO dedupe_only SELECT * FROM staging_events ON CONFLICT DO NOTHING
 """
 
-BASELINE_COPY = """
-COPY bare_copy (day, event_id, site_id, event_type, path, user_id, event_time, received_at,
-                emitter_id)
-FROM STDIN (FORMAT BINARY)
-"""
+BASELINE_COPY = COPY_STAGING.replace("staging_events", "bare_copy")
 
 
 BROWSERS = ("Chrome", "Mobile Safari", "Safari", "Firefox", "Edge", "Samsung Internet")
@@ -224,8 +209,8 @@ def bare_copy(
     staging table into a keyed one with ON CONFLICT DO NOTHING."""
     spent = 0.0
     with psycopg.connect(database_url, autocommit=True) as conn:
-        conn.execute(DEDUPE_DDL if dedupe else BASELINE_DDL)
         conn.execute(STAGING_DDL)
+        conn.execute(DEDUPE_DDL if dedupe else BASELINE_DDL)
         rows: list[Row] = []
         for record in generate(seed, count, recorded_rate):
             rows.append(to_row(record))

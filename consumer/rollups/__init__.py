@@ -30,7 +30,7 @@ from consumer.rollups.statements import statement
 
 # CTEs of batch.sql that a rollup's upsert may read besides `inserted`, `counts` and
 # `page_counts`; each is written into the statement once, before the first upsert that reads it.
-BATCH_INPUTS = ("context_counts", "local_counts", "sealed")
+BATCH_INPUTS = ("local_counts", "sealed")
 _TABLE = re.compile(r"[a-z_][a-z0-9_]*")
 
 
@@ -80,7 +80,7 @@ ROLLUPS: tuple[Rollup, ...] = (
     Rollup("monthly_paths"),  # recounted from daily_paths
     Rollup("daily_event_types"),
     # UTC, by each event's context (dimensions.sql)
-    Rollup("daily_dimensions", ("context_counts",)),
+    Rollup("daily_dimensions"),
     Rollup("daily_props"),
     # by local day of each kept zone (zones.sql)
     Rollup("local_daily_stats", ("local_counts",), rebuilt=False, zoned=True),

@@ -70,15 +70,5 @@ sealed AS (
     SELECT sealed_before FROM sealed_days
 )
 
--- name: batch.context_counts
--- The inserted rows counted once per combination of the dimensions daily_dimensions keeps
--- (far fewer groups than rows: a few browsers, OSes, devices and countries a site a day).
-context_counts AS MATERIALIZED (
-    SELECT site_id, day, browser, os, device, country,
-           count(*) FILTER (WHERE event_type = 'page_view') AS page_views, count(*) AS events,
-           hll_add_agg(visitor_hash) FILTER (WHERE event_type = 'page_view') AS visitors
-    FROM inserted GROUP BY 1, 2, 3, 4, 5, 6
-)
-
 -- name: batch.tail
 SELECT count(*) FROM inserted

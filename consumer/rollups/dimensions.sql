@@ -7,11 +7,13 @@
 dimensions_daily AS (
     INSERT INTO daily_dimensions AS d
         (site_id, day, dimension, value, page_views, events, visitors)
-    SELECT c.site_id, c.day, v.dimension, coalesce(v.value, '(not set)'), sum(c.page_views),
-           sum(c.events), coalesce(hll_union_agg(c.visitors), hll_empty())
-    FROM context_counts c
-    CROSS JOIN LATERAL (VALUES ('browser', c.browser), ('os', c.os), ('device', c.device),
-                               ('country', c.country)) AS v (dimension, value)
+    SELECT i.site_id, i.day, v.dimension, coalesce(v.value, '(not set)'),
+           count(*) FILTER (WHERE i.event_type = 'page_view'), count(*),
+           coalesce(hll_add_agg(i.visitor_hash) FILTER (WHERE i.event_type = 'page_view'),
+                    hll_empty())
+    FROM inserted i
+    CROSS JOIN LATERAL (VALUES ('browser', i.browser), ('os', i.os), ('device', i.device),
+                               ('country', i.country)) AS v (dimension, value)
     GROUP BY 1, 2, 3, 4 ORDER BY 1, 2, 3, 4
     ON CONFLICT (site_id, day, dimension, value) DO UPDATE SET
         page_views = d.page_views + EXCLUDED.page_views,
