@@ -265,7 +265,7 @@ def _split(url: str | None) -> tuple[str | None, str, str]:
     try:
         parts = urlsplit(url.strip())
         host = parts.hostname
-    except ValueError:  # e.g. an unclosed IPv6 bracket, or a port out of range
+    except ValueError:  # e.g. an unclosed IPv6 bracket
         return None, "", ""
     if parts.scheme not in ("http", "https") or not host:
         return None, "", ""
