@@ -44,59 +44,65 @@ MAX_USER_AGENT_CHARS: Final = 512
 # unique ones evicts entries but cannot grow memory past this many prefixes.
 CACHED_USER_AGENTS: Final = 4096
 
+
+class _Pattern:
+    """A pattern compiled with RE2 when it is installed (one linear pass over the input,
+    whatever the alternation's size) and with Python's `re` otherwise."""
+
+    def __init__(self, pattern: str, *, ignore_case: bool = False) -> None:
+        self.search: Callable[[str], object]
+        try:
+            import re2  # type: ignore[import-untyped]
+        except ImportError:
+            self.search = re.compile(pattern, re.IGNORECASE if ignore_case else 0).search
+            self.engine = "re"
+        else:
+            options = re2.Options()
+            options.case_sensitive = not ignore_case
+            # The default 8 MiB is too small for the crawler list's 1,500 alternatives: RE2
+            # would fall back to a slower matcher. A bound on the DFA cache, used as needed.
+            options.max_mem = 64 << 20
+            self.search = re2.compile(pattern, options).search
+            self.engine = "re2"
+
+
 # Link-preview fetchers: they fetch a page once when someone shares it, never a visit. In-app
 # browsers (LINE, Snapchat, Instagram, ...) carry their app's name too but are real visitors:
 # only the fetchers' own tokens are listed.
-_PREVIEW = re.compile(
+_PREVIEW = _Pattern(
     r"Slackbot|Slack-ImgProxy|facebookexternalhit|Facebot|Twitterbot|WhatsApp/|Discordbot"
     r"|TelegramBot|LinkedInBot|SkypeUriPreview|MicrosoftPreview|redditbot|Embedly|Iframely"
     r"|vkShare|Pinterestbot|Mastodon/|Cardyb|Google-PageRenderer|Synapse \(bot"
     r"|Bitrix24 Link|Quora Link Preview|KakaoTalk-Scrap|Yahoo Link Preview",
-    re.IGNORECASE,
+    ignore_case=True,
 )
 # Browser automation. Electron itself is not on it: desktop apps embed it for real users.
-_HEADLESS = re.compile(
+_HEADLESS = _Pattern(
     r"Headless|PhantomJS|SlimerJS|jsdom/|HtmlUnit|Zombie\.js|Puppeteer|Playwright"
     r"|Selenium|WebDriver|Cypress/|Nightmare/",
-    re.IGNORECASE,
+    ignore_case=True,
 )
 # HTTP client libraries and command-line tools, as their default user agents name them: a
 # whole token, at the start or after a separator, followed by a version or the end.
-_TOOL = re.compile(
+_TOOL = _Pattern(
     r"(?:^|[\s;(])(?:curl|Wget|wget2|python-requests|Python-urllib|python-httpx|aiohttp|httpx"
     r"|Go-http-client|okhttp|Apache-HttpClient|Java|Java-http-client|libwww-perl"
     r"|lwp-trivial|GuzzleHttp|axios|node-fetch|undici|got|HTTPie|PostmanRuntime|insomnia"
     r"|Ruby|Faraday|rest-client|reqwest|Dart|Deno|Bun|Scrapy|PycURL|libcurl|WinHttp"
     r"|Mechanize|http\.rb|Typhoeus)(?:[/\s;)]|$)",
-    re.IGNORECASE,
+    ignore_case=True,
 )
 
 
-class _CrawlerList:
-    """The crawler-user-agents patterns as one alternation, compiled with RE2 when it is
-    installed (one linear pass over the input) and with Python's `re` otherwise."""
-
-    def __init__(self, patterns: list[str]) -> None:
-        alternation = "|".join(f"(?:{pattern})" for pattern in patterns)
-        self.search: Callable[[str], object]
-        try:
-            import re2  # type: ignore[import-untyped]
-        except ImportError:
-            self.search = re.compile(alternation).search
-            self.engine = "re"
-        else:
-            options = re2.Options()
-            # The default 8 MiB is too small for 1,500 alternatives: RE2 would fall back to
-            # a slower matcher. 64 MiB is a bound on the DFA cache, allocated as needed.
-            options.max_mem = 64 << 20
-            self.search = re2.compile(alternation, options).search
-            self.engine = "re2"
-
-
 @functools.cache
-def _crawlers() -> _CrawlerList:
+def _crawlers() -> _Pattern:
+    """The crawler-user-agents patterns as one alternation (case-sensitive, as published)."""
     patterns = [entry["pattern"] for entry in crawleruseragents.CRAWLER_USER_AGENTS_DATA]
-    return _CrawlerList(patterns)
+    return crawler_pattern(patterns)
+
+
+def crawler_pattern(patterns: list[str]) -> _Pattern:
+    return _Pattern("|".join(f"(?:{pattern})" for pattern in patterns))
 
 
 def prepare() -> str:

@@ -217,7 +217,7 @@ def test_the_list_is_compiled_with_re2_and_without_it_with_re(
     assert bots.prepare() == "re2"
     monkeypatch.setitem(sys.modules, "re2", None)  # what an environment without it sees
     patterns = [entry["pattern"] for entry in crawleruseragents.CRAWLER_USER_AGENTS_DATA]
-    fallback = bots._CrawlerList(patterns)
+    fallback = bots.crawler_pattern(patterns)
     assert fallback.engine == "re"
     assert fallback.search(BOTS["googlebot"][0])
     assert not any(fallback.search(user_agent) for user_agent in BROWSERS.values())
