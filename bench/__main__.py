@@ -9,7 +9,7 @@ from __future__ import annotations
 import importlib
 import sys
 
-SECTIONS = ["ingest", "consumer", "stats"]
+SECTIONS = ["ingest", "consumer", "stats", "enrich"]
 
 
 def main() -> int:

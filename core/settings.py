@@ -551,6 +551,28 @@ STATS_EXACT_VISITORS_MAX_ROWS = _declare(
         read_by="api",
     )
 )
+# --- the API: each hit's context (ingest/context.py reads these itself) ---
+COUNTRY_HEADER = _declare(
+    Setting(
+        env="COUNTRY_HEADER",
+        default="",
+        doc="a request header set by a trusted CDN with the client's country (e.g. "
+        "`CF-IPCountry`); when present and two letters it wins over the address lookup "
+        "(`XX`, `T1`: unknown). Set it only if every request passes that CDN",
+        read_by="api",
+        read_alone=True,
+    )
+)
+GEOIP_DATABASE = _declare(
+    Setting(
+        env="GEOIP_DATABASE",
+        default="",
+        doc="path of a MaxMind or DB-IP country/city `.mmdb` file, used instead of the "
+        "bundled registry allocation data; the API refuses to start if it cannot open it",
+        read_by="api",
+        read_alone=True,
+    )
+)
 DASHBOARD_REFRESH_S = _declare(
     Setting(
         env="DASHBOARD_REFRESH_S",
