@@ -47,6 +47,8 @@ DESKTOP_UA = (
     "Chrome/131.0.0.0 Safari/537.36"
 )
 REFERRER = "https://news.example.org/"
+# A name Chromium resolves to loopback (--host-resolver-rules): a page that is not local.
+SHOP_HOST = "shop.test"
 
 # docs/tracker.md's queue snippet, then a call made before the deferred script has loaded.
 PAGE = """<!doctype html>
@@ -185,7 +187,12 @@ async def browser() -> AsyncIterator[Browser]:
     async with async_playwright() as p:
         # Playwright gives each launch a fresh temporary profile (its --user-data-dir).
         b = await p.chromium.launch(
-            executable_path=CHROMIUM, args=[*CHROMIUM_ARGS, "--disable-quic"]
+            executable_path=CHROMIUM,
+            args=[
+                *CHROMIUM_ARGS,
+                "--disable-quic",
+                f"--host-resolver-rules=MAP {SHOP_HOST} 127.0.0.1",
+            ],
         )
         try:
             yield b
@@ -330,17 +337,21 @@ async def test_fetch_with_keepalive_where_there_is_no_sendbeacon(
     await page.close()
 
 
+@pytest.mark.parametrize("host", ["127.0.0.1", SHOP_HOST], ids=["local-page", "automated"])
 async def test_local_pages_and_automated_browsers_send_nothing_unless_allowed(
-    browser: Browser, site: SitePages, api_url: str
+    browser: Browser, site: SitePages, api_url: str, host: str
 ) -> None:
+    """A page on 127.0.0.1 is local; one on shop.test is not, but Playwright's browser says
+    it is automated (navigator.webdriver)."""
     collect = f"{site.recorder_url}/collect"
     site.attributes = f'data-api="{collect}"'  # no data-allow-local
     page = await browser.new_page()
+    assert await page.evaluate("navigator.webdriver") is True
     sent = sent_to(page, collect)
     sentinel = f"{site.recorder_url}/sentinel"
     seen: list[str] = []
     page.on("request", lambda r: seen.append(r.url))
-    await page.goto(f"{site.page_url}/app/")
+    await page.goto(f"{site.page_url.replace('127.0.0.1', host)}/app/")
     await page.wait_for_function("window.analytics && window.analytics.live === 1")
     await page.click("text=Pricing")
     await page.click("#buy")
