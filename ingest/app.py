@@ -29,6 +29,7 @@ from ingest.openapi import openapi_document
 from ingest.publish import Publisher, make_producer
 from ingest.settings import Settings
 from ingest.stats_routes import stats_routes
+from ingest.tracker_routes import tracker_routes
 from ingest.zone_requests import ZoneRequests
 
 log = logging.getLogger(__name__)
@@ -52,6 +53,7 @@ def create_app(settings: Settings) -> Starlette:
         Route("/event", post_event, methods=["POST"]),
         Route("/events", post_events, methods=["POST"]),
         *stats_routes(settings, zone_requests),
+        *tracker_routes(),
         Route("/healthz", healthz, methods=["GET"]),
         Route("/readyz", readyz, methods=["GET"]),
         Route("/openapi.json", openapi_json, methods=["GET"]),
