@@ -72,8 +72,10 @@ NAME_RENAME = re.compile(r"^ALTER (TABLE|INDEX) (\w+) RENAME TO (\w+);", re.M)
 
 def unversion(conn: psycopg.Connection[Any]) -> None:
     """Turns a current database into one of the releases before versions were recorded: no
-    schema_migrations, and the names that migration 0004 changed as they were then."""
+    schema_migrations, the names that migration 0004 changed as they were then, and none of
+    the tables later migrations add."""
     conn.execute("DROP TABLE schema_migrations")
+    conn.execute("DROP TABLE visitor_salts")  # added by migration 0005
     renames = (MIGRATIONS_DIR / "0004_names_agree.sql").read_text()
     for kind, old, new in NAME_RENAME.findall(renames):
         conn.execute(f"ALTER {kind} {new} RENAME TO {old}")
