@@ -42,8 +42,16 @@ migrate: install
 
 schema: migrate
 
-run: install
-	@scripts/with-services.sh scripts/run.sh
+# The browser route's VISITOR_KEY (ingest/salts.py), made once per checkout; a VISITOR_KEY in
+# the environment wins. Production replicas share one key instead (docs/operations.md).
+VISITOR_KEY_FILE := .local/visitor_key
+
+$(VISITOR_KEY_FILE):
+	@mkdir -p .local
+	@(umask 077 && $(PYTHON) -c 'import base64, os; print(base64.b64encode(os.urandom(32)).decode())' > $@)
+
+run: install $(VISITOR_KEY_FILE)
+	@VISITOR_KEY="$${VISITOR_KEY:-$$(cat $(VISITOR_KEY_FILE))}" scripts/with-services.sh scripts/run.sh
 
 test: install
 	@services/chromium.sh install

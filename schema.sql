@@ -380,3 +380,12 @@ CREATE TABLE consumer_offsets (
     updated_at   timestamptz NOT NULL DEFAULT now(),
     PRIMARY KEY (group_id, topic, partition)
 );
+
+-- The browser route's daily visitor salts (ingest/salts.py): one row per UTC day, the random
+-- salt sealed with AES-256-GCM under the API's VISITOR_KEY, the day as associated data. The
+-- clear salt is never stored; rows older than yesterday are deleted by the API.
+CREATE TABLE visitor_salts (
+    day         date        PRIMARY KEY,
+    sealed      bytea       NOT NULL,
+    created_at  timestamptz NOT NULL DEFAULT now()
+);

@@ -7,6 +7,7 @@ go at the end; fields are never retyped. The record's schema version travels in 
 
 from __future__ import annotations
 
+import ipaddress
 import uuid
 from datetime import UTC, datetime, timedelta
 from typing import Annotated
@@ -22,12 +23,24 @@ MAX_SITE_ID_BYTES = 128
 MAX_EVENT_TYPE_BYTES = 64
 MAX_PATH_BYTES = 2048
 MAX_USER_ID_BYTES = 256
+# Context fields (nothing indexes them yet; the limits bound what a record can carry).
+MAX_URL_BYTES = 2048  # `url` and `referrer` each
+MAX_USER_AGENT_BYTES = 1024
+MAX_CLIENT_ADDRESS_BYTES = 64  # longer than any IPv6 text form with a zone
+MAX_PROPS = 30
+MAX_PROP_KEY_BYTES = 64
+MAX_PROP_VALUE_BYTES = 256
 
 SiteId = Annotated[str, Meta(min_length=1, max_length=MAX_SITE_ID_BYTES)]
 EventType = Annotated[str, Meta(min_length=1, max_length=MAX_EVENT_TYPE_BYTES)]
 Path = Annotated[str, Meta(min_length=1, max_length=MAX_PATH_BYTES)]
 UserId = Annotated[str, Meta(min_length=1, max_length=MAX_USER_ID_BYTES)]
 AwareDatetime = Annotated[datetime, Meta(tz=True)]
+Url = Annotated[str, Meta(max_length=MAX_URL_BYTES)]
+UserAgent = Annotated[str, Meta(max_length=MAX_USER_AGENT_BYTES)]
+ClientAddress = Annotated[str, Meta(min_length=1, max_length=MAX_CLIENT_ADDRESS_BYTES)]
+# Keys and values are checked one by one (check_props), so that a refusal names the key.
+Props = Annotated[dict[str, str], Meta(max_length=MAX_PROPS)]
 
 # Kafka header naming the encoding of a message's value.
 SCHEMA_HEADER = "schema"
@@ -46,6 +59,25 @@ class IncomingEvent(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fi
     event_id: uuid.UUID | None = None  # the emitter's idempotency key, if it has one
     # When the emitter sent the request, by its own clock: corrects the clock's skew.
     sent_at: AwareDatetime | None = None
+    # Context, all optional: the page, where the visitor came from, custom properties.
+    url: Url | None = None
+    referrer: Url | None = None
+    props: Props | None = None
+    # A browser's user agent and address, sent by a server tracking on its behalf; honoured
+    # only with a valid write key (ingest/accept.py). Used to derive context, never stored.
+    user_agent: UserAgent | None = None
+    client_address: ClientAddress | None = None
+
+    @property
+    def has_context(self) -> bool:
+        """Whether any context field is set (an original-contract event has none)."""
+        return not (
+            self.url is None
+            and self.referrer is None
+            and self.props is None
+            and self.user_agent is None
+            and self.client_address is None
+        )
 
 
 class EventRecord(msgspec.Struct, frozen=True, kw_only=True, array_like=True):
@@ -149,6 +181,13 @@ MAX_FIELD_BYTES = (
     ("path", MAX_PATH_BYTES),
     ("user_id", MAX_USER_ID_BYTES),
 )
+# The optional text fields' limits, checked only when they are set.
+MAX_CONTEXT_BYTES = (
+    ("url", MAX_URL_BYTES),
+    ("referrer", MAX_URL_BYTES),
+    ("user_agent", MAX_USER_AGENT_BYTES),
+    ("client_address", MAX_CLIENT_ADDRESS_BYTES),
+)
 
 
 class ItemError(msgspec.Struct, frozen=True, omit_defaults=True):
@@ -184,6 +223,8 @@ def decode_event(body: bytes | msgspec.Raw, *, check_nul: bool = True) -> Incomi
         and event.event_type.isascii()
     ):
         _check_utf8_sizes(event)
+    if event.has_context:
+        _check_context(event, check_nul=check_nul)
     if not check_nul:
         return event
     for name in _TEXT_FIELDS:
@@ -191,6 +232,55 @@ def decode_event(body: bytes | msgspec.Raw, *, check_nul: bool = True) -> Incomi
         if "\x00" in getattr(event, name):
             raise InvalidEvent(f"`{name}` must not contain NUL characters", name)
     return event
+
+
+def _check_context(event: IncomingEvent, *, check_nul: bool) -> None:
+    for name, limit in MAX_CONTEXT_BYTES:
+        value: str | None = getattr(event, name)
+        if value is not None:
+            check_text(name, value, limit, nul=check_nul)
+    if event.props is not None:
+        check_props(event.props)
+    if event.client_address is not None:
+        try:
+            ipaddress.ip_address(event.client_address)
+        except ValueError:
+            raise InvalidEvent(
+                "`client_address` must be an IPv4 or IPv6 address", "client_address"
+            ) from None
+
+
+def check_text(name: str, value: str, limit: int, *, nul: bool = True) -> None:
+    """Refuses text longer than `limit` UTF-8 bytes (code field_too_long), or holding NUL
+    (which PostgreSQL text cannot hold), naming `name`."""
+    if not value.isascii():
+        try:
+            size = len(value.encode())
+        except UnicodeEncodeError:
+            raise InvalidEvent(
+                f"`{name}` holds an unpaired UTF-16 surrogate", name, malformed=True
+            ) from None
+        if size > limit:
+            raise InvalidEvent(_too_long(name, limit, size), name, code=FIELD_TOO_LONG)
+    elif len(value) > limit:
+        raise InvalidEvent(_too_long(name, limit, len(value)), name, code=FIELD_TOO_LONG)
+    if nul and "\x00" in value:
+        raise InvalidEvent(f"`{name}` must not contain NUL characters", name)
+
+
+def check_props(props: dict[str, str], name: str = "props") -> None:
+    """Refuses more than MAX_PROPS keys, an empty key, a key past MAX_PROP_KEY_BYTES or a value
+    past MAX_PROP_VALUE_BYTES (UTF-8), or NUL in either; the field named is `props.<key>`."""
+    if len(props) > MAX_PROPS:
+        raise InvalidEvent(
+            f"`{name}` holds {len(props)} keys; at most {MAX_PROPS} are accepted", name
+        )
+    for key, value in props.items():
+        if not key:
+            raise InvalidEvent(f"`{name}` holds an empty key", name)
+        where = f"{name}.{key[:MAX_PROP_KEY_BYTES]}"
+        check_text(where, key, MAX_PROP_KEY_BYTES)
+        check_text(where, value, MAX_PROP_VALUE_BYTES)
 
 
 _TOO_DEEP = "Malformed JSON: nested too deeply (an event is a flat object)"
@@ -243,9 +333,11 @@ def _describe_validation_error(text: str) -> tuple[str, str | None, str]:
     if " - at `$." in text:
         field = text.rsplit(" - at `$.", 1)[1].rstrip("`").split(".")[0].split("[")[0]
         text = text.rsplit(" - at `", 1)[0]
+    if field == "props" and "`object` of length <=" in text:
+        return f"`props` holds more than {MAX_PROPS} keys", field, INVALID
     if field == "timestamp" and "timezone" in text:
         return "`timestamp` must be an ISO 8601 date-time with a zone (Z or +hh:mm)", field, INVALID
-    limits = dict(MAX_FIELD_BYTES)
+    limits = dict(MAX_FIELD_BYTES + MAX_CONTEXT_BYTES)
     if field in limits and "of length <=" in text:
         return _too_long(field, limits[field]), field, FIELD_TOO_LONG
     if field is not None:
@@ -302,6 +394,7 @@ def to_record(
         timestamp=event_time(event, received_at, max_future),
         received_at=received_at,
         emitter_id=event.event_id is not None,
+        props=event.props,
     )
 
 

@@ -10,6 +10,8 @@ these declarations).
 from __future__ import annotations
 
 import argparse
+import base64
+import binascii
 import copy
 import sys
 from collections.abc import Callable, Mapping
@@ -449,6 +451,46 @@ GC_GEN0_THRESHOLD = _declare(
         default=10_000,
         doc="a serving process collects its youngest generation every this many allocations, "
         "its start-up objects frozen; 0 keeps Python's defaults",
+        read_by="api",
+    )
+)
+
+# --- the API: the browser route's visitors ---
+VISITOR_KEY_BYTES = 32
+
+
+def parse_visitor_key(raw: str) -> str:
+    """VISITOR_KEY as given, once checked to be base64 of 32 bytes (never echoed back)."""
+    try:
+        key = base64.b64decode(raw, validate=True)
+    except (binascii.Error, ValueError):
+        key = b""
+    if len(key) != VISITOR_KEY_BYTES:
+        raise ConfigError(
+            f"VISITOR_KEY must be {VISITOR_KEY_BYTES} random bytes in base64 (make one with "
+            "`python -c 'import base64, os; print(base64.b64encode(os.urandom(32)).decode())'`)"
+        )
+    return raw
+
+
+VISITOR_KEY = _declare(
+    Setting(
+        env="VISITOR_KEY",
+        default="",
+        parse=parse_visitor_key,
+        doc="32 random bytes in base64, the same on every API replica: seals the daily visitor "
+        "salts stored in PostgreSQL (docs/operations.md); unset, `POST /api/event` answers "
+        "503 `browser_route_disabled`",
+        read_by="api",
+    )
+)
+VISITOR_SALT_REFRESH_S = _declare(
+    Setting(
+        env="VISITOR_SALT_REFRESH_S",
+        default=60.0,
+        minimum=1,
+        doc="how often the API makes sure today's and tomorrow's visitor salts exist, loads "
+        "them, and deletes those older than yesterday",
         read_by="api",
     )
 )

@@ -6,7 +6,7 @@ import asyncio
 import contextlib
 import gc
 import logging
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Mapping
 
 import msgspec
 from starlette.applications import Starlette
@@ -17,7 +17,10 @@ from starlette.routing import Mount, Route
 
 from core.config import environ
 from core.topics import ensure_topics
+from ingest import bots
 from ingest.accept import Ingest, post_event, post_events
+from ingest.browser import BrowserRoute, post_browser_event
+from ingest.context import Enricher
 from ingest.cors import cors
 from ingest.database import make_pool
 from ingest.errors import JSON_MEDIA_TYPE, ApiError, error_response
@@ -27,6 +30,7 @@ from ingest.keys import WriteKeys
 from ingest.metrics import IngestMetrics, RequestCounter
 from ingest.openapi import openapi_document
 from ingest.publish import Publisher, make_producer
+from ingest.salts import SaltKeeper, decode_key
 from ingest.settings import Settings
 from ingest.stats_routes import stats_routes
 from ingest.tracker_routes import tracker_routes
@@ -40,7 +44,13 @@ async def handle_api_error(request: Request, exc: Exception) -> Response:
     return error_response(exc)
 
 
-def create_app(settings: Settings) -> Starlette:
+def create_app(settings: Settings, env: Mapping[str, str] | None = None) -> Starlette:
+    """The API; `env` holds the enrichment's settings (ingest.context), the process's
+    environment unless given."""
+    enricher = Enricher.from_settings(environ() if env is None else env)
+    bots.prepare()  # compiles the crawler list now, not on the first hit
+    # The trusted CDN header holding the client's country, lower-case ("" for none).
+    country_header = enricher.country_header or ""
     openapi_body = msgspec.json.encode(openapi_document(settings.max_batch_events))
 
     async def openapi_json(request: Request) -> Response:
@@ -52,6 +62,7 @@ def create_app(settings: Settings) -> Starlette:
         # ahead of the router. Kept for the 405 of other methods and the metrics' route set.
         Route("/event", post_event, methods=["POST"]),
         Route("/events", post_events, methods=["POST"]),
+        Route("/api/event", post_browser_event, methods=["POST"]),
         *stats_routes(settings, zone_requests),
         *tracker_routes(),
         Route("/healthz", healthz, methods=["GET"]),
@@ -88,23 +99,48 @@ def create_app(settings: Settings) -> Starlette:
         # Ingest must work while PostgreSQL is down, so the pool connects in the background.
         pool = make_pool(settings)
         await pool.open(wait=False)
-        app.state.ingest = Ingest(settings, publisher, WriteKeys(settings.write_keys), metrics)
+        ingest = Ingest(
+            settings,
+            publisher,
+            WriteKeys(settings.write_keys),
+            metrics,
+            enricher=enricher,
+            country_header=country_header,
+        )
+        app.state.ingest = ingest
         app.state.publisher = publisher
         app.state.pool = pool
         flushing = asyncio.create_task(zone_requests.flush_periodically(pool), name="zone-requests")
+        salts: SaltKeeper | None = None
+        keeping: asyncio.Task[None] | None = None
+        if settings.visitor_key:
+            salts = SaltKeeper(
+                decode_key(settings.visitor_key),
+                refresh_s=settings.visitor_salt_refresh_s,
+                timeout_s=2 * settings.db_timeout_s,
+            )
+            # Bounded: with PostgreSQL down the API starts anyway, its browser route answering
+            # 503 until the keeper's next turns load the day's salt.
+            await salts.refresh_logged(pool)
+            keeping = asyncio.create_task(salts.run(pool), name="visitor-salts")
+        app.state.browser = BrowserRoute(ingest, salts)
         log.info(
-            "API ready: Kafka %s topic %r, write keys %s, database pool for stats",
+            "API ready: Kafka %s topic %r, write keys %s, database pool for stats, "
+            "browser route %s",
             settings.kafka_bootstrap_servers,
             settings.events_topic,
             "required" if settings.write_keys else "off",
+            "on" if salts is not None else "off (VISITOR_KEY unset)",
         )
         try:
             yield
         finally:
             # Requests have drained (uvicorn stops accepting first).
-            flushing.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await flushing
+            for task in (flushing, keeping):
+                if task is not None:
+                    task.cancel()
+                    with contextlib.suppress(asyncio.CancelledError):
+                        await task
             await zone_requests.final_flush(pool)
             await publisher.stop()  # flushes what is in flight
             await pool.close()

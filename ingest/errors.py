@@ -124,6 +124,14 @@ class WriteKeyInvalid(ApiError):
     code = "write_key_invalid"
 
 
+class WriteKeyNeeded(ApiError):
+    """A field only a server holding a valid write key may send (`user_agent`,
+    `client_address`): without one, anybody could pose as any browser."""
+
+    status = 403
+    code = "write_key_needed"
+
+
 class ReadKeyRequired(ApiError):
     """The site has read keys and the stats request carries none."""
 

@@ -77,6 +77,12 @@ class IngestMetrics(PublishObserver):
             ["code"],
             registry=self.registry,
         )
+        self.bots_dropped = Counter(
+            "ingest_bots_dropped",
+            "Hits from bots, dropped before Kafka (and answered 202), by reason",
+            ["reason"],
+            registry=self.registry,
+        )
         self.messages = Counter(
             "ingest_kafka_messages",
             "Kafka messages handed to the producer (each holds one event or an array of them)",
@@ -112,6 +118,9 @@ class IngestMetrics(PublishObserver):
 
     def messages_sent(self, count: int) -> None:
         self.messages.inc(count)
+
+    def bot_dropped(self, reason: str) -> None:
+        self.bots_dropped.labels(reason).inc()
 
     def rejected(self, code: str, count: int = 1) -> None:
         self.events_rejected.labels(code).inc(count)

@@ -10,7 +10,13 @@ from typing import Any
 
 import msgspec
 
-from core.events import MAX_FIELD_BYTES, IncomingEvent
+from core.events import (
+    MAX_CONTEXT_BYTES,
+    MAX_FIELD_BYTES,
+    MAX_PROP_KEY_BYTES,
+    MAX_PROP_VALUE_BYTES,
+    IncomingEvent,
+)
 from ingest.accept import BatchAccepted
 from ingest.errors import ErrorBody
 from ingest.stats_legacy import DailyStats
@@ -70,6 +76,36 @@ def _body(schema: dict[str, Any], *media_types: str) -> dict[str, Any]:
     return {"required": True, "content": {m: {"schema": schema} for m in media_types}}
 
 
+def _describe_context(event_fields: dict[str, Any]) -> None:
+    """The optional context fields' rules that msgspec's schema cannot state."""
+    for name, limit in MAX_CONTEXT_BYTES:
+        text = event_fields[name]["anyOf"][0]
+        text["pattern"] = NO_NUL_PATTERN
+        text["description"] = f"At most {limit} bytes in UTF-8; no NUL"
+    event_fields["client_address"]["anyOf"][0] = {
+        "anyOf": [{"type": "string", "format": "ipv4"}, {"type": "string", "format": "ipv6"}],
+        "description": "A browser's address; honoured only with a valid write key (else 403)",
+    }
+    event_fields["user_agent"]["description"] = (
+        "A browser's user agent; honoured only with a valid write key (else 403)"
+    )
+    props = event_fields["props"]["anyOf"][0]
+    props["propertyNames"] = {
+        "minLength": 1,
+        "maxLength": MAX_PROP_KEY_BYTES,
+        "pattern": NO_NUL_PATTERN,
+    }
+    props["additionalProperties"] = {
+        "type": "string",
+        "maxLength": MAX_PROP_VALUE_BYTES,
+        "pattern": NO_NUL_PATTERN,
+    }
+    props["description"] = (
+        f"Custom properties: keys of 1 to {MAX_PROP_KEY_BYTES} bytes, values of at most "
+        f"{MAX_PROP_VALUE_BYTES} bytes in UTF-8; no NUL"
+    )
+
+
 def openapi_document(max_batch_events: int = 1000) -> dict[str, Any]:
     _, components = msgspec.json.schema_components(
         [IncomingEvent, BatchAccepted, ErrorBody, DailyStats, EventAccepted, Status],
@@ -82,6 +118,7 @@ def openapi_document(max_batch_events: int = 1000) -> dict[str, Any]:
     for name, limit in MAX_FIELD_BYTES:
         event_fields[name]["pattern"] = NO_NUL_PATTERN
         event_fields[name]["description"] = f"At most {limit} bytes in UTF-8; no NUL"
+    _describe_context(event_fields)
     event_fields["timestamp"]["description"] = (
         "When it happened; its UTC day must be within the server's MAX_PAST_DAYS (31 by "
         "default) and kept by its retention; times beyond MAX_FUTURE_S ahead become the "

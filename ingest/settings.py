@@ -59,6 +59,9 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
     )
     hot_sites: dict[str, int] = msgspec.field(default_factory=declared.HOT_SITES.default_copy)
     gc_gen0_threshold: int = declared.GC_GEN0_THRESHOLD.default
+    # --- the browser route's visitors ---
+    visitor_key: str = declared.VISITOR_KEY.default
+    visitor_salt_refresh_s: float = declared.VISITOR_SALT_REFRESH_S.default
     # --- stats ---
     stats_read_keys: dict[str, tuple[str, ...]] = msgspec.field(
         default_factory=declared.STATS_READ_KEYS.default_copy

@@ -68,7 +68,7 @@ class Process:
         self._log.close()
 
 
-def start_api(settings: Settings, log_dir: Path) -> tuple[Process, str]:
+def start_api(settings: Settings, log_dir: Path, **extra_env: str) -> tuple[Process, str]:
     port = free_port()
     env = _env(
         KAFKA_BOOTSTRAP_SERVERS=settings.kafka_bootstrap_servers,
@@ -82,6 +82,9 @@ def start_api(settings: Settings, log_dir: Path) -> tuple[Process, str]:
         KEEP_ALIVE_TIMEOUT_S=str(settings.keep_alive_timeout_s),
         MAX_CONNECTIONS=str(settings.max_connections),
         MAX_CONNECTIONS_PER_CLIENT=str(settings.max_connections_per_client),
+        VISITOR_KEY=settings.visitor_key,
+        TRUSTED_PROXY_HOPS=str(settings.trusted_proxy_hops),
+        **extra_env,
     )
     process = Process(f"api-{port}", [sys.executable, "-m", "ingest"], env, log_dir)
     base_url = f"http://127.0.0.1:{port}"

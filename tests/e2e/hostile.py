@@ -3,7 +3,9 @@ that follows each case (a fresh event counted, nothing accepted missing, no 5xx)
 
 from __future__ import annotations
 
+import base64
 import datetime as dt
+import os
 import uuid
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -73,7 +75,9 @@ async def hostile(
 ) -> AsyncIterator[tuple[Client, ConsumerSettings]]:
     """The API (with the default past-time window) and one consumer as real processes; after
     the test: a fresh event is counted, nothing accepted is missing, nothing answered 5xx."""
-    settings = msgspec.structs.replace(api_settings, max_past_days=31)
+    # A VISITOR_KEY of its own, so that the browser route takes hostile input too.
+    visitor_key = base64.b64encode(os.urandom(32)).decode()
+    settings = msgspec.structs.replace(api_settings, max_past_days=31, visitor_key=visitor_key)
     consumer = start_consumer(consumer_settings, tmp_path)
     api, base_url = start_api(settings, tmp_path)
     client = Client(base_url)
