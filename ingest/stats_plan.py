@@ -175,7 +175,7 @@ def plan_breakdown(request: BreakdownRequest, today: dt.date) -> Plan:
         rows = detail_parts(stats, pieces, request.dimension)
         then = ValueVisitors(rows) if visitors_later else None
         return Plan(Statement("ranking", rows), then)
-    utc = _utc_pages(stats, pieces, sort)
+    utc = _utc_pages(stats, pieces, sort, today)
     if not _local_zone(stats):
         return utc
     kept = _local_pages(stats, sort, today)
@@ -185,12 +185,15 @@ def plan_breakdown(request: BreakdownRequest, today: dt.date) -> Plan:
     return Plan(answer, utc.then)
 
 
-def _utc_pages(stats: StatsRequest, pieces: Pieces, sort: str) -> Plan:
+def _utc_pages(stats: StatsRequest, pieces: Pieces, sort: str, today: dt.date) -> Plan:
+    """UTC pages: whole months from one row per path a month (sealed ones with their visitors,
+    one month that has not ended before today never sealed), the other days per day."""
     if sort == "visitors":
         return Plan(Statement("ranking", detail_parts(stats, pieces, "path")))
     month_from, month_to = whole_months(pieces.day_from, pieces.day_to)
     then = ValueVisitors(page_visitor_parts(pieces)) if "visitors" in stats.metrics else None
-    if not pieces.edges and one_whole_month(pieces.day_from, pieces.day_to):
+    one_month = not pieces.edges and one_whole_month(pieces.day_from, pieces.day_to)
+    if one_month and month_to < today:
         sealed = IfSealed(
             month_to,
             (Months("sealed_monthly_paths", month_from, month_to),),
