@@ -13,7 +13,10 @@ decided here and nowhere else:
 - `IfKept`, `IfSealed`: a choice that depends on data (is the zone kept, is the month sealed).
   Each is resolved inside the statement itself: the condition is an uncorrelated subquery,
   evaluated once in the statement's snapshot, gating each branch, so PostgreSQL reads one
-  branch and the request costs no extra round trip.
+  branch. The statement sent holds only the branch the site's last answer selected
+  (ingest/stats_expect.py), and is asked again with every branch when its snapshot disagrees.
+  What Python knows for certain is no choice: a month that has not ended before today is
+  never sealed.
 
 A plan is one `Statement` (a form, ingest/stats_sql.py, over parts, ingest/stats_sources.py)
 and at most one follow-up statement, whose use depends on the first one's rows.

@@ -4,7 +4,8 @@ leaves.
 Every function reads rollups only and raises DatabaseUnavailable when PostgreSQL cannot
 answer within the pool's timeout (QueryTimedOut when a statement ran past the connection's
 statement_timeout or lock_timeout). A plan is one statement, and a follow-up only where the
-plan names one (ingest/stats_plan.py).
+plan names one (ingest/stats_plan.py); a statement whose expected branches its snapshot
+refuses is asked once more with every branch (`answer`).
 """
 
 from __future__ import annotations
