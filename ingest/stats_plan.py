@@ -13,7 +13,10 @@ decided here and nowhere else:
 - `IfKept`, `IfSealed`: a choice that depends on data (is the zone kept, is the month sealed).
   Each is resolved inside the statement itself: the condition is an uncorrelated subquery,
   evaluated once in the statement's snapshot, gating each branch, so PostgreSQL reads one
-  branch and the request costs no extra round trip.
+  branch. The statement sent holds only the branch the site's last answer selected
+  (ingest/stats_expect.py), and is asked again with every branch when its snapshot disagrees.
+  What Python knows for certain is no choice: a month that has not ended before today is
+  never sealed.
 
 A plan is one `Statement` (a form, ingest/stats_sql.py, over parts, ingest/stats_sources.py)
 and at most one follow-up statement, whose use depends on the first one's rows.
@@ -175,7 +178,7 @@ def plan_breakdown(request: BreakdownRequest, today: dt.date) -> Plan:
         rows = detail_parts(stats, pieces, request.dimension)
         then = ValueVisitors(rows) if visitors_later else None
         return Plan(Statement("ranking", rows), then)
-    utc = _utc_pages(stats, pieces, sort)
+    utc = _utc_pages(stats, pieces, sort, today)
     if not _local_zone(stats):
         return utc
     kept = _local_pages(stats, sort, today)
@@ -185,12 +188,15 @@ def plan_breakdown(request: BreakdownRequest, today: dt.date) -> Plan:
     return Plan(answer, utc.then)
 
 
-def _utc_pages(stats: StatsRequest, pieces: Pieces, sort: str) -> Plan:
+def _utc_pages(stats: StatsRequest, pieces: Pieces, sort: str, today: dt.date) -> Plan:
+    """UTC pages: whole months from one row per path a month (sealed ones with their visitors,
+    one month that has not ended before today never sealed), the other days per day."""
     if sort == "visitors":
         return Plan(Statement("ranking", detail_parts(stats, pieces, "path")))
     month_from, month_to = whole_months(pieces.day_from, pieces.day_to)
     then = ValueVisitors(page_visitor_parts(pieces)) if "visitors" in stats.metrics else None
-    if not pieces.edges and one_whole_month(pieces.day_from, pieces.day_to):
+    one_month = not pieces.edges and one_whole_month(pieces.day_from, pieces.day_to)
+    if one_month and month_to < today:
         sealed = IfSealed(
             month_to,
             (Months("sealed_monthly_paths", month_from, month_to),),

@@ -90,21 +90,37 @@ class LocalMonths:
 @dataclass(frozen=True)
 class IfKept:
     """`kept` when the site keeps rollups of `timezone`, else `otherwise` (resolved in the
-    statement: EXISTS on site_zones)."""
+    statement: EXISTS on site_zones). `expected` (ingest/stats_expect.py) renders only the
+    branch it names, still gated."""
 
     timezone: str
     kept: tuple[Part, ...]
     otherwise: tuple[Part, ...]
+    expected: bool | None = None
 
 
 @dataclass(frozen=True)
 class IfSealed:
     """`sealed` when every day before `month_end` is sealed, else `otherwise` (resolved in the
-    statement: sealed_days.sealed_before)."""
+    statement: sealed_days.sealed_before). `expected` as in IfKept."""
 
     month_end: dt.date
     sealed: tuple[Part, ...]
     otherwise: tuple[Part, ...]
+    expected: bool | None = None
+
+    @property
+    def kept(self) -> tuple[Part, ...]:
+        """The branch taken when the condition holds (IfKept's name for it)."""
+        return self.sealed
+
+
+def rendered_branches(part: IfKept | IfSealed) -> tuple[tuple[Part, ...], tuple[Part, ...]]:
+    """The branches a statement holds (when the condition holds, when it does not): both,
+    or only the expected one and nothing in the other's place."""
+    if part.expected is None:
+        return part.kept, part.otherwise
+    return (part.kept, ()) if part.expected else ((), part.otherwise)
 
 
 @dataclass(frozen=True)

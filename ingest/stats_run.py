@@ -4,14 +4,15 @@ leaves.
 Every function reads rollups only and raises DatabaseUnavailable when PostgreSQL cannot
 answer within the pool's timeout (QueryTimedOut when a statement ran past the connection's
 statement_timeout or lock_timeout). A plan is one statement, and a follow-up only where the
-plan names one (ingest/stats_plan.py).
+plan names one (ingest/stats_plan.py); a statement whose expected branches its snapshot
+refuses is asked once more with every branch (`answer`).
 """
 
 from __future__ import annotations
 
 import asyncio
 import datetime as dt
-from collections.abc import Awaitable
+from collections.abc import Awaitable, Callable
 from typing import Any, TypeVar
 
 import psycopg
@@ -21,9 +22,10 @@ from starlette.types import Receive
 
 from ingest.database import RETRIABLE_ERRORS, unavailable
 from ingest.errors import ClientClosedRequest
+from ingest.stats_expect import FACTS, Facts, expect, has_choices, held
 from ingest.stats_params import BreakdownRequest, StatsRequest, TimeseriesRequest
 from ingest.stats_plan import plan_aggregate, plan_breakdown, plan_timeseries
-from ingest.stats_plan_parts import ExactVisitors, ValueVisitors
+from ingest.stats_plan_parts import ExactVisitors, Statement, ValueVisitors
 from ingest.stats_sql import aggregate_sql, exact_visitors_sql, series_sql
 from ingest.stats_sql_breakdown import breakdown_sql, value_visitors_sql
 
@@ -42,6 +44,33 @@ async def fetch(pool: Pool, query: Any, params: dict[str, Any]) -> list[Row]:
         raise unavailable(exc) from exc
 
 
+Build = Callable[[Statement], tuple[Any, dict[str, Any]]]
+
+
+async def answer(
+    pool: Pool, site_id: str, timezone: str, planned: Statement, build: Build
+) -> list[Row]:
+    """Waits for the rows of the planned statement, `build` making its SQL.
+
+    A statement with choices is sent holding only the branches the facts last seen for
+    (site, zone) select (ingest/stats_expect.py), every branch still gated in SQL; when its
+    snapshot's facts select other branches, it is asked again holding every branch: the
+    rows always come from the branches the statement's own snapshot selects."""
+    if not has_choices(planned.parts):
+        query, params = build(planned)
+        return await fetch(pool, query, params)
+    known = FACTS.get(site_id, timezone)
+    sent = planned if known is None else expect(planned, known)
+    query, params = build(sent)
+    rows = await fetch(pool, query, params)
+    seen = Facts(kept=rows[0][0], sealed_before=rows[0][1])
+    FACTS.put(site_id, timezone, seen)
+    if not held(sent, planned, seen):
+        query, params = build(planned)
+        rows = await fetch(pool, query, params)
+    return [row[2:] for row in rows if row[2] is not None]
+
+
 async def aggregate_values(
     pool: Pool, request: StatsRequest, exact_max_rows: int
 ) -> tuple[dict[str, int], bool]:
@@ -52,8 +81,13 @@ async def aggregate_values(
     statement's estimate of that set is at most `exact_max_rows` rows."""
     plan = plan_aggregate(request, exact_max_rows)
     r = request.range
-    query, params = aggregate_sql(plan.answer, request.site_id, r.timezone, request.filters)
-    [(views, events, sketched, exact_rows)] = await fetch(pool, query, params)
+    [(views, events, sketched, exact_rows)] = await answer(
+        pool,
+        request.site_id,
+        r.timezone,
+        plan.answer,
+        lambda s: aggregate_sql(s, request.site_id, r.timezone, request.filters),
+    )
     values = {"views": int(views), "visitors": round(sketched), "events": int(events)}
     approximate = True
     if isinstance(plan.then, ExactVisitors):
@@ -71,18 +105,29 @@ async def timeseries_rows(pool: Pool, request: TimeseriesRequest) -> tuple[list[
     """Rows (local period start, views, events, visitors), and whether visitors are exact."""
     plan = plan_timeseries(request)
     stats = request.stats
-    query, params = series_sql(
-        plan.answer, stats.site_id, stats.range.timezone, request.interval, stats.filters
+    zone = stats.range.timezone
+    rows = await answer(
+        pool,
+        stats.site_id,
+        zone,
+        plan.answer,
+        lambda s: series_sql(s, stats.site_id, zone, request.interval, stats.filters),
     )
-    return await fetch(pool, query, params), plan.exact
+    return rows, plan.exact
 
 
 async def breakdown_rows(pool: Pool, request: BreakdownRequest) -> list[Row]:
     """Rows (value, views, events, visitors) of the page; the plan's ValueVisitors
     follow-up fills in the visitors its answering branch left out."""
     plan = plan_breakdown(request, dt.datetime.now(dt.UTC).date())
-    query, params = breakdown_sql(plan.answer, request)
-    rows = await fetch(pool, query, params)
+    stats = request.stats
+    rows = await answer(
+        pool,
+        stats.site_id,
+        stats.range.timezone,
+        plan.answer,
+        lambda s: breakdown_sql(s, request),
+    )
     if isinstance(plan.then, ValueVisitors) and any(row[3] is None for row in rows):
         more, more_params = value_visitors_sql(plan.then, request, [row[0] for row in rows])
         visitors: dict[Any, Any] = dict(await fetch(pool, more, more_params))

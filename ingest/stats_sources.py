@@ -33,6 +33,7 @@ from ingest.stats_plan_parts import (
     Part,
     PerValue,
     Watermark,
+    rendered_branches,
 )
 
 Kind = Literal[
@@ -242,10 +243,9 @@ def nodes(parts: tuple[Part, ...]) -> list[Part]:
         found.append(part)
         if isinstance(part, PerValue):
             found += nodes(part.parts)
-        elif isinstance(part, IfKept):
-            found += nodes(part.kept) + nodes(part.otherwise)
-        elif isinstance(part, IfSealed):
-            found += nodes(part.sealed) + nodes(part.otherwise)
+        elif isinstance(part, IfKept | IfSealed):
+            yes, no = rendered_branches(part)
+            found += nodes(yes) + nodes(no)
     return found
 
 
@@ -256,10 +256,10 @@ def shape(parts: tuple[Part, ...]) -> tuple[Any, ...]:
     for part in parts:
         if isinstance(part, PerValue):
             key.append(("per value", shape(part.parts)))
-        elif isinstance(part, IfKept):
-            key.append(("kept", shape(part.kept), shape(part.otherwise)))
-        elif isinstance(part, IfSealed):
-            key.append(("sealed", shape(part.sealed), shape(part.otherwise)))
+        elif isinstance(part, IfKept | IfSealed):
+            yes, no = rendered_branches(part)
+            name = "kept" if isinstance(part, IfKept) else "sealed"
+            key.append((name, shape(yes), shape(no), part.expected))
         elif isinstance(part, Edges):
             key.append((type(part).__name__, part.table, len(part.spans), part.per_path))
         elif isinstance(part, Days):

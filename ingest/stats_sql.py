@@ -14,8 +14,17 @@ from typing import Any
 from psycopg import sql
 
 from ingest import stats_sources as sources
+from ingest.stats_expect import has_choices
 from ingest.stats_params import PAGE_VIEW, Dimension, Filter
-from ingest.stats_plan_parts import IfKept, IfSealed, Part, PerValue, Statement
+from ingest.stats_plan_parts import (
+    Form,
+    IfKept,
+    IfSealed,
+    Part,
+    PerValue,
+    Statement,
+    rendered_branches,
+)
 from ingest.stats_sources import KEPT, Kind
 
 MAX_CACHED_STATEMENTS = 1024
@@ -109,11 +118,7 @@ class Walk:
             p = self.next()
             if isinstance(part, IfKept | IfSealed):
                 yes, no = self.gates(part, p, gate)
-                first, second = (
-                    (part.kept, part.otherwise)
-                    if isinstance(part, IfKept)
-                    else (part.sealed, part.otherwise)
-                )
+                first, second = rendered_branches(part)
                 out += self.union(kind, first, yes, match)
                 out += self.union(kind, second, no, match)
             elif isinstance(part, PerValue):
@@ -135,6 +140,32 @@ class Walk:
 
 def union_all(selects: Sequence[sql.Composable]) -> sql.Composable:
     return sql.SQL("\nUNION ALL\n").join(selects)
+
+
+FACTS = sql.SQL(
+    "SELECT {kept} AS kept, (SELECT nullif(sealed_before, '-infinity') FROM sealed_days) "
+    "AS sealed_before"
+).format(kept=KEPT)
+# Each form's order, counted after the two facts' columns.
+_ORDER_AFTER_FACTS: dict[Form, str] = {
+    "totals": "",
+    "series": "ORDER BY 3",
+    "pages": "ORDER BY 4 DESC, 3",
+    "pages by visitors": "ORDER BY 6 DESC, 3",
+}
+
+
+def with_facts(statement: Statement, query: sql.Composable) -> sql.Composable:
+    """A statement whose parts hold choices (stats_expect.has_choices) reports the facts of
+    its snapshot in two first columns, kept and sealed_before (stats_expect.Facts): its rows
+    after them, or one row of NULLs when it has none (every form's first column is never
+    NULL in a row). Other statements are left as they are."""
+    if not has_choices(statement.parts):
+        return query
+    return sql.SQL(
+        "SELECT f.kept, f.sealed_before, r.* FROM ({facts}) f "
+        "LEFT JOIN LATERAL ({query}) r ON TRUE {order}"
+    ).format(facts=FACTS, query=query, order=sql.SQL(_ORDER_AFTER_FACTS[statement.form]))
 
 
 def compose_totals(statement: Statement) -> sql.Composable:
@@ -204,7 +235,7 @@ def aggregate_sql(
     shape = statement_shape(filters)
     key = ("aggregate", statement.form, sources.shape(statement.parts), shape)
     if statement.form == "totals":
-        return CACHE.get(key, lambda: compose_totals(statement)), params
+        return CACHE.get(key, lambda: with_facts(statement, compose_totals(statement))), params
     return CACHE.get(key, lambda: compose_filtered_totals(statement, shape)), params
 
 
@@ -217,7 +248,7 @@ def series_sql(
     bind_filters(filters, params)
     shape = statement_shape(filters)
     key = ("series", statement.form, sources.shape(statement.parts), shape)
-    return CACHE.get(key, lambda: compose_series(statement, shape)), params
+    return CACHE.get(key, lambda: with_facts(statement, compose_series(statement, shape))), params
 
 
 EXACT_VISITORS = sql.SQL(

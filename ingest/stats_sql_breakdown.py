@@ -22,6 +22,7 @@ from ingest.stats_plan_parts import (
     PerValue,
     Statement,
     ValueVisitors,
+    rendered_branches,
 )
 from ingest.stats_sql import (
     CACHE,
@@ -32,6 +33,7 @@ from ingest.stats_sql import (
     statement_shape,
     union_all,
     visitor_rows,
+    with_facts,
 )
 
 PAGE = sql.SQL("LIMIT %(limit)s OFFSET %(offset)s")
@@ -68,9 +70,9 @@ def page_branches(
         p = walk.next()
         if isinstance(part, IfKept | IfSealed):
             yes, no = walk.gates(part, p, gate)
-            first = part.kept if isinstance(part, IfKept) else part.sealed
+            first, second = rendered_branches(part)
             out += page_branches(first, walk, yes)
-            out += page_branches(part.otherwise, walk, no)
+            out += page_branches(second, walk, no)
         elif isinstance(part, PerValue):
             per_value = walk.union("visitors", part.parts, match=sql.SQL("path = q.path"))
         else:
@@ -109,16 +111,23 @@ def compose_pages_by_visitors(
     assert isinstance(choice, IfKept)
     walk = Walk()
     yes, no = walk.gates(choice, walk.next(), None)
-    local = walk.union("page views", choice.kept, yes)
-    kept = sql.SQL(
-        "SELECT path, sum(page_views)::bigint AS views, sum(page_views)::bigint AS events, "
-        "hll_cardinality(hll_union_agg(visitors)) AS visitors FROM ({}) r GROUP BY path "
-        "HAVING hll_cardinality(hll_union_agg(visitors)) > 0 ORDER BY 4 DESC, path {}"
-    ).format(union_all(local), PAGE)
-    general = compose_ranking(
-        "path", "visitors", filters, walk.union("details", choice.otherwise, no)
+    first, second = rendered_branches(choice)
+    branches: list[sql.Composable] = []
+    if first:
+        local = walk.union("page views", first, yes)
+        branches.append(
+            sql.SQL(
+                "SELECT path, sum(page_views)::bigint AS views, sum(page_views)::bigint AS events, "
+                "hll_cardinality(hll_union_agg(visitors)) AS visitors FROM ({}) r GROUP BY path "
+                "HAVING hll_cardinality(hll_union_agg(visitors)) > 0 ORDER BY 4 DESC, path {}"
+            ).format(union_all(local), PAGE)
+        )
+    if second:
+        rows = walk.union("details", second, no)
+        branches.append(compose_ranking("path", "visitors", filters, rows))
+    return sql.SQL("SELECT * FROM ({}) b ORDER BY 4 DESC, 1").format(
+        union_all([sql.SQL("({})").format(b) for b in branches])
     )
-    return sql.SQL("SELECT * FROM (({}) UNION ALL ({})) b ORDER BY 4 DESC, 1").format(kept, general)
 
 
 def _breakdown_visitors(dimension: Dimension, filters: tuple[Filter, ...]) -> sql.Composable:
@@ -223,9 +232,9 @@ def breakdown_sql(
 
     def compose() -> sql.Composable:
         if statement.form == "pages":
-            return compose_pages(statement.parts)
+            return with_facts(statement, compose_pages(statement.parts))
         if statement.form == "pages by visitors":
-            return compose_pages_by_visitors(statement.parts, shape)
+            return with_facts(statement, compose_pages_by_visitors(statement.parts, shape))
         rows = Walk().union("details", statement.parts)
         return compose_ranking(request.dimension, sort, shape, rows, with_visitors)
 
