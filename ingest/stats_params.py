@@ -18,7 +18,7 @@ from ingest.errors import BadRequest, InvalidText, OutOfRange, TooLong, TooManyF
 from ingest.stats_days import DateRange, make_range
 
 Metric = Literal["views", "visitors", "events"]
-Dimension = Literal["event_type", "path"]
+Dimension = Literal["event_type", "path", "browser", "os", "device", "country"]
 Interval = Literal["hour", "day"]
 
 METRICS: tuple[Metric, ...] = ("views", "visitors", "events")
@@ -28,6 +28,10 @@ MAX_HOURLY_RANGE_DAYS = 31
 MAX_BREAKDOWN_LIMIT = 1000
 DEFAULT_BREAKDOWN_LIMIT = 100
 PAGE_VIEW = "page_view"
+# A hit's context (ingest/context.py), kept per day in daily_dimensions; a missing value is
+# counted, shown and filtered as NOT_SET.
+CONTEXT_DIMENSIONS: tuple[Dimension, ...] = ("browser", "os", "device", "country")
+NOT_SET = "(not set)"
 # The days a request may cover, checked after a period's arithmetic: from the Unix epoch (no
 # analytics event predates it; ingest/stats_days.py's EPOCH) to a
 # year short of 9999, which leaves room for the day after, a month ahead and a zone's offset
@@ -37,7 +41,11 @@ MAX_DAY = dt.date(9998, 12, 31)
 MAX_FILTERS = 10
 # Text sizes in UTF-8 bytes, ingest's limits: a longer value cannot match anything stored.
 MAX_SITE_ID_BYTES = 128
-MAX_FILTER_BYTES: dict[str, int] = {"path": 2048, "event_type": 64}
+MAX_FILTER_BYTES: dict[str, int] = {
+    "path": 2048,
+    "event_type": 64,
+    **{dimension: 512 for dimension in ("browser", "os", "device", "country")},
+}
 
 _DATE_RE = re.compile(r"[0-9]{4}-[0-9]{2}-[0-9]{2}")
 _WHOLE_NUMBER_RE = re.compile(r"[0-9]{1,9}")
@@ -46,9 +54,18 @@ _FILTER_RE = re.compile(r"(?P<key>[a-z:_]+)\s*(?P<op>==|!=)\s*(?P<value>.*)")
 _DIMENSIONS: dict[str, Dimension] = {
     "event:name": "event_type",
     "event:page": "path",
+    "visit:browser": "browser",
+    "visit:os": "os",
+    "visit:device": "device",
+    "visit:country": "country",
     "event_type": "event_type",
     "path": "path",
+    "browser": "browser",
+    "os": "os",
+    "device": "device",
+    "country": "country",
 }
+_PROPERTY_NAMES = "event:page, event:name, visit:browser, visit:os, visit:device, visit:country"
 _ROLLING_PERIODS = {"7d": 7, "30d": 30}
 
 
@@ -218,8 +235,8 @@ def parse_filters(params: dict[str, str]) -> tuple[Filter, ...]:
         match = _FILTER_RE.fullmatch(part.strip())
         if not match or match["key"] not in _DIMENSIONS:
             raise BadRequest(
-                "`filters` must look like event:page==/path;event:name==signup "
-                f"(event:page or event:name, == or !=); got {part!r}",
+                "`filters` must look like event:page==/path;visit:browser==Firefox "
+                f"({_PROPERTY_NAMES}; == or !=); got {part!r}",
                 field="filters",
             )
         dimension = _DIMENSIONS[match["key"]]
@@ -264,8 +281,7 @@ def parse_breakdown(params: dict[str, str], *, now: dt.datetime) -> BreakdownReq
     raw_property = params.get("property", "") or "event:page"
     if raw_property not in _DIMENSIONS:
         raise BadRequest(
-            f"`property` must be event:page (path) or event:name (event_type); "
-            f"got {raw_property!r}",
+            f"`property` must be one of {_PROPERTY_NAMES}; got {raw_property!r}",
             field="property",
         )
     default: tuple[Metric, ...] = ("views", "visitors")

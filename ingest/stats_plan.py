@@ -29,6 +29,7 @@ import datetime as dt
 from core.calendar import one_whole_month
 from ingest.stats_days import ONE_DAY, Pieces, split, whole_months
 from ingest.stats_params import (
+    CONTEXT_DIMENSIONS,
     PAGE_VIEW,
     BreakdownRequest,
     Filter,
@@ -78,9 +79,20 @@ def _totals_parts(pieces: Pieces) -> tuple[Part, ...]:
     )
 
 
+def _context_filters(request: StatsRequest) -> bool:
+    return any(f.dimension in CONTEXT_DIMENSIONS for f in request.filters)
+
+
+def _raw(request: StatsRequest) -> tuple[Part, ...]:
+    return (Instants("events", request.range.start, request.range.end),)
+
+
 def plan_aggregate(request: StatsRequest, exact_max_rows: int) -> Plan:
     """Totals over the range. A kept zone answers local days when the UTC pieces would need
-    edges; whole UTC days answer the same instants exactly and may count visitors exactly."""
+    edges; whole UTC days answer the same instants exactly and may count visitors exactly.
+    A filter on a context dimension reads raw events."""
+    if _context_filters(request):
+        return Plan(Statement("raw totals", _raw(request)))
     pieces = split(request.range.start, request.range.end)
     if not request.filters:
         parts = _totals_parts(pieces)
@@ -144,6 +156,8 @@ _PAGE_VIEWS = Filter("event_type", False, PAGE_VIEW)
 
 def plan_timeseries(request: TimeseriesRequest) -> Plan:
     stats = request.stats
+    if _context_filters(stats):
+        return Plan(Statement("raw series", _raw(stats)))
     r = stats.range
     pieces = split(r.start, r.end)
     daily_utc = request.interval == "day" and r.utc_aligned
@@ -171,6 +185,11 @@ def plan_breakdown(request: BreakdownRequest, today: dt.date) -> Plan:
     stats = request.stats
     pieces = split(stats.range.start, stats.range.end)
     sort = stats.metrics[0]
+    if _context_filters(stats) or (request.dimension in CONTEXT_DIMENSIONS and stats.filters):
+        return Plan(Statement("raw ranking", _raw(stats)))
+    if request.dimension in CONTEXT_DIMENSIONS:
+        days = _days("daily_dimensions", pieces.day_from, pieces.day_to)
+        return Plan(Statement("context ranking", days + _edges("events", pieces)))
     if request.dimension != "path" or stats.filters:
         visitors_later = sort != "visitors" and (
             request.dimension == "path" and "visitors" in stats.metrics

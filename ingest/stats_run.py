@@ -28,6 +28,12 @@ from ingest.stats_plan import plan_aggregate, plan_breakdown, plan_timeseries
 from ingest.stats_plan_parts import ExactVisitors, Statement, ValueVisitors
 from ingest.stats_sql import aggregate_sql, exact_visitors_sql, series_sql
 from ingest.stats_sql_breakdown import breakdown_sql, value_visitors_sql
+from ingest.stats_sql_context import (
+    context_ranking_sql,
+    raw_ranking_sql,
+    raw_series_sql,
+    raw_totals_sql,
+)
 
 Pool = AsyncConnectionPool[psycopg.AsyncConnection[TupleRow]]
 Row = tuple[Any, ...]
@@ -86,7 +92,11 @@ async def aggregate_values(
         request.site_id,
         r.timezone,
         plan.answer,
-        lambda s: aggregate_sql(s, request.site_id, r.timezone, request.filters),
+        lambda s: (
+            raw_totals_sql(s, request)
+            if s.form == "raw totals"
+            else aggregate_sql(s, request.site_id, r.timezone, request.filters)
+        ),
     )
     values = {"views": int(views), "visitors": round(sketched), "events": int(events)}
     approximate = True
@@ -111,9 +121,16 @@ async def timeseries_rows(pool: Pool, request: TimeseriesRequest) -> tuple[list[
         stats.site_id,
         zone,
         plan.answer,
-        lambda s: series_sql(s, stats.site_id, zone, request.interval, stats.filters),
+        lambda s: (
+            raw_series_sql(s, request)
+            if s.form == "raw series"
+            else series_sql(s, stats.site_id, zone, request.interval, stats.filters)
+        ),
     )
     return rows, plan.exact
+
+
+_BREAKDOWN_SQL = {"context ranking": context_ranking_sql, "raw ranking": raw_ranking_sql}
 
 
 async def breakdown_rows(pool: Pool, request: BreakdownRequest) -> list[Row]:
@@ -126,7 +143,7 @@ async def breakdown_rows(pool: Pool, request: BreakdownRequest) -> list[Row]:
         stats.site_id,
         stats.range.timezone,
         plan.answer,
-        lambda s: breakdown_sql(s, request),
+        lambda s: _BREAKDOWN_SQL.get(s.form, breakdown_sql)(s, request),
     )
     if isinstance(plan.then, ValueVisitors) and any(row[3] is None for row in rows):
         more, more_params = value_visitors_sql(plan.then, request, [row[0] for row in rows])

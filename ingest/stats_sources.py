@@ -90,7 +90,7 @@ def _zone(p: str) -> sql.Composable:
     return sql.SQL("site_id = %(site)s AND timezone = {}").format(_ph(p, "zone"))
 
 
-def _spans(leaf: Edges, p: str, raw: bool) -> sql.Composable:
+def spans(leaf: Edges, p: str, raw: bool) -> sql.Composable:
     """The edges as an OR of intervals; raw events also bound by day (partition pruning)."""
     clauses = []
     for i in range(len(leaf.spans)):
@@ -133,7 +133,7 @@ def rows(
     elif isinstance(leaf, LocalMonths):
         where = [_zone(p), _between("month", p, single_unit(leaf))]
     elif isinstance(leaf, Edges):
-        where.append(_spans(leaf, p, raw=leaf.table == "events"))
+        where.append(spans(leaf, p, raw=leaf.table == "events"))
     elif isinstance(leaf, Instants):
         where.append(_between(_TIME[leaf.table], p))
     if match is not None:

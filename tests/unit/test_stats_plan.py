@@ -256,3 +256,34 @@ def test_one_day_or_month_is_asked_as_an_equality_so_the_top_index_serves_the_or
     text = stats_sources.rows("pages", two_months, "p0_").as_string(None)
     assert '"month" >= %(p0_first)s AND "month" < %(p0_end)s' in text
     assert stats_sources.shape((one_month,)) != stats_sources.shape((two_months,))
+
+
+def test_a_context_breakdown_reads_daily_dimensions_and_raw_edges() -> None:
+    request = BreakdownRequest(stats("2025-11-12", "2025-11-12", "Asia/Kolkata"), "browser", 10, 1)
+    plan = stats_plan.plan_breakdown(request, TODAY)
+    assert plan.answer.form == "context ranking"
+    # Kolkata's 12 November is 11 Nov 18:30 to 12 Nov 18:30 UTC: no whole UTC day, one span
+    # of raw events.
+    assert plan.answer.parts == (
+        Edges("events", ((utc("2025-11-11 18:30"), utc("2025-11-12 18:30")),)),
+    )
+    utc_day = BreakdownRequest(stats("2025-11-12", "2025-11-12"), "country", 10, 1)
+    assert stats_plan.plan_breakdown(utc_day, TODAY).answer.parts == (
+        Days("daily_dimensions", D(2025, 11, 12), D(2025, 11, 13)),
+    )
+
+
+def test_a_context_filter_reads_raw_events_for_every_question() -> None:
+    nl = Filter("country", False, "NL")
+    request = stats("2025-11-01", "2025-11-30", "UTC", nl)
+    raw = (Instants("events", utc("2025-11-01 00:00"), utc("2025-12-01 00:00")),)
+    assert aggregate(request).answer.form == "raw totals"
+    assert aggregate(request).answer.parts == raw
+    series = stats_plan.plan_timeseries(TimeseriesRequest(request, "day"))
+    assert (series.answer.form, series.answer.parts) == ("raw series", raw)
+    pages = stats_plan.plan_breakdown(BreakdownRequest(request, "path", 10, 1), TODAY)
+    assert (pages.answer.form, pages.answer.parts, pages.then) == ("raw ranking", raw, None)
+    # A context breakdown with any filter: no rollup holds context per event type or path.
+    signups = stats("2025-11-01", "2025-11-30", "UTC", Filter("event_type", False, "signup"))
+    by_os = stats_plan.plan_breakdown(BreakdownRequest(signups, "os", 10, 1), TODAY)
+    assert by_os.answer.form == "raw ranking"
