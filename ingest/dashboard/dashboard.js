@@ -1,4 +1,5 @@
-// The dashboard: totals, a page-view chart (inline SVG) and top paths for one site, read from
+// The dashboard: totals, a page-view chart (inline SVG), top paths, devices, browsers, OSes,
+// countries and custom events for one site, read from
 // /api/v1/stats/* and refreshed periodically. A read key, if the site needs one, is taken
 // from the page's fragment (#key=...), which browsers never send to the server.
 "use strict";
@@ -76,30 +77,44 @@ function drawChart(series) {
   $("chart").replaceChildren(root);
 }
 
-function showTopPaths(breakdown) {
+function showTable(id, breakdown, key, metrics) {
   const rows = breakdown.results.map((r) => {
     const tr = document.createElement("tr");
-    for (const value of [r.path, number.format(r.views), number.format(r.visitors)]) {
+    for (const value of [r[key], ...metrics.map((m) => number.format(r[m]))]) {
       const td = document.createElement("td");
       td.textContent = value;
       tr.appendChild(td);
     }
     return tr;
   });
-  $("top-paths").querySelector("tbody").replaceChildren(...rows);
+  $(id).querySelector("tbody").replaceChildren(...rows);
 }
+
+// Breakdowns by a hit's context: [table id, property, result key].
+const CONTEXT_TABLES = [
+  ["devices", "visit:device", "device"],
+  ["browsers", "visit:browser", "browser"],
+  ["systems", "visit:os", "os"],
+  ["countries", "visit:country", "country"],
+];
 
 async function refresh() {
   try {
     const interval = $("period").value === "day" ? "hour" : "day";
-    const [aggregate, series, top] = await Promise.all([
+    const top10 = { metrics: "views,visitors", limit: "10" };
+    const [aggregate, series, top, custom, ...context] = await Promise.all([
       api("aggregate", { metrics: "views,visitors,events" }),
       api("timeseries", { interval, metrics: "views" }),
-      api("breakdown", { property: "event:page", metrics: "views,visitors", limit: "10" }),
+      api("breakdown", { property: "event:page", ...top10 }),
+      api("breakdown", { property: "event:name", filters: "event:name!=page_view",
+                         metrics: "events,visitors", limit: "10" }),
+      ...CONTEXT_TABLES.map(([, property]) => api("breakdown", { property, ...top10 })),
     ]);
     showTotals(aggregate);
     drawChart(series);
-    showTopPaths(top);
+    showTable("top-paths", top, "path", ["views", "visitors"]);
+    showTable("custom-events", custom, "event_type", ["events", "visitors"]);
+    CONTEXT_TABLES.forEach(([id, , key], i) => showTable(id, context[i], key, ["views", "visitors"]));
     $("status").textContent = "";
     $("updated").textContent = `updated ${new Date().toLocaleTimeString()}`;
     document.body.dataset.loaded = "true";

@@ -49,6 +49,14 @@ async def browser() -> AsyncIterator[Browser]:
             await b.close()
 
 
+def context_of(user: str) -> dict[str, str]:
+    """A visitor's device and country: u0, u2, u4, u6 on phones in NL, the others desktops
+    in DE."""
+    if int(user[1:]) % 2 == 0:
+        return {"device": "mobile", "browser": "Mobile Safari", "os": "iOS", "country": "NL"}
+    return {"device": "desktop", "browser": "Firefox", "os": "Linux", "country": "DE"}
+
+
 async def write_views(database_url: str, views: list[tuple[str, str, str]], offset: int) -> None:
     writer = Writer(database_url, "dash", "events")
     try:
@@ -58,6 +66,7 @@ async def write_views(database_url: str, views: list[tuple[str, str, str]], offs
                     site_id=SITE,
                     path=path,
                     user_id=user,
+                    **context_of(user),
                     timestamp=dt.datetime.fromisoformat(ts).replace(tzinfo=dt.UTC),
                 )
             )
@@ -100,6 +109,20 @@ async def test_dashboard_shows_totals_chart_and_top_paths(
         first_row = page.locator("#top-paths tbody tr").first
         top_views = sum(1 for v in views if v[1] == "/")
         assert await first_row.locator("td").all_text_contents() == ["/", f"{top_views:,}", "7"]
+        phone_views = sum(1 for v in views if int(v[2][1:]) % 2 == 0)
+        by_device = {
+            "mobile": [f"{phone_views:,}", "4"],
+            "desktop": [f"{len(views) - phone_views:,}", "3"],
+        }
+        rows = await page.locator("#devices tbody tr").all()
+        shown = {}
+        for row in rows:
+            device, *numbers = await row.locator("td").all_text_contents()
+            shown[device] = numbers
+        assert shown == by_device
+        countries = await page.locator("#countries tbody td:first-child").all_text_contents()
+        assert sorted(countries) == ["DE", "NL"]
+        assert await page.locator("#custom-events tbody tr").count() == 0  # page views only
 
         # New events show up at the next refresh.
         await write_views(database_url, [("2025-11-30 23:00:00", "/new", "u99")], len(views))
