@@ -36,7 +36,15 @@ from ingest.stats_sql import (
     with_facts,
 )
 
-PAGE = sql.SQL("LIMIT %(limit)s OFFSET %(offset)s")
+
+def page_clause(limit: int, first_page: bool) -> sql.Composable:
+    """The page's LIMIT written as a number (validated, 1 to MAX_BREAKDOWN_LIMIT): PostgreSQL
+    costs a generic plan's parameter LIMIT as a tenth of the rows, so a statement whose branch
+    reads a page in index order would be custom-planned at every execution; the first page
+    needs no OFFSET, a later one binds it."""
+    if first_page:
+        return sql.SQL("LIMIT {}").format(sql.Literal(int(limit)))
+    return sql.SQL("LIMIT {} OFFSET %(offset)s").format(sql.Literal(int(limit)))
 
 
 def _one_row_per_path(part: Part) -> bool:
@@ -58,7 +66,7 @@ def _visitors(per_value: list[sql.Composable] | None) -> sql.Composable:
 
 
 def page_branches(
-    parts: tuple[Part, ...], walk: Walk, gate: sql.Composable | None
+    parts: tuple[Part, ...], walk: Walk, gate: sql.Composable | None, page: sql.Composable
 ) -> list[sql.Composable]:
     """One ranked page per branch of the plan: the rows of each branch's parts, summed per
     path unless one part holds one row per path; visitors per path where a PerValue says."""
@@ -71,8 +79,8 @@ def page_branches(
         if isinstance(part, IfKept | IfSealed):
             yes, no = walk.gates(part, p, gate)
             first, second = rendered_branches(part)
-            out += page_branches(first, walk, yes)
-            out += page_branches(second, walk, no)
+            out += page_branches(first, walk, yes, page)
+            out += page_branches(second, walk, no, page)
         elif isinstance(part, PerValue):
             per_value = walk.union("visitors", part.parts, match=sql.SQL("path = q.path"))
         else:
@@ -80,13 +88,13 @@ def page_branches(
             rendered.append(sources.rows("page views", part, p, gate))
     if len(plain) == 1 and _one_row_per_path(plain[0]):
         ranked = sql.SQL("{} AND page_views > 0 ORDER BY page_views DESC, path {}").format(
-            rendered[0], PAGE
+            rendered[0], page
         )
     elif plain:
         ranked = sql.SQL(
             "SELECT path, sum(page_views)::bigint AS page_views, NULL::hll AS visitors FROM ({}) r "
             "GROUP BY path HAVING sum(page_views) > 0 ORDER BY 2 DESC, path {}"
-        ).format(union_all(rendered), PAGE)
+        ).format(union_all(rendered), page)
     else:
         return out
     branch = sql.SQL(
@@ -96,15 +104,15 @@ def page_branches(
     return [branch, *out]
 
 
-def compose_pages(parts: tuple[Part, ...]) -> sql.Composable:
-    branches = [sql.SQL("({})").format(b) for b in page_branches(parts, Walk(), None)]
+def compose_pages(parts: tuple[Part, ...], page: sql.Composable) -> sql.Composable:
+    branches = [sql.SQL("({})").format(b) for b in page_branches(parts, Walk(), None, page)]
     return sql.SQL("SELECT path, views, events, visitors FROM ({}) b ORDER BY 2 DESC, 1").format(
         union_all(branches)
     )
 
 
 def compose_pages_by_visitors(
-    parts: tuple[Part, ...], filters: tuple[Filter, ...]
+    parts: tuple[Part, ...], filters: tuple[Filter, ...], page: sql.Composable
 ) -> sql.Composable:
     """A kept zone's paths ranked by merged sketches, else the general ranking."""
     [choice] = parts
@@ -120,11 +128,11 @@ def compose_pages_by_visitors(
                 "SELECT path, sum(page_views)::bigint AS views, sum(page_views)::bigint AS events, "
                 "hll_cardinality(hll_union_agg(visitors)) AS visitors FROM ({}) r GROUP BY path "
                 "HAVING hll_cardinality(hll_union_agg(visitors)) > 0 ORDER BY 4 DESC, path {}"
-            ).format(union_all(local), PAGE)
+            ).format(union_all(local), page)
         )
     if second:
         rows = walk.union("details", second, no)
-        branches.append(compose_ranking("path", "visitors", filters, rows))
+        branches.append(compose_ranking("path", "visitors", filters, rows, True, page))
     return sql.SQL("SELECT * FROM ({}) b ORDER BY 4 DESC, 1").format(
         union_all([sql.SQL("({})").format(b) for b in branches])
     )
@@ -143,7 +151,8 @@ def compose_ranking(
     sort: str,
     stats_filters: tuple[Filter, ...],
     rows: Sequence[sql.Composable],
-    with_visitors: bool = True,
+    with_visitors: bool,
+    page: sql.Composable,
 ) -> sql.Composable:
     """One page of `limit` values ordered by `sort` (most first, ties by value ascending),
     leaving out values whose `sort` is zero. Event types are few: their sketches are merged
@@ -180,7 +189,7 @@ def compose_ranking(
         where=where,
         having=having,
         sort=sql.Identifier(sort),
-        page=PAGE,
+        page=page,
     )
 
 
@@ -220,6 +229,7 @@ def breakdown_sql(
     shape = statement_shape(stats.filters)
     sort = stats.metrics[0]
     with_visitors = "visitors" in stats.metrics
+    first_page = request.page == 1
     key = (
         "breakdown",
         statement.form,
@@ -228,15 +238,18 @@ def breakdown_sql(
         sort,
         with_visitors,
         shape,
+        request.limit,
+        first_page,
     )
 
     def compose() -> sql.Composable:
+        page = page_clause(request.limit, first_page)
         if statement.form == "pages":
-            return with_facts(statement, compose_pages(statement.parts))
+            return with_facts(statement, compose_pages(statement.parts, page))
         if statement.form == "pages by visitors":
-            return with_facts(statement, compose_pages_by_visitors(statement.parts, shape))
+            return with_facts(statement, compose_pages_by_visitors(statement.parts, shape, page))
         rows = Walk().union("details", statement.parts)
-        return compose_ranking(request.dimension, sort, shape, rows, with_visitors)
+        return compose_ranking(request.dimension, sort, shape, rows, with_visitors, page)
 
     return CACHE.get(key, compose), params
 

@@ -161,3 +161,13 @@ def test_the_facts_cache_is_bounded_and_forgets_the_least_recently_used() -> Non
     assert cache.get("a", "UTC") is None  # per zone
     cache.put("a", "Asia/Kolkata", NOT_KEPT)
     assert cache.get("a", "Asia/Kolkata") == NOT_KEPT  # every answer refreshes it
+
+
+def test_a_page_limit_is_written_as_a_number_so_a_generic_plan_can_be_chosen() -> None:
+    request = month_pages()
+    sent = expect(stats_plan.plan_breakdown(request, TODAY).answer, KEPT_SEALED)
+    text = pages_text(sent, request)
+    assert "LIMIT 10)" in text and "%(limit)s" not in text and "OFFSET" not in text
+    second = BreakdownRequest(request.stats, "path", 10, 2)
+    query, params = stats_sql_breakdown.breakdown_sql(sent, second)
+    assert "LIMIT 10 OFFSET %(offset)s" in query.as_string(None) and params["offset"] == 10
