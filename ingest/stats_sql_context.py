@@ -32,7 +32,7 @@ from ingest.stats_sql import (
     union_all,
     visitor_rows,
 )
-from ingest.stats_sql_breakdown import PAGE
+from ingest.stats_sql_breakdown import page_clause
 
 PAGE_VIEWS = sql.SQL("count(*) FILTER (WHERE event_type = 'page_view')")
 RAW_RANGE = sql.SQL(
@@ -129,7 +129,7 @@ def raw_ranking_sql(
     stats = request.stats
     filters = breakdown_filters(request.dimension, stats.filters)
     params = _raw_params(statement, stats)
-    params.update(limit=request.limit, offset=request.limit * (request.page - 1))
+    params["offset"] = request.limit * (request.page - 1)
     bind_filters(filters, params)
     shape = statement_shape(filters)
     sort = stats.metrics[0]
@@ -147,10 +147,11 @@ def raw_ranking_sql(
             range=RAW_RANGE,
             filters=raw_filter_clause(shape),
             sort=visitors if sort == "visitors" else _SORTS[sort],
-            page=PAGE,
+            page=page_clause(request.limit, request.page == 1),
         )
 
-    return CACHE.get(("raw ranking", request.dimension, sort, shape), compose), params
+    key = ("raw ranking", request.dimension, sort, shape, request.limit, request.page == 1)
+    return CACHE.get(key, compose), params
 
 
 _SUMS = {
@@ -168,7 +169,7 @@ def context_ranking_sql(
     stats = request.stats
     params: dict[str, Any] = {"site": stats.site_id, "dimension": request.dimension}
     sources.bind(statement.parts, params)
-    params.update(limit=request.limit, offset=request.limit * (request.page - 1))
+    params["offset"] = request.limit * (request.page - 1)
     sort = stats.metrics[0]
 
     def compose() -> sql.Composable:
@@ -201,7 +202,18 @@ def context_ranking_sql(
             "coalesce(hll_cardinality(hll_union_agg(visitors)), 0) "
             "FROM ({rows}) r (value, page_views, events, visitors) "
             "GROUP BY value HAVING {sort} > 0 ORDER BY {sort} DESC, value {page}"
-        ).format(rows=union_all(rows), sort=_SUMS[sort], page=PAGE)
+        ).format(
+            rows=union_all(rows),
+            sort=_SUMS[sort],
+            page=page_clause(request.limit, request.page == 1),
+        )
 
-    key = ("context ranking", sources.shape(statement.parts), request.dimension, sort)
+    key = (
+        "context ranking",
+        sources.shape(statement.parts),
+        request.dimension,
+        sort,
+        request.limit,
+        request.page == 1,
+    )
     return CACHE.get(key, compose), params
