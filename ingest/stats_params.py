@@ -18,7 +18,8 @@ from ingest.errors import BadRequest, InvalidText, OutOfRange, TooLong, TooManyF
 from ingest.stats_days import DateRange, make_range
 
 Metric = Literal["views", "visitors", "events"]
-Dimension = Literal["event_type", "path", "browser", "os", "device", "country"]
+# "props": a custom property (the key is carried beside it: Filter.key, BreakdownRequest.key).
+Dimension = Literal["event_type", "path", "browser", "os", "device", "country", "props"]
 Interval = Literal["hour", "day"]
 
 METRICS: tuple[Metric, ...] = ("views", "visitors", "events")
@@ -32,6 +33,11 @@ PAGE_VIEW = "page_view"
 # counted, shown and filtered as NOT_SET.
 CONTEXT_DIMENSIONS: tuple[Dimension, ...] = ("browser", "os", "device", "country")
 NOT_SET = "(not set)"
+# Custom properties (`event:props:<key>`): an event without the key has the value NO_VALUE
+# in filters, as in Plausible. Keys and values have ingest's limits (core/events.py).
+PROPS_PREFIX = "event:props:"
+NO_VALUE = "(none)"
+MAX_PROP_KEY_BYTES = 64
 # The days a request may cover, checked after a period's arithmetic: from the Unix epoch (no
 # analytics event predates it; ingest/stats_days.py's EPOCH) to a
 # year short of 9999, which leaves room for the day after, a month ahead and a zone's offset
@@ -45,6 +51,7 @@ MAX_FILTER_BYTES: dict[str, int] = {
     "path": 2048,
     "event_type": 64,
     **{dimension: 512 for dimension in ("browser", "os", "device", "country")},
+    "props": 256,
 }
 
 _DATE_RE = re.compile(r"[0-9]{4}-[0-9]{2}-[0-9]{2}")
@@ -65,7 +72,12 @@ _DIMENSIONS: dict[str, Dimension] = {
     "device": "device",
     "country": "country",
 }
-_PROPERTY_NAMES = "event:page, event:name, visit:browser, visit:os, visit:device, visit:country"
+_PROPERTY_NAMES = (
+    "event:page, event:name, visit:browser, visit:os, visit:device, visit:country, "
+    "event:props:<key>"
+)
+# A custom property filter: the key is whatever precedes the first == or !=.
+_PROPS_FILTER_RE = re.compile(r"event:props:(?P<key>.*?)(?P<op>==|!=)(?P<value>.*)", re.S)
 _ROLLING_PERIODS = {"7d": 7, "30d": 30}
 
 
@@ -73,6 +85,7 @@ class Filter(msgspec.Struct, frozen=True):
     dimension: Dimension
     negated: bool
     value: str
+    key: str = ""  # a custom property's key (dimension "props")
 
 
 class StatsRequest(msgspec.Struct, frozen=True):
@@ -92,6 +105,8 @@ class BreakdownRequest(msgspec.Struct, frozen=True):
     dimension: Dimension
     limit: int
     page: int
+    # A props breakdown's key (`event:props:<key>`); None with `event:props`: every key.
+    key: str | None = None
 
 
 def parse_timezone(params: dict[str, str]) -> str:
@@ -232,6 +247,12 @@ def parse_filters(params: dict[str, str]) -> tuple[Filter, ...]:
         )
     filters = []
     for part in parts:
+        props = _PROPS_FILTER_RE.fullmatch(part.strip())
+        if props:
+            key = _prop_key(props["key"].strip(), "filters")
+            value = check_text(props["value"].strip(), "filters", MAX_FILTER_BYTES["props"])
+            filters.append(Filter("props", props["op"] == "!=", value, key))
+            continue
         match = _FILTER_RE.fullmatch(part.strip())
         if not match or match["key"] not in _DIMENSIONS:
             raise BadRequest(
@@ -277,20 +298,50 @@ def parse_timeseries(params: dict[str, str], *, now: dt.datetime) -> TimeseriesR
     return TimeseriesRequest(stats, interval)  # type: ignore[arg-type]
 
 
+def _prop_key(key: str, field: str) -> str:
+    """A custom property's key: 1 to MAX_PROP_KEY_BYTES bytes of UTF-8, no NUL (as ingest)."""
+    if not key:
+        raise BadRequest(f"`{field}` names a custom property with an empty key", field=field)
+    if "\x00" in key:
+        raise InvalidText(f"`{field}`: a custom property key must not contain NUL", field=field)
+    try:
+        size = len(key.encode())
+    except UnicodeEncodeError:  # a lone surrogate
+        raise InvalidText(
+            f"`{field}`: a custom property key is not valid Unicode", field=field
+        ) from None
+    if size > MAX_PROP_KEY_BYTES:
+        raise TooLong(
+            f"`{field}`: a custom property key is {size} bytes of UTF-8; at most "
+            f"{MAX_PROP_KEY_BYTES} can be stored",
+            field=field,
+        )
+    return key
+
+
 def parse_breakdown(params: dict[str, str], *, now: dt.datetime) -> BreakdownRequest:
+    """`property`: a dimension (event:page by default), `event:props:<key>` (one custom
+    property's values) or `event:props` (every key's values)."""
     raw_property = params.get("property", "") or "event:page"
-    if raw_property not in _DIMENSIONS:
+    key: str | None = None
+    if raw_property == "event:props" or raw_property.startswith(PROPS_PREFIX):
+        dimension: Dimension = "props"
+        if raw_property != "event:props":
+            key = _prop_key(raw_property.removeprefix(PROPS_PREFIX), "property")
+    elif raw_property in _DIMENSIONS:
+        dimension = _DIMENSIONS[raw_property]
+    else:
         raise BadRequest(
             f"`property` must be one of {_PROPERTY_NAMES}; got {raw_property!r}",
             field="property",
         )
     default: tuple[Metric, ...] = ("views", "visitors")
-    if _DIMENSIONS[raw_property] == "event_type":
+    if dimension in ("event_type", "props"):
         default = ("events", "visitors")
     stats = parse_stats(params, now=now, default_metrics=default)
     limit = _parse_int(params, "limit", DEFAULT_BREAKDOWN_LIMIT, 1, MAX_BREAKDOWN_LIMIT)
     page = _parse_int(params, "page", 1, 1, 1_000_000)
-    return BreakdownRequest(stats, _DIMENSIONS[raw_property], limit, page)
+    return BreakdownRequest(stats, dimension, limit, page, key)
 
 
 def _parse_int(params: dict[str, str], field: str, default: int, low: int, high: int) -> int:

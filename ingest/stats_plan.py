@@ -79,8 +79,13 @@ def _totals_parts(pieces: Pieces) -> tuple[Part, ...]:
     )
 
 
-def _context_filters(request: StatsRequest) -> bool:
-    return any(f.dimension in CONTEXT_DIMENSIONS for f in request.filters)
+# Filters no rollup can apply: a hit's context and custom properties are kept per day, not per
+# event type or path.
+RAW_FILTER_DIMENSIONS = (*CONTEXT_DIMENSIONS, "props")
+
+
+def _raw_filters(request: StatsRequest) -> bool:
+    return any(f.dimension in RAW_FILTER_DIMENSIONS for f in request.filters)
 
 
 def _raw(request: StatsRequest) -> tuple[Part, ...]:
@@ -90,8 +95,8 @@ def _raw(request: StatsRequest) -> tuple[Part, ...]:
 def plan_aggregate(request: StatsRequest, exact_max_rows: int) -> Plan:
     """Totals over the range. A kept zone answers local days when the UTC pieces would need
     edges; whole UTC days answer the same instants exactly and may count visitors exactly.
-    A filter on a context dimension reads raw events."""
-    if _context_filters(request):
+    A filter on a context dimension or a custom property reads raw events."""
+    if _raw_filters(request):
         return Plan(Statement("raw totals", _raw(request)))
     pieces = split(request.range.start, request.range.end)
     if not request.filters:
@@ -156,7 +161,7 @@ _PAGE_VIEWS = Filter("event_type", False, PAGE_VIEW)
 
 def plan_timeseries(request: TimeseriesRequest) -> Plan:
     stats = request.stats
-    if _context_filters(stats):
+    if _raw_filters(stats):
         return Plan(Statement("raw series", _raw(stats)))
     r = stats.range
     pieces = split(r.start, r.end)
@@ -185,7 +190,9 @@ def plan_breakdown(request: BreakdownRequest, today: dt.date) -> Plan:
     stats = request.stats
     pieces = split(stats.range.start, stats.range.end)
     sort = stats.metrics[0]
-    if _context_filters(stats) or (request.dimension in CONTEXT_DIMENSIONS and stats.filters):
+    if request.dimension == "props":
+        return _props_ranking(stats, pieces)
+    if _raw_filters(stats) or (request.dimension in CONTEXT_DIMENSIONS and stats.filters):
         return Plan(Statement("raw ranking", _raw(stats)))
     if request.dimension in CONTEXT_DIMENSIONS:
         days = _days("daily_dimensions", pieces.day_from, pieces.day_to)
@@ -205,6 +212,16 @@ def plan_breakdown(request: BreakdownRequest, today: dt.date) -> Plan:
     if sort == "visitors":
         answer = Statement("pages by visitors", answer.parts)
     return Plan(answer, utc.then)
+
+
+def _props_ranking(stats: StatsRequest, pieces: Pieces) -> Plan:
+    """Custom property values: daily_props holds them per (UTC day, event type), so event-type
+    filters select its rows and whole UTC days read it, the edges of other zones' days read raw
+    events; any other filter reads raw events over the range."""
+    if any(f.dimension != "event_type" for f in stats.filters):
+        return Plan(Statement("raw props ranking", _raw(stats)))
+    days = _days("daily_props", pieces.day_from, pieces.day_to)
+    return Plan(Statement("props ranking", days + _edges("events", pieces)))
 
 
 def _utc_pages(stats: StatsRequest, pieces: Pieces, sort: str, today: dt.date) -> Plan:

@@ -158,6 +158,11 @@ Form = Literal[
     "raw totals",
     "raw series",
     "raw ranking",
+    # A page of custom property values (one key, or every key): whole UTC days from
+    # daily_props (event-type filters apply to its rows), the range's edges from raw events.
+    "props ranking",
+    # The same from raw events over the whole range, any filters applied.
+    "raw props ranking",
 ]
 
 

@@ -66,19 +66,34 @@ async def timeseries(pool: Pool, request: TimeseriesRequest) -> Json:
 
 
 async def breakdown_results(pool: Pool, request: BreakdownRequest) -> list[Json]:
-    """Waits for the page's rows; one entry per value, the asked metrics only."""
+    """Waits for the page's rows; one entry per value, the asked metrics only. A custom
+    property's value is under "value" (a key may be named like a metric), with its "key"
+    when every key is asked for."""
     results: list[Json] = []
-    for value, views, events, visitors in await stats_run.breakdown_rows(pool, request):
+    for *names, views, events, visitors in await stats_run.breakdown_rows(pool, request):
         values = {"views": int(views), "visitors": round(visitors or 0), "events": int(events)}
-        entry: Json = {request.dimension: value}
+        entry: Json
+        if request.dimension != "props":
+            entry = {request.dimension: names[0]}
+        elif request.key is None:
+            entry = {"key": names[0], "value": names[1]}
+        else:
+            entry = {"value": names[1]}
         entry.update((m, values[m]) for m in request.stats.metrics)
         results.append(entry)
     return results
 
 
+def _property(request: BreakdownRequest) -> str:
+    if request.dimension != "props":
+        return request.dimension
+    return "event:props" if request.key is None else f"event:props:{request.key}"
+
+
 async def breakdown(pool: Pool, request: BreakdownRequest) -> Json:
+    """Waits for the page (breakdown_results) and wraps it."""
     body = _envelope(request.stats)
-    body["property"] = request.dimension
+    body["property"] = _property(request)
     body["page"] = request.page
     body["limit"] = request.limit
     body["results"] = await breakdown_results(pool, request)

@@ -30,6 +30,7 @@ from ingest.stats_sql import aggregate_sql, exact_visitors_sql, series_sql
 from ingest.stats_sql_breakdown import breakdown_sql, value_visitors_sql
 from ingest.stats_sql_context import (
     context_ranking_sql,
+    props_ranking_sql,
     raw_ranking_sql,
     raw_series_sql,
     raw_totals_sql,
@@ -130,12 +131,18 @@ async def timeseries_rows(pool: Pool, request: TimeseriesRequest) -> tuple[list[
     return rows, plan.exact
 
 
-_BREAKDOWN_SQL = {"context ranking": context_ranking_sql, "raw ranking": raw_ranking_sql}
+_BREAKDOWN_SQL = {
+    "context ranking": context_ranking_sql,
+    "raw ranking": raw_ranking_sql,
+    "props ranking": props_ranking_sql,
+    "raw props ranking": props_ranking_sql,
+}
 
 
 async def breakdown_rows(pool: Pool, request: BreakdownRequest) -> list[Row]:
-    """Rows (value, views, events, visitors) of the page; the plan's ValueVisitors
-    follow-up fills in the visitors its answering branch left out."""
+    """Rows (value, views, events, visitors) of the page, (key, value, views, events,
+    visitors) for custom properties; the plan's ValueVisitors follow-up fills in the visitors
+    its answering branch left out."""
     plan = plan_breakdown(request, dt.datetime.now(dt.UTC).date())
     stats = request.stats
     rows = await answer(

@@ -1,6 +1,8 @@
-"""Step 3, a hit's context: a page of one context dimension's values (browser, os, device,
-country) from daily_dimensions and the range's raw edges, and the questions no rollup can
-answer (a filter on a context dimension), from raw events over the whole range. Pure.
+"""Step 3, a hit's context and custom properties: a page of one context dimension's values
+(browser, os, device, country) from daily_dimensions and the range's raw edges, a page of
+custom property values from daily_props and the raw edges, and the questions no rollup can
+answer (a filter on a context dimension or a custom property), from raw events over the whole
+range. Pure.
 
 Raw reads are bounded by the range limits of ingest/stats_params.py and by the stats pool's
 statement_timeout (a 503 `stats_timeout` when a site's range holds too many events).
@@ -16,6 +18,7 @@ from ingest import stats_sources as sources
 from ingest.stats_days import utc_days
 from ingest.stats_params import (
     CONTEXT_DIMENSIONS,
+    NO_VALUE,
     NOT_SET,
     BreakdownRequest,
     Dimension,
@@ -23,7 +26,7 @@ from ingest.stats_params import (
     StatsRequest,
     TimeseriesRequest,
 )
-from ingest.stats_plan_parts import Days, Edges, Statement
+from ingest.stats_plan_parts import Days, Edges, Instants, Statement
 from ingest.stats_sql import (
     CACHE,
     bind_filters,
@@ -41,28 +44,42 @@ RAW_RANGE = sql.SQL(
 )
 
 
-def column(dimension: Dimension) -> sql.Composable:
-    """A raw event's value of `dimension`; a context dimension's missing value is NOT_SET."""
+def column(dimension: Dimension, key: sql.Composable | None = None) -> sql.Composable:
+    """A raw event's value of `dimension`; a context dimension's missing value is NOT_SET,
+    a custom property's (the key bound at `key`) NO_VALUE."""
     if dimension in CONTEXT_DIMENSIONS:
         return sql.SQL("coalesce({}, {})").format(sql.Identifier(dimension), sql.Literal(NOT_SET))
+    if dimension == "props":
+        assert key is not None
+        return sql.SQL("coalesce(props ->> {}, {})").format(key, sql.Literal(NO_VALUE))
     return sql.Identifier(dimension)
 
 
 def raw_filter_clause(filters: tuple[Filter, ...]) -> sql.Composable:
-    """The filters over raw events, with placeholders f0, f1… (bind_filters)."""
+    """The filters over raw events, with placeholders f0, f1… and a custom property's key
+    f0k, f1k… (bind_raw_filters)."""
     clauses: list[sql.Composable] = [sql.SQL("TRUE")]
     for i, f in enumerate(filters):
         op = sql.SQL("<>" if f.negated else "=")
-        clauses.append(
-            sql.SQL("{} {} {}").format(column(f.dimension), op, sql.Placeholder(f"f{i}"))
-        )
+        value = column(f.dimension, sql.Placeholder(f"f{i}k"))
+        clauses.append(sql.SQL("{} {} {}").format(value, op, sql.Placeholder(f"f{i}")))
     return sql.SQL(" AND ").join(clauses)
 
 
-def _visitors(filters: tuple[Filter, ...]) -> sql.Composable:
+def bind_raw_filters(filters: tuple[Filter, ...], params: dict[str, Any]) -> None:
+    """The values of raw_filter_clause's placeholders: the filters' values and keys (a key is
+    bound, not composed, so that the statement's text is one per filter shape)."""
+    bind_filters(filters, params)
+    params.update((f"f{i}k", f.key) for i, f in enumerate(filters) if f.dimension == "props")
+
+
+def _visitors(filters: tuple[Filter, ...], by_event_type: bool = False) -> sql.Composable:
+    # Grouping by event type selects each type's events, as an event type filter would (the
+    # rollups' ranking counts them so: stats_sql_breakdown._breakdown_visitors).
+    rows = sql.SQL("TRUE") if by_event_type else visitor_rows(filters)
     return sql.SQL(
         "coalesce(hll_cardinality(hll_add_agg(hll_hash_text(user_id)) FILTER (WHERE {})), 0)"
-    ).format(visitor_rows(filters))
+    ).format(rows)
 
 
 def _raw_params(statement: Statement, request: StatsRequest) -> dict[str, Any]:
@@ -79,7 +96,7 @@ def raw_totals_sql(
 ) -> tuple[sql.Composable, dict[str, Any]]:
     """One row: views, events, sketched visitors, NULL (no exact count)."""
     params = _raw_params(statement, request)
-    bind_filters(request.filters, params)
+    bind_raw_filters(request.filters, params)
     shape = statement_shape(request.filters)
     return CACHE.get(
         ("raw totals", shape),
@@ -102,7 +119,7 @@ def raw_series_sql(
     stats = request.stats
     params = _raw_params(statement, stats)
     params["unit"] = request.interval
-    bind_filters(stats.filters, params)
+    bind_raw_filters(stats.filters, params)
     shape = statement_shape(stats.filters)
     return CACHE.get(
         ("raw series", shape),
@@ -130,12 +147,12 @@ def raw_ranking_sql(
     filters = breakdown_filters(request.dimension, stats.filters)
     params = _raw_params(statement, stats)
     params["offset"] = request.limit * (request.page - 1)
-    bind_filters(filters, params)
+    bind_raw_filters(filters, params)
     shape = statement_shape(filters)
     sort = stats.metrics[0]
 
     def compose() -> sql.Composable:
-        visitors = _visitors(shape)
+        visitors = _visitors(shape, by_event_type=request.dimension == "event_type")
         return sql.SQL(
             "SELECT {key}, {views}::bigint, count(*)::bigint, {visitors} "
             "FROM events WHERE {range} AND {filters} GROUP BY 1 HAVING {sort} > 0 "
@@ -213,6 +230,95 @@ def context_ranking_sql(
         sources.shape(statement.parts),
         request.dimension,
         sort,
+        request.limit,
+        request.page == 1,
+    )
+    return CACHE.get(key, compose), params
+
+
+_PROP_SUMS = {
+    "views": sql.SQL("coalesce(sum(events) FILTER (WHERE event_type = 'page_view'), 0)"),
+    "events": sql.SQL("sum(events)"),
+    "visitors": sql.SQL("coalesce(hll_cardinality(hll_union_agg(visitors)), 0)"),
+}
+
+
+def _prop_rows(
+    part: Days | Edges | Instants, p: str, one_key: bool, filters: tuple[Filter, ...]
+) -> sql.Composable:
+    """One part's rows (event_type, key, value, events, visitors' sketch), filters applied:
+    daily_props rows (the planner leaves only event-type filters for them), or raw events'
+    properties, one row per property an event carries."""
+    if isinstance(part, Days):
+        assert all(f.dimension == "event_type" for f in filters)
+        return sql.SQL(
+            "SELECT event_type, key, value, events, visitors FROM daily_props "
+            "WHERE site_id = %(site)s AND day >= {first} AND day < {end} {key} AND {filters}"
+        ).format(
+            first=sql.Placeholder(p + "first"),
+            end=sql.Placeholder(p + "end"),
+            key=sql.SQL("AND key = %(key)s" if one_key else ""),
+            filters=raw_filter_clause(filters),
+        )
+    where = (
+        sql.SQL("site_id = %(site)s AND {}").format(sources.spans(part, p, raw=True))
+        if isinstance(part, Edges)
+        else RAW_RANGE
+    )
+    return sql.SQL(
+        "SELECT event_type, kv.key, kv.value, count(*), hll_add_agg(hll_hash_text(user_id)) "
+        "FROM events CROSS JOIN LATERAL jsonb_each_text(props) AS kv "
+        "WHERE {where} {key} AND {filters} GROUP BY 1, 2, 3"
+    ).format(
+        where=where,
+        key=sql.SQL("AND kv.key = %(key)s" if one_key else ""),
+        filters=raw_filter_clause(filters),
+    )
+
+
+def props_ranking_sql(
+    statement: Statement, request: BreakdownRequest
+) -> tuple[sql.Composable, dict[str, Any]]:
+    """Rows (key, value, views, events, visitors) of one page of custom property values (of
+    request.key, or of every key), most first by the first metric, ties by key and value.
+    Visitors are those among the events counted. Events without the key are not listed: no
+    rollup holds their visitors (daily_props is keyed by the key), and a filter on NO_VALUE
+    counts them."""
+    stats = request.stats
+    if statement.form == "raw props ranking":
+        params = _raw_params(statement, stats)
+    else:
+        params = {"site": stats.site_id}
+        sources.bind(statement.parts, params)
+    params.update(key=request.key, offset=request.limit * (request.page - 1))
+    bind_raw_filters(stats.filters, params)
+    shape = statement_shape(stats.filters)
+    sort = _PROP_SUMS[stats.metrics[0]]
+    one_key = request.key is not None
+
+    def compose() -> sql.Composable:
+        rows: list[sql.Composable] = []
+        for i, part in enumerate(statement.parts):
+            assert isinstance(part, Days | Edges | Instants)
+            rows.append(_prop_rows(part, f"p{i}_", one_key, shape))
+        return sql.SQL(
+            "SELECT key, value, {views}::bigint, sum(events)::bigint, {visitors} "
+            "FROM ({rows}) r (event_type, key, value, events, visitors) "
+            "GROUP BY key, value HAVING {sort} > 0 ORDER BY {sort} DESC, key, value {page}"
+        ).format(
+            views=_PROP_SUMS["views"],
+            visitors=_PROP_SUMS["visitors"],
+            rows=union_all(rows),
+            sort=sort,
+            page=page_clause(request.limit, request.page == 1),
+        )
+
+    key = (
+        statement.form,
+        sources.shape(statement.parts),
+        one_key,
+        stats.metrics[0],
+        shape,
         request.limit,
         request.page == 1,
     )

@@ -1,6 +1,7 @@
 // The dashboard: totals, a page-view chart (inline SVG), top paths, devices, browsers, OSes,
 // countries and custom events for one site, read from
-// /api/v1/stats/* and refreshed periodically. A read key, if the site needs one, is taken
+// /api/v1/stats/* and refreshed periodically. Clicking a custom event shows its custom
+// properties: one breakdown over every key (property=event:props) of that event's events. A read key, if the site needs one, is taken
 // from the page's fragment (#key=...), which browsers never send to the server.
 "use strict";
 
@@ -77,10 +78,11 @@ function drawChart(series) {
   $("chart").replaceChildren(root);
 }
 
-function showTable(id, breakdown, key, metrics) {
+function showTable(id, breakdown, keys, metrics) {
+  const names = [].concat(keys);
   const rows = breakdown.results.map((r) => {
     const tr = document.createElement("tr");
-    for (const value of [r[key], ...metrics.map((m) => number.format(r[m]))]) {
+    for (const value of [...names.map((k) => r[k]), ...metrics.map((m) => number.format(r[m]))]) {
       const td = document.createElement("td");
       td.textContent = value;
       tr.appendChild(td);
@@ -88,6 +90,56 @@ function showTable(id, breakdown, key, metrics) {
     return tr;
   });
   $(id).querySelector("tbody").replaceChildren(...rows);
+  return rows;
+}
+
+// The custom event whose properties are shown, if any.
+let selectedEvent = null;
+
+function showCustomEvents(breakdown) {
+  const rows = showTable("custom-events", breakdown, "event_type", ["events", "visitors"]);
+  rows.forEach((tr, i) => {
+    const name = breakdown.results[i].event_type;
+    const button = document.createElement("button");
+    button.type = "button";
+    button.textContent = name;
+    tr.firstChild.replaceChildren(button);
+    tr.dataset.event = name;
+    tr.classList.toggle("selected", name === selectedEvent);
+    tr.addEventListener("click", () => selectEvent(name));
+  });
+}
+
+// [event, its properties' breakdown], or null when no event is selected.
+async function eventProperties() {
+  const name = selectedEvent;
+  if (name === null) return null;
+  const breakdown = await api("breakdown", { property: "event:props", filters: `event:name==${name}`,
+                                             metrics: "events,visitors", limit: "50" });
+  return [name, breakdown];
+}
+
+function showProperties(answer) {
+  $("event-properties").hidden = answer === null;
+  if (answer === null) return;
+  const [name, breakdown] = answer;
+  if (name !== selectedEvent) return;  // an answer for an earlier click
+  $("selected-event").textContent = name;
+  showTable("properties", breakdown, ["key", "value"], ["events", "visitors"]);
+  $("no-properties").hidden = breakdown.results.length > 0;
+  for (const tr of $("custom-events").querySelectorAll("tbody tr")) {
+    tr.classList.toggle("selected", tr.dataset.event === selectedEvent);
+  }
+}
+
+async function selectEvent(name) {
+  selectedEvent = name;
+  try {
+    showProperties(await eventProperties());
+    $("status").textContent = "";
+  } catch (error) {
+    $("status").textContent = `Could not load properties: ${error.message}`;
+  }
 }
 
 // Breakdowns by a hit's context: [table id, property, result key].
@@ -102,18 +154,20 @@ async function refresh() {
   try {
     const interval = $("period").value === "day" ? "hour" : "day";
     const top10 = { metrics: "views,visitors", limit: "10" };
-    const [aggregate, series, top, custom, ...context] = await Promise.all([
+    const [aggregate, series, top, custom, properties, ...context] = await Promise.all([
       api("aggregate", { metrics: "views,visitors,events" }),
       api("timeseries", { interval, metrics: "views" }),
       api("breakdown", { property: "event:page", ...top10 }),
       api("breakdown", { property: "event:name", filters: "event:name!=page_view",
                          metrics: "events,visitors", limit: "10" }),
+      eventProperties(),
       ...CONTEXT_TABLES.map(([, property]) => api("breakdown", { property, ...top10 })),
     ]);
     showTotals(aggregate);
     drawChart(series);
     showTable("top-paths", top, "path", ["views", "visitors"]);
-    showTable("custom-events", custom, "event_type", ["events", "visitors"]);
+    showCustomEvents(custom);
+    showProperties(properties);
     CONTEXT_TABLES.forEach(([id, , key], i) => showTable(id, context[i], key, ["views", "visitors"]));
     $("status").textContent = "";
     $("updated").textContent = `updated ${new Date().toLocaleTimeString()}`;

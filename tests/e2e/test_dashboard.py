@@ -136,3 +136,72 @@ async def test_dashboard_shows_totals_chart_and_top_paths(
         await page.screenshot(path=str(SCREENSHOT), full_page=True)
     finally:
         api.terminate()
+
+
+async def test_clicking_a_custom_event_shows_its_properties(
+    browser: Browser,
+    api_settings: Settings,
+    database_url: str,
+    tmp_path: Path,
+) -> None:
+    events = [
+        ("signup", "u1", {"plan": "pro", "source": "ads"}),
+        ("signup", "u2", {"plan": "pro"}),
+        ("signup", "u2", {"plan": "free"}),
+        ("signup", "u3", None),
+        ("purchase", "u1", {"plan": "pro", "size": "L"}),
+        ("page_view", "u4", {"plan": "pro"}),
+    ]
+    writer = Writer(database_url, "dash", "events")
+    try:
+        rows = [
+            to_row(
+                make_record(
+                    site_id=SITE,
+                    event_type=kind,
+                    user_id=user,
+                    props=props,
+                    timestamp=dt.datetime(2025, 11, 12, 10, i, tzinfo=dt.UTC),
+                )
+            )
+            for i, (kind, user, props) in enumerate(events)
+        ]
+        await writer.write(rows, {0: len(rows)}, {})
+    finally:
+        await writer.close()
+    api, base_url = start_api(api_settings, tmp_path)
+    try:
+        page = await browser.new_page(viewport={"width": 1100, "height": 900})
+        await page.goto(
+            f"{base_url}/dashboard?site_id={SITE}&period=day&date=2025-11-12&timezone=UTC"
+        )
+        await page.wait_for_selector("body[data-loaded=true]", timeout=20_000)
+        assert await page.locator("#event-properties").is_hidden()
+        custom = page.locator("#custom-events tbody tr")
+        assert await custom.locator("td:first-child").all_text_contents() == ["signup", "purchase"]
+
+        await custom.first.click()
+        await page.wait_for_selector("#event-properties:not([hidden]) #properties tbody tr")
+        assert await page.text_content("#selected-event") == "signup"
+        shown = [
+            await row.locator("td").all_text_contents()
+            for row in await page.locator("#properties tbody tr").all()
+        ]
+        # Visitors among the signups with that value; the signup without properties has none.
+        assert shown == [
+            ["plan", "pro", "2", "2"],
+            ["plan", "free", "1", "1"],
+            ["source", "ads", "1", "1"],
+        ]
+        await custom.nth(1).click()
+        await page.wait_for_function(
+            "document.querySelector('#selected-event').textContent === 'purchase'"
+        )
+        keys = await page.locator("#properties tbody td:first-child").all_text_contents()
+        assert sorted(keys) == ["plan", "size"]
+        SCREENSHOT.parent.mkdir(exist_ok=True)
+        await page.screenshot(
+            path=str(SCREENSHOT.with_name("dashboard-properties.png")), full_page=True
+        )
+    finally:
+        api.terminate()

@@ -4,7 +4,14 @@ from __future__ import annotations
 
 import datetime as dt
 
-from ingest import stats_days, stats_plan, stats_plan_parts, stats_sql, stats_sql_breakdown
+from ingest import (
+    stats_days,
+    stats_plan,
+    stats_plan_parts,
+    stats_sql,
+    stats_sql_breakdown,
+    stats_sql_context,
+)
 from ingest.stats_params import BreakdownRequest, Filter, StatsRequest, TimeseriesRequest
 from ingest.stats_plan_parts import (
     Days,
@@ -287,3 +294,85 @@ def test_a_context_filter_reads_raw_events_for_every_question() -> None:
     signups = stats("2025-11-01", "2025-11-30", "UTC", Filter("event_type", False, "signup"))
     by_os = stats_plan.plan_breakdown(BreakdownRequest(signups, "os", 10, 1), TODAY)
     assert by_os.answer.form == "raw ranking"
+
+
+def props(request: StatsRequest, key: str | None = "plan") -> BreakdownRequest:
+    return BreakdownRequest(request, "props", 10, 1, key)
+
+
+def test_a_property_breakdown_of_utc_days_reads_daily_props_only() -> None:
+    plan = stats_plan.plan_breakdown(props(stats("2025-11-01", "2025-11-30")), TODAY)
+    assert plan.answer.form == "props ranking"
+    assert plan.answer.parts == (Days("daily_props", D(2025, 11, 1), D(2025, 12, 1)),)
+    assert plan.then is None
+
+
+def test_a_property_breakdown_in_another_zone_adds_raw_edges() -> None:
+    request = props(stats("2025-11-11", "2025-11-13", "America/St_Johns"))
+    plan = stats_plan.plan_breakdown(request, TODAY)
+    # St John's 11 to 13 November is 11 Nov 03:30 to 14 Nov 03:30 UTC.
+    assert plan.answer.parts == (
+        Days("daily_props", D(2025, 11, 12), D(2025, 11, 14)),
+        Edges(
+            "events",
+            (
+                (utc("2025-11-11 03:30"), utc("2025-11-12 00:00")),
+                (utc("2025-11-14 00:00"), utc("2025-11-14 03:30")),
+            ),
+        ),
+    )
+
+
+def test_a_property_breakdown_of_an_event_type_reads_its_daily_props_rows() -> None:
+    for negated in (False, True):
+        request = stats("2025-11-12", "2025-11-12", "UTC", Filter("event_type", negated, "signup"))
+        plan = stats_plan.plan_breakdown(props(request), TODAY)
+        assert plan.answer.form == "props ranking"
+        assert stats_plan_parts.tables(plan) == {"daily_props"}
+        text = stats_sql_context.props_ranking_sql(plan.answer, props(request))[0]
+        assert '"event_type" ' in text.as_string(None)  # applied to daily_props rows
+
+
+def test_a_property_breakdown_with_any_other_filter_reads_raw_events() -> None:
+    raw = (Instants("events", utc("2025-11-12 00:00"), utc("2025-11-13 00:00")),)
+    for other in (
+        Filter("path", False, "/a"),
+        Filter("country", False, "NL"),
+        Filter("props", True, "ads", "source"),
+    ):
+        request = stats("2025-11-12", "2025-11-12", "UTC", other)
+        plan = stats_plan.plan_breakdown(props(request), TODAY)
+        assert (plan.answer.form, plan.answer.parts) == ("raw props ranking", raw)
+
+
+def test_every_key_is_one_statement_without_a_key_condition() -> None:
+    request = props(stats("2025-11-12", "2025-11-12"), key=None)
+    plan = stats_plan.plan_breakdown(request, TODAY)
+    query, params = stats_sql_context.props_ranking_sql(plan.answer, request)
+    assert "%(key)s" not in query.as_string(None) and params["key"] is None
+    one_key = props(stats("2025-11-12", "2025-11-12"))
+    query, params = stats_sql_context.props_ranking_sql(plan.answer, one_key)
+    assert "key = %(key)s" in query.as_string(None) and params["key"] == "plan"
+
+
+def test_a_property_filter_reads_raw_events_for_every_question() -> None:
+    pro = Filter("props", False, "pro", "plan")
+    request = stats("2025-11-01", "2025-11-30", "UTC", pro)
+    assert aggregate(request).answer.form == "raw totals"
+    series = stats_plan.plan_timeseries(TimeseriesRequest(request, "day"))
+    assert series.answer.form == "raw series"
+    for dimension in ("path", "event_type", "browser"):
+        plan = stats_plan.plan_breakdown(BreakdownRequest(request, dimension, 10, 1), TODAY)  # type: ignore[arg-type]
+        assert plan.answer.form == "raw ranking"
+
+
+def test_a_property_filters_key_and_value_are_bound_so_one_text_serves_every_key() -> None:
+    def statement(key: str, value: str) -> tuple[str, dict[str, object]]:
+        request = stats("2025-11-01", "2025-11-30", "UTC", Filter("props", False, value, key))
+        query, params = stats_sql_context.raw_totals_sql(aggregate(request).answer, request)
+        return query.as_string(None), params
+
+    text, params = statement("plan", "pro")
+    assert "coalesce(props ->> %(f0k)s, '(none)') = %(f0)s" in text
+    assert (params["f0k"], params["f0"]) == ("plan", "pro")
+    assert statement("x' OR TRUE --", "y")[0] == text
