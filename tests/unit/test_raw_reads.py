@@ -29,8 +29,9 @@ def test_a_slot_is_given_back_when_its_statement_fails() -> None:
 
 @pytest.mark.parametrize(
     ("form", "raw"),
-    [("raw totals", True), ("raw series", True), ("raw ranking", True), ("totals", False),
-     ("context ranking", False), ("filtered series", False)],
+    [("raw totals", True), ("raw series", True), ("raw ranking", True),
+     ("raw props ranking", True),  # the props branch's raw form
+     ("totals", False), ("context ranking", False), ("filtered series", False)],
 )  # fmt: skip
 def test_raw_forms(form: str, raw: bool) -> None:
     assert is_raw(Statement(form, ())) is raw  # type: ignore[arg-type]
