@@ -91,17 +91,23 @@ def is_raw(statement: Statement) -> bool:
     return statement.form.startswith("raw ")
 
 
-async def fetch(pool: Pool, query: Any, params: dict[str, Any], *, raw: bool = False) -> list[Row]:
-    """Waits for a connection and one statement's rows. A `raw` statement first takes a
-    slot of RAW_READS (RawReadsBusy when none is free) and runs under its timeout."""
-    reads = RAW_READS.get() if raw else None
+async def fetch(pool: Pool, query: Any, params: dict[str, Any]) -> list[Row]:
+    """Waits for a connection and one statement's rows."""
+    try:
+        async with pool.connection() as conn:
+            cur = await conn.execute(query, params, prepare=True)
+            return await cur.fetchall()
+    except RETRIABLE_ERRORS as exc:
+        raise unavailable(exc) from exc
+
+
+async def fetch_raw(pool: Pool, query: Any, params: dict[str, Any]) -> list[Row]:
+    """`fetch` for a statement over raw events: first takes a slot of RAW_READS (raising
+    RawReadsBusy when none is free, without waiting) and runs under its statement_timeout
+    (raising RawQueryTimedOut past it). Without RAW_READS set, the same as `fetch`."""
+    reads = RAW_READS.get()
     if reads is None:
-        try:
-            async with pool.connection() as conn:
-                cur = await conn.execute(query, params, prepare=True)
-                return await cur.fetchall()
-        except RETRIABLE_ERRORS as exc:
-            raise unavailable(exc) from exc
+        return await fetch(pool, query, params)
     with reads.slot():
         try:
             async with pool.connection() as conn, conn.transaction():
@@ -128,19 +134,19 @@ async def answer(
     (site, zone) select (ingest/stats_expect.py), every branch still gated in SQL; when its
     snapshot's facts select other branches, it is asked again holding every branch: the
     rows always come from the branches the statement's own snapshot selects."""
-    raw = is_raw(planned)
+    run = fetch_raw if is_raw(planned) else fetch
     if not has_choices(planned.parts):
         query, params = build(planned)
-        return await fetch(pool, query, params, raw=raw)
+        return await run(pool, query, params)
     known = FACTS.get(site_id, timezone)
     sent = planned if known is None else expect(planned, known)
     query, params = build(sent)
-    rows = await fetch(pool, query, params, raw=raw)
+    rows = await run(pool, query, params)
     seen = Facts(kept=rows[0][0], sealed_before=rows[0][1])
     FACTS.put(site_id, timezone, seen)
     if not held(sent, planned, seen):
         query, params = build(planned)
-        rows = await fetch(pool, query, params, raw=raw)
+        rows = await run(pool, query, params)
     return [row[2:] for row in rows if row[2] is not None]
 
 
