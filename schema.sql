@@ -385,7 +385,10 @@ CREATE TABLE consumer_offsets (
 -- salt sealed with AES-256-GCM under the API's VISITOR_KEY, the day as associated data. The
 -- clear salt is never stored; rows older than yesterday are deleted by the API.
 CREATE TABLE visitor_salts (
-    day         date        PRIMARY KEY,
-    sealed      bytea       NOT NULL,
-    created_at  timestamptz NOT NULL DEFAULT now()
+    day              date        PRIMARY KEY,
+    sealed           bytea       NOT NULL,
+    -- HMAC-SHA256 of a constant under the VISITOR_KEY that sealed the row: a replica with
+    -- another key sees it differs and never inserts a salt (ingest/salts.py).
+    key_fingerprint  bytea       NOT NULL,
+    created_at       timestamptz NOT NULL DEFAULT now()
 );

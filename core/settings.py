@@ -585,6 +585,26 @@ STATS_LOCK_TIMEOUT_MS = _declare(
         read_by="api",
     )
 )
+STATS_RAW_CONCURRENCY = _declare(
+    Setting(
+        env="STATS_RAW_CONCURRENCY",
+        default=2,
+        minimum=1,
+        doc="stats statements over raw events (filters on visit:* or event:props:*) one API "
+        "process runs at once; one more is answered 503 `stats_busy` at once. Keep it below "
+        "DB_POOL_MAX_SIZE: the rest of the pool stays for questions rollups answer",
+        read_by="api",
+    )
+)
+STATS_RAW_STATEMENT_TIMEOUT_MS = _declare(
+    Setting(
+        env="STATS_RAW_STATEMENT_TIMEOUT_MS",
+        default=2000,
+        doc="longest stats statement over raw events (503 `stats_timeout` past it); 0: "
+        "STATS_STATEMENT_TIMEOUT_MS",
+        read_by="api",
+    )
+)
 STATS_EXACT_VISITORS_MAX_ROWS = _declare(
     Setting(
         env="STATS_EXACT_VISITORS_MAX_ROWS",

@@ -48,6 +48,10 @@ def main() -> int:
         limit_concurrency=settings.max_connections,
         # uvicorn reads it for h11 only; ingest/server.py applies it to httptools.
         h11_max_incomplete_event_size=settings.max_header_bytes,
+        # TRUSTED_PROXY_HOPS alone decides whether X-Forwarded-For names the client
+        # (ingest/client_address.py): uvicorn's own handling would trust the header from
+        # FORWARDED_ALLOW_IPS (loopback by default) whatever that setting says.
+        proxy_headers=False,
         access_log=False,
         log_config=None,  # keep configure_logging's format
         timeout_graceful_shutdown=10,

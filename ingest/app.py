@@ -22,7 +22,7 @@ from ingest.accept import Ingest, post_event, post_events
 from ingest.browser import BrowserRoute, post_browser_event
 from ingest.context import Enricher
 from ingest.cors import cors
-from ingest.database import make_pool
+from ingest.database import make_pool, make_salt_pool
 from ingest.errors import JSON_MEDIA_TYPE, ApiError, error_response
 from ingest.fastpath import EventFastPath
 from ingest.health import healthz, readyz
@@ -113,16 +113,21 @@ def create_app(settings: Settings, env: Mapping[str, str] | None = None) -> Star
         flushing = asyncio.create_task(zone_requests.flush_periodically(pool), name="zone-requests")
         salts: SaltKeeper | None = None
         keeping: asyncio.Task[None] | None = None
+        salt_pool = None
         if settings.visitor_key:
             salts = SaltKeeper(
                 decode_key(settings.visitor_key),
                 refresh_s=settings.visitor_salt_refresh_s,
                 timeout_s=2 * settings.db_timeout_s,
             )
-            # Bounded: with PostgreSQL down the API starts anyway, its browser route answering
-            # 503 until the keeper's next turns load the day's salt.
-            await salts.refresh_logged(pool)
-            keeping = asyncio.create_task(salts.run(pool), name="visitor-salts")
+            # Its own connection: stats load cannot starve the refreshes.
+            salt_pool = make_salt_pool(settings)
+            await salt_pool.open(wait=False)
+            app.state.salt_pool = salt_pool
+            # Bounded: with PostgreSQL down the API starts anyway, its browser route (and
+            # /readyz) answering 503 until the keeper's next turns load the day's salt.
+            await salts.refresh_logged(salt_pool)
+            keeping = asyncio.create_task(salts.run(salt_pool), name="visitor-salts")
         app.state.browser = BrowserRoute(ingest, salts)
         log.info(
             "API ready: Kafka %s topic %r, write keys %s, database pool for stats, "
@@ -144,6 +149,8 @@ def create_app(settings: Settings, env: Mapping[str, str] | None = None) -> Star
             await zone_requests.final_flush(pool)
             await publisher.stop()  # flushes what is in flight
             await pool.close()
+            if salt_pool is not None:
+                await salt_pool.close()
 
     return Starlette(
         routes=routes,

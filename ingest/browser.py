@@ -25,7 +25,7 @@ limits which sites a page can write to, not who can.
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
+from datetime import UTC, date, datetime
 from typing import Annotated
 from urllib.parse import urlsplit
 
@@ -228,14 +228,22 @@ class BrowserRoute:
 
     def _salt(self, received_at: datetime) -> bytes:
         assert self.salts is not None  # checked first by handle
-        salt = self.salts.salt_for(received_at.date())
-        if salt is not None:
-            return salt
+        return self.salt_for(received_at.date())
+
+    def salt_for(self, day: date) -> bytes:
+        """The salt of `day` (UTC), or raises why this replica cannot identify visitors:
+        VisitorKeyMismatch (even with salts in memory: other replicas count with another
+        key's salts, so its ids would count each visitor twice) or VisitorSaltUnavailable.
+        /readyz asks the same for today."""
+        assert self.salts is not None
         if self.salts.mismatch is not None:
             raise VisitorKeyMismatch(
                 "Visitors cannot be identified: this API replica's VISITOR_KEY is not the one "
-                "that sealed today's salt (see its log); retry later"
+                "that sealed the stored visitor salts (see its log); retry later"
             )
+        salt = self.salts.salt_for(day)
+        if salt is not None:
+            return salt
         raise VisitorSaltUnavailable(
             "Visitors cannot be identified: today's visitor salt is not loaded yet (PostgreSQL "
             "has not been reachable since this API replica started); retry later"

@@ -1,4 +1,5 @@
-"""The API's PostgreSQL connection pool: the only module of the API that opens connections.
+"""The API's PostgreSQL connection pools, the stats pool and the salt keeper's connection:
+the only module of the API that opens connections.
 
 Only the stats endpoints need the database; event ingest never does, so `/event` keeps
 answering 202 while PostgreSQL is down.
@@ -42,6 +43,26 @@ def make_pool(settings: Settings) -> AsyncConnectionPool[psycopg.AsyncConnection
         },
         open=False,
         name="api",
+    )
+
+
+def make_salt_pool(settings: Settings) -> AsyncConnectionPool[psycopg.AsyncConnection[TupleRow]]:
+    """The visitor salt keeper's own connection (ingest/salts.py): stats questions holding
+    every connection of the stats pool cannot keep the day's salt from being made or loaded."""
+    return AsyncConnectionPool(
+        settings.database_url,
+        min_size=1,
+        max_size=1,
+        timeout=settings.db_timeout_s,
+        kwargs={
+            "autocommit": True,
+            "application_name": "analytics-api-salts",
+            "options": connection_options(
+                settings.stats_statement_timeout_ms, settings.stats_lock_timeout_ms
+            ),
+        },
+        open=False,
+        name="api-salts",
     )
 
 

@@ -1,10 +1,14 @@
-"""`GET /healthz` (the process answers) and `GET /readyz` (it can accept events now)."""
+"""`GET /healthz` (the process answers) and `GET /readyz` (it can accept events now: on every
+route, the browser route included when VISITOR_KEY is set)."""
 
 from __future__ import annotations
+
+from datetime import UTC, datetime
 
 from starlette.requests import Request
 from starlette.responses import Response
 
+from ingest.browser import BrowserRoute
 from ingest.errors import JSON_MEDIA_TYPE, ServiceUnavailable
 
 READY_TIMEOUT_S = 1.0
@@ -16,7 +20,10 @@ async def healthz(request: Request) -> Response:
 
 async def readyz(request: Request) -> Response:
     """200 when Kafka answers a metadata request within a second, no publish has failed
-    since the last acknowledged one, and the producer is not saturated; 503 otherwise."""
+    since the last acknowledged one, the producer is not saturated, and (with VISITOR_KEY
+    set) the browser route holds today's visitor salt under a key that matches the stored
+    salts' (503 `visitor_salt_unavailable` or `visitor_key_mismatch` otherwise: a load
+    balancer keeps such a replica out until it can serve every route); 503 otherwise."""
     ingest = request.app.state.ingest
     publisher = ingest.publisher
     retry_after = ingest.settings.retry_after_s
@@ -24,4 +31,10 @@ async def readyz(request: Request) -> Response:
         raise ServiceUnavailable("Not ready: the producer is saturated", retry_after_s=retry_after)
     if publisher.broker_down or not await publisher.broker_reachable(READY_TIMEOUT_S):
         raise ServiceUnavailable("Not ready: Kafka is unreachable", retry_after_s=retry_after)
+    browser: BrowserRoute = request.app.state.browser
+    if browser.salts is not None:
+        try:
+            browser.salt_for(datetime.now(UTC).date())
+        except ServiceUnavailable as exc:
+            raise type(exc)(f"Not ready: {exc.message}", retry_after_s=retry_after) from None
     return Response(b'{"status":"ready"}', 200, media_type=JSON_MEDIA_TYPE)

@@ -10,13 +10,23 @@ The API keeps today's and tomorrow's salts in memory. A background task (SaltKee
 every VISITOR_SALT_REFRESH_S) inserts a fresh salt for each of the two days unless one is
 there (`ON CONFLICT DO NOTHING`: replicas racing each other all read back the one that won),
 loads them, and deletes the salts of the days before yesterday. Because tomorrow's salt is
-loaded a day ahead, ingest keeps working through a PostgreSQL outage of up to a day.
+loaded a day ahead, ingest keeps working through a PostgreSQL outage of up to a day. The
+keeper has a connection of its own (ingest/database.py, make_salt_pool): stats questions
+holding every pooled connection cannot keep it from refreshing.
+
+Every row carries the key's fingerprint (an HMAC-SHA256 of a constant under VISITOR_KEY,
+which tells nothing of the key). The insert only happens while no stored row has another
+fingerprint, in the same statement, so a replica started with another key never decides a
+day's salt; it finds the difference, logs it once (naming VISITOR_KEY), and holds
+`mismatch`, which the browser route and /readyz answer 503 `visitor_key_mismatch` with.
 """
 
 from __future__ import annotations
 
 import asyncio
 import base64
+import hashlib
+import hmac
 import logging
 import os
 from collections.abc import Callable
@@ -34,11 +44,18 @@ SALT_BYTES = 32
 RETRY_WITHOUT_SALT_S = 5.0
 NONCE_BYTES = 12  # AES-GCM's standard nonce; random, so a key can seal ~2^32 salts safely
 
+# Nothing is inserted while a row sealed under another key is stored: the first key to seal
+# a salt is the one every replica must hold (deleting the rows resets it).
 INSERT = """
-INSERT INTO visitor_salts (day, sealed) VALUES (%s, %s), (%s, %s)
+INSERT INTO visitor_salts (day, sealed, key_fingerprint)
+SELECT fresh.day, fresh.sealed, %(fingerprint)s
+FROM (VALUES (%(today)s::date, %(today_sealed)s::bytea),
+             (%(tomorrow)s::date, %(tomorrow_sealed)s::bytea)) AS fresh (day, sealed)
+WHERE NOT EXISTS (SELECT FROM visitor_salts WHERE key_fingerprint <> %(fingerprint)s)
 ON CONFLICT (day) DO NOTHING
 """
-SELECT = "SELECT day, sealed FROM visitor_salts WHERE day IN (%s, %s)"
+# Every row (a few: older ones are deleted), so a row of another key is seen whatever its day.
+SELECT = "SELECT day, sealed, key_fingerprint FROM visitor_salts"
 # A day's salt goes once the day after it has ended too: 48 hours after its day began.
 DELETE_OLD = "DELETE FROM visitor_salts WHERE day < %s"
 
@@ -50,6 +67,26 @@ class VisitorKeyMismatch(Exception):
 def decode_key(visitor_key: str) -> bytes:
     """The raw key of a VISITOR_KEY already checked by core.settings (base64 of 32 bytes)."""
     return base64.b64decode(visitor_key, validate=True)
+
+
+# What the fingerprint is an HMAC of: any constant would do; this one names its purpose.
+FINGERPRINT_MESSAGE = b"analytics visitor key fingerprint v1"
+
+
+def key_fingerprint(key: bytes) -> bytes:
+    """Tells keys apart without telling anything of them: HMAC-SHA256(key, a constant)."""
+    return hmac.new(key, FINGERPRINT_MESSAGE, hashlib.sha256).digest()
+
+
+def _another_key() -> VisitorKeyMismatch:
+    return VisitorKeyMismatch(
+        "the visitor salts stored in PostgreSQL were sealed with another VISITOR_KEY than "
+        "this process's (their key fingerprints differ): give every API replica the same "
+        "VISITOR_KEY (the one the others run with); this replica inserts no salt, refuses "
+        "browser hits and fails /readyz until then. If the key was replaced on purpose, "
+        "delete the rows of visitor_salts, and new salts are made within a minute (today's "
+        "visitors are then counted again)"
+    )
 
 
 def seal(key: bytes, day: date, salt: bytes) -> bytes:
@@ -90,6 +127,7 @@ class SaltKeeper:
         timeout_s: float = 5.0,
     ) -> None:
         self._key = key
+        self._fingerprint = key_fingerprint(key)
         self._clock = clock
         self._refresh_s = refresh_s
         self._timeout_s = timeout_s
@@ -105,22 +143,33 @@ class SaltKeeper:
         return sorted(self._salts)
 
     async def refresh(self, pool: AsyncConnectionPool[Any]) -> None:
-        """Makes sure today's and tomorrow's salts exist, loads them, and deletes older ones;
-        waits for one pooled connection and three statements, at most `timeout_s` in all.
-        Raises on failure (psycopg.Error, PoolTimeout, TimeoutError, VisitorKeyMismatch),
-        keeping what is already in memory."""
+        """Makes sure today's and tomorrow's salts exist (unless a row of another key is
+        stored), loads them, and deletes older ones; waits for one pooled connection and
+        three statements, at most `timeout_s` in all. Raises on failure (psycopg.Error,
+        PoolTimeout, TimeoutError, VisitorKeyMismatch), keeping what is already in memory."""
         today = self._clock().astimezone(UTC).date()
         tomorrow = today + timedelta(days=1)
-        fresh = {day: seal(self._key, day, os.urandom(SALT_BYTES)) for day in (today, tomorrow)}
+        fresh = {
+            "fingerprint": self._fingerprint,
+            "today": today,
+            "today_sealed": seal(self._key, today, os.urandom(SALT_BYTES)),
+            "tomorrow": tomorrow,
+            "tomorrow_sealed": seal(self._key, tomorrow, os.urandom(SALT_BYTES)),
+        }
         async with asyncio.timeout(self._timeout_s), pool.connection() as conn:
-            await conn.execute(INSERT, (today, fresh[today], tomorrow, fresh[tomorrow]))
-            cursor = await conn.execute(SELECT, (today, tomorrow))
+            await conn.execute(INSERT, fresh)
+            cursor = await conn.execute(SELECT)
             rows = await cursor.fetchall()
-            await conn.execute(DELETE_OLD, (today - timedelta(days=1),))
+            ours = all(bytes(fingerprint) == self._fingerprint for _, _, fingerprint in rows)
+            if ours:  # a replica with another key changes nothing
+                await conn.execute(DELETE_OLD, (today - timedelta(days=1),))
         loaded: dict[date, bytes] = {}
         try:
-            for day, sealed in rows:
-                loaded[day] = unseal(self._key, day, bytes(sealed))
+            if not ours:
+                raise _another_key()
+            for day, sealed, _ in rows:
+                if day in (today, tomorrow):
+                    loaded[day] = unseal(self._key, day, bytes(sealed))
         except VisitorKeyMismatch as exc:
             self.mismatch = exc
             raise
@@ -141,11 +190,14 @@ class SaltKeeper:
             await self.refresh_logged(pool)
 
     async def refresh_logged(self, pool: AsyncConnectionPool[Any]) -> bool:
-        """One refresh; False (and one log line) if it failed."""
+        """One refresh; False (and one log line) if it failed. A key mismatch is logged when
+        it is found, and again once it is gone, not at every turn."""
+        mismatched = self.mismatch is not None
         try:
             await self.refresh(pool)
         except VisitorKeyMismatch as exc:
-            log.error("browser route: %s", exc)
+            if not mismatched:
+                log.error("browser route: %s", exc)
         except (psycopg.Error, PoolTimeout, TimeoutError) as exc:
             held = ", ".join(d.isoformat() for d in self.days) or "none"
             reason = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
@@ -158,5 +210,7 @@ class SaltKeeper:
         except Exception:  # a bug: say so, and try again next turn
             log.exception("visitor salts not refreshed")
         else:
+            if mismatched:
+                log.warning("browser route: VISITOR_KEY matches the stored visitor salts again")
             return True
         return False

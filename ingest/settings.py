@@ -75,6 +75,8 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
     trusted_proxy_hops: int = declared.TRUSTED_PROXY_HOPS.default
     stats_statement_timeout_ms: int = declared.STATS_STATEMENT_TIMEOUT_MS.default
     stats_lock_timeout_ms: int = declared.STATS_LOCK_TIMEOUT_MS.default
+    stats_raw_concurrency: int = declared.STATS_RAW_CONCURRENCY.default
+    stats_raw_statement_timeout_ms: int = declared.STATS_RAW_STATEMENT_TIMEOUT_MS.default
     stats_exact_visitors_max_rows: int = declared.STATS_EXACT_VISITORS_MAX_ROWS.default
     dashboard_refresh_s: int = declared.DASHBOARD_REFRESH_S.default
 

@@ -6,7 +6,9 @@ Every data route passes the client's rate limit, then parses its parameters
 read keys and the key's rate limit (ingest/access.py), then plans, renders, runs and shapes
 the answer (ingest/stats_plan.py, stats_sql.py, stats_run.py, stats_response.py).
 PostgreSQL being unreachable answers 503, and so does a query cancelled by the pool's
-statement or lock timeout; a client that goes away has its query cancelled. Event ingest
+statement or lock timeout; a client that goes away has its query cancelled. A question read
+from raw events (filters no rollup holds) takes one of STATS_RAW_CONCURRENCY slots, or is
+answered 503 `stats_busy` at once, so such questions never hold the whole pool. Event ingest
 does not depend on any of this.
 """
 
@@ -30,7 +32,13 @@ from ingest.access import StatsAccess, bearer_token
 from ingest.database import DatabaseUnavailable, QueryTimedOut
 from ingest.errors import JSON_MEDIA_TYPE, ServiceUnavailable, StatsTimedOut
 from ingest.settings import Settings
-from ingest.stats_run import cancel_on_disconnect
+from ingest.stats_run import (
+    RAW_READS,
+    RawQueryTimedOut,
+    RawReads,
+    RawReadsBusy,
+    cancel_on_disconnect,
+)
 from ingest.zone_requests import ZoneRequests
 
 T = TypeVar("T")
@@ -56,6 +64,12 @@ def _timed(handler: Handler) -> Handler:
     return timed
 
 
+class StatsBusy(ServiceUnavailable):
+    """Every slot for questions read from raw events is taken in this process."""
+
+    code = "stats_busy"
+
+
 def _json(body: Any) -> Response:
     return Response(msgspec.json.encode(body), 200, media_type=JSON_MEDIA_TYPE)
 
@@ -66,6 +80,10 @@ class StatsApi:
         self._access = StatsAccess(settings)
         self._exact_max_rows = settings.stats_exact_visitors_max_rows
         self._statement_timeout_ms = settings.stats_statement_timeout_ms
+        self._raw_reads = RawReads(
+            settings.stats_raw_concurrency, settings.stats_raw_statement_timeout_ms
+        )
+        self._retry_after_s = settings.retry_after_s
         page = (DASHBOARD_DIR / "index.html").read_text()
         self._dashboard_page = page.replace("{{REFRESH_S}}", str(settings.dashboard_refresh_s))
 
@@ -82,9 +100,26 @@ class StatsApi:
     async def _read(self, request: Request, reading: Awaitable[T]) -> T:
         """Awaits `reading` (a stats_response or stats_legacy coroutine) unless the client
         disconnects first, in which case it is cancelled (psycopg then cancels its statement
-        in the server) and ClientClosedRequest raised. Database failures become 503s."""
+        in the server) and ClientClosedRequest raised. Database failures become 503s, and
+        so does a question over raw events while every raw slot is taken (`stats_busy`)."""
+        token = RAW_READS.set(self._raw_reads)
         try:
             return await cancel_on_disconnect(request.receive, reading)
+        except RawReadsBusy:
+            raise StatsBusy(
+                "Stats are busy: this API is already running as many questions over raw "
+                f"events (filters on visit:* or event:props:*) as it allows "
+                f"({self._raw_reads.limit}, STATS_RAW_CONCURRENCY); retry later, or ask "
+                "without those filters",
+                retry_after_s=self._retry_after_s,
+            ) from None
+        except RawQueryTimedOut:
+            timeout_ms = self._raw_reads.statement_timeout_ms or self._statement_timeout_ms
+            raise StatsTimedOut(
+                "Stats query cancelled: a question over raw events (filters on visit:* or "
+                f"event:props:*) ran longer than this API allows ({timeout_ms} ms) or waited "
+                "too long for a lock; narrow the range or filters, or retry later"
+            ) from None
         except QueryTimedOut:
             raise StatsTimedOut(
                 "Stats query cancelled: it ran longer than this API allows "
@@ -93,6 +128,8 @@ class StatsApi:
             ) from None
         except DatabaseUnavailable:
             raise _unavailable() from None
+        finally:
+            RAW_READS.reset(token)
 
     @staticmethod
     def _now() -> dt.datetime:

@@ -6,13 +6,21 @@ answer within the pool's timeout (QueryTimedOut when a statement ran past the co
 statement_timeout or lock_timeout). A plan is one statement, and a follow-up only where the
 plan names one (ingest/stats_plan.py); a statement whose expected branches its snapshot
 refuses is asked once more with every branch (`answer`).
+
+Statements over raw events (the plan forms "raw ...": filters no rollup holds) read every
+event of the range, so they get a share of the pool, not all of it: the RawReads the route
+sets in RAW_READS for its request admits at most its limit at once (raising RawReadsBusy
+past it, without waiting) and runs each under its own, shorter, statement_timeout
+(docs/decisions/0021-raw-reads-share-of-the-pool.md).
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import datetime as dt
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Iterator
+from contextvars import ContextVar
 from typing import Any, TypeVar
 
 import psycopg
@@ -20,7 +28,7 @@ from psycopg.rows import TupleRow
 from psycopg_pool import AsyncConnectionPool
 from starlette.types import Receive
 
-from ingest.database import RETRIABLE_ERRORS, unavailable
+from ingest.database import RETRIABLE_ERRORS, QueryTimedOut, unavailable
 from ingest.errors import ClientClosedRequest
 from ingest.stats_expect import FACTS, Facts, expect, has_choices, held
 from ingest.stats_params import BreakdownRequest, StatsRequest, TimeseriesRequest
@@ -41,6 +49,49 @@ Row = tuple[Any, ...]
 T = TypeVar("T")
 
 
+class RawReadsBusy(Exception):
+    """Every slot of this process for statements over raw events is taken."""
+
+
+class RawQueryTimedOut(QueryTimedOut):
+    """A statement over raw events ran past the raw statement_timeout (or a lock wait)."""
+
+
+class RawReads:
+    """The share of the pool statements over raw events may hold in one process: at most
+    `limit` at once, each under `statement_timeout_ms` (0: the connection's own)."""
+
+    def __init__(self, limit: int, statement_timeout_ms: int) -> None:
+        self.limit = limit
+        self.statement_timeout_ms = statement_timeout_ms
+        self.running = 0
+
+    @contextlib.contextmanager
+    def slot(self) -> Iterator[None]:
+        """Holds one slot for the block; raises RawReadsBusy at once when none is free (a
+        waiting request would hold its client and its task for nothing: the slots are taken
+        by statements that take seconds)."""
+        if self.running >= self.limit:
+            raise RawReadsBusy(f"{self.running} of {self.limit} raw-event statements running")
+        self.running += 1
+        try:
+            yield
+        finally:
+            self.running -= 1
+
+
+# The RawReads of the app serving the request (set by ingest/stats_routes.py); None: raw
+# statements run like the others.
+RAW_READS: ContextVar[RawReads | None] = ContextVar("raw_reads", default=None)
+
+# A parameter, not SET LOCAL's literal: set_config(..., true) lasts until the transaction ends.
+_RAW_TIMEOUT = "SELECT set_config('statement_timeout', %(timeout)s, true)"
+
+
+def is_raw(statement: Statement) -> bool:
+    return statement.form.startswith("raw ")
+
+
 async def fetch(pool: Pool, query: Any, params: dict[str, Any]) -> list[Row]:
     """Waits for a connection and one statement's rows."""
     try:
@@ -49,6 +100,27 @@ async def fetch(pool: Pool, query: Any, params: dict[str, Any]) -> list[Row]:
             return await cur.fetchall()
     except RETRIABLE_ERRORS as exc:
         raise unavailable(exc) from exc
+
+
+async def fetch_raw(pool: Pool, query: Any, params: dict[str, Any]) -> list[Row]:
+    """`fetch` for a statement over raw events: first takes a slot of RAW_READS (raising
+    RawReadsBusy when none is free, without waiting) and runs under its statement_timeout
+    (raising RawQueryTimedOut past it). Without RAW_READS set, the same as `fetch`."""
+    reads = RAW_READS.get()
+    if reads is None:
+        return await fetch(pool, query, params)
+    with reads.slot():
+        try:
+            async with pool.connection() as conn, conn.transaction():
+                if reads.statement_timeout_ms:
+                    await conn.execute(_RAW_TIMEOUT, {"timeout": str(reads.statement_timeout_ms)})
+                cur = await conn.execute(query, params, prepare=True)
+                return await cur.fetchall()
+        except RETRIABLE_ERRORS as exc:
+            error = unavailable(exc)
+            if isinstance(error, QueryTimedOut):
+                raise RawQueryTimedOut(str(exc)) from exc
+            raise error from exc
 
 
 Build = Callable[[Statement], tuple[Any, dict[str, Any]]]
@@ -63,18 +135,19 @@ async def answer(
     (site, zone) select (ingest/stats_expect.py), every branch still gated in SQL; when its
     snapshot's facts select other branches, it is asked again holding every branch: the
     rows always come from the branches the statement's own snapshot selects."""
+    run = fetch_raw if is_raw(planned) else fetch
     if not has_choices(planned.parts):
         query, params = build(planned)
-        return await fetch(pool, query, params)
+        return await run(pool, query, params)
     known = FACTS.get(site_id, timezone)
     sent = planned if known is None else expect(planned, known)
     query, params = build(sent)
-    rows = await fetch(pool, query, params)
+    rows = await run(pool, query, params)
     seen = Facts(kept=rows[0][0], sealed_before=rows[0][1])
     FACTS.put(site_id, timezone, seen)
     if not held(sent, planned, seen):
         query, params = build(planned)
-        rows = await fetch(pool, query, params)
+        rows = await run(pool, query, params)
     return [row[2:] for row in rows if row[2] is not None]
 
 

@@ -6,7 +6,9 @@ Two URLs serve the same bytes, read once when the app is built:
   every page within the hour;
 - `/js/script.<sha256-12>.js`, named after its content, cached for a year as immutable, for
   owners who pin a version (and may add Subresource Integrity). Another version's name
-  answers 404: this API serves only the script it was released with.
+  (a page pinned to an earlier release) is redirected (302) to `/js/script.js` with
+  `Cache-Control: no-cache`: the page keeps tracking with the current script, and no cache
+  keeps the redirect past the next release, which may serve that version again.
 """
 
 from __future__ import annotations
@@ -16,20 +18,14 @@ import hashlib
 from pathlib import Path
 
 from starlette.requests import Request
-from starlette.responses import Response
+from starlette.responses import RedirectResponse, Response
 from starlette.routing import Route
-
-from ingest.errors import ApiError
 
 SCRIPT_PATH = Path(__file__).resolve().parent / "tracker" / "script.js"
 MEDIA_TYPE = "text/javascript; charset=utf-8"
 SHORT_CACHE = "public, max-age=3600"
 IMMUTABLE_CACHE = "public, max-age=31536000, immutable"
-
-
-class UnknownScriptVersion(ApiError):
-    status = 404
-    code = "unknown_script_version"
+REDIRECT_CACHE = "no-cache"
 
 
 class TrackerScript:
@@ -110,10 +106,12 @@ def tracker_routes(script: TrackerScript | None = None) -> list[Route]:
         return script.response(request, IMMUTABLE_CACHE)
 
     async def other_version(request: Request) -> Response:
-        raise UnknownScriptVersion(
-            f"`version` {request.path_params['version']!r} is not the tracker script this API "
-            f"serves: use /js/script.js or {script.versioned_path}",
-            field="version",
+        # Subresource Integrity pinned to the old version makes the browser refuse the
+        # current bytes; without it, the page tracks on with the current script.
+        return RedirectResponse(
+            "/js/script.js",
+            302,
+            headers={"Cache-Control": REDIRECT_CACHE, "Access-Control-Allow-Origin": "*"},
         )
 
     return [

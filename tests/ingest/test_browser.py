@@ -5,11 +5,14 @@ from __future__ import annotations
 import base64
 import json
 import os
+from datetime import UTC, datetime
 
 import msgspec
 import pytest
+from psycopg_pool import PoolTimeout
 
 from core.events import EventRecord
+from ingest.app import create_app
 from ingest.settings import Settings
 from tests.ingest.support import api_client, event, read_topic
 
@@ -124,9 +127,55 @@ async def test_without_a_salt_for_the_day_the_route_answers_503(browser_settings
     async with api_client(settings) as client:
         answer = await client.post("/api/event", content=hit(), headers={"user-agent": FIREFOX})
         ok = await client.post("/event", json=event())
+        ready = await client.get("/readyz")
     assert answer.status_code == 503
     assert answer.json()["code"] == "visitor_salt_unavailable"
     assert ok.status_code == 202
+    # Not ready: a load balancer keeps sending browser hits to replicas that have the salt.
+    assert ready.status_code == 503, ready.text
+    assert ready.json()["code"] == "visitor_salt_unavailable"
+    assert ready.json()["message"].startswith("Not ready: ")
+    assert "retry-after" in ready.headers
+
+
+async def test_with_the_days_salt_the_api_is_ready(browser_settings: Settings) -> None:
+    async with api_client(browser_settings) as client:
+        ready = await client.get("/readyz")
+    assert ready.status_code == 200, ready.text
+
+
+async def test_a_replica_with_another_key_refuses_hits_and_is_not_ready(
+    browser_settings: Settings, topic: str
+) -> None:
+    other = msgspec.structs.replace(browser_settings, visitor_key=new_key())
+    async with api_client(other) as first:  # the first replica seals the day's salts
+        assert (await first.get("/readyz")).status_code == 200
+    async with api_client(browser_settings) as client:
+        answer = await client.post("/api/event", content=hit(), headers={"user-agent": FIREFOX})
+        ready = await client.get("/readyz")
+        ok = await client.post("/event", json=event())
+    assert answer.status_code == 503
+    assert answer.json()["code"] == "visitor_key_mismatch"
+    assert ready.status_code == 503, ready.text
+    assert ready.json()["code"] == "visitor_key_mismatch"
+    assert "VISITOR_KEY" in ready.json()["message"]
+    assert ok.status_code == 202
+
+
+async def test_the_salt_keeper_has_its_own_connection(browser_settings: Settings) -> None:
+    """Stats questions holding every connection of the stats pool leave the keeper's."""
+    settings = msgspec.structs.replace(browser_settings, db_pool_max_size=1, db_timeout_s=0.5)
+    app = create_app(settings)
+    async with app.router.lifespan_context(app):
+        held = await app.state.pool.getconn()
+        try:
+            with pytest.raises(PoolTimeout):
+                await app.state.pool.getconn(timeout=0.2)
+            salts = app.state.browser.salts
+            await salts.refresh(app.state.salt_pool)
+        finally:
+            await app.state.pool.putconn(held)
+    assert salts.salt_for(datetime.now(UTC).date()) is not None
 
 
 async def test_context_fields_travel_on_event_and_events(

@@ -3,6 +3,7 @@ keeper keeps serving from memory once the database is gone."""
 
 from __future__ import annotations
 
+import logging
 import os
 from collections.abc import AsyncIterator
 from datetime import UTC, date, datetime, timedelta
@@ -12,7 +13,7 @@ import psycopg
 import pytest
 from psycopg_pool import AsyncConnectionPool
 
-from ingest.salts import SALT_BYTES, SaltKeeper, VisitorKeyMismatch
+from ingest.salts import SALT_BYTES, SaltKeeper, VisitorKeyMismatch, key_fingerprint
 
 pytestmark = pytest.mark.postgres
 
@@ -92,6 +93,41 @@ async def test_a_keeper_with_another_key_refuses_the_stored_salts(
         await other.refresh(pool)
     assert other.salt_for(DAY) is None and other.mismatch is not None
     assert not await other.refresh_logged(pool)
+
+
+async def test_a_keeper_with_another_key_never_inserts_a_salt(
+    pool: AsyncConnectionPool[Any], database_url: str
+) -> None:
+    """The next day, a replica with another key would otherwise seal the new day's salt
+    first, and every replica with the right key would then refuse it."""
+    key = os.urandom(32)
+    await SaltKeeper(key, clock=Clock(NOON)).refresh(pool)
+    next_day = NOON + timedelta(days=1)
+    other = SaltKeeper(os.urandom(32), clock=Clock(next_day))
+    with pytest.raises(VisitorKeyMismatch, match="VISITOR_KEY"):
+        await other.refresh(pool)
+    assert stored_days(database_url) == [DAY, DAY + timedelta(days=1)]  # nor deleted any
+    right = SaltKeeper(key, clock=Clock(next_day))
+    await right.refresh(pool)
+    assert right.salt_for(DAY + timedelta(days=2)) is not None
+    with psycopg.connect(database_url) as conn:
+        fingerprints = {
+            bytes(r[0]) for r in conn.execute("SELECT key_fingerprint FROM visitor_salts")
+        }
+    assert fingerprints == {key_fingerprint(key)}
+
+
+async def test_a_mismatch_is_logged_once_naming_the_setting(
+    pool: AsyncConnectionPool[Any], caplog: pytest.LogCaptureFixture
+) -> None:
+    await SaltKeeper(os.urandom(32), clock=Clock(NOON)).refresh(pool)
+    other = SaltKeeper(os.urandom(32), clock=Clock(NOON))
+    with caplog.at_level(logging.WARNING, logger="ingest.salts"):
+        for _ in range(3):
+            assert not await other.refresh_logged(pool)
+    [record] = caplog.records
+    assert record.levelno == logging.ERROR
+    assert "VISITOR_KEY" in record.getMessage()
 
 
 async def test_the_salts_in_memory_outlive_the_database(

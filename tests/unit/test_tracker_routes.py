@@ -98,14 +98,18 @@ async def test_versioned_url_is_immutable_for_a_year(client: httpx.AsyncClient) 
     assert TrackerScript(SOURCE).versioned_path == f"/js/script.{VERSION}.js"
 
 
-async def test_another_version_is_refused_naming_it(client: httpx.AsyncClient) -> None:
+async def test_another_version_is_redirected_to_the_current_script(
+    client: httpx.AsyncClient,
+) -> None:
     r = await client.get("/js/script.0123456789ab.js")
-    assert r.status_code == 404
-    body = r.json()
-    assert body["code"] == "unknown_script_version"
-    assert body["field"] == "version"
-    assert "'0123456789ab'" in body["message"]
-    assert f"/js/script.{VERSION}.js" in body["message"]
+    assert r.status_code == 302
+    assert r.headers["location"] == "/js/script.js"
+    # Revalidated at every use: the next release may serve that version again.
+    assert r.headers["cache-control"] == "no-cache"
+    assert r.headers["access-control-allow-origin"] == "*"
+    followed = await client.get("/js/script.0123456789ab.js", follow_redirects=True)
+    assert followed.status_code == 200
+    assert followed.content == SOURCE
 
 
 async def test_only_get_and_head(client: httpx.AsyncClient) -> None:

@@ -10,7 +10,14 @@ import pytest
 
 from core.config import ConfigError
 from core.settings import parse_visitor_key
-from ingest.salts import SALT_BYTES, VisitorKeyMismatch, decode_key, seal, unseal
+from ingest.salts import (
+    SALT_BYTES,
+    VisitorKeyMismatch,
+    decode_key,
+    key_fingerprint,
+    seal,
+    unseal,
+)
 from ingest.visitor_id import visitor_id
 
 UA = "Mozilla/5.0 (X11; Linux x86_64; rv:128.0) Gecko/20100101 Firefox/128.0"
@@ -69,3 +76,10 @@ def test_visitor_key_must_be_32_bytes_of_base64_and_is_never_echoed() -> None:
         with pytest.raises(ConfigError, match="VISITOR_KEY") as caught:
             parse_visitor_key(bad)
         assert bad not in str(caught.value)
+
+
+def test_the_key_fingerprint_tells_keys_apart_and_nothing_of_them() -> None:
+    key = os.urandom(32)
+    assert key_fingerprint(key) == key_fingerprint(key)
+    assert key_fingerprint(key) != key_fingerprint(os.urandom(32))
+    assert len(key_fingerprint(key)) == 32 and key not in key_fingerprint(key)
