@@ -25,7 +25,7 @@ from ingest.cors import cors
 from ingest.database import make_pool, make_salt_pool
 from ingest.errors import JSON_MEDIA_TYPE, ApiError, error_response
 from ingest.fastpath import EventFastPath
-from ingest.health import healthz, readyz
+from ingest.health import browser_readyz, healthz, readyz
 from ingest.keys import WriteKeys
 from ingest.metrics import IngestMetrics, RequestCounter
 from ingest.openapi import openapi_document
@@ -67,6 +67,7 @@ def create_app(settings: Settings, env: Mapping[str, str] | None = None) -> Star
         *tracker_routes(),
         Route("/healthz", healthz, methods=["GET"]),
         Route("/readyz", readyz, methods=["GET"]),
+        Route("/readyz/browser", browser_readyz, methods=["GET"]),
         Route("/openapi.json", openapi_json, methods=["GET"]),
     ]
     metrics = IngestMetrics({r.path for r in routes if isinstance(r, Route | Mount)} | {"/metrics"})

@@ -167,11 +167,7 @@ class BrowserRoute:
         """Validates a hit and answers 202 once Kafka acknowledged it (or at once for a bot's
         hit, which is not published)."""
         ingest = self.ingest
-        if self.salts is None:
-            raise BrowserRouteDisabled(
-                "The browser route is disabled: set VISITOR_KEY (32 random bytes in base64, "
-                "the same on every API replica) and restart the API"
-            )
+        self.check_enabled()
         if ingest.keys.required:
             ingest.keys.check(presented_key(request.headers, request.query_params), ())
         media_type = request.headers.get("content-type", "").split(";")[0].strip().lower()
@@ -230,11 +226,18 @@ class BrowserRoute:
         assert self.salts is not None  # checked first by handle
         return self.salt_for(received_at.date())
 
+    def check_enabled(self) -> None:
+        if self.salts is None:
+            raise BrowserRouteDisabled(
+                "The browser route is disabled: set VISITOR_KEY (32 random bytes in base64, "
+                "the same on every API replica) and restart the API"
+            )
+
     def salt_for(self, day: date) -> bytes:
         """The salt of `day` (UTC), or raises why this replica cannot identify visitors:
         VisitorKeyMismatch (even with salts in memory: other replicas count with another
         key's salts, so its ids would count each visitor twice) or VisitorSaltUnavailable.
-        /readyz asks the same for today."""
+        /readyz/browser asks the same for today."""
         assert self.salts is not None
         if self.salts.mismatch is not None:
             raise VisitorKeyMismatch(

@@ -208,6 +208,17 @@ def openapi_document(max_batch_events: int = 1000) -> dict[str, Any]:
                     },
                 }
             },
+            "/readyz/browser": {
+                "get": {
+                    "summary": "Ready, and the browser route holds today's visitor salt",
+                    "responses": {
+                        "200": _json("Status", "Ready"),
+                        "503": _error(
+                            "Not ready (no VISITOR_KEY, no salt, another key)", retry=True
+                        ),
+                    },
+                }
+            },
             "/metrics": {
                 "get": {
                     "summary": "Prometheus metrics",

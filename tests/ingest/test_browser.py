@@ -115,8 +115,11 @@ async def test_without_visitor_key_the_route_is_off_and_the_rest_works(
     async with api_client(api_settings) as client:
         off = await client.post("/api/event", content=hit(), headers={"user-agent": FIREFOX})
         ok = await client.post("/event", json=event())
+        browser_ready = await client.get("/readyz/browser")
     assert off.status_code == 503
     assert off.json()["code"] == "browser_route_disabled"
+    assert browser_ready.status_code == 503
+    assert browser_ready.json()["code"] == "browser_route_disabled"
     assert "VISITOR_KEY" in off.json()["message"]
     assert ok.status_code == 202 and ok.content == b'{"message":"Event accepted"}'
 
@@ -127,11 +130,15 @@ async def test_without_a_salt_for_the_day_the_route_answers_503(browser_settings
     async with api_client(settings) as client:
         answer = await client.post("/api/event", content=hit(), headers={"user-agent": FIREFOX})
         ok = await client.post("/event", json=event())
-        ready = await client.get("/readyz")
+        ready = await client.get("/readyz/browser")
+        ingest_ready = await client.get("/readyz")
     assert answer.status_code == 503
     assert answer.json()["code"] == "visitor_salt_unavailable"
     assert ok.status_code == 202
-    # Not ready: a load balancer keeps sending browser hits to replicas that have the salt.
+    # /event needs no database: the API stays ready for it.
+    assert ingest_ready.status_code == 200, ingest_ready.text
+    # The browser route is not: a load balancer routing /api/event apart sends browser hits
+    # to replicas that have the salt.
     assert ready.status_code == 503, ready.text
     assert ready.json()["code"] == "visitor_salt_unavailable"
     assert ready.json()["message"].startswith("Not ready: ")
@@ -140,7 +147,7 @@ async def test_without_a_salt_for_the_day_the_route_answers_503(browser_settings
 
 async def test_with_the_days_salt_the_api_is_ready(browser_settings: Settings) -> None:
     async with api_client(browser_settings) as client:
-        ready = await client.get("/readyz")
+        ready = await client.get("/readyz/browser")
     assert ready.status_code == 200, ready.text
 
 
@@ -149,10 +156,10 @@ async def test_a_replica_with_another_key_refuses_hits_and_is_not_ready(
 ) -> None:
     other = msgspec.structs.replace(browser_settings, visitor_key=new_key())
     async with api_client(other) as first:  # the first replica seals the day's salts
-        assert (await first.get("/readyz")).status_code == 200
+        assert (await first.get("/readyz/browser")).status_code == 200
     async with api_client(browser_settings) as client:
         answer = await client.post("/api/event", content=hit(), headers={"user-agent": FIREFOX})
-        ready = await client.get("/readyz")
+        ready = await client.get("/readyz/browser")
         ok = await client.post("/event", json=event())
     assert answer.status_code == 503
     assert answer.json()["code"] == "visitor_key_mismatch"
