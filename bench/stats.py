@@ -60,8 +60,23 @@ WHERE site_id = %(site)s AND event_type = 'page_view'
   AND event_time >= %(start)s::timestamptz AND event_time < %(end)s::timestamptz
 GROUP BY path ORDER BY 2 DESC, 1 LIMIT 10
 """
+NAIVE_BROWSERS = """
+SELECT coalesce(browser, '(not set)'), count(*) FILTER (WHERE event_type = 'page_view'),
+       count(DISTINCT user_id) FILTER (WHERE event_type = 'page_view'), count(*)
+FROM events WHERE site_id = %(site)s
+  AND event_time >= %(start)s::timestamptz AND event_time < %(end)s::timestamptz
+  AND (%(country)s = '' OR country = %(country)s)
+GROUP BY 1 ORDER BY 2 DESC, 1 LIMIT 10
+"""
+# Countries of bench/consumer.py's context(): about half the events come from COMMON_COUNTRY,
+# 5 % from TYPICAL_COUNTRY.
+COMMON_COUNTRY = "AB"
+TYPICAL_COUNTRY = "AE"
+# A whole-hour zone the site does not keep, without daylight saving time in November.
+WHOLE_HOUR_ZONE = "Asia/Tokyo"
 UTC_MONTH = {"start": "2025-11-01 00:00+00", "end": "2025-12-01 00:00+00", "tz": "UTC"}
 IST_MONTH = {"start": "2025-10-31 18:30+00", "end": "2025-11-30 18:30+00", "tz": "Asia/Kolkata"}
+JST_MONTH = {"start": "2025-10-31 15:00+00", "end": "2025-11-30 15:00+00", "tz": WHOLE_HOUR_ZONE}
 NPT_MONTH = {
     "start": "2025-10-31 18:15+00",
     "end": "2025-11-30 18:15+00",
@@ -173,6 +188,38 @@ QUERIES: list[tuple[str, str, dict[str, str], float, str, dict[str, str]]] = [
         10.0,
         "",
         {},
+    ),
+    (
+        "breakdown browsers, month (UTC)",
+        "/api/v1/stats/breakdown",
+        {**MONTH, "property": "visit:browser"},
+        10.0,
+        NAIVE_BROWSERS,
+        {**UTC_MONTH, "country": ""},
+    ),
+    (
+        f"breakdown browsers, month ({WHOLE_HOUR_ZONE}: whole-hour zone)",
+        "/api/v1/stats/breakdown",
+        {**MONTH, "property": "visit:browser", "timezone": WHOLE_HOUR_ZONE},
+        10.0,
+        NAIVE_BROWSERS,
+        {**JST_MONTH, "country": ""},
+    ),
+    (
+        f"breakdown browsers, month, filter country=={COMMON_COUNTRY} (half the events) (UTC)",
+        "/api/v1/stats/breakdown",
+        {**MONTH, "property": "visit:browser", "filters": f"visit:country=={COMMON_COUNTRY}"},
+        100.0,
+        NAIVE_BROWSERS,
+        {**UTC_MONTH, "country": COMMON_COUNTRY},
+    ),
+    (
+        f"breakdown browsers, month, filter country=={TYPICAL_COUNTRY} (5 % of the events) (UTC)",
+        "/api/v1/stats/breakdown",
+        {**MONTH, "property": "visit:browser", "filters": f"visit:country=={TYPICAL_COUNTRY}"},
+        100.0,
+        NAIVE_BROWSERS,
+        {**UTC_MONTH, "country": TYPICAL_COUNTRY},
     ),
 ]
 
