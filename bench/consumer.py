@@ -94,8 +94,16 @@ def context(rng: random.Random, kind: str) -> dict[str, Any]:
     return found
 
 
+def _drop(found: dict[str, Any]) -> dict[str, Any]:
+    return {}
+
+
 def generate(
-    seed: int, count: int, recorded_rate: float = 0, emitter_ids: bool = False
+    seed: int,
+    count: int,
+    recorded_rate: float = 0,
+    emitter_ids: bool = False,
+    with_context: bool = True,
 ) -> Iterator[EventRecord]:
     """Deterministic events as the API would accept them, received in order at
     `recorded_rate` events/s (0: spread evenly over two days, however many), with UUIDv7 ids
@@ -103,7 +111,8 @@ def generate(
     hot), 200 paths, 5,000 users, 80 % page views, each with its context; about 1 % repeat
     an earlier event (client retries). With `emitter_ids`, every id is marked as the
     emitter's own (a server emitter sending idempotency keys), which the consumer also looks
-    for on the neighbouring days.
+    for on the neighbouring days. Without `with_context`, the same events carry no context
+    (as an earlier API sent them), to tell the context's cost from the code's.
 
     The spread matters to the rollups: a batch of a backlog received at 10k events/s covers
     two seconds of event time (one 15-minute bucket); a batch of 1M events spread over two
@@ -138,7 +147,8 @@ def generate(
             timestamp=received - timedelta(milliseconds=rng.randrange(60_000)),
             received_at=received,
             emitter_id=emitter_ids,
-            **context(rng, kind),
+            # Drawn either way, in the same place: the same events with or without it.
+            **(context(rng, kind) if with_context else _drop(context(rng, kind))),
         )
         if i % 100 == 0:
             recent = [*recent[-99:], record]
@@ -153,6 +163,7 @@ async def preload(
     per_message: int,
     recorded_rate: float,
     emitter_ids: bool = False,
+    with_context: bool = True,
 ) -> int:
     """Produces the events; returns the number of messages."""
     producer = AIOKafkaProducer(
@@ -168,7 +179,7 @@ async def preload(
     try:
         pending = []
         chunk: list[EventRecord] = []
-        for record in generate(seed, count, recorded_rate, emitter_ids):
+        for record in generate(seed, count, recorded_rate, emitter_ids, with_context):
             chunk.append(record)
             if len(chunk) < per_message:
                 continue
@@ -202,7 +213,12 @@ async def _send(
 
 
 def bare_copy(
-    database_url: str, seed: int, count: int, recorded_rate: float, dedupe: bool
+    database_url: str,
+    seed: int,
+    count: int,
+    recorded_rate: float,
+    dedupe: bool,
+    with_context: bool = True,
 ) -> float:
     """Seconds spent in binary COPY of the same rows in batches of BATCH_ROWS, one transaction
     each (row building excluded): into an unindexed table, or with `dedupe` through the
@@ -212,7 +228,7 @@ def bare_copy(
         conn.execute(STAGING_DDL)
         conn.execute(DEDUPE_DDL if dedupe else BASELINE_DDL)
         rows: list[Row] = []
-        for record in generate(seed, count, recorded_rate):
+        for record in generate(seed, count, recorded_rate, with_context=with_context):
             rows.append(to_row(record))
             if len(rows) == BATCH_ROWS:
                 spent += _copy_batch(conn, rows, dedupe)
@@ -463,6 +479,11 @@ def main(argv: list[str]) -> None:
         help="mark every id as the emitter's own (the consumer then also checks neighbouring days)",
     )
     parser.add_argument(
+        "--without-context",
+        action="store_true",
+        help="the same events without a hit's context (browser, country...), as before issue 13",
+    )
+    parser.add_argument(
         "--recorded-rate",
         type=float,
         default=10_000,
@@ -500,6 +521,7 @@ def main(argv: list[str]) -> None:
                 args.per_message,
                 args.recorded_rate,
                 args.emitter_ids,
+                not args.without_context,
             )
         )
         print(
@@ -513,8 +535,9 @@ def main(argv: list[str]) -> None:
         drained = args.events * (1 - result["first_messages"] / messages)
         rate = drained / result["elapsed_s"] if result["elapsed_s"] else float("nan")
         copy_args = (database_url, args.seed, args.events, args.recorded_rate)
-        ceiling = args.events / bare_copy(*copy_args, dedupe=False)
-        dedupe = args.events / bare_copy(*copy_args, dedupe=True)
+        with_context = not args.without_context
+        ceiling = args.events / bare_copy(*copy_args, dedupe=False, with_context=with_context)
+        dedupe = args.events / bare_copy(*copy_args, dedupe=True, with_context=with_context)
         _report_statements(database_url)
         latencies, achieved = (
             freshness(
@@ -533,7 +556,8 @@ def main(argv: list[str]) -> None:
     print_table(
         f"consumer: drain {args.events:,} events ({received}, {args.per_message}/message, "
         f"{args.partitions} partitions), one replica"
-        + (f", {args.site_zones} sites keeping {ZONE}" if args.site_zones else ""),
+        + (f", {args.site_zones} sites keeping {ZONE}" if args.site_zones else "")
+        + (", events without context" if args.without_context else ""),
         ["measure", "value"],
         [
             ["events stored (distinct event_id)", stored_events],

@@ -4,19 +4,24 @@ For each worker count, serves (1) the bare Starlette endpoint of bench/bare.py a
 real API (`python -m ingest`, acks=all, on a fresh topic of the broker named by
 KAFKA_BOOTSTRAP_SERVERS), and drives each with bench/loadgen.py in its own process:
 single events on POST /event (coalesced, the default, and with PRODUCE_COALESCE=0: each
-request's message sent alone), batches on POST /events, batches of one hot site (one
-partition) and the same site spread over sub-keys (HOT_SITES), and batches produced one
-message per event instead of arrays. Prints one table with requests/s, events/s, p50/p99
-and the ratio to the bare ceiling.
+request's message sent alone), browser hits on POST /api/event (bench/browser_traffic.py:
+text/plain bodies, a few hundred real user agents, forwarded public addresses, so the
+visitor hash, the bot check and the enrichment run as for real traffic; the API gets a
+VISITOR_KEY, TRUSTED_PROXY_HOPS=1 and a fresh database of its own for the daily salts),
+batches on POST /events, batches of one hot site (one partition) and the same site spread
+over sub-keys (HOT_SITES), and batches produced one message per event instead of arrays.
+Prints one table with requests/s, events/s, p50/p99 and the ratio to the bare ceiling.
 
 Options: --duration-s (4, per round), --rounds (3), --connections (64), --workers (1,2),
---batch-size (100).
+--batch-size (100), --cpus (none: the servers, bare and API alike, run under `taskset -c
+CPUS`, e.g. 0 for one core; the load generator and the broker are not pinned).
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import base64
 import contextlib
 import json
 import os
@@ -32,12 +37,21 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+import psycopg
+from psycopg import sql
+from psycopg.conninfo import make_conninfo
+
+from bench import browser_traffic
 from bench.table import print_table
-from core.settings import KAFKA_BOOTSTRAP_SERVERS
+from consumer.schema import apply_schema
+from core.settings import DATABASE_URL, KAFKA_BOOTSTRAP_SERVERS
 
 ROOT = Path(__file__).resolve().parent.parent
 CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
 HOT_SITE_SPREAD = 4
+BROWSER_HITS = 2000  # distinct prepared requests, rotated through
+# What navigator.sendBeacon and fetch send with a string body: no CORS preflight.
+BROWSER_CONTENT_TYPE = "text/plain;charset=UTF-8"
 
 
 def _free_port() -> int:
@@ -71,9 +85,12 @@ def _specs(batch_size: int) -> dict[str, dict[str, Any]]:
     hot = [json.dumps([_event("hot-site", b * batch_size + i) for i in range(batch_size)])
            for b in range(16)]  # fmt: skip
     json_type = "application/json"
+    hits, hit_headers = browser_traffic.hits(BROWSER_HITS)
     return {
         "single": {"path": "/event", "content_type": json_type, "bodies": single,
                    "events_per_body": 1},
+        "browser": {"path": "/api/event", "content_type": BROWSER_CONTENT_TYPE, "bodies": hits,
+                    "body_headers": hit_headers, "events_per_body": 1},
         "batch": {"path": "/events", "content_type": json_type, "bodies": batches,
                   "events_per_body": batch_size},
         "hot": {"path": "/events", "content_type": json_type, "bodies": hot,
@@ -125,8 +142,11 @@ class Server:
 
 
 @contextlib.contextmanager
-def serve(kind: str, workers: int, env: dict[str, str], tmp: Path) -> Iterator[Server]:
+def serve(
+    kind: str, workers: int, env: dict[str, str], tmp: Path, cpus: str = ""
+) -> Iterator[Server]:
     port = _free_port()
+    pin = ["taskset", "-c", cpus] if cpus else []
     if kind == "bare":
         args = [sys.executable, "-m", "uvicorn", "bench.bare:app", "--port", str(port),
                 "--loop", "uvloop", "--http", "httptools", "--no-access-log",
@@ -134,11 +154,34 @@ def serve(kind: str, workers: int, env: dict[str, str], tmp: Path) -> Iterator[S
     else:
         args = [sys.executable, "-m", "ingest"]
     env = {**os.environ, **env, "PORT": str(port), "WEB_CONCURRENCY": str(workers)}
-    server = Server(args, env, tmp / f"{kind}-{port}.log", port)
+    server = Server(pin + args, env, tmp / f"{kind}-{port}.log", port)
     try:
         yield server
     finally:
         server.stop()
+
+
+def wait_for_browser_route(server: Server, spec: dict[str, Any]) -> None:
+    """Waits (at most a minute) until the browser route answers 202: it answers 503 until the
+    API has loaded the day's visitor salt from PostgreSQL."""
+    request = urllib.request.Request(
+        f"{server.url}{spec['path']}",
+        data=spec["bodies"][0].encode(),
+        headers={"Content-Type": spec["content_type"], **spec["body_headers"][0]},
+    )
+    deadline = time.monotonic() + 60
+    while True:
+        try:
+            with urllib.request.urlopen(request, timeout=5) as answer:
+                if answer.status == 202:
+                    return
+        except OSError:
+            pass
+        if time.monotonic() > deadline:
+            raise RuntimeError(
+                f"POST /api/event never answered 202: {server.log.read_text()[-2000:]}"
+            )
+        time.sleep(0.5)
 
 
 def load(url: str, spec: dict[str, Any], tmp: Path, args: argparse.Namespace) -> dict[str, Any]:
@@ -211,7 +254,7 @@ def run_workers(
     interleaved in rounds, so a burst of load from elsewhere on the machine hits the
     ceiling and the API alike instead of skewing their ratio."""
     plan = [
-        ("bare", "single"), ("api", "single"), ("uncoalesced", "single"),
+        ("bare", "single"), ("api", "single"), ("api", "browser"), ("uncoalesced", "single"),
         ("bare", "batch"), ("api", "batch"), ("per_event", "batch"), ("api", "hot"),
         ("hot_spread", "hot"),
     ]  # fmt: skip
@@ -219,13 +262,15 @@ def run_workers(
     per_event_env = {**api_env, "PRODUCE_SITE_ARRAYS": "0"}
     uncoalesced_env = {**api_env, "PRODUCE_COALESCE": "0"}
     spread_env = {**api_env, "HOT_SITES": f"hot-site:{HOT_SITE_SPREAD}"}
+    cpus = args.cpus
     with (
-        serve("bare", workers, {}, tmp) as bare,
-        serve("ingest", workers, api_env, tmp) as api,
-        serve("ingest", workers, uncoalesced_env, tmp) as uncoalesced,
-        serve("ingest", workers, per_event_env, tmp) as per_event,
-        serve("ingest", workers, spread_env, tmp) as hot_spread,
+        serve("bare", workers, {}, tmp, cpus) as bare,
+        serve("ingest", workers, api_env, tmp, cpus) as api,
+        serve("ingest", workers, uncoalesced_env, tmp, cpus) as uncoalesced,
+        serve("ingest", workers, per_event_env, tmp, cpus) as per_event,
+        serve("ingest", workers, spread_env, tmp, cpus) as hot_spread,
     ):
+        wait_for_browser_route(api, specs["browser"])
         servers = {"bare": bare, "api": api, "uncoalesced": uncoalesced,
                    "per_event": per_event, "hot_spread": hot_spread}  # fmt: skip
         for _ in range(args.rounds):
@@ -236,6 +281,8 @@ def run_workers(
     return [
         _row("bare POST /event (ceiling)", workers, r["bare", "single"], None),
         _row("API POST /event", workers, r["api", "single"], r["bare", "single"]),
+        _row("API POST /api/event (browser hits, enriched)", workers, r["api", "browser"],
+             r["bare", "single"]),
         _row("API POST /event, PRODUCE_COALESCE=0", workers, r["uncoalesced", "single"],
              r["bare", "single"]),
         _row(f"bare POST /events x{n} (ceiling)", workers, r["bare", "batch"], None),
@@ -257,26 +304,44 @@ def main(argv: list[str]) -> None:
     parser.add_argument("--workers", default="1,2")
     parser.add_argument("--batch-size", type=int, default=100)
     parser.add_argument("--rounds", type=int, default=3, help="interleaved rounds per run")
+    parser.add_argument("--cpus", default="", help="pin the servers: taskset -c CPUS")
     args, _ = parser.parse_known_args(argv)
     bootstrap = KAFKA_BOOTSTRAP_SERVERS.read(os.environ)
+    server_url = DATABASE_URL.read(os.environ)
     topic = f"bench-ingest-{uuid.uuid4().hex[:8]}"
+    database = topic.replace("-", "_")
+    database_url = make_conninfo(server_url, dbname=database)
+    # The browser route: a visitor key of this run, salts in a database of this run, and the
+    # client taken from X-Forwarded-For as behind one proxy.
     api_env = {"KAFKA_BOOTSTRAP_SERVERS": bootstrap, "EVENTS_TOPIC": topic,
-               "DLQ_TOPIC": f"{topic}.dlq", "LOG_LEVEL": "WARNING"}  # fmt: skip
+               "DLQ_TOPIC": f"{topic}.dlq", "LOG_LEVEL": "WARNING",
+               "DATABASE_URL": database_url, "TRUSTED_PROXY_HOPS": "1",
+               "VISITOR_KEY": base64.b64encode(os.urandom(32)).decode()}  # fmt: skip
     specs = _specs(args.batch_size)
     rows: list[list[Any]] = []
     print(f"bench ingest: {args.connections} connections, {args.duration_s:g} s per run, "
           f"Kafka {bootstrap} topic {topic} (acks=all)", file=sys.stderr)  # fmt: skip
+    with psycopg.connect(server_url, autocommit=True) as conn:
+        conn.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(database)))
     with tempfile.TemporaryDirectory(prefix="bench-ingest-") as tmp_name:
         tmp = Path(tmp_name)
         try:
+            asyncio.run(apply_schema(database_url))
             for workers in [int(w) for w in args.workers.split(",")]:
                 rows += run_workers(workers, api_env, specs, tmp, args)
         finally:
             with contextlib.suppress(Exception):
                 asyncio.run(_delete_topics(bootstrap, [topic, f"{topic}.dlq"]))
+            with psycopg.connect(server_url, autocommit=True) as conn:
+                conn.execute(
+                    sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(
+                        sql.Identifier(database)
+                    )
+                )
+    pinned = f", servers pinned to CPU {args.cpus}" if args.cpus else ""
     print_table(
         f"ingest: {args.connections} connections, {args.rounds} x {args.duration_s:g} s "
-        "per run (interleaved), acks=all",
+        f"per run (interleaved), acks=all{pinned}",
         [
             "run",
             "workers",

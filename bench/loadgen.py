@@ -26,13 +26,20 @@ LOOPBACK = ("127.0.0.1", "localhost", "::1")
 
 
 class Requests(msgspec.Struct):
-    """What to send: each body with its content type, rotated through by the connections."""
+    """What to send: each body with its content type, rotated through by the connections.
+    `headers` go on every request; `body_headers[i]`, when given, on the i-th body's only
+    (a browser's user agent and forwarded address, say)."""
 
     path: str
     content_type: str
     bodies: list[str]
     events_per_body: int
     headers: dict[str, str] = {}
+    body_headers: list[dict[str, str]] = []
+
+
+def _header_lines(headers: dict[str, str]) -> str:
+    return "".join(f"{name}: {value}\r\n" for name, value in headers.items())
 
 
 class Result(msgspec.Struct):
@@ -47,13 +54,16 @@ class Result(msgspec.Struct):
 
 
 def build_requests(host: str, spec: Requests) -> list[bytes]:
-    extra = "".join(f"{name}: {value}\r\n" for name, value in spec.headers.items())
+    if spec.body_headers and len(spec.body_headers) != len(spec.bodies):
+        raise SystemExit("loadgen: body_headers must have one entry per body")
+    extra = _header_lines(spec.headers)
     out = []
-    for body in spec.bodies:
+    for i, body in enumerate(spec.bodies):
         raw = body.encode()
+        own = _header_lines(spec.body_headers[i]) if spec.body_headers else ""
         head = (
             f"POST {spec.path} HTTP/1.1\r\nhost: {host}\r\ncontent-type: {spec.content_type}\r\n"
-            f"content-length: {len(raw)}\r\n{extra}\r\n"
+            f"content-length: {len(raw)}\r\n{extra}{own}\r\n"
         )
         out.append(head.encode() + raw)
     return out

@@ -3,8 +3,9 @@
 Loads (or reuses) a site with N events in one month, starts the API as a real process on
 that database, and drives each stats query at a fixed rate for W windows of S seconds,
 printing client and server p50 and p99 of the window with the median server p99 (and every
-window's p99). In the same run, after the load, it times the naive query over raw events for
-the same questions (the baseline) and prints the ratios.
+window's p99). Queries with a filter on a hit's context (`visit:...`), which read raw events,
+run at --filtered-rate instead of --rate. In the same run, after the load, it times the naive
+query over raw events for the same questions (the baseline) and prints the ratios.
 """
 
 from __future__ import annotations
@@ -60,8 +61,23 @@ WHERE site_id = %(site)s AND event_type = 'page_view'
   AND event_time >= %(start)s::timestamptz AND event_time < %(end)s::timestamptz
 GROUP BY path ORDER BY 2 DESC, 1 LIMIT 10
 """
+NAIVE_BROWSERS = """
+SELECT coalesce(browser, '(not set)'), count(*) FILTER (WHERE event_type = 'page_view'),
+       count(DISTINCT user_id) FILTER (WHERE event_type = 'page_view'), count(*)
+FROM events WHERE site_id = %(site)s
+  AND event_time >= %(start)s::timestamptz AND event_time < %(end)s::timestamptz
+  AND (%(country)s = '' OR country = %(country)s)
+GROUP BY 1 ORDER BY 2 DESC, 1 LIMIT 10
+"""
+# Countries of bench/consumer.py's context(): about half the events come from COMMON_COUNTRY,
+# 5 % from TYPICAL_COUNTRY.
+COMMON_COUNTRY = "AB"
+TYPICAL_COUNTRY = "AE"
+# A whole-hour zone the site does not keep, without daylight saving time in November.
+WHOLE_HOUR_ZONE = "Asia/Tokyo"
 UTC_MONTH = {"start": "2025-11-01 00:00+00", "end": "2025-12-01 00:00+00", "tz": "UTC"}
 IST_MONTH = {"start": "2025-10-31 18:30+00", "end": "2025-11-30 18:30+00", "tz": "Asia/Kolkata"}
+JST_MONTH = {"start": "2025-10-31 15:00+00", "end": "2025-11-30 15:00+00", "tz": WHOLE_HOUR_ZONE}
 NPT_MONTH = {
     "start": "2025-10-31 18:15+00",
     "end": "2025-11-30 18:15+00",
@@ -174,7 +190,44 @@ QUERIES: list[tuple[str, str, dict[str, str], float, str, dict[str, str]]] = [
         "",
         {},
     ),
+    (
+        "breakdown browsers, month (UTC)",
+        "/api/v1/stats/breakdown",
+        {**MONTH, "property": "visit:browser"},
+        10.0,
+        NAIVE_BROWSERS,
+        {**UTC_MONTH, "country": ""},
+    ),
+    (
+        f"breakdown browsers, month ({WHOLE_HOUR_ZONE}: whole-hour zone)",
+        "/api/v1/stats/breakdown",
+        {**MONTH, "property": "visit:browser", "timezone": WHOLE_HOUR_ZONE},
+        10.0,
+        NAIVE_BROWSERS,
+        {**JST_MONTH, "country": ""},
+    ),
+    (
+        f"breakdown browsers, month, filter country=={COMMON_COUNTRY} (half the events) (UTC)",
+        "/api/v1/stats/breakdown",
+        {**MONTH, "property": "visit:browser", "filters": f"visit:country=={COMMON_COUNTRY}"},
+        100.0,
+        NAIVE_BROWSERS,
+        {**UTC_MONTH, "country": COMMON_COUNTRY},
+    ),
+    (
+        f"breakdown browsers, month, filter country=={TYPICAL_COUNTRY} (5 % of the events) (UTC)",
+        "/api/v1/stats/breakdown",
+        {**MONTH, "property": "visit:browser", "filters": f"visit:country=={TYPICAL_COUNTRY}"},
+        100.0,
+        NAIVE_BROWSERS,
+        {**UTC_MONTH, "country": TYPICAL_COUNTRY},
+    ),
 ]
+
+
+def _rate(params: dict[str, str], args: argparse.Namespace) -> float:
+    """A filter on a context dimension reads raw events: at --rate it would only queue."""
+    return float(args.filtered_rate if "visit:" in params.get("filters", "") else args.rate)
 
 
 def _nan_last(value: float) -> tuple[bool, float]:
@@ -241,11 +294,16 @@ def main(argv: list[str]) -> None:
     parser = argparse.ArgumentParser(prog="python -m bench stats")
     parser.add_argument("--events", type=int, default=10_000_000)
     parser.add_argument("--rate", type=float, default=1000.0, help="requests per second")
+    parser.add_argument(
+        "--filtered-rate", type=float, default=10.0, help="req/s of context-filtered queries"
+    )
     parser.add_argument("--seconds", type=float, default=5.0, help="per query")
     parser.add_argument("--naive-runs", type=int, default=3)
     parser.add_argument("--windows", type=int, default=3, help="measurements per query")
     parser.add_argument("--reload", action="store_true", help="rebuild the cached dataset")
-    parser.add_argument("--only", default="", help="run the queries whose name contains this")
+    parser.add_argument(
+        "--only", default="", help="run the queries whose name contains this (or any of A|B)"
+    )
     parser.add_argument("--no-naive", action="store_true", help="skip the raw-event baseline")
     args, _ = parser.parse_known_args(argv)  # options of other sections pass through
     if args.windows < 1:
@@ -254,10 +312,12 @@ def main(argv: list[str]) -> None:
     server_url = DATABASE_URL.read(os.environ)
     database_url = stats_data.ensure_dataset(server_url, args.events, reload=args.reload)
     rows: list[list[object]] = []
-    requests = int(args.rate * args.seconds)
-    chosen = [q for q in QUERIES if args.only in q[0]]
+    wanted = args.only.split("|")
+    chosen = [q for q in QUERIES if any(part in q[0] for part in wanted)]
     for name, path, params, target, _, _ in chosen:
         # A fresh API per query: a query that fell behind must not leave a backlog behind.
+        rate = _rate(params, args)
+        requests = int(rate * args.seconds)
         port = _free_port()
         api = _start_api(database_url, port)
         try:
@@ -273,7 +333,7 @@ def main(argv: list[str]) -> None:
                 windows.append(
                     asyncio.run(
                         http_load.run(
-                            "127.0.0.1", port, [target_url], rate_per_s=args.rate, requests=requests
+                            "127.0.0.1", port, [target_url], rate_per_s=rate, requests=requests
                         )
                     )
                 )
@@ -288,6 +348,7 @@ def main(argv: list[str]) -> None:
             rows.append(
                 [
                     name,
+                    f"{rate:g}",
                     f"{result.ok}/{result.sent}",
                     http_load.percentile(result.client_ms, 50),
                     http_load.percentile(result.client_ms, 99),
@@ -308,14 +369,16 @@ def main(argv: list[str]) -> None:
         naive_ms = _time_naive(
             database_url, "" if args.no_naive else naive_sql, naive_params, args.naive_runs
         )
-        server_p50 = float(row[4])  # type: ignore[arg-type]
+        server_p50 = float(row[5])  # type: ignore[arg-type]
         row += [naive_ms, f"{naive_ms / server_p50:,.0f}x" if naive_ms == naive_ms else "-"]
     print_table(
-        f"stats: {args.events:,} events in one month, {args.rate:g} req/s, "
+        f"stats: {args.events:,} events in one month, {args.rate:g} req/s "
+        f"({args.filtered_rate:g} with a context filter), "
         f"{args.windows} windows of "
         f"{args.seconds:g} s per query (ms)",
         [
             "query",
+            "req/s",
             "ok/sent",
             "client p50",
             "client p99",

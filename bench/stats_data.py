@@ -1,9 +1,11 @@
 """The stats benchmark's dataset: one site with N events in November 2025, in its own database.
 
+Each event carries a browser hit's context (browser, OS, device, country, a source on some,
+properties on some clicks) from the consumer bench's generator (bench/consumer.py `context`).
 Raw events go in with COPY; every rollup is then computed from the raw rows by the recounts of
 `python -m consumer.rebuild` (consumer/rebuild.py), which tests check against independent
-recounts (tests/support.py). The database (`bench_stats_<N>`) is kept and reused by later
-runs unless --reload is given.
+recounts (tests/support.py). The database (`bench_stats_ctx_<N>`) is kept and reused by later
+runs unless --reload is given. (`bench_stats_<N>`, from before the context, is left alone.)
 """
 
 from __future__ import annotations
@@ -11,6 +13,7 @@ from __future__ import annotations
 import asyncio
 import datetime as dt
 import itertools
+import json
 import random
 import re
 import time
@@ -21,10 +24,12 @@ from psycopg import sql
 from psycopg.conninfo import make_conninfo
 from psycopg.rows import TupleRow
 
+from bench.consumer import context
 from consumer.rebuild import REBUILDS
 from consumer.schema import apply_schema
 from consumer.seal import seal_closed_days
 from consumer.zones import add_zone, list_zones
+from core.events import CONTEXT_FIELDS
 
 SITE = "bench-site"
 # The site's configured zone (`python -m consumer.zones add`): its local days read local
@@ -43,9 +48,11 @@ MARKER_DDL = "CREATE TABLE IF NOT EXISTS bench_dataset (events bigint, loaded_s 
 MARKER_SQL = "SELECT events FROM bench_dataset"
 
 COPY_EVENTS = """
-COPY events (day, event_id, site_id, event_type, path, user_id, event_time, received_at)
+COPY events (day, event_id, site_id, event_type, path, user_id, event_time, received_at, {})
 FROM STDIN
-"""
+""".format(", ".join(CONTEXT_FIELDS))
+# The dataset's name: a new generator needs a new name, since kept datasets are reused.
+DATABASE_PREFIX = "bench_stats_ctx_"
 
 CHECK_TOTALS = """
 SELECT (SELECT count(*) FROM events), (SELECT sum(events) FROM daily_stats),
@@ -53,8 +60,27 @@ SELECT (SELECT count(*) FROM events), (SELECT sum(events) FROM daily_stats),
 """
 
 
+def database_name(events: int) -> str:
+    return f"{DATABASE_PREFIX}{events}"
+
+
 def database_url(server_url: str, events: int) -> str:
-    return make_conninfo(server_url, dbname=f"bench_stats_{events}")
+    return make_conninfo(server_url, dbname=database_name(events))
+
+
+def _context_columns(found: dict[str, object]) -> str:
+    """The context fields as text COPY columns (NULL as \\N; props as JSON, which holds no tab
+    or backslash here)."""
+    cells = []
+    for name in CONTEXT_FIELDS:
+        value = found.get(name)
+        if value is None:
+            cells.append("\\N")
+        elif name == "props":
+            cells.append(json.dumps(value))
+        else:
+            cells.append(str(value))
+    return "\t".join(cells)
 
 
 def _zipf_cumulative(n: int, s: float) -> list[float]:
@@ -63,7 +89,7 @@ def _zipf_cumulative(n: int, s: float) -> list[float]:
 
 def _chunks(events: int) -> Iterator[bytes]:
     """Text COPY rows, CHUNK_ROWS at a time: uniform times over the month, Zipf-like paths
-    and users (a few hot, a long tail)."""
+    and users (a few hot, a long tail), each event with its context."""
     rng = random.Random(SEED)
     path_weights = _zipf_cumulative(PATHS, 1.0)
     user_weights = _zipf_cumulative(USERS, 0.7)
@@ -86,7 +112,8 @@ def _chunks(events: int) -> Iterator[bytes]:
             )
             lines.append(
                 f"2025-11-{day:02d}\t00000000-0000-4000-8000-{first + i:012x}\t{SITE}\t"
-                f"{chosen_types[i]}\t{chosen_paths[i]}\t{chosen_users[i]}\t{stamp}\t{stamp}\n"
+                f"{chosen_types[i]}\t{chosen_paths[i]}\t{chosen_users[i]}\t{stamp}\t{stamp}\t"
+                f"{_context_columns(context(rng, chosen_types[i]))}\n"
             )
         yield "".join(lines).encode()
 
@@ -117,7 +144,7 @@ def _fill_new_rollups(conn: psycopg.Connection[TupleRow]) -> None:
 def ensure_dataset(server_url: str, events: int, *, reload: bool) -> str:
     """Creates and loads the dataset's database unless a complete one exists; returns its URL."""
     url = database_url(server_url, events)
-    name = f"bench_stats_{events}"
+    name = database_name(events)
     with psycopg.connect(server_url, autocommit=True) as admin:
         exists = admin.execute("SELECT 1 FROM pg_database WHERE datname = %s", (name,)).fetchone()
         if exists and not reload:
