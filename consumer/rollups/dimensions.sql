@@ -4,17 +4,22 @@
 -- adds up to the totals.
 
 -- name: daily_dimensions.upsert
+-- One pass over the inserted rows into four groupings (one per dimension), rather than four
+-- rows per event sorted and grouped: in each grouping set the other three columns are NULL,
+-- so coalesce() picks the set's own value.
 dimensions_daily AS (
     INSERT INTO daily_dimensions AS d
         (site_id, day, dimension, value, page_views, events, visitors)
-    SELECT i.site_id, i.day, v.dimension, coalesce(v.value, '(not set)'),
-           count(*) FILTER (WHERE i.event_type = 'page_view'), count(*),
-           coalesce(hll_add_agg(i.visitor_hash) FILTER (WHERE i.event_type = 'page_view'),
+    SELECT site_id, day,
+           CASE WHEN GROUPING(browser) = 0 THEN 'browser' WHEN GROUPING(os) = 0 THEN 'os'
+                WHEN GROUPING(device) = 0 THEN 'device' ELSE 'country' END,
+           coalesce(browser, os, device, country, '(not set)'),
+           count(*) FILTER (WHERE event_type = 'page_view'), count(*),
+           coalesce(hll_add_agg(visitor_hash) FILTER (WHERE event_type = 'page_view'),
                     hll_empty())
-    FROM inserted i
-    CROSS JOIN LATERAL (VALUES ('browser', i.browser), ('os', i.os), ('device', i.device),
-                               ('country', i.country)) AS v (dimension, value)
-    GROUP BY 1, 2, 3, 4 ORDER BY 1, 2, 3, 4
+    FROM inserted
+    GROUP BY site_id, day, GROUPING SETS ((browser), (os), (device), (country))
+    ORDER BY 1, 2, 3, 4
     ON CONFLICT (site_id, day, dimension, value) DO UPDATE SET
         page_views = d.page_views + EXCLUDED.page_views,
         events = d.events + EXCLUDED.events,
