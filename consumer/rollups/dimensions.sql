@@ -80,8 +80,8 @@ props_keys AS MATERIALIZED (
 -- The caps read daily_props inside its INSERT, whose lock (ROW EXCLUSIVE) is then taken
 -- before the reads' own, in the lock order. The reads are ranges of the primary key, bounded
 -- by the caps: per group of the batch, its stored keys; per kept key of the batch, its stored
--- values. Keys are decided before values are counted, so the pairs of keys not kept cost no
--- sketch and no sort.
+-- values. Keys, then values, are decided before anything is sketched, and only where there
+-- is room is anything ranked: a full group or key costs a hashed look-up per property.
 props_daily AS (
     INSERT INTO daily_props AS p (site_id, day, event_type, key, value, events, visitors)
     -- The groups come from `inserted`, whose estimate the planner keeps near the batch's
@@ -117,40 +117,54 @@ props_daily AS (
                                   AND s.event_type = b.event_type AND s.key = b.key)) AS new
         WHERE rank <= room
     ),
-    pairs AS MATERIALIZED (
-        SELECT i.site_id, i.day, i.event_type, kv.key, kv.value, count(*) AS events,
-               hll_add_agg(i.visitor_hash) AS visitors
+    -- Membership tests below are `IN (SELECT ...)` in a select list: PostgreSQL hashes the
+    -- (small) set once, whatever its estimate of the batch's rows, where a join planned on
+    -- that estimate could loop over the set for each of a batch's properties.
+    batch_pairs AS MATERIALIZED (
+        SELECT i.site_id, i.day, i.event_type, kv.key, kv.value, i.visitor_hash,
+               (i.site_id, i.day, i.event_type, kv.key) IN (SELECT * FROM kept_keys) AS kept
         FROM inserted i CROSS JOIN LATERAL jsonb_each_text(i.props) AS kv
-        JOIN kept_keys k ON k.site_id = i.site_id AND k.day = i.day
-                        AND k.event_type = i.event_type AND k.key = kv.key
         WHERE i.props IS NOT NULL AND kv.value IS NOT NULL
-        GROUP BY 1, 2, 3, 4, 5
     ),
     stored_values AS MATERIALIZED (
         SELECT k.site_id, k.day, k.event_type, k.key, s.value
         FROM kept_keys k
         CROSS JOIN LATERAL (SELECT s.value FROM daily_props s
                             WHERE s.site_id = k.site_id AND s.day = k.day
-                              AND s.event_type = k.event_type AND s.key = k.key) AS s
+                              AND s.event_type = k.event_type AND s.key = k.key
+                              AND s.value <> '(other)') AS s
     ),
     value_room AS MATERIALIZED (
-        SELECT k.site_id, k.day, k.event_type, k.key,
-               100 - count(s.value) FILTER (WHERE s.value <> '(other)') AS room
+        SELECT k.site_id, k.day, k.event_type, k.key, 100 - count(s.value) AS room
         FROM kept_keys k LEFT JOIN stored_values s USING (site_id, day, event_type, key)
         GROUP BY 1, 2, 3, 4
+        HAVING 100 - count(s.value) > 0
     ),
-    valued AS (
-        SELECT p.site_id, p.day, p.event_type, p.key, p.value, p.events, p.visitors,
-               p.value = '(other)' OR s.value IS NOT NULL AS stored
-        FROM pairs p LEFT JOIN stored_values s USING (site_id, day, event_type, key, value)
+    -- A full key (no room) has no new values to rank: nothing to count or sort.
+    new_values AS MATERIALIZED (
+        SELECT site_id, day, event_type, key, value, count(*) AS events
+        FROM batch_pairs
+        WHERE kept AND value <> '(other)'
+          AND (site_id, day, event_type, key) IN (SELECT site_id, day, event_type, key
+                                                  FROM value_room)
+          AND (site_id, day, event_type, key, value) NOT IN (SELECT * FROM stored_values)
+        GROUP BY 1, 2, 3, 4, 5
+    ),
+    kept_values AS MATERIALIZED (
+        SELECT * FROM stored_values
+        UNION ALL
+        SELECT site_id, day, event_type, key, value
+        FROM (SELECT n.site_id, n.day, n.event_type, n.key, n.value, r.room,
+                     row_number() OVER (PARTITION BY n.site_id, n.day, n.event_type, n.key
+                                        ORDER BY n.events DESC, n.value) AS rank
+              FROM new_values n JOIN value_room r USING (site_id, day, event_type, key)) AS new
+        WHERE rank <= room
     )
-    SELECT v.site_id, v.day, v.event_type, v.key,
-           CASE WHEN v.stored OR v.rank <= r.room THEN v.value ELSE '(other)' END,
-           sum(v.events), hll_union_agg(v.visitors)
-    FROM (SELECT *, row_number() OVER (PARTITION BY site_id, day, event_type, key, stored
-                                       ORDER BY events DESC, value) AS rank
-          FROM valued) AS v
-    JOIN value_room r USING (site_id, day, event_type, key)
+    SELECT site_id, day, event_type, key,
+           CASE WHEN (site_id, day, event_type, key, value) IN (SELECT * FROM kept_values)
+                THEN value ELSE '(other)' END,
+           count(*), hll_add_agg(visitor_hash)
+    FROM batch_pairs WHERE kept
     GROUP BY 1, 2, 3, 4, 5 ORDER BY 1, 2, 3, 4, 5
     ON CONFLICT (site_id, day, event_type, key, value) DO UPDATE SET
         events = p.events + EXCLUDED.events,
