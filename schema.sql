@@ -242,7 +242,9 @@ CREATE TABLE daily_dimensions (
 );
 
 -- Per (site, UTC day, event type, property key, value): events and a sketch of their
--- visitors, for custom events with their properties.
+-- visitors, for custom events with their properties. Bounded per (site, day, event type):
+-- at most 30 keys, each with at most 100 values and an '(other)' row for the rest of its
+-- events (consumer/rollups/dimensions.sql); the primary key's prefixes serve those caps.
 CREATE TABLE daily_props (
     site_id     text   NOT NULL,
     day         date   NOT NULL,

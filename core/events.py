@@ -27,9 +27,15 @@ MAX_USER_ID_BYTES = 256
 MAX_URL_BYTES = 2048  # `url` and `referrer` each
 MAX_USER_AGENT_BYTES = 1024
 MAX_CLIENT_ADDRESS_BYTES = 64  # longer than any IPv6 text form with a zone
-MAX_PROPS = 30
+# Custom properties: each becomes a row of the daily_props rollup, written in the batch's
+# transaction, so they are what an event costs the consumer most (30 random keys with values
+# of 256 bytes made it ~29x slower than plain events, docs/benchmarks.md). Ten keys cover
+# what a custom event describes (a plan, a step, a variant); a value is a label to break
+# down by, and 128 bytes hold any readable one. The rollup also caps keys and values per
+# site and day (consumer/rollups/dimensions.sql); these bound what one event can cost.
+MAX_PROPS = 10
 MAX_PROP_KEY_BYTES = 64
-MAX_PROP_VALUE_BYTES = 256
+MAX_PROP_VALUE_BYTES = 128
 
 SiteId = Annotated[str, Meta(min_length=1, max_length=MAX_SITE_ID_BYTES)]
 EventType = Annotated[str, Meta(min_length=1, max_length=MAX_EVENT_TYPE_BYTES)]

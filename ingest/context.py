@@ -32,8 +32,6 @@ MAX_USER_AGENT_CHARS: Final = 512
 CACHED_USER_AGENTS: Final = 4096
 # A stored UTM value is at most this many bytes of UTF-8 (cut on a character boundary).
 MAX_UTM_BYTES: Final = 256
-# A browser or OS name comes from the user agent (ua-parser copies tokens out of it).
-MAX_NAME_BYTES: Final = 64
 UTM_PARAMETERS: Final = ("utm_source", "utm_medium", "utm_campaign", "utm_content", "utm_term")
 # CDNs' "country unknown" (XX) and "Tor exit node" (T1, Cloudflare) values.
 UNKNOWN_COUNTRIES: Final = frozenset({"XX", "T1"})
@@ -179,11 +177,12 @@ class Enricher:
 
 
 def _describe_user_agent(user_agent: str) -> tuple[str | None, str | None, str | None]:
-    """(browser, OS, device type) of a user agent, by ua-parser's maintained rules."""
+    """(browser, OS, device type) of a user agent, by ua-parser's maintained rules; a browser
+    or OS outside KNOWN_BROWSERS or KNOWN_OSES is OTHER."""
     result = user_agent_parser().parse(user_agent)
     browser = result.user_agent.family if result.user_agent else None
     os_family = result.os.family if result.os else None
-    return _name(browser), _name(os_family), device_type(result)
+    return _family(browser, KNOWN_BROWSERS), _family(os_family, KNOWN_OSES), device_type(result)
 
 
 # Device type from ua-parser's result, by these rules in order (ua-parser names devices and
@@ -203,6 +202,11 @@ _DESKTOP_OSES: Final = frozenset(
     {"Windows", "Mac OS X", "Linux", "Ubuntu", "Chrome OS", "Fedora", "Debian", "FreeBSD"}
     | {"OpenBSD", "NetBSD", "Red Hat", "SUSE", "Linux Mint", "Arch Linux", "Gentoo"}
     | {"Kubuntu", "CentOS", "Solaris", "Mandriva", "Slackware"}
+)
+# The operating systems named in breakdowns (see KNOWN_BROWSERS): those the device rules know,
+# and the televisions', watches' and other mobile systems ua-parser names.
+KNOWN_OSES: Final = (
+    _MOBILE_OSES | _DESKTOP_OSES | {"tvOS", "WatchOS", "webOS", "Tizen", "HarmonyOS", "Mac OS"}
 )
 
 
@@ -225,8 +229,31 @@ def device_type(result: Result) -> str | None:
     return None
 
 
-def _name(family: str | None) -> str | None:
-    return None if family is None or family == "Other" else _clean(family, MAX_NAME_BYTES)
+# Which browsers and operating systems are named, as ua-parser names them. ua-parser copies
+# tokens of the user agent into a family (`<X>/1.0 CFNetwork/...` gives the browser "<X>"), so
+# any text a client sends could become a breakdown row; outside these common families a hit
+# is counted under OTHER, and a site's day holds at most this many rows per dimension (plus
+# OTHER and '(not set)', for a user agent ua-parser recognizes nothing in). The browsers are
+# the engines' own, the big in-app browsers and the regional ones with a large share.
+OTHER: Final = "Other"
+KNOWN_BROWSERS: Final = frozenset(
+    {"Chrome", "Chrome Mobile", "Chrome Mobile iOS", "Chrome Mobile WebView", "Chromium"}
+    | {"Firefox", "Firefox Mobile", "Firefox iOS", "Safari", "Mobile Safari"}
+    | {"Mobile Safari UI/WKWebView", "Edge", "Edge Mobile", "IE", "IE Mobile", "Opera"}
+    | {"Opera Mini", "Opera Mobile", "Opera GX", "Opera Touch", "Samsung Internet"}
+    | {"UC Browser", "Yandex Browser", "Brave", "Vivaldi", "DuckDuckGo", "DuckDuckGo Mobile"}
+    | {"Amazon Silk", "Android", "Facebook", "Facebook Messenger", "Instagram", "LINE"}
+    | {"WeChat Browser", "QQ Browser", "QQ Browser Mobile", "MiuiBrowser", "Huawei Browser"}
+    | {"Coc Coc", "Whale", "Ecosia Android", "Ecosia iOS", "Baidu Browser", "Snapchat"}
+    | {"Pinterest", "Twitter", "TikTok", "Google", "Electron", "Pale Moon", "Waterfox"}
+    | {"Seznam prohlížeč", "Sber Browser", "Oculus Browser", "Puffin", "Maxthon"}
+)
+
+
+def _family(family: str | None, known: frozenset[str]) -> str | None:
+    if family is None or family == OTHER:
+        return None
+    return family if family in known else OTHER
 
 
 def _clean(value: str, max_bytes: int) -> str | None:

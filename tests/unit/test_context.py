@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 from core.config import ConfigError
-from ingest.context import MAX_UTM_BYTES, Derived, Enricher
+from ingest.context import KNOWN_BROWSERS, KNOWN_OSES, MAX_UTM_BYTES, OTHER, Derived, Enricher
 from tests.unit.test_bots import BROWSERS
 
 
@@ -73,6 +73,39 @@ def test_browser_os_and_device_of_real_user_agents(enricher: Enricher, label: st
     assert (found.browser, found.os, found.device) == DEVICES[label]
 
 
+def test_every_family_of_the_real_user_agents_is_a_known_one() -> None:
+    browsers = {browser for browser, _, _ in DEVICES.values()}
+    oses = {os_family for _, os_family, _ in DEVICES.values()}
+    assert browsers <= KNOWN_BROWSERS and oses <= KNOWN_OSES
+
+
+# ua-parser copies these tokens into the family: any text a client sends would be a name.
+CRAFTED = {
+    "app token before CFNetwork": (
+        "VISIT-evil.test-0001/1.0 CFNetwork/1335.0.3 Darwin/21.6.0",
+        (OTHER, "iOS", "mobile"),
+    ),
+    "HbbTV brand as the OS": ("HbbTV/1.5.1 (+DRM; Zzevilos ; model 2019 )", (OTHER, OTHER, None)),
+    "unrecognized": ("not a user agent at all", (None, None, None)),
+}
+
+
+@pytest.mark.parametrize("label", sorted(CRAFTED))
+def test_families_outside_the_known_ones_are_other(enricher: Enricher, label: str) -> None:
+    user_agent, expected = CRAFTED[label]
+    found = derive(enricher, user_agent=user_agent)
+    assert (found.browser, found.os, found.device) == expected
+
+
+def test_a_flood_of_crafted_families_gives_one_name(enricher: Enricher) -> None:
+    names = set()
+    for number in range(200):
+        app = derive(enricher, user_agent=f"spam-{number:04d}/1.0 CFNetwork/1335.0.3 Darwin/21.6.0")
+        tv = derive(enricher, user_agent=f"HbbTV/1.5.1 (+DRM; Spam{'x' * (number % 40)} ; m 2019 )")
+        names |= {app.browser, tv.browser, tv.os}
+    assert names == {OTHER}
+
+
 def test_every_browser_of_the_bot_table_has_a_device_here() -> None:
     assert set(DEVICES) == set(BROWSERS)
 
@@ -82,8 +115,9 @@ def test_every_browser_of_the_bot_table_has_a_device_here() -> None:
     [
         (None, (None, None, None)),
         ("", (None, None, None)),
+        # (a crawler's hit is dropped before Kafka; were it not, its name is no browser's)
         ("Mozilla/5.0 (compatible; Googlebot/2.1; +http://www.google.com/bot.html)",
-         ("Googlebot", None, None)),
+         (OTHER, None, None)),
         ("something else entirely", (None, None, None)),
         ("Mozilla/5.0 (SMART-TV; Linux; Tizen 6.0) AppleWebKit/537.36 (KHTML, like Gecko) "
          "SamsungBrowser/4.0 Chrome/76.0.3809.146 TV Safari/537.36",

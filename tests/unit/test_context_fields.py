@@ -44,8 +44,8 @@ def refusal(raw: bytes) -> tuple[str, str | None]:
 
 
 def test_context_fields_at_their_limits_are_accepted() -> None:
-    props = {f"k{i:02d}" + "a" * 61: CJK[:85] + "a" for i in range(30)}  # 64 and 256 bytes
-    assert all(len(k.encode()) == 64 and len(v.encode()) == 256 for k, v in props.items())
+    props = {f"k{i:02d}" + "a" * 61: CJK[:42] + "aa" for i in range(10)}  # 64 and 128 bytes
+    assert all(len(k.encode()) == 64 and len(v.encode()) == 128 for k, v in props.items())
     url = "https://example.com/" + "é" * 1014  # 20 + 2,028 = 2,048 bytes
     event = decode_event(
         body(url=url, referrer=url, props=props, user_agent="x" * 1024, client_address="::1")
@@ -59,9 +59,9 @@ def test_context_fields_at_their_limits_are_accepted() -> None:
         ({"url": "https://example.com/" + "é" * 1015}, FIELD_TOO_LONG, "url"),
         ({"referrer": "a" * 2049}, FIELD_TOO_LONG, "referrer"),
         ({"referrer": "https://a/\u0000"}, "invalid_request", "referrer"),
-        ({"props": {f"k{i}": "v" for i in range(31)}}, "invalid_request", "props"),
-        ({"props": {"plan": "a" * 257}}, FIELD_TOO_LONG, "props.plan"),
-        ({"props": {"plan": CJK[:86]}}, FIELD_TOO_LONG, "props.plan"),
+        ({"props": {f"k{i}": "v" for i in range(11)}}, "invalid_request", "props"),
+        ({"props": {"plan": "a" * 129}}, FIELD_TOO_LONG, "props.plan"),
+        ({"props": {"plan": CJK[:43]}}, FIELD_TOO_LONG, "props.plan"),
         ({"props": {"k" * 65: "v"}}, FIELD_TOO_LONG, "props." + "k" * 64),
         ({"props": {"": "v"}}, "invalid_request", "props"),
         ({"props": {"plan": 3}}, "invalid_request", "props"),
@@ -167,8 +167,8 @@ def test_a_hit_becomes_a_page_view_of_its_path() -> None:
         (hit(d=CJK[:43]), FIELD_TOO_LONG, "d"),
         (hit(r="a" * 2049), FIELD_TOO_LONG, "r"),
         (hit(r=3), "invalid_request", "r"),
-        (hit(p={"plan": "a" * 257}), FIELD_TOO_LONG, "p.plan"),
-        (hit(p={str(i): "v" for i in range(31)}), "invalid_request", "p"),
+        (hit(p={"plan": "a" * 129}), FIELD_TOO_LONG, "p.plan"),
+        (hit(p={str(i): "v" for i in range(11)}), "invalid_request", "p"),
         (json.dumps({"u": "https://e.com/", "d": "s"}).encode(), "invalid_request", "n"),
         (b"{", "malformed_json", None),
         (b"[" * 10_000, "invalid_request", None),
