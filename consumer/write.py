@@ -299,6 +299,9 @@ class Writer:
             # committed while it waited (consumer/zones.py): READ COMMITTED, whatever the
             # database's default isolation says.
             await self._conn.set_isolation_level(psycopg.IsolationLevel.READ_COMMITTED)
+            # The batch statement is planned anew for each batch, and its cost estimate can
+            # cross the JIT threshold, where compiling takes longer than running it does.
+            await self._conn.execute("SET jit = off")
             await self._conn.execute(STAGING_DDL)
         return self._conn
 
