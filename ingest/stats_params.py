@@ -13,6 +13,7 @@ from typing import Literal
 import msgspec
 
 from core.calendar import next_month
+from core.events import MAX_PROP_KEY_BYTES, MAX_PROP_VALUE_BYTES
 from core.timezones import UnknownTimeZone, check_timezone
 from ingest.errors import BadRequest, InvalidText, OutOfRange, TooLong, TooManyFilters
 from ingest.stats_days import DateRange, make_range
@@ -37,7 +38,6 @@ NOT_SET = "(not set)"
 # in filters, as in Plausible. Keys and values have ingest's limits (core/events.py).
 PROPS_PREFIX = "event:props:"
 NO_VALUE = "(none)"
-MAX_PROP_KEY_BYTES = 64
 # The days a request may cover, checked after a period's arithmetic: from the Unix epoch (no
 # analytics event predates it; ingest/stats_days.py's EPOCH) to a
 # year short of 9999, which leaves room for the day after, a month ahead and a zone's offset
@@ -51,7 +51,7 @@ MAX_FILTER_BYTES: dict[str, int] = {
     "path": 2048,
     "event_type": 64,
     **{dimension: 512 for dimension in ("browser", "os", "device", "country")},
-    "props": 256,
+    "props": MAX_PROP_VALUE_BYTES,
 }
 
 _DATE_RE = re.compile(r"[0-9]{4}-[0-9]{2}-[0-9]{2}")
