@@ -297,16 +297,8 @@ def _check_utf8_sizes(event: IncomingEvent) -> None:
     encoded at all (a lone surrogate: msgspec refuses `\\ud800` today; this keeps it so)."""
     for name, limit in MAX_FIELD_BYTES:
         value: str = getattr(event, name)
-        if value.isascii():
-            continue
-        try:
-            size = len(value.encode())
-        except UnicodeEncodeError:
-            raise InvalidEvent(
-                f"`{name}` holds an unpaired UTF-16 surrogate", name, malformed=True
-            ) from None
-        if size > limit:
-            raise InvalidEvent(_too_long(name, limit, size), name, code=FIELD_TOO_LONG)
+        if not value.isascii():  # msgspec's character limit already bounds ASCII text
+            check_text(name, value, limit, nul=False)
 
 
 def _too_long(name: str, limit: int, size: int | None = None) -> str:

@@ -91,6 +91,26 @@ def _raw_params(statement: Statement, request: StatsRequest) -> dict[str, Any]:
     return params
 
 
+def _raw_counts(
+    shape: tuple[Filter, ...], head: str = "", more: str = "", tail: str = ""
+) -> sql.Composable:
+    """SELECT `head` views, events, visitors `more` FROM the range's raw events, filtered,
+    then `tail`."""
+    return sql.SQL(
+        "SELECT "
+        + head
+        + "{views}::bigint, count(*)::bigint, {visitors}"
+        + more
+        + " FROM events WHERE {range} AND {filters}"
+        + tail
+    ).format(
+        views=PAGE_VIEWS,
+        visitors=_visitors(shape),
+        range=RAW_RANGE,
+        filters=raw_filter_clause(shape),
+    )
+
+
 def raw_totals_sql(
     statement: Statement, request: StatsRequest
 ) -> tuple[sql.Composable, dict[str, Any]]:
@@ -98,18 +118,8 @@ def raw_totals_sql(
     params = _raw_params(statement, request)
     bind_raw_filters(request.filters, params)
     shape = statement_shape(request.filters)
-    return CACHE.get(
-        ("raw totals", shape),
-        lambda: sql.SQL(
-            "SELECT {views}::bigint, count(*)::bigint, {visitors}, NULL::bigint "
-            "FROM events WHERE {range} AND {filters}"
-        ).format(
-            views=PAGE_VIEWS,
-            visitors=_visitors(shape),
-            range=RAW_RANGE,
-            filters=raw_filter_clause(shape),
-        ),
-    ), params
+    compose = lambda: _raw_counts(shape, more=", NULL::bigint")  # noqa: E731
+    return CACHE.get(("raw totals", shape), compose), params
 
 
 def raw_series_sql(
@@ -121,19 +131,9 @@ def raw_series_sql(
     params["unit"] = request.interval
     bind_raw_filters(stats.filters, params)
     shape = statement_shape(stats.filters)
-    return CACHE.get(
-        ("raw series", shape),
-        lambda: sql.SQL(
-            "SELECT date_trunc(%(unit)s, event_time AT TIME ZONE %(tz)s) AS t, "
-            "{views}::bigint, count(*)::bigint, {visitors} "
-            "FROM events WHERE {range} AND {filters} GROUP BY 1 ORDER BY 1"
-        ).format(
-            views=PAGE_VIEWS,
-            visitors=_visitors(shape),
-            range=RAW_RANGE,
-            filters=raw_filter_clause(shape),
-        ),
-    ), params
+    head = "date_trunc(%(unit)s, event_time AT TIME ZONE %(tz)s) AS t, "
+    compose = lambda: _raw_counts(shape, head=head, tail=" GROUP BY 1 ORDER BY 1")  # noqa: E731
+    return CACHE.get(("raw series", shape), compose), params
 
 
 _SORTS = {"views": PAGE_VIEWS, "events": sql.SQL("count(*)")}
