@@ -6,6 +6,7 @@ for zones whose offsets are half and three-quarter hours, over days and month bo
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
 import zoneinfo
 from collections.abc import AsyncIterator, Iterator
@@ -158,6 +159,27 @@ async def pool(
 
 def client_for(app: Starlette) -> httpx.AsyncClient:
     return httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://test")
+
+
+@contextlib.asynccontextmanager
+async def stats_client(
+    database_url: str, events: list[EventRecord]
+) -> AsyncIterator[httpx.AsyncClient]:
+    """A stats client over a database holding `events`, written as the consumer writes one
+    batch, its rollups checked against a recount first."""
+    writer = Writer(database_url, "g", "events")
+    try:
+        await writer.write([to_row(e) for e in events], {0: len(events)}, {})
+    finally:
+        await writer.close()
+    assert_rollups_match_raw_rows(database_url)
+    async with (
+        AsyncConnectionPool(
+            database_url, min_size=1, max_size=2, kwargs={"autocommit": True}, open=False
+        ) as pool,
+        client_for(make_app(Settings(stats_rate_limit_per_s=0), pool)) as c,
+    ):
+        yield c
 
 
 @pytest.fixture

@@ -12,14 +12,10 @@ from typing import Any
 
 import httpx
 import pytest
-from psycopg_pool import AsyncConnectionPool
 
-from consumer.batch import to_row
-from consumer.write import Writer
 from core.events import MAX_PROP_VALUE_BYTES, EventRecord
-from ingest.settings import Settings
-from tests.integration.test_stats_api import at, client_for, get_json, make_app
-from tests.support import assert_rollups_match_raw_rows, make_record
+from tests.integration.test_stats_api import at, get_json, stats_client
+from tests.support import make_record
 
 pytestmark = pytest.mark.postgres
 
@@ -87,18 +83,7 @@ def recount(events: list[EventRecord], key: str | None, metrics: list[str]) -> l
 
 @pytest.fixture
 async def client(database_url: str) -> AsyncIterator[httpx.AsyncClient]:
-    writer = Writer(database_url, "g", "events")
-    try:
-        await writer.write([to_row(e) for e in EVENTS], {0: len(EVENTS)}, {})
-    finally:
-        await writer.close()
-    assert_rollups_match_raw_rows(database_url)
-    async with (
-        AsyncConnectionPool(
-            database_url, min_size=1, max_size=2, kwargs={"autocommit": True}, open=False
-        ) as pool,
-        client_for(make_app(Settings(stats_rate_limit_per_s=0), pool)) as c,
-    ):
+    async with stats_client(database_url, EVENTS) as c:
         yield c
 
 
