@@ -18,12 +18,41 @@ from core.timezones import UnknownTimeZone, check_timezone
 from ingest.errors import BadRequest, InvalidText, OutOfRange, TooLong, TooManyFilters
 from ingest.stats_days import DateRange, make_range
 
-Metric = Literal["views", "visitors", "events"]
+Metric = Literal[
+    "views",
+    "visitors",
+    "events",
+    "visits",
+    "bounce_rate",
+    "visit_duration",
+    "views_per_visit",
+]
 # "props": a custom property (the key is carried beside it: Filter.key, BreakdownRequest.key).
-Dimension = Literal["event_type", "path", "browser", "os", "device", "country", "props"]
+# source … exit_page: a visit's own (ingest/stats_visits.py), which no event row holds.
+Dimension = Literal[
+    "event_type",
+    "path",
+    "browser",
+    "os",
+    "device",
+    "country",
+    "props",
+    "source",
+    "referrer",
+    "utm_source",
+    "utm_medium",
+    "utm_campaign",
+    "utm_content",
+    "utm_term",
+    "entry_page",
+    "exit_page",
+]
 Interval = Literal["hour", "day"]
 
-METRICS: tuple[Metric, ...] = ("views", "visitors", "events")
+METRICS: tuple[Metric, ...] = ("views", "visitors", "events")  # the default set
+# Metrics of visits (Plausible's names), answered from the visit tables.
+VISIT_METRICS: tuple[Metric, ...] = ("visits", "bounce_rate", "visit_duration", "views_per_visit")
+ALL_METRICS: tuple[Metric, ...] = METRICS + VISIT_METRICS
 DEFAULT_PERIOD = "30d"
 MAX_RANGE_DAYS = 366
 MAX_HOURLY_RANGE_DAYS = 31
@@ -33,6 +62,21 @@ PAGE_VIEW = "page_view"
 # A hit's context (ingest/context.py), kept per day in daily_dimensions; a missing value is
 # counted, shown and filtered as NOT_SET.
 CONTEXT_DIMENSIONS: tuple[Dimension, ...] = ("browser", "os", "device", "country")
+# A visit's source, UTM values and entry and exit pages, from its first and last events: kept
+# per visit only (visits, daily_visit_dimensions), never per event.
+SESSION_DIMENSIONS: tuple[Dimension, ...] = (
+    "source",
+    "referrer",
+    "utm_source",
+    "utm_medium",
+    "utm_campaign",
+    "utm_content",
+    "utm_term",
+    "entry_page",
+    "exit_page",
+)
+# What the visit tables can filter and break down by.
+VISIT_DIMENSIONS: tuple[Dimension, ...] = SESSION_DIMENSIONS + CONTEXT_DIMENSIONS
 NOT_SET = "(not set)"
 # Custom properties (`event:props:<key>`): an event without the key has the value NO_VALUE
 # in filters, as in Plausible. Keys and values have ingest's limits (core/events.py).
@@ -52,6 +96,11 @@ MAX_FILTER_BYTES: dict[str, int] = {
     "event_type": 64,
     **{dimension: 512 for dimension in ("browser", "os", "device", "country")},
     "props": MAX_PROP_VALUE_BYTES,
+    # A page as a path; a source, referrer host or UTM value as text taken from a URL.
+    "entry_page": 2048,
+    "exit_page": 2048,
+    **{dimension: 2048 for dimension in ("source", "referrer")},
+    **{f"utm_{name}": 2048 for name in ("source", "medium", "campaign", "content", "term")},
 }
 
 _DATE_RE = re.compile(r"[0-9]{4}-[0-9]{2}-[0-9]{2}")
@@ -65,6 +114,15 @@ _DIMENSIONS: dict[str, Dimension] = {
     "visit:os": "os",
     "visit:device": "device",
     "visit:country": "country",
+    "visit:source": "source",
+    "visit:referrer": "referrer",
+    "visit:utm_source": "utm_source",
+    "visit:utm_medium": "utm_medium",
+    "visit:utm_campaign": "utm_campaign",
+    "visit:utm_content": "utm_content",
+    "visit:utm_term": "utm_term",
+    "visit:entry_page": "entry_page",
+    "visit:exit_page": "exit_page",
     "event_type": "event_type",
     "path": "path",
     "browser": "browser",
@@ -74,8 +132,16 @@ _DIMENSIONS: dict[str, Dimension] = {
 }
 _PROPERTY_NAMES = (
     "event:page, event:name, visit:browser, visit:os, visit:device, visit:country, "
-    "event:props:<key>"
+    "visit:source, visit:referrer, visit:utm_source, visit:utm_medium, visit:utm_campaign, "
+    "visit:utm_content, visit:utm_term, visit:entry_page, visit:exit_page, event:props:<key>"
 )
+# Plausible's name of each dimension, for messages.
+PROPERTY_NAME: dict[Dimension, str] = {
+    "event_type": "event:name",
+    "path": "event:page",
+    "props": "event:props",
+    **{d: f"visit:{d}" for d in VISIT_DIMENSIONS},
+}
 # A custom property filter: the key is whatever precedes the first == or !=.
 _PROPS_FILTER_RE = re.compile(r"event:props:(?P<key>.*?)(?P<op>==|!=)(?P<value>.*)", re.S)
 _ROLLING_PERIODS = {"7d": 7, "30d": 30}
@@ -226,9 +292,9 @@ def parse_metrics(params: dict[str, str], default: tuple[Metric, ...]) -> tuple[
     metrics: list[Metric] = []
     for name in raw.split(","):
         name = name.strip()
-        if name not in METRICS:
+        if name not in ALL_METRICS:
             raise BadRequest(
-                f"`metrics` may list views, visitors, events; got {name!r}", field="metrics"
+                f"`metrics` may list {', '.join(ALL_METRICS)}; got {name!r}", field="metrics"
             )
         if name not in metrics:
             metrics.append(name)
@@ -280,13 +346,73 @@ def parse_stats(
     now: dt.datetime,
     default_metrics: tuple[Metric, ...] = METRICS,
     max_days: int = MAX_RANGE_DAYS,
+    dimension: Dimension | None = None,
 ) -> StatsRequest:
-    return StatsRequest(
+    """The request, its visit metrics and filters checked (check_visits) for a breakdown by
+    `dimension`, or for totals and series when it is None."""
+    request = StatsRequest(
         site_id=parse_site(params),
         range=parse_range(params, now=now, max_days=max_days),
         metrics=parse_metrics(params, default_metrics),
         filters=parse_filters(params),
     )
+    check_visits(request, dimension)
+    return request
+
+
+def session_filtered(request: StatsRequest) -> bool:
+    """Whether a filter names a visit's own dimension (source, UTM, entry or exit page)."""
+    return any(f.dimension in SESSION_DIMENSIONS for f in request.filters)
+
+
+def visit_metrics(request: StatsRequest) -> tuple[Metric, ...]:
+    return tuple(m for m in request.metrics if m in VISIT_METRICS)
+
+
+def from_visits(request: StatsRequest, dimension: Dimension | None) -> bool:
+    """Whether every metric of the question, views and visitors included, is counted over
+    visits: a filter on a visit's own dimension, or a breakdown by one or asking a visit
+    metric. Otherwise only the visit metrics are (totals and series), or none."""
+    if session_filtered(request):
+        return True
+    return dimension is not None and (
+        dimension in SESSION_DIMENSIONS or bool(visit_metrics(request))
+    )
+
+
+def check_visits(request: StatsRequest, dimension: Dimension | None) -> None:
+    """Refuses what the visit tables cannot answer, naming the parameter: visits are kept per
+    visit (with its source, pages, device and country), not per page, event name or custom
+    property, and not with their events' count per source."""
+    asked = visit_metrics(request)
+    if not (asked or from_visits(request, dimension)):
+        return
+    if dimension is not None and dimension not in VISIT_DIMENSIONS:
+        if asked:
+            raise BadRequest(
+                f"`metrics`: {', '.join(asked)} can be broken down by visit:* properties only, "
+                f"not by {PROPERTY_NAME[dimension]}",
+                field="metrics",
+            )
+        raise BadRequest(
+            f"`filters`: a filter on a visit's source, UTM values or pages applies to visit:* "
+            f"breakdowns only, not to {PROPERTY_NAME[dimension]}",
+            field="filters",
+        )
+    for f in request.filters:
+        if f.dimension not in VISIT_DIMENSIONS:
+            raise BadRequest(
+                f"`filters`: {PROPERTY_NAME[f.dimension]} cannot be combined with visit metrics "
+                "or filters on a visit's source, UTM values or pages (visits are not kept per "
+                "page, event name or custom property); filter on visit:* properties",
+                field="filters",
+            )
+    if "events" in request.metrics and from_visits(request, dimension):
+        raise BadRequest(
+            "`metrics`: events are not counted per visit source, UTM value or page, nor in "
+            "breakdowns of visit metrics; ask views (page views) instead",
+            field="metrics",
+        )
 
 
 def parse_timeseries(params: dict[str, str], *, now: dt.datetime) -> TimeseriesRequest:
@@ -338,7 +464,9 @@ def parse_breakdown(params: dict[str, str], *, now: dt.datetime) -> BreakdownReq
     default: tuple[Metric, ...] = ("views", "visitors")
     if dimension in ("event_type", "props"):
         default = ("events", "visitors")
-    stats = parse_stats(params, now=now, default_metrics=default)
+    elif dimension in SESSION_DIMENSIONS:
+        default = ("visitors", "visits")
+    stats = parse_stats(params, now=now, default_metrics=default, dimension=dimension)
     limit = _parse_int(params, "limit", DEFAULT_BREAKDOWN_LIMIT, 1, MAX_BREAKDOWN_LIMIT)
     page = _parse_int(params, "page", 1, 1, 1_000_000)
     return BreakdownRequest(stats, dimension, limit, page, key)

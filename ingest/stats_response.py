@@ -1,14 +1,28 @@
-"""Step 5: the JSON answers of `/api/v1/stats/*`, shaped from a run's rows (ingest/stats_run.py).
-A site or range without data answers zeros."""
+"""Step 5: the JSON answers of `/api/v1/stats/*`, shaped from a run's rows (ingest/stats_run.py,
+and ingest/stats_visits_run.py for visit metrics). A site or range without data answers zeros.
+
+Visit metrics come from the visit tables, the other metrics from the event rollups, unless
+the question is counted over visits altogether (stats_params.from_visits: a filter on a
+visit's source or pages, a breakdown by one or of visit metrics): then views and visitors
+are the visits' page views and visitors too."""
 
 from __future__ import annotations
 
 import datetime as dt
 from typing import Any
 
-from ingest import stats_run
-from ingest.stats_params import BreakdownRequest, StatsRequest, TimeseriesRequest
+import msgspec
+
+from ingest import stats_run, stats_visits_run
+from ingest.stats_params import (
+    BreakdownRequest,
+    StatsRequest,
+    TimeseriesRequest,
+    from_visits,
+    visit_metrics,
+)
 from ingest.stats_run import Pool
+from ingest.stats_visits import VisitSums, visit_values
 
 Json = dict[str, Any]
 
@@ -22,9 +36,24 @@ def _envelope(request: StatsRequest) -> Json:
     }
 
 
+def _event_part(request: StatsRequest) -> StatsRequest | None:
+    """The request of the metrics the event rollups answer, if any."""
+    if from_visits(request, None):
+        return None
+    metrics = tuple(m for m in request.metrics if m not in visit_metrics(request))
+    return msgspec.structs.replace(request, metrics=metrics) if metrics else None
+
+
 async def aggregate(pool: Pool, request: StatsRequest, exact_max_rows: int) -> Json:
-    """Waits for the totals (stats_run.aggregate_values)."""
-    values, approximate = await stats_run.aggregate_values(pool, request, exact_max_rows)
+    """Waits for the totals (stats_run.aggregate_values, stats_visits_run.visit_totals)."""
+    values: dict[str, Any] = {}
+    approximate = True
+    events = _event_part(request)
+    if events is not None:
+        values, approximate = await stats_run.aggregate_values(pool, events, exact_max_rows)
+    if events is None or visit_metrics(request):
+        visits = visit_values(await stats_visits_run.visit_totals(pool, request))
+        values = {**visits, **values}
     body = _envelope(request)
     body["results"] = {m: {"value": values[m]} for m in request.metrics}
     if "visitors" in request.metrics:
@@ -47,12 +76,27 @@ def _periods(request: TimeseriesRequest) -> list[dt.datetime]:
 async def timeseries(pool: Pool, request: TimeseriesRequest) -> Json:
     """Waits for the rows; one entry per local day or hour of the range, zeros where nothing
     happened."""
-    rows, exact = await stats_run.timeseries_rows(pool, request)
-    found = {t: (views, events, visitors) for t, views, events, visitors in rows}
+    found: dict[dt.datetime, tuple[Any, Any, Any]] = {}
+    exact = False
+    events_part = _event_part(request.stats)
+    if events_part is not None:
+        events_request = msgspec.structs.replace(request, stats=events_part)
+        rows, exact = await stats_run.timeseries_rows(pool, events_request)
+        found = {t: (views, events, visitors) for t, views, events, visitors in rows}
+    visits: dict[dt.datetime, VisitSums] | None = None
+    if events_part is None or visit_metrics(request.stats):
+        visits = await stats_visits_run.visit_series(pool, request)
     results: list[Json] = []
     for t in _periods(request):
         views, events, visitors = found.get(t, (0, 0, 0))
-        values = {"views": int(views), "visitors": round(visitors), "events": int(events)}
+        values: dict[str, Any] = {
+            "views": int(views),
+            "visitors": round(visitors),
+            "events": int(events),
+        }
+        if visits is not None:
+            of_visits = visit_values(visits.get(t, _NO_VISITS))
+            values = {**of_visits, **values} if events_part is not None else of_visits
         label = t.date().isoformat() if request.interval == "day" else f"{t:%Y-%m-%d %H:%M:%S}"
         entry: Json = {"date": label}
         entry.update((m, values[m]) for m in request.stats.metrics)
@@ -65,14 +109,23 @@ async def timeseries(pool: Pool, request: TimeseriesRequest) -> Json:
     return body
 
 
+_NO_VISITS = VisitSums(0, 0, 0, 0, 0)
+
+
 async def breakdown_results(pool: Pool, request: BreakdownRequest) -> list[Json]:
     """Waits for the page's rows; one entry per value, the asked metrics only. A custom
     property's value is under "value" (a key may be named like a metric), with its "key"
     when every key is asked for."""
     results: list[Json] = []
+    if from_visits(request.stats, request.dimension):
+        for name, visit_sums in await stats_visits_run.visit_breakdown(pool, request):
+            of_visits = visit_values(visit_sums)
+            entry: Json = {request.dimension: name}
+            entry.update((m, of_visits[m]) for m in request.stats.metrics)
+            results.append(entry)
+        return results
     for *names, views, events, visitors in await stats_run.breakdown_rows(pool, request):
         values = {"views": int(views), "visitors": round(visitors or 0), "events": int(events)}
-        entry: Json
         if request.dimension != "props":
             entry = {request.dimension: names[0]}
         elif request.key is None:

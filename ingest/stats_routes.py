@@ -27,7 +27,7 @@ from starlette.responses import HTMLResponse, Response
 from starlette.routing import BaseRoute, Mount, Route
 from starlette.staticfiles import StaticFiles
 
-from ingest import stats_legacy, stats_params, stats_response
+from ingest import stats_legacy, stats_params, stats_realtime, stats_response
 from ingest.access import StatsAccess, bearer_token
 from ingest.database import DatabaseUnavailable, QueryTimedOut
 from ingest.errors import JSON_MEDIA_TYPE, ServiceUnavailable, StatsTimedOut
@@ -170,6 +170,17 @@ class StatsApi:
         body = await self._read(request, stats_response.breakdown(request.app.state.pool, parsed))
         return _json(body)
 
+    @_timed
+    async def realtime_visitors(self, request: Request) -> Response:
+        """A bare number, as Plausible answers: the visitors active in the last 5 minutes."""
+        params = self._admit(request)
+        site_id = stats_params.parse_site(params)
+        pool = request.app.state.pool
+        count = await self._read(
+            request, stats_realtime.current_visitors(pool, site_id, self._now())
+        )
+        return _json(count)
+
     async def dashboard(self, request: Request) -> Response:
         """The page itself holds no data; its script calls the API (with `#key=` if given)."""
         stats_params.parse_site(dict(request.query_params))
@@ -189,6 +200,7 @@ def stats_routes(settings: Settings, zone_requests: ZoneRequests | None = None) 
         Route("/api/v1/stats/aggregate", api.aggregate, methods=["GET"]),
         Route("/api/v1/stats/timeseries", api.timeseries, methods=["GET"]),
         Route("/api/v1/stats/breakdown", api.breakdown, methods=["GET"]),
+        Route("/api/v1/stats/realtime/visitors", api.realtime_visitors, methods=["GET"]),
         Route("/dashboard", api.dashboard, methods=["GET"]),
         Mount("/dashboard/static", StaticFiles(directory=DASHBOARD_DIR), name="dashboard"),
     ]

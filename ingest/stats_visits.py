@@ -1,0 +1,381 @@
+"""Visit questions: which visit table answers each part of a range, and the SQL. Pure.
+
+The consumer keeps visits (one row per visit, counted on the UTC day and in the 15-minute
+bucket of its start) and two rollups of them, kept by deltas as visits grow
+(consumer/migrations/0007_visits.sql). A visit question reads:
+
+- `Buckets`: quarter_hour_visits over the range's instants. Every zone in use has offsets in
+  whole quarter hours, so any local day or hour is a union of buckets and the sums (visits,
+  bounces, duration, page views) are exact in any zone; no visitors (no sketch per bucket:
+  unfiltered visitors come from the event rollups, ingest/stats_plan.py);
+- `DimensionDays`: daily_visit_dimensions rows of one dimension over whole UTC days. Each
+  visit is in exactly one value row of each dimension, so one filter (== or !=) or a
+  breakdown by that dimension reads them; the visitors' sketches are merged;
+- `VisitRows`: visits rows started inside the spans: the partial UTC days at the ends of
+  another zone's range, and every question the rollups cannot answer (two filters or more,
+  a filtered breakdown, hourly or local-day series with a filter). Like raw events, they are
+  read under the raw statements' share of the pool (ingest/stats_run.py RawReads).
+
+The metrics are Plausible's, computed from the sums (visit_values): a bounce is a visit of
+one event, a page view; bounce_rate is the percentage of bounces among visits, rounded half
+up to a whole number; visit_duration the mean of the visits' whole seconds, rounded half up;
+views_per_visit page views per visit, rounded half up to 2 decimals.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from dataclasses import dataclass
+from decimal import ROUND_HALF_UP, Decimal
+from typing import Any, Literal, NamedTuple
+
+from psycopg import sql
+
+from ingest.stats_days import Span, split, utc_days
+from ingest.stats_params import (
+    NOT_SET,
+    BreakdownRequest,
+    Dimension,
+    Filter,
+    Metric,
+    StatsRequest,
+    TimeseriesRequest,
+)
+from ingest.stats_sql import CACHE, bind_filters, statement_shape, union_all
+from ingest.stats_sql_breakdown import page_clause
+
+
+@dataclass(frozen=True)
+class Buckets:
+    """quarter_hour_visits rows whose bucket lies in [start, end)."""
+
+    start: dt.datetime
+    end: dt.datetime
+
+
+@dataclass(frozen=True)
+class DimensionDays:
+    """daily_visit_dimensions rows of `dimension`, UTC days [first, end); `filtered`: only the
+    value rows the request's one filter keeps."""
+
+    dimension: Dimension
+    first: dt.date
+    end: dt.date
+    filtered: bool = False
+
+
+@dataclass(frozen=True)
+class VisitRows:
+    """visits rows started inside the spans, the request's filters applied."""
+
+    spans: tuple[Span, ...]
+
+
+VisitPart = Buckets | DimensionDays | VisitRows
+
+
+def plan_visit_totals(request: StatsRequest) -> tuple[VisitPart, ...]:
+    """Sums over the range: buckets without filters; one filter's rows of whole UTC days
+    and visits at the edges; visits over the whole range for more filters."""
+    r = request.range
+    if not request.filters:
+        return (Buckets(r.start, r.end),)
+    pieces = split(r.start, r.end)
+    if len(request.filters) == 1 and pieces.has_days:
+        days = DimensionDays(request.filters[0].dimension, pieces.day_from, pieces.day_to, True)
+        return (days,) + ((VisitRows(pieces.edges),) if pieces.edges else ())
+    return (VisitRows(((r.start, r.end),)),)
+
+
+def plan_visit_series(request: TimeseriesRequest) -> tuple[VisitPart, ...]:
+    """Sums per local period: buckets without filters, one filter's rows for daily series of
+    UTC days, else visits over the range."""
+    stats = request.stats
+    r = stats.range
+    if not stats.filters:
+        return (Buckets(r.start, r.end),)
+    if request.interval == "day" and r.utc_aligned and len(stats.filters) == 1:
+        pieces = split(r.start, r.end)
+        return (DimensionDays(stats.filters[0].dimension, pieces.day_from, pieces.day_to, True),)
+    return (VisitRows(((r.start, r.end),)),)
+
+
+def plan_visit_breakdown(request: BreakdownRequest) -> tuple[VisitPart, ...]:
+    """A page of values: the dimension's rows of whole UTC days and visits at the edges; with
+    filters, visits over the range."""
+    r = request.stats.range
+    if request.stats.filters:
+        return (VisitRows(((r.start, r.end),)),)
+    pieces = split(r.start, r.end)
+    days = DimensionDays(request.dimension, pieces.day_from, pieces.day_to)
+    return ((days,) if pieces.has_days else ()) + (
+        (VisitRows(pieces.edges),) if pieces.edges else ()
+    )
+
+
+def reads_visit_rows(parts: tuple[VisitPart, ...]) -> bool:
+    """Whether a statement reads visits rows (and so takes a raw read's slot)."""
+    return any(isinstance(part, VisitRows) for part in parts)
+
+
+# A visit's value of each dimension, as the consumer files it in daily_visit_dimensions.
+_SOURCE = sql.SQL("coalesce(referrer_source, referrer_host, {})").format(sql.Literal(NOT_SET))
+
+
+def visit_column(dimension: Dimension) -> sql.Composable:
+    """The value of `dimension` in a visits row; a missing one is NOT_SET."""
+    if dimension == "source":
+        return _SOURCE
+    if dimension == "referrer":
+        return sql.SQL("coalesce(referrer_host, {})").format(sql.Literal(NOT_SET))
+    if dimension in ("entry_page", "exit_page"):
+        return sql.Identifier(dimension)
+    return sql.SQL("coalesce({}, {})").format(sql.Identifier(dimension), sql.Literal(NOT_SET))
+
+
+def _visit_filters(filters: tuple[Filter, ...]) -> sql.Composable:
+    clauses: list[sql.Composable] = [sql.SQL("TRUE")]
+    for i, f in enumerate(filters):
+        op = sql.SQL("<>" if f.negated else "=")
+        clauses.append(
+            sql.SQL("{} {} {}").format(visit_column(f.dimension), op, sql.Placeholder(f"f{i}"))
+        )
+    return sql.SQL(" AND ").join(clauses)
+
+
+Lead = Literal["none", "period", "value"]
+
+# Sums of a visits row set: visits, bounces, whole seconds, page views, visitors' sketch.
+_VISIT_SUMS = sql.SQL(
+    "count(*), count(*) FILTER (WHERE events = 1 AND page_views = 1), "
+    "coalesce(sum(floor(extract(epoch FROM last_at - started_at))), 0), sum(page_views), "
+    "hll_add_agg(hll_hash_text(visitor))"
+)
+_ROLLUP_SUMS = sql.SQL("visits, bounces, duration, page_views")
+
+
+def _ph(p: str, name: str) -> sql.Placeholder:
+    return sql.Placeholder(p + name)
+
+
+def _visit_spans(spans: tuple[Span, ...], p: str) -> sql.Composable:
+    """Visits started inside the spans, also bounded by their UTC day (visits_by_day)."""
+    clauses = [
+        sql.SQL("(day >= {da} AND day <= {db} AND started_at >= {a} AND started_at < {b})").format(
+            da=_ph(p, f"d{i}a"), db=_ph(p, f"d{i}b"), a=_ph(p, f"a{i}"), b=_ph(p, f"b{i}")
+        )
+        for i in range(len(spans))
+    ]
+    return sql.SQL("({})").format(sql.SQL(" OR ").join(clauses))
+
+
+def part_rows(
+    part: VisitPart, p: str, lead: Lead, dimension: Dimension | None, filters: tuple[Filter, ...]
+) -> sql.Composable:
+    """One part's rows: (lead,) visits, bounces, duration, page_views, visitors' sketch (NULL
+    from buckets). `lead` is nothing, the local period (%(unit)s in %(tz)s) or the value of
+    `dimension`."""
+    if isinstance(part, Buckets):
+        head = {
+            "none": sql.SQL(""),
+            "period": sql.SQL("date_trunc(%(unit)s, bucket AT TIME ZONE %(tz)s), "),
+            "value": sql.SQL("NULL::text, "),  # never planned: no dimension per bucket
+        }[lead]
+        return sql.SQL(
+            "SELECT {head}{sums}, NULL::hll FROM quarter_hour_visits "
+            "WHERE site_id = %(site)s AND bucket >= {a} AND bucket < {b}"
+        ).format(head=head, sums=_ROLLUP_SUMS, a=_ph(p, "first"), b=_ph(p, "end"))
+    if isinstance(part, DimensionDays):
+        head = {
+            "none": sql.SQL(""),
+            "period": sql.SQL("day::timestamp, "),
+            "value": sql.SQL("value, "),
+        }[lead]
+        value: sql.Composable = sql.SQL("TRUE")
+        if part.filtered:
+            [f] = filters
+            value = sql.SQL("value {} %(f0)s").format(sql.SQL("<>" if f.negated else "="))
+        return sql.SQL(
+            "SELECT {head}{sums}, visitors FROM daily_visit_dimensions "
+            "WHERE site_id = %(site)s AND dimension = {dim} AND day >= {a} AND day < {b} "
+            "AND {value}"
+        ).format(
+            head=head,
+            sums=_ROLLUP_SUMS,
+            dim=_ph(p, "dimension"),
+            a=_ph(p, "first"),
+            b=_ph(p, "end"),
+            value=value,
+        )
+    if lead == "period":
+        key: sql.Composable = sql.SQL("date_trunc(%(unit)s, started_at AT TIME ZONE %(tz)s)")
+    elif lead == "value":
+        assert dimension is not None
+        key = visit_column(dimension)
+    query = sql.SQL(
+        "SELECT {head}{sums} FROM visits WHERE site_id = %(site)s AND {spans} AND {filters}"
+    ).format(
+        head=sql.SQL("") if lead == "none" else sql.SQL("{}, ").format(key),
+        sums=_VISIT_SUMS,
+        spans=_visit_spans(part.spans, p),
+        filters=_visit_filters(filters),
+    )
+    return query if lead == "none" else sql.SQL("{} GROUP BY 1").format(query)
+
+
+def bind_parts(parts: tuple[VisitPart, ...], params: dict[str, Any]) -> None:
+    """The values of each part's placeholders, prefixed p0_, p1_…"""
+    for i, part in enumerate(parts):
+        p = f"p{i}_"
+        if isinstance(part, Buckets):
+            params[p + "first"], params[p + "end"] = part.start, part.end
+        elif isinstance(part, DimensionDays):
+            params.update({p + "first": part.first, p + "end": part.end})
+            params[p + "dimension"] = part.dimension
+        else:
+            for j, (a, b) in enumerate(part.spans):
+                params[f"{p}a{j}"], params[f"{p}b{j}"] = a, b
+                params[f"{p}d{j}a"], params[f"{p}d{j}b"] = utc_days(a, b)
+
+
+def _shape(parts: tuple[VisitPart, ...]) -> tuple[Any, ...]:
+    return tuple(
+        (type(part).__name__, len(part.spans) if isinstance(part, VisitRows) else 0)
+        + ((part.filtered,) if isinstance(part, DimensionDays) else ())
+        for part in parts
+    )
+
+
+_SUMMED = sql.SQL(
+    "coalesce(sum(visits), 0)::bigint, coalesce(sum(bounces), 0)::bigint, "
+    "coalesce(sum(duration), 0)::bigint, coalesce(sum(page_views), 0)::bigint, "
+    "coalesce(hll_cardinality(hll_union_agg(visitors)), 0)"
+)
+_COLUMNS = "visits, bounces, duration, page_views, visitors"
+
+
+def _params(request: StatsRequest, parts: tuple[VisitPart, ...]) -> dict[str, Any]:
+    params: dict[str, Any] = {"site": request.site_id, "tz": request.range.timezone}
+    bind_parts(parts, params)
+    bind_filters(request.filters, params)
+    return params
+
+
+def _rows(
+    parts: tuple[VisitPart, ...],
+    lead: Lead,
+    dimension: Dimension | None,
+    filters: tuple[Filter, ...],
+) -> sql.Composable:
+    return union_all(
+        [part_rows(part, f"p{i}_", lead, dimension, filters) for i, part in enumerate(parts)]
+    )
+
+
+def visit_totals_sql(
+    request: StatsRequest, parts: tuple[VisitPart, ...]
+) -> tuple[sql.Composable, dict[str, Any]]:
+    """One row: visits, bounces, duration, page views, visitors (0 without a sketch)."""
+    shape = statement_shape(request.filters)
+    key = ("visit totals", _shape(parts), shape)
+    compose = lambda: sql.SQL("SELECT {} FROM ({}) r ({})").format(  # noqa: E731
+        _SUMMED, _rows(parts, "none", None, shape), sql.SQL(_COLUMNS)
+    )
+    return CACHE.get(key, compose), _params(request, parts)
+
+
+def visit_series_sql(
+    request: TimeseriesRequest, parts: tuple[VisitPart, ...]
+) -> tuple[sql.Composable, dict[str, Any]]:
+    """Rows (local period start, visits, bounces, duration, page views, visitors), in order."""
+    stats = request.stats
+    shape = statement_shape(stats.filters)
+    key = ("visit series", _shape(parts), shape)
+    compose = lambda: sql.SQL(  # noqa: E731
+        "SELECT t, {} FROM ({}) r (t, {}) GROUP BY t ORDER BY t"
+    ).format(_SUMMED, _rows(parts, "period", None, shape), sql.SQL(_COLUMNS))
+    params = _params(stats, parts)
+    params["unit"] = request.interval
+    return CACHE.get(key, compose), params
+
+
+# The sort of a visit breakdown by each metric, computed as visit_values rounds it
+# (numeric round() is half away from zero: half up for these non-negative values).
+_SORTS: dict[Metric, sql.Composable] = {
+    "visitors": sql.SQL("coalesce(hll_cardinality(hll_union_agg(visitors)), 0)"),
+    "visits": sql.SQL("sum(visits)"),
+    "views": sql.SQL("sum(page_views)"),
+    "bounce_rate": sql.SQL("round(100 * sum(bounces)::numeric / nullif(sum(visits), 0))"),
+    "visit_duration": sql.SQL("round(sum(duration)::numeric / nullif(sum(visits), 0))"),
+    "views_per_visit": sql.SQL("round(sum(page_views)::numeric / nullif(sum(visits), 0), 2)"),
+}
+
+
+def visit_breakdown_sql(
+    request: BreakdownRequest, parts: tuple[VisitPart, ...]
+) -> tuple[sql.Composable, dict[str, Any]]:
+    """Rows (value, visits, bounces, duration, page views, visitors) of one page, by the first
+    metric (most first, ties by value ascending); values without visits are left out."""
+    stats = request.stats
+    shape = statement_shape(stats.filters)
+    sort = stats.metrics[0]
+    first_page = request.page == 1
+
+    def compose() -> sql.Composable:
+        return sql.SQL(
+            "SELECT value, {sums} FROM ({rows}) r (value, {columns}) GROUP BY value "
+            "HAVING sum(visits) > 0 ORDER BY {sort} DESC, value {page}"
+        ).format(
+            sums=_SUMMED,
+            rows=_rows(parts, "value", request.dimension, shape),
+            columns=sql.SQL(_COLUMNS),
+            sort=_SORTS[sort],
+            page=page_clause(request.limit, first_page),
+        )
+
+    key = (
+        "visit breakdown",
+        _shape(parts),
+        request.dimension,
+        sort,
+        shape,
+        request.limit,
+        first_page,
+    )
+    params = _params(stats, parts)
+    params["offset"] = request.limit * (request.page - 1)
+    return CACHE.get(key, compose), params
+
+
+class VisitSums(NamedTuple):
+    visits: int
+    bounces: int
+    duration: int
+    page_views: int
+    visitors: float
+
+
+def _half_up(numerator: int, denominator: int, places: int = 0) -> Decimal:
+    if denominator <= 0:
+        return Decimal(0)
+    exact = Decimal(numerator) / Decimal(denominator)
+    return exact.quantize(Decimal(1).scaleb(-places), rounding=ROUND_HALF_UP)
+
+
+def visit_values(sums: VisitSums) -> dict[str, int | float]:
+    """Every metric a visit question may ask, from the sums of its visits (0 without
+    visits)."""
+    visits, bounces, duration, page_views, visitors = sums
+    return {
+        "visits": int(visits),
+        "bounce_rate": int(_half_up(100 * bounces, visits)),
+        "visit_duration": int(_half_up(duration, visits)),
+        "views_per_visit": float(_half_up(page_views, visits, 2)),
+        "views": int(page_views),
+        "visitors": round(visitors or 0),
+    }
+
+
+def sums(row: tuple[Any, ...]) -> VisitSums:
+    visits, bounces, duration, page_views, visitors = row
+    return VisitSums(int(visits), int(bounces), int(duration), int(page_views), visitors or 0)
