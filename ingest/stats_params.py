@@ -349,13 +349,18 @@ def parse_stats(
     dimension: Dimension | None = None,
 ) -> StatsRequest:
     """The request, its visit metrics and filters checked (check_visits) for a breakdown by
-    `dimension`, or for totals and series when it is None."""
+    `dimension`, or for totals and series when it is None. A question counted over visits
+    (from_visits) asked without `metrics` gets the defaults but events."""
     request = StatsRequest(
         site_id=parse_site(params),
         range=parse_range(params, now=now, max_days=max_days),
         metrics=parse_metrics(params, default_metrics),
         filters=parse_filters(params),
     )
+    if not params.get("metrics") and from_visits(request, dimension):
+        # No events count per visit: the default set leaves them out rather than refuse.
+        metrics = tuple(m for m in request.metrics if m != "events")
+        request = msgspec.structs.replace(request, metrics=metrics)
     check_visits(request, dimension)
     return request
 

@@ -1,0 +1,195 @@
+"""Visit questions without a database: what is accepted or refused, which visit table answers
+each part of a range, the SQL's bound values, and how the metrics are rounded."""
+
+from __future__ import annotations
+
+import datetime as dt
+
+import pytest
+
+from ingest import stats_visits
+from ingest.errors import BadRequest
+from ingest.stats_params import from_visits, parse_breakdown, parse_stats, parse_timeseries
+from ingest.stats_visits import Buckets, DimensionDays, VisitRows, VisitSums, visit_values
+
+NOW = dt.datetime(2025, 11, 20, 12, 0, tzinfo=dt.UTC)
+D = dt.date
+
+
+def utc(text: str) -> dt.datetime:
+    return dt.datetime.fromisoformat(text).replace(tzinfo=dt.UTC)
+
+
+def params(**more: str) -> dict[str, str]:
+    return {"site_id": "s", "period": "custom", "date": "2025-11-11,2025-11-13", **more}
+
+
+def test_visit_properties_parse_to_their_dimensions() -> None:
+    for name in ("source", "referrer", "utm_medium", "utm_term", "entry_page", "exit_page"):
+        request = parse_breakdown(params(property=f"visit:{name}"), now=NOW)
+        assert request.dimension == name
+        assert request.stats.metrics == ("visitors", "visits")  # the default
+        assert from_visits(request.stats, request.dimension)
+    request = parse_stats(params(filters="visit:utm_campaign!=spring"), now=NOW)
+    assert [(f.dimension, f.negated, f.value) for f in request.filters] == [
+        ("utm_campaign", True, "spring")
+    ]
+
+
+def test_context_breakdowns_are_read_from_visits_only_when_a_visit_metric_is_asked() -> None:
+    plain = parse_breakdown(params(property="visit:browser"), now=NOW)
+    assert not from_visits(plain.stats, plain.dimension)
+    visits = parse_breakdown(params(property="visit:browser", metrics="visits,visitors"), now=NOW)
+    assert from_visits(visits.stats, visits.dimension)
+
+
+def test_visit_metrics_beside_event_metrics_keep_the_event_rollups_for_the_others() -> None:
+    request = parse_stats(params(metrics="views,visits,bounce_rate"), now=NOW)
+    assert request.metrics == ("views", "visits", "bounce_rate")
+    assert not from_visits(request, None)
+    filtered = parse_stats(params(metrics="views,visits", filters="visit:source==Google"), now=NOW)
+    assert from_visits(filtered, None)  # views are the matching visits' page views
+
+
+@pytest.mark.parametrize(
+    ("query", "field", "named"),
+    [
+        ({"metrics": "visits", "filters": "event:page==/a"}, "filters", "event:page"),
+        ({"metrics": "bounce_rate", "filters": "event:name==x"}, "filters", "event:name"),
+        ({"filters": "visit:source==Google;event:props:k==v"}, "filters", "event:props"),
+        ({"metrics": "events", "filters": "visit:entry_page==/"}, "metrics", "events"),
+        ({"metrics": "visits,sessions"}, "metrics", "views_per_visit"),
+    ],
+)
+def test_what_visits_cannot_answer_names_the_parameter(
+    query: dict[str, str], field: str, named: str
+) -> None:
+    with pytest.raises(BadRequest) as raised:
+        parse_stats(params(**query), now=NOW)
+    assert raised.value.field == field and named in str(raised.value)
+
+
+@pytest.mark.parametrize(
+    ("query", "field", "named"),
+    [
+        ({"property": "event:page", "metrics": "visits"}, "metrics", "event:page"),
+        ({"property": "event:props:k", "metrics": "visit_duration"}, "metrics", "event:props"),
+        ({"property": "event:name", "filters": "visit:utm_source==x"}, "filters", "event:name"),
+        ({"property": "visit:source", "metrics": "visits,events"}, "metrics", "events"),
+        ({"property": "visit:os", "metrics": "visits", "filters": "event:page==/"}, "filters",
+         "event:page"),
+        ({"property": "visit:campaign"}, "property", "visit:utm_campaign"),
+    ],
+)  # fmt: skip
+def test_what_a_visit_breakdown_cannot_answer_names_the_parameter(
+    query: dict[str, str], field: str, named: str
+) -> None:
+    with pytest.raises(BadRequest) as raised:
+        parse_breakdown(params(**query), now=NOW)
+    assert raised.value.field == field and named in str(raised.value)
+
+
+def test_a_filter_value_of_a_visit_dimension_has_a_byte_limit() -> None:
+    with pytest.raises(BadRequest) as raised:
+        parse_stats(params(filters="visit:entry_page==/" + "x" * 2048), now=NOW)
+    assert raised.value.field == "filters" and raised.value.code == "too_long"
+
+
+def test_unfiltered_visit_totals_read_15_minute_buckets_in_any_zone() -> None:
+    request = parse_stats(params(metrics="visits", timezone="Asia/Kolkata"), now=NOW)
+    assert stats_visits.plan_visit_totals(request) == (
+        Buckets(utc("2025-11-10 18:30"), utc("2025-11-13 18:30")),
+    )
+
+
+def test_one_visit_filter_reads_its_dimension_rows_of_whole_utc_days_and_visits_at_the_edges() -> (
+    None
+):
+    request = parse_stats(
+        params(metrics="visits", timezone="Asia/Kolkata", filters="visit:source!=Google"), now=NOW
+    )
+    parts = stats_visits.plan_visit_totals(request)
+    assert parts == (
+        DimensionDays("source", D(2025, 11, 11), D(2025, 11, 13), filtered=True),
+        VisitRows(
+            (
+                (utc("2025-11-10 18:30"), utc("2025-11-11 00:00")),
+                (utc("2025-11-13 00:00"), utc("2025-11-13 18:30")),
+            )
+        ),
+    )
+    assert stats_visits.reads_visit_rows(parts)
+    query, bound = stats_visits.visit_totals_sql(request, parts)
+    text = query.as_string(None)
+    assert "Google" not in text and bound["f0"] == "Google"  # values are bound
+    assert "value <> %(f0)s" in text and bound["p0_dimension"] == "source"
+    assert "coalesce(referrer_source, referrer_host, '(not set)') <> %(f0)s" in text
+
+
+def test_a_utc_range_with_one_filter_reads_no_visits_rows() -> None:
+    request = parse_stats(params(metrics="visits", filters="visit:exit_page==/a"), now=NOW)
+    parts = stats_visits.plan_visit_totals(request)
+    assert parts == (DimensionDays("exit_page", D(2025, 11, 11), D(2025, 11, 14), filtered=True),)
+    assert not stats_visits.reads_visit_rows(parts)
+
+
+def test_two_filters_read_visits_over_the_whole_range() -> None:
+    request = parse_stats(
+        params(metrics="visits", filters="visit:source==Google;visit:device==mobile"), now=NOW
+    )
+    assert stats_visits.plan_visit_totals(request) == (
+        VisitRows(((utc("2025-11-11 00:00"), utc("2025-11-14 00:00")),)),
+    )
+
+
+def test_series_read_buckets_unfiltered_and_dimension_days_only_for_utc_days() -> None:
+    daily = parse_timeseries(params(metrics="visits", filters="visit:os==iOS"), now=NOW)
+    assert stats_visits.plan_visit_series(daily) == (
+        DimensionDays("os", D(2025, 11, 11), D(2025, 11, 14), filtered=True),
+    )
+    hourly = parse_timeseries(
+        params(metrics="visits", filters="visit:os==iOS", interval="hour"), now=NOW
+    )
+    assert stats_visits.plan_visit_series(hourly) == (
+        VisitRows(((utc("2025-11-11 00:00"), utc("2025-11-14 00:00")),)),
+    )
+    unfiltered = parse_timeseries(params(metrics="visits", timezone="America/New_York"), now=NOW)
+    assert stats_visits.plan_visit_series(unfiltered) == (
+        Buckets(utc("2025-11-11 05:00"), utc("2025-11-14 05:00")),
+    )
+
+
+def test_a_breakdown_reads_its_dimension_rows_and_edges_or_with_filters_visits() -> None:
+    request = parse_breakdown(params(property="visit:utm_medium", timezone="Asia/Kolkata"), now=NOW)
+    parts = stats_visits.plan_visit_breakdown(request)
+    assert parts[0] == DimensionDays("utm_medium", D(2025, 11, 11), D(2025, 11, 13))
+    assert isinstance(parts[1], VisitRows) and len(parts[1].spans) == 2
+    query, _ = stats_visits.visit_breakdown_sql(request, parts)
+    text = query.as_string(None)
+    assert "ORDER BY coalesce(hll_cardinality(hll_union_agg(visitors)), 0) DESC" in text
+    assert "LIMIT 100" in text and "OFFSET" not in text
+    filtered = parse_breakdown(
+        params(property="visit:utm_medium", filters="visit:country==NL"), now=NOW
+    )
+    assert stats_visits.plan_visit_breakdown(filtered) == (
+        VisitRows(((utc("2025-11-11 00:00"), utc("2025-11-14 00:00")),)),
+    )
+
+
+def test_metrics_round_half_up_as_plausible_does() -> None:
+    values = visit_values(VisitSums(visits=8, bounces=1, duration=20, page_views=5, visitors=3.0))
+    assert values == {
+        "visits": 8,
+        "bounce_rate": 13,  # 12.5 %
+        "visit_duration": 3,  # 2.5 s
+        "views_per_visit": 0.63,  # 0.625
+        "views": 5,
+        "visitors": 3,
+    }
+    none = visit_values(VisitSums(0, 0, 0, 0, 0))
+    assert none["bounce_rate"] == none["visit_duration"] == 0 and none["views_per_visit"] == 0.0
+
+
+def test_a_visit_filter_without_metrics_gets_the_defaults_but_events() -> None:
+    request = parse_stats(params(filters="visit:source==Google"), now=NOW)
+    assert request.metrics == ("views", "visitors")
