@@ -1,6 +1,8 @@
-// The dashboard: totals, a page-view chart (inline SVG), top paths, devices, browsers, OSes,
-// countries and custom events for one site, read from
-// /api/v1/stats/* and refreshed periodically. Clicking a custom event shows its custom
+// The dashboard: the top line (visitors, visits, page views, views per visit, bounce rate,
+// visit duration, events), a page-view chart (inline SVG), top sources (with UTM tabs), pages
+// (with entry and exit tabs), devices, browsers, OSes, countries and custom events for one
+// site, read from /api/v1/stats/* and refreshed periodically, and the current visitors
+// (/api/v1/stats/realtime/visitors) every REALTIME_MS. Clicking a custom event shows its custom
 // properties: one breakdown over every key (property=event:props) of that event's events. A read key, if the site needs one, is taken
 // from the page's fragment (#key=...), which browsers never send to the server.
 "use strict";
@@ -10,6 +12,8 @@ const siteId = params.get("site_id") || "";
 const readKey = new URLSearchParams(location.hash.slice(1)).get("key");
 const refreshMs = 1000 * (Number(document.body.dataset.refreshS) || 10);
 const SVG_NS = "http://www.w3.org/2000/svg";
+// Plausible refreshes its realtime count about this often.
+const REALTIME_MS = 10_000;
 
 const $ = (id) => document.getElementById(id);
 
@@ -25,8 +29,8 @@ function query() {
   return q;
 }
 
-async function api(path, extra) {
-  const q = query();
+async function api(path, extra, base) {
+  const q = base || query();
   for (const [k, v] of Object.entries(extra || {})) q.set(k, v);
   const headers = readKey ? { Authorization: `Bearer ${readKey}` } : {};
   const response = await fetch(`/api/v1/stats/${path}?${q}`, { headers });
@@ -37,12 +41,33 @@ async function api(path, extra) {
 
 const number = new Intl.NumberFormat("en-US");
 
+// Seconds as Plausible shows a visit's duration: "45s", "3m 05s", "1h 02m 03s".
+function duration(seconds) {
+  const h = Math.floor(seconds / 3600), m = Math.floor((seconds % 3600) / 60), s = seconds % 60;
+  const two = (n) => String(n).padStart(2, "0");
+  if (h) return `${h}h ${two(m)}m ${two(s)}s`;
+  return m ? `${m}m ${two(s)}s` : `${s}s`;
+}
+
+const FORMATS = {
+  bounce_rate: (v) => `${v}%`,
+  visit_duration: duration,
+};
+
+function format(metric, value) {
+  return (FORMATS[metric] || number.format)(value);
+}
+
 function showTotals(aggregate) {
   const r = aggregate.results;
   $("total-views").textContent = number.format(r.views.value);
   const approx = aggregate.visitors_approximate && r.visitors.value > 0 ? "≈" : "";
   $("total-visitors").textContent = approx + number.format(r.visitors.value);
   $("total-events").textContent = number.format(r.events.value);
+  $("total-visits").textContent = number.format(r.visits.value);
+  $("total-views-per-visit").textContent = number.format(r.views_per_visit.value);
+  $("total-bounce-rate").textContent = format("bounce_rate", r.bounce_rate.value);
+  $("total-visit-duration").textContent = format("visit_duration", r.visit_duration.value);
 }
 
 function svg(tag, attrs, text) {
@@ -82,7 +107,7 @@ function showTable(id, breakdown, keys, metrics) {
   const names = [].concat(keys);
   const rows = breakdown.results.map((r) => {
     const tr = document.createElement("tr");
-    for (const value of [...names.map((k) => r[k]), ...metrics.map((m) => number.format(r[m]))]) {
+    for (const value of [...names.map((k) => r[k]), ...metrics.map((m) => format(m, r[m]))]) {
       const td = document.createElement("td");
       td.textContent = value;
       tr.appendChild(td);
@@ -150,14 +175,51 @@ const CONTEXT_TABLES = [
   ["countries", "visit:country", "country"],
 ];
 
+// The tabs of the tabbed panels: table id -> [property, result key, metrics].
+const TABS = {
+  "sources": ["visit:source", "source", ["visitors", "visits", "bounce_rate"]],
+  "utm-medium": ["visit:utm_medium", "utm_medium", ["visitors", "visits", "bounce_rate"]],
+  "utm-source": ["visit:utm_source", "utm_source", ["visitors", "visits", "bounce_rate"]],
+  "utm-campaign": ["visit:utm_campaign", "utm_campaign", ["visitors", "visits", "bounce_rate"]],
+  "top-paths": ["event:page", "path", ["views", "visitors"]],
+  "entry-pages": ["visit:entry_page", "entry_page", ["visitors", "visits"]],
+  "exit-pages": ["visit:exit_page", "exit_page", ["visitors", "visits"]],
+};
+// The tab shown in each panel; only its breakdown is asked for.
+const shownTab = { sources: "sources", pages: "top-paths" };
+
+async function tabBreakdown(tab) {
+  const [property, , metrics] = TABS[tab];
+  return [tab, await api("breakdown", { property, metrics: metrics.join(","), limit: "10" })];
+}
+
+function showTab([tab, breakdown]) {
+  const [, key, metrics] = TABS[tab];
+  showTable(tab, breakdown, key, metrics);
+}
+
+function selectTab(panel, tab) {
+  shownTab[panel.dataset.panel] = tab;
+  for (const button of panel.querySelectorAll("[data-tab]")) {
+    const chosen = button.dataset.tab === tab;
+    button.setAttribute("aria-selected", String(chosen));
+    $(button.dataset.tab).hidden = !chosen;
+  }
+  tabBreakdown(tab).then(showTab, (error) => {
+    $("status").textContent = `Could not load stats: ${error.message}`;
+  });
+}
+
 async function refresh() {
   try {
     const interval = $("period").value === "day" ? "hour" : "day";
     const top10 = { metrics: "views,visitors", limit: "10" };
-    const [aggregate, series, top, custom, properties, ...context] = await Promise.all([
-      api("aggregate", { metrics: "views,visitors,events" }),
+    const totals = "visitors,visits,views,views_per_visit,bounce_rate,visit_duration,events";
+    const [aggregate, series, sources, pages, custom, properties, ...context] = await Promise.all([
+      api("aggregate", { metrics: totals }),
       api("timeseries", { interval, metrics: "views" }),
-      api("breakdown", { property: "event:page", ...top10 }),
+      tabBreakdown(shownTab.sources),
+      tabBreakdown(shownTab.pages),
       api("breakdown", { property: "event:name", filters: "event:name!=page_view",
                          metrics: "events,visitors", limit: "10" }),
       eventProperties(),
@@ -165,7 +227,8 @@ async function refresh() {
     ]);
     showTotals(aggregate);
     drawChart(series);
-    showTable("top-paths", top, "path", ["views", "visitors"]);
+    showTab(sources);
+    showTab(pages);
     showCustomEvents(custom);
     showProperties(properties);
     CONTEXT_TABLES.forEach(([id, , key], i) => showTable(id, context[i], key, ["views", "visitors"]));
@@ -174,6 +237,17 @@ async function refresh() {
     document.body.dataset.loaded = "true";
   } catch (error) {
     $("status").textContent = `Could not load stats: ${error.message}`;
+  }
+}
+
+async function refreshRealtime() {
+  try {
+    const count = await api("realtime/visitors", {}, new URLSearchParams({ site_id: siteId }));
+    $("current-visitors").textContent = number.format(count);
+    $("current-visitors-noun").textContent = count === 1 ? "visitor" : "visitors";
+    $("realtime").dataset.loaded = "true";
+  } catch (error) {
+    $("current-visitors").textContent = "–";
   }
 }
 
@@ -186,8 +260,15 @@ function start() {
     event.preventDefault();
     refresh();
   });
+  for (const panel of document.querySelectorAll(".tabbed")) {
+    for (const button of panel.querySelectorAll("[data-tab]")) {
+      button.addEventListener("click", () => selectTab(panel, button.dataset.tab));
+    }
+  }
   refresh();
   setInterval(refresh, refreshMs);
+  refreshRealtime();
+  setInterval(refreshRealtime, REALTIME_MS);
 }
 
 start();

@@ -1,5 +1,6 @@
-"""The dashboard in a real headless Chromium: totals, the chart and top paths appear, and
-they follow new events. Saves test-artifacts/dashboard.png.
+"""The dashboard in a real headless Chromium: the top line, the chart, top paths, sources
+with their UTM tabs, entry and exit pages and the current visitors appear, and they follow
+new events. Saves test-artifacts/dashboard.png.
 
 Chromium is Debian's package (services/chromium.sh install, run by `make test`); Playwright
 drives it through its executable path.
@@ -11,6 +12,7 @@ import datetime as dt
 import os
 from collections.abc import AsyncIterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 from playwright.async_api import Browser, async_playwright
@@ -18,6 +20,7 @@ from playwright.async_api import Browser, async_playwright
 from consumer.batch import to_row
 from consumer.write import Writer
 from ingest.settings import Settings
+from tests.integration.test_stats_visits import CPC, GOOGLE, HN, MAIL, Visit, seed_visits
 from tests.processes import ROOT, start_api
 from tests.support import make_record
 
@@ -77,6 +80,36 @@ async def write_views(database_url: str, views: list[tuple[str, str, str]], offs
         await writer.close()
 
 
+def utc(text: str) -> dt.datetime:
+    return dt.datetime.fromisoformat(text).replace(tzinfo=dt.UTC)
+
+
+def dashboard_visits(now: dt.datetime) -> list[Visit]:
+    """Four visits in November 2025 (two bounces; 300 + 0 + 90 + 0 s; 7 page views), and two
+    visitors active a minute ago."""
+    return [
+        Visit("u1", utc("2025-11-03 10:00"), utc("2025-11-03 10:05"), "/", "/pricing", 3, 3,
+              site_id=SITE, **GOOGLE),
+        Visit("u2", utc("2025-11-04 11:00"), utc("2025-11-04 11:00"), "/blog", "/blog", 1, 1,
+              site_id=SITE, **GOOGLE, **CPC),
+        Visit("u3", utc("2025-11-05 12:00"), utc("2025-11-05 12:01:30"), "/", "/docs", 2, 2,
+              site_id=SITE, **MAIL),
+        Visit("u4", utc("2025-11-06 09:00"), utc("2025-11-06 09:00"), "/", "/", 1, 1,
+              site_id=SITE, **HN),
+        Visit("r1", now - dt.timedelta(minutes=2), now - dt.timedelta(minutes=1), "/", "/", 2, 2,
+              site_id=SITE),
+        Visit("r2", now - dt.timedelta(minutes=3), now - dt.timedelta(seconds=30), "/", "/", 1, 1,
+              site_id=SITE),
+    ]  # fmt: skip
+
+
+async def rows_of(page: Any, table: str) -> list[list[str]]:
+    return [
+        await row.locator("td").all_text_contents()
+        for row in await page.locator(f"#{table} tbody tr").all()
+    ]
+
+
 async def test_dashboard_shows_totals_chart_and_top_paths(
     browser: Browser,
     api_settings: Settings,
@@ -92,6 +125,7 @@ async def test_dashboard_shows_totals_chart_and_top_paths(
         if (day + hour) % 4
     ]
     await write_views(database_url, views, 0)
+    seed_visits(database_url, dashboard_visits(dt.datetime.now(dt.UTC)))
     monkeypatch.setenv("DASHBOARD_REFRESH_S", "1")
     api, base_url = start_api(api_settings, tmp_path)
     try:
@@ -123,6 +157,36 @@ async def test_dashboard_shows_totals_chart_and_top_paths(
         countries = await page.locator("#countries tbody td:first-child").all_text_contents()
         assert sorted(countries) == ["DE", "NL"]
         assert await page.locator("#custom-events tbody tr").count() == 0  # page views only
+
+        # The visits' top line: 4 visits, 2 bounces, 97.5 s on average, 7 page views.
+        assert await page.text_content("#total-visits") == "4"
+        assert await page.text_content("#total-bounce-rate") == "50%"
+        assert await page.text_content("#total-visit-duration") == "1m 38s"
+        assert await page.text_content("#total-views-per-visit") == "1.75"
+        assert await rows_of(page, "sources") == [
+            ["Google", "2", "2", "50%"],
+            ["(not set)", "1", "1", "0%"],
+            ["Hacker News", "1", "1", "100%"],
+        ]
+        await page.click("[data-tab=utm-medium]")
+        await page.wait_for_selector("#utm-medium:not([hidden]) tbody tr")
+        assert await page.locator("#sources").is_hidden()
+        assert await rows_of(page, "utm-medium") == [
+            ["(not set)", "2", "2", "50%"],
+            ["cpc", "1", "1", "100%"],
+            ["email", "1", "1", "0%"],
+        ]
+        await page.click("[data-tab=entry-pages]")
+        await page.wait_for_selector("#entry-pages:not([hidden]) tbody tr")
+        assert await page.locator("#top-paths").is_hidden()
+        assert await rows_of(page, "entry-pages") == [["/", "3", "3"], ["/blog", "1", "1"]]
+        await page.click("[data-tab=exit-pages]")
+        await page.wait_for_selector("#exit-pages:not([hidden]) tbody tr")
+        assert len(await rows_of(page, "exit-pages")) == 4
+        await page.wait_for_selector("#realtime[data-loaded=true]", timeout=20_000)
+        assert await page.text_content("#realtime") == "2 current visitors"
+        await page.click("[data-tab=top-paths]")
+        await page.wait_for_selector("#top-paths:not([hidden])")
 
         # New events show up at the next refresh.
         await write_views(database_url, [("2025-11-30 23:00:00", "/new", "u99")], len(views))
