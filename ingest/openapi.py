@@ -72,6 +72,33 @@ _KEY_PARAMETERS = [
 ]
 
 
+_SITE_PARAMETER = {
+    "name": "site_id",
+    "in": "query",
+    "required": True,
+    "description": "At most 128 bytes of UTF-8",
+    "schema": {"type": "string", "minLength": 1, "maxLength": 128, "pattern": NO_NUL_PATTERN},
+}
+
+_REALTIME = {
+    "get": {
+        "summary": "Visitors whose visit had an event in the last 5 minutes (a bare number)",
+        "parameters": [_SITE_PARAMETER],
+        "responses": {
+            "200": {
+                "description": "The count, as Plausible answers it: a JSON number",
+                "content": {"application/json": {"schema": {"type": "integer", "minimum": 0}}},
+            },
+            "400": _error("A missing or invalid site_id"),
+            "401": _error("The site has read keys and none was sent"),
+            "403": _error("The read key is not valid for the site"),
+            "429": _error("A rate limit is used up", retry=True),
+            "503": _error("PostgreSQL unreachable, or the query timed out", retry=True),
+        },
+    }
+}
+
+
 def _body(schema: dict[str, Any], *media_types: str) -> dict[str, Any]:
     return {"required": True, "content": {m: {"schema": schema} for m in media_types}}
 
@@ -166,18 +193,7 @@ def openapi_document(max_batch_events: int = 1000) -> dict[str, Any]:
                 "get": {
                     "summary": "One site's views, unique users and top paths on a UTC day",
                     "parameters": [
-                        {
-                            "name": "site_id",
-                            "in": "query",
-                            "required": True,
-                            "description": "At most 128 bytes of UTF-8",
-                            "schema": {
-                                "type": "string",
-                                "minLength": 1,
-                                "maxLength": 128,
-                                "pattern": NO_NUL_PATTERN,
-                            },
-                        },
+                        _SITE_PARAMETER,
                         {
                             "name": "date",
                             "in": "query",
@@ -193,6 +209,7 @@ def openapi_document(max_batch_events: int = 1000) -> dict[str, Any]:
                     },
                 }
             },
+            "/api/v1/stats/realtime/visitors": _REALTIME,
             "/healthz": {
                 "get": {
                     "summary": "The process is alive",
