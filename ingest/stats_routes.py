@@ -31,6 +31,7 @@ from ingest import stats_legacy, stats_params, stats_response
 from ingest.access import StatsAccess, bearer_token
 from ingest.database import DatabaseUnavailable, QueryTimedOut
 from ingest.errors import JSON_MEDIA_TYPE, ServiceUnavailable, StatsTimedOut
+from ingest.export import ExportRoute
 from ingest.settings import Settings
 from ingest.stats_run import (
     RAW_READS,
@@ -184,11 +185,13 @@ def stats_routes(settings: Settings, zone_requests: ZoneRequests | None = None) 
     """The routes; `zone_requests` collects the zones stats are read in (the app flushes it
     to the database every minute)."""
     api = StatsApi(settings, zone_requests or ZoneRequests())
+    exports = ExportRoute(settings, api._access)
     return [
         Route("/stats", api.base_stats, methods=["GET"]),
         Route("/api/v1/stats/aggregate", api.aggregate, methods=["GET"]),
         Route("/api/v1/stats/timeseries", api.timeseries, methods=["GET"]),
         Route("/api/v1/stats/breakdown", api.breakdown, methods=["GET"]),
+        Route("/api/v1/sites/{site_id}/export", exports.export, methods=["GET"]),
         Route("/dashboard", api.dashboard, methods=["GET"]),
         Mount("/dashboard/static", StaticFiles(directory=DASHBOARD_DIR), name="dashboard"),
     ]
