@@ -27,7 +27,7 @@ from starlette.responses import HTMLResponse, Response
 from starlette.routing import BaseRoute, Mount, Route
 from starlette.staticfiles import StaticFiles
 
-from ingest import stats_legacy, stats_params, stats_response
+from ingest import stats_imported, stats_legacy, stats_params
 from ingest.access import StatsAccess, bearer_token
 from ingest.database import DatabaseUnavailable, QueryTimedOut
 from ingest.errors import JSON_MEDIA_TYPE, ServiceUnavailable, StatsTimedOut
@@ -151,7 +151,7 @@ class StatsApi:
         self._zone_requests.note(parsed.site_id, parsed.range.timezone)
         pool = request.app.state.pool
         body = await self._read(
-            request, stats_response.aggregate(pool, parsed, self._exact_max_rows)
+            request, stats_imported.aggregate(pool, parsed, params, self._exact_max_rows)
         )
         return _json(body)
 
@@ -160,7 +160,9 @@ class StatsApi:
         params = self._admit(request)
         parsed = stats_params.parse_timeseries(params, now=self._now())
         self._zone_requests.note(parsed.stats.site_id, parsed.stats.range.timezone)
-        body = await self._read(request, stats_response.timeseries(request.app.state.pool, parsed))
+        body = await self._read(
+            request, stats_imported.timeseries(request.app.state.pool, parsed, params)
+        )
         return _json(body)
 
     @_timed
@@ -168,7 +170,9 @@ class StatsApi:
         params = self._admit(request)
         parsed = stats_params.parse_breakdown(params, now=self._now())
         self._zone_requests.note(parsed.stats.site_id, parsed.stats.range.timezone)
-        body = await self._read(request, stats_response.breakdown(request.app.state.pool, parsed))
+        body = await self._read(
+            request, stats_imported.breakdown(request.app.state.pool, parsed, params)
+        )
         return _json(body)
 
     async def dashboard(self, request: Request) -> Response:
