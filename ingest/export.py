@@ -48,6 +48,15 @@ EXPORT_MAX_DAYS = 3660
 FETCH_ROWS = 2000
 CHUNK_BYTES = 256 * 1024
 ZIP_MEDIA_TYPE = "application/zip"
+# Files grouped from every visit of the range. The planner multiplies the distinct values of
+# the eight grouping columns into about a tenth of the visits, so it sorts them all, or hashes
+# them in partitions spilled to disk under the default work_mem (4 MB); there are a few dozen
+# groups a day, which a hash table in memory holds. On the 10M-event month (8M visits) the
+# sources file took 20-27 s sorted, 27 s hashed with 4 MB and 5-6 s with 64 MB, same sitting
+# (docs/benchmarks.md). At most EXPORT_CONCURRENCY exports hold that memory at once.
+HASHED_GROUPS = frozenset({"imported_sources"})
+HASH_SETTINGS = "SET LOCAL enable_sort = off; SET LOCAL work_mem = '64MB'"
+DEFAULT_SETTINGS = "SET LOCAL enable_sort = on; RESET work_mem"
 _UNSAFE_IN_NAME = re.compile(r"[^A-Za-z0-9_-]")
 
 
@@ -94,14 +103,22 @@ async def export_chunks(
     await conn.set_isolation_level(psycopg.IsolationLevel.REPEATABLE_READ)
     try:
         async with conn.transaction():
+            # Every row is read: plan for all of them, not for the first tenth as a cursor
+            # does by default (which picked sorted, index-ordered plans for the visits).
+            await conn.execute("SET LOCAL cursor_tuple_fraction = 1.0")
             for table in TABLES:
                 archive.begin(table.file_name(first, last), (c.name for c in table.columns))
+                hashed = table.name in HASHED_GROUPS
+                if hashed:
+                    await conn.execute(HASH_SETTINGS)
                 async with conn.cursor(name=f"export_{table.kind}") as cur:
                     await cur.execute(STATEMENTS[table.name], params)
                     while rows := await cur.fetchmany(FETCH_ROWS):
                         archive.rows(rows)
                         if archive.pending >= CHUNK_BYTES:
                             yield archive.take()
+                if hashed:
+                    await conn.execute(DEFAULT_SETTINGS)
                 archive.end()
     except BaseException:
         archive.abandon()

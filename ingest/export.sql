@@ -28,7 +28,10 @@ GROUP BY day ORDER BY day
 
 -- name: imported_sources
 -- Combinations of source, referrer and UTM values per visit: the visit rollups keep each
--- dimension apart, so this file reads the visits themselves.
+-- dimension apart, so this file reads the visits themselves (a month of 8 million visits is
+-- most of an export's time: docs/benchmarks.md). Grouped by the stored columns, then named;
+-- visitors from a sketch (an exact distinct count sorted every visit: three times slower);
+-- durations as double precision (numeric arithmetic on every visit cost seconds).
 SELECT day, nullif(source, '(not set)'), nullif(referrer, '(not set)'),
        nullif(utm_source, '(not set)'), nullif(utm_medium, '(not set)'),
        nullif(utm_campaign, '(not set)'), nullif(utm_content, '(not set)'),
@@ -43,13 +46,15 @@ FROM (
            coalesce(utm_campaign, '(not set)') AS utm_campaign,
            coalesce(utm_content, '(not set)') AS utm_content,
            coalesce(utm_term, '(not set)') AS utm_term,
-           sum(page_views) AS pageviews, count(DISTINCT visitor) AS visitors,
+           sum(page_views) AS pageviews,
+           round(hll_cardinality(hll_add_agg(hll_hash_text(visitor)))) AS visitors,
            count(*) AS visits,
-           sum(floor(extract(epoch FROM last_at - started_at))) AS visit_duration,
+           sum(floor(date_part('epoch', last_at - started_at))::bigint) AS visit_duration,
            count(*) FILTER (WHERE events = 1 AND page_views = 1) AS bounces
     FROM visits
     WHERE site_id = %(site)s AND day BETWEEN %(first)s AND %(last)s
-    GROUP BY 1, 2, 3, 4, 5, 6, 7, 8
+    GROUP BY day, referrer_source, referrer_host, utm_source, utm_medium, utm_campaign,
+             utm_content, utm_term
     UNION ALL
     SELECT day, source, referrer, utm_source, utm_medium, utm_campaign, utm_content, utm_term,
            pageviews, visitors, visits, visit_duration, bounces
