@@ -18,6 +18,7 @@ from consumer.deadletter import DeadLetters
 from consumer.loop import ConsumerLoop, make_kafka_consumer
 from consumer.metrics import ConsumerStats
 from consumer.rollups import checks
+from consumer.rollups.statements import statement
 from consumer.schema import MIGRATIONS_DIR
 from consumer.settings import ConsumerSettings
 from consumer.write import COPY_STAGING, COPY_TYPES, INSERT_AND_ROLL_UP, STAGING_DDL, Writer
@@ -64,6 +65,16 @@ def assert_rollups_match_raw_rows(database_url: str) -> None:
             expected = conn.execute(recount).fetchall()
             actual = conn.execute(rollup).fetchall()
             assert actual == expected, f"{table} differs from a recount of the raw events"
+
+
+def assert_visits_match_events(database_url: str, timeout_s: float = 1800) -> None:
+    """The stored visits equal a plain sessionization of the stored events sorted by time
+    (the oracle `visits.expected`): what the consumer must build from events that came in
+    order for each visitor, however they were batched, replayed or moved between replicas."""
+    with psycopg.connect(database_url) as conn:
+        expected = conn.execute(statement("visits.expected"), {"timeout_s": timeout_s}).fetchall()
+        actual = conn.execute(statement("visits.stored")).fetchall()
+    assert actual == expected, "visits differ from a sessionization of the stored events"
 
 
 COLUMN_RENAME = re.compile(r"^ALTER TABLE (\w+) RENAME COLUMN (\w+) TO (\w+);", re.M)
@@ -122,7 +133,12 @@ async def running_consumer(settings: ConsumerSettings) -> AsyncIterator[Consumer
     """Runs one in-process consumer replica until the block ends, then stops it cleanly."""
     stats = ConsumerStats()
     consumer = make_kafka_consumer(settings)
-    writer = Writer(settings.database_url, settings.group_id, settings.events_topic)
+    writer = Writer(
+        settings.database_url,
+        settings.group_id,
+        settings.events_topic,
+        settings.visit_timeout_seconds,
+    )
     dead_letters = DeadLetters(
         settings.kafka_bootstrap_servers, settings.dlq_topic, settings.events_topic
     )
