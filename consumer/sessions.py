@@ -4,9 +4,10 @@ A visit is one visitor's (an event's `user_id`'s) run of events on one site with
 longer than the timeout (VISIT_TIMEOUT_SECONDS). Its entry page, source, referrer, UTM
 values, browser, OS, device and country are those of its first event; its exit page is the
 path of its last; it counts its events and page views, and lasts from its first event to its
-last. The stored `visits` rows are the only state: the writer (consumer/visits.py) loads the
-visits a batch can touch, this module places the batch's events, and the writer stores what
-changed, with the rollups' deltas, in the batch's transaction.
+last. The stored `visits` rows are the only state. Visitors whose new events all come after
+their latest stored visit (in practice, all of them) are placed in SQL by the same rule
+(`visits.place_in_order`, a plain sessionization); the others, with a late event, are placed
+here, from the stored visits their events can reach (consumer/sessions_store.py).
 
 Placement rule. Each visitor's new events are placed one at a time in order of event time
 (ties by event id, in the query that reads them). For an event at time t, with P the visit
@@ -34,7 +35,7 @@ from __future__ import annotations
 import bisect
 import datetime as dt
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from itertools import groupby
 from typing import Any
 
@@ -80,11 +81,11 @@ class Visit:
 
 @dataclass(frozen=True, slots=True)
 class Change:
-    """A visit this batch made or changed: its key as stored before (None if new), and now."""
+    """A visit this batch made or changed: as stored before (None if new), and now."""
 
     site_id: str
     visitor: str
-    stored_started_at: dt.datetime | None
+    was: Visit | None
     visit: Visit
 
 
@@ -92,36 +93,38 @@ def place(
     stored: Sequence[Visit],
     events: Iterable[tuple[dt.datetime, bool, str, Origin]],
     timeout: dt.timedelta,
-) -> list[tuple[dt.datetime | None, Visit]]:
+) -> list[tuple[Visit | None, Visit]]:
     """One visitor's events (time, page view?, path, origin), in time order, placed among
     their `stored` visits (in order of start, none overlapping) by the module's rule. Returns
-    each visit made or changed, with its start as stored (None for a new one)."""
+    each visit made or changed, as stored (None for a new one) and now."""
     visits = list(stored)
     starts = [v.started_at for v in visits]
-    touched: dict[int, dt.datetime | None] = {}  # id(visit) -> its start as stored
+    touched: dict[int, Visit | None] = {}  # id(visit) -> as stored
     for time, page_view, path, origin in events:
         after = bisect.bisect_right(starts, time)  # index of N; P is the one before it
         before = visits[after - 1] if after else None
-        if before is not None and time <= before.last_at:
-            visit = before
-            if time == before.last_at:
-                visit.exit_page = path
-        elif after < len(visits) and visits[after].started_at - time <= timeout:
-            visit = visits[after]
-            touched.setdefault(id(visit), visit.started_at)
-            visit.started_at = starts[after] = time
-            visit.entry_page = path
-            visit.origin = origin
-        elif before is not None and time - before.last_at <= timeout:
-            visit = before
-            visit.last_at = time
-            visit.exit_page = path
+        if before is not None and time <= before.last_at + timeout:
+            rule = 1 if time <= before.last_at else 3
         else:
+            rule = 4
+        if rule != 1 and after < len(visits) and visits[after].started_at - time <= timeout:
+            rule = 2
+        if rule == 4:
             visit = Visit(time, time, path, path, origin, 0, 0)
             visits.insert(after, visit)
             starts.insert(after, time)
             touched[id(visit)] = None
-        touched.setdefault(id(visit), visit.started_at)
+        else:
+            visit = visits[after] if rule == 2 else before  # type: ignore[assignment]
+            if id(visit) not in touched:
+                touched[id(visit)] = replace(visit)
+            if rule == 2:
+                visit.started_at = starts[after] = time
+                visit.entry_page = path
+                visit.origin = origin
+            elif time >= visit.last_at:
+                visit.last_at = time
+                visit.exit_page = path
         visit.events += 1
         visit.page_views += page_view
     return [(touched[id(v)], v) for v in visits if id(v) in touched]

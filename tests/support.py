@@ -8,7 +8,7 @@ import re
 import time
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import psycopg
@@ -20,9 +20,11 @@ from consumer.metrics import ConsumerStats
 from consumer.rollups import checks
 from consumer.rollups.statements import statement
 from consumer.schema import MIGRATIONS_DIR
+from consumer.sessions_store import store_visits
 from consumer.settings import ConsumerSettings
 from consumer.write import COPY_STAGING, COPY_TYPES, INSERT_AND_ROLL_UP, STAGING_DDL, Writer
 from core.events import CONTEXT_FIELDS, EventRecord
+from core.settings import VISIT_TIMEOUT_SECONDS
 
 
 def quick_consumer_settings(
@@ -160,8 +162,8 @@ async def running_consumer(settings: ConsumerSettings) -> AsyncIterator[Consumer
 async def write_without_commit(
     conn: psycopg.AsyncConnection[Any], records: list[EventRecord]
 ) -> None:
-    """A batch's statement in the caller's open transaction: its rows and rollups written,
-    its locks held, nothing committed (what an operator's command meets mid-batch)."""
+    """A batch's statements in the caller's open transaction: its rows, rollups and visits
+    written, its locks held, nothing committed (what an operator's command meets mid-batch)."""
     await conn.execute(STAGING_DDL)
     async with conn.cursor() as cur:
         async with cur.copy(COPY_STAGING) as copy:
@@ -169,6 +171,7 @@ async def write_without_commit(
             for record in records:
                 await copy.write_row(to_row(record))
         await cur.execute(INSERT_AND_ROLL_UP)
+        await store_visits(cur, timedelta(seconds=VISIT_TIMEOUT_SECONDS.default))
 
 
 async def write_batch(database_url: str, records: list[EventRecord], partition: int = 0) -> None:

@@ -10,21 +10,81 @@
 -- sums stay exact. Sketches of visitors only grow: a visitor stays counted under a value its
 -- visit no longer has (the exit page it left by before its visit went on, say).
 
--- name: visits.load_events
--- The events the batch statement inserted (visit_events), in the order they are placed.
-SELECT site_id, visitor, event_time, page_view, path, referrer_host, referrer_source,
-       utm_source, utm_medium, utm_campaign, utm_content, utm_term, browser, os, device, country
-FROM visit_events
-ORDER BY site_id COLLATE "C", visitor COLLATE "C", event_time, event_id
+-- name: visits.place_in_order
+-- The visitors whose new events all come at or after the end of their latest stored visit
+-- (in practice, all of them) are placed here: a plain sessionization of their events, the
+-- first run continuing the stored visit when it starts within the timeout of its end. Their
+-- visits go into visit_changes, with each continued visit as stored (`was_*`). The others
+-- (a late event) are returned, for consumer/sessions.py to place.
+WITH reach AS MATERIALIZED (
+    SELECT site_id, visitor, min(event_time) AS first_at FROM visit_events GROUP BY 1, 2
+),
+latest AS MATERIALIZED (
+    SELECT r.site_id, r.visitor, r.first_at, v.started_at, v.last_at, v.entry_page,
+           v.exit_page, v.referrer_host, v.referrer_source, v.utm_source, v.utm_medium, v.utm_campaign, v.utm_content, v.utm_term, v.browser, v.os, v.device, v.country, v.page_views, v.events
+    FROM reach r
+    LEFT JOIN LATERAL (SELECT * FROM visits v
+                       WHERE v.site_id = r.site_id AND v.visitor = r.visitor
+                       ORDER BY v.started_at DESC LIMIT 1) AS v ON true
+),
+marked AS (
+    SELECT e.*, CASE WHEN lag(e.event_time) OVER w IS NULL
+                     THEN l.last_at IS NULL
+                          OR e.event_time - l.last_at > make_interval(secs => %(timeout_s)s)
+                     ELSE e.event_time - lag(e.event_time) OVER w
+                          > make_interval(secs => %(timeout_s)s) END AS starts
+    FROM visit_events e JOIN latest l USING (site_id, visitor)
+    WHERE l.last_at IS NULL OR l.first_at >= l.last_at
+    WINDOW w AS (PARTITION BY e.site_id, e.visitor ORDER BY e.event_time, e.event_id)
+),
+-- Run 0 continues the stored visit; runs 1, 2... are new visits.
+runs AS (
+    SELECT *, count(*) FILTER (WHERE starts) OVER (PARTITION BY site_id, visitor
+                                                   ORDER BY event_time, event_id) AS run
+    FROM marked
+),
+firsts AS (
+    SELECT DISTINCT ON (site_id, visitor, run) site_id, visitor, run, event_time, path,
+           referrer_host, referrer_source, utm_source, utm_medium, utm_campaign, utm_content, utm_term, browser, os, device, country
+    FROM runs ORDER BY site_id, visitor, run, event_time, event_id
+),
+totals AS (
+    SELECT site_id, visitor, run, max(event_time) AS last_at,
+           (array_agg(path ORDER BY event_time DESC, event_id DESC))[1] AS exit_page,
+           count(*) AS events, count(*) FILTER (WHERE page_view) AS page_views
+    FROM runs GROUP BY 1, 2, 3
+),
+placed AS (
+    INSERT INTO visit_changes
+    SELECT t.site_id, t.visitor, l.started_at, coalesce(l.started_at, f.event_time), t.last_at,
+           coalesce(l.entry_page, f.path), t.exit_page,
+           CASE WHEN t.run = 0 THEN l.referrer_host ELSE f.referrer_host END, CASE WHEN t.run = 0 THEN l.referrer_source ELSE f.referrer_source END, CASE WHEN t.run = 0 THEN l.utm_source ELSE f.utm_source END, CASE WHEN t.run = 0 THEN l.utm_medium ELSE f.utm_medium END, CASE WHEN t.run = 0 THEN l.utm_campaign ELSE f.utm_campaign END, CASE WHEN t.run = 0 THEN l.utm_content ELSE f.utm_content END, CASE WHEN t.run = 0 THEN l.utm_term ELSE f.utm_term END, CASE WHEN t.run = 0 THEN l.browser ELSE f.browser END, CASE WHEN t.run = 0 THEN l.os ELSE f.os END, CASE WHEN t.run = 0 THEN l.device ELSE f.device END, CASE WHEN t.run = 0 THEN l.country ELSE f.country END,
+           t.page_views + coalesce(l.page_views, 0), t.events + coalesce(l.events, 0),
+           l.last_at, l.entry_page, l.exit_page, l.referrer_host, l.referrer_source, l.utm_source, l.utm_medium, l.utm_campaign, l.utm_content, l.utm_term, l.browser, l.os, l.device, l.country, l.page_views, l.events
+    FROM totals t JOIN firsts f USING (site_id, visitor, run)
+    LEFT JOIN latest l ON t.run = 0 AND l.site_id = t.site_id AND l.visitor = t.visitor
+)
+SELECT site_id, visitor FROM latest WHERE first_at < last_at
 
--- name: visits.load_stored
+-- name: visits.load_late_events
+-- The events of the visitors place_in_order left (%(sites)s, %(visitors)s), in the order
+-- consumer/sessions.py places them.
+SELECT e.site_id, e.visitor, e.event_time, e.page_view, e.path, e.referrer_host, e.referrer_source, e.utm_source, e.utm_medium, e.utm_campaign, e.utm_content, e.utm_term, e.browser, e.os, e.device, e.country
+FROM visit_events e
+JOIN unnest(%(sites)s::text[], %(visitors)s::text[]) AS k (site_id, visitor)
+  ON k.site_id = e.site_id AND k.visitor = e.visitor
+ORDER BY e.site_id COLLATE "C", e.visitor COLLATE "C", e.event_time, e.event_id
+
+-- name: visits.load_late_stored
 -- The stored visits the batch's events can reach, per visitor: the last one that started at
 -- or before their first event (the one an in-order event continues: one index probe), and
 -- any starting after it up to the timeout past their last (late events only).
 WITH reach AS (
     SELECT site_id, visitor, min(event_time) AS first_at,
            max(event_time) + make_interval(secs => %(timeout_s)s) AS until
-    FROM visit_events GROUP BY 1, 2
+    FROM visit_events
+    WHERE (site_id, visitor) IN (SELECT * FROM unnest(%(sites)s::text[], %(visitors)s::text[]))
+    GROUP BY 1, 2
 )
 SELECT v.site_id, v.visitor, v.started_at, v.last_at, v.entry_page, v.exit_page,
        v.referrer_host, v.referrer_source, v.utm_source, v.utm_medium, v.utm_campaign,
@@ -41,34 +101,29 @@ CROSS JOIN LATERAL (
 ) AS v
 ORDER BY v.site_id COLLATE "C", v.visitor COLLATE "C", v.started_at
 
+-- name: visits.delete_moved
+-- The stored rows of visits whose start a late event moved (%(sites)s, %(visitors)s,
+-- %(starts)s): stored again under their new start by the statement below.
+DELETE FROM visits v
+USING unnest(%(sites)s::text[], %(visitors)s::text[], %(starts)s::timestamptz[])
+    AS m (site_id, visitor, started_at)
+WHERE v.site_id = m.site_id AND v.visitor = m.visitor AND v.started_at = m.started_at
+
 -- name: visits.head
--- visit_changes holds each visit the batch made or changed, as it is now, with its start as
--- stored (NULL for a new one). Every CTE reads the snapshot before the statement, so `was`
--- is each changed visit as stored, and a visit whose start moved is deleted under its old
--- key and inserted under its new one (no other visit holds that instant: sessions.py).
+-- visit_changes holds each visit the batch made or changed, as it is now, and as it was
+-- stored (`stored_started_at` and `was_*`, NULL for a new one).
 WITH changed AS MATERIALIZED (
     SELECT c.*, (c.started_at AT TIME ZONE 'UTC')::date AS day,
+           (c.stored_started_at AT TIME ZONE 'UTC')::date AS was_day,
            hll_hash_text(c.visitor) AS visitor_hash
     FROM visit_changes c
 ),
-was AS MATERIALIZED (
-    SELECT v.* FROM visit_changes c
-    JOIN visits v ON v.site_id = c.site_id AND v.visitor = c.visitor
-                 AND v.started_at = c.stored_started_at
-),
-moved AS (
-    DELETE FROM visits v USING visit_changes c
-    WHERE v.site_id = c.site_id AND v.visitor = c.visitor AND v.started_at = c.stored_started_at
-      AND c.started_at <> c.stored_started_at
-),
 stored AS (
     INSERT INTO visits AS v (site_id, visitor, started_at, last_at, day, entry_page, exit_page,
-                             referrer_host, referrer_source, utm_source, utm_medium,
-                             utm_campaign, utm_content, utm_term, browser, os, device, country,
+                             referrer_host, referrer_source, utm_source, utm_medium, utm_campaign, utm_content, utm_term, browser, os, device, country,
                              page_views, events)
-    SELECT site_id, visitor, started_at, last_at, day, entry_page, exit_page, referrer_host,
-           referrer_source, utm_source, utm_medium, utm_campaign, utm_content, utm_term,
-           browser, os, device, country, page_views, events
+    SELECT site_id, visitor, started_at, last_at, day, entry_page, exit_page, referrer_host, referrer_source, utm_source, utm_medium, utm_campaign, utm_content, utm_term, browser, os, device, country,
+           page_views, events
     FROM changed
     ORDER BY site_id COLLATE "C", visitor COLLATE "C", started_at
     ON CONFLICT (site_id, visitor, started_at) DO UPDATE SET
@@ -84,16 +139,17 @@ visit_deltas AS MATERIALIZED (
            floor(extract(epoch FROM last_at - started_at))::bigint AS duration, page_views,
            coalesce(referrer_source, referrer_host) AS source, referrer_host, utm_source,
            utm_medium, utm_campaign, utm_content, utm_term, entry_page, exit_page, browser, os,
-           device, country, visitor_hash
+           device, country
     FROM changed
     UNION ALL
-    SELECT site_id, day, date_bin('15 minutes', started_at, timestamptz '2000-01-01 00:00+00'),
-           -1, -(events = 1 AND page_views = 1)::int,
-           -floor(extract(epoch FROM last_at - started_at))::bigint, -page_views,
-           coalesce(referrer_source, referrer_host), referrer_host, utm_source, utm_medium,
-           utm_campaign, utm_content, utm_term, entry_page, exit_page, browser, os, device,
-           country, NULL
-    FROM was
+    SELECT site_id, was_day,
+           date_bin('15 minutes', stored_started_at, timestamptz '2000-01-01 00:00+00'),
+           -1, -(was_events = 1 AND was_page_views = 1)::int,
+           -floor(extract(epoch FROM was_last_at - stored_started_at))::bigint, -was_page_views,
+           coalesce(was_referrer_source, was_referrer_host), was_referrer_host, was_utm_source,
+           was_utm_medium, was_utm_campaign, was_utm_content, was_utm_term, was_entry_page,
+           was_exit_page, was_browser, was_os, was_device, was_country
+    FROM changed WHERE stored_started_at IS NOT NULL
 )
 
 -- name: visits.tail
@@ -136,12 +192,12 @@ SELECT site_id, bucket, visits, bounces, duration, page_views FROM quarter_hour_
 WHERE (visits, bounces, duration, page_views) <> (0, 0, 0, 0) ORDER BY 1, 2
 
 -- name: daily_visit_dimensions.upsert
--- One pass into thirteen groupings, one per dimension: in each grouping set the other
--- columns are NULL, so coalesce() picks the set's own value. A visitor is sketched under
--- the values its visit has now.
-daily_visit_dimension_deltas AS (
-    INSERT INTO daily_visit_dimensions AS d
-        (site_id, day, dimension, value, visits, bounces, duration, page_views, visitors)
+-- The sums: one pass into thirteen groupings, one per dimension (in each grouping set the
+-- other columns are NULL, so coalesce() picks the set's own value); no sketch there, so the
+-- groupings are hashed. The sketches: a visitor is added only under a value their visit did
+-- not have (a new visit's every value, an extended one's new exit page), which is all a
+-- sketch that only grows can learn.
+visit_dimension_sums AS MATERIALIZED (
     SELECT site_id, day,
            CASE WHEN GROUPING(source) = 0 THEN 'source'
                 WHEN GROUPING(referrer_host) = 0 THEN 'referrer'
@@ -154,18 +210,50 @@ daily_visit_dimension_deltas AS (
                 WHEN GROUPING(exit_page) = 0 THEN 'exit_page'
                 WHEN GROUPING(browser) = 0 THEN 'browser'
                 WHEN GROUPING(os) = 0 THEN 'os'
-                WHEN GROUPING(device) = 0 THEN 'device' ELSE 'country' END,
+                WHEN GROUPING(device) = 0 THEN 'device' ELSE 'country' END AS dimension,
            coalesce(source, referrer_host, utm_source, utm_medium, utm_campaign, utm_content,
-                    utm_term, entry_page, exit_page, browser, os, device, country, '(not set)'),
-           sum(visits), sum(bounces), sum(duration), sum(page_views),
-           coalesce(hll_add_agg(visitor_hash) FILTER (WHERE visitor_hash IS NOT NULL),
-                    hll_empty())
+                    utm_term, entry_page, exit_page, browser, os, device, country, '(not set)')
+               AS value,
+           sum(visits) AS visits, sum(bounces) AS bounces, sum(duration) AS duration,
+           sum(page_views) AS page_views
     FROM visit_deltas
     GROUP BY site_id, day, GROUPING SETS ((source), (referrer_host), (utm_source), (utm_medium),
                                           (utm_campaign), (utm_content), (utm_term),
                                           (entry_page), (exit_page), (browser), (os), (device),
                                           (country))
-    ORDER BY 1, 2, 3, 4
+),
+visit_dimension_sketches AS MATERIALIZED (
+    SELECT c.site_id, c.day, x.dimension, coalesce(x.value, '(not set)') AS value,
+           hll_add_agg(c.visitor_hash) AS visitors
+    FROM changed c
+    CROSS JOIN LATERAL (VALUES
+        ('source', coalesce(c.referrer_source, c.referrer_host), coalesce(c.was_referrer_source, c.was_referrer_host)),
+        ('referrer', c.referrer_host, c.was_referrer_host),
+        ('utm_source', c.utm_source, c.was_utm_source),
+        ('utm_medium', c.utm_medium, c.was_utm_medium),
+        ('utm_campaign', c.utm_campaign, c.was_utm_campaign),
+        ('utm_content', c.utm_content, c.was_utm_content),
+        ('utm_term', c.utm_term, c.was_utm_term),
+        ('entry_page', c.entry_page, c.was_entry_page),
+        ('exit_page', c.exit_page, c.was_exit_page),
+        ('browser', c.browser, c.was_browser),
+        ('os', c.os, c.was_os),
+        ('device', c.device, c.was_device),
+        ('country', c.country, c.was_country)
+    ) AS x (dimension, value, was_value)
+    WHERE c.stored_started_at IS NULL OR c.day <> c.was_day
+       OR x.value IS DISTINCT FROM x.was_value
+    GROUP BY 1, 2, 3, 4
+),
+daily_visit_dimension_deltas AS (
+    INSERT INTO daily_visit_dimensions AS d
+        (site_id, day, dimension, value, visits, bounces, duration, page_views, visitors)
+    SELECT site_id, day, dimension, value, coalesce(s.visits, 0), coalesce(s.bounces, 0),
+           coalesce(s.duration, 0), coalesce(s.page_views, 0),
+           coalesce(k.visitors, hll_empty())
+    FROM visit_dimension_sums s FULL JOIN visit_dimension_sketches k
+        USING (site_id, day, dimension, value)
+    ORDER BY site_id COLLATE "C", day, dimension, value COLLATE "C"
     ON CONFLICT (site_id, day, dimension, value) DO UPDATE SET
         visits = d.visits + EXCLUDED.visits, bounces = d.bounces + EXCLUDED.bounces,
         duration = d.duration + EXCLUDED.duration, page_views = d.page_views + EXCLUDED.page_views,

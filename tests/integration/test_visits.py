@@ -1,8 +1,9 @@
 """Visits built by the real consumer from Kafka into PostgreSQL, from scripted timelines:
 idle gaps either side of the timeout, a visit across midnight, late and out-of-order events,
-one visitor on two sites, and a full replay. Each ends with the registry's check (the visit
-rollups equal a recount from `visits`) and, where events came in order, `visits` equal to a
-plain sessionization of the stored events."""
+one visitor on two sites, and a full replay; then what retention and rebuild do to visits.
+Each timeline ends with the registry's check (the visit rollups equal a recount from
+`visits`) and, where events came in order, `visits` equal to a plain sessionization of the
+stored events."""
 
 from __future__ import annotations
 
@@ -14,6 +15,8 @@ import psycopg
 import pytest
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 
+from consumer.rebuild import rebuild_rollups
+from consumer.retention import apply_retention
 from consumer.settings import ConsumerSettings
 from core.events import SCHEMA_EVENT_V1, SCHEMA_HEADER, EventRecord, encode_record
 from tests.conftest import TEST_PARTITIONS
@@ -24,6 +27,7 @@ from tests.support import (
     running_consumer,
     stored_event_count,
     wait_for,
+    write_batch,
 )
 
 pytestmark = [pytest.mark.kafka, pytest.mark.postgres]
@@ -216,3 +220,32 @@ async def test_a_replay_and_retried_events_count_nothing_twice(
     assert rows(url, "SELECT * FROM quarter_hour_visits ORDER BY 1, 2") == before
     assert_visits_match_events(url, TIMEOUT_S)
     assert_rollups_match_raw_rows(url)
+
+
+async def test_retention_deletes_the_visits_of_dropped_days_and_keeps_their_rollups(
+    database_url: str,
+) -> None:
+    old = event(-3 * 86_400, user_id="old")
+    recent = event(0, user_id="recent")
+    await write_batch(database_url, [old, recent])
+    await apply_retention(database_url, 2, T0.date())
+    assert [v[1] for v in visits(database_url)] == ["recent"]
+    counted = rows(database_url, "SELECT site_id, bucket FROM quarter_hour_visits ORDER BY 2")
+    assert [bucket for _, bucket in counted] == [old.timestamp, recent.timestamp]
+
+
+async def test_a_rebuild_recounts_the_visit_rollups_from_the_visits(database_url: str) -> None:
+    day = T0.date()
+    # The exit page moves from /a to /b: /a's sketch still counts the visitor until a rebuild.
+    await write_batch(database_url, [event(0, path="/a")], 0)
+    await write_batch(database_url, [event(60, path="/b")], 1)
+    query = (
+        "SELECT value, visits, hll_cardinality(visitors)::int FROM daily_visit_dimensions"
+        " WHERE dimension = 'exit_page' ORDER BY 1"
+    )
+    assert rows(database_url, query) == [("/a", 0, 1), ("/b", 1, 1)]
+    before = rows(database_url, "SELECT * FROM quarter_hour_visits")
+    await rebuild_rollups(database_url, day, day)
+    assert rows(database_url, query) == [("/b", 1, 1)]
+    assert rows(database_url, "SELECT * FROM quarter_hour_visits") == before
+    assert_rollups_match_raw_rows(database_url)
