@@ -95,17 +95,21 @@ class EventStream:
         futures = []
         chunks = []
         for _ in range(events // per_message):
-            chunk = [self.record() for _ in range(per_message)]
-            chunks.append(chunk)
-            futures.append(
-                await self._producer.send(
-                    self.topic,
-                    encode_records(chunk),
-                    key=chunk[0].site_id.encode(),
-                    headers=[(SCHEMA_HEADER, SCHEMA_EVENT_BATCH_V1)],
+            drawn = [self.record() for _ in range(per_message)]
+            # One message per site, keyed by it: a site's events stay on its partition, in
+            # order, as the API sends them.
+            for site in sorted({r.site_id for r in drawn}):
+                chunk = [r for r in drawn if r.site_id == site]
+                chunks.append(chunk)
+                futures.append(
+                    await self._producer.send(
+                        self.topic,
+                        encode_records(chunk),
+                        key=site.encode(),
+                        headers=[(SCHEMA_HEADER, SCHEMA_EVENT_BATCH_V1)],
+                    )
                 )
-            )
-            self.attempted.update(r.event_id for r in chunk)
+                self.attempted.update(r.event_id for r in chunk)
         await asyncio.gather(*futures)
         for chunk in chunks:
             self.acked.update(r.event_id for r in chunk)
