@@ -54,6 +54,9 @@ CHANGE_TYPES = ["text", "text", "timestamptz", "timestamptz", *_STATE_TYPES, *_S
 # Retention deletes old visits under SHARE ROW EXCLUSIVE: taken before the visits are read,
 # this keeps it from deleting one between the read and the write (it waits for the batch).
 LOCK_VISITS = "LOCK TABLE visits IN ROW EXCLUSIVE MODE"
+# The visit statements sort and group a batch's events and visits a few ways; at the default
+# work_mem (4 MB) a 40,000-event batch's sorts spill to disk. For this transaction only.
+VISIT_WORK_MEM = "SET LOCAL work_mem = '64MB'"
 PLACE_IN_ORDER = statement("visits.place_in_order")
 LOAD_LATE_EVENTS = statement("visits.load_late_events")
 LOAD_LATE_STORED = statement("visits.load_late_stored")
@@ -84,6 +87,7 @@ async def store_visits(cur: psycopg.AsyncCursor[Any], visit_timeout: dt.timedelt
     Visitors whose events come in order are placed in SQL; the few with a late event are
     read, placed by consumer/sessions.py and copied back."""
     timeout = {"timeout_s": visit_timeout.total_seconds()}
+    await cur.execute(VISIT_WORK_MEM)
     await cur.execute(LOCK_VISITS)
     await cur.execute(PLACE_IN_ORDER, timeout)
     late = await cur.fetchall()

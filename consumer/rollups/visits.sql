@@ -27,41 +27,57 @@ latest AS MATERIALIZED (
                        WHERE v.site_id = r.site_id AND v.visitor = r.visitor
                        ORDER BY v.started_at DESC LIMIT 1) AS v ON true
 ),
-marked AS (
-    SELECT e.*, CASE WHEN lag(e.event_time) OVER w IS NULL
-                     THEN l.last_at IS NULL
-                          OR e.event_time - l.last_at > make_interval(secs => %(timeout_s)s)
-                     ELSE e.event_time - lag(e.event_time) OVER w
-                          > make_interval(secs => %(timeout_s)s) END AS starts
+-- One sort of the events: each knows whether it starts a visit (a gap past the timeout
+-- before it, or no stored visit to continue) and whether it ends one.
+marked AS MATERIALIZED (
+    SELECT e.*,
+           CASE WHEN lag(e.event_time) OVER w IS NULL
+                THEN l.last_at IS NULL
+                     OR e.event_time - l.last_at > make_interval(secs => %(timeout_s)s)
+                ELSE e.event_time - lag(e.event_time) OVER w
+                     > make_interval(secs => %(timeout_s)s) END AS starts,
+           coalesce(lead(e.event_time) OVER w - e.event_time
+                    > make_interval(secs => %(timeout_s)s), true) AS ends
     FROM visit_events e JOIN latest l USING (site_id, visitor)
     WHERE l.last_at IS NULL OR l.first_at >= l.last_at
     WINDOW w AS (PARTITION BY e.site_id, e.visitor ORDER BY e.event_time, e.event_id)
 ),
--- Run 0 continues the stored visit; runs 1, 2... are new visits.
+-- Run 0 continues the stored visit; runs 1, 2... are new visits. A run has one event that
+-- ends it (its exit page) and, unless it is run 0, one that starts it (its entry and origin):
+-- picked while grouping, with no further sort.
 runs AS (
     SELECT *, count(*) FILTER (WHERE starts) OVER (PARTITION BY site_id, visitor
                                                    ORDER BY event_time, event_id) AS run
     FROM marked
 ),
-firsts AS (
-    SELECT DISTINCT ON (site_id, visitor, run) site_id, visitor, run, event_time, path,
-           referrer_host, referrer_source, utm_source, utm_medium, utm_campaign, utm_content, utm_term, browser, os, device, country
-    FROM runs ORDER BY site_id, visitor, run, event_time, event_id
-),
 totals AS (
-    SELECT site_id, visitor, run, max(event_time) AS last_at,
-           (array_agg(path ORDER BY event_time DESC, event_id DESC))[1] AS exit_page,
-           count(*) AS events, count(*) FILTER (WHERE page_view) AS page_views
+    SELECT site_id, visitor, run, count(*) AS events,
+           count(*) FILTER (WHERE page_view) AS page_views,
+           min(event_time) AS first_at, max(event_time) AS last_at,
+           (array_agg(path) FILTER (WHERE ends))[1] AS exit_page,
+           (array_agg(path) FILTER (WHERE starts))[1] AS entry_page,
+           (array_agg(referrer_host) FILTER (WHERE starts))[1] AS referrer_host,
+           (array_agg(referrer_source) FILTER (WHERE starts))[1] AS referrer_source,
+           (array_agg(utm_source) FILTER (WHERE starts))[1] AS utm_source,
+           (array_agg(utm_medium) FILTER (WHERE starts))[1] AS utm_medium,
+           (array_agg(utm_campaign) FILTER (WHERE starts))[1] AS utm_campaign,
+           (array_agg(utm_content) FILTER (WHERE starts))[1] AS utm_content,
+           (array_agg(utm_term) FILTER (WHERE starts))[1] AS utm_term,
+           (array_agg(browser) FILTER (WHERE starts))[1] AS browser,
+           (array_agg(os) FILTER (WHERE starts))[1] AS os,
+           (array_agg(device) FILTER (WHERE starts))[1] AS device,
+           (array_agg(country) FILTER (WHERE starts))[1] AS country
     FROM runs GROUP BY 1, 2, 3
 ),
 placed AS (
     INSERT INTO visit_changes
-    SELECT t.site_id, t.visitor, l.started_at, coalesce(l.started_at, f.event_time), t.last_at,
-           coalesce(l.entry_page, f.path), t.exit_page,
-           CASE WHEN t.run = 0 THEN l.referrer_host ELSE f.referrer_host END, CASE WHEN t.run = 0 THEN l.referrer_source ELSE f.referrer_source END, CASE WHEN t.run = 0 THEN l.utm_source ELSE f.utm_source END, CASE WHEN t.run = 0 THEN l.utm_medium ELSE f.utm_medium END, CASE WHEN t.run = 0 THEN l.utm_campaign ELSE f.utm_campaign END, CASE WHEN t.run = 0 THEN l.utm_content ELSE f.utm_content END, CASE WHEN t.run = 0 THEN l.utm_term ELSE f.utm_term END, CASE WHEN t.run = 0 THEN l.browser ELSE f.browser END, CASE WHEN t.run = 0 THEN l.os ELSE f.os END, CASE WHEN t.run = 0 THEN l.device ELSE f.device END, CASE WHEN t.run = 0 THEN l.country ELSE f.country END,
+    SELECT t.site_id, t.visitor, l.started_at, coalesce(l.started_at, t.first_at), t.last_at,
+           coalesce(l.entry_page, t.entry_page), t.exit_page,
+           CASE WHEN t.run = 0 THEN l.referrer_host ELSE t.referrer_host END, CASE WHEN t.run = 0 THEN l.referrer_source ELSE t.referrer_source END, CASE WHEN t.run = 0 THEN l.utm_source ELSE t.utm_source END, CASE WHEN t.run = 0 THEN l.utm_medium ELSE t.utm_medium END, CASE WHEN t.run = 0 THEN l.utm_campaign ELSE t.utm_campaign END, CASE WHEN t.run = 0 THEN l.utm_content ELSE t.utm_content END, CASE WHEN t.run = 0 THEN l.utm_term ELSE t.utm_term END, CASE WHEN t.run = 0 THEN l.browser ELSE t.browser END, CASE WHEN t.run = 0 THEN l.os ELSE t.os END, CASE WHEN t.run = 0 THEN l.device ELSE t.device END, CASE WHEN t.run = 0 THEN l.country ELSE t.country END,
            t.page_views + coalesce(l.page_views, 0), t.events + coalesce(l.events, 0),
-           l.last_at, l.entry_page, l.exit_page, l.referrer_host, l.referrer_source, l.utm_source, l.utm_medium, l.utm_campaign, l.utm_content, l.utm_term, l.browser, l.os, l.device, l.country, l.page_views, l.events
-    FROM totals t JOIN firsts f USING (site_id, visitor, run)
+           l.last_at, l.entry_page, l.exit_page, l.referrer_host, l.referrer_source, l.utm_source, l.utm_medium, l.utm_campaign, l.utm_content, l.utm_term, l.browser, l.os, l.device, l.country,
+           l.page_views, l.events
+    FROM totals t
     LEFT JOIN latest l ON t.run = 0 AND l.site_id = t.site_id AND l.visitor = t.visitor
 )
 SELECT site_id, visitor FROM latest WHERE first_at < last_at
