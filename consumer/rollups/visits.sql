@@ -21,7 +21,9 @@ WITH reach AS MATERIALIZED (
 ),
 latest AS MATERIALIZED (
     SELECT r.site_id, r.visitor, r.first_at, v.started_at, v.last_at, v.entry_page,
-           v.exit_page, v.referrer_host, v.referrer_source, v.utm_source, v.utm_medium, v.utm_campaign, v.utm_content, v.utm_term, v.browser, v.os, v.device, v.country, v.page_views, v.events
+           v.exit_page, v.referrer_host, v.referrer_source, v.utm_source, v.utm_medium,
+           v.utm_campaign, v.utm_content, v.utm_term, v.browser, v.os, v.device, v.country,
+           v.page_views, v.events
     FROM reach r
     LEFT JOIN LATERAL (SELECT * FROM visits v
                        WHERE v.site_id = r.site_id AND v.visitor = r.visitor
@@ -44,7 +46,8 @@ marked AS MATERIALIZED (
 ),
 -- Run 0 continues the stored visit; runs 1, 2... are new visits. A run has one event that
 -- ends it (its exit page) and, unless it is run 0, one that starts it (its entry and origin):
--- picked while grouping, with no further sort.
+-- picked while grouping, with no further sort. Run 0 takes its entry and origin from the
+-- stored visit (joined for run 0 only, where the run's own are NULL: hence coalesce()).
 runs AS (
     SELECT *, count(*) FILTER (WHERE starts) OVER (PARTITION BY site_id, visitor
                                                    ORDER BY event_time, event_id) AS run
@@ -73,10 +76,16 @@ placed AS (
     INSERT INTO visit_changes
     SELECT t.site_id, t.visitor, l.started_at, coalesce(l.started_at, t.first_at), t.last_at,
            coalesce(l.entry_page, t.entry_page), t.exit_page,
-           CASE WHEN t.run = 0 THEN l.referrer_host ELSE t.referrer_host END, CASE WHEN t.run = 0 THEN l.referrer_source ELSE t.referrer_source END, CASE WHEN t.run = 0 THEN l.utm_source ELSE t.utm_source END, CASE WHEN t.run = 0 THEN l.utm_medium ELSE t.utm_medium END, CASE WHEN t.run = 0 THEN l.utm_campaign ELSE t.utm_campaign END, CASE WHEN t.run = 0 THEN l.utm_content ELSE t.utm_content END, CASE WHEN t.run = 0 THEN l.utm_term ELSE t.utm_term END, CASE WHEN t.run = 0 THEN l.browser ELSE t.browser END, CASE WHEN t.run = 0 THEN l.os ELSE t.os END, CASE WHEN t.run = 0 THEN l.device ELSE t.device END, CASE WHEN t.run = 0 THEN l.country ELSE t.country END,
+           coalesce(l.referrer_host, t.referrer_host),
+           coalesce(l.referrer_source, t.referrer_source), coalesce(l.utm_source, t.utm_source),
+           coalesce(l.utm_medium, t.utm_medium), coalesce(l.utm_campaign, t.utm_campaign),
+           coalesce(l.utm_content, t.utm_content), coalesce(l.utm_term, t.utm_term),
+           coalesce(l.browser, t.browser), coalesce(l.os, t.os), coalesce(l.device, t.device),
+           coalesce(l.country, t.country),
            t.page_views + coalesce(l.page_views, 0), t.events + coalesce(l.events, 0),
-           l.last_at, l.entry_page, l.exit_page, l.referrer_host, l.referrer_source, l.utm_source, l.utm_medium, l.utm_campaign, l.utm_content, l.utm_term, l.browser, l.os, l.device, l.country,
-           l.page_views, l.events
+           l.last_at, l.entry_page, l.exit_page, l.referrer_host, l.referrer_source,
+           l.utm_source, l.utm_medium, l.utm_campaign, l.utm_content, l.utm_term, l.browser,
+           l.os, l.device, l.country, l.page_views, l.events
     FROM totals t
     LEFT JOIN latest l ON t.run = 0 AND l.site_id = t.site_id AND l.visitor = t.visitor
 )
@@ -85,7 +94,9 @@ SELECT site_id, visitor FROM latest WHERE first_at < last_at
 -- name: visits.load_late_events
 -- The events of the visitors place_in_order left (%(sites)s, %(visitors)s), in the order
 -- consumer/sessions.py places them.
-SELECT e.site_id, e.visitor, e.event_time, e.page_view, e.path, e.referrer_host, e.referrer_source, e.utm_source, e.utm_medium, e.utm_campaign, e.utm_content, e.utm_term, e.browser, e.os, e.device, e.country
+SELECT e.site_id, e.visitor, e.event_time, e.page_view, e.path, e.referrer_host,
+    e.referrer_source, e.utm_source, e.utm_medium, e.utm_campaign, e.utm_content, e.utm_term,
+    e.browser, e.os, e.device, e.country
 FROM visit_events e
 JOIN unnest(%(sites)s::text[], %(visitors)s::text[]) AS k (site_id, visitor)
   ON k.site_id = e.site_id AND k.visitor = e.visitor
@@ -136,10 +147,12 @@ WITH changed AS MATERIALIZED (
 ),
 stored AS (
     INSERT INTO visits AS v (site_id, visitor, started_at, last_at, day, entry_page, exit_page,
-                             referrer_host, referrer_source, utm_source, utm_medium, utm_campaign, utm_content, utm_term, browser, os, device, country,
+                             referrer_host, referrer_source, utm_source, utm_medium,
+                             utm_campaign, utm_content, utm_term, browser, os, device, country,
                              page_views, events)
-    SELECT site_id, visitor, started_at, last_at, day, entry_page, exit_page, referrer_host, referrer_source, utm_source, utm_medium, utm_campaign, utm_content, utm_term, browser, os, device, country,
-           page_views, events
+    SELECT site_id, visitor, started_at, last_at, day, entry_page, exit_page, referrer_host,
+           referrer_source, utm_source, utm_medium, utm_campaign, utm_content, utm_term,
+           browser, os, device, country, page_views, events
     FROM changed
     ORDER BY site_id COLLATE "C", visitor COLLATE "C", started_at
     ON CONFLICT (site_id, visitor, started_at) DO UPDATE SET
@@ -243,7 +256,8 @@ visit_dimension_sketches AS MATERIALIZED (
            hll_add_agg(c.visitor_hash) AS visitors
     FROM changed c
     CROSS JOIN LATERAL (VALUES
-        ('source', coalesce(c.referrer_source, c.referrer_host), coalesce(c.was_referrer_source, c.was_referrer_host)),
+        ('source', coalesce(c.referrer_source, c.referrer_host), coalesce(c.was_referrer_source,
+            c.was_referrer_host)),
         ('referrer', c.referrer_host, c.was_referrer_host),
         ('utm_source', c.utm_source, c.was_utm_source),
         ('utm_medium', c.utm_medium, c.was_utm_medium),
@@ -354,7 +368,8 @@ numbered AS (
                                                    ORDER BY event_time, event_id) AS visit
     FROM marked
 )
-SELECT site_id, user_id, min(event_time), max(event_time), (min(event_time) AT TIME ZONE 'UTC')::date,
+SELECT site_id, user_id, min(event_time), max(event_time), (min(event_time) AT TIME ZONE
+    'UTC')::date,
        (array_agg(path ORDER BY event_time, event_id))[1],
        (array_agg(path ORDER BY event_time DESC, event_id DESC))[1],
        count(*) FILTER (WHERE event_type = 'page_view'), count(*)
