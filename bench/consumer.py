@@ -98,6 +98,18 @@ def _drop(found: dict[str, Any]) -> dict[str, Any]:
     return {}
 
 
+# Each user's lag behind receipt (their clock, their connection), up to a minute: a user's
+# events then come in the order of their times, as a visitor's do.
+USER_LAG_MS = [random.Random(user).randrange(60_000) for user in range(5000)]
+
+
+def lagged(received: datetime, user: int, rng: random.Random) -> datetime:
+    """The event time of a user's hit received then. Draws what the per-event lag drew
+    before, so that every other field of the generated events stays as it was."""
+    rng.randrange(60_000)
+    return received - timedelta(milliseconds=USER_LAG_MS[user])
+
+
 def generate(
     seed: int,
     count: int,
@@ -107,7 +119,8 @@ def generate(
 ) -> Iterator[EventRecord]:
     """Deterministic events as the API would accept them, received in order at
     `recorded_rate` events/s (0: spread evenly over two days, however many), with UUIDv7 ids
-    (time-ordered, like the API's) and event times up to a minute earlier; 50 sites (a few
+    (time-ordered, like the API's) and event times up to a minute earlier (by a lag of each
+    user's own, so a user's events come in order, as a visitor's do); 50 sites (a few
     hot), 200 paths, 5,000 users, 80 % page views, each with its context; about 1 % repeat
     an earlier event (client retries). With `emitter_ids`, every id is marked as the
     emitter's own (a server emitter sending idempotency keys), which the consumer also looks
@@ -143,8 +156,8 @@ def generate(
             site_id=f"site-{site}",
             event_type=kind,
             path=f"/section-{rng.randrange(20)}/page-{rng.randrange(10)}",
-            user_id=f"user-{rng.randrange(5000)}",
-            timestamp=received - timedelta(milliseconds=rng.randrange(60_000)),
+            user_id=f"user-{(user := rng.randrange(5000))}",
+            timestamp=lagged(received, user, rng),
             received_at=received,
             emitter_id=emitter_ids,
             # Drawn either way, in the same place: the same events with or without it.

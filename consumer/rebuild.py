@@ -14,6 +14,13 @@ Every rollup recounted from raw events (`delete` and `recount` in consumer/rollu
 in the registry's order (consumer/rollups: each recount reads only rollups before it), then
 the rollups of the sites' configured zones from the rebuilt 15-minute rollups
 (consumer/zones.py).
+
+Visits are left as they are: they were built in the order events arrived (a late event joins
+the visit next to it, consumer/sessions.py), which the raw rows do not hold, so sessionizing
+the range again could split or join visits differently from the days around it. The visit
+rollups of the range (quarter_hour_visits, daily_visit_dimensions) are recounted from the
+stored visits that start on its days: their sums are unchanged, and their sketches of
+visitors then hold each visit's present values only.
 """
 
 from __future__ import annotations

@@ -4,7 +4,8 @@ Rollups are kept (they are small and are what /stats reads); only the raw rows g
 rollup rebuild (`python -m consumer.rebuild`) is possible only for days still retained.
 Each dropped day is recorded in `dropped_days` in the same transaction as its DROP
 (schema.sql's drop_events_partition): the consumer then refuses events for it, so a replay
-cannot count them twice, and rebuild leaves its rollups alone.
+cannot count them twice, and rebuild leaves its rollups alone. The visits that started on a
+dropped day go with it (their rollups are kept, like every rollup).
 Applied every hour by each consumer replica when RETENTION_DAYS > 0 (dropping is
 idempotent), or once by `python -m consumer.retention [DAYS]`, e.g. from cron.
 """
@@ -38,6 +39,13 @@ WHERE day < %s ORDER BY day
 """
 DROP_PARTITION = "SELECT drop_events_partition(%s)"
 
+# A batch locks `visits` (ROW EXCLUSIVE) before it reads the visits it continues, so this
+# waits for the batches in flight and holds new ones until commit: no batch continues a visit
+# deleted under it. Waits at most VISITS_LOCK_TIMEOUT for them.
+LOCK_VISITS = "LOCK TABLE visits IN SHARE ROW EXCLUSIVE MODE"
+VISITS_LOCK_TIMEOUT = "SET LOCAL lock_timeout = '30s'"
+DELETE_VISITS = "DELETE FROM visits WHERE day < %s"
+
 
 def first_kept_day(retention_days: int, today: dt.date) -> dt.date:
     """Keeps today and the `retention_days - 1` days before it."""
@@ -46,7 +54,8 @@ def first_kept_day(retention_days: int, today: dt.date) -> dt.date:
 
 async def apply_retention(database_url: str, retention_days: int, today: dt.date) -> list[str]:
     """Drops the raw-event partitions of days before the retained window, one transaction per
-    day (each waits at most the function's lock_timeout for `events`); returns their names.
+    day (each waits at most the function's lock_timeout for `events`), then deletes the visits
+    that started on those days; returns the partitions' names.
 
     Raises psycopg.Error if the database cannot be reached or a lock is not granted in time;
     the days dropped before that stay dropped (and recorded).
@@ -62,6 +71,10 @@ async def apply_retention(database_url: str, retention_days: int, today: dt.date
             row = await cur.fetchone()
             if row and row[0]:
                 dropped.append(f"events_{day:%Y%m%d}")
+        async with conn.transaction():
+            await conn.execute(VISITS_LOCK_TIMEOUT)
+            await conn.execute(LOCK_VISITS)
+            await conn.execute(DELETE_VISITS, (first_kept,))
     return dropped
 
 

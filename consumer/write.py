@@ -6,7 +6,9 @@ The only module of the consumer that speaks to psycopg. One transaction per batc
    last saw (first, so a replica that lost the partition stops before touching any row);
 2. binary `COPY` the rows into a session-local staging table;
 3. insert them into `events`, skipping `event_id`s already there (client retries, redelivery);
-4. update the rollups from the rows actually inserted.
+4. update the rollups from the rows actually inserted;
+5. place those rows in visits and store them with the visit rollups (consumer/sessions.py,
+   consumer/sessions_store.py).
 
 Either all of it is stored or none: a crash anywhere replays the batch from the stored
 offsets, and the unique key and compare-and-set make the replay count nothing twice.
@@ -32,7 +34,9 @@ from consumer.batch import Row
 from consumer.errors import Fault, describe, fault_of, sqlstate_of
 from consumer.isolation import bisect
 from consumer.rollups import batch_statement
+from consumer.sessions_store import VISIT_DDL, VISIT_TABLES, store_visits
 from core.events import CONTEXT_FIELDS
+from core.settings import VISIT_TIMEOUT_SECONDS
 
 log = logging.getLogger(__name__)
 
@@ -77,14 +81,17 @@ class Fenced(Exception):
 
 # The event's columns, then its context (core/events.py, CONTEXT_FIELDS): all text but props.
 _CONTEXT_TYPES = ["jsonb" if name == "props" else "text" for name in CONTEXT_FIELDS]
-STAGING_DDL = """
+STAGING_DDL = (
+    """
 CREATE TEMP TABLE IF NOT EXISTS staging_events (
     day date, event_id uuid, site_id text, event_type text, path text, user_id text,
     event_time timestamptz, received_at timestamptz, emitter_id boolean, {context}
-) ON COMMIT DELETE ROWS
+) ON COMMIT DELETE ROWS;
 """.format(
-    context=", ".join(f"{n} {t}" for n, t in zip(CONTEXT_FIELDS, _CONTEXT_TYPES, strict=True))
-)
+        context=", ".join(f"{n} {t}" for n, t in zip(CONTEXT_FIELDS, _CONTEXT_TYPES, strict=True))
+    )
+    + VISIT_DDL
+)  # the batch statement keeps its inserted rows' visit fields there
 
 COPY_STAGING = """
 COPY staging_events (day, event_id, site_id, event_type, path, user_id, event_time, received_at,
@@ -128,7 +135,7 @@ ENSURE_PARTITION = "SELECT ensure_events_partition(%s)"
 
 # Empties the staging table between the probes of one transaction (a successful probe keeps
 # its rows there until commit otherwise).
-CLEAR_STAGING = "TRUNCATE staging_events"
+CLEAR_STAGING = "TRUNCATE staging_events, " + ", ".join(VISIT_TABLES)
 
 # What psycopg raises, before the server sees a row, for a value it cannot encode.
 ROW_ENCODING_ERRORS = (TypeError, ValueError, OverflowError)
@@ -137,10 +144,17 @@ ROW_ENCODING_ERRORS = (TypeError, ValueError, OverflowError)
 class Writer:
     """Owns one PostgreSQL connection; reconnects on the next call after losing it."""
 
-    def __init__(self, database_url: str, group_id: str, topic: str) -> None:
+    def __init__(
+        self,
+        database_url: str,
+        group_id: str,
+        topic: str,
+        visit_timeout_s: float = VISIT_TIMEOUT_SECONDS.default,
+    ) -> None:
         self._database_url = database_url
         self._group_id = group_id
         self._topic = topic
+        self._visit_timeout = dt.timedelta(seconds=visit_timeout_s)
         self._conn: psycopg.AsyncConnection[TupleRow] | None = None
         self._known_days: set[dt.date] = set()
 
@@ -277,6 +291,7 @@ class Writer:
                 raise RowsRejected(f"cannot encode the event: {type(exc).__name__}: {exc}") from exc
             await cur.execute(INSERT_AND_ROLL_UP)
             result = await cur.fetchone()
+            await store_visits(cur, self._visit_timeout)
             return int(result[0]) if result else 0
 
     async def _ensure_partitions(

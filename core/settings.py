@@ -736,6 +736,18 @@ MAX_POLL_INTERVAL_MS = _declare(
         read_by="consumer",
     )
 )
+VISIT_TIMEOUT_SECONDS = _declare(
+    Setting(
+        env="VISIT_TIMEOUT_SECONDS",
+        default=1800,
+        minimum=1,
+        maximum=86_400,
+        doc="a visitor's visit ends after this long without an event from them; the next "
+        "event starts a new one (docs/architecture.md, Visits). Changing it applies to events "
+        "stored from then on",
+        read_by="consumer",
+    )
+)
 AUTO_ZONES_PER_SITE = _declare(
     Setting(
         env="AUTO_ZONES_PER_SITE",
@@ -786,6 +798,7 @@ _UNITS = (
     ("_PER_S", "per second"),
     ("_PER_MIN", "per minute"),
     ("_MS", "milliseconds"),
+    ("_SECONDS", "seconds"),
     ("_S", "seconds"),
     ("_BYTES", "bytes"),
     ("_DAYS", "days"),

@@ -8,7 +8,7 @@ import re
 import time
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import psycopg
@@ -18,11 +18,14 @@ from consumer.deadletter import DeadLetters
 from consumer.loop import ConsumerLoop, make_kafka_consumer
 from consumer.metrics import ConsumerStats
 from consumer.rollups import checks
+from consumer.rollups.statements import statement
 from consumer.schema import MIGRATIONS_DIR
+from consumer.sessions_store import store_visits
 from consumer.settings import ConsumerSettings
 from consumer.write import COPY_STAGING, COPY_TYPES, INSERT_AND_ROLL_UP, STAGING_DDL, Writer
 from core.events import CONTEXT_FIELDS, EventRecord
 from core.plausible_csv import IMPORTED_TABLES
+from core.settings import VISIT_TIMEOUT_SECONDS
 
 
 def quick_consumer_settings(
@@ -65,6 +68,16 @@ def assert_rollups_match_raw_rows(database_url: str) -> None:
             expected = conn.execute(recount).fetchall()
             actual = conn.execute(rollup).fetchall()
             assert actual == expected, f"{table} differs from a recount of the raw events"
+
+
+def assert_visits_match_events(database_url: str, timeout_s: float = 1800) -> None:
+    """The stored visits equal a plain sessionization of the stored events sorted by time
+    (the oracle `visits.expected`): what the consumer must build from events that came in
+    order for each visitor, however they were batched, replayed or moved between replicas."""
+    with psycopg.connect(database_url) as conn:
+        expected = conn.execute(statement("visits.expected"), {"timeout_s": timeout_s}).fetchall()
+        actual = conn.execute(statement("visits.stored")).fetchall()
+    assert actual == expected, "visits differ from a sessionization of the stored events"
 
 
 COLUMN_RENAME = re.compile(r"^ALTER TABLE (\w+) RENAME COLUMN (\w+) TO (\w+);", re.M)
@@ -123,7 +136,12 @@ async def running_consumer(settings: ConsumerSettings) -> AsyncIterator[Consumer
     """Runs one in-process consumer replica until the block ends, then stops it cleanly."""
     stats = ConsumerStats()
     consumer = make_kafka_consumer(settings)
-    writer = Writer(settings.database_url, settings.group_id, settings.events_topic)
+    writer = Writer(
+        settings.database_url,
+        settings.group_id,
+        settings.events_topic,
+        settings.visit_timeout_seconds,
+    )
     dead_letters = DeadLetters(
         settings.kafka_bootstrap_servers, settings.dlq_topic, settings.events_topic
     )
@@ -145,8 +163,8 @@ async def running_consumer(settings: ConsumerSettings) -> AsyncIterator[Consumer
 async def write_without_commit(
     conn: psycopg.AsyncConnection[Any], records: list[EventRecord]
 ) -> None:
-    """A batch's statement in the caller's open transaction: its rows and rollups written,
-    its locks held, nothing committed (what an operator's command meets mid-batch)."""
+    """A batch's statements in the caller's open transaction: its rows, rollups and visits
+    written, its locks held, nothing committed (what an operator's command meets mid-batch)."""
     await conn.execute(STAGING_DDL)
     async with conn.cursor() as cur:
         async with cur.copy(COPY_STAGING) as copy:
@@ -154,6 +172,7 @@ async def write_without_commit(
             for record in records:
                 await copy.write_row(to_row(record))
         await cur.execute(INSERT_AND_ROLL_UP)
+        await store_visits(cur, timedelta(seconds=VISIT_TIMEOUT_SECONDS.default))
 
 
 async def write_batch(database_url: str, records: list[EventRecord], partition: int = 0) -> None:

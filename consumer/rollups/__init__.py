@@ -9,12 +9,19 @@ its statements exist. The statements are SQL in this package's `.sql` files, nam
 - `seal` (and `zone_seal` if zoned): a seal of closed days into months (`sealed`);
 - `expected`, `stored`: the tests' check that the rollup equals a recount of the raw events.
 
+The visit rollups (`from_visits`) are the exception: their upserts are CTEs of the visit
+statement (`visit_statement`), which a batch runs after the batch statement in the same
+transaction, once consumer/sessions.py has placed the new events in visits; their recounts
+read the stored `visits`. That statement locks `visits`, then the visit rollups, after every
+table of the batch statement; retention locks `visits` alone (consumer/retention.py).
+
 The order of ROLLUPS is the lock order. The batch statement names the tables in it, so it
 locks them in it (PostgreSQL locks a statement's tables CTE by CTE as it analyses it), and
 every command that locks rollup tables locks a subsequence of it, so a batch and a command
 never wait for each other. It is also the order of the recounts: each reads only rollups
-before it. The sealed rollups come last: a seal locks them only, and a batch waiting for a
-seal then holds no lock the seal needs.
+before it. The sealed rollups come last in the batch statement: a seal locks them only, and
+a batch waiting for a seal then holds no lock the seal needs. The visit rollups follow them,
+as the visit statement follows the batch statement.
 
 Adding a rollup: its table in schema.sql (and a migration), a `Rollup` line here at its place
 in the order, and its statements in a `.sql` file of this package.
@@ -41,6 +48,7 @@ class Rollup:
     rebuilt: bool = True
     zoned: bool = False
     sealed: bool = False
+    from_visits: bool = False
 
     def __post_init__(self) -> None:
         if not _TABLE.fullmatch(self.table):
@@ -89,6 +97,9 @@ ROLLUPS: tuple[Rollup, ...] = (
     # sealed months, last (sealed.sql)
     Rollup("sealed_monthly_paths", ("local_counts", "sealed"), zoned=True, sealed=True),
     Rollup("sealed_monthly_event_types", ("sealed",), sealed=True),
+    # visits, by where they start (visits.sql), written by the visit statement
+    Rollup("quarter_hour_visits", from_visits=True),
+    Rollup("daily_visit_dimensions", from_visits=True),
 )
 
 LOCK_ORDER: tuple[str, ...] = tuple(rollup.table for rollup in ROLLUPS)
@@ -101,12 +112,22 @@ def batch_statement() -> str:
     ctes = [statement("batch.head")]
     written: set[str] = set()
     for rollup in ROLLUPS:
+        if rollup.from_visits:
+            continue
         for name in rollup.batch_inputs:
             if name not in written:
                 ctes.append(statement(f"batch.{name}"))
                 written.add(name)
         ctes.append(rollup.sql("upsert"))
     return ",\n".join(ctes) + "\n" + statement("batch.tail")
+
+
+def visit_statement() -> str:
+    """The statement a batch runs once its new events are placed in visits (rows of
+    `visit_changes`): store the visits, then each visit rollup's delta in the lock order; it
+    returns the number of visits made or changed."""
+    ctes = [statement("visits.head")] + [r.sql("upsert") for r in ROLLUPS if r.from_visits]
+    return ",\n".join(ctes) + "\n" + statement("visits.tail")
 
 
 def rebuild_steps() -> list[tuple[str, str]]:

@@ -41,7 +41,17 @@ WITH inserted AS (
     ON CONFLICT DO NOTHING
     -- The visitor's hash once per row, for every sketch of the statement.
     RETURNING day, site_id, event_type, path, user_id, event_time, browser, os, device,
-              country, props, hll_hash_text(user_id) AS visitor_hash
+              country, props, hll_hash_text(user_id) AS visitor_hash, event_id, referrer_host,
+              referrer_source, utm_source, utm_medium, utm_campaign, utm_content, utm_term
+),
+-- What the visits need of each inserted row, kept for the statements that place them
+-- after this one (consumer/sessions_store.py): replays and duplicates never get here.
+visit_events_kept AS (
+    INSERT INTO visit_events
+    SELECT site_id, user_id, event_time, event_id, event_type = 'page_view', path,
+           referrer_host, referrer_source, utm_source, utm_medium, utm_campaign, utm_content,
+           utm_term, browser, os, device, country
+    FROM inserted
 ),
 counts AS MATERIALIZED (
     SELECT site_id, day,

@@ -23,6 +23,7 @@ from tests.processes import ROOT, Process, start_consumer
 from tests.services import PrivateService, private_kafka, private_postgres
 from tests.support import (
     assert_rollups_match_raw_rows,
+    assert_visits_match_events,
     quick_consumer_settings,
     stored_event_count,
     wait_for,
@@ -138,7 +139,9 @@ class FaultCase:
 
     async def settle(self, timeout_s: float = 120) -> None:
         """Stops the stream, waits for the consumers to store everything in the topic, then
-        checks: each accepted event stored exactly once, every rollup equal to a recount."""
+        checks: each accepted event stored exactly once, every rollup equal to a recount,
+        every visit (its page views, duration, bounce, entry and exit) equal to a plain
+        sessionization of the stored events."""
         await self.stream.stop()
         ends = await self.end_offsets()
 
@@ -157,6 +160,7 @@ class FaultCase:
         unknown = set(ids) - self.stream.attempted
         assert not unknown, f"{len(unknown)} stored events were never sent"
         assert_rollups_match_raw_rows(self.database_url)
+        assert_visits_match_events(self.database_url)
 
     def stop_consumers(self) -> None:
         """SIGTERM to every consumer still running; each must exit cleanly."""

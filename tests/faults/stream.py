@@ -1,5 +1,10 @@
 """A steady stream of events with known ids, produced as the API would, plus the checks
-that end every fault case: each accepted event stored exactly once, rollups exact."""
+that end every fault case: each accepted event stored exactly once, rollups exact, visits
+those of a plain sessionization of the stored events.
+
+Each visitor's events are sent in the order of their times, as a site's events arrive in
+practice, so the visits the consumer builds must not depend on how they were batched,
+replayed after a kill or moved between replicas."""
 
 from __future__ import annotations
 
@@ -23,8 +28,14 @@ from core.events import (
 )
 from tests.support import make_record
 
-# Event times spread over three UTC days, so batches cross day partitions.
+# Event times advance by 1-29 s an event: a visitor (one of 120) sees a gap of about half
+# an hour on average, so visits both continue and end, and a backlog spans several UTC days,
+# so batches cross day partitions. The steady stream runs concurrently with a backlog's
+# preload, on a clock of its own weeks later: each sender keeps its own events in order, and
+# no visit can join events of both.
 BASE_TIME = datetime(2025, 11, 12, 0, 0, tzinfo=UTC)
+STREAM_BASE_TIME = BASE_TIME + timedelta(days=60)
+MAX_STEP_S = 30
 
 
 @dataclass
@@ -42,13 +53,22 @@ class EventStream:
     failed_sends: int = 0
     _sent: list[EventRecord] = field(default_factory=list)
     _rng: random.Random = field(default_factory=lambda: random.Random(7))
+    _clock: datetime = BASE_TIME
+    _stream_clock: datetime = STREAM_BASE_TIME
     _task: asyncio.Task[None] | None = None
     _stop: asyncio.Event = field(default_factory=asyncio.Event)
     _producer: AIOKafkaProducer | None = None
 
-    def record(self) -> EventRecord:
+    def record(self, streamed: bool = False) -> EventRecord:
+        """The next event of the backlog's clock (or, `streamed`, the steady stream's)."""
         rng = self._rng
-        timestamp = BASE_TIME + timedelta(seconds=rng.randrange(3 * 86400))
+        step = timedelta(seconds=rng.randrange(1, MAX_STEP_S))
+        if streamed:
+            self._stream_clock += step
+            timestamp = self._stream_clock
+        else:
+            self._clock += step
+            timestamp = self._clock
         return make_record(
             site_id=f"site-{rng.randrange(3)}",
             event_type=rng.choice(["page_view", "page_view", "page_view", "click"]),
@@ -75,17 +95,21 @@ class EventStream:
         futures = []
         chunks = []
         for _ in range(events // per_message):
-            chunk = [self.record() for _ in range(per_message)]
-            chunks.append(chunk)
-            futures.append(
-                await self._producer.send(
-                    self.topic,
-                    encode_records(chunk),
-                    key=chunk[0].site_id.encode(),
-                    headers=[(SCHEMA_HEADER, SCHEMA_EVENT_BATCH_V1)],
+            drawn = [self.record() for _ in range(per_message)]
+            # One message per site, keyed by it: a site's events stay on its partition, in
+            # order, as the API sends them.
+            for site in sorted({r.site_id for r in drawn}):
+                chunk = [r for r in drawn if r.site_id == site]
+                chunks.append(chunk)
+                futures.append(
+                    await self._producer.send(
+                        self.topic,
+                        encode_records(chunk),
+                        key=site.encode(),
+                        headers=[(SCHEMA_HEADER, SCHEMA_EVENT_BATCH_V1)],
+                    )
                 )
-            )
-            self.attempted.update(r.event_id for r in chunk)
+                self.attempted.update(r.event_id for r in chunk)
         await asyncio.gather(*futures)
         for chunk in chunks:
             self.acked.update(r.event_id for r in chunk)
@@ -121,7 +145,7 @@ class EventStream:
                     records.append(self._rng.choice(self._sent))
                     self.resent += 1
                 else:
-                    records.append(self.record())
+                    records.append(self.record(streamed=True))
             await self._send(records)
             await asyncio.sleep(tick_s)
 

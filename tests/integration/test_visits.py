@@ -1,0 +1,251 @@
+"""Visits built by the real consumer from Kafka into PostgreSQL, from scripted timelines:
+idle gaps either side of the timeout, a visit across midnight, late and out-of-order events,
+one visitor on two sites, and a full replay; then what retention and rebuild do to visits.
+Each timeline ends with the registry's check (the visit rollups equal a recount from
+`visits`) and, where events came in order, `visits` equal to a plain sessionization of the
+stored events."""
+
+from __future__ import annotations
+
+import datetime as dt
+from typing import Any
+
+import msgspec
+import psycopg
+import pytest
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
+
+from consumer.rebuild import rebuild_rollups
+from consumer.retention import apply_retention
+from consumer.settings import ConsumerSettings
+from core.events import SCHEMA_EVENT_V1, SCHEMA_HEADER, EventRecord, encode_record
+from tests.conftest import TEST_PARTITIONS
+from tests.support import (
+    assert_rollups_match_raw_rows,
+    assert_visits_match_events,
+    make_record,
+    running_consumer,
+    stored_event_count,
+    wait_for,
+    write_batch,
+)
+
+pytestmark = [pytest.mark.kafka, pytest.mark.postgres]
+
+T0 = dt.datetime(2025, 11, 12, 12, 0, tzinfo=dt.UTC)
+TIMEOUT_S = 1800
+
+
+def event(seconds: float, **changes: Any) -> EventRecord:
+    at = T0 + dt.timedelta(seconds=seconds)
+    return make_record(timestamp=at, received_at=at, **changes)
+
+
+async def consume(settings: ConsumerSettings, records: list[EventRecord]) -> None:
+    """Produces the records in order, then runs a consumer until every one is stored or
+    found a duplicate (the offsets reach the end of what was produced)."""
+    producer = AIOKafkaProducer(
+        bootstrap_servers=settings.kafka_bootstrap_servers, acks="all", enable_idempotence=True
+    )
+    await producer.start()
+    try:
+        for record in records:
+            await producer.send(
+                settings.events_topic,
+                encode_record(record),
+                key=record.site_id.encode(),
+                headers=[(SCHEMA_HEADER, SCHEMA_EVENT_V1)],
+            )
+        await producer.flush()
+    finally:
+        await producer.stop()
+    url = settings.database_url
+    produced = await produced_messages(settings)
+
+    def caught_up() -> bool:
+        with psycopg.connect(url) as conn:
+            row = conn.execute(
+                "SELECT coalesce(sum(next_offset), 0) FROM consumer_offsets WHERE group_id = %s",
+                (settings.group_id,),
+            ).fetchone()
+        return row is not None and int(row[0]) >= produced
+
+    async with running_consumer(settings):
+        await wait_for(caught_up, timeout_s=30, what=f"{produced} messages to be consumed")
+
+
+async def produced_messages(settings: ConsumerSettings) -> int:
+    reader = AIOKafkaConsumer(bootstrap_servers=settings.kafka_bootstrap_servers)
+    await reader.start()
+    try:
+        parts = [TopicPartition(settings.events_topic, p) for p in range(TEST_PARTITIONS)]
+        ends = await reader.end_offsets(parts)
+    finally:
+        await reader.stop()
+    return sum(int(v) for v in ends.values())
+
+
+def visits(url: str, **where: str) -> list[tuple[Any, ...]]:
+    """(site, visitor, start, last, day, entry, exit, page views, events, duration), by start."""
+    with psycopg.connect(url) as conn:
+        return conn.execute(
+            "SELECT site_id, visitor, started_at, last_at, day, entry_page, exit_page,"
+            " page_views, events, floor(extract(epoch FROM last_at - started_at))::int"
+            " FROM visits WHERE visitor = coalesce(%(visitor)s, visitor)"
+            " ORDER BY site_id, visitor, started_at",
+            {"visitor": where.get("visitor")},
+        ).fetchall()
+
+
+def rows(url: str, query: str) -> list[tuple[Any, ...]]:
+    with psycopg.connect(url) as conn:
+        return conn.execute(query).fetchall()
+
+
+async def test_a_gap_up_to_the_timeout_continues_a_visit_and_a_longer_one_starts_another(
+    consumer_settings: ConsumerSettings,
+) -> None:
+    url = consumer_settings.database_url
+    timeline = [
+        event(0, path="/a"),
+        event(TIMEOUT_S - 1, path="/b"),  # just under: the same visit
+        event(2 * TIMEOUT_S - 1, path="/c", event_type="click"),  # exactly the timeout: same
+        event(3 * TIMEOUT_S, path="/d"),  # just over: a new visit, a bounce
+    ]
+    # Two consumer runs: the visit is continued from what the first stored.
+    await consume(consumer_settings, timeline[:2])
+    await consume(consumer_settings, timeline[2:])
+    found = visits(url)
+    assert [(v[5], v[6], v[7], v[8], v[9]) for v in found] == [
+        ("/a", "/c", 2, 3, 2 * TIMEOUT_S - 1),
+        ("/d", "/d", 1, 1, 0),
+    ]
+    assert rows(url, "SELECT visits, bounces, duration, page_views FROM quarter_hour_visits") == [
+        (1, 0, 2 * TIMEOUT_S - 1, 2),
+        (1, 1, 0, 1),
+    ]
+    assert_visits_match_events(url, TIMEOUT_S)
+    assert_rollups_match_raw_rows(url)
+
+
+async def test_a_visit_across_midnight_counts_on_the_day_it_starts(
+    consumer_settings: ConsumerSettings,
+) -> None:
+    url = consumer_settings.database_url
+    midnight = dt.datetime(2025, 11, 13, tzinfo=dt.UTC)
+    before = (midnight - T0).total_seconds()
+    await consume(
+        consumer_settings,
+        [event(before - 600, path="/late-night"), event(before + 600, path="/after-midnight")],
+    )
+    (visit,) = visits(url)
+    assert visit[4] == dt.date(2025, 11, 12) and visit[9] == 1200
+    days = rows(url, "SELECT DISTINCT day FROM daily_visit_dimensions")
+    assert days == [(dt.date(2025, 11, 12),)]
+    assert rows(
+        url,
+        "SELECT value, visits FROM daily_visit_dimensions WHERE dimension = 'exit_page'"
+        " AND visits > 0",
+    ) == [("/after-midnight", 1)]
+    assert_visits_match_events(url, TIMEOUT_S)
+    assert_rollups_match_raw_rows(url)
+
+
+async def test_late_events_join_the_visit_they_precede_or_start_their_own(
+    consumer_settings: ConsumerSettings,
+) -> None:
+    url = consumer_settings.database_url
+    await consume(consumer_settings, [event(0, path="/first"), event(60, path="/second")])
+    source = {"referrer_host": "news.example", "referrer_source": "News", "utm_source": "news"}
+    await consume(
+        consumer_settings,
+        [
+            event(-TIMEOUT_S + 10, path="/earlier", **source),  # within the timeout before
+            event(-3 * TIMEOUT_S, path="/long-before"),  # older: a visit of its own
+            event(30, path="/between", event_type="click"),  # inside: joins, ends unchanged
+        ],
+    )
+    found = visits(url)
+    assert [(v[5], v[6], v[7], v[8]) for v in found] == [
+        ("/long-before", "/long-before", 1, 1),
+        ("/earlier", "/second", 3, 4),
+    ]
+    assert found[1][2] == T0 + dt.timedelta(seconds=-TIMEOUT_S + 10)
+    # The visit's source moved with its start; the old entry page keeps no visit.
+    assert rows(
+        url,
+        "SELECT dimension, value, visits FROM daily_visit_dimensions"
+        " WHERE dimension IN ('source', 'entry_page') AND visits > 0 ORDER BY 1, 2",
+    ) == [
+        ("entry_page", "/earlier", 1),
+        ("entry_page", "/long-before", 1),
+        ("source", "(not set)", 1),
+        ("source", "News", 1),
+    ]
+    assert_rollups_match_raw_rows(url)
+
+
+async def test_the_same_visitor_on_two_sites_makes_two_visits(
+    consumer_settings: ConsumerSettings,
+) -> None:
+    url = consumer_settings.database_url
+    await consume(
+        consumer_settings,
+        [
+            event(0, site_id="site-a", user_id="same"),
+            event(0, site_id="site-b", user_id="same"),
+            event(60, site_id="site-a", user_id="same"),
+        ],
+    )
+    found = visits(url, visitor="same")
+    assert [(v[0], v[8]) for v in found] == [("site-a", 2), ("site-b", 1)]
+    assert_visits_match_events(url, TIMEOUT_S)
+    assert_rollups_match_raw_rows(url)
+
+
+async def test_a_replay_and_retried_events_count_nothing_twice(
+    consumer_settings: ConsumerSettings,
+) -> None:
+    url = consumer_settings.database_url
+    timeline = [event(i * 300, path=f"/{i}", user_id=f"u{i % 3}") for i in range(30)]
+    retried = [timeline[4], timeline[17]]  # the same event ids again: client retries
+    await consume(consumer_settings, [*timeline[:20], *retried, *timeline[20:]])
+    first = visits(url)
+    before = rows(url, "SELECT * FROM quarter_hour_visits ORDER BY 1, 2")
+    # A new consumer group has no stored offsets: it reads the whole topic again.
+    replay = msgspec.structs.replace(consumer_settings, group_id=consumer_settings.group_id + "-r")
+    await consume(replay, [])
+    assert stored_event_count(url) == 30
+    assert visits(url) == first
+    assert rows(url, "SELECT * FROM quarter_hour_visits ORDER BY 1, 2") == before
+    assert_visits_match_events(url, TIMEOUT_S)
+    assert_rollups_match_raw_rows(url)
+
+
+async def test_retention_deletes_the_visits_of_dropped_days_and_keeps_their_rollups(
+    database_url: str,
+) -> None:
+    old = event(-3 * 86_400, user_id="old")
+    recent = event(0, user_id="recent")
+    await write_batch(database_url, [old, recent])
+    await apply_retention(database_url, 2, T0.date())
+    assert [v[1] for v in visits(database_url)] == ["recent"]
+    counted = rows(database_url, "SELECT site_id, bucket FROM quarter_hour_visits ORDER BY 2")
+    assert [bucket for _, bucket in counted] == [old.timestamp, recent.timestamp]
+
+
+async def test_a_rebuild_recounts_the_visit_rollups_from_the_visits(database_url: str) -> None:
+    day = T0.date()
+    # The exit page moves from /a to /b: /a's sketch still counts the visitor until a rebuild.
+    await write_batch(database_url, [event(0, path="/a")], 0)
+    await write_batch(database_url, [event(60, path="/b")], 1)
+    query = (
+        "SELECT value, visits, hll_cardinality(visitors)::int FROM daily_visit_dimensions"
+        " WHERE dimension = 'exit_page' ORDER BY 1"
+    )
+    assert rows(database_url, query) == [("/a", 0, 1), ("/b", 1, 1)]
+    before = rows(database_url, "SELECT * FROM quarter_hour_visits")
+    await rebuild_rollups(database_url, day, day)
+    assert rows(database_url, query) == [("/b", 1, 1)]
+    assert rows(database_url, "SELECT * FROM quarter_hour_visits") == before
+    assert_rollups_match_raw_rows(database_url)
