@@ -1,5 +1,5 @@
 """`python -m bench consumer [--events=N] [--per-message=K] [--partitions=P] [--recorded-rate=R]
-[--site-zones=Z] [--env=KEY=VALUE]`
+[--site-zones=Z] [--env=KEY=VALUE] [--freshness-rate=F] [--pin-cpu=C]`
 
 (Options in the `--name=value` form: `python -m bench` passes on only the arguments that start
 with a dash.)
@@ -11,7 +11,10 @@ histogram), peak and sampled RSS. In the same run, the ceiling: a bare binary CO
 same rows, in batches of the same size, into an unindexed table, and the same through the
 staging table with ON CONFLICT into a keyed table (dedupe without rollups). Prints the ratios.
 With --site-zones=Z the Z busiest sites keep a time zone (`python -m consumer.zones add`), so
-that the replica also writes their local-day rollups.
+that the replica also writes their local-day rollups. Then, unless --freshness-rate=0, a
+second replica takes a steady F events/s and the time from each probe's ack to its row in
+daily_stats is measured, with the batches' mean size and write times. --pin-cpu=C runs every
+replica on core C alone (`taskset`), and the freshness load beside it: a slower machine.
 """
 
 from __future__ import annotations
@@ -311,9 +314,15 @@ def free_port() -> int:
 
 
 def start_replica(
-    bootstrap: str, database_url: str, topic: str, partitions: int, extra: list[str]
+    bootstrap: str,
+    database_url: str,
+    topic: str,
+    partitions: int,
+    extra: list[str],
+    pin_cpu: int | None = None,
 ) -> tuple[subprocess.Popen[bytes], str, int]:
-    """Starts `python -m consumer` on a new group; returns the process, group, metrics port."""
+    """Starts `python -m consumer` on a new group (under `taskset -c pin_cpu` if given: one
+    core, for a slower machine); returns the process, group, metrics port."""
     group = f"bench-{uuid.uuid4().hex[:8]}"
     port = free_port()
     env = {
@@ -330,14 +339,23 @@ def start_replica(
     for item in extra:
         key, _, value = item.partition("=")
         env[key] = value
-    process = subprocess.Popen([sys.executable, "-m", "consumer"], env=env, cwd=ROOT)
+    command = [sys.executable, "-m", "consumer"]
+    if pin_cpu is not None:
+        command = ["taskset", "-c", str(pin_cpu), *command]
+    process = subprocess.Popen(command, env=env, cwd=ROOT)
     return process, group, port
 
 
 def drain(
-    bootstrap: str, database_url: str, topic: str, partitions: int, messages: int, extra: list[str]
+    bootstrap: str,
+    database_url: str,
+    topic: str,
+    partitions: int,
+    messages: int,
+    extra: list[str],
+    pin_cpu: int | None = None,
 ) -> dict[str, float]:
-    process, group, port = start_replica(bootstrap, database_url, topic, partitions, extra)
+    process, group, port = start_replica(bootstrap, database_url, topic, partitions, extra, pin_cpu)
     samples: list[float] = []
     try:
         first_at = None
@@ -454,13 +472,23 @@ async def measure_freshness(
 
 
 def freshness(
-    bootstrap: str, database_url: str, partitions: int, rate: int, seconds: float
-) -> tuple[list[float], float]:
-    """Runs measure_freshness against a fresh topic and a replica; returns the latencies
-    and the event rate actually stored."""
+    bootstrap: str,
+    database_url: str,
+    partitions: int,
+    rate: int,
+    seconds: float,
+    extra: list[str],
+    pin_cpu: int | None = None,
+) -> tuple[list[float], float, dict[str, float]]:
+    """Runs measure_freshness against a fresh topic and a replica; returns the latencies,
+    the event rate actually stored, and the replica's batch sizes and write times. With
+    `pin_cpu` the replica and this process (the load) share that one core."""
     topic = f"bench-fresh-{uuid.uuid4().hex[:8]}"
     asyncio.run(_create_topic(bootstrap, topic, partitions))
-    process, _, port = start_replica(bootstrap, database_url, topic, partitions, [])
+    process, _, port = start_replica(bootstrap, database_url, topic, partitions, extra, pin_cpu)
+    affinity = os.sched_getaffinity(0)
+    if pin_cpu is not None:
+        os.sched_setaffinity(0, {pin_cpu})
     try:
         started = time.monotonic()
         before = _scalar(database_url, "SELECT count(*) FROM events")
@@ -469,11 +497,30 @@ def freshness(
         )
         stored = _scalar(database_url, "SELECT count(*) FROM events") - before
         achieved = stored / (time.monotonic() - started)
+        metrics = httpx.get(f"http://127.0.0.1:{port}/metrics", timeout=10).text
+        writes = {
+            "rows_mean": (
+                _counter(metrics, "consumer_events_written")
+                + _counter(metrics, "consumer_duplicate_events")
+            )
+            / max(1.0, _counter(metrics, "consumer_batches")),
+            "write_p50_s": histogram_quantile(metrics, "consumer_batch_write_seconds", 0.5),
+            "write_p99_s": histogram_quantile(metrics, "consumer_batch_write_seconds", 0.99),
+        }
     finally:
+        os.sched_setaffinity(0, affinity)
         process.terminate()
         process.wait(30)
         asyncio.run(_delete_topic(bootstrap, topic))
-    return latencies, achieved
+    return latencies, achieved, writes
+
+
+def _counter(text: str, name: str) -> float:
+    """A Prometheus counter's value on one scrape (0 if absent)."""
+    for line in text.splitlines():
+        if line.startswith(f"{name}_total "):
+            return float(line.split()[-1])
+    return 0.0
 
 
 def quantile(values: list[float], q: float) -> float:
@@ -510,6 +557,12 @@ def main(argv: list[str]) -> None:
     parser.add_argument(
         "--env", action="append", default=[], help="KEY=VALUE for the consumer (repeatable)"
     )
+    parser.add_argument(
+        "--pin-cpu",
+        type=int,
+        default=None,
+        help="run the replica on this one core (taskset), with the freshness load beside it",
+    )
     args, _ = parser.parse_known_args(argv)  # options of other sections pass through
     env = environ()
     bootstrap = KAFKA_BOOTSTRAP_SERVERS.read(env)
@@ -542,7 +595,9 @@ def main(argv: list[str]) -> None:
             f"in {time.monotonic() - started:.1f}s",
             file=sys.stderr,
         )
-        result = drain(bootstrap, database_url, topic, args.partitions, messages, args.env)
+        result = drain(
+            bootstrap, database_url, topic, args.partitions, messages, args.env, args.pin_cpu
+        )
         stored_events = _scalar(database_url, "SELECT count(*) FROM events")
         # Events/s over the time from the first stored batch to the last one.
         drained = args.events * (1 - result["first_messages"] / messages)
@@ -552,12 +607,18 @@ def main(argv: list[str]) -> None:
         ceiling = args.events / bare_copy(*copy_args, dedupe=False, with_context=with_context)
         dedupe = args.events / bare_copy(*copy_args, dedupe=True, with_context=with_context)
         _report_statements(database_url)
-        latencies, achieved = (
+        latencies, achieved, writes = (
             freshness(
-                bootstrap, database_url, args.partitions, args.freshness_rate, args.freshness_s
+                bootstrap,
+                database_url,
+                args.partitions,
+                args.freshness_rate,
+                args.freshness_s,
+                args.env,
+                args.pin_cpu,
             )
             if args.freshness_rate
-            else ([], 0.0)
+            else ([], 0.0, {})
         )
     finally:
         asyncio.run(_delete_topic(bootstrap, topic))
@@ -570,7 +631,9 @@ def main(argv: list[str]) -> None:
         f"consumer: drain {args.events:,} events ({received}, {args.per_message}/message, "
         f"{args.partitions} partitions), one replica"
         + (f", {args.site_zones} sites keeping {ZONE}" if args.site_zones else "")
-        + (", events without context" if args.without_context else ""),
+        + (", events without context" if args.without_context else "")
+        + (f", replica pinned to CPU {args.pin_cpu}" if args.pin_cpu is not None else "")
+        + "".join(f", {item}" for item in args.env),
         ["measure", "value"],
         [
             ["events stored (distinct event_id)", stored_events],
@@ -589,13 +652,23 @@ def main(argv: list[str]) -> None:
     if latencies:
         print_table(
             f"consumer: freshness at {args.freshness_rate:,} events/s, one event per message, "
-            f"ack (202) to visible in daily_stats, {len(latencies)} probes",
+            f"ack (202) to visible in daily_stats, {len(latencies)} probes"
+            + (
+                f", replica and load pinned to CPU {args.pin_cpu}"
+                if args.pin_cpu is not None
+                else ""
+            ),
             ["measure", "value"],
             [
                 ["events/s stored meanwhile (including start-up)", achieved],
                 ["p50 (s)", quantile(latencies, 0.5)],
                 ["p99 (s)", quantile(latencies, 0.99)],
                 ["max (s)", latencies[-1]],
+                ["events per batch, mean", writes["rows_mean"]],
+                [
+                    "batch write p50 / p99 (s)",
+                    f"{writes['write_p50_s']:.2f} / {writes['write_p99_s']:.2f}",
+                ],
             ],
         )
 

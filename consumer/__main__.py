@@ -12,7 +12,7 @@ import psycopg
 from aiokafka.errors import KafkaError
 
 from consumer.deadletter import DeadLetters
-from consumer.loop import ConsumerLoop, make_kafka_consumer
+from consumer.loop import ConsumerLoop, make_kafka_consumer, tune_gc
 from consumer.metrics import ConsumerStats
 from consumer.monitoring import serve
 from consumer.retention import apply_retention_periodically
@@ -106,6 +106,7 @@ def main() -> int:
     settings = settings_for_command("consumer")
     if settings is None:
         return 2
+    tune_gc()
     try:
         asyncio.run(main_async(settings))
     except KafkaError as exc:

@@ -3,7 +3,9 @@
 Pure logic, with the clock injected: no aiokafka or psycopg object crosses into this module.
 A batch is written when it holds `max_rows` events or `max_bytes` of message values, or when
 its oldest message has waited `max_age_s`, so a quiet site's event shows within about a
-second and a busy stream is written in large batches. Memory is bounded by the same limits:
+second and a busy stream is written in large batches. `max_rows` itself follows the time the
+last writes took (WriteTimeSizer), so that a slow database or a slow machine gets batches it
+can store within a target time rather than ever longer ones. Memory is bounded by the limits:
 the poll loop asks for no more messages than the batch has room for (converted from events
 and bytes with the batch's average message), and aiokafka's fetch buffer is bounded by
 fetch_max_bytes.
@@ -114,6 +116,59 @@ class BatchPolicy:
     max_rows: int
     max_bytes: int
     max_age_s: float
+
+
+# The fewest events a batch sized by write time may be cut at: below this, each batch's fixed
+# cost (a statement of a dozen upserts, a commit) would outweigh the events it stores.
+MIN_ROWS_BY_TIME = 1_000
+# Batches are sized by write time only while they store events this much faster than events
+# arrive: a limit that only just keeps up would let any slow write start a backlog.
+HEADROOM = 1.5
+
+
+@dataclass(slots=True)
+class WriteTimeSizer:
+    """How many events a batch may hold so that writing it takes about `target_s`.
+
+    An event waits for the write in flight, then for its own, so the time a write takes is
+    what freshness is made of. After each write: one that took longer than the target cuts the
+    limit to the events that would have fitted at the rate just measured; one within the
+    target, of a batch that the limit cut (it was full), raises the limit to what would fit at
+    that rate; a batch cut by its age leaves it. The rate of a write includes its fixed cost, so
+    the estimate errs small, and a full batch raises the limit by the ratio of the target to
+    that fixed cost: a few batches from the floor to the ceiling.
+
+    All of this holds only while the replica keeps up: when events are taken in faster than
+    the last write stored them, with HEADROOM to spare (`arriving_per_s`, the events taken into
+    batches per second since the last write, is also how fast a backlog is read), the limit
+    doubles instead. Larger batches store more events per second (each has a fixed cost), so
+    when the stream or a backlog outruns what batches of the target time store, smaller ones
+    would only grow the backlog: a replica that cannot keep up writes batches as large as
+    `max_rows`, as without a target. Never above `max_rows`, never below MIN_ROWS_BY_TIME (or
+    `max_rows` if lower); `target_s` 0 keeps it at `max_rows`.
+    """
+
+    max_rows: int
+    target_s: float
+    rows: int = 0
+
+    def __post_init__(self) -> None:
+        self.rows = self.max_rows
+
+    def written(self, rows: int, elapsed_s: float, arriving_per_s: float) -> int:
+        """Takes one write's events and duration, and the rate events are taken in at;
+        returns the new limit."""
+        if self.target_s <= 0 or rows <= 0 or elapsed_s <= 0:
+            return self.rows
+        fits = int(rows * self.target_s / elapsed_s)
+        if arriving_per_s * HEADROOM > rows / elapsed_s:
+            self.rows *= 2  # behind: see above
+        elif elapsed_s > self.target_s:
+            self.rows = min(self.rows, fits)
+        elif rows >= self.rows:
+            self.rows = max(self.rows, fits)
+        self.rows = max(min(MIN_ROWS_BY_TIME, self.max_rows), min(self.rows, self.max_rows))
+        return self.rows
 
 
 @dataclass(slots=True)

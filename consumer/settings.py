@@ -31,6 +31,7 @@ class ConsumerSettings(msgspec.Struct, frozen=True, kw_only=True):
     max_batch_rows: int = declared.MAX_BATCH_ROWS.default
     max_batch_bytes: int = declared.MAX_BATCH_BYTES.default
     max_batch_age_s: float = declared.MAX_BATCH_AGE_S.default
+    target_batch_write_s: float = declared.TARGET_BATCH_WRITE_S.default
     retry_initial_s: float = declared.RETRY_INITIAL_S.default
     retry_max_s: float = declared.RETRY_MAX_S.default
     shutdown_timeout_s: float = declared.SHUTDOWN_TIMEOUT_S.default

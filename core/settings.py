@@ -691,6 +691,16 @@ MAX_BATCH_AGE_S = _declare(
         read_by="consumer",
     )
 )
+TARGET_BATCH_WRITE_S = _declare(
+    Setting(
+        env="TARGET_BATCH_WRITE_S",
+        default=1.0,
+        minimum=0.0,
+        doc="…and holds no more events than the last writes show can be stored in this long "
+        "(never fewer than 1,000); 0: by MAX_BATCH_ROWS alone",
+        read_by="consumer",
+    )
+)
 RETRY_INITIAL_S = _declare(
     Setting(
         env="RETRY_INITIAL_S",

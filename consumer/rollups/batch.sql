@@ -53,10 +53,14 @@ visit_events_kept AS (
            utm_term, browser, os, device, country
     FROM inserted
 ),
+-- Its text keys in byte order (COLLATE "C"): the grouping sorts the whole batch, and so do
+-- the rollups' own sorts of these rows; byte order compares without the locale, and it is the
+-- order every upsert locks its keys in anyway (docs/decisions/0009-collate-c-sort.md).
 counts AS MATERIALIZED (
-    SELECT site_id, day,
+    SELECT site_id COLLATE "C" AS site_id, day,
            date_bin('15 minutes', event_time, timestamptz '2000-01-01 00:00+00') AS bucket,
-           event_type, path, count(*) AS events, hll_add_agg(visitor_hash) AS visitors
+           event_type COLLATE "C" AS event_type, path COLLATE "C" AS path,
+           count(*) AS events, hll_add_agg(visitor_hash) AS visitors
     FROM inserted GROUP BY 1, 2, 3, 4, 5
 ),
 page_counts AS (

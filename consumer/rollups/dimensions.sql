@@ -75,12 +75,17 @@ FROM daily_dimensions ORDER BY 1, 2, 3, 4
 -- keys and values with the most events instead.
 
 -- name: daily_props.upsert
--- The batch's property keys once per (site, day, event type, key), with their events.
-props_keys AS MATERIALIZED (
-    SELECT i.site_id, i.day, i.event_type, kv.key, count(*) AS events
+-- The batch's properties, one row per (event, key): expanded once, from the few events that
+-- have any, rather than in each step that reads them.
+props_pairs AS MATERIALIZED (
+    SELECT i.site_id, i.day, i.event_type, kv.key, kv.value, i.visitor_hash
     FROM inserted i CROSS JOIN LATERAL jsonb_each_text(i.props) AS kv
     WHERE i.props IS NOT NULL AND kv.value IS NOT NULL
-    GROUP BY 1, 2, 3, 4
+),
+-- The batch's property keys once per (site, day, event type, key), with their events.
+props_keys AS MATERIALIZED (
+    SELECT site_id, day, event_type, key, count(*) AS events
+    FROM props_pairs GROUP BY 1, 2, 3, 4
 ),
 -- The caps read daily_props inside its INSERT, whose lock (ROW EXCLUSIVE) is then taken
 -- before the reads' own, in the lock order. The reads are ranges of the primary key, bounded
@@ -89,21 +94,19 @@ props_keys AS MATERIALIZED (
 -- is room is anything ranked: a full group or key costs a hashed look-up per property.
 props_daily AS (
     INSERT INTO daily_props AS p (site_id, day, event_type, key, value, events, visitors)
-    -- The groups come from `inserted`, whose estimate the planner keeps near the batch's
-    -- size (a far larger one would put the statement's cost past jit_above_cost, and compiling
-    -- it takes seconds). A group's stored keys are at most 30 keys of at most 101 rows each.
+    -- The groups come from the batch's keys, whose estimate stays near the batch's size (a
+    -- far larger one would put the statement's cost past jit_above_cost, and compiling it
+    -- takes seconds). A group's stored keys are at most 30 keys of at most 101 rows each.
     WITH stored_keys AS MATERIALIZED (
         SELECT g.site_id, g.day, g.event_type, s.key
-        FROM (SELECT DISTINCT site_id, day, event_type FROM inserted
-              WHERE props IS NOT NULL) AS g
+        FROM (SELECT DISTINCT site_id, day, event_type FROM props_keys) AS g
         CROSS JOIN LATERAL (SELECT DISTINCT s.key FROM daily_props s
                             WHERE s.site_id = g.site_id AND s.day = g.day
                               AND s.event_type = g.event_type) AS s
     ),
     key_room AS MATERIALIZED (
         SELECT g.site_id, g.day, g.event_type, 30 - count(s.key) AS room
-        FROM (SELECT DISTINCT site_id, day, event_type FROM inserted
-              WHERE props IS NOT NULL) AS g
+        FROM (SELECT DISTINCT site_id, day, event_type FROM props_keys) AS g
         LEFT JOIN stored_keys s USING (site_id, day, event_type)
         GROUP BY 1, 2, 3
     ),
@@ -126,10 +129,9 @@ props_daily AS (
     -- (small) set once, whatever its estimate of the batch's rows, where a join planned on
     -- that estimate could loop over the set for each of a batch's properties.
     batch_pairs AS MATERIALIZED (
-        SELECT i.site_id, i.day, i.event_type, kv.key, kv.value, i.visitor_hash,
-               (i.site_id, i.day, i.event_type, kv.key) IN (SELECT * FROM kept_keys) AS kept
-        FROM inserted i CROSS JOIN LATERAL jsonb_each_text(i.props) AS kv
-        WHERE i.props IS NOT NULL AND kv.value IS NOT NULL
+        SELECT site_id, day, event_type, key, value, visitor_hash,
+               (site_id, day, event_type, key) IN (SELECT * FROM kept_keys) AS kept
+        FROM props_pairs
     ),
     stored_values AS MATERIALIZED (
         SELECT k.site_id, k.day, k.event_type, k.key, s.value

@@ -7,7 +7,16 @@ from datetime import UTC, date, datetime
 
 import msgspec
 
-from consumer.batch import UNDECODABLE, Batch, BatchPolicy, Message, record_of, to_row
+from consumer.batch import (
+    MIN_ROWS_BY_TIME,
+    UNDECODABLE,
+    Batch,
+    BatchPolicy,
+    Message,
+    WriteTimeSizer,
+    record_of,
+    to_row,
+)
 from core.events import (
     CONTEXT_FIELDS,
     SCHEMA_EVENT_BATCH_V1,
@@ -196,3 +205,42 @@ def test_a_record_from_an_earlier_api_decodes_without_context() -> None:
     [record] = decode_records(earlier, SCHEMA_EVENT_V1)
     assert (record.browser, record.props) == (None, None)
     assert to_row(record)[9:] == (None,) * len(CONTEXT_FIELDS)
+
+
+def test_a_write_slower_than_the_target_cuts_the_limit_to_what_would_have_fitted() -> None:
+    sizer = WriteTimeSizer(max_rows=40_000, target_s=1.0)
+    assert sizer.rows == 40_000
+    assert sizer.written(40_000, 4.0, arriving_per_s=2_000) == 10_000
+    # slower again, with a batch that was not full: cut again, never raised by it
+    assert sizer.written(6_000, 1.5, arriving_per_s=2_000) == 4_000
+
+
+def test_a_quick_full_batch_raises_the_limit_and_a_batch_cut_by_age_leaves_it() -> None:
+    sizer = WriteTimeSizer(max_rows=40_000, target_s=1.0)
+    sizer.written(40_000, 4.0, arriving_per_s=0)
+    assert sizer.rows == 10_000
+    assert sizer.written(5_000, 0.2, arriving_per_s=0) == 10_000  # the limit did not cut it
+    assert sizer.written(10_000, 0.5, arriving_per_s=0) == 20_000
+    assert sizer.written(20_000, 0.25, arriving_per_s=0) == 40_000  # max_rows, not 80,000
+
+
+def test_a_replica_falling_behind_doubles_the_limit_up_to_max_rows() -> None:
+    sizer = WriteTimeSizer(max_rows=40_000, target_s=1.0)
+    assert sizer.written(40_000, 4.0, arriving_per_s=0) == 10_000
+    # 6,000 events/s coming in, 5,000/s stored: smaller batches would store fewer
+    assert sizer.written(10_000, 2.0, arriving_per_s=6_000) == 20_000
+    assert sizer.written(20_000, 2.5, arriving_per_s=9_000) == 40_000
+    assert sizer.written(40_000, 5.0, arriving_per_s=9_000) == 40_000
+
+
+def test_the_limit_stays_between_the_floor_and_max_rows() -> None:
+    sizer = WriteTimeSizer(max_rows=40_000, target_s=0.5)
+    assert sizer.written(2_000, 30.0, arriving_per_s=0) == MIN_ROWS_BY_TIME
+    small = WriteTimeSizer(max_rows=200, target_s=0.5)
+    assert small.written(200, 30.0, arriving_per_s=0) == 200  # max_rows below the floor wins
+
+
+def test_a_target_of_zero_sizes_by_rows_alone() -> None:
+    sizer = WriteTimeSizer(max_rows=40_000, target_s=0)
+    assert sizer.written(40_000, 60.0, arriving_per_s=0) == 40_000
+    assert sizer.written(0, 0.0, arriving_per_s=0) == 40_000
