@@ -241,22 +241,21 @@ CREATE TABLE daily_dimensions (
     PRIMARY KEY (site_id, day, dimension, value)
 );
 
--- Per (site, filter dimension, its value, breakdown dimension, UTC day, breakdown value):
--- page views, events and a sketch of the page-view visitors of the events whose dimension_a
--- is value_a, by their value of dimension_b, for every ordered pair of browser, os, device
--- and country: a breakdown by one filtered on another (consumer/rollups/dimension_pairs.sql).
--- A missing value is '(not set)'.
+-- Per (site, pair of dimensions, UTC day, value of each): page views, events and a sketch of
+-- the page-view visitors, for each of the six pairs of browser, os, device and country (in
+-- that order: dimension_a first), so that a breakdown by one filtered on another reads rollup
+-- rows (consumer/rollups/dimension_pairs.sql). A missing value is '(not set)'.
 CREATE TABLE daily_dimension_pairs (
     site_id      text   NOT NULL,
     dimension_a  text   NOT NULL,
-    value_a      text   NOT NULL,
     dimension_b  text   NOT NULL,
     day          date   NOT NULL,
+    value_a      text   NOT NULL,
     value_b      text   NOT NULL,
     page_views   bigint NOT NULL DEFAULT 0,
     events       bigint NOT NULL DEFAULT 0,
     visitors     hll    NOT NULL,
-    PRIMARY KEY (site_id, dimension_a, value_a, dimension_b, day, value_b)
+    PRIMARY KEY (site_id, dimension_a, dimension_b, day, value_a, value_b)
 );
 
 -- Per (site, UTC day, event type, property key, value): events and a sketch of their

@@ -198,7 +198,7 @@ def context_ranking_sql(
         for i, part in enumerate(statement.parts):
             p = f"p{i}_"
             if isinstance(part, Days):
-                rows.append(_context_days(part, p, shape))
+                rows.append(_context_days(part, p, request.dimension, shape))
             else:
                 assert isinstance(part, Edges)
                 rows.append(
@@ -237,7 +237,9 @@ def context_ranking_sql(
     return CACHE.get(key, compose), params
 
 
-def _context_days(part: Days, p: str, filters: tuple[Filter, ...]) -> sql.Composable:
+def _context_days(
+    part: Days, p: str, dimension: Dimension, filters: tuple[Filter, ...]
+) -> sql.Composable:
     """Whole UTC days of one dimension's values, of the events that pass `filters` (none, or
     one on a context dimension: the table the planner chose holds its value's rows)."""
     days = sql.SQL("day >= {first} AND day < {end}").format(
@@ -257,11 +259,23 @@ def _context_days(part: Days, p: str, filters: tuple[Filter, ...]) -> sql.Compos
             "AND value {op} %(f0)s"
         ).format(days=days, op=op)
     assert part.table == "daily_dimension_pairs"
+    # Each pair is kept once, its dimensions in CONTEXT_DIMENSIONS' order: the filter's value
+    # is on whichever side its dimension is.
+    filter_first = CONTEXT_DIMENSIONS.index(f.dimension) < CONTEXT_DIMENSIONS.index(dimension)
+    kept, shown = ("value_a", "value_b") if filter_first else ("value_b", "value_a")
+    first, second = (f.dimension, dimension) if filter_first else (dimension, f.dimension)
     return sql.SQL(
-        "SELECT value_b, page_views, events, visitors FROM daily_dimension_pairs "
-        "WHERE site_id = %(site)s AND dimension_a = {filtered} AND value_a {op} %(f0)s "
-        "AND dimension_b = %(dimension)s AND {days}"
-    ).format(filtered=sql.Literal(f.dimension), op=op, days=days)
+        "SELECT {shown}, page_views, events, visitors FROM daily_dimension_pairs "
+        "WHERE site_id = %(site)s AND dimension_a = {first} AND dimension_b = {second} "
+        "AND {days} AND {kept} {op} %(f0)s"
+    ).format(
+        shown=sql.Identifier(shown),
+        first=sql.Literal(first),
+        second=sql.Literal(second),
+        days=days,
+        kept=sql.Identifier(kept),
+        op=op,
+    )
 
 
 def _one_value_rows(part: Days | Edges, p: str, f: Filter, day: bool) -> sql.Composable:

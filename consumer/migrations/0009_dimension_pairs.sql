@@ -16,19 +16,19 @@
 CREATE TABLE daily_dimension_pairs (
     site_id      text   NOT NULL,
     dimension_a  text   NOT NULL,
-    value_a      text   NOT NULL,
     dimension_b  text   NOT NULL,
     day          date   NOT NULL,
+    value_a      text   NOT NULL,
     value_b      text   NOT NULL,
     page_views   bigint NOT NULL DEFAULT 0,
     events       bigint NOT NULL DEFAULT 0,
     visitors     hll    NOT NULL,
-    PRIMARY KEY (site_id, dimension_a, value_a, dimension_b, day, value_b)
+    PRIMARY KEY (site_id, dimension_a, dimension_b, day, value_a, value_b)
 );
 
 INSERT INTO daily_dimension_pairs
-    (site_id, dimension_a, value_a, dimension_b, day, value_b, page_views, events, visitors)
-SELECT c.site_id, p.dimension_a, p.value_a, p.dimension_b, c.day, p.value_b,
+    (site_id, dimension_a, dimension_b, day, value_a, value_b, page_views, events, visitors)
+SELECT c.site_id, p.dimension_a, p.dimension_b, c.day, p.value_a, p.value_b,
        sum(c.page_views), sum(c.events), coalesce(hll_union_agg(c.visitors), hll_empty())
 FROM (
     SELECT site_id, day, coalesce(browser, '(not set)') AS browser,
@@ -42,11 +42,7 @@ FROM (
 ) AS c
 CROSS JOIN LATERAL (VALUES
     ('browser', c.browser, 'os', c.os), ('browser', c.browser, 'device', c.device),
-    ('browser', c.browser, 'country', c.country), ('os', c.os, 'browser', c.browser),
-    ('os', c.os, 'device', c.device), ('os', c.os, 'country', c.country),
-    ('device', c.device, 'browser', c.browser), ('device', c.device, 'os', c.os),
-    ('device', c.device, 'country', c.country),
-    ('country', c.country, 'browser', c.browser), ('country', c.country, 'os', c.os),
-    ('country', c.country, 'device', c.device)
+    ('browser', c.browser, 'country', c.country), ('os', c.os, 'device', c.device),
+    ('os', c.os, 'country', c.country), ('device', c.device, 'country', c.country)
 ) AS p (dimension_a, value_a, dimension_b, value_b)
 GROUP BY 1, 2, 3, 4, 5, 6;

@@ -1,21 +1,20 @@
 -- Each event's context by pairs of dimensions, per UTC day (migration 0009): a breakdown by one
--- of browser, OS, device and country filtered on another reads the rows of the filter's value
--- here, a few rows a day, instead of every raw event of the range
--- (docs/decisions/0023-dimension-pairs.md). Each unordered pair is kept in both orders, so
--- that the filter's dimension and value lead the key whichever the breakdown is: the rows
--- (dimension_a = value_a, by dimension_b) count the events whose dimension_a is value_a, by
--- their value of dimension_b. A missing value is '(not set)', as in daily_dimensions. Statement
--- kinds as in utc_days.sql.
+-- of browser, OS, device and country filtered on another reads the rows of that pair here, a
+-- few rows a day, instead of every raw event of the range
+-- (docs/decisions/0023-dimension-pairs.md). Each of the six pairs is kept once, its
+-- dimensions in the order browser, os, device, country (dimension_a first): a filter on
+-- either side reads the pair's rows of the range and keeps its value's. A missing value is
+-- '(not set)', as in daily_dimensions. Statement kinds as in utc_days.sql.
 
 -- name: daily_dimension_pairs.upsert
 -- The batch's events grouped once by their four values (a batch holds a few hundred such
--- combinations, not one per event), each combination then counted under its twelve ordered
--- pairs: twelve rows per combination rather than per event.
+-- combinations a site, not one per event), each combination then counted under its six
+-- pairs: six rows per combination rather than per event.
 dimension_pairs_daily AS (
     INSERT INTO daily_dimension_pairs AS d
-        (site_id, dimension_a, value_a, dimension_b, day, value_b, page_views, events,
+        (site_id, dimension_a, dimension_b, day, value_a, value_b, page_views, events,
          visitors)
-    SELECT c.site_id, p.dimension_a, p.value_a, p.dimension_b, c.day, p.value_b,
+    SELECT c.site_id, p.dimension_a, p.dimension_b, c.day, p.value_a, p.value_b,
            sum(c.page_views), sum(c.events), coalesce(hll_union_agg(c.visitors), hll_empty())
     FROM (
         SELECT site_id, day, coalesce(browser, '(not set)') AS browser,
@@ -29,16 +28,12 @@ dimension_pairs_daily AS (
     ) AS c
     CROSS JOIN LATERAL (VALUES
         ('browser', c.browser, 'os', c.os), ('browser', c.browser, 'device', c.device),
-        ('browser', c.browser, 'country', c.country), ('os', c.os, 'browser', c.browser),
-        ('os', c.os, 'device', c.device), ('os', c.os, 'country', c.country),
-        ('device', c.device, 'browser', c.browser), ('device', c.device, 'os', c.os),
-        ('device', c.device, 'country', c.country),
-        ('country', c.country, 'browser', c.browser), ('country', c.country, 'os', c.os),
-        ('country', c.country, 'device', c.device)
+        ('browser', c.browser, 'country', c.country), ('os', c.os, 'device', c.device),
+        ('os', c.os, 'country', c.country), ('device', c.device, 'country', c.country)
     ) AS p (dimension_a, value_a, dimension_b, value_b)
     GROUP BY 1, 2, 3, 4, 5, 6
     ORDER BY 1, 2, 3, 4, 5, 6
-    ON CONFLICT (site_id, dimension_a, value_a, dimension_b, day, value_b) DO UPDATE SET
+    ON CONFLICT (site_id, dimension_a, dimension_b, day, value_a, value_b) DO UPDATE SET
         page_views = d.page_views + EXCLUDED.page_views,
         events = d.events + EXCLUDED.events,
         visitors = hll_union(d.visitors, EXCLUDED.visitors)
@@ -50,8 +45,8 @@ WHERE day = ANY(%(days)s) AND (%(site)s::text IS NULL OR site_id = %(site)s)
 
 -- name: daily_dimension_pairs.recount
 INSERT INTO daily_dimension_pairs
-    (site_id, dimension_a, value_a, dimension_b, day, value_b, page_views, events, visitors)
-SELECT c.site_id, p.dimension_a, p.value_a, p.dimension_b, c.day, p.value_b,
+    (site_id, dimension_a, dimension_b, day, value_a, value_b, page_views, events, visitors)
+SELECT c.site_id, p.dimension_a, p.dimension_b, c.day, p.value_a, p.value_b,
        sum(c.page_views), sum(c.events), coalesce(hll_union_agg(c.visitors), hll_empty())
 FROM (
     SELECT site_id, day, coalesce(browser, '(not set)') AS browser,
@@ -66,18 +61,14 @@ FROM (
 ) AS c
 CROSS JOIN LATERAL (VALUES
     ('browser', c.browser, 'os', c.os), ('browser', c.browser, 'device', c.device),
-    ('browser', c.browser, 'country', c.country), ('os', c.os, 'browser', c.browser),
-    ('os', c.os, 'device', c.device), ('os', c.os, 'country', c.country),
-    ('device', c.device, 'browser', c.browser), ('device', c.device, 'os', c.os),
-    ('device', c.device, 'country', c.country),
-    ('country', c.country, 'browser', c.browser), ('country', c.country, 'os', c.os),
-    ('country', c.country, 'device', c.device)
+    ('browser', c.browser, 'country', c.country), ('os', c.os, 'device', c.device),
+    ('os', c.os, 'country', c.country), ('device', c.device, 'country', c.country)
 ) AS p (dimension_a, value_a, dimension_b, value_b)
 GROUP BY 1, 2, 3, 4, 5, 6
 
 -- name: daily_dimension_pairs.expected
--- Straight from the events, one row per event and ordered pair.
-SELECT e.site_id, p.dimension_a, coalesce(p.value_a, '(not set)'), p.dimension_b, e.day,
+-- Straight from the events, one row per event and pair.
+SELECT e.site_id, p.dimension_a, p.dimension_b, e.day, coalesce(p.value_a, '(not set)'),
        coalesce(p.value_b, '(not set)'),
        count(*) FILTER (WHERE e.event_type = 'page_view'), count(*),
        coalesce(hll_cardinality(hll_add_agg(hll_hash_text(e.user_id))
@@ -85,16 +76,12 @@ SELECT e.site_id, p.dimension_a, coalesce(p.value_a, '(not set)'), p.dimension_b
 FROM events e
 CROSS JOIN LATERAL (VALUES
     ('browser', e.browser, 'os', e.os), ('browser', e.browser, 'device', e.device),
-    ('browser', e.browser, 'country', e.country), ('os', e.os, 'browser', e.browser),
-    ('os', e.os, 'device', e.device), ('os', e.os, 'country', e.country),
-    ('device', e.device, 'browser', e.browser), ('device', e.device, 'os', e.os),
-    ('device', e.device, 'country', e.country),
-    ('country', e.country, 'browser', e.browser), ('country', e.country, 'os', e.os),
-    ('country', e.country, 'device', e.device)
+    ('browser', e.browser, 'country', e.country), ('os', e.os, 'device', e.device),
+    ('os', e.os, 'country', e.country), ('device', e.device, 'country', e.country)
 ) AS p (dimension_a, value_a, dimension_b, value_b)
 GROUP BY 1, 2, 3, 4, 5, 6 ORDER BY 1, 2, 3, 4, 5, 6
 
 -- name: daily_dimension_pairs.stored
-SELECT site_id, dimension_a, value_a, dimension_b, day, value_b, page_views, events,
+SELECT site_id, dimension_a, dimension_b, day, value_a, value_b, page_views, events,
        hll_cardinality(visitors)
 FROM daily_dimension_pairs ORDER BY 1, 2, 3, 4, 5, 6

@@ -355,9 +355,19 @@ def test_the_pairs_statement_reads_the_filter_s_rows_with_its_value_bound() -> N
     plan = stats_plan.plan_breakdown(request, TODAY)
     query, params = stats_sql_context.context_ranking_sql(plan.answer, request)
     text = query.as_string(None)
-    assert "FROM daily_dimension_pairs" in text
-    assert "dimension_a = 'country' AND value_a <> %(f0)s" in text
-    assert "NL" not in text and params["f0"] == "NL" and params["dimension"] == "browser"
+    # The pair (browser, country) is kept in that order: the country is its second value.
+    assert 'SELECT "value_a", page_views, events, visitors FROM daily_dimension_pairs' in text
+    assert "dimension_a = 'browser' AND dimension_b = 'country'" in text
+    assert '"value_b" <> %(f0)s' in text
+    assert "NL" not in text and params["f0"] == "NL"
+    on_device = Filter("device", False, "tablet")
+    by_country = BreakdownRequest(
+        stats("2025-11-01", "2025-11-30", "UTC", on_device), "country", 10, 1
+    )
+    plan = stats_plan.plan_breakdown(by_country, TODAY)
+    text = stats_sql_context.context_ranking_sql(plan.answer, by_country)[0].as_string(None)
+    assert 'SELECT "value_b", page_views' in text and '"value_a" = %(f0)s' in text
+    assert "dimension_a = 'device' AND dimension_b = 'country'" in text
 
 
 def props(request: StatsRequest, key: str | None = "plan") -> BreakdownRequest:
