@@ -27,7 +27,8 @@ RAW_TOTALS = {
     "site_id": "site-raw",
     "period": "12mo",
     "date": "2025-11-12",
-    "filters": "visit:country!=ZZ",
+    # Two context filters: one alone is answered from daily_dimensions.
+    "filters": "visit:country!=ZZ;visit:device!=ZZ",
 }
 RAW_QUESTION = {**RAW_TOTALS, "property": "event:page"}
 ROLLUP_QUESTION = {"site_id": "site-other", "period": "day", "date": "2025-11-12"}
