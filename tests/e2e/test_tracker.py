@@ -449,3 +449,31 @@ async def test_every_hit_reaches_the_stats_api(
         }
         by_page = await stats("breakdown", property="event:page")
         assert {row["path"]: row["views"] for row in by_page} == dict(views)
+
+        # The consumer made one visit of the hits: no gap between them, one visitor.
+        visit = await stats(
+            "aggregate", metrics="visits,bounce_rate,views_per_visit,visit_duration"
+        )
+        assert visit["visits"]["value"] == 1
+        assert visit["bounce_rate"]["value"] == 0
+        assert visit["views_per_visit"]["value"] == names["pageview"]
+        assert 0 <= visit["visit_duration"]["value"] < WAIT_S
+
+        async def first(prop: str) -> list[Any]:
+            rows = await stats("breakdown", property=prop, metrics="visits")
+            return [(row[prop.removeprefix("visit:")], row["visits"]) for row in rows]
+
+        assert await first("visit:entry_page") == [(EXPECTED_HITS[0][1], 1)]
+        assert await first("visit:exit_page") == [(EXPECTED_HITS[-1][1], 1)]
+        assert await first("visit:utm_source") == [("newsletter", 1)]
+        assert await first("visit:referrer") == [(urlsplit(REFERRER).hostname, 1)]
+        r = await http.get("/api/v1/stats/realtime/visitors", params={"site_id": SITE})
+        assert (r.status_code, r.json()) == (200, 1)
+
+    # The dashboard shows the same visit, live.
+    page = await browser.new_page()
+    await page.goto(f"{base_url}/dashboard?site_id={SITE}&period=7d&date={today.isoformat()}")
+    await page.wait_for_selector("body[data-loaded=true]", timeout=20_000)
+    assert await page.text_content("#total-visits") == "1"
+    assert await page.text_content("#total-bounce-rate") == "0%"
+    assert await page.text_content("#current-visitors") == "1"

@@ -91,8 +91,11 @@ GROUP BY 1, 2, 3, 4
 
 
 def seed_visits(database_url: str, visits: Iterable[Visit]) -> None:
-    """The visits rows, `day` the UTC day of the start, and both rollups recounted."""
+    """The visits rows, `day` the UTC day of the start, and both rollups recounted. They
+    replace whatever visits the consumer made of events written before: the rows given are
+    the test's whole oracle."""
     with psycopg.connect(database_url) as conn:
+        conn.execute("TRUNCATE visits")
         with conn.cursor() as cur:
             cur.executemany(
                 f"INSERT INTO visits (day, {', '.join(COLUMNS)}) "
