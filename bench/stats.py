@@ -69,6 +69,24 @@ FROM events WHERE site_id = %(site)s
   AND (%(country)s = '' OR country = %(country)s)
 GROUP BY 1 ORDER BY 2 DESC, 1 LIMIT 10
 """
+NAIVE_VISIT_TOTALS = """
+SELECT count(*), count(*) FILTER (WHERE events = 1 AND page_views = 1),
+       avg(extract(epoch FROM last_at - started_at)), avg(page_views)
+FROM visits WHERE site_id = %(site)s
+  AND started_at >= %(start)s::timestamptz AND started_at < %(end)s::timestamptz
+"""
+NAIVE_VISIT_SOURCES = """
+SELECT coalesce(referrer_source, referrer_host, '(not set)'), count(DISTINCT visitor), count(*),
+       count(*) FILTER (WHERE events = 1 AND page_views = 1)
+FROM visits WHERE site_id = %(site)s
+  AND started_at >= %(start)s::timestamptz AND started_at < %(end)s::timestamptz
+GROUP BY 1 ORDER BY 2 DESC, 1 LIMIT 10
+"""
+NAIVE_REALTIME = """
+SELECT count(DISTINCT visitor) FROM visits
+WHERE site_id = %(site)s AND last_at >= %(start)s::timestamptz - interval '5 minutes'
+"""
+VISIT_METRICS = "visitors,visits,pageviews,views_per_visit,bounce_rate,visit_duration"
 # Countries of bench/consumer.py's context(): about half the events come from COMMON_COUNTRY,
 # 5 % from TYPICAL_COUNTRY.
 COMMON_COUNTRY = "AB"
@@ -221,6 +239,46 @@ QUERIES: list[tuple[str, str, dict[str, str], float, str, dict[str, str]]] = [
         100.0,
         NAIVE_BROWSERS,
         {**UTC_MONTH, "country": TYPICAL_COUNTRY},
+    ),
+    (
+        "aggregate month with the visit metrics (UTC)",
+        "/api/v1/stats/aggregate",
+        {**MONTH, "metrics": VISIT_METRICS},
+        10.0,
+        NAIVE_VISIT_TOTALS,
+        UTC_MONTH,
+    ),
+    (
+        "aggregate month with the visit metrics (Asia/Kolkata)",
+        "/api/v1/stats/aggregate",
+        {**MONTH, "metrics": VISIT_METRICS, "timezone": "Asia/Kolkata"},
+        10.0,
+        NAIVE_VISIT_TOTALS,
+        IST_MONTH,
+    ),
+    (
+        "breakdown visit:source, month (UTC)",
+        "/api/v1/stats/breakdown",
+        {**MONTH, "property": "visit:source", "metrics": "visitors,visits,bounce_rate"},
+        10.0,
+        NAIVE_VISIT_SOURCES,
+        UTC_MONTH,
+    ),
+    (
+        "breakdown visit:entry_page, month (UTC)",
+        "/api/v1/stats/breakdown",
+        {**MONTH, "property": "visit:entry_page", "metrics": "visitors,visits"},
+        10.0,
+        "",
+        UTC_MONTH,
+    ),
+    (
+        "realtime visitors",
+        "/api/v1/stats/realtime/visitors",
+        {},
+        10.0,
+        NAIVE_REALTIME,
+        UTC_MONTH,
     ),
 ]
 

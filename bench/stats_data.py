@@ -127,6 +127,54 @@ def _month_days() -> dict[str, object]:
     return {"days": days, "site": None}
 
 
+# The dataset's visits: a plain sessionization of its events (a gap over 30 minutes ends a
+# visit), which is what the consumer builds from events that come in order
+# (consumer/sessions.py); each visit's origin is its first event's. The visit rollups are
+# then recounted from these rows like the others.
+FILL_VISITS = """
+INSERT INTO visits (site_id, visitor, started_at, last_at, day, entry_page, exit_page,
+                    referrer_host, referrer_source, utm_source, utm_medium, utm_campaign,
+                    utm_content, utm_term, browser, os, device, country, page_views, events)
+WITH marked AS (
+    SELECT *, coalesce(event_time - lag(event_time) OVER w > interval '30 minutes', true)
+              AS starts
+    FROM events WINDOW w AS (PARTITION BY site_id, user_id ORDER BY event_time, event_id)
+),
+numbered AS (
+    SELECT *, count(*) FILTER (WHERE starts) OVER (PARTITION BY site_id, user_id
+                                                   ORDER BY event_time, event_id) AS visit
+    FROM marked
+)
+SELECT site_id, user_id, min(event_time), max(event_time),
+       (min(event_time) AT TIME ZONE 'UTC')::date,
+       (array_agg(path ORDER BY event_time, event_id))[1],
+       (array_agg(path ORDER BY event_time DESC, event_id DESC))[1],
+       (array_agg(referrer_host) FILTER (WHERE starts))[1],
+       (array_agg(referrer_source) FILTER (WHERE starts))[1],
+       (array_agg(utm_source) FILTER (WHERE starts))[1],
+       (array_agg(utm_medium) FILTER (WHERE starts))[1],
+       (array_agg(utm_campaign) FILTER (WHERE starts))[1],
+       (array_agg(utm_content) FILTER (WHERE starts))[1],
+       (array_agg(utm_term) FILTER (WHERE starts))[1],
+       (array_agg(browser) FILTER (WHERE starts))[1], (array_agg(os) FILTER (WHERE starts))[1],
+       (array_agg(device) FILTER (WHERE starts))[1],
+       (array_agg(country) FILTER (WHERE starts))[1],
+       count(*) FILTER (WHERE event_type = 'page_view'), count(*)
+FROM numbered GROUP BY site_id, user_id, visit
+"""
+
+
+def _fill_visits(conn: psycopg.Connection[TupleRow]) -> None:
+    """Sessionizes a dataset that has no visits yet (one that predates them, or a new one)."""
+    if conn.execute("SELECT 1 FROM visits LIMIT 1").fetchone() is not None:
+        return
+    print("stats bench: sessionizing the dataset's events into visits ...", flush=True)
+    conn.execute("SET work_mem = '256MB'")
+    conn.execute(FILL_VISITS)
+    conn.execute("ANALYZE visits")
+    conn.commit()
+
+
 def _fill_new_rollups(conn: psycopg.Connection[TupleRow]) -> None:
     """Computes rollups that a kept dataset predates (their tables are still empty), with the
     same recounts as `python -m consumer.rebuild`."""
@@ -154,6 +202,7 @@ def ensure_dataset(server_url: str, events: int, *, reload: bool) -> str:
                 row = conn.execute(MARKER_SQL).fetchone()
                 if row and row[0] == events:
                     print(f"stats bench: reusing database {name} ({events:,} events)")
+                    _fill_visits(conn)
                     _fill_new_rollups(conn)
                     _keep_site_zone(url)
                     _seal_closed_days(url)
@@ -179,6 +228,7 @@ def ensure_dataset(server_url: str, events: int, *, reload: bool) -> str:
         )
         conn.execute("SET work_mem = '256MB'")
         conn.execute("VACUUM ANALYZE events")
+        _fill_visits(conn)
         for _, recount in REBUILDS:  # the operators' rebuild, over the whole month
             conn.execute(recount, _month_days())
         conn.execute("VACUUM ANALYZE")

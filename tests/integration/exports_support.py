@@ -1,8 +1,8 @@
 """A site's native data for export and import tests: events written by the consumer's writer,
-and the visits of those events with their rollups, built here (the consumer's sessions are
-another module's), with the shared design's rules: a visit ends after 30 minutes without an
-event of its visitor; it counts on the UTC day it starts; its entry and exit pages, source and
-context come from its first and last events."""
+which also builds their visits and visit rollups; the visits are checked against a plain
+sessionization of the events here (a visit ends after 30 minutes without an event of its
+visitor; it counts on the UTC day it starts; its entry and exit pages, source and context come
+from its first and last events)."""
 
 from __future__ import annotations
 
@@ -104,60 +104,28 @@ def visits_of(events: list[EventRecord]) -> list[dict[str, Any]]:
     return visits
 
 
-INSERT_VISIT = """
-INSERT INTO visits (site_id, visitor, started_at, last_at, day, entry_page, exit_page,
-    referrer_host, referrer_source, utm_source, utm_medium, utm_campaign, utm_content, utm_term,
-    browser, os, device, country, page_views, events)
-VALUES (%(site_id)s, %(visitor)s, %(started_at)s, %(last_at)s, %(day)s, %(entry_page)s,
-    %(exit_page)s, %(referrer_host)s, %(referrer_source)s, %(utm_source)s, %(utm_medium)s,
-    %(utm_campaign)s, %(utm_content)s, %(utm_term)s, %(browser)s, %(os)s, %(device)s,
-    %(country)s, %(page_views)s, %(events)s)
-"""
-VISIT_ROLLUPS = (
-    """
-    INSERT INTO quarter_hour_visits (site_id, bucket, visits, bounces, duration, page_views)
-    SELECT site_id, date_bin('15 minutes', started_at, timestamptz '2000-01-01 00:00Z'),
-           count(*), count(*) FILTER (WHERE events = 1 AND page_views = 1),
-           sum(floor(extract(epoch FROM last_at - started_at))), sum(page_views)
-    FROM visits WHERE site_id = %(site)s GROUP BY 1, 2
-    """,
-    """
-    INSERT INTO daily_visit_dimensions (site_id, day, dimension, value, visits, bounces,
-        duration, page_views, visitors)
-    SELECT site_id, day, d.dimension, d.value, count(*),
-           count(*) FILTER (WHERE events = 1 AND page_views = 1),
-           sum(floor(extract(epoch FROM last_at - started_at))), sum(page_views),
-           hll_add_agg(hll_hash_text(visitor))
-    FROM visits CROSS JOIN LATERAL (VALUES
-        ('source', coalesce(referrer_source, referrer_host, '(not set)')),
-        ('referrer', coalesce(referrer_host, '(not set)')),
-        ('utm_source', coalesce(utm_source, '(not set)')),
-        ('utm_medium', coalesce(utm_medium, '(not set)')),
-        ('utm_campaign', coalesce(utm_campaign, '(not set)')),
-        ('utm_content', coalesce(utm_content, '(not set)')),
-        ('utm_term', coalesce(utm_term, '(not set)')),
-        ('entry_page', entry_page), ('exit_page', exit_page),
-        ('browser', coalesce(browser, '(not set)')), ('os', coalesce(os, '(not set)')),
-        ('device', coalesce(device, '(not set)')), ('country', coalesce(country, '(not set)'))
-    ) AS d (dimension, value)
-    WHERE site_id = %(site)s
-    GROUP BY 1, 2, 3, 4
-    """,
-)
+VISIT_COLUMNS = (
+    "site_id", "visitor", "started_at", "last_at", "day", "entry_page", "exit_page",
+    "referrer_host", "referrer_source", "utm_source", "utm_medium", "utm_campaign",
+    "utm_content", "utm_term", "browser", "os", "device", "country", "page_views", "events",
+)  # fmt: skip
 
 
 async def write_site(database_url: str, events: list[EventRecord]) -> None:
-    """The events through the consumer's writer, then their visits and visit rollups."""
+    """The events through the consumer's writer (events, rollups, visits and visit rollups),
+    then a check that its visits are those of a plain sessionization."""
     writer = Writer(database_url, "g", "events")
     try:
         await writer.write([to_row(e) for e in events], {0: len(events)}, {})
     finally:
         await writer.close()
     with psycopg.connect(database_url) as conn:
-        for visit in visits_of(events):
-            conn.execute(INSERT_VISIT, visit)
-        for statement in VISIT_ROLLUPS:
-            conn.execute(statement, {"site": events[0].site_id})
+        stored = conn.execute(
+            f"SELECT {', '.join(VISIT_COLUMNS)} FROM visits WHERE site_id = %s ORDER BY 2, 3",
+            (events[0].site_id,),
+        ).fetchall()
+    expected = sorted(visits_of(events), key=lambda v: (v["visitor"], v["started_at"]))
+    assert stored == [tuple(v[c] for c in VISIT_COLUMNS) for v in expected]
 
 
 def members(archive: bytes) -> dict[str, str]:
