@@ -20,7 +20,6 @@ from pathlib import Path, PurePosixPath
 from typing import IO
 
 from core.plausible_csv import (
-    IGNORED_COLUMNS,
     IMPORTED_TABLES,
     MAX_COUNT,
     NOT_SET,
@@ -128,7 +127,7 @@ def read_header(source: SourceFile, header: list[str]) -> Layout:
     for i, name in enumerate(names):
         if name in names[:i]:
             raise ImportRefused(f"{source.name}, line 1: column {name!r} appears twice")
-    known = {c.name for c in source.table.columns}
+    stored = {c.name for c in source.table.stored}
     positions: list[int | None] = []
     for column in source.table.stored:
         if column.name in names:
@@ -140,7 +139,8 @@ def read_header(source: SourceFile, header: list[str]) -> Layout:
             )
         else:
             positions.append(None)
-    ignored = tuple(n for n in names if n not in known or n in IGNORED_COLUMNS)
+    # A column another kind of file ignores (`exits` of pages) may be stored by this one.
+    ignored = tuple(n for n in names if n not in stored)
     return Layout(tuple(positions), len(names), ignored)
 
 

@@ -225,13 +225,6 @@ TABLES: tuple[CsvTable, ...] = (
 BY_NAME = {t.name: t for t in TABLES}
 IMPORTED_TABLES = tuple(BY_NAME)
 
-# Columns a file's name and header may carry that this format knows and the import ignores
-# (other releases of Plausible's exporter wrote them; nothing here measures them).
-IGNORED_COLUMNS = frozenset(
-    {"exits", "time_on_page", "scroll_depth", "pageleave_visitors", "total_time_on_page",
-     "total_time_on_page_visits"}
-)  # fmt: skip
-
 # Plausible's importer also takes the names without `imported_`.
 _FILE_NAME = re.compile(r"(?:imported_)?(?P<kind>[a-z_]+?)_(?P<first>\d{8})_(?P<last>\d{8})\.csv")
 

@@ -9,7 +9,13 @@ from pathlib import Path
 
 import pytest
 
-from consumer.imports_read import ImportRefused, SourceFile, export_files, read_rows
+from consumer.imports_read import (
+    ImportRefused,
+    SourceFile,
+    export_files,
+    ignored_columns,
+    read_rows,
+)
 from core.plausible_csv import BY_NAME, IMPORTED_TABLES, TABLES, parse_file_name
 
 
@@ -65,6 +71,16 @@ def test_empty_text_is_not_set_and_ignored_columns_are_left_aside() -> None:
     )
     [(line, row)] = list(read_rows(source("imported_pages", text)))
     assert (line, row) == (2, (dt.date(2025, 1, 2), "(not set)", "/a", 1, 1, 2))
+    pages = source("imported_pages", text)
+    assert ignored_columns(pages) == ("total_scroll_depth", "total_scroll_depth_visits", "exits")
+
+
+def test_a_column_one_file_ignores_another_keeps() -> None:
+    text = (
+        "date,exit_page,visitors,visit_duration,exits,bounces,pageviews\n2025-01-02,/a,1,0,1,1,1\n"
+    )
+    exits = source("imported_exit_pages", text)
+    assert ignored_columns(exits) == ()  # `exits` is what an exit page counts
 
 
 @pytest.mark.parametrize(
