@@ -241,6 +241,23 @@ CREATE TABLE daily_dimensions (
     PRIMARY KEY (site_id, day, dimension, value)
 );
 
+-- Per (site, pair of dimensions, UTC day, value of each): page views, events and a sketch of
+-- the page-view visitors, for each of the six pairs of browser, os, device and country (in
+-- that order: dimension_a first), so that a breakdown by one filtered on another reads rollup
+-- rows (consumer/rollups/dimension_pairs.sql). A missing value is '(not set)'.
+CREATE TABLE daily_dimension_pairs (
+    site_id      text   NOT NULL,
+    dimension_a  text   NOT NULL,
+    dimension_b  text   NOT NULL,
+    day          date   NOT NULL,
+    value_a      text   NOT NULL,
+    value_b      text   NOT NULL,
+    page_views   bigint NOT NULL DEFAULT 0,
+    events       bigint NOT NULL DEFAULT 0,
+    visitors     hll    NOT NULL,
+    PRIMARY KEY (site_id, dimension_a, dimension_b, day, value_a, value_b)
+);
+
 -- Per (site, UTC day, event type, property key, value): events and a sketch of their
 -- visitors, for custom events with their properties. Bounded per (site, day, event type):
 -- at most 30 keys, each with at most 100 values and an '(other)' row for the rest of its

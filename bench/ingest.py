@@ -14,7 +14,8 @@ Prints one table with requests/s, events/s, p50/p99 and the ratio to the bare ce
 
 Options: --duration-s (4, per round), --rounds (3), --connections (64), --workers (1,2),
 --batch-size (100), --cpus (none: the servers, bare and API alike, run under `taskset -c
-CPUS`, e.g. 0 for one core; the load generator and the broker are not pinned).
+CPUS`, e.g. 0 for one core; the load generator and the broker are not pinned), --only
+(`single`: only the bare ceiling, POST /event and the browser route, for quick pairs).
 """
 
 from __future__ import annotations
@@ -258,6 +259,8 @@ def run_workers(
         ("bare", "batch"), ("api", "batch"), ("per_event", "batch"), ("api", "hot"),
         ("hot_spread", "hot"),
     ]  # fmt: skip
+    if args.only == "single":
+        plan = plan[:3]
     results: dict[tuple[str, str], list[dict[str, Any]]] = {step: [] for step in plan}
     per_event_env = {**api_env, "PRODUCE_SITE_ARRAYS": "0"}
     uncoalesced_env = {**api_env, "PRODUCE_COALESCE": "0"}
@@ -278,11 +281,16 @@ def run_workers(
                 results[(server, spec)].append(measure(servers[server], specs[spec], tmp, args))
     r = {step: _merge(runs) for step, runs in results.items()}
     n = args.batch_size
-    return [
+    singles = [
         _row("bare POST /event (ceiling)", workers, r["bare", "single"], None),
         _row("API POST /event", workers, r["api", "single"], r["bare", "single"]),
         _row("API POST /api/event (browser hits, enriched)", workers, r["api", "browser"],
              r["bare", "single"]),
+    ]  # fmt: skip
+    if args.only == "single":
+        return singles
+    return [
+        *singles,
         _row("API POST /event, PRODUCE_COALESCE=0", workers, r["uncoalesced", "single"],
              r["bare", "single"]),
         _row(f"bare POST /events x{n} (ceiling)", workers, r["bare", "batch"], None),
@@ -305,6 +313,9 @@ def main(argv: list[str]) -> None:
     parser.add_argument("--batch-size", type=int, default=100)
     parser.add_argument("--rounds", type=int, default=3, help="interleaved rounds per run")
     parser.add_argument("--cpus", default="", help="pin the servers: taskset -c CPUS")
+    parser.add_argument(
+        "--only", choices=("", "single"), default="", help="single: the three single-hit rows"
+    )
     args, _ = parser.parse_known_args(argv)
     bootstrap = KAFKA_BOOTSTRAP_SERVERS.read(os.environ)
     server_url = DATABASE_URL.read(os.environ)

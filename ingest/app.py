@@ -58,8 +58,9 @@ def create_app(settings: Settings, env: Mapping[str, str] | None = None) -> Star
 
     zone_requests = ZoneRequests()
     routes = [
-        # POST /event never reaches this route: EventFastPath (ingest/fastpath.py) serves it
-        # ahead of the router. Kept for the 405 of other methods and the metrics' route set.
+        # POST /event and POST /api/event never reach these routes: EventFastPath
+        # (ingest/fastpath.py) serves them ahead of the router. Kept for the 405 of other
+        # methods and the metrics' route set.
         Route("/event", post_event, methods=["POST"]),
         Route("/events", post_events, methods=["POST"]),
         Route("/api/event", post_browser_event, methods=["POST"]),

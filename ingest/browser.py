@@ -47,9 +47,10 @@ from core.events import (
     check_text,
     new_event_ids,
 )
-from ingest.accept import Ingest, publish_records, request_body, with_context
+from ingest.accept import Ingest, publish_records
 from ingest.bots import bot_reason
-from ingest.client_address import client_address
+from ingest.client_address import client_of
+from ingest.context import Derived
 from ingest.errors import (
     ApiError,
     BadRequest,
@@ -60,6 +61,7 @@ from ingest.errors import (
     error_response,
 )
 from ingest.keys import presented_key
+from ingest.receive import read_body
 from ingest.salts import SaltKeeper
 from ingest.visitor_id import visitor_id
 
@@ -154,6 +156,70 @@ def event_type(name: str) -> str:
     return PAGE_VIEW if name == PAGEVIEW else name
 
 
+class _Head(msgspec.Struct):
+    """The request headers the route reads, from one pass over the scope's (the first of each,
+    as Starlette's `Headers.get` answers; every `X-Forwarded-For`, in order)."""
+
+    media_type: str = ""
+    user_agent: str | None = None
+    country: str | None = None
+    content_length: str | None = None
+    content_encoding: str | None = None
+    forwarded: list[bytes] = msgspec.field(default_factory=list)
+
+
+def _read_head(headers: list[tuple[bytes, bytes]], country_header: bytes) -> _Head:
+    head = _Head()
+    content_type: bytes | None = None
+    for name, value in headers:
+        if name == b"user-agent":
+            if head.user_agent is None:
+                head.user_agent = value.decode("latin-1")
+        elif name == b"x-forwarded-for":
+            head.forwarded.append(value)
+        elif name == b"content-type":
+            if content_type is None:
+                content_type = value
+        elif name == b"content-length":
+            if head.content_length is None:
+                head.content_length = value.decode("latin-1")
+        elif name == b"content-encoding":
+            if head.content_encoding is None:
+                head.content_encoding = value.decode("latin-1")
+        elif name == country_header and head.country is None:
+            head.country = value.decode("latin-1")
+    if content_type is not None:
+        head.media_type = content_type.decode("latin-1").split(";")[0].strip().lower()
+    return head
+
+
+def hit_record(
+    hit: BrowserHit, path: str, user_id: str, derived: Derived, received_at: datetime
+) -> EventRecord:
+    """The hit's record with its context, built in one go (not copied to add the context)."""
+    return EventRecord(
+        event_id=new_event_ids(1)[0],
+        site_id=hit.d,
+        event_type=event_type(hit.n),
+        path=path,
+        user_id=user_id,
+        timestamp=received_at,
+        received_at=received_at,
+        browser=derived.browser,
+        os=derived.os,
+        device=derived.device,
+        country=derived.country,
+        referrer_host=derived.referrer_host,
+        referrer_source=derived.referrer_source,
+        utm_source=derived.utm_source,
+        utm_medium=derived.utm_medium,
+        utm_campaign=derived.utm_campaign,
+        utm_content=derived.utm_content,
+        utm_term=derived.utm_term,
+        props=hit.p,
+    )
+
+
 class BrowserRoute:
     """What the browser route needs besides the ingest endpoints' state: the salts (None
     when VISITOR_KEY is unset) and how to find the client."""
@@ -162,21 +228,32 @@ class BrowserRoute:
         self.ingest = ingest
         self.salts = salts
         self.trusted_proxy_hops = ingest.settings.trusted_proxy_hops
+        # Never equal to an ASGI header name (those are lower-case, without spaces) when unset.
+        self.country_header = (ingest.country_header or " none").encode("latin-1")
 
     async def handle(self, request: Request) -> Response:
         """Validates a hit and answers 202 once Kafka acknowledged it (or at once for a bot's
         hit, which is not published)."""
         ingest = self.ingest
         self.check_enabled()
+        scope = request.scope
         if ingest.keys.required:
             ingest.keys.check(presented_key(request.headers, request.query_params), ())
-        media_type = request.headers.get("content-type", "").split(";")[0].strip().lower()
-        if media_type not in ACCEPTED_MEDIA_TYPES:
+        head = _read_head(scope["headers"], self.country_header)
+        if head.media_type not in ACCEPTED_MEDIA_TYPES:
             raise UnsupportedMediaType(
-                f"Content-Type {media_type!r} is not accepted: send text/plain or application/json",
+                f"Content-Type {head.media_type!r} is not accepted: send text/plain or "
+                "application/json",
                 field="Content-Type",
             )
-        body = await request_body(ingest, request, MAX_BROWSER_BODY_BYTES)
+        body = await ingest.deadlines.read(
+            read_body(
+                head.content_length,
+                head.content_encoding,
+                request.stream(),
+                max_bytes=MAX_BROWSER_BODY_BYTES,
+            )
+        )
         try:
             hit = decode_hit(body)
             path = page_path(hit.u)
@@ -188,39 +265,31 @@ class BrowserRoute:
             raise error(exc.message, field=exc.field) from None
         if ingest.keys.required:
             ingest.keys.check(presented_key(request.headers, request.query_params), (hit.d,))
-        user_agent = request.headers.get("user-agent")
+        user_agent = head.user_agent
         reason = bot_reason(user_agent)
         if reason is not None:
             ingest.metrics.bot_dropped(reason)
             return _accepted()
-        record = self._record(hit, path, user_agent or "", request)
+        address = client_of(scope, head.forwarded, self.trusted_proxy_hops)
+        record = self._record(hit, path, user_agent or "", address, head.country)
         await publish_records(ingest, [record])
         return _accepted()
 
-    def _record(self, hit: BrowserHit, path: str, user_agent: str, request: Request) -> EventRecord:
+    def _record(
+        self, hit: BrowserHit, path: str, user_agent: str, address: str, country: str | None
+    ) -> EventRecord:
+        """The hit's record, its context included, built once."""
         received_at = datetime.now(UTC)
         salt = self._salt(received_at)
-        address = client_address(request.scope, self.trusted_proxy_hops)
-        ingest = self.ingest
-        country = request.headers.get(ingest.country_header) if ingest.country_header else None
-        derived = ingest.enricher.derive(
+        derived = self.ingest.enricher.derive(
             user_agent=user_agent,
             client_address=address,
             url=hit.u,
             referrer=hit.r,
             country_header=country,
         )
-        record = EventRecord(
-            event_id=new_event_ids(1)[0],
-            site_id=hit.d,
-            event_type=event_type(hit.n),
-            path=path,
-            user_id=visitor_id(salt, hit.d, address, user_agent),
-            timestamp=received_at,
-            received_at=received_at,
-            props=hit.p,
-        )
-        return with_context(record, derived)
+        user_id = visitor_id(salt, hit.d, address, user_agent)
+        return hit_record(hit, path, user_id, derived, received_at)
 
     def _salt(self, received_at: datetime) -> bytes:
         assert self.salts is not None  # checked first by handle
@@ -253,8 +322,13 @@ class BrowserRoute:
         )
 
 
+# One answer object for every accepted hit, as for POST /event: a Response holds no
+# per-request state, and building its headers each time showed in the route's profile.
+_ACCEPTED = Response(b"", 202, headers=CORS_HEADERS)
+
+
 def _accepted() -> Response:
-    return Response(b"", 202, headers=CORS_HEADERS)
+    return _ACCEPTED
 
 
 async def post_browser_event(request: Request) -> Response:

@@ -14,31 +14,53 @@ whole /64, so a limit per address would give one host billions of fresh buckets.
 
 from __future__ import annotations
 
+import functools
 import ipaddress
+from collections.abc import Sequence
+from typing import Final
 
 from starlette.types import Scope
 
 UNKNOWN = "unknown"
 IPV6_LIMIT_PREFIX = 64
+# Forwarded addresses normalized, remembered in a bounded LRU: a visitor sends several hits
+# from one address, and parsing it was a visible share of the browser route's CPU. A flood
+# of distinct addresses evicts entries; it cannot grow memory.
+CACHED_ADDRESSES: Final = 8192
 
 
 def client_address(scope: Scope, trusted_proxy_hops: int) -> str:
     """The client's address as text (or "unknown" when the server gives no peer)."""
-    peer = scope.get("client")
-    address = peer[0] if peer else UNKNOWN
     if trusted_proxy_hops <= 0:
-        return address
-    forwarded = [
-        value.decode("latin-1") for name, value in scope["headers"] if name == b"x-forwarded-for"
-    ]
-    hops = [hop.strip() for hop in ",".join(forwarded).split(",") if hop.strip()]
-    if len(hops) < trusted_proxy_hops:
-        return address
-    candidate = hops[-trusted_proxy_hops]
+        peer = scope.get("client")
+        return peer[0] if peer else UNKNOWN
+    forwarded = [value for name, value in scope["headers"] if name == b"x-forwarded-for"]
+    return client_of(scope, forwarded, trusted_proxy_hops)
+
+
+def client_of(scope: Scope, forwarded: Sequence[bytes], trusted_proxy_hops: int) -> str:
+    """`client_address` given the request's `X-Forwarded-For` values, in order, for a
+    caller that has already read the headers."""
+    if trusted_proxy_hops > 0 and forwarded:
+        text = forwarded[0] if len(forwarded) == 1 else b",".join(forwarded)
+        hops = [hop.strip() for hop in text.decode("latin-1").split(",") if hop.strip()]
+        if len(hops) >= trusted_proxy_hops:
+            address = _normalized(hops[-trusted_proxy_hops])
+            if address is not None:
+                return address
+    peer = scope.get("client")
+    return peer[0] if peer else UNKNOWN
+
+
+@functools.lru_cache(maxsize=CACHED_ADDRESSES)
+def _normalized(candidate: str) -> str | None:
+    """The address in its canonical text form, or None when it is not an IP address."""
+    if len(candidate) > 64:  # longer than any address's text (a scope id included)
+        return None
     try:
         return str(ipaddress.ip_address(candidate))
     except ValueError:
-        return address
+        return None
 
 
 def limit_key(address: str) -> str:

@@ -30,6 +30,13 @@ from core.settings import COUNTRY_HEADER, GEOIP_DATABASE
 # are cached by it in a bounded LRU: distinct strings can evict entries, not grow memory.
 MAX_USER_AGENT_CHARS: Final = 512
 CACHED_USER_AGENTS: Final = 4096
+# Countries by client address and sources by referrer, in bounded LRUs of their own: a
+# visitor sends several hits from one address, most referrers are a few search engines and
+# social networks, and their parses and lookups were most of a cached hit's context.
+CACHED_ADDRESSES: Final = 8192
+CACHED_REFERRERS: Final = 4096
+# Longer addresses or referrers are looked at but not cached: a key costs its length.
+MAX_CACHED_KEY_CHARS: Final = 512
 # A stored UTM value is at most this many bytes of UTF-8 (cut on a character boundary).
 MAX_UTM_BYTES: Final = 256
 UTM_PARAMETERS: Final = ("utm_source", "utm_medium", "utm_campaign", "utm_content", "utm_term")
@@ -95,6 +102,10 @@ class Enricher:
         self._referrers = _referrer_index()
         self._path_hosts = {key.partition("/")[0] for key in self._referrers if "/" in key}
         self._describe = functools.lru_cache(maxsize=CACHED_USER_AGENTS)(_describe_user_agent)
+        self._address_country = functools.lru_cache(maxsize=CACHED_ADDRESSES)(
+            self._country_of_address
+        )
+        self._cached_referrer = functools.lru_cache(maxsize=CACHED_REFERRERS)(self._referrer_of)
         user_agent_parser()
 
     @classmethod
@@ -147,6 +158,13 @@ class Enricher:
             if _is_country_code(code):
                 return code
             # Absent or malformed: the address still knows something.
+        if not address:
+            return None
+        if len(address) > MAX_CACHED_KEY_CHARS:
+            return self._country_of_address(address)
+        return self._address_country(address)
+
+    def _country_of_address(self, address: str) -> str | None:
         ip = _public_address(address)
         if ip is None:
             return None
@@ -156,8 +174,20 @@ class Enricher:
     def _referrer(
         self, referrer: str | None, page_host: str | None
     ) -> tuple[str | None, str | None]:
-        host, path = _host_and_path(referrer)
+        if not referrer:
+            return None, None
+        if len(referrer) > MAX_CACHED_KEY_CHARS:
+            host, source = self._referrer_of(referrer)
+        else:
+            host, source = self._cached_referrer(referrer)
         if host is None or host == page_host:
+            return None, None
+        return host, source
+
+    def _referrer_of(self, referrer: str) -> tuple[str | None, str | None]:
+        """The referrer's host and source name, whatever the page."""
+        host, path = _host_and_path(referrer)
+        if host is None:
             return None, None
         return host, self._source(host, path)
 

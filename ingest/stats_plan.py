@@ -95,7 +95,12 @@ def _raw(request: StatsRequest) -> tuple[Part, ...]:
 def plan_aggregate(request: StatsRequest, exact_max_rows: int) -> Plan:
     """Totals over the range. A kept zone answers local days when the UTC pieces would need
     edges; whole UTC days answer the same instants exactly and may count visitors exactly.
-    A filter on a context dimension or a custom property reads raw events."""
+    One filter on a context dimension reads that dimension's rows of daily_dimensions (and
+    raw edges); other filters on a context dimension or a custom property read raw events."""
+    if context_filter(request) is not None:
+        pieces = split(request.range.start, request.range.end)
+        days = _days("daily_dimensions", pieces.day_from, pieces.day_to)
+        return Plan(Statement("context totals", days + _edges("events", pieces)))
     if _raw_filters(request):
         return Plan(Statement("raw totals", _raw(request)))
     pieces = split(request.range.start, request.range.end)
@@ -161,11 +166,15 @@ _PAGE_VIEWS = Filter("event_type", False, PAGE_VIEW)
 
 def plan_timeseries(request: TimeseriesRequest) -> Plan:
     stats = request.stats
+    r = stats.range
+    daily_utc = request.interval == "day" and r.utc_aligned
+    if daily_utc and context_filter(stats) is not None:
+        pieces = split(r.start, r.end)
+        days = _days("daily_dimensions", pieces.day_from, pieces.day_to)
+        return Plan(Statement("context series", days))
     if _raw_filters(stats):
         return Plan(Statement("raw series", _raw(stats)))
-    r = stats.range
     pieces = split(r.start, r.end)
-    daily_utc = request.interval == "day" and r.utc_aligned
     if not stats.filters:
         if daily_utc:
             return Plan(
@@ -192,6 +201,8 @@ def plan_breakdown(request: BreakdownRequest, today: dt.date) -> Plan:
     sort = stats.metrics[0]
     if request.dimension == "props":
         return _props_ranking(stats, pieces)
+    if request.dimension in CONTEXT_DIMENSIONS and context_filter(stats) is not None:
+        return _filtered_context_ranking(request, pieces)
     if _raw_filters(stats) or (request.dimension in CONTEXT_DIMENSIONS and stats.filters):
         return Plan(Statement("raw ranking", _raw(stats)))
     if request.dimension in CONTEXT_DIMENSIONS:
@@ -212,6 +223,25 @@ def plan_breakdown(request: BreakdownRequest, today: dt.date) -> Plan:
     if sort == "visitors":
         answer = Statement("pages by visitors", answer.parts)
     return Plan(answer, utc.then)
+
+
+def context_filter(stats: StatsRequest) -> Filter | None:
+    """The request's filter when it is its only one and on a context dimension, which the
+    dimension rollups hold per value; else None."""
+    if len(stats.filters) != 1 or stats.filters[0].dimension not in CONTEXT_DIMENSIONS:
+        return None
+    return stats.filters[0]
+
+
+def _filtered_context_ranking(request: BreakdownRequest, pieces: Pieces) -> Plan:
+    """A context dimension's values among the events of one context filter's value (or all
+    other values): whole UTC days from daily_dimension_pairs (daily_dimensions when the filter
+    is on the same dimension), the edges of other zones' days from raw events."""
+    f = context_filter(request.stats)
+    assert f is not None
+    table = "daily_dimensions" if f.dimension == request.dimension else "daily_dimension_pairs"
+    days = _days(table, pieces.day_from, pieces.day_to)
+    return Plan(Statement("context ranking", days + _edges("events", pieces)))
 
 
 def _props_ranking(stats: StatsRequest, pieces: Pieces) -> Plan:

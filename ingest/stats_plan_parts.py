@@ -152,7 +152,10 @@ Form = Literal[
     # part holds one row per path: a day, a month)
     "pages by visitors",
     "ranking",  # a page of event types or paths, filters applied
-    "context ranking",  # a page of one context dimension's values (daily_dimensions, edges)
+    "context ranking",  # a page of one context dimension's values (daily_dimensions, edges;
+    # with one context filter, daily_dimension_pairs)
+    "context totals",  # one context filter's value: daily_dimensions and raw edges
+    "context series",  # the same per UTC day, whole UTC days only
     # Raw events over the whole range, filters applied: what a filter on a context dimension
     # needs (no rollup holds context per event type or path), bounded by statement_timeout.
     "raw totals",

@@ -38,6 +38,8 @@ from ingest.stats_sql import aggregate_sql, exact_visitors_sql, series_sql
 from ingest.stats_sql_breakdown import breakdown_sql, value_visitors_sql
 from ingest.stats_sql_context import (
     context_ranking_sql,
+    context_series_sql,
+    context_totals_sql,
     props_ranking_sql,
     raw_ranking_sql,
     raw_series_sql,
@@ -169,6 +171,8 @@ async def aggregate_values(
         lambda s: (
             raw_totals_sql(s, request)
             if s.form == "raw totals"
+            else context_totals_sql(s, request)
+            if s.form == "context totals"
             else aggregate_sql(s, request.site_id, r.timezone, request.filters)
         ),
     )
@@ -198,6 +202,8 @@ async def timeseries_rows(pool: Pool, request: TimeseriesRequest) -> tuple[list[
         lambda s: (
             raw_series_sql(s, request)
             if s.form == "raw series"
+            else context_series_sql(s, request)
+            if s.form == "context series"
             else series_sql(s, stats.site_id, zone, request.interval, stats.filters)
         ),
     )

@@ -182,11 +182,15 @@ def context_ranking_sql(
     statement: Statement, request: BreakdownRequest
 ) -> tuple[sql.Composable, dict[str, Any]]:
     """A page of a context dimension's values: whole UTC days from daily_dimensions, the
-    range's edges from raw events."""
+    range's edges from raw events. With one filter on a context dimension (the planner's
+    only other case), the days read the filter's rows of daily_dimension_pairs, or of
+    daily_dimensions when it is on the breakdown's own dimension."""
     stats = request.stats
     params: dict[str, Any] = {"site": stats.site_id, "dimension": request.dimension}
     sources.bind(statement.parts, params)
     params["offset"] = request.limit * (request.page - 1)
+    bind_raw_filters(stats.filters, params)
+    shape = statement_shape(stats.filters)
     sort = stats.metrics[0]
 
     def compose() -> sql.Composable:
@@ -194,24 +198,20 @@ def context_ranking_sql(
         for i, part in enumerate(statement.parts):
             p = f"p{i}_"
             if isinstance(part, Days):
-                rows.append(
-                    sql.SQL(
-                        "SELECT value, page_views, events, visitors FROM daily_dimensions "
-                        "WHERE site_id = %(site)s AND dimension = %(dimension)s "
-                        "AND day >= {first} AND day < {end}"
-                    ).format(first=sql.Placeholder(p + "first"), end=sql.Placeholder(p + "end"))
-                )
+                rows.append(_context_days(part, p, request.dimension, shape))
             else:
                 assert isinstance(part, Edges)
                 rows.append(
                     sql.SQL(
                         "SELECT {key}, {views}, count(*), hll_add_agg(hll_hash_text(user_id)) "
                         "FILTER (WHERE event_type = 'page_view') "
-                        "FROM events WHERE site_id = %(site)s AND {spans} GROUP BY 1"
+                        "FROM events WHERE site_id = %(site)s AND {spans} AND {filters} "
+                        "GROUP BY 1"
                     ).format(
                         key=column(request.dimension),
                         views=PAGE_VIEWS,
                         spans=sources.spans(part, p, raw=True),
+                        filters=raw_filter_clause(shape),
                     )
                 )
         return sql.SQL(
@@ -230,10 +230,133 @@ def context_ranking_sql(
         sources.shape(statement.parts),
         request.dimension,
         sort,
+        shape,
         request.limit,
         request.page == 1,
     )
     return CACHE.get(key, compose), params
+
+
+def _context_days(
+    part: Days, p: str, dimension: Dimension, filters: tuple[Filter, ...]
+) -> sql.Composable:
+    """Whole UTC days of one dimension's values, of the events that pass `filters` (none, or
+    one on a context dimension: the table the planner chose holds its value's rows)."""
+    days = sql.SQL("day >= {first} AND day < {end}").format(
+        first=sql.Placeholder(p + "first"), end=sql.Placeholder(p + "end")
+    )
+    if not filters:
+        return sql.SQL(
+            "SELECT value, page_views, events, visitors FROM daily_dimensions "
+            "WHERE site_id = %(site)s AND dimension = %(dimension)s AND {days}"
+        ).format(days=days)
+    [f] = filters
+    op = sql.SQL("<>" if f.negated else "=")
+    if part.table == "daily_dimensions":
+        return sql.SQL(
+            "SELECT value, page_views, events, visitors FROM daily_dimensions "
+            "WHERE site_id = %(site)s AND dimension = %(dimension)s AND {days} "
+            "AND value {op} %(f0)s"
+        ).format(days=days, op=op)
+    assert part.table == "daily_dimension_pairs"
+    # Each pair is kept once, its dimensions in CONTEXT_DIMENSIONS' order: the filter's value
+    # is on whichever side its dimension is.
+    filter_first = CONTEXT_DIMENSIONS.index(f.dimension) < CONTEXT_DIMENSIONS.index(dimension)
+    kept, shown = ("value_a", "value_b") if filter_first else ("value_b", "value_a")
+    first, second = (f.dimension, dimension) if filter_first else (dimension, f.dimension)
+    return sql.SQL(
+        "SELECT {shown}, page_views, events, visitors FROM daily_dimension_pairs "
+        "WHERE site_id = %(site)s AND dimension_a = {first} AND dimension_b = {second} "
+        "AND {days} AND {kept} {op} %(f0)s"
+    ).format(
+        shown=sql.Identifier(shown),
+        first=sql.Literal(first),
+        second=sql.Literal(second),
+        days=days,
+        kept=sql.Identifier(kept),
+        op=op,
+    )
+
+
+def _one_value_rows(part: Days | Edges, p: str, f: Filter, day: bool) -> sql.Composable:
+    """Rows ([UTC day,] page views, events, visitors' sketch) of the events that pass one
+    filter on a context dimension: its value's rows of daily_dimensions for whole UTC days
+    (every other value's for a negated filter), raw events for the edges."""
+    op = sql.SQL("<>" if f.negated else "=")
+    head = sql.SQL("day::timestamp, " if day else "")
+    if isinstance(part, Days):
+        assert part.table == "daily_dimensions"
+        return sql.SQL(
+            "SELECT {head}page_views, events, visitors FROM daily_dimensions "
+            "WHERE site_id = %(site)s AND dimension = {dimension} AND value {op} %(f0)s "
+            "AND day >= {first} AND day < {end}"
+        ).format(
+            head=head,
+            dimension=sql.Literal(f.dimension),
+            op=op,
+            first=sql.Placeholder(p + "first"),
+            end=sql.Placeholder(p + "end"),
+        )
+    assert not day  # a daily series reads whole UTC days only
+    return sql.SQL(
+        "SELECT {views}, count(*), hll_add_agg(hll_hash_text(user_id)) "
+        "FILTER (WHERE event_type = 'page_view') "
+        "FROM events WHERE site_id = %(site)s AND {spans} AND {filters}"
+    ).format(
+        views=PAGE_VIEWS, spans=sources.spans(part, p, raw=True), filters=raw_filter_clause((f,))
+    )
+
+
+def _one_value_params(statement: Statement, stats: StatsRequest) -> dict[str, Any]:
+    params: dict[str, Any] = {"site": stats.site_id}
+    sources.bind(statement.parts, params)
+    bind_raw_filters(stats.filters, params)
+    return params
+
+
+def context_totals_sql(
+    statement: Statement, request: StatsRequest
+) -> tuple[sql.Composable, dict[str, Any]]:
+    """One row: views, events, sketched visitors, NULL (no exact count), of the events that
+    pass the request's one filter on a context dimension."""
+    [f] = statement_shape(request.filters)
+
+    def compose() -> sql.Composable:
+        rows = [
+            _one_value_rows(part, f"p{i}_", f, day=False)
+            for i, part in enumerate(statement.parts)
+            if isinstance(part, Days | Edges)
+        ]
+        return sql.SQL(
+            "SELECT coalesce(sum(page_views), 0)::bigint, coalesce(sum(events), 0)::bigint, "
+            "coalesce(hll_cardinality(hll_union_agg(visitors)), 0), NULL::bigint "
+            "FROM ({rows}) r (page_views, events, visitors)"
+        ).format(rows=union_all(rows))
+
+    key = ("context totals", sources.shape(statement.parts), f)
+    return CACHE.get(key, compose), _one_value_params(statement, request)
+
+
+def context_series_sql(
+    statement: Statement, request: TimeseriesRequest
+) -> tuple[sql.Composable, dict[str, Any]]:
+    """Rows (UTC day, views, events, visitors), in order, of the events that pass the
+    request's one filter on a context dimension: whole UTC days only."""
+    stats = request.stats
+    [f] = statement_shape(stats.filters)
+    [days] = statement.parts
+    assert isinstance(days, Days)
+
+    def compose() -> sql.Composable:
+        # A negated filter reads every other value's row of each day: summed per day.
+        return sql.SQL(
+            "SELECT t, sum(page_views)::bigint, sum(events)::bigint, "
+            "coalesce(hll_cardinality(hll_union_agg(visitors)), 0) "
+            "FROM ({rows}) r (t, page_views, events, visitors) GROUP BY t ORDER BY t"
+        ).format(rows=_one_value_rows(days, "p0_", f, day=True))
+
+    key = ("context series", sources.shape(statement.parts), f)
+    return CACHE.get(key, compose), _one_value_params(statement, stats)
 
 
 _PROP_SUMS = {

@@ -81,6 +81,7 @@ ROLLUPS: tuple[Rollup, ...] = (
     Rollup("daily_event_types"),
     # UTC, by each event's context (dimensions.sql)
     Rollup("daily_dimensions"),
+    Rollup("daily_dimension_pairs"),  # (dimension_pairs.sql)
     Rollup("daily_props"),
     # by local day of each kept zone (zones.sql)
     Rollup("local_daily_stats", ("local_counts",), rebuilt=False, zoned=True),

@@ -5,6 +5,7 @@ and in zones whose local days need the raw edges of UTC days."""
 from __future__ import annotations
 
 import datetime as dt
+import itertools
 import zoneinfo
 from collections.abc import AsyncIterator
 from typing import Any
@@ -79,6 +80,63 @@ async def test_a_context_breakdown_matches_a_recount(
         period="custom", date=",".join(days), timezone=zone, metrics="views,events,visitors",
     )  # fmt: skip
     assert body["results"] == expected_breakdown(chosen(zone, *days), dimension)
+
+
+@pytest.mark.parametrize("zone", ZONES)
+@pytest.mark.parametrize("negated", [False, True])
+async def test_a_context_breakdown_with_a_context_filter_matches_a_recount(
+    client: httpx.AsyncClient, zone: str, negated: bool
+) -> None:
+    """Whole UTC days from daily_dimension_pairs (daily_dimensions on the same dimension),
+    other zones' edges from raw events."""
+    days = ("2025-11-11", "2025-11-13")
+    events = chosen(zone, *days)
+    for by, (on, wanted) in itertools.product(
+        DIMENSIONS, [("country", "NL"), ("device", "mobile"), ("browser", "(not set)")]
+    ):
+        op = "!=" if negated else "=="
+        body = await get_json(
+            client, "/api/v1/stats/breakdown", site_id=SITE, property=f"visit:{by}",
+            period="custom", date=",".join(days), timezone=zone,
+            metrics="views,events,visitors", filters=f"visit:{on}{op}{wanted}",
+        )  # fmt: skip
+        kept = [e for e in events if (value(e, on) == wanted) != negated]
+        assert body["results"] == expected_breakdown(kept, by), (by, on, wanted)
+
+
+@pytest.mark.parametrize("zone", ZONES)
+@pytest.mark.parametrize("negated", [False, True])
+async def test_one_context_filter_s_totals_and_days_match_a_recount(
+    client: httpx.AsyncClient, zone: str, negated: bool
+) -> None:
+    """daily_dimensions' rows of the filter's value (of every other value when negated) for
+    whole UTC days, raw events for other zones' edges."""
+    days = ("2025-11-11", "2025-11-13")
+    common = {"site_id": SITE, "period": "custom", "date": ",".join(days), "timezone": zone}
+    tz = zoneinfo.ZoneInfo(zone)
+    op = "!=" if negated else "=="
+    for on, wanted in [("country", "NL"), ("os", "iOS"), ("browser", "(not set)")]:
+        kept = [e for e in chosen(zone, *days) if (value(e, on) == wanted) != negated]
+        views = [e for e in kept if e.event_type == "page_view"]
+        filters = f"visit:{on}{op}{wanted}"
+        aggregate = await get_json(client, "/api/v1/stats/aggregate", filters=filters, **common)
+        assert {k: v["value"] for k, v in aggregate["results"].items()} == {
+            "views": len(views), "events": len(kept), "visitors": len({e.user_id for e in views}),
+        }, filters  # fmt: skip
+        series = await get_json(
+            client, "/api/v1/stats/timeseries", filters=filters,
+            metrics="views,events,visitors", **common,
+        )  # fmt: skip
+        for point in series["results"]:
+            day = [
+                e for e in kept if e.timestamp.astimezone(tz).date().isoformat() == point["date"]
+            ]
+            day_views = [e for e in day if e.event_type == "page_view"]
+            assert (point["views"], point["events"], point["visitors"]) == (
+                len(day_views),
+                len(day),
+                len({e.user_id for e in day_views}),
+            ), (filters, point)
 
 
 @pytest.mark.parametrize("zone", ZONES)

@@ -25,6 +25,7 @@ from ingest.stats_plan_parts import (
     Months,
     PerValue,
     Plan,
+    Statement,
     ValueVisitors,
     Watermark,
 )
@@ -280,20 +281,93 @@ def test_a_context_breakdown_reads_daily_dimensions_and_raw_edges() -> None:
     )
 
 
-def test_a_context_filter_reads_raw_events_for_every_question() -> None:
+def test_one_context_filter_reads_its_value_s_daily_dimensions_rows() -> None:
     nl = Filter("country", False, "NL")
+    month = Days("daily_dimensions", D(2025, 11, 1), D(2025, 12, 1))
     request = stats("2025-11-01", "2025-11-30", "UTC", nl)
+    assert aggregate(request) == Plan(Statement("context totals", (month,)))
+    series = stats_plan.plan_timeseries(TimeseriesRequest(request, "day"))
+    assert series == Plan(Statement("context series", (month,)))
+    kolkata = stats("2025-11-12", "2025-11-13", "Asia/Kolkata", nl)
+    assert aggregate(kolkata).answer.parts == (
+        Days("daily_dimensions", D(2025, 11, 12), D(2025, 11, 13)),
+        Edges(
+            "events",
+            (
+                (utc("2025-11-11 18:30"), utc("2025-11-12 00:00")),
+                (utc("2025-11-13 00:00"), utc("2025-11-13 18:30")),
+            ),
+        ),
+    )
+    # Series by hour, or by local day: raw events.
+    by_hour = stats_plan.plan_timeseries(TimeseriesRequest(request, "hour"))
+    assert by_hour.answer.form == "raw series"
+    by_local_day = stats_plan.plan_timeseries(TimeseriesRequest(kolkata, "day"))
+    assert by_local_day.answer.form == "raw series"
+    query, params = stats_sql_context.context_totals_sql(aggregate(kolkata).answer, kolkata)
+    text = query.as_string(None)
+    assert "dimension = 'country' AND value = %(f0)s" in text and 'coalesce("country"' in text
+    assert params["f0"] == "NL" and "NL" not in text
+
+
+def test_other_context_filters_read_raw_events_for_every_question() -> None:
+    nl = Filter("country", False, "NL")
+    request = stats("2025-11-01", "2025-11-30", "UTC", nl, Filter("device", True, "mobile"))
     raw = (Instants("events", utc("2025-11-01 00:00"), utc("2025-12-01 00:00")),)
     assert aggregate(request).answer.form == "raw totals"
     assert aggregate(request).answer.parts == raw
     series = stats_plan.plan_timeseries(TimeseriesRequest(request, "day"))
     assert (series.answer.form, series.answer.parts) == ("raw series", raw)
+    request = stats("2025-11-01", "2025-11-30", "UTC", nl)
     pages = stats_plan.plan_breakdown(BreakdownRequest(request, "path", 10, 1), TODAY)
     assert (pages.answer.form, pages.answer.parts, pages.then) == ("raw ranking", raw, None)
     # A context breakdown with any filter: no rollup holds context per event type or path.
     signups = stats("2025-11-01", "2025-11-30", "UTC", Filter("event_type", False, "signup"))
     by_os = stats_plan.plan_breakdown(BreakdownRequest(signups, "os", 10, 1), TODAY)
     assert by_os.answer.form == "raw ranking"
+
+
+def test_a_context_breakdown_with_one_context_filter_reads_the_pairs_rollup() -> None:
+    nl, not_mobile = Filter("country", False, "NL"), Filter("device", True, "mobile")
+    month = (D(2025, 11, 1), D(2025, 12, 1))
+    for f in (nl, not_mobile):
+        request = BreakdownRequest(stats("2025-11-01", "2025-11-30", "UTC", f), "browser", 10, 1)
+        plan = stats_plan.plan_breakdown(request, TODAY)
+        assert plan.answer == Statement("context ranking", (Days("daily_dimension_pairs", *month),))
+    # On the breakdown's own dimension: its own rows of daily_dimensions; raw edges as ever.
+    same = BreakdownRequest(stats("2025-11-12", "2025-11-12", "Asia/Kolkata", nl), "country", 10, 1)
+    assert stats_plan.plan_breakdown(same, TODAY).answer.parts == (
+        Edges("events", ((utc("2025-11-11 18:30"), utc("2025-11-12 18:30")),)),
+    )
+    same_utc = BreakdownRequest(stats("2025-11-01", "2025-11-30", "UTC", nl), "country", 10, 1)
+    assert stats_plan.plan_breakdown(same_utc, TODAY).answer.parts == (
+        Days("daily_dimensions", *month),
+    )
+    # Two filters, or one a pair cannot answer: raw events.
+    for filters in ((nl, not_mobile), (Filter("event_type", False, "signup"),)):
+        request = BreakdownRequest(stats("2025-11-01", "2025-11-30", "UTC", *filters), "os", 10, 1)
+        assert stats_plan.plan_breakdown(request, TODAY).answer.form == "raw ranking"
+
+
+def test_the_pairs_statement_reads_the_filter_s_rows_with_its_value_bound() -> None:
+    f = Filter("country", True, "NL")
+    request = BreakdownRequest(stats("2025-11-01", "2025-11-30", "UTC", f), "browser", 10, 1)
+    plan = stats_plan.plan_breakdown(request, TODAY)
+    query, params = stats_sql_context.context_ranking_sql(plan.answer, request)
+    text = query.as_string(None)
+    # The pair (browser, country) is kept in that order: the country is its second value.
+    assert 'SELECT "value_a", page_views, events, visitors FROM daily_dimension_pairs' in text
+    assert "dimension_a = 'browser' AND dimension_b = 'country'" in text
+    assert '"value_b" <> %(f0)s' in text
+    assert "NL" not in text and params["f0"] == "NL"
+    on_device = Filter("device", False, "tablet")
+    by_country = BreakdownRequest(
+        stats("2025-11-01", "2025-11-30", "UTC", on_device), "country", 10, 1
+    )
+    plan = stats_plan.plan_breakdown(by_country, TODAY)
+    text = stats_sql_context.context_ranking_sql(plan.answer, by_country)[0].as_string(None)
+    assert 'SELECT "value_b", page_views' in text and '"value_a" = %(f0)s' in text
+    assert "dimension_a = 'device' AND dimension_b = 'country'" in text
 
 
 def props(request: StatsRequest, key: str | None = "plan") -> BreakdownRequest:
