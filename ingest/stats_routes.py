@@ -27,10 +27,15 @@ from starlette.responses import HTMLResponse, Response
 from starlette.routing import BaseRoute, Mount, Route
 from starlette.staticfiles import StaticFiles
 
+<<<<<<< HEAD
 from ingest import stats_legacy, stats_params, stats_realtime, stats_response
+=======
+from ingest import stats_imported, stats_legacy, stats_params
+>>>>>>> exports
 from ingest.access import StatsAccess, bearer_token
 from ingest.database import DatabaseUnavailable, QueryTimedOut
 from ingest.errors import JSON_MEDIA_TYPE, ServiceUnavailable, StatsTimedOut
+from ingest.export import ExportRoute
 from ingest.settings import Settings
 from ingest.stats_run import (
     RAW_READS,
@@ -150,7 +155,7 @@ class StatsApi:
         self._zone_requests.note(parsed.site_id, parsed.range.timezone)
         pool = request.app.state.pool
         body = await self._read(
-            request, stats_response.aggregate(pool, parsed, self._exact_max_rows)
+            request, stats_imported.aggregate(pool, parsed, params, self._exact_max_rows)
         )
         return _json(body)
 
@@ -159,7 +164,9 @@ class StatsApi:
         params = self._admit(request)
         parsed = stats_params.parse_timeseries(params, now=self._now())
         self._zone_requests.note(parsed.stats.site_id, parsed.stats.range.timezone)
-        body = await self._read(request, stats_response.timeseries(request.app.state.pool, parsed))
+        body = await self._read(
+            request, stats_imported.timeseries(request.app.state.pool, parsed, params)
+        )
         return _json(body)
 
     @_timed
@@ -167,7 +174,9 @@ class StatsApi:
         params = self._admit(request)
         parsed = stats_params.parse_breakdown(params, now=self._now())
         self._zone_requests.note(parsed.stats.site_id, parsed.stats.range.timezone)
-        body = await self._read(request, stats_response.breakdown(request.app.state.pool, parsed))
+        body = await self._read(
+            request, stats_imported.breakdown(request.app.state.pool, parsed, params)
+        )
         return _json(body)
 
     @_timed
@@ -195,12 +204,17 @@ def stats_routes(settings: Settings, zone_requests: ZoneRequests | None = None) 
     """The routes; `zone_requests` collects the zones stats are read in (the app flushes it
     to the database every minute)."""
     api = StatsApi(settings, zone_requests or ZoneRequests())
+    exports = ExportRoute(settings, api._access)
     return [
         Route("/stats", api.base_stats, methods=["GET"]),
         Route("/api/v1/stats/aggregate", api.aggregate, methods=["GET"]),
         Route("/api/v1/stats/timeseries", api.timeseries, methods=["GET"]),
         Route("/api/v1/stats/breakdown", api.breakdown, methods=["GET"]),
+<<<<<<< HEAD
         Route("/api/v1/stats/realtime/visitors", api.realtime_visitors, methods=["GET"]),
+=======
+        Route("/api/v1/sites/{site_id}/export", exports.export, methods=["GET"]),
+>>>>>>> exports
         Route("/dashboard", api.dashboard, methods=["GET"]),
         Mount("/dashboard/static", StaticFiles(directory=DASHBOARD_DIR), name="dashboard"),
     ]

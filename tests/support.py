@@ -22,6 +22,7 @@ from consumer.schema import MIGRATIONS_DIR
 from consumer.settings import ConsumerSettings
 from consumer.write import COPY_STAGING, COPY_TYPES, INSERT_AND_ROLL_UP, STAGING_DDL, Writer
 from core.events import CONTEXT_FIELDS, EventRecord
+from core.plausible_csv import IMPORTED_TABLES
 
 
 def quick_consumer_settings(
@@ -73,12 +74,12 @@ NAME_RENAME = re.compile(r"^ALTER (TABLE|INDEX) (\w+) RENAME TO (\w+);", re.M)
 def unversion(conn: psycopg.Connection[Any]) -> None:
     """Turns a current database into one of the releases before versions were recorded: no
     schema_migrations, none of what later migrations add (the event context of 0005, the
-    visitor salts of 0006, the visits of 0007, the dimension pairs of 0009), and the names
-    that migration 0004 changed as they were then."""
+    visitor salts of 0006, the visits of 0007, the imports of 0008, the dimension pairs of
+    0009), and the names that migration 0004 changed as they were then."""
     conn.execute("DROP TABLE schema_migrations")
     conn.execute(
         "DROP TABLE daily_dimensions, daily_props, visitor_salts, visits, quarter_hour_visits,"
-        " daily_visit_dimensions, daily_dimension_pairs"
+        " daily_visit_dimensions, daily_dimension_pairs, imports, " + ", ".join(IMPORTED_TABLES)
     )
     conn.execute(
         "ALTER TABLE events " + ", ".join(f"DROP COLUMN {name}" for name in CONTEXT_FIELDS)
