@@ -27,11 +27,7 @@ from starlette.responses import HTMLResponse, Response
 from starlette.routing import BaseRoute, Mount, Route
 from starlette.staticfiles import StaticFiles
 
-<<<<<<< HEAD
-from ingest import stats_legacy, stats_params, stats_realtime, stats_response
-=======
-from ingest import stats_imported, stats_legacy, stats_params
->>>>>>> exports
+from ingest import stats_imported, stats_legacy, stats_params, stats_realtime
 from ingest.access import StatsAccess, bearer_token
 from ingest.database import DatabaseUnavailable, QueryTimedOut
 from ingest.errors import JSON_MEDIA_TYPE, ServiceUnavailable, StatsTimedOut
@@ -210,11 +206,8 @@ def stats_routes(settings: Settings, zone_requests: ZoneRequests | None = None) 
         Route("/api/v1/stats/aggregate", api.aggregate, methods=["GET"]),
         Route("/api/v1/stats/timeseries", api.timeseries, methods=["GET"]),
         Route("/api/v1/stats/breakdown", api.breakdown, methods=["GET"]),
-<<<<<<< HEAD
         Route("/api/v1/stats/realtime/visitors", api.realtime_visitors, methods=["GET"]),
-=======
         Route("/api/v1/sites/{site_id}/export", exports.export, methods=["GET"]),
->>>>>>> exports
         Route("/dashboard", api.dashboard, methods=["GET"]),
         Mount("/dashboard/static", StaticFiles(directory=DASHBOARD_DIR), name="dashboard"),
     ]
