@@ -14,12 +14,14 @@ from ingest.stats_days import Span
 @dataclass(frozen=True)
 class Days:
     """Rows of a daily rollup keyed by UTC day, days [first, end) (of page views only: the
-    page-view rows of daily_details, which answer a page breakdown)."""
+    page-view rows of daily_details, which answer a page breakdown). `taken`: their page
+    views are taken away from the other parts' sums (stats_days.Cover)."""
 
     table: str
     first: dt.date
     end: dt.date
     page_views_only: bool = False
+    taken: bool = False
 
 
 @dataclass(frozen=True)
@@ -29,6 +31,7 @@ class Months:
     table: str
     first: dt.date
     end: dt.date
+    taken: bool = False
 
 
 @dataclass(frozen=True)
@@ -51,11 +54,13 @@ class Watermark:
 @dataclass(frozen=True)
 class Edges:
     """Rows of a 15-minute rollup (`bucket`) or raw events (`event_time`) inside the spans;
-    raw events are counted per (event type, path), or per event type only."""
+    raw events are counted per (event type, path), or per event type only. `taken` as in
+    Days."""
 
     table: str
     spans: tuple[Span, ...]
     per_path: bool = True
+    taken: bool = False
 
 
 @dataclass(frozen=True)

@@ -102,7 +102,8 @@ def spans(leaf: Edges, p: str, raw: bool) -> sql.Composable:
                 ).format(da=_ph(p, f"d{i}a"), db=_ph(p, f"d{i}b"), a=a, b=b)
             )
         else:
-            clauses.append(sql.SQL("(bucket >= {a} AND bucket < {b})").format(a=a, b=b))
+            column = sql.Identifier(_TIME.get(leaf.table, "bucket"))
+            clauses.append(sql.SQL("({c} >= {a} AND {c} < {b})").format(c=column, a=a, b=b))
     return sql.SQL("({})").format(sql.SQL(" OR ").join(clauses))
 
 
@@ -118,6 +119,8 @@ def rows(
     match: sql.Composable | None = None,
 ) -> sql.Composable:
     """`leaf`'s rows of `kind`."""
+    # Only page views are exact sums a plan may take away from (never sketches).
+    assert kind == "page views" or not getattr(leaf, "taken", False), (kind, leaf)
     t = sql.Identifier(leaf.table)
     where: list[sql.Composable] = [SITE]
     if isinstance(leaf, Days):
@@ -181,6 +184,8 @@ def _columns(kind: Kind, leaf: Leaf, p: str) -> sql.Composable:
     if kind == "visitor ids":
         return sql.SQL("user_id")
     if kind == "page views":  # with the sketch of the path's visitors where the row holds one
+        if getattr(leaf, "taken", False):
+            return sql.SQL("path, -page_views AS page_views, NULL::hll AS visitors")
         sketch = table in ("sealed_monthly_paths", "local_daily_paths")
         return sql.SQL("path, page_views, {} AS visitors").format(
             sql.SQL("visitors" if sketch else "NULL::hll")
@@ -261,9 +266,11 @@ def shape(parts: tuple[Part, ...]) -> tuple[Any, ...]:
             name = "kept" if isinstance(part, IfKept) else "sealed"
             key.append((name, shape(yes), shape(no), part.expected))
         elif isinstance(part, Edges):
-            key.append((type(part).__name__, part.table, len(part.spans), part.per_path))
+            key.append(("Edges", part.table, len(part.spans), part.per_path, part.taken))
         elif isinstance(part, Days):
-            key.append(("Days", part.table, part.page_views_only, single_unit(part)))
+            key.append(("Days", part.table, part.page_views_only, single_unit(part), part.taken))
+        elif isinstance(part, Months):
+            key.append(("Months", part.table, single_unit(part), part.taken))
         else:
             key.append((type(part).__name__, part.table, single_unit(part)))
     return tuple(key)

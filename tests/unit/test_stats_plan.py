@@ -207,7 +207,14 @@ def test_a_page_breakdown_in_a_kept_zone_is_one_statement_with_every_fallback() 
         "local_monthly_paths", "Asia/Kolkata", D(2025, 11, 1), D(2025, 12, 1)
     )
     assert isinstance(visitors, PerValue)
-    assert {type(p) for p in choice.otherwise} == {Days, Edges}
+    # not kept: the UTC month, plus the quarter hours before it, minus those after
+    assert choice.otherwise == (
+        Months("monthly_paths", D(2025, 11, 1), D(2025, 12, 1)),
+        Edges("quarter_hour_paths", ((utc("2025-10-31 18:30"), utc("2025-11-01 00:00")),)),
+        Edges(
+            "quarter_hour_paths", ((utc("2025-11-30 18:30"), utc("2025-12-01 00:00")),), taken=True
+        ),
+    )
     # a month that has not ended before today is never sealed: no question asked
     recent = stats_plan.plan_breakdown(request, D(2025, 12, 1))
     [choice] = recent.answer.parts
@@ -227,13 +234,28 @@ def test_a_30d_range_reads_whole_months_days_around_them_and_the_edges() -> None
     assert [type(p) for p in plan.answer.parts] == [Days, Edges]
     pages = BreakdownRequest(stats("2025-10-14", "2025-11-12"), "path", 10, 1)
     plan = stats_plan.plan_breakdown(pages, TODAY)
-    assert plan.answer.parts == (Days("daily_paths", D(2025, 10, 14), D(2025, 11, 13)),)
+    # October minus its first 13 days, plus 12 days of November: 25 days' rows, not 30
+    assert plan.answer.parts == (
+        Months("monthly_paths", D(2025, 10, 1), D(2025, 11, 1)),
+        Days("daily_paths", D(2025, 11, 1), D(2025, 11, 13)),
+        Days("daily_paths", D(2025, 10, 1), D(2025, 10, 14), taken=True),
+    )
+    dashboard = BreakdownRequest(stats("2025-11-07", "2025-12-06"), "path", 10, 1)
+    plan = stats_plan.plan_breakdown(dashboard, TODAY)
+    assert plan.answer.parts == (
+        Months("monthly_paths", D(2025, 11, 1), D(2025, 12, 1)),
+        Days("daily_paths", D(2025, 12, 1), D(2025, 12, 7)),
+        Days("daily_paths", D(2025, 11, 1), D(2025, 11, 7), taken=True),
+    )
+    centred = BreakdownRequest(stats("2025-10-16", "2025-11-14"), "path", 10, 1)
+    plan = stats_plan.plan_breakdown(centred, TODAY)
+    assert plan.answer.parts == (Days("daily_paths", D(2025, 10, 16), D(2025, 11, 15)),)
     months = BreakdownRequest(stats("2025-09-14", "2025-12-12"), "path", 10, 1)
     plan = stats_plan.plan_breakdown(months, TODAY)
     assert plan.answer.parts == (
-        Months("monthly_paths", D(2025, 10, 1), D(2025, 12, 1)),
-        Days("daily_paths", D(2025, 9, 14), D(2025, 10, 1)),
+        Months("monthly_paths", D(2025, 9, 1), D(2025, 12, 1)),
         Days("daily_paths", D(2025, 12, 1), D(2025, 12, 13)),
+        Days("daily_paths", D(2025, 9, 1), D(2025, 9, 14), taken=True),
     )
 
 
