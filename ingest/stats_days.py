@@ -230,3 +230,31 @@ def cover(start: dt.datetime, end: dt.datetime) -> Cover | None:
     elif tail < 0:
         take_days.append((day_to, month_to))
     return Cover(month_from, month_to, tuple(add_days), tuple(take_days), add_spans, take_spans)
+
+
+ONE_HOUR = dt.timedelta(hours=1)
+
+
+def _hour_floor(t: dt.datetime) -> dt.datetime:
+    return t.astimezone(dt.UTC).replace(minute=0, second=0, microsecond=0)
+
+
+def by_hours(spans: tuple[Span, ...]) -> tuple[tuple[Span, ...], tuple[Span, ...]]:
+    """The spans as (whole UTC hours, the 15-minute remainders at their ends): hourly rows
+    answer the first, quarter-hour rows only the second (at most 3 + 3 a span)."""
+    hours: list[Span] = []
+    quarters: list[Span] = []
+    for a, b in spans:
+        first = _hour_floor(a)
+        if first < a:
+            first += ONE_HOUR
+        last = _hour_floor(b)
+        if first >= last:
+            quarters.append((a, b))
+            continue
+        hours.append((first, last))
+        if a < first:
+            quarters.append((a, first))
+        if last < b:
+            quarters.append((last, b))
+    return tuple(hours), tuple(quarters)

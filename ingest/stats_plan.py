@@ -75,9 +75,27 @@ def _local_zone(request: StatsRequest) -> bool:
 
 
 def _totals_parts(pieces: Pieces) -> tuple[Part, ...]:
-    return _days("daily_stats", pieces.day_from, pieces.day_to) + _edges(
-        "quarter_hour_stats", pieces
+    """Whole UTC days from daily rows, the edges' whole UTC hours from hourly rows and only
+    their remainders (zones whose offset is not whole hours) from 15-minute rows: at most 24
+    + 6 sub-day rows (and sketches) where 96 were read."""
+    hours, quarters = stats_days.by_hours(pieces.edges)
+    return (
+        _days("daily_stats", pieces.day_from, pieces.day_to)
+        + ((Edges("hourly_stats", hours),) if hours else ())
+        + ((Edges("quarter_hour_stats", quarters),) if quarters else ())
     )
+
+
+def _sub_day_series(request: TimeseriesRequest) -> Instants:
+    """A range's local hours or days from sub-day rollups: hourly rows where every local
+    period starts on a UTC hour, else hourly rows and the 15-minute rows of the hours in which
+    a local period starts (a local hour there is never a UTC hour: 15-minute rows only)."""
+    r = request.stats.range
+    if r.hour_aligned:
+        return Instants("hourly_stats", r.start, r.end)
+    if request.interval == "hour":
+        return Instants("quarter_hour_stats", r.start, r.end)
+    return Instants("hourly_stats", r.start, r.end, quarters_at_edges=True)
 
 
 # Filters no rollup can apply: a hit's context and custom properties are kept per day, not per
@@ -182,8 +200,7 @@ def plan_timeseries(request: TimeseriesRequest) -> Plan:
                 Statement("series", _days("daily_stats", pieces.day_from, pieces.day_to)),
                 exact=True,
             )
-        hourly = request.interval == "hour" and r.hour_aligned
-        quarter = Instants("hourly_stats" if hourly else "quarter_hour_stats", r.start, r.end)
+        quarter = _sub_day_series(request)
         if request.interval == "day":
             local = LocalDays("local_daily_stats", r.timezone, r.first, r.last + ONE_DAY)
             return Plan(Statement("series", (IfKept(r.timezone, (local,), (quarter,)),)))
