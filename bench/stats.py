@@ -298,6 +298,9 @@ def _start_api(database_url: str, port: int) -> subprocess.Popen[bytes]:
         "EVENTS_TOPIC": "bench-stats-events",
         "DLQ_TOPIC": "bench-stats-events.dlq",
         "STATS_RATE_LIMIT_PER_S": "0",
+        # Every connection comes from 127.0.0.1: --mode=together opens more than one client's
+        # share.
+        "MAX_CONNECTIONS_PER_CLIENT": "0",
         # The pool opened to its largest size at start, so that no connection is opened
         # (and no statement prepared anew) during a measurement.
         "DB_POOL_MIN_SIZE": "8",
