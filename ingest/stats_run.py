@@ -33,14 +33,7 @@ from ingest.errors import ClientClosedRequest
 from ingest.stats_expect import FACTS, Facts, expect, has_choices, held
 from ingest.stats_params import BreakdownRequest, StatsRequest, TimeseriesRequest
 from ingest.stats_plan import plan_aggregate, plan_breakdown, plan_timeseries
-from ingest.stats_plan_parts import (
-    Edges,
-    ExactVisitors,
-    Instants,
-    Statement,
-    ValueVisitors,
-    leaves,
-)
+from ingest.stats_plan_parts import ExactVisitors, Statement, ValueVisitors
 from ingest.stats_sql import aggregate_sql, exact_visitors_sql, series_sql
 from ingest.stats_sql_breakdown import breakdown_sql, value_visitors_sql
 from ingest.stats_sql_context import (
@@ -98,14 +91,11 @@ _RAW_TIMEOUT = "SELECT set_config('statement_timeout', %(timeout)s, true)"
 
 
 def is_raw(statement: Statement) -> bool:
-    """Whether a statement reads raw events: the raw forms over the whole range, a filtered
-    series of another zone's days, and the forms whose edges (the partial UTC days of another
-    zone's range) are raw events. Each costs as much per hour of range read, and none may take
-    the pool from questions rollups answer (docs/decisions/0024-every-zone-bounded.md)."""
-    return statement.form.startswith("raw ") or any(
-        isinstance(leaf, Edges | Instants) and leaf.table == "events"
-        for leaf in leaves(statement.parts)
-    )
+    """Whether a statement reads raw events over its whole range. Rollup forms whose edges
+    (the partial UTC days of another zone's range) are raw events are not counted: the
+    dashboard asks six of them at once in such a zone, and two slots would refuse four
+    (docs/decisions/0024-every-zone-bounded.md)."""
+    return statement.form.startswith("raw ")
 
 
 async def fetch(pool: Pool, query: Any, params: dict[str, Any]) -> list[Row]:

@@ -35,14 +35,3 @@ def test_a_slot_is_given_back_when_its_statement_fails() -> None:
 )  # fmt: skip
 def test_raw_forms(form: str, raw: bool) -> None:
     assert is_raw(Statement(form, ())) is raw  # type: ignore[arg-type]
-
-
-def test_rollup_forms_with_raw_edges_take_a_raw_slot() -> None:
-    import datetime as dt
-
-    from ingest.stats_plan_parts import Days, Edges
-
-    edge = (dt.datetime(2025, 11, 30, tzinfo=dt.UTC), dt.datetime(2025, 11, 30, 18, tzinfo=dt.UTC))
-    days = Days("daily_event_types", dt.date(2025, 11, 1), dt.date(2025, 11, 30))
-    assert is_raw(Statement("ranking", (days, Edges("events", (edge,), per_path=False))))
-    assert not is_raw(Statement("ranking", (days, Edges("quarter_hour_paths", (edge,)))))
