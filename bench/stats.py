@@ -1,4 +1,5 @@
-"""`python -m bench stats [--events N] [--rate R] [--seconds S] [--windows W] [--reload]`
+"""`python -m bench stats [--events N] [--rate R] [--seconds S] [--windows W] [--reload]
+[--mode alone|together|both] [--only A|B]`
 
 Loads (or reuses) a site with N events in one month, starts the API as a real process on
 that database, and drives each stats query at a fixed rate for W windows of S seconds,
@@ -6,6 +7,12 @@ printing client and server p50 and p99 of the window with the median server p99 
 window's p99). Queries with a filter on a hit's context (`visit:...`), which read raw events,
 run at --filtered-rate instead of --rate. In the same run, after the load, it times the naive
 query over raw events for the same questions (the baseline) and prints the ratios.
+
+`--mode together` drives every chosen query at once against one API, --rate shared between
+them (each query's own p50/p99 reported), so that a slow question shows whether it slows the
+others; `both` runs each alone, then all together. Zones other than the site's kept one are
+made not kept before each measurement (the bench runs no consumer, so nothing keeps them
+during it): their rows measure a zone asked for the first time.
 """
 
 from __future__ import annotations
@@ -26,6 +33,7 @@ import psycopg
 
 from bench import http_load, stats_data
 from bench.table import print_table
+from consumer.zones import remove_zone
 from core.settings import DATABASE_URL
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -282,6 +290,46 @@ QUERIES: list[tuple[str, str, dict[str, str], float, str, dict[str, str]]] = [
     ),
 ]
 
+# Issue 15's grid: each question for the calendar month and for the dashboard's default
+# rolling 30 days, in UTC, a whole-hour zone and a :45 zone the site has never kept. The 30
+# days end on ROLLING_DAY, inside the data, so that they span two calendar months (ending on
+# the 30th they would be the calendar month in UTC).
+ROLLING_DAY = "2025-11-25"
+PERIODS = (("month", MONTH), ("30d", {"period": "30d", "date": ROLLING_DAY}))
+GRID_ZONES = (("UTC", 10.0), ("Europe/Berlin", 10.0), ("Asia/Kathmandu", 25.0))
+QUESTIONS: tuple[tuple[str, str, dict[str, str]], ...] = (
+    ("aggregate", "/api/v1/stats/aggregate", {}),
+    ("timeseries by day", "/api/v1/stats/timeseries", {}),
+    ("top 10 paths", "/api/v1/stats/breakdown", {"property": "event:page", "limit": "10"}),
+    ("event types", "/api/v1/stats/breakdown", {"property": "event:name"}),
+    ("filter path", "/api/v1/stats/aggregate", {"filters": "event:page==/page/3"}),
+)
+
+
+def _grid() -> list[tuple[str, str, dict[str, str], float, str, dict[str, str]]]:
+    rows: list[tuple[str, str, dict[str, str], float, str, dict[str, str]]] = []
+    for zone, target in GRID_ZONES:
+        zone_param = {} if zone == "UTC" else {"timezone": zone}
+        for period, period_params in PERIODS:
+            for question, path, params in QUESTIONS:
+                name = f"grid {period} {question} ({zone})"
+                rows.append((name, path, {**period_params, **params, **zone_param}, target, "", {}))
+        hourly = {"period": "day", "date": DAY, "interval": "hour", **zone_param}
+        rows.append(
+            (
+                f"grid day timeseries by hour ({zone})",
+                "/api/v1/stats/timeseries",
+                hourly,
+                target,
+                "",
+                {},
+            )
+        )
+    return rows
+
+
+QUERIES += _grid()
+
 
 def _rate(params: dict[str, str], args: argparse.Namespace) -> float:
     """A filter on a context dimension reads raw events: at --rate it would only queue."""
@@ -308,6 +356,9 @@ def _start_api(database_url: str, port: int) -> subprocess.Popen[bytes]:
         "EVENTS_TOPIC": "bench-stats-events",
         "DLQ_TOPIC": "bench-stats-events.dlq",
         "STATS_RATE_LIMIT_PER_S": "0",
+        # Every connection comes from 127.0.0.1: --mode=together opens more than one client's
+        # share.
+        "MAX_CONNECTIONS_PER_CLIENT": "0",
         # The pool opened to its largest size at start, so that no connection is opened
         # (and no statement prepared anew) during a measurement.
         "DB_POOL_MIN_SIZE": "8",
@@ -363,64 +414,159 @@ def main(argv: list[str]) -> None:
         "--only", default="", help="run the queries whose name contains this (or any of A|B)"
     )
     parser.add_argument("--no-naive", action="store_true", help="skip the raw-event baseline")
+    parser.add_argument(
+        "--mode",
+        choices=("alone", "together", "both"),
+        default="alone",
+        help="each query alone, all at once (--rate shared), or both in turn",
+    )
     args, _ = parser.parse_known_args(argv)  # options of other sections pass through
     if args.windows < 1:
         parser.error("--windows must be at least 1")
 
     server_url = DATABASE_URL.read(os.environ)
     database_url = stats_data.ensure_dataset(server_url, args.events, reload=args.reload)
-    rows: list[list[object]] = []
     wanted = args.only.split("|")
     chosen = [q for q in QUERIES if any(part in q[0] for part in wanted)]
-    for name, path, params, target, _, _ in chosen:
-        # A fresh API per query: a query that fell behind must not leave a backlog behind.
-        rate = _rate(params, args)
-        requests = int(rate * args.seconds)
-        port = _free_port()
-        api = _start_api(database_url, port)
-        try:
-            target_url = f"{path}?{urlencode({'site_id': SITE, **params})}"
-            # Warm-up: the pool's connections and the statement caches (slowly, so that a slow
-            # query does not start the measurement with a backlog).
-            asyncio.run(http_load.run("127.0.0.1", port, [target_url], rate_per_s=20, requests=20))
-            # Several windows, the one with the median server p99 reported: on a shared
-            # machine one window's p99 can be a neighbour's burst. A saturated query (the
-            # first window far past its target) is not worth repeating.
-            windows: list[http_load.LoadResult] = []
-            for _ in range(args.windows):
-                windows.append(
-                    asyncio.run(
-                        http_load.run(
-                            "127.0.0.1", port, [target_url], rate_per_s=rate, requests=requests
-                        )
-                    )
+    _unkeep_other_zones(database_url, chosen)
+    modes = ("alone", "together") if args.mode == "both" else (args.mode,)
+    for mode in modes:
+        if mode == "alone":
+            rows = [_measure_alone(database_url, query, args) for query in chosen]
+        else:
+            rows = _measure_together(database_url, chosen, args)
+        _print_rows(database_url, mode, chosen, rows, args)
+    _unkeep_other_zones(database_url, chosen)
+
+
+Query = tuple[str, str, dict[str, str], float, str, dict[str, str]]
+
+
+def _unkeep_other_zones(database_url: str, chosen: list[Query]) -> None:
+    """Stops keeping the zones of the chosen queries other than the site's own, so that they
+    are measured as a zone asked for the first time (and says so if one was kept)."""
+    zones = {params.get("timezone", "UTC") for _, _, params, *_ in chosen}
+    for zone in sorted(zones - {"UTC", stats_data.SITE_ZONE}):
+        if asyncio.run(remove_zone(database_url, SITE, zone)):
+            print(f"stats bench: {zone} was kept for {SITE}; removed", flush=True)
+
+
+def _url(path: str, params: dict[str, str]) -> str:
+    return f"{path}?{urlencode({'site_id': SITE, **params})}"
+
+
+def _row(
+    name: str, rate: float, target: float, windows: list[http_load.LoadResult]
+) -> list[object]:
+    """The window with the median server p99 (NaN, a window without one answer, sorts last)."""
+    windows = sorted(windows, key=lambda w: _nan_last(http_load.percentile(w.server_ms, 99)))
+    p99s = [http_load.percentile(w.server_ms, 99) for w in windows]
+    result = windows[len(windows) // 2]
+    server_p99 = http_load.percentile(result.server_ms, 99)
+    return [
+        name,
+        f"{rate:g}",
+        f"{result.ok}/{result.sent}",
+        http_load.percentile(result.client_ms, 50),
+        http_load.percentile(result.client_ms, 99),
+        http_load.percentile(result.server_ms, 50),
+        server_p99,
+        " / ".join(f"{p:.3g}" for p in p99s),
+        f"{target:g}",
+        "yes" if server_p99 <= target else "NO",
+    ]
+
+
+def _measure_alone(database_url: str, query: Query, args: argparse.Namespace) -> list[object]:
+    """One query on a fresh API (a query that fell behind must not leave a backlog behind)."""
+    name, path, params, target, _, _ = query
+    rate = _rate(params, args)
+    requests = int(rate * args.seconds)
+    port = _free_port()
+    api = _start_api(database_url, port)
+    try:
+        url = _url(path, params)
+        # Warm-up: the pool's connections and the statement caches (slowly, so that a slow
+        # query does not start the measurement with a backlog).
+        asyncio.run(http_load.run("127.0.0.1", port, [url], rate_per_s=20, requests=20))
+        # Several windows, the one with the median server p99 reported: on a shared machine
+        # one window's p99 can be a neighbour's burst. A saturated query (the first window
+        # far past its target) is not worth repeating.
+        windows: list[http_load.LoadResult] = []
+        for _ in range(args.windows):
+            windows.append(
+                asyncio.run(
+                    http_load.run("127.0.0.1", port, [url], rate_per_s=rate, requests=requests)
                 )
-                if http_load.percentile(windows[0].server_ms, 50) > target:
-                    break
-            # NaN (a window without one answer) sorts last.
-            windows.sort(key=lambda w: _nan_last(http_load.percentile(w.server_ms, 99)))
-            p99s = [http_load.percentile(w.server_ms, 99) for w in windows]
-            result = windows[len(windows) // 2]
-            server_p50 = http_load.percentile(result.server_ms, 50)
-            server_p99 = http_load.percentile(result.server_ms, 99)
-            rows.append(
-                [
-                    name,
-                    f"{rate:g}",
-                    f"{result.ok}/{result.sent}",
-                    http_load.percentile(result.client_ms, 50),
-                    http_load.percentile(result.client_ms, 99),
-                    server_p50,
-                    server_p99,
-                    " / ".join(f"{p:.3g}" for p in p99s),
-                    f"{target:g}",
-                    "yes" if server_p99 <= target else "NO",
-                ]
             )
-            print(f"stats bench: {name}: server p99 {server_p99:.2f} ms", flush=True)
-        finally:
-            api.terminate()
-            api.wait(30)
+            if http_load.percentile(windows[0].server_ms, 50) > target:
+                break
+        row = _row(name, rate, target, windows)
+        print(f"stats bench: {name}: server p99 {float(row[6]):.2f} ms", flush=True)  # type: ignore[arg-type]
+        return row
+    finally:
+        api.terminate()
+        api.wait(30)
+
+
+async def _together_window(
+    port: int, urls: list[str], rates: list[float], seconds: float
+) -> list[http_load.LoadResult]:
+    return list(
+        await asyncio.gather(
+            *(
+                http_load.run(
+                    "127.0.0.1",
+                    port,
+                    [url],
+                    rate_per_s=rate,
+                    requests=max(1, int(rate * seconds)),
+                    connections=8,
+                )
+                for url, rate in zip(urls, rates, strict=True)
+            )
+        )
+    )
+
+
+def _measure_together(
+    database_url: str, chosen: list[Query], args: argparse.Namespace
+) -> list[list[object]]:
+    """Every query at once on one API, --rate shared between those that read rollups (the
+    context-filtered ones at their own --filtered-rate): each query's percentiles under the
+    others' load."""
+    plain = sum(1 for _, _, params, *_ in chosen if "visit:" not in params.get("filters", ""))
+    rates = [
+        float(args.filtered_rate)
+        if "visit:" in params.get("filters", "")
+        else float(args.rate) / max(1, plain)
+        for _, _, params, *_ in chosen
+    ]
+    urls = [_url(path, params) for _, path, params, *_ in chosen]
+    port = _free_port()
+    api = _start_api(database_url, port)
+    try:
+        asyncio.run(http_load.run("127.0.0.1", port, urls, rate_per_s=20, requests=2 * len(urls)))
+        windows = [
+            asyncio.run(_together_window(port, urls, rates, args.seconds))
+            for _ in range(args.windows)
+        ]
+    finally:
+        api.terminate()
+        api.wait(30)
+    return [
+        _row(query[0], rate, query[3], [window[i] for window in windows])
+        for i, (query, rate) in enumerate(zip(chosen, rates, strict=True))
+    ]
+
+
+def _print_rows(
+    database_url: str,
+    mode: str,
+    chosen: list[Query],
+    rows: list[list[object]],
+    args: argparse.Namespace,
+) -> None:
     # The naive queries last: scanning 10M rows (and spilling count(DISTINCT) to disk) would
     # disturb the next query's measurement.
     for row, (_, _, _, _, naive_sql, naive_params) in zip(rows, chosen, strict=True):
@@ -430,7 +576,7 @@ def main(argv: list[str]) -> None:
         server_p50 = float(row[5])  # type: ignore[arg-type]
         row += [naive_ms, f"{naive_ms / server_p50:,.0f}x" if naive_ms == naive_ms else "-"]
     print_table(
-        f"stats: {args.events:,} events in one month, {args.rate:g} req/s "
+        f"stats ({mode}): {args.events:,} events in one month, {args.rate:g} req/s "
         f"({args.filtered_rate:g} with a context filter), "
         f"{args.windows} windows of "
         f"{args.seconds:g} s per query (ms)",

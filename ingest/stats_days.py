@@ -138,3 +138,123 @@ def utc_days(start: dt.datetime, end: dt.datetime) -> tuple[dt.date, dt.date]:
     """The first and last UTC day that [start, end) touches (day partitions of `events`)."""
     last = end.astimezone(dt.UTC) - dt.timedelta(microseconds=1)
     return start.astimezone(dt.UTC).date(), max(start.astimezone(dt.UTC), last).date()
+
+
+class Cover(msgspec.Struct, frozen=True):
+    """A UTC interval as a signed sum of rollup rows: whole UTC months [month_from, month_to)
+    (none when equal), plus and minus ranges of UTC days, plus and minus sub-day spans. Only
+    exact sums may be read this way (page views, events), never sketches."""
+
+    month_from: dt.date
+    month_to: dt.date
+    add_days: tuple[tuple[dt.date, dt.date], ...]
+    take_days: tuple[tuple[dt.date, dt.date], ...]
+    add_spans: tuple[Span, ...]
+    take_spans: tuple[Span, ...]
+
+    @property
+    def has_months(self) -> bool:
+        return self.month_from < self.month_to
+
+
+def _midnight(day: dt.date) -> dt.datetime:
+    return dt.datetime.combine(day, dt.time(0), dt.UTC)
+
+
+def _round_start(start: dt.datetime) -> tuple[dt.date, tuple[Span, ...], tuple[Span, ...]]:
+    """The UTC midnight nearest `start`, and the span added (it rounds up) or taken away (it
+    rounds down) to make up the difference."""
+    floor = _midnight(start.date())
+    if start == floor:
+        return start.date(), (), ()
+    ceil = floor + ONE_DAY
+    if ceil - start <= start - floor:
+        return ceil.date(), ((start, ceil),), ()
+    return floor.date(), (), ((floor, start),)
+
+
+def _round_end(end: dt.datetime) -> tuple[dt.date, tuple[Span, ...], tuple[Span, ...]]:
+    floor = _midnight(end.date())
+    if end == floor:
+        return end.date(), (), ()
+    ceil = floor + ONE_DAY
+    if end - floor <= ceil - end:
+        return floor.date(), ((floor, end),), ()
+    return ceil.date(), (), ((end, ceil),)
+
+
+def _nearest_month_start(day: dt.date, *, at_end: bool) -> tuple[dt.date, int]:
+    """The first day of a month nearest `day`, and the signed days to add (positive) or take
+    away (negative) between them, for the range's first day (at_end False) or its end."""
+    floor = day.replace(day=1)
+    if floor == day:
+        return day, 0
+    ceil = next_month(floor)
+    inside, outside = ((day - floor).days, (ceil - day).days)
+    if at_end:  # [floor, day) is in the range, [day, ceil) is not
+        return (floor, inside) if inside <= outside else (ceil, -outside)
+    # [day, ceil) is in the range, [floor, day) is not
+    return (ceil, outside) if outside <= inside else (floor, -inside)
+
+
+def _months_between(first: dt.date, end: dt.date) -> int:
+    """How many months start in [first, end) (both first days of months)."""
+    return max(0, (end.year - first.year) * 12 + end.month - first.month)
+
+
+def cover(start: dt.datetime, end: dt.datetime) -> Cover | None:
+    """[start, end) as whole UTC months plus or minus the fewest days, and whole UTC days plus
+    or minus the shortest spans: a rolling 30 days reads one or two months and at most about
+    15 days either side, a local month in any zone one month and at most 12 hours either
+    side. None when the interval holds no whole UTC day (`split` is then as cheap)."""
+    pieces = split(start, end)
+    if not pieces.has_days:
+        return None
+    start, end = start.astimezone(dt.UTC), end.astimezone(dt.UTC)
+    day_from, add_head, take_head = _round_start(start)
+    day_to, add_tail, take_tail = _round_end(end)
+    add_spans, take_spans = add_head + add_tail, take_head + take_tail
+    month_from, head = _nearest_month_start(day_from, at_end=False)
+    month_to, tail = _nearest_month_start(day_to, at_end=True)
+    months = _months_between(month_from, month_to)
+    if not months or abs(head) + abs(tail) + months >= (day_to - day_from).days:
+        return Cover(day_to, day_to, ((day_from, day_to),), (), add_spans, take_spans)
+    add_days: list[tuple[dt.date, dt.date]] = []
+    take_days: list[tuple[dt.date, dt.date]] = []
+    if head > 0:
+        add_days.append((day_from, month_from))
+    elif head < 0:
+        take_days.append((month_from, day_from))
+    if tail > 0:
+        add_days.append((month_to, day_to))
+    elif tail < 0:
+        take_days.append((day_to, month_to))
+    return Cover(month_from, month_to, tuple(add_days), tuple(take_days), add_spans, take_spans)
+
+
+ONE_HOUR = dt.timedelta(hours=1)
+
+
+def _hour_floor(t: dt.datetime) -> dt.datetime:
+    return t.astimezone(dt.UTC).replace(minute=0, second=0, microsecond=0)
+
+
+def by_hours(spans: tuple[Span, ...]) -> tuple[tuple[Span, ...], tuple[Span, ...]]:
+    """The spans as (whole UTC hours, the 15-minute remainders at their ends): hourly rows
+    answer the first, quarter-hour rows only the second (at most 3 + 3 a span)."""
+    hours: list[Span] = []
+    quarters: list[Span] = []
+    for a, b in spans:
+        first = _hour_floor(a)
+        if first < a:
+            first += ONE_HOUR
+        last = _hour_floor(b)
+        if first >= last:
+            quarters.append((a, b))
+            continue
+        hours.append((first, last))
+        if a < first:
+            quarters.append((a, first))
+        if last < b:
+            quarters.append((last, b))
+    return tuple(hours), tuple(quarters)

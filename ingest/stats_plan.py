@@ -27,6 +27,7 @@ from __future__ import annotations
 import datetime as dt
 
 from core.calendar import one_whole_month
+from ingest import stats_days
 from ingest.stats_days import ONE_DAY, Pieces, split, whole_months
 from ingest.stats_params import (
     CONTEXT_DIMENSIONS,
@@ -74,9 +75,27 @@ def _local_zone(request: StatsRequest) -> bool:
 
 
 def _totals_parts(pieces: Pieces) -> tuple[Part, ...]:
-    return _days("daily_stats", pieces.day_from, pieces.day_to) + _edges(
-        "quarter_hour_stats", pieces
+    """Whole UTC days from daily rows, the edges' whole UTC hours from hourly rows and only
+    their remainders (zones whose offset is not whole hours) from 15-minute rows: at most 24
+    + 6 sub-day rows (and sketches) where 96 were read."""
+    hours, quarters = stats_days.by_hours(pieces.edges)
+    return (
+        _days("daily_stats", pieces.day_from, pieces.day_to)
+        + ((Edges("hourly_stats", hours),) if hours else ())
+        + ((Edges("quarter_hour_stats", quarters),) if quarters else ())
     )
+
+
+def _sub_day_series(request: TimeseriesRequest) -> Instants:
+    """A range's local hours or days from sub-day rollups: hourly rows where every local
+    period starts on a UTC hour, else hourly rows and the 15-minute rows of the hours in which
+    a local period starts (a local hour there is never a UTC hour: 15-minute rows only)."""
+    r = request.stats.range
+    if r.hour_aligned:
+        return Instants("hourly_stats", r.start, r.end)
+    if request.interval == "hour":
+        return Instants("quarter_hour_stats", r.start, r.end)
+    return Instants("hourly_stats", r.start, r.end, quarters_at_edges=True)
 
 
 # Filters no rollup can apply: a hit's context and custom properties are kept per day, not per
@@ -181,8 +200,7 @@ def plan_timeseries(request: TimeseriesRequest) -> Plan:
                 Statement("series", _days("daily_stats", pieces.day_from, pieces.day_to)),
                 exact=True,
             )
-        hourly = request.interval == "hour" and r.hour_aligned
-        quarter = Instants("hourly_stats" if hourly else "quarter_hour_stats", r.start, r.end)
+        quarter = _sub_day_series(request)
         if request.interval == "day":
             local = LocalDays("local_daily_stats", r.timezone, r.first, r.last + ONE_DAY)
             return Plan(Statement("series", (IfKept(r.timezone, (local,), (quarter,)),)))
@@ -269,12 +287,31 @@ def _utc_pages(stats: StatsRequest, pieces: Pieces, sort: str, today: dt.date) -
             (Months("monthly_paths", month_from, month_to),),
         )
         return Plan(Statement("pages", (sealed,)), then)
-    parts = ((Months("monthly_paths", month_from, month_to),) if month_from < month_to else ()) + (
-        _days("daily_paths", pieces.day_from, min(month_from, pieces.day_to))
-        + _days("daily_paths", month_to, pieces.day_to)
-        + _edges("quarter_hour_paths", pieces)
-    )
-    return Plan(Statement("pages", parts), then)
+    cover = stats_days.cover(stats.range.start, stats.range.end)
+    if cover is None:
+        parts = _days("daily_paths", pieces.day_from, pieces.day_to) + _edges(
+            "quarter_hour_paths", pieces
+        )
+        return Plan(Statement("pages", parts), then)
+    return Plan(Statement("pages", signed_page_views(cover)), then)
+
+
+def signed_page_views(cover: stats_days.Cover) -> tuple[Part, ...]:
+    """Page views per path as exact sums over a Cover: one monthly_paths row per path a
+    month, daily_paths rows for the days added or taken away around the months, and
+    quarter_hour_paths rows for the spans added or taken away around the days. Ranked on the
+    sums, so the rows read are bounded by months + ~15 days + ~24 hours of rows per path,
+    whatever the zone and the range (stats_days.cover)."""
+    parts: list[Part] = []
+    if cover.has_months:
+        parts.append(Months("monthly_paths", cover.month_from, cover.month_to))
+    parts += [Days("daily_paths", a, b) for a, b in cover.add_days if a < b]
+    parts += [Days("daily_paths", a, b, taken=True) for a, b in cover.take_days if a < b]
+    if cover.add_spans:
+        parts.append(Edges("quarter_hour_paths", cover.add_spans))
+    if cover.take_spans:
+        parts.append(Edges("quarter_hour_paths", cover.take_spans, taken=True))
+    return tuple(parts)
 
 
 def page_visitor_parts(pieces: Pieces) -> tuple[Part, ...]:

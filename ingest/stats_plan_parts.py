@@ -14,12 +14,14 @@ from ingest.stats_days import Span
 @dataclass(frozen=True)
 class Days:
     """Rows of a daily rollup keyed by UTC day, days [first, end) (of page views only: the
-    page-view rows of daily_details, which answer a page breakdown)."""
+    page-view rows of daily_details, which answer a page breakdown). `taken`: their page
+    views are taken away from the other parts' sums (stats_days.Cover)."""
 
     table: str
     first: dt.date
     end: dt.date
     page_views_only: bool = False
+    taken: bool = False
 
 
 @dataclass(frozen=True)
@@ -29,6 +31,7 @@ class Months:
     table: str
     first: dt.date
     end: dt.date
+    taken: bool = False
 
 
 @dataclass(frozen=True)
@@ -51,20 +54,27 @@ class Watermark:
 @dataclass(frozen=True)
 class Edges:
     """Rows of a 15-minute rollup (`bucket`) or raw events (`event_time`) inside the spans;
-    raw events are counted per (event type, path), or per event type only."""
+    raw events are counted per (event type, path), or per event type only. `taken` as in
+    Days."""
 
     table: str
     spans: tuple[Span, ...]
     per_path: bool = True
+    taken: bool = False
 
 
 @dataclass(frozen=True)
 class Instants:
-    """The whole range [start, end) from a sub-day table, grouped by local period."""
+    """The whole range [start, end) from a sub-day table, grouped by local period.
+    `quarters_at_edges` (hourly_stats only): the hours that lie in one local period, and the
+    15-minute rows (quarter_hour_stats) of the hours that hold a period's start, as a zone
+    whose offset is not whole hours needs: about a tenth of the rows and sketches of reading
+    every 15 minutes."""
 
     table: str
     start: dt.datetime
     end: dt.datetime
+    quarters_at_edges: bool = False
 
 
 @dataclass(frozen=True)
@@ -226,6 +236,8 @@ def tables(plan: Plan) -> set[str]:
     for leaf in leaves(parts):
         assert not isinstance(leaf, IfKept | IfSealed | PerValue)
         names.add(leaf.table)
+        if isinstance(leaf, Instants) and leaf.quarters_at_edges:
+            names.add("quarter_hour_stats")
         if isinstance(leaf, Watermark):
             names.add(leaf.sealed)
             names.add(leaf.daily)

@@ -91,6 +91,10 @@ _RAW_TIMEOUT = "SELECT set_config('statement_timeout', %(timeout)s, true)"
 
 
 def is_raw(statement: Statement) -> bool:
+    """Whether a statement reads raw events over its whole range. Rollup forms whose edges
+    (the partial UTC days of another zone's range) are raw events are not counted: the
+    dashboard asks six of them at once in such a zone, and two slots would refuse four
+    (docs/decisions/0024-every-zone-bounded.md)."""
     return statement.form.startswith("raw ")
 
 

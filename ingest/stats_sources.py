@@ -102,8 +102,23 @@ def spans(leaf: Edges, p: str, raw: bool) -> sql.Composable:
                 ).format(da=_ph(p, f"d{i}a"), db=_ph(p, f"d{i}b"), a=a, b=b)
             )
         else:
-            clauses.append(sql.SQL("(bucket >= {a} AND bucket < {b})").format(a=a, b=b))
+            column = sql.Identifier(_TIME.get(leaf.table, "bucket"))
+            clauses.append(sql.SQL("({c} >= {a} AND {c} < {b})").format(c=column, a=a, b=b))
     return sql.SQL("({})").format(sql.SQL(" OR ").join(clauses))
+
+
+def listed_buckets(leaf: Edges, p: str) -> sql.Composable:
+    """The spans' 15-minute buckets as a list, for a lookup of a few paths: the primary key
+    (site_id, bucket, path) is then probed per (bucket, path) instead of read for every path
+    of every bucket in the spans (PostgreSQL 15 uses only the first range column)."""
+    series = [
+        sql.SQL(
+            "SELECT generate_series(date_trunc('hour', {a}::timestamptz), {b}::timestamptz, "
+            "interval '15 minutes')"
+        ).format(a=_ph(p, f"a{i}"), b=_ph(p, f"b{i}"))
+        for i in range(len(leaf.spans))
+    ]
+    return sql.SQL("bucket = ANY(ARRAY({}))").format(sql.SQL(" UNION ALL ").join(series))
 
 
 def _where(*conditions: sql.Composable, gate: sql.Composable | None) -> sql.Composable:
@@ -118,6 +133,8 @@ def rows(
     match: sql.Composable | None = None,
 ) -> sql.Composable:
     """`leaf`'s rows of `kind`."""
+    # Only page views are exact sums a plan may take away from (never sketches).
+    assert kind == "page views" or not getattr(leaf, "taken", False), (kind, leaf)
     t = sql.Identifier(leaf.table)
     where: list[sql.Composable] = [SITE]
     if isinstance(leaf, Days):
@@ -134,12 +151,17 @@ def rows(
         where = [_zone(p), _between("month", p, single_unit(leaf))]
     elif isinstance(leaf, Edges):
         where.append(spans(leaf, p, raw=leaf.table == "events"))
+        if match is not None and leaf.table == "quarter_hour_paths":
+            where.append(listed_buckets(leaf, p))
     elif isinstance(leaf, Instants):
         where.append(_between(_TIME[leaf.table], p))
     if match is not None:
         where.append(match)
     if isinstance(leaf, Watermark):
         return _watermark(kind, leaf, p, gate, match)
+    if isinstance(leaf, Instants) and leaf.quarters_at_edges:
+        assert kind == "series" and match is None, kind
+        return _hours_and_quarters(p, gate)
     cond = _where(*where, gate=gate)
     columns = _columns(kind, leaf, p)
     if kind == "totals" and leaf.table == "daily_stats":
@@ -161,6 +183,32 @@ def rows(
 
 
 _TIME = {"hourly_stats": "hour", "quarter_hour_stats": "bucket", "events": "event_time"}
+
+# Whether the hour starting at `{}` lies in one local period: every period starts on a
+# 15-minute boundary, so its first and last quarter hours fall in the same one.
+_ONE_PERIOD = (
+    "date_trunc(%(unit)s, {t} AT TIME ZONE %(tz)s) "
+    "= date_trunc(%(unit)s, ({t} + interval '45 minutes') AT TIME ZONE %(tz)s)"
+)
+
+
+def _hours_and_quarters(p: str, gate: sql.Composable | None) -> sql.Composable:
+    """Series rows from the hours that lie in one local period and the quarter hours of
+    the others (Instants.quarters_at_edges)."""
+    hour = sql.SQL(_ONE_PERIOD).format(t=sql.SQL("hour"))
+    quarter = sql.SQL("NOT " + _ONE_PERIOD).format(t=sql.SQL("date_trunc('hour', bucket)"))
+    return sql.SQL(
+        "SELECT date_trunc(%(unit)s, time AT TIME ZONE %(tz)s) AS t, sum(page_views)::bigint, "
+        "sum(events)::bigint, hll_cardinality(hll_union_agg(visitors)) FROM ("
+        "SELECT hour AS time, page_views, events, visitors FROM hourly_stats WHERE {hours} "
+        "UNION ALL SELECT bucket, page_views, events, visitors FROM quarter_hour_stats "
+        "WHERE {quarters}) x GROUP BY 1"
+    ).format(
+        hours=_where(SITE, _between("hour", p), hour, gate=gate),
+        quarters=_where(SITE, _between("bucket", p), quarter, gate=gate),
+    )
+
+
 _VIEWS = {"quarter_hour_stats", "local_daily_stats", "daily_stats"}
 
 
@@ -181,6 +229,8 @@ def _columns(kind: Kind, leaf: Leaf, p: str) -> sql.Composable:
     if kind == "visitor ids":
         return sql.SQL("user_id")
     if kind == "page views":  # with the sketch of the path's visitors where the row holds one
+        if getattr(leaf, "taken", False):
+            return sql.SQL("path, -page_views AS page_views, NULL::hll AS visitors")
         sketch = table in ("sealed_monthly_paths", "local_daily_paths")
         return sql.SQL("path, page_views, {} AS visitors").format(
             sql.SQL("visitors" if sketch else "NULL::hll")
@@ -261,9 +311,13 @@ def shape(parts: tuple[Part, ...]) -> tuple[Any, ...]:
             name = "kept" if isinstance(part, IfKept) else "sealed"
             key.append((name, shape(yes), shape(no), part.expected))
         elif isinstance(part, Edges):
-            key.append((type(part).__name__, part.table, len(part.spans), part.per_path))
+            key.append(("Edges", part.table, len(part.spans), part.per_path, part.taken))
         elif isinstance(part, Days):
-            key.append(("Days", part.table, part.page_views_only, single_unit(part)))
+            key.append(("Days", part.table, part.page_views_only, single_unit(part), part.taken))
+        elif isinstance(part, Months):
+            key.append(("Months", part.table, single_unit(part), part.taken))
+        elif isinstance(part, Instants):
+            key.append(("Instants", part.table, part.quarters_at_edges))
         else:
             key.append((type(part).__name__, part.table, single_unit(part)))
     return tuple(key)

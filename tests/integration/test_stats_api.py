@@ -477,6 +477,31 @@ async def test_page_breakdown_across_whole_months_and_days(
     assert body["results"] == expected
 
 
+@pytest.mark.parametrize("zone", ["UTC", "Europe/London", "Asia/Kathmandu"])
+@pytest.mark.parametrize(
+    "first, last",
+    [
+        # November without its first days: the month minus days (and quarter hours)
+        (dt.date(2025, 11, 5), dt.date(2025, 11, 30)),
+        # rolling ranges across two months: a month plus and minus days
+        (dt.date(2025, 10, 20), dt.date(2025, 11, 18)),
+        (dt.date(2025, 11, 12), dt.date(2025, 12, 1)),
+    ],
+)
+async def test_page_breakdown_of_ranges_that_are_not_calendar_months(
+    client: httpx.AsyncClient, zone: str, first: dt.date, last: dt.date
+) -> None:
+    body = await get_json(
+        client,
+        "/api/v1/stats/breakdown",
+        site_id=SITE,
+        timezone=zone,
+        metrics="views,visitors",
+        **{"from": first.isoformat(), "to": last.isoformat()},
+    )
+    assert body["results"] == expected_page_breakdown(zone, first, last)
+
+
 @pytest.mark.parametrize("zone", ["UTC", "Asia/Kolkata", "Asia/Kathmandu"])
 async def test_page_breakdown_sorted_by_visitors(client: httpx.AsyncClient, zone: str) -> None:
     first, last = dt.date(2025, 11, 1), dt.date(2025, 11, 30)

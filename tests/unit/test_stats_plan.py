@@ -72,7 +72,13 @@ def test_a_kept_zones_day_reads_its_local_rollup_else_15_minute_edges() -> None:
     assert choice == IfKept(
         "Asia/Kolkata",
         (LocalDays("local_daily_stats", "Asia/Kolkata", D(2025, 11, 12), D(2025, 11, 13)),),
-        (Edges("quarter_hour_stats", (edge,)),),
+        (
+            Edges("hourly_stats", ((utc("2025-11-11 19:00"), utc("2025-11-12 18:00")),)),
+            Edges(
+                "quarter_hour_stats",
+                ((edge[0], utc("2025-11-11 19:00")), (utc("2025-11-12 18:00"), edge[1])),
+            ),
+        ),
     )
     assert plan.then is None  # edges: no exact count
     sql, _ = stats_sql.aggregate_sql(plan.answer, "s", "Asia/Kolkata", ())
@@ -84,18 +90,35 @@ def test_an_unkept_45_minute_zones_day_has_two_15_minute_edges_around_no_whole_d
     plan = aggregate(stats("2025-11-12", "2025-11-12", "Asia/Kathmandu"))
     [choice] = plan.answer.parts
     assert isinstance(choice, IfKept)
+    # whole UTC hours from hourly rows, the 45 minutes before them and 15 after in quarters
     assert choice.otherwise == (
-        Edges("quarter_hour_stats", ((utc("2025-11-11 18:15"), utc("2025-11-12 18:15")),)),
+        Edges("hourly_stats", ((utc("2025-11-11 19:00"), utc("2025-11-12 18:00")),)),
+        Edges(
+            "quarter_hour_stats",
+            (
+                (utc("2025-11-11 18:15"), utc("2025-11-11 19:00")),
+                (utc("2025-11-12 18:00"), utc("2025-11-12 18:15")),
+            ),
+        ),
     )
     week = aggregate(stats("2025-11-10", "2025-11-16", "Asia/Kathmandu"))
     [choice] = week.answer.parts
     assert isinstance(choice, IfKept)
-    assert [type(p) for p in choice.otherwise] == [Days, Edges]
-    assert choice.otherwise[1] == Edges(
-        "quarter_hour_stats",
-        (
-            (utc("2025-11-09 18:15"), utc("2025-11-10 00:00")),
-            (utc("2025-11-16 00:00"), utc("2025-11-16 18:15")),
+    assert [type(p) for p in choice.otherwise] == [Days, Edges, Edges]
+    assert choice.otherwise[1:] == (
+        Edges(
+            "hourly_stats",
+            (
+                (utc("2025-11-09 19:00"), utc("2025-11-10 00:00")),
+                (utc("2025-11-16 00:00"), utc("2025-11-16 18:00")),
+            ),
+        ),
+        Edges(
+            "quarter_hour_stats",
+            (
+                (utc("2025-11-09 18:15"), utc("2025-11-09 19:00")),
+                (utc("2025-11-16 18:00"), utc("2025-11-16 18:15")),
+            ),
         ),
     )
 
@@ -153,7 +176,18 @@ def test_daily_timeseries_of_utc_days_is_exact_and_of_a_zone_tries_its_rollups()
     )
     [choice] = zone.answer.parts
     assert isinstance(choice, IfKept) and not zone.exact
-    assert choice.otherwise[0] == Instants("quarter_hour_stats", *_instants("Asia/Kolkata"))
+    # hourly rows, and 15-minute rows only in the hours where a local day starts
+    assert choice.otherwise[0] == Instants(
+        "hourly_stats", *_instants("Asia/Kolkata"), quarters_at_edges=True
+    )
+    text = stats_sql.series_sql(zone.answer, "s", "Asia/Kolkata", "day", ())[0].as_string(None)
+    assert "hourly_stats" in text and "quarter_hour_stats" in text
+    berlin = stats_plan.plan_timeseries(
+        TimeseriesRequest(stats("2025-11-01", "2025-11-30", "Europe/Berlin"), "day")
+    )
+    [choice] = berlin.answer.parts
+    assert isinstance(choice, IfKept)
+    assert choice.otherwise == (Instants("hourly_stats", *_instants("Europe/Berlin")),)
 
 
 def _instants(zone: str) -> tuple[dt.datetime, dt.datetime]:
@@ -207,7 +241,14 @@ def test_a_page_breakdown_in_a_kept_zone_is_one_statement_with_every_fallback() 
         "local_monthly_paths", "Asia/Kolkata", D(2025, 11, 1), D(2025, 12, 1)
     )
     assert isinstance(visitors, PerValue)
-    assert {type(p) for p in choice.otherwise} == {Days, Edges}
+    # not kept: the UTC month, plus the quarter hours before it, minus those after
+    assert choice.otherwise == (
+        Months("monthly_paths", D(2025, 11, 1), D(2025, 12, 1)),
+        Edges("quarter_hour_paths", ((utc("2025-10-31 18:30"), utc("2025-11-01 00:00")),)),
+        Edges(
+            "quarter_hour_paths", ((utc("2025-11-30 18:30"), utc("2025-12-01 00:00")),), taken=True
+        ),
+    )
     # a month that has not ended before today is never sealed: no question asked
     recent = stats_plan.plan_breakdown(request, D(2025, 12, 1))
     [choice] = recent.answer.parts
@@ -227,13 +268,28 @@ def test_a_30d_range_reads_whole_months_days_around_them_and_the_edges() -> None
     assert [type(p) for p in plan.answer.parts] == [Days, Edges]
     pages = BreakdownRequest(stats("2025-10-14", "2025-11-12"), "path", 10, 1)
     plan = stats_plan.plan_breakdown(pages, TODAY)
-    assert plan.answer.parts == (Days("daily_paths", D(2025, 10, 14), D(2025, 11, 13)),)
+    # October minus its first 13 days, plus 12 days of November: 25 days' rows, not 30
+    assert plan.answer.parts == (
+        Months("monthly_paths", D(2025, 10, 1), D(2025, 11, 1)),
+        Days("daily_paths", D(2025, 11, 1), D(2025, 11, 13)),
+        Days("daily_paths", D(2025, 10, 1), D(2025, 10, 14), taken=True),
+    )
+    dashboard = BreakdownRequest(stats("2025-11-07", "2025-12-06"), "path", 10, 1)
+    plan = stats_plan.plan_breakdown(dashboard, TODAY)
+    assert plan.answer.parts == (
+        Months("monthly_paths", D(2025, 11, 1), D(2025, 12, 1)),
+        Days("daily_paths", D(2025, 12, 1), D(2025, 12, 7)),
+        Days("daily_paths", D(2025, 11, 1), D(2025, 11, 7), taken=True),
+    )
+    centred = BreakdownRequest(stats("2025-10-16", "2025-11-14"), "path", 10, 1)
+    plan = stats_plan.plan_breakdown(centred, TODAY)
+    assert plan.answer.parts == (Days("daily_paths", D(2025, 10, 16), D(2025, 11, 15)),)
     months = BreakdownRequest(stats("2025-09-14", "2025-12-12"), "path", 10, 1)
     plan = stats_plan.plan_breakdown(months, TODAY)
     assert plan.answer.parts == (
-        Months("monthly_paths", D(2025, 10, 1), D(2025, 12, 1)),
-        Days("daily_paths", D(2025, 9, 14), D(2025, 10, 1)),
+        Months("monthly_paths", D(2025, 9, 1), D(2025, 12, 1)),
         Days("daily_paths", D(2025, 12, 1), D(2025, 12, 13)),
+        Days("daily_paths", D(2025, 9, 1), D(2025, 9, 14), taken=True),
     )
 
 
