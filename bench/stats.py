@@ -94,7 +94,7 @@ NAIVE_REALTIME = """
 SELECT count(DISTINCT visitor) FROM visits
 WHERE site_id = %(site)s AND last_at >= %(start)s::timestamptz - interval '5 minutes'
 """
-VISIT_METRICS = "visitors,visits,pageviews,views_per_visit,bounce_rate,visit_duration"
+VISIT_METRICS = "visitors,visits,views,views_per_visit,bounce_rate,visit_duration"
 # Countries of bench/consumer.py's context(): about half the events come from COMMON_COUNTRY,
 # 5 % from TYPICAL_COUNTRY.
 COMMON_COUNTRY = "AB"
