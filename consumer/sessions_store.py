@@ -95,7 +95,7 @@ async def store_visits(cur: psycopg.AsyncCursor[Any], visit_timeout: dt.timedelt
         keys = {"sites": [k[0] for k in late], "visitors": [k[1] for k in late]}
         await cur.execute(LOAD_LATE_EVENTS, keys)
         events = await cur.fetchall()
-        await cur.execute(LOAD_LATE_STORED, {**keys, **timeout})
+        await cur.execute(LOAD_LATE_STORED, keys)
         stored = await cur.fetchall()
         changes = sessionize(events, stored, visit_timeout)
         await _delete_moved(cur, changes)

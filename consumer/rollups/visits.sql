@@ -103,28 +103,26 @@ JOIN unnest(%(sites)s::text[], %(visitors)s::text[]) AS k (site_id, visitor)
 ORDER BY e.site_id COLLATE "C", e.visitor COLLATE "C", e.event_time, e.event_id
 
 -- name: visits.load_late_stored
--- The stored visits the batch's events can reach, per visitor: the last one that started at
--- or before their first event (the one an in-order event continues: one index probe), and
--- any starting after it up to the timeout past their last (late events only).
-WITH reach AS (
-    SELECT site_id, visitor, min(event_time) AS first_at,
-           max(event_time) + make_interval(secs => %(timeout_s)s) AS until
-    FROM visit_events
-    WHERE (site_id, visitor) IN (SELECT * FROM unnest(%(sites)s::text[], %(visitors)s::text[]))
-    GROUP BY 1, 2
-)
-SELECT v.site_id, v.visitor, v.started_at, v.last_at, v.entry_page, v.exit_page,
+-- The stored visits the batch's events can reach: for each event of these visitors, the last
+-- visit that started at or before it and the first that started after it (two index probes).
+-- Those are the only stored visits the placement rule looks at (consumer/sessions.py), so
+-- what is read is bounded by the batch's events, however many visits a visitor has stored
+-- between a late event and its latest one.
+SELECT DISTINCT ON (v.site_id COLLATE "C", v.visitor COLLATE "C", v.started_at)
+       v.site_id, v.visitor, v.started_at, v.last_at, v.entry_page, v.exit_page,
        v.referrer_host, v.referrer_source, v.utm_source, v.utm_medium, v.utm_campaign,
        v.utm_content, v.utm_term, v.browser, v.os, v.device, v.country, v.page_views, v.events
-FROM reach r
+FROM (SELECT DISTINCT site_id, visitor, event_time FROM visit_events
+      WHERE (site_id, visitor) IN (SELECT * FROM unnest(%(sites)s::text[],
+                                                        %(visitors)s::text[]))) AS e
 CROSS JOIN LATERAL (
     (SELECT * FROM visits v
-     WHERE v.site_id = r.site_id AND v.visitor = r.visitor AND v.started_at <= r.first_at
+     WHERE v.site_id = e.site_id AND v.visitor = e.visitor AND v.started_at <= e.event_time
      ORDER BY v.started_at DESC LIMIT 1)
     UNION ALL
     (SELECT * FROM visits v
-     WHERE v.site_id = r.site_id AND v.visitor = r.visitor
-       AND v.started_at > r.first_at AND v.started_at <= r.until)
+     WHERE v.site_id = e.site_id AND v.visitor = e.visitor AND v.started_at > e.event_time
+     ORDER BY v.started_at LIMIT 1)
 ) AS v
 ORDER BY v.site_id COLLATE "C", v.visitor COLLATE "C", v.started_at
 

@@ -17,6 +17,7 @@ from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 
 from consumer.rebuild import rebuild_rollups
 from consumer.retention import apply_retention
+from consumer.sessions_store import LOAD_LATE_STORED
 from consumer.settings import ConsumerSettings
 from core.events import SCHEMA_EVENT_V1, SCHEMA_HEADER, EventRecord, encode_record
 from tests.conftest import TEST_PARTITIONS
@@ -183,6 +184,40 @@ async def test_late_events_join_the_visit_they_precede_or_start_their_own(
         ("source", "News", 1),
     ]
     assert_rollups_match_raw_rows(url)
+
+
+async def test_a_late_event_reads_only_the_visits_next_to_it(
+    consumer_settings: ConsumerSettings,
+) -> None:
+    """A visitor with many stored visits between a late event and the latest one: the late
+    event joins the visit before it, every visit in between is left as it was, and the stored
+    visits read for it are the two next to each of the batch's events, not all in reach."""
+    url = consumer_settings.database_url
+    gap = TIMEOUT_S + 60
+    await consume(consumer_settings, [event(k * gap, path=f"/v{k}") for k in range(40)])
+    before = visits(url)
+    assert len(before) == 40
+    await consume(
+        consumer_settings,
+        # Late: 30 s after the first visit, more than the timeout before the second.
+        [event(30, path="/late"), event(40 * gap, path="/next")],
+    )
+    after = visits(url)
+    assert len(after) == 41
+    assert after[0][5:9] == ("/v0", "/late", 2, 2)  # the late event ends the first visit
+    assert after[1:40] == before[1:40]
+    assert after[40][5:9] == ("/next", "/next", 1, 1)
+    assert_rollups_match_raw_rows(url)
+    with psycopg.connect(url) as conn:
+        conn.execute(
+            "CREATE TEMP TABLE visit_events AS SELECT site_id, user_id AS visitor, event_time"
+            " FROM events WHERE path IN ('/late', '/next')"
+        )
+        loaded = conn.execute(
+            LOAD_LATE_STORED, {"sites": [after[0][0]], "visitors": [after[0][1]]}
+        ).fetchall()
+    # Asked now: the visits next to the late event, and the one the in-order event made.
+    assert [row[2] for row in loaded] == [after[0][2], after[1][2], after[40][2]]
 
 
 async def test_the_same_visitor_on_two_sites_makes_two_visits(
