@@ -85,6 +85,7 @@ class StatsApi:
             settings.stats_raw_concurrency, settings.stats_raw_statement_timeout_ms
         )
         self._retry_after_s = settings.retry_after_s
+        self._realtime = stats_realtime.RealtimeCounts()
         page = (DASHBOARD_DIR / "index.html").read_text()
         self._dashboard_page = page.replace("{{REFRESH_S}}", str(settings.dashboard_refresh_s))
 
@@ -182,7 +183,7 @@ class StatsApi:
         site_id = stats_params.parse_site(params)
         pool = request.app.state.pool
         count = await self._read(
-            request, stats_realtime.current_visitors(pool, site_id, self._now())
+            request, self._realtime.current_visitors(pool, site_id, self._now())
         )
         return _json(count)
 

@@ -24,6 +24,7 @@ import pytest
 from psycopg_pool import AsyncConnectionPool
 
 from ingest.settings import Settings
+from ingest.stats_realtime import RealtimeCounts
 from tests.integration.test_stats_api import at, client_for, get_json, make_app
 
 pytestmark = pytest.mark.postgres
@@ -486,3 +487,25 @@ async def test_realtime_counts_visitors_seen_in_the_last_five_minutes(
             path, params={"site_id": "private"}, headers={"Authorization": "Bearer k"}
         )
         assert keyed.status_code == 200 and keyed.json() == 0
+
+
+async def test_a_realtime_count_answers_its_site_for_a_few_seconds(database_url: str) -> None:
+    now = dt.datetime.now(dt.UTC)
+    seed_visits(database_url, [Visit("a", now, now, "/", "/", 1, 1)])
+    clock = [0.0]
+    counts = RealtimeCounts(ttl_s=5.0, max_sites=2, timer=lambda: clock[0])
+    async with AsyncConnectionPool(
+        database_url, min_size=1, max_size=2, kwargs={"autocommit": True}, open=False
+    ) as pool:
+        assert await counts.current_visitors(pool, SITE, now) == 1
+        with psycopg.connect(database_url) as conn:  # a second visitor arrives
+            conn.execute(
+                "INSERT INTO visits (site_id, visitor, started_at, last_at, day, entry_page,"
+                " exit_page, page_views, events) VALUES (%s, 'b', %s, %s, %s, '/', '/', 1, 1)",
+                (SITE, now, now, now.date()),
+            )
+        clock[0] = 4.9
+        assert await counts.current_visitors(pool, SITE, now) == 1  # the shared count
+        assert await counts.current_visitors(pool, "other", now) == 0  # per site
+        clock[0] = 5.1
+        assert await counts.current_visitors(pool, SITE, now) == 2  # counted anew
