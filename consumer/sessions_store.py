@@ -87,8 +87,7 @@ async def store_visits(cur: psycopg.AsyncCursor[Any], visit_timeout: dt.timedelt
     Visitors whose events come in order are placed in SQL; the few with a late event are
     read, placed by consumer/sessions.py and copied back."""
     timeout = {"timeout_s": visit_timeout.total_seconds()}
-    await cur.execute(VISIT_WORK_MEM)
-    await cur.execute(LOCK_VISITS)
+    await cur.execute(f"{VISIT_WORK_MEM}; {LOCK_VISITS}")  # one round trip
     await cur.execute(PLACE_IN_ORDER, timeout)
     late = await cur.fetchall()
     if late:

@@ -205,18 +205,8 @@ def hit_record(
         user_id=user_id,
         timestamp=received_at,
         received_at=received_at,
-        browser=derived.browser,
-        os=derived.os,
-        device=derived.device,
-        country=derived.country,
-        referrer_host=derived.referrer_host,
-        referrer_source=derived.referrer_source,
-        utm_source=derived.utm_source,
-        utm_medium=derived.utm_medium,
-        utm_campaign=derived.utm_campaign,
-        utm_content=derived.utm_content,
-        utm_term=derived.utm_term,
         props=hit.p,
+        **msgspec.structs.asdict(derived),
     )
 
 
