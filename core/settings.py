@@ -645,6 +645,58 @@ DASHBOARD_REFRESH_S = _declare(
     )
 )
 
+# --- the API: exports (ingest/export.py) ---
+EXPORT_CONCURRENCY = _declare(
+    Setting(
+        env="EXPORT_CONCURRENCY",
+        default=2,
+        minimum=1,
+        doc="exports one API process builds at once, each on its own database connection "
+        "and snapshot; one more is answered 503 `export_busy`",
+        read_by="api",
+    )
+)
+EXPORT_MAX_SENDING = _declare(
+    Setting(
+        env="EXPORT_MAX_SENDING",
+        default=16,
+        minimum=1,
+        doc="built archives one API process sends at once (each waits in a temporary file); "
+        "one more export is answered 503 `export_busy`",
+        read_by="api",
+    )
+)
+EXPORT_MAX_BYTES = _declare(
+    Setting(
+        env="EXPORT_MAX_BYTES",
+        default=512 * 1024 * 1024,
+        minimum=1024,
+        doc="largest archive an export builds (past 4 MiB it is spooled to a temporary file); "
+        "a larger one is refused 400 `export_too_large`: export fewer days",
+        read_by="api",
+    )
+)
+EXPORT_SEND_DEADLINE_S = _declare(
+    Setting(
+        env="EXPORT_SEND_DEADLINE_S",
+        default=60.0,
+        minimum=0.001,
+        doc="time a client has to read any archive, on top of its size at "
+        "EXPORT_MIN_SEND_BYTES_PER_S; past it the connection is dropped",
+        read_by="api",
+    )
+)
+EXPORT_MIN_SEND_BYTES_PER_S = _declare(
+    Setting(
+        env="EXPORT_MIN_SEND_BYTES_PER_S",
+        default=64 * 1024,
+        minimum=1,
+        doc="slowest reading an export's client is granted, in bytes per second: an archive "
+        "of N bytes must be read within EXPORT_SEND_DEADLINE_S + N / this",
+        read_by="api",
+    )
+)
+
 # --- the consumer ---
 CONSUMER_GROUP = _declare(
     Setting(

@@ -1,17 +1,20 @@
 """Exports: a site's stats over a range of UTC days as a ZIP of daily CSV files in Plausible's
-export format (core/plausible_csv.py), streamed as it is read.
+export format (core/plausible_csv.py).
 
     GET /api/v1/sites/{site_id}/export?period=month&date=2025-11-01  (or from=…&to=…)
     python -m ingest.export --site SITE --from 2025-11-01 --to 2025-11-30 [--output FILE]
 
 The route admits a request as the stats routes do (the client's rate limit, the site's read
-keys: ingest/access.py). Each file is one statement (ingest/export.sql) over the native
+keys: ingest/access.py), then as exports are (ingest/export_send.py: slots per process, one
+export at a time per client). Each file is one statement (ingest/export.sql) over the native
 rollups and the imported rows, read through a server-side cursor in one REPEATABLE READ
 transaction, so every file sees the same data and memory holds one fetch and one chunk of
 the archive, whatever the range. An export has its own connection, not one of the stats
-pool, with a longer statement timeout; at most EXPORT_CONCURRENCY run at once per process
-(503 `export_busy` past that), and a client that stops reading for EXPORT_SEND_TIMEOUT_S is
-dropped, which ends the export's transaction and closes its connection.
+pool, with a longer statement timeout. The route builds the whole archive into a temporary
+file (at most EXPORT_MAX_BYTES) and closes its connection before the first byte is sent: a
+slow client holds neither a connection nor a snapshot (which would hold back vacuum), only
+its temporary file, and only until its send deadline (EXPORT_SEND_DEADLINE_S plus its size at
+EXPORT_MIN_SEND_BYTES_PER_S). The command streams to its output file instead.
 """
 
 from __future__ import annotations
@@ -21,33 +24,33 @@ import asyncio
 import datetime as dt
 import re
 import sys
+import tempfile
 import time
-from collections.abc import AsyncGenerator, Awaitable, Callable
+from collections.abc import AsyncGenerator
 from pathlib import Path
-from typing import Any
+from typing import IO, Any
 
 import psycopg
 from starlette.requests import Request
-from starlette.responses import Response, StreamingResponse
-from starlette.types import Receive, Scope, Send
+from starlette.responses import Response
 
 from core.config import environ, without_password
 from core.plausible_csv import BY_NAME, TABLES
 from ingest.access import StatsAccess, bearer_token
 from ingest.database import connection_options
 from ingest.errors import BadRequest, ServiceUnavailable
+from ingest.export_send import ArchiveResponse, ExportSlots, owners_of, send_deadline_s
 from ingest.export_zip import ZipStream
 from ingest.settings import Settings
 from ingest.stats_params import MAX_SITE_ID_BYTES, check_text, parse_range
 
 SQL_PATH = Path(__file__).resolve().parent / "export.sql"
-EXPORT_CONCURRENCY = 2  # exports running at once per API process
 EXPORT_STATEMENT_TIMEOUT_MS = 120_000  # one file's statement
-EXPORT_SEND_TIMEOUT_S = 60.0  # the longest a client may leave a chunk unread
+# An archive this small stays in memory while it is sent; a larger one goes to disk.
+SPOOL_MEMORY_BYTES = 4 * 1024 * 1024
 EXPORT_MAX_DAYS = 3660
 FETCH_ROWS = 2000
 CHUNK_BYTES = 256 * 1024
-ZIP_MEDIA_TYPE = "application/zip"
 # Files grouped from every visit of the range. The planner multiplies the distinct values of
 # the eight grouping columns into about a tenth of the visits, so it sorts them all, or hashes
 # them in partitions spilled to disk under the default work_mem (4 MB); there are a few dozen
@@ -139,58 +142,55 @@ async def connect(database_url: str, lock_timeout_ms: int) -> psycopg.AsyncConne
     )
 
 
-class ExportBusy(ServiceUnavailable):
-    """EXPORT_CONCURRENCY exports are running in this process already."""
+class ExportTooLarge(BadRequest):
+    """The archive of the days asked for is larger than EXPORT_MAX_BYTES."""
 
-    code = "export_busy"
+    code = "export_too_large"
 
 
-class ExportResponse(StreamingResponse):
-    """A streamed archive that gives up on a client that stops reading for longer than
-    `send_timeout_s`, and runs `cleanup` (closing the export's connection) however the
-    response ends, even when it never started."""
+class ArchiveTooLarge(Exception):
+    """The archive being built passed its size cap."""
 
-    def __init__(
-        self,
-        chunks: AsyncGenerator[bytes, None],
-        name: str,
-        send_timeout_s: float,
-        cleanup: Callable[[], Awaitable[None]],
-    ) -> None:
-        super().__init__(
-            chunks,
-            media_type=ZIP_MEDIA_TYPE,
-            headers={"Content-Disposition": f'attachment; filename="{name}"'},
-        )
-        self._chunks = chunks
-        self._send_timeout_s = send_timeout_s
-        self._cleanup = cleanup
 
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        try:
-            await super().__call__(scope, receive, send)
-        finally:
-            await self._chunks.aclose()
-            await self._cleanup()
-
-    async def stream_response(self, send: Send) -> None:
-        start = {"type": "http.response.start", "status": self.status_code}
-        await send({**start, "headers": self.raw_headers})
-        async for chunk in self._chunks:
-            message = {"type": "http.response.body", "body": chunk, "more_body": True}
-            await asyncio.wait_for(send(message), self._send_timeout_s)
-        await send({"type": "http.response.body", "body": b"", "more_body": False})
+async def build_archive(
+    conn: psycopg.AsyncConnection[Any],
+    site_id: str,
+    first: dt.date,
+    last: dt.date,
+    modified: dt.datetime,
+    max_bytes: int,
+) -> IO[bytes]:
+    """The whole archive (export_chunks) in a temporary file, in memory up to
+    SPOOL_MEMORY_BYTES and on disk past it, positioned at its start; waits for every
+    statement, and returns once the export's transaction has ended, so no snapshot outlives
+    the build. Raises ArchiveTooLarge past `max_bytes` (the transaction rolled back)."""
+    spool = tempfile.SpooledTemporaryFile(max_size=SPOOL_MEMORY_BYTES)  # noqa: SIM115
+    chunks = export_chunks(conn, site_id, first, last, modified)
+    try:
+        size = 0
+        async for chunk in chunks:
+            size += len(chunk)
+            if size > max_bytes:
+                raise ArchiveTooLarge(f"the archive passes {max_bytes} bytes")
+            spool.write(chunk)
+    except BaseException:
+        await chunks.aclose()
+        spool.close()
+        raise
+    spool.seek(0)
+    return spool
 
 
 class ExportRoute:
-    """`GET /api/v1/sites/{site_id}/export`, admitted by the stats routes' StatsAccess."""
+    """`GET /api/v1/sites/{site_id}/export`, admitted by the stats routes' StatsAccess, then
+    by ExportSlots (ingest/export_send.py)."""
 
     def __init__(self, settings: Settings, access: StatsAccess) -> None:
         self._access = access
-        self._database_url = settings.database_url
-        self._lock_timeout_ms = settings.stats_lock_timeout_ms
-        self._retry_after_s = settings.retry_after_s
-        self.running = 0
+        self._settings = settings
+        self.slots = ExportSlots(
+            settings.export_concurrency, settings.export_max_sending, settings.retry_after_s
+        )
 
     async def export(self, request: Request) -> Response:
         client = self._access.limit_client(request.scope)
@@ -200,28 +200,52 @@ class ExportRoute:
             raise BadRequest("exports are in UTC days: leave out `timezone`", field="timezone")
         now = dt.datetime.now(dt.UTC)
         days = parse_range(params, now=now, max_days=EXPORT_MAX_DAYS)
-        self._access.check_key(client, site_id, bearer_token(request.headers.get("authorization")))
-        if self.running >= EXPORT_CONCURRENCY:
-            raise ExportBusy(
-                f"this API is already running {EXPORT_CONCURRENCY} exports; retry later",
-                retry_after_s=self._retry_after_s,
-            )
+        token = bearer_token(request.headers.get("authorization"))
+        self._access.check_key(client, site_id, token)
+        ticket = self.slots.admit(owners_of(client, token))
         try:
-            conn = await connect(self._database_url, self._lock_timeout_ms)
+            archive = await self._build(site_id, days.first, days.last, now)
+        except BaseException:
+            ticket.release()
+            raise
+        settings = self._settings
+        size = archive.seek(0, 2)
+        deadline_s = send_deadline_s(
+            size, settings.export_send_deadline_s, settings.export_min_send_bytes_per_s
+        )
+        ticket.sending(time.monotonic() + deadline_s)
+        name = archive_name(site_id, days.first, days.last)
+        return ArchiveResponse(archive, name, deadline_s, ticket.release)
+
+    async def _build(
+        self, site_id: str, first: dt.date, last: dt.date, now: dt.datetime
+    ) -> IO[bytes]:
+        """The built archive; its connection is closed before it is returned."""
+        settings = self._settings
+        try:
+            conn = await connect(settings.database_url, settings.stats_lock_timeout_ms)
         except psycopg.OperationalError:
             raise ServiceUnavailable(
                 "Exports are unavailable: the database cannot be reached",
-                retry_after_s=self._retry_after_s,
+                retry_after_s=settings.retry_after_s,
             ) from None
-        self.running += 1
-
-        async def cleanup() -> None:
-            self.running -= 1
+        try:
+            return await build_archive(conn, site_id, first, last, now, settings.export_max_bytes)
+        except ArchiveTooLarge:
+            raise ExportTooLarge(
+                f"the export of {first} to {last} is larger than {settings.export_max_bytes} "
+                "bytes (EXPORT_MAX_BYTES); export fewer days",
+                field="date",
+            ) from None
+        except psycopg.OperationalError as exc:
+            # A statement past EXPORT_STATEMENT_TIMEOUT_MS, or the database gone meanwhile.
+            raise ServiceUnavailable(
+                f"the export could not be read from the database ({type(exc).__name__}); "
+                "retry later or export fewer days",
+                retry_after_s=settings.retry_after_s,
+            ) from None
+        finally:
             await conn.close()
-
-        chunks = export_chunks(conn, site_id, days.first, days.last, now)
-        name = archive_name(site_id, days.first, days.last)
-        return ExportResponse(chunks, name, EXPORT_SEND_TIMEOUT_S, cleanup)
 
 
 async def export_to_file(

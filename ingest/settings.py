@@ -79,6 +79,12 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
     stats_raw_statement_timeout_ms: int = declared.STATS_RAW_STATEMENT_TIMEOUT_MS.default
     stats_exact_visitors_max_rows: int = declared.STATS_EXACT_VISITORS_MAX_ROWS.default
     dashboard_refresh_s: int = declared.DASHBOARD_REFRESH_S.default
+    # --- exports ---
+    export_concurrency: int = declared.EXPORT_CONCURRENCY.default
+    export_max_sending: int = declared.EXPORT_MAX_SENDING.default
+    export_max_bytes: int = declared.EXPORT_MAX_BYTES.default
+    export_send_deadline_s: float = declared.EXPORT_SEND_DEADLINE_S.default
+    export_min_send_bytes_per_s: int = declared.EXPORT_MIN_SEND_BYTES_PER_S.default
 
     @classmethod
     def from_env(cls, env: Mapping[str, str]) -> Settings:

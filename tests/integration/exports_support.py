@@ -6,9 +6,12 @@ from its first and last events)."""
 
 from __future__ import annotations
 
+import asyncio
 import datetime as dt
 import io
+import json
 import zipfile
+from collections.abc import MutableMapping
 from typing import Any
 
 import psycopg
@@ -140,3 +143,79 @@ def zip_of(files: dict[str, str]) -> bytes:
         for name, text in files.items():
             z.writestr(name, text)
     return out.getvalue()
+
+
+class Exchange:
+    """One HTTP exchange with an ASGI app, as a client would make it: the request, and what
+    the app sends back. With `hold_body`, the client never takes a chunk of the body: `send`
+    of the first one waits until `release` (or until the app gives up on it)."""
+
+    def __init__(
+        self, path: str, query: str, *, client: str = "127.0.0.1", hold_body: bool = False
+    ) -> None:
+        self.scope: dict[str, Any] = {
+            "type": "http",
+            "asgi": {"version": "3.0"},
+            "http_version": "1.1",
+            "method": "GET",
+            "scheme": "http",
+            "path": path,
+            "raw_path": path.encode(),
+            "query_string": query.encode(),
+            "root_path": "",
+            "headers": [(b"host", b"test")],
+            "client": (client, 5000),
+            "server": ("127.0.0.1", 3001),
+        }
+        self.status = 0
+        self.headers: list[tuple[bytes, bytes]] = []
+        self.chunks: list[bytes] = []
+        self.completed = False
+        self.body_offered = asyncio.Event()
+        self._hold = hold_body
+        self._released = asyncio.Event()
+        self._request_sent = False
+
+    async def receive(self) -> MutableMapping[str, Any]:
+        if not self._request_sent:
+            self._request_sent = True
+            return {"type": "http.request", "body": b"", "more_body": False}
+        await asyncio.Event().wait()  # the client stays connected
+        raise AssertionError("unreachable")
+
+    async def send(self, message: MutableMapping[str, Any]) -> None:
+        if message["type"] == "http.response.start":
+            self.status = message["status"]
+            self.headers = list(message.get("headers", []))
+            return
+        if self._hold and not self._released.is_set():
+            self.body_offered.set()
+            await self._released.wait()
+        self.chunks.append(message.get("body", b""))
+        self.completed = not message.get("more_body", False)
+
+    def release(self) -> None:
+        self._released.set()
+
+    def header(self, name: str) -> str:
+        return next(v.decode() for k, v in self.headers if k.decode().lower() == name)
+
+    def body(self) -> bytes:
+        return b"".join(self.chunks)
+
+    def json(self) -> Any:
+        return json.loads(self.body())
+
+
+async def open_transactions(database_url: str) -> list[tuple[Any, ...]]:
+    """The client backends of the database (but this one) in a transaction or holding a
+    snapshot, with their application name and state."""
+    async with await psycopg.AsyncConnection.connect(database_url, autocommit=True) as conn:
+        cur = await conn.execute(
+            "SELECT application_name, state FROM pg_stat_activity"
+            " WHERE datname = current_database() AND pid <> pg_backend_pid()"
+            " AND backend_type = 'client backend'"
+            " AND (xact_start IS NOT NULL OR backend_xmin IS NOT NULL"
+            "      OR application_name = 'analytics-api-export')"
+        )
+        return await cur.fetchall()

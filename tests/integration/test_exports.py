@@ -1,12 +1,14 @@
 """Export and import in Plausible's CSV format against a real PostgreSQL: a site's export
 imported into a fresh site exports the same files again and answers the same stats; a file
 with a bad row is refused with its line and column and leaves nothing; an import can be
-removed, and importing the same export twice replaces it."""
+removed, and importing the same export twice replaces it. A client that reads slowly holds no
+connection nor snapshot, is cut off at its send deadline, and runs one export at a time."""
 
 from __future__ import annotations
 
+import asyncio
 import datetime as dt
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
@@ -22,7 +24,14 @@ from consumer.imports_write import DuplicateRows, list_imports, remove_imports
 from core.plausible_csv import IMPORTED_TABLES, TABLES
 from ingest.export import export_to_file
 from ingest.settings import Settings
-from tests.integration.exports_support import members, site_events, write_site, zip_of
+from tests.integration.exports_support import (
+    Exchange,
+    members,
+    open_transactions,
+    site_events,
+    write_site,
+    zip_of,
+)
 from tests.integration.test_stats_api import client_for, make_app
 from tests.support import scalar
 
@@ -48,6 +57,10 @@ async def client(loaded: str) -> AsyncIterator[httpx.AsyncClient]:
         client_for(make_app(Settings(database_url=loaded, stats_rate_limit_per_s=0), pool)) as c,
     ):
         yield c
+
+
+def settings_for(database_url: str, **changes: Any) -> Settings:
+    return Settings(database_url=database_url, stats_rate_limit_per_s=0, **changes)
 
 
 async def export(client: httpx.AsyncClient, site: str, **params: str) -> bytes:
@@ -292,3 +305,83 @@ async def test_with_imported_false_and_filters_leave_imports_out(
     assert [r["path"] for r in results(page)] == ["/pricing", "/blog/b"]  # "/blog/a" ties
     assert results(page) == results(native)
     assert page["page"] == 2 and page["limit"] == 2
+
+
+QUERY = f"period=custom&date={FIRST},{LAST}"
+Call = Callable[[Exchange], Awaitable[None]]
+
+
+def caller(settings: Settings, pool: AsyncConnectionPool[Any]) -> Call:
+    app = make_app(settings, pool)
+    return lambda exchange: app(exchange.scope, exchange.receive, exchange.send)
+
+
+@pytest.fixture
+async def stats_pool(loaded: str) -> AsyncIterator[AsyncConnectionPool[Any]]:
+    async with AsyncConnectionPool(
+        loaded, min_size=1, max_size=2, kwargs={"autocommit": True}, open=False
+    ) as pool:
+        yield pool
+
+
+async def test_the_archive_is_built_before_sending_and_a_client_runs_one_export(
+    loaded: str, stats_pool: AsyncConnectionPool[Any]
+) -> None:
+    call = caller(settings_for(loaded, export_concurrency=1), stats_pool)
+    held = Exchange(f"/api/v1/sites/{NATIVE}/export", QUERY, hold_body=True)
+    running = asyncio.create_task(call(held))
+    await held.body_offered.wait()
+    assert held.status == 200 and int(held.header("content-length")) > 0
+    # The client has not read a byte: the export's connection is closed, and no backend of
+    # the database holds a transaction or a snapshot.
+    assert await open_transactions(loaded) == []
+
+    again = Exchange(f"/api/v1/sites/{NATIVE}/export", QUERY)
+    await call(again)
+    assert again.status == 429 and again.json()["code"] == "export_in_progress"
+    assert "one export at a time" in again.json()["message"]
+    assert int(again.header("retry-after")) >= 1
+    # Another client is served meanwhile: the slot that builds is free again.
+    other = Exchange(f"/api/v1/sites/{NATIVE}/export", QUERY, client="127.0.0.2")
+    await call(other)
+    assert other.status == 200
+
+    held.release()
+    await running
+    assert members(held.body()) == members(other.body())
+
+
+async def test_a_client_that_does_not_read_is_cut_off_at_its_deadline_and_frees_its_slot(
+    loaded: str, stats_pool: AsyncConnectionPool[Any]
+) -> None:
+    settings = settings_for(
+        loaded,
+        export_concurrency=1,
+        export_max_sending=1,
+        export_send_deadline_s=0.05,
+        export_min_send_bytes_per_s=1 << 40,
+    )
+    call = caller(settings, stats_pool)
+    stuck = Exchange(f"/api/v1/sites/{NATIVE}/export", QUERY, hold_body=True)
+    # Returns only because the deadline passed: the client never takes the first chunk.
+    await call(stuck)
+    assert stuck.status == 200 and stuck.completed is False
+    # The one building slot, the one sending slot and the client are all free again.
+    after = Exchange(f"/api/v1/sites/{NATIVE}/export", QUERY)
+    await call(after)
+    assert after.status == 200 and after.completed
+    assert len(members(after.body())) == len(TABLES)
+
+
+async def test_an_archive_past_its_cap_is_refused_and_frees_its_slot(
+    loaded: str, stats_pool: AsyncConnectionPool[Any]
+) -> None:
+    call = caller(settings_for(loaded, export_concurrency=1, export_max_bytes=200), stats_pool)
+    for _ in range(2):
+        big = Exchange(f"/api/v1/sites/{NATIVE}/export", QUERY)
+        await call(big)
+        assert big.status == 400
+        body = big.json()
+        assert (body["code"], body["field"]) == ("export_too_large", "date")
+        assert "EXPORT_MAX_BYTES" in body["message"]
+    assert await open_transactions(loaded) == []

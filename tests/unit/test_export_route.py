@@ -1,5 +1,6 @@
 """The export route's refusals before it touches the database: a zone other than UTC, a
-range it cannot take, a site's read key, and every export slot taken."""
+range it cannot take, a site's read key, every export slot taken, and a client (address or
+read key) with an export running already."""
 
 from __future__ import annotations
 
@@ -11,7 +12,8 @@ from starlette.requests import Request
 
 from ingest.access import StatsAccess
 from ingest.errors import ApiError
-from ingest.export import EXPORT_CONCURRENCY, ExportRoute
+from ingest.export import ExportRoute
+from ingest.export_send import ExportSlots, owners_of, send_deadline_s
 from ingest.settings import Settings
 
 
@@ -64,7 +66,51 @@ def test_a_site_with_read_keys_needs_one() -> None:
 
 def test_every_slot_taken_is_busy_with_retry_after() -> None:
     route = ExportRoute(SETTINGS, StatsAccess(SETTINGS))
-    route.running = EXPORT_CONCURRENCY
+    for _ in range(SETTINGS.export_concurrency):
+        route.slots.admit(owners_of(f"elsewhere-{_}", None))
     error = refusal(route, request("period=day&date=2025-11-12"))
     assert (error.status, error.code) == (503, "export_busy")
     assert "Retry-After" in error.headers
+
+
+def test_a_client_with_an_export_running_is_answered_429() -> None:
+    route = ExportRoute(SETTINGS, StatsAccess(SETTINGS))
+    running = route.slots.admit(owners_of("127.0.0.1", None))
+    error = refusal(route, request("period=day&date=2025-11-12"))
+    assert (error.status, error.code) == (429, "export_in_progress")
+    assert "client address" in error.message and "Retry-After" in error.headers
+    running.release()
+    assert route.slots.owners == {} and route.slots.building == 0
+
+
+def test_slots_are_per_client_and_per_key_and_freed_once() -> None:
+    now = [100.0]
+    slots = ExportSlots(max_building=1, max_sending=2, retry_after_s=3, clock=lambda: now[0])
+    first = slots.admit(owners_of("10.0.0.1", "k1"))
+    # The same key from another address waits for the first export; while building, the
+    # answer's Retry-After is the configured one.
+    with pytest.raises(ApiError) as caught:
+        slots.admit(owners_of("10.0.0.2", "k1"))
+    assert (caught.value.code, caught.value.headers["Retry-After"]) == ("export_in_progress", "3")
+    assert "read key" in caught.value.message
+    with pytest.raises(ApiError, match="building 1 and sending 0"):
+        slots.admit(owners_of("10.0.0.3", None))
+    first.sending(deadline=now[0] + 41.5)
+    with pytest.raises(ApiError) as caught:
+        slots.admit(owners_of("10.0.0.1", None))
+    assert caught.value.headers["Retry-After"] == "42"  # what is left of its deadline
+    second = slots.admit(owners_of("10.0.0.3", None))
+    with pytest.raises(ApiError, match="building 1 and sending 1"):
+        slots.admit(owners_of("10.0.0.4", None))
+    second.sending(deadline=now[0] + 1)
+    with pytest.raises(ApiError, match="building 0 and sending 2"):
+        slots.admit(owners_of("10.0.0.4", None))
+    first.release()
+    first.release()
+    second.release()
+    assert (slots.building, slots.sending, slots.owners) == (0, 0, {})
+
+
+def test_the_send_deadline_grows_with_the_archive() -> None:
+    assert send_deadline_s(0, 60.0, 65536) == 60.0
+    assert send_deadline_s(65536 * 100, 60.0, 65536) == 160.0
