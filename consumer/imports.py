@@ -24,7 +24,14 @@ from pathlib import Path
 
 import psycopg
 
-from consumer.imports_read import ImportRefused, Row, SourceFile, export_files, read_rows
+from consumer.imports_read import (
+    ImportLimits,
+    ImportRefused,
+    Row,
+    SourceFile,
+    export_files,
+    read_rows,
+)
 from consumer.imports_read import ignored_columns as header_ignored
 from consumer.imports_write import (
     Batch,
@@ -59,12 +66,16 @@ def _rows(source: SourceFile) -> Callable[[], Iterator[tuple[int, Row]]]:
 
 
 async def import_export(
-    database_url: str, path: Path, site_id: str, say: Callable[[str], None]
+    database_url: str,
+    path: Path,
+    site_id: str,
+    say: Callable[[str], None],
+    limits: ImportLimits | None = None,
 ) -> Written:
-    """Checks the export at `path`, then writes it for `site_id` in one transaction; raises
-    ImportRefused or DuplicateRows (nothing written), or psycopg errors."""
+    """Checks the export at `path` (within `limits`), then writes it for `site_id` in one
+    transaction; raises ImportRefused or DuplicateRows (nothing written), or psycopg errors."""
     progress = Progress(say)
-    with export_files(path) as files:
+    with export_files(path, limits) as files:
         digest = check_files(files, progress)
         for source in files:
             ignored = header_ignored(source)
@@ -140,6 +151,12 @@ def _parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("export", type=Path, help="the export: a ZIP file or a directory")
     parser.add_argument("--site", required=True, help="the site_id it is imported for")
+    parser.add_argument(
+        "--max-bytes",
+        type=int,
+        default=ImportLimits().max_inflated_bytes,
+        help="largest export, all files uncompressed (default: %(default)s bytes)",
+    )
     return parser
 
 
@@ -178,8 +195,11 @@ def main(argv: list[str]) -> int:
                 print(f"imports: site {args.site!r} has no {which}; nothing removed")
                 return 1 if args.import_id is not None else 0
         else:
+            limits = ImportLimits(max_inflated_bytes=args.max_bytes)
             written = asyncio.run(
-                import_export(url, args.export, args.site, lambda line: print(f"imports: {line}"))
+                import_export(
+                    url, args.export, args.site, lambda line: print(f"imports: {line}"), limits
+                )
             )
             for line in _report(args.site, args.export, written):
                 print(line)

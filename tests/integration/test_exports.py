@@ -166,6 +166,37 @@ async def test_a_missing_column_and_an_unknown_file_are_refused(
         await import_export(loaded, path, IMPORTED, say)
 
 
+async def test_a_hostile_file_among_good_ones_leaves_nothing_imported(
+    client: httpx.AsyncClient, loaded: str, tmp_path: Path
+) -> None:
+    files = members(await export(client, NATIVE))
+    # The last file of the format's order gets a row no file of the format has.
+    systems = f"imported_operating_systems_{SUFFIX}"
+    files[systems] += "2025-11-10," + "x" * 70_000 + ",,1,1,0,0,1\n"
+    path = tmp_path / "hostile.zip"
+    path.write_bytes(zip_of(files))
+    with pytest.raises(ImportRefused, match=rf"{systems}, line \d+: the row is longer than"):
+        await import_export(loaded, path, IMPORTED, say)
+    assert imported_rows(loaded) == 0
+    assert scalar(loaded, "SELECT count(*) FROM imports") == 0
+
+
+def test_the_command_refuses_an_export_past_its_inflated_size(
+    loaded: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: Any
+) -> None:
+    monkeypatch.setenv("DATABASE_URL", loaded)
+    text = "date,visitors,pageviews,bounces,visits,visit_duration\n"
+    text += "2025-11-10,1,1,1,1,0\n" * 100
+    path = tmp_path / "big.zip"
+    path.write_bytes(zip_of({f"imported_visitors_{SUFFIX}": text}))
+    assert imports.main([str(path), "--site", IMPORTED, "--max-bytes", "1000"]) == 1
+    err = capsys.readouterr().err
+    assert "nothing imported" in err and "past 1000 bytes uncompressed (`--max-bytes`" in err
+    assert imported_rows(loaded) == 0
+    assert imports.main([str(path), "--site", IMPORTED, "--max-bytes", "100000"]) == 1
+    assert "line 3: the same date as line 2" in capsys.readouterr().err
+
+
 async def test_a_key_listed_twice_is_refused_after_being_checked(
     loaded: str, tmp_path: Path
 ) -> None:
