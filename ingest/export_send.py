@@ -167,8 +167,8 @@ class ArchiveResponse(Response):
             deadline = self._clock() + self._deadline_s
             start = {"type": "http.response.start", "status": self.status_code}
             await send({**start, "headers": self.raw_headers})
-            # The file is read in the event loop: a chunk from a local temporary file (or
-            # memory) is quicker than a thread hand-off.
+            # Read in the event loop, as it was written: a local temporary file (or memory),
+            # one chunk at a time, never waiting on the client.
             while scope.get("method") != "HEAD" and (chunk := self._archive.read(SEND_CHUNK_BYTES)):
                 message = {"type": "http.response.body", "body": chunk, "more_body": True}
                 await asyncio.wait_for(send(message), max(0.0, deadline - self._clock()))
