@@ -12,6 +12,11 @@ event of the range, so they get a share of the pool, not all of it: the RawReads
 sets in RAW_READS for its request admits at most its limit at once (raising RawReadsBusy
 past it, without waiting) and runs each under its own, shorter, statement_timeout
 (docs/decisions/0021-raw-reads-share-of-the-pool.md).
+
+Every costly plan (ingest/stats_plan_cost.py: raw events, many quarter hours ranked, many
+sketches merged) first waits for a slot of the CostlyPlans the route sets in COSTLY, for a
+bounded time (CostlyBusy past it); aggregate_values, timeseries_rows and breakdown_rows hold
+it for the whole plan, follow-up included. Other plans never wait for one.
 """
 
 from __future__ import annotations
