@@ -605,6 +605,27 @@ STATS_RAW_STATEMENT_TIMEOUT_MS = _declare(
         read_by="api",
     )
 )
+STATS_COSTLY_CONCURRENCY = _declare(
+    Setting(
+        env="STATS_COSTLY_CONCURRENCY",
+        default=3,
+        minimum=1,
+        doc="costly stats plans (raw events read, every path's 15-minute rows ranked, many "
+        "sketches merged per value) one API process runs at once; the next ones queue, first "
+        "come first served, for at most STATS_COSTLY_WAIT_MS, then get 503 `stats_busy`. "
+        "Other questions never wait on them. Keep it below DB_POOL_MAX_SIZE",
+        read_by="api",
+    )
+)
+STATS_COSTLY_WAIT_MS = _declare(
+    Setting(
+        env="STATS_COSTLY_WAIT_MS",
+        default=1000,
+        doc="longest wait of a costly stats plan for its turn (503 `stats_busy` past it); at "
+        "most 64 wait at once in a process, one more is refused at once",
+        read_by="api",
+    )
+)
 STATS_EXACT_VISITORS_MAX_ROWS = _declare(
     Setting(
         env="STATS_EXACT_VISITORS_MAX_ROWS",

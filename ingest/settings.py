@@ -77,6 +77,8 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
     stats_lock_timeout_ms: int = declared.STATS_LOCK_TIMEOUT_MS.default
     stats_raw_concurrency: int = declared.STATS_RAW_CONCURRENCY.default
     stats_raw_statement_timeout_ms: int = declared.STATS_RAW_STATEMENT_TIMEOUT_MS.default
+    stats_costly_concurrency: int = declared.STATS_COSTLY_CONCURRENCY.default
+    stats_costly_wait_ms: int = declared.STATS_COSTLY_WAIT_MS.default
     stats_exact_visitors_max_rows: int = declared.STATS_EXACT_VISITORS_MAX_ROWS.default
     dashboard_refresh_s: int = declared.DASHBOARD_REFRESH_S.default
     # --- exports ---

@@ -146,10 +146,49 @@ def _exact_visitors(request: StatsRequest, pieces: Pieces, max_rows: int) -> Exa
     return ExactVisitors(Days("daily_visitor_ids", pieces.day_from, pieces.day_to), max_rows)
 
 
+def _page_view_edges(pieces: Pieces) -> tuple[Part, ...]:
+    """The edges' page views and their visitors, every path together: whole UTC hours from
+    hourly rows, the 15-minute remainders from quarter-hour rows (as totals read them)."""
+    hours, quarters = stats_days.by_hours(pieces.edges)
+    return ((Edges("hourly_stats", hours),) if hours else ()) + (
+        (Edges("quarter_hour_stats", quarters),) if quarters else ()
+    )
+
+
+def _other_types_needed(request: StatsRequest, dimension: str | None) -> bool:
+    """Whether events of other types than page views change the answer: never when the
+    filters keep page views only; else when they are counted (`events`), broken down by, or
+    selected by an event-type filter."""
+    types = [f for f in request.filters if f.dimension == "event_type"]
+    if any(not f.negated and f.value == PAGE_VIEW for f in types):
+        return False
+    return dimension == "event_type" or bool(types) or "events" in request.metrics
+
+
+def _edges_details(
+    request: StatsRequest, pieces: Pieces, dimension: str | None, paths: bool
+) -> tuple[Part, ...]:
+    """The edges' (event type, path) rows: page views from sub-day rollups (per path from
+    quarter_hour_paths when paths matter), other event types from raw events only where the
+    answer needs them (no sub-day rollup holds them), within the range's partial UTC days."""
+    if not pieces.edges:
+        return ()
+    views = _edges("quarter_hour_paths", pieces) if paths else _page_view_edges(pieces)
+    if any(
+        f.dimension == "event_type" and not f.negated and f.value != PAGE_VIEW
+        for f in request.filters
+    ):
+        views = ()  # one other event type: no page view passes the filter
+    if not _other_types_needed(request, dimension):
+        return views
+    return (*views, Edges("events", pieces.edges, per_path=paths, other_types=True))
+
+
 def detail_parts(request: StatsRequest, pieces: Pieces, dimension: str | None) -> tuple[Part, ...]:
     """The cheapest rows (event type, path, events, visitors) that can answer filters: per event
     type unless paths matter (sealed months from one row a month), page-view rows when the
-    filters keep page views only, else every (event type, path)."""
+    filters keep page views only, else every (event type, path). The edges of a range that
+    is not whole UTC days: _edges_details."""
     filters = request.filters
     if dimension == "path" and not any(f.dimension == "event_type" for f in filters):
         filters = (*filters, _PAGE_VIEWS)
@@ -173,11 +212,12 @@ def detail_parts(request: StatsRequest, pieces: Pieces, dimension: str | None) -
         return (
             _days("daily_event_types", pieces.day_from, day_end)
             + sealed
-            + ((Edges("events", pieces.edges, per_path=False),) if pieces.edges else ())
+            + _edges_details(request, pieces, dimension, paths=False)
         )
     if any(f.dimension == "event_type" and not f.negated and f.value == PAGE_VIEW for f in filters):
         return _page_days(pieces.day_from, pieces.day_to) + _edges("quarter_hour_paths", pieces)
-    return _days("daily_details", pieces.day_from, pieces.day_to) + _edges("events", pieces)
+    days = _days("daily_details", pieces.day_from, pieces.day_to)
+    return days + _edges_details(request, pieces, dimension, paths=True)
 
 
 _PAGE_VIEWS = Filter("event_type", False, PAGE_VIEW)

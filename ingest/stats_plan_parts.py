@@ -53,14 +53,16 @@ class Watermark:
 
 @dataclass(frozen=True)
 class Edges:
-    """Rows of a 15-minute rollup (`bucket`) or raw events (`event_time`) inside the spans;
-    raw events are counted per (event type, path), or per event type only. `taken` as in
-    Days."""
+    """Rows of a sub-day rollup (`bucket`, `hour`) or raw events (`event_time`) inside the
+    spans; raw events are counted per (event type, path), or per event type only, and only
+    those of other types than page views when `other_types` (sub-day rollups answer the page
+    views). `taken` as in Days."""
 
     table: str
     spans: tuple[Span, ...]
     per_path: bool = True
     taken: bool = False
+    other_types: bool = False
 
 
 @dataclass(frozen=True)

@@ -8,8 +8,10 @@ the answer (ingest/stats_plan.py, stats_sql.py, stats_run.py, stats_response.py)
 PostgreSQL being unreachable answers 503, and so does a query cancelled by the pool's
 statement or lock timeout; a client that goes away has its query cancelled. A question read
 from raw events (filters no rollup holds) takes one of STATS_RAW_CONCURRENCY slots, or is
-answered 503 `stats_busy` at once, so such questions never hold the whole pool. Event ingest
-does not depend on any of this.
+answered 503 `stats_busy` at once, so such questions never hold the whole pool. Any costly
+plan (ingest/stats_plan_cost.py) takes one of STATS_COSTLY_CONCURRENCY slots, waiting its
+turn for at most STATS_COSTLY_WAIT_MS (then 503 `stats_busy`); the other questions never
+wait on them. Event ingest does not depend on any of this.
 """
 
 from __future__ import annotations
@@ -34,7 +36,10 @@ from ingest.errors import JSON_MEDIA_TYPE, ServiceUnavailable, StatsTimedOut
 from ingest.export import ExportRoute
 from ingest.settings import Settings
 from ingest.stats_run import (
+    COSTLY,
     RAW_READS,
+    CostlyBusy,
+    CostlyPlans,
     RawQueryTimedOut,
     RawReads,
     RawReadsBusy,
@@ -65,6 +70,11 @@ def _timed(handler: Handler) -> Handler:
     return timed
 
 
+# Costly questions waiting for a slot in one process: past it, one more is refused at once
+# (each waiter holds its client's connection and a task).
+MAX_COSTLY_WAITING = 64
+
+
 class StatsBusy(ServiceUnavailable):
     """Every slot for questions read from raw events is taken in this process."""
 
@@ -83,6 +93,11 @@ class StatsApi:
         self._statement_timeout_ms = settings.stats_statement_timeout_ms
         self._raw_reads = RawReads(
             settings.stats_raw_concurrency, settings.stats_raw_statement_timeout_ms
+        )
+        self._costly = CostlyPlans(
+            settings.stats_costly_concurrency,
+            settings.stats_costly_wait_ms / 1000,
+            MAX_COSTLY_WAITING,
         )
         self._retry_after_s = settings.retry_after_s
         self._realtime = stats_realtime.RealtimeCounts()
@@ -105,8 +120,17 @@ class StatsApi:
         in the server) and ClientClosedRequest raised. Database failures become 503s, and
         so does a question over raw events while every raw slot is taken (`stats_busy`)."""
         token = RAW_READS.set(self._raw_reads)
+        costly_token = COSTLY.set(self._costly)
         try:
             return await cancel_on_disconnect(request.receive, reading)
+        except CostlyBusy as busy:
+            raise StatsBusy(
+                f"Stats are busy: this question is costly ({busy.reason}), and this API "
+                f"already runs as many costly questions as it allows ({busy.limit}, "
+                "STATS_COSTLY_CONCURRENCY) with others waiting their turn; retry later, or "
+                "ask for a shorter range, UTC days, or without filters",
+                retry_after_s=self._retry_after_s,
+            ) from None
         except RawReadsBusy:
             raise StatsBusy(
                 "Stats are busy: this API is already running as many questions over raw "
@@ -131,6 +155,7 @@ class StatsApi:
         except DatabaseUnavailable:
             raise _unavailable() from None
         finally:
+            COSTLY.reset(costly_token)
             RAW_READS.reset(token)
 
     @staticmethod

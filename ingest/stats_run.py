@@ -12,6 +12,11 @@ event of the range, so they get a share of the pool, not all of it: the RawReads
 sets in RAW_READS for its request admits at most its limit at once (raising RawReadsBusy
 past it, without waiting) and runs each under its own, shorter, statement_timeout
 (docs/decisions/0021-raw-reads-share-of-the-pool.md).
+
+Every costly plan (ingest/stats_plan_cost.py: raw events, many quarter hours ranked, many
+sketches merged) first waits for a slot of the CostlyPlans the route sets in COSTLY, for a
+bounded time (CostlyBusy past it); aggregate_values, timeseries_rows and breakdown_rows hold
+it for the whole plan, follow-up included. Other plans never wait for one.
 """
 
 from __future__ import annotations
@@ -19,7 +24,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import datetime as dt
-from collections.abc import Awaitable, Callable, Iterator
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from contextvars import ContextVar
 from typing import Any, TypeVar
 
@@ -33,7 +38,8 @@ from ingest.errors import ClientClosedRequest
 from ingest.stats_expect import FACTS, Facts, expect, has_choices, held
 from ingest.stats_params import BreakdownRequest, StatsRequest, TimeseriesRequest
 from ingest.stats_plan import plan_aggregate, plan_breakdown, plan_timeseries
-from ingest.stats_plan_parts import ExactVisitors, Statement, ValueVisitors
+from ingest.stats_plan_cost import costly
+from ingest.stats_plan_parts import ExactVisitors, Plan, Statement, ValueVisitors
 from ingest.stats_sql import aggregate_sql, exact_visitors_sql, series_sql
 from ingest.stats_sql_breakdown import breakdown_sql, value_visitors_sql
 from ingest.stats_sql_context import (
@@ -80,6 +86,66 @@ class RawReads:
             yield
         finally:
             self.running -= 1
+
+
+class CostlyBusy(Exception):
+    """A costly plan waited its longest for one of this process's slots for them, or found
+    the queue full."""
+
+    def __init__(self, reason: str, limit: int) -> None:
+        super().__init__(reason)
+        self.reason = reason
+        self.limit = limit
+
+
+class CostlyPlans:
+    """The slots of one process for costly plans (ingest/stats_plan_cost.py): at most `limit`
+    run at once; the next ones wait their turn, first come first served, for at most `wait_s`,
+    and at most `max_waiting` of them (further ones are refused at once). Other plans never
+    take a slot, so they never wait behind a costly one."""
+
+    def __init__(self, limit: int, wait_s: float, max_waiting: int) -> None:
+        self.limit = limit
+        self.wait_s = wait_s
+        self.max_waiting = max_waiting
+        self.waiting = 0
+        self._slots = asyncio.Semaphore(limit)
+
+    @contextlib.asynccontextmanager
+    async def slot(self, reason: str) -> AsyncIterator[None]:
+        """Holds one slot for the block, waiting at most `wait_s` for it; raises CostlyBusy
+        when the wait runs out or `max_waiting` others are already waiting."""
+        if self._slots.locked() and self.waiting >= self.max_waiting:
+            raise CostlyBusy(reason, self.limit)
+        self.waiting += 1
+        try:
+            async with asyncio.timeout(self.wait_s):
+                await self._slots.acquire()
+        except TimeoutError:
+            raise CostlyBusy(reason, self.limit) from None
+        finally:
+            self.waiting -= 1
+        try:
+            yield
+        finally:
+            self._slots.release()
+
+
+# The CostlyPlans of the app serving the request (set by ingest/stats_routes.py); None:
+# costly plans run like the others.
+COSTLY: ContextVar[CostlyPlans | None] = ContextVar("costly_plans", default=None)
+
+
+@contextlib.asynccontextmanager
+async def _admitted(plan: Plan) -> AsyncIterator[None]:
+    """The block with a slot of COSTLY held when `plan` is costly, else as it is."""
+    plans = COSTLY.get()
+    reason = costly(plan) if plans is not None else None
+    if plans is None or reason is None:
+        yield
+        return
+    async with plans.slot(reason):
+        yield
 
 
 # The RawReads of the app serving the request (set by ingest/stats_routes.py); None: raw
@@ -166,52 +232,54 @@ async def aggregate_values(
     the first statement; several days count distinct visitors in daily_visitor_ids when the first
     statement's estimate of that set is at most `exact_max_rows` rows."""
     plan = plan_aggregate(request, exact_max_rows)
-    r = request.range
-    [(views, events, sketched, exact_rows)] = await answer(
-        pool,
-        request.site_id,
-        r.timezone,
-        plan.answer,
-        lambda s: (
-            raw_totals_sql(s, request)
-            if s.form == "raw totals"
-            else context_totals_sql(s, request)
-            if s.form == "context totals"
-            else aggregate_sql(s, request.site_id, r.timezone, request.filters)
-        ),
-    )
-    values = {"views": int(views), "visitors": round(sketched), "events": int(events)}
-    approximate = True
-    if isinstance(plan.then, ExactVisitors):
-        count = (plan.then.days.end - plan.then.days.first).days
-        if exact_rows is not None and count == 1:
-            values["visitors"], approximate = int(exact_rows), False
-        elif (exact_rows if exact_rows is not None else sketched * count) <= exact_max_rows:
-            query, params = exact_visitors_sql(plan.then.parts, request.site_id)
-            [(exact,)] = await fetch(pool, query, params)
-            values["visitors"], approximate = int(exact), False
-    return values, approximate
+    async with _admitted(plan):
+        r = request.range
+        [(views, events, sketched, exact_rows)] = await answer(
+            pool,
+            request.site_id,
+            r.timezone,
+            plan.answer,
+            lambda s: (
+                raw_totals_sql(s, request)
+                if s.form == "raw totals"
+                else context_totals_sql(s, request)
+                if s.form == "context totals"
+                else aggregate_sql(s, request.site_id, r.timezone, request.filters)
+            ),
+        )
+        values = {"views": int(views), "visitors": round(sketched), "events": int(events)}
+        approximate = True
+        if isinstance(plan.then, ExactVisitors):
+            count = (plan.then.days.end - plan.then.days.first).days
+            if exact_rows is not None and count == 1:
+                values["visitors"], approximate = int(exact_rows), False
+            elif (exact_rows if exact_rows is not None else sketched * count) <= exact_max_rows:
+                query, params = exact_visitors_sql(plan.then.parts, request.site_id)
+                [(exact,)] = await fetch(pool, query, params)
+                values["visitors"], approximate = int(exact), False
+        return values, approximate
 
 
 async def timeseries_rows(pool: Pool, request: TimeseriesRequest) -> tuple[list[Row], bool]:
     """Rows (local period start, views, events, visitors), and whether visitors are exact."""
     plan = plan_timeseries(request)
-    stats = request.stats
-    zone = stats.range.timezone
-    rows = await answer(
-        pool,
-        stats.site_id,
-        zone,
-        plan.answer,
-        lambda s: (
-            raw_series_sql(s, request)
-            if s.form == "raw series"
-            else context_series_sql(s, request)
-            if s.form == "context series"
-            else series_sql(s, stats.site_id, zone, request.interval, stats.filters)
-        ),
-    )
-    return rows, plan.exact
+    async with _admitted(plan):
+        stats = request.stats
+        zone = stats.range.timezone
+        rows = await answer(
+            pool,
+            stats.site_id,
+            zone,
+            plan.answer,
+            lambda s: (
+                raw_series_sql(s, request)
+                if s.form == "raw series"
+                else context_series_sql(s, request)
+                if s.form == "context series"
+                else series_sql(s, stats.site_id, zone, request.interval, stats.filters)
+            ),
+        )
+        return rows, plan.exact
 
 
 _BREAKDOWN_SQL = {
@@ -227,19 +295,22 @@ async def breakdown_rows(pool: Pool, request: BreakdownRequest) -> list[Row]:
     visitors) for custom properties; the plan's ValueVisitors follow-up fills in the visitors
     its answering branch left out."""
     plan = plan_breakdown(request, dt.datetime.now(dt.UTC).date())
-    stats = request.stats
-    rows = await answer(
-        pool,
-        stats.site_id,
-        stats.range.timezone,
-        plan.answer,
-        lambda s: _BREAKDOWN_SQL.get(s.form, breakdown_sql)(s, request),
-    )
-    if isinstance(plan.then, ValueVisitors) and any(row[3] is None for row in rows):
-        more, more_params = value_visitors_sql(plan.then, request, [row[0] for row in rows])
-        visitors: dict[Any, Any] = dict(await fetch(pool, more, more_params))
-        rows = [(value, views, events, visitors.get(value, 0)) for value, views, events, _ in rows]
-    return rows
+    async with _admitted(plan):
+        stats = request.stats
+        rows = await answer(
+            pool,
+            stats.site_id,
+            stats.range.timezone,
+            plan.answer,
+            lambda s: _BREAKDOWN_SQL.get(s.form, breakdown_sql)(s, request),
+        )
+        if isinstance(plan.then, ValueVisitors) and any(row[3] is None for row in rows):
+            more, more_params = value_visitors_sql(plan.then, request, [row[0] for row in rows])
+            visitors: dict[Any, Any] = dict(await fetch(pool, more, more_params))
+            rows = [
+                (value, views, events, visitors.get(value, 0)) for value, views, events, _ in rows
+            ]
+        return rows
 
 
 async def _until_disconnected(receive: Receive) -> None:

@@ -151,6 +151,8 @@ def rows(
         where = [_zone(p), _between("month", p, single_unit(leaf))]
     elif isinstance(leaf, Edges):
         where.append(spans(leaf, p, raw=leaf.table == "events"))
+        if leaf.other_types:
+            where.append(sql.SQL("event_type <> 'page_view'"))
         if match is not None and leaf.table == "quarter_hour_paths":
             where.append(listed_buckets(leaf, p))
     elif isinstance(leaf, Instants):
@@ -219,6 +221,10 @@ def _columns(kind: Kind, leaf: Leaf, p: str) -> sql.Composable:
     if kind == "details":
         if table == "quarter_hour_paths":
             return sql.SQL("'page_view' AS event_type, path, page_views AS events, visitors")
+        if table in ("hourly_stats", "quarter_hour_stats"):  # page views of every path
+            return sql.SQL(
+                "'page_view' AS event_type, NULL::text AS path, page_views AS events, visitors"
+            )
         if table == "events":
             path = "path" if isinstance(leaf, Edges) and leaf.per_path else "NULL::text"
             return sql.SQL("event_type, {} AS path, count(*) AS events, {} AS visitors").format(
@@ -311,7 +317,9 @@ def shape(parts: tuple[Part, ...]) -> tuple[Any, ...]:
             name = "kept" if isinstance(part, IfKept) else "sealed"
             key.append((name, shape(yes), shape(no), part.expected))
         elif isinstance(part, Edges):
-            key.append(("Edges", part.table, len(part.spans), part.per_path, part.taken))
+            key.append(
+                ("Edges", part.table, len(part.spans), part.per_path, part.taken, part.other_types)
+            )
         elif isinstance(part, Days):
             key.append(("Days", part.table, part.page_views_only, single_unit(part), part.taken))
         elif isinstance(part, Months):

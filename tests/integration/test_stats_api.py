@@ -542,3 +542,71 @@ async def test_a_kept_zone_is_read_from_its_local_rollups_until_removed(
     await add_zone(loaded, SITE, "Asia/Kolkata")
     body = await get_json(client, "/api/v1/stats/aggregate", **params)
     assert {m: v["value"] for m, v in body["results"].items()} == expected
+
+
+def recount_where(
+    zone: str, first: dt.date, last: dt.date, keep: Any, by_type: bool = False
+) -> dict[str, int]:
+    """`recount` of the events `keep` selects; visitors among page views unless `by_type`."""
+    chosen = [
+        e for e in EVENTS if e.site_id == SITE and first <= local_day(e, zone) <= last and keep(e)
+    ]
+    views = [e for e in chosen if e.event_type == "page_view"]
+    return {
+        "views": len(views),
+        "visitors": len({e.user_id for e in (chosen if by_type else views)}),
+        "events": len(chosen),
+    }
+
+
+EDGE_RANGES = [
+    ("day", "2025-11-12", dt.date(2025, 11, 12), dt.date(2025, 11, 12)),
+    ("custom", "2025-11-01,2025-11-12", dt.date(2025, 11, 1), dt.date(2025, 11, 12)),
+    ("month", "2025-11-20", dt.date(2025, 11, 1), dt.date(2025, 11, 30)),
+    ("30d", "2025-11-25", dt.date(2025, 10, 27), dt.date(2025, 11, 25)),
+]
+
+
+@pytest.mark.parametrize("zone", ["UTC", "Europe/Berlin", "Asia/Kathmandu"])
+async def test_filters_and_event_types_at_the_edges_of_any_zone(
+    client: httpx.AsyncClient, zone: str
+) -> None:
+    """Page views at the partial UTC days of a local range from sub-day rollups, other event
+    types from raw events only where the answer counts them: every combination recounted."""
+    cases: list[tuple[str, str, Any, bool]] = [
+        ("event:page==/b", "visitors,views", lambda e: e.path == "/b", False),
+        ("event:page==/b", "visitors,views,events", lambda e: e.path == "/b", False),
+        ("event:page!=/b", "views,events", lambda e: e.path != "/b", False),
+        ("event:name==page_view", "visitors,events", lambda e: e.event_type == "page_view", True),
+        ("event:name!=page_view", "visitors,events", lambda e: e.event_type != "page_view", True),
+        ("event:name==click", "visitors,events", lambda e: e.event_type == "click", True),
+        (
+            "event:name!=signup;event:page==/b",
+            "visitors,views,events",
+            lambda e: e.event_type != "signup" and e.path == "/b",
+            True,
+        ),
+    ]
+    for period, date, first, last in EDGE_RANGES:
+        when = {"period": period, "date": date, "timezone": zone, "site_id": SITE}
+        for filters, metrics, keep, by_type in cases:
+            body = await get_json(
+                client, "/api/v1/stats/aggregate", filters=filters, metrics=metrics, **when
+            )
+            counted = recount_where(zone, first, last, keep, by_type)
+            expected = {m: counted[m] for m in metrics.split(",")}
+            assert {m: v["value"] for m, v in body["results"].items()} == expected, (
+                filters,
+                metrics,
+                period,
+            )
+        by_type = await get_json(client, "/api/v1/stats/breakdown", property="event:name", **when)
+        expected_types = []
+        for t in sorted({e.event_type for e in EVENTS}):
+            c = recount_where(zone, first, last, lambda e, t=t: e.event_type == t, True)
+            if c["events"]:
+                expected_types.append(
+                    {"event_type": t, "events": c["events"], "visitors": c["visitors"]}
+                )
+        expected_types.sort(key=lambda r: (-r["events"], r["event_type"]))
+        assert by_type["results"] == expected_types, period

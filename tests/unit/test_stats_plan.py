@@ -195,7 +195,7 @@ def _instants(zone: str) -> tuple[dt.datetime, dt.datetime]:
     return r.start, r.end
 
 
-def test_a_filtered_breakdown_reads_detail_rows_and_raw_edges() -> None:
+def test_a_filtered_breakdown_reads_detail_rows_and_raw_edges_of_other_types() -> None:
     request = BreakdownRequest(
         stats("2025-11-01", "2025-11-30", "Asia/Kolkata", Filter("path", False, "/a")),
         "event_type",
@@ -204,10 +204,12 @@ def test_a_filtered_breakdown_reads_detail_rows_and_raw_edges() -> None:
     )
     plan = stats_plan.plan_breakdown(request, TODAY)
     assert plan.answer.form == "ranking"
-    assert [(type(p), p.table) for p in plan.answer.parts] == [  # type: ignore[union-attr]
-        (Days, "daily_details"),
-        (Edges, "events"),
-    ]
+    days, views, others = plan.answer.parts
+    assert days == Days("daily_details", D(2025, 11, 1), D(2025, 11, 30))
+    assert isinstance(views, Edges) and views.table == "quarter_hour_paths"
+    assert isinstance(others, Edges) and others.table == "events"
+    assert others.other_types and others.per_path
+    assert others.spans == views.spans
 
 
 def test_a_page_breakdown_of_a_utc_month_is_one_row_per_path_sealed_or_not() -> None:

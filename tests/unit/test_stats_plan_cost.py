@@ -1,0 +1,121 @@
+"""Which plans are costly (they queue for a few slots), and the queue itself: no database."""
+
+from __future__ import annotations
+
+import asyncio
+import datetime as dt
+
+import pytest
+
+from ingest import stats_days, stats_plan, stats_plan_parts
+from ingest.stats_params import BreakdownRequest, Filter, StatsRequest, TimeseriesRequest
+from ingest.stats_plan_cost import costly
+from ingest.stats_plan_parts import Edges
+from ingest.stats_run import CostlyBusy, CostlyPlans
+
+TODAY = dt.date(2026, 1, 15)
+NOVEMBER = (dt.date(2025, 11, 1), dt.date(2025, 11, 30))
+ALL = ("views", "visitors", "events")
+
+
+def stats(zone: str, *filters: Filter, metrics: tuple[str, ...] = ALL) -> StatsRequest:
+    return StatsRequest("s", stats_days.make_range(*NOVEMBER, zone), metrics, filters)  # type: ignore[arg-type]
+
+
+def breakdown(zone: str, dimension: str, *filters: Filter) -> stats_plan_parts.Plan:
+    metrics = ("events", "visitors") if dimension == "event_type" else ("views", "visitors")
+    request = BreakdownRequest(stats(zone, *filters, metrics=metrics), dimension, 10, 1)  # type: ignore[arg-type]
+    return stats_plan.plan_breakdown(request, TODAY)
+
+
+PAGE_B = Filter("path", False, "/b")
+
+
+def test_a_path_filter_without_events_reads_rollups_only_in_every_zone() -> None:
+    for zone in ("UTC", "Europe/Berlin", "Asia/Kathmandu"):
+        plan = stats_plan.plan_aggregate(stats(zone, PAGE_B, metrics=("visitors", "views")), 0)
+        assert "events" not in stats_plan_parts.tables(plan), zone
+        assert costly(plan) is None, zone
+
+
+def test_a_path_filter_counting_events_reads_other_types_raw_at_the_edges_only() -> None:
+    plan = stats_plan.plan_aggregate(stats("Europe/Berlin", PAGE_B), 0)
+    raw = [p for p in plan.answer.parts if isinstance(p, Edges) and p.table == "events"]
+    assert [(p.other_types, p.per_path) for p in raw] == [(True, True)]
+    # one local hour before the UTC month, 23 after its last whole UTC day
+    assert sum(((b - a) for a, b in raw[0].spans), dt.timedelta()) == dt.timedelta(hours=24)
+    assert costly(plan) == "it reads raw events"
+    assert costly(stats_plan.plan_aggregate(stats("UTC", PAGE_B), 0)) is None
+
+
+def test_event_types_take_page_views_at_the_edges_from_hourly_and_quarter_hour_rows() -> None:
+    plan = breakdown("Asia/Kathmandu", "event_type")
+    tables = [p.table for p in plan.answer.parts]  # type: ignore[union-attr]
+    assert tables == ["daily_event_types", "hourly_stats", "quarter_hour_stats", "events"]
+    assert costly(plan) == "it reads raw events"
+    assert costly(breakdown("UTC", "event_type")) is None
+
+
+def test_only_page_views_read_no_raw_events_whatever_the_zone() -> None:
+    views = Filter("event_type", False, "page_view")
+    plan = stats_plan.plan_aggregate(stats("Asia/Kathmandu", views), 0)
+    assert "events" not in stats_plan_parts.tables(plan)
+    assert "hourly_stats" in stats_plan_parts.tables(plan)
+    one_type = stats_plan.plan_aggregate(
+        stats("Asia/Kathmandu", Filter("event_type", False, "x")), 0
+    )
+    assert "hourly_stats" not in stats_plan_parts.tables(one_type)  # no page view passes
+
+
+def test_pages_are_costly_where_they_rank_many_quarter_hours_or_merge_many_sketches() -> None:
+    assert costly(breakdown("UTC", "path")) is None
+    assert costly(breakdown("Asia/Kathmandu", "path")) == "it ranks every path's 15-minute rows"
+    assert costly(breakdown("Europe/Berlin", "path")) == "it merges many sketches per value"
+
+
+def test_totals_and_series_of_any_zone_are_not_costly_unless_filtered_raw() -> None:
+    for zone in ("UTC", "Europe/Berlin", "Asia/Kathmandu"):
+        assert costly(stats_plan.plan_aggregate(stats(zone), 0)) is None
+        series = TimeseriesRequest(stats(zone), "day")
+        assert costly(stats_plan.plan_timeseries(series)) is None
+    country = Filter("country", False, "DE")
+    raw = stats_plan.plan_aggregate(stats("UTC", country, Filter("device", False, "x")), 0)
+    assert costly(raw) == "it reads raw events"
+
+
+async def test_costly_plans_queue_first_come_first_served_then_refuse() -> None:
+    plans = CostlyPlans(limit=1, wait_s=60, max_waiting=1)
+    order: list[str] = []
+    release = asyncio.Event()
+
+    async def hold(name: str) -> None:
+        async with plans.slot("r"):
+            order.append(name)
+            await release.wait()
+
+    first = asyncio.create_task(hold("first"))
+    await asyncio.sleep(0)
+    second = asyncio.create_task(hold("second"))
+    for _ in range(10):  # the second task reaches the queue within a few turns
+        if plans.waiting:
+            break
+        await asyncio.sleep(0)
+    assert plans.waiting == 1
+    with pytest.raises(CostlyBusy):  # the queue is full: refused at once
+        async with plans.slot("r"):
+            pass
+    release.set()
+    await asyncio.gather(first, second)
+    assert order == ["first", "second"]
+    assert plans.waiting == 0
+
+
+async def test_a_costly_plan_waits_at_most_its_longest() -> None:
+    plans = CostlyPlans(limit=1, wait_s=0.01, max_waiting=8)
+    async with plans.slot("r"):
+        with pytest.raises(CostlyBusy) as refused:
+            async with plans.slot("it reads raw events"):
+                pass
+    assert refused.value.reason == "it reads raw events" and refused.value.limit == 1
+    async with plans.slot("r"):  # the slot is free again
+        pass
