@@ -194,18 +194,23 @@ async def preload(
     messages = 0
     try:
         pending = []
-        chunk: list[EventRecord] = []
+        # One chunk per site, each message keyed by its site: a site's events then share a
+        # partition and keep their order, as the API's per-partition messages do. (Chunks of
+        # mixed sites keyed by their first one would scatter a site's events over every
+        # partition, so the consumer would see most visitors' events out of order.)
+        chunks: dict[str, list[EventRecord]] = {}
         for record in generate(seed, count, recorded_rate, emitter_ids, with_context):
+            chunk = chunks.setdefault(record.site_id, [])
             chunk.append(record)
             if len(chunk) < per_message:
                 continue
             pending.append(await _send(producer, topic, chunk))
             messages += 1
-            chunk = []
+            del chunks[record.site_id]
             if len(pending) >= 2000:
                 await asyncio.gather(*pending)
                 pending = []
-        if chunk:
+        for chunk in chunks.values():
             pending.append(await _send(producer, topic, chunk))
             messages += 1
         await asyncio.gather(*pending)

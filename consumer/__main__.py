@@ -39,12 +39,7 @@ async def run(settings: ConsumerSettings, stop: asyncio.Event) -> None:
     )
     stats = ConsumerStats()
     consumer = make_kafka_consumer(settings)
-    writer = Writer(
-        settings.database_url,
-        settings.group_id,
-        settings.events_topic,
-        settings.visit_timeout_seconds,
-    )
+    writer = Writer.for_replica(settings)
     dead_letters = DeadLetters(
         settings.kafka_bootstrap_servers, settings.dlq_topic, settings.events_topic
     )

@@ -22,6 +22,7 @@ import psycopg
 from consumer.rollups import visit_statement
 from consumer.rollups.statements import statement
 from consumer.sessions import ORIGIN_FIELDS, Change, Visit, sessionize
+from core.settings import VISIT_VALUES_PER_DAY
 
 _ORIGIN_COLUMNS = ", ".join(f"{name} text" for name in ORIGIN_FIELDS)
 _WAS_ORIGIN_COLUMNS = ", ".join(f"was_{name} text" for name in ORIGIN_FIELDS)
@@ -61,6 +62,7 @@ PLACE_IN_ORDER = statement("visits.place_in_order")
 LOAD_LATE_EVENTS = statement("visits.load_late_events")
 LOAD_LATE_STORED = statement("visits.load_late_stored")
 DELETE_MOVED = statement("visits.delete_moved")
+CAP_VALUES = statement("visits.cap_values")
 STORE_VISITS = visit_statement()
 
 
@@ -78,14 +80,19 @@ def _state(visit: Visit | None) -> tuple[object, ...]:
     )
 
 
-async def store_visits(cur: psycopg.AsyncCursor[Any], visit_timeout: dt.timedelta) -> int:
+async def store_visits(
+    cur: psycopg.AsyncCursor[Any],
+    visit_timeout: dt.timedelta,
+    values_per_day: int = VISIT_VALUES_PER_DAY.default,
+) -> int:
     """Places the events in `visit_events` in visits and stores them with the visit rollups,
     in the cursor's transaction (which holds the partitions' offsets rows, so no other writer
     touches these visitors meanwhile). Waits for each statement; returns the number of
     visits made or changed.
 
     Visitors whose events come in order are placed in SQL; the few with a late event are
-    read, placed by consumer/sessions.py and copied back."""
+    read, placed by consumer/sessions.py and copied back. A free-text value past
+    `values_per_day` for its site, day and dimension is kept as '(other)' (visits.cap_values)."""
     timeout = {"timeout_s": visit_timeout.total_seconds()}
     await cur.execute(f"{VISIT_WORK_MEM}; {LOCK_VISITS}")  # one round trip
     await cur.execute(PLACE_IN_ORDER, timeout)
@@ -112,6 +119,7 @@ async def store_visits(cur: psycopg.AsyncCursor[Any], visit_timeout: dt.timedelt
                         *_state(was),
                     )
                 )
+    await cur.execute(CAP_VALUES, {"cap": values_per_day})
     await cur.execute(STORE_VISITS)
     row = await cur.fetchone()
     return int(row[0]) if row else 0

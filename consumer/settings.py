@@ -38,6 +38,7 @@ class ConsumerSettings(msgspec.Struct, frozen=True, kw_only=True):
     session_timeout_ms: int = declared.SESSION_TIMEOUT_MS.default
     max_poll_interval_ms: int = declared.MAX_POLL_INTERVAL_MS.default
     visit_timeout_seconds: int = declared.VISIT_TIMEOUT_SECONDS.default
+    visit_values_per_day: int = declared.VISIT_VALUES_PER_DAY.default
     auto_zones_per_site: int = declared.AUTO_ZONES_PER_SITE.default
     auto_zones_max: int = declared.AUTO_ZONES_MAX.default
     auto_zones_idle_days: int = declared.AUTO_ZONES_IDLE_DAYS.default

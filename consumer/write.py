@@ -35,8 +35,9 @@ from consumer.errors import Fault, describe, fault_of, sqlstate_of
 from consumer.isolation import bisect
 from consumer.rollups import batch_statement
 from consumer.sessions_store import VISIT_DDL, VISIT_TABLES, store_visits
+from consumer.settings import ConsumerSettings
 from core.events import CONTEXT_FIELDS
-from core.settings import VISIT_TIMEOUT_SECONDS
+from core.settings import VISIT_TIMEOUT_SECONDS, VISIT_VALUES_PER_DAY
 
 log = logging.getLogger(__name__)
 
@@ -150,13 +151,26 @@ class Writer:
         group_id: str,
         topic: str,
         visit_timeout_s: float = VISIT_TIMEOUT_SECONDS.default,
+        visit_values_per_day: int = VISIT_VALUES_PER_DAY.default,
     ) -> None:
         self._database_url = database_url
         self._group_id = group_id
         self._topic = topic
         self._visit_timeout = dt.timedelta(seconds=visit_timeout_s)
+        self._visit_values_per_day = visit_values_per_day
         self._conn: psycopg.AsyncConnection[TupleRow] | None = None
         self._known_days: set[dt.date] = set()
+
+    @classmethod
+    def for_replica(cls, settings: ConsumerSettings) -> Writer:
+        """The writer of a consumer replica with these settings."""
+        return cls(
+            settings.database_url,
+            settings.group_id,
+            settings.events_topic,
+            settings.visit_timeout_seconds,
+            settings.visit_values_per_day,
+        )
 
     async def close(self) -> None:
         if self._conn is not None:
@@ -291,7 +305,7 @@ class Writer:
                 raise RowsRejected(f"cannot encode the event: {type(exc).__name__}: {exc}") from exc
             await cur.execute(INSERT_AND_ROLL_UP)
             result = await cur.fetchone()
-            await store_visits(cur, self._visit_timeout)
+            await store_visits(cur, self._visit_timeout, self._visit_values_per_day)
             return int(result[0]) if result else 0
 
     async def _ensure_partitions(

@@ -831,6 +831,17 @@ VISIT_TIMEOUT_SECONDS = _declare(
         read_by="consumer",
     )
 )
+VISIT_VALUES_PER_DAY = _declare(
+    Setting(
+        env="VISIT_VALUES_PER_DAY",
+        default=10_000,
+        minimum=1,
+        doc="per site, UTC day and free-text visit dimension (source, referrer, UTM values, "
+        "entry and exit page), the values kept in the visit rollups; visits with a value past "
+        "it count under '(other)' (the raw events keep it). Bounds what hostile traffic adds",
+        read_by="consumer",
+    )
+)
 AUTO_ZONES_PER_SITE = _declare(
     Setting(
         env="AUTO_ZONES_PER_SITE",

@@ -30,8 +30,9 @@ latest AS MATERIALIZED (
                        ORDER BY v.started_at DESC LIMIT 1) AS v ON true
 ),
 -- One sort of the events: each knows whether it starts a visit (a gap past the timeout
--- before it, or no stored visit to continue) and whether it ends one.
-marked AS MATERIALIZED (
+-- before it, or no stored visit to continue) and whether it ends one. Not materialized: the
+-- runs' window below then reads it in the order it was sorted in, rather than sorting again.
+marked AS (
     SELECT e.*,
            CASE WHEN lag(e.event_time) OVER w IS NULL
                 THEN l.last_at IS NULL
@@ -46,8 +47,9 @@ marked AS MATERIALIZED (
 ),
 -- Run 0 continues the stored visit; runs 1, 2... are new visits. A run has one event that
 -- ends it (its exit page) and, unless it is run 0, one that starts it (its entry and origin):
--- picked while grouping, with no further sort. Run 0 takes its entry and origin from the
--- stored visit (joined for run 0 only, where the run's own are NULL: hence coalesce()).
+-- picked while grouping, as the min() of the one row its filter lets through (no arrays).
+-- Run 0 takes its entry and origin from the stored visit (joined for run 0 only, where the
+-- run's own are NULL: hence coalesce()).
 runs AS (
     SELECT *, count(*) FILTER (WHERE starts) OVER (PARTITION BY site_id, visitor
                                                    ORDER BY event_time, event_id) AS run
@@ -57,19 +59,19 @@ totals AS (
     SELECT site_id, visitor, run, count(*) AS events,
            count(*) FILTER (WHERE page_view) AS page_views,
            min(event_time) AS first_at, max(event_time) AS last_at,
-           (array_agg(path) FILTER (WHERE ends))[1] AS exit_page,
-           (array_agg(path) FILTER (WHERE starts))[1] AS entry_page,
-           (array_agg(referrer_host) FILTER (WHERE starts))[1] AS referrer_host,
-           (array_agg(referrer_source) FILTER (WHERE starts))[1] AS referrer_source,
-           (array_agg(utm_source) FILTER (WHERE starts))[1] AS utm_source,
-           (array_agg(utm_medium) FILTER (WHERE starts))[1] AS utm_medium,
-           (array_agg(utm_campaign) FILTER (WHERE starts))[1] AS utm_campaign,
-           (array_agg(utm_content) FILTER (WHERE starts))[1] AS utm_content,
-           (array_agg(utm_term) FILTER (WHERE starts))[1] AS utm_term,
-           (array_agg(browser) FILTER (WHERE starts))[1] AS browser,
-           (array_agg(os) FILTER (WHERE starts))[1] AS os,
-           (array_agg(device) FILTER (WHERE starts))[1] AS device,
-           (array_agg(country) FILTER (WHERE starts))[1] AS country
+           min(path) FILTER (WHERE ends) AS exit_page,
+           min(path) FILTER (WHERE starts) AS entry_page,
+           min(referrer_host) FILTER (WHERE starts) AS referrer_host,
+           min(referrer_source) FILTER (WHERE starts) AS referrer_source,
+           min(utm_source) FILTER (WHERE starts) AS utm_source,
+           min(utm_medium) FILTER (WHERE starts) AS utm_medium,
+           min(utm_campaign) FILTER (WHERE starts) AS utm_campaign,
+           min(utm_content) FILTER (WHERE starts) AS utm_content,
+           min(utm_term) FILTER (WHERE starts) AS utm_term,
+           min(browser) FILTER (WHERE starts) AS browser,
+           min(os) FILTER (WHERE starts) AS os,
+           min(device) FILTER (WHERE starts) AS device,
+           min(country) FILTER (WHERE starts) AS country
     FROM runs GROUP BY 1, 2, 3
 ),
 placed AS (
@@ -133,6 +135,89 @@ DELETE FROM visits v
 USING unnest(%(sites)s::text[], %(visitors)s::text[], %(starts)s::timestamptz[])
     AS m (site_id, visitor, started_at)
 WHERE v.site_id = m.site_id AND v.visitor = m.visitor AND v.started_at = m.started_at
+
+-- name: visits.cap_values
+-- What one site can add to daily_visit_dimensions is bounded: per (site, UTC day, dimension)
+-- of the free-text dimensions (source, referrer, UTM values, entry and exit page), at most
+-- %(cap)s values besides '(other)'. A value a changed visit takes that it did not have as
+-- stored (a new visit's, a moved start's, a new exit page) and that has no row yet gets one
+-- while its group has room (the batch's new values by most visits, then by name); past that
+-- the visit keeps '(other)' for it, in `visits` too, so that every later change of the visit
+-- finds the row it counted in, and a recount from `visits` gives the same rows. The raw
+-- events keep the value. Only the values new to their visit are looked up (a primary-key
+-- probe each), and only a group with a new value is counted (at most %(cap)s index entries).
+WITH taken AS MATERIALIZED (
+    SELECT c.site_id, (c.started_at AT TIME ZONE 'UTC')::date AS day, x.dimension, x.value,
+           count(*) AS visits
+    FROM visit_changes c
+    CROSS JOIN LATERAL (VALUES
+        ('source', coalesce(c.referrer_source, c.referrer_host)),
+        ('referrer', c.referrer_host), ('utm_source', c.utm_source),
+        ('utm_medium', c.utm_medium), ('utm_campaign', c.utm_campaign),
+        ('utm_content', c.utm_content), ('utm_term', c.utm_term),
+        ('entry_page', c.entry_page), ('exit_page', c.exit_page)
+    ) AS x (dimension, value)
+    WHERE c.stored_started_at IS DISTINCT FROM c.started_at AND x.value IS NOT NULL
+    GROUP BY 1, 2, 3, 4
+    UNION ALL
+    -- An extended visit (its start unchanged) can only have a new exit page.
+    SELECT site_id, (started_at AT TIME ZONE 'UTC')::date, 'exit_page', exit_page, count(*)
+    FROM visit_changes
+    WHERE stored_started_at = started_at AND exit_page IS DISTINCT FROM was_exit_page
+    GROUP BY 1, 2, 3, 4
+),
+missing AS MATERIALIZED (
+    SELECT t.site_id, t.day, t.dimension, t.value, sum(t.visits) AS visits
+    FROM taken t
+    WHERE t.value <> '(other)'
+      AND NOT EXISTS (SELECT FROM daily_visit_dimensions d
+                      WHERE d.site_id = t.site_id AND d.day = t.day
+                        AND d.dimension = t.dimension AND d.value = t.value)
+    GROUP BY 1, 2, 3, 4
+),
+room AS MATERIALIZED (
+    SELECT g.site_id, g.day, g.dimension,
+           %(cap)s - (SELECT count(*) FROM (SELECT FROM daily_visit_dimensions d
+                                            WHERE d.site_id = g.site_id AND d.day = g.day
+                                              AND d.dimension = g.dimension
+                                              AND d.value <> '(other)'
+                                            LIMIT %(cap)s) AS stored) AS room
+    FROM (SELECT DISTINCT site_id, day, dimension FROM missing) AS g
+),
+refused AS MATERIALIZED (
+    SELECT site_id, day, dimension, value
+    FROM (SELECT m.site_id, m.day, m.dimension, m.value, r.room,
+                 row_number() OVER (PARTITION BY m.site_id, m.day, m.dimension
+                                    ORDER BY m.visits DESC, m.value) AS rank
+          FROM missing m JOIN room r USING (site_id, day, dimension)) AS ranked
+    WHERE rank > room
+)
+-- Each SET reads the row as it was: a refused referrer also makes the source '(other)' when
+-- the source was the referrer's host, which is a value '(other)' always has room for.
+UPDATE visit_changes c SET
+    referrer_source = CASE WHEN (c.site_id, d.day, 'source',
+                                 coalesce(c.referrer_source, c.referrer_host))
+                                IN (SELECT * FROM refused)
+                           THEN '(other)' ELSE c.referrer_source END,
+    referrer_host = CASE WHEN (c.site_id, d.day, 'referrer', c.referrer_host)
+                              IN (SELECT * FROM refused)
+                         THEN '(other)' ELSE c.referrer_host END,
+    utm_source = CASE WHEN (c.site_id, d.day, 'utm_source', c.utm_source)
+                           IN (SELECT * FROM refused) THEN '(other)' ELSE c.utm_source END,
+    utm_medium = CASE WHEN (c.site_id, d.day, 'utm_medium', c.utm_medium)
+                           IN (SELECT * FROM refused) THEN '(other)' ELSE c.utm_medium END,
+    utm_campaign = CASE WHEN (c.site_id, d.day, 'utm_campaign', c.utm_campaign)
+                             IN (SELECT * FROM refused) THEN '(other)' ELSE c.utm_campaign END,
+    utm_content = CASE WHEN (c.site_id, d.day, 'utm_content', c.utm_content)
+                            IN (SELECT * FROM refused) THEN '(other)' ELSE c.utm_content END,
+    utm_term = CASE WHEN (c.site_id, d.day, 'utm_term', c.utm_term)
+                         IN (SELECT * FROM refused) THEN '(other)' ELSE c.utm_term END,
+    entry_page = CASE WHEN (c.site_id, d.day, 'entry_page', c.entry_page)
+                           IN (SELECT * FROM refused) THEN '(other)' ELSE c.entry_page END,
+    exit_page = CASE WHEN (c.site_id, d.day, 'exit_page', c.exit_page)
+                          IN (SELECT * FROM refused) THEN '(other)' ELSE c.exit_page END
+FROM (SELECT DISTINCT site_id, day FROM refused) AS d
+WHERE d.site_id = c.site_id AND d.day = (c.started_at AT TIME ZONE 'UTC')::date
 
 -- name: visits.head
 -- visit_changes holds each visit the batch made or changed, as it is now, and as it was
@@ -225,7 +310,7 @@ WHERE (visits, bounces, duration, page_views) <> (0, 0, 0, 0) ORDER BY 1, 2
 -- not have (a new visit's every value, an extended one's new exit page), which is all a
 -- sketch that only grows can learn.
 visit_dimension_sums AS MATERIALIZED (
-    SELECT site_id, day,
+    SELECT site_id COLLATE "C" AS site_id, day,
            CASE WHEN GROUPING(source) = 0 THEN 'source'
                 WHEN GROUPING(referrer_host) = 0 THEN 'referrer'
                 WHEN GROUPING(utm_source) = 0 THEN 'utm_source'
@@ -237,10 +322,11 @@ visit_dimension_sums AS MATERIALIZED (
                 WHEN GROUPING(exit_page) = 0 THEN 'exit_page'
                 WHEN GROUPING(browser) = 0 THEN 'browser'
                 WHEN GROUPING(os) = 0 THEN 'os'
-                WHEN GROUPING(device) = 0 THEN 'device' ELSE 'country' END AS dimension,
+                WHEN GROUPING(device) = 0 THEN 'device' ELSE 'country' END COLLATE "C"
+               AS dimension,
            coalesce(source, referrer_host, utm_source, utm_medium, utm_campaign, utm_content,
                     utm_term, entry_page, exit_page, browser, os, device, country, '(not set)')
-               AS value,
+               COLLATE "C" AS value,
            sum(visits) AS visits, sum(bounces) AS bounces, sum(duration) AS duration,
            sum(page_views) AS page_views
     FROM visit_deltas
@@ -250,7 +336,8 @@ visit_dimension_sums AS MATERIALIZED (
                                           (country))
 ),
 visit_dimension_sketches AS MATERIALIZED (
-    SELECT c.site_id, c.day, x.dimension, coalesce(x.value, '(not set)') AS value,
+    SELECT c.site_id COLLATE "C" AS site_id, c.day, x.dimension COLLATE "C" AS dimension,
+           coalesce(x.value, '(not set)') COLLATE "C" AS value,
            hll_add_agg(c.visitor_hash) AS visitors
     FROM changed c
     CROSS JOIN LATERAL (VALUES
@@ -281,7 +368,7 @@ daily_visit_dimension_deltas AS (
            coalesce(k.visitors, hll_empty())
     FROM visit_dimension_sums s FULL JOIN visit_dimension_sketches k
         USING (site_id, day, dimension, value)
-    ORDER BY site_id COLLATE "C", day, dimension, value COLLATE "C"
+    ORDER BY site_id, day, dimension, value
     ON CONFLICT (site_id, day, dimension, value) DO UPDATE SET
         visits = d.visits + EXCLUDED.visits, bounces = d.bounces + EXCLUDED.bounces,
         duration = d.duration + EXCLUDED.duration, page_views = d.page_views + EXCLUDED.page_views,

@@ -284,3 +284,53 @@ async def test_a_rebuild_recounts_the_visit_rollups_from_the_visits(database_url
     assert rows(database_url, query) == [("/b", 1, 1)]
     assert rows(database_url, "SELECT * FROM quarter_hour_visits") == before
     assert_rollups_match_raw_rows(database_url)
+
+
+async def test_free_text_values_past_the_daily_cap_count_under_other_and_a_fresh_visit_counts(
+    consumer_settings: ConsumerSettings,
+) -> None:
+    # A flood of visits each with its own campaign and landing page: past the cap (3 here)
+    # per site, day and dimension, they count under '(other)', in `visits` too, and the
+    # rollups still equal a recount from the visits; a fresh visit after the flood is counted.
+    settings = msgspec.structs.replace(consumer_settings, visit_values_per_day=3)
+    url = settings.database_url
+    flood = [
+        event(i, user_id=f"u{i}", path=f"/landing-{i}", utm_campaign=f"c{i}") for i in range(8)
+    ]
+    # c0 twice (two visitors), so it ranks first among the batch's new values.
+    flood.append(event(9, user_id="u-again", path="/landing-0", utm_campaign="c0"))
+    await consume(settings, flood)
+    campaigns = dict(
+        rows(
+            url,
+            "SELECT value, visits FROM daily_visit_dimensions WHERE dimension = 'utm_campaign'",
+        )
+    )
+    assert campaigns == {"c0": 2, "c1": 1, "c2": 1, "(other)": 5}
+    entries = rows(
+        url, "SELECT count(*) FROM daily_visit_dimensions WHERE dimension = 'entry_page'"
+    )
+    assert entries == [(4,)]  # 3 pages and '(other)'
+    assert rows(url, "SELECT count(*) FROM visits WHERE utm_campaign = '(other)'") == [(5,)]
+    assert rows(url, "SELECT count(*) FROM events WHERE utm_campaign LIKE 'c%'") == [(9,)]
+    assert_rollups_match_raw_rows(url)
+    # A kept value keeps counting, and an extended visit's new exit page past the cap goes to
+    # '(other)' too; its first visit's rows are moved consistently.
+    await consume(
+        settings,
+        [
+            event(60, user_id="u1", path="/exit-new"),
+            event(61, user_id="fresh", path="/landing-1", utm_campaign="c1"),
+        ],
+    )
+    campaigns = dict(
+        rows(
+            url,
+            "SELECT value, visits FROM daily_visit_dimensions WHERE dimension = 'utm_campaign'",
+        )
+    )
+    assert campaigns == {"c0": 2, "c1": 2, "c2": 1, "(other)": 5}
+    assert rows(url, "SELECT exit_page, page_views FROM visits WHERE visitor = 'u1'") == [
+        ("(other)", 2)
+    ]
+    assert_rollups_match_raw_rows(url)
