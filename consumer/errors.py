@@ -27,6 +27,8 @@ class Fault(enum.Enum):
 
 # SQLSTATE classes (the first two characters) that the rows can cause.
 DATA_CLASSES = {
+    "21",  # cardinality violation: an upsert meeting one key twice, which only some rows
+    # cause (a statement's flaw, but retrying the same rows will fail again: isolate them)
     "22",  # data exception: invalid text (NUL), out-of-range values, and functions refusing
     # a value with a class-22 code (a day already dropped by retention: 22023)
     "23",  # integrity constraint violation, incl. 23514 "no partition of relation found"

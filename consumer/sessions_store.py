@@ -19,7 +19,7 @@ from typing import Any
 
 import psycopg
 
-from consumer.rollups import visit_statement
+from consumer.rollups import ROLLUPS, visit_statement
 from consumer.rollups.statements import statement
 from consumer.sessions import ORIGIN_FIELDS, Change, Visit, sessionize
 from core.settings import VISIT_VALUES_PER_DAY
@@ -54,7 +54,12 @@ CHANGE_TYPES = ["text", "text", "timestamptz", "timestamptz", *_STATE_TYPES, *_S
 
 # Retention deletes old visits under SHARE ROW EXCLUSIVE: taken before the visits are read,
 # this keeps it from deleting one between the read and the write (it waits for the batch).
-LOCK_VISITS = "LOCK TABLE visits IN ROW EXCLUSIVE MODE"
+# The visit rollups are locked with it, in the registry's order, the mode the visit
+# statement takes them in: the cap reads daily_visit_dimensions before that statement, and
+# must not hold it before quarter_hour_visits.
+LOCK_VISITS = "LOCK TABLE visits, {} IN ROW EXCLUSIVE MODE".format(
+    ", ".join(r.table for r in ROLLUPS if r.from_visits)
+)
 # The visit statements sort and group a batch's events and visits a few ways; at the default
 # work_mem (4 MB) a 40,000-event batch's sorts spill to disk. For this transaction only.
 VISIT_WORK_MEM = "SET LOCAL work_mem = '64MB'"

@@ -139,7 +139,7 @@ WHERE v.site_id = m.site_id AND v.visitor = m.visitor AND v.started_at = m.start
 -- name: visits.cap_values
 -- What one site can add to daily_visit_dimensions is bounded: per (site, UTC day, dimension)
 -- of the free-text dimensions (source, referrer, UTM values, entry and exit page), at most
--- %(cap)s values besides '(other)'. A value a changed visit takes that it did not have as
+-- %(cap)s values besides '(other)' and '(not set)' (a literal one counts with the missing). A value a changed visit takes that it did not have as
 -- stored (a new visit's, a moved start's, a new exit page) and that has no row yet gets one
 -- while its group has room (the batch's new values by most visits, then by name); past that
 -- the visit keeps '(other)' for it, in `visits` too, so that every later change of the visit
@@ -169,7 +169,7 @@ WITH taken AS MATERIALIZED (
 missing AS MATERIALIZED (
     SELECT t.site_id, t.day, t.dimension, t.value, sum(t.visits) AS visits
     FROM taken t
-    WHERE t.value <> '(other)'
+    WHERE t.value NOT IN ('(other)', '(not set)')
       AND NOT EXISTS (SELECT FROM daily_visit_dimensions d
                       WHERE d.site_id = t.site_id AND d.day = t.day
                         AND d.dimension = t.dimension AND d.value = t.value)
@@ -180,7 +180,7 @@ room AS MATERIALIZED (
            %(cap)s - (SELECT count(*) FROM (SELECT FROM daily_visit_dimensions d
                                             WHERE d.site_id = g.site_id AND d.day = g.day
                                               AND d.dimension = g.dimension
-                                              AND d.value <> '(other)'
+                                              AND d.value NOT IN ('(other)', '(not set)')
                                             LIMIT %(cap)s) AS stored) AS room
     FROM (SELECT DISTINCT site_id, day, dimension FROM missing) AS g
 ),
@@ -243,24 +243,36 @@ stored AS (
         page_views = EXCLUDED.page_views, events = EXCLUDED.events
 ),
 -- Each changed visit's contribution now (+) and as stored (-), at the grain of every visit
--- rollup: its bucket and day, and each dimension's value.
+-- rollup: its bucket and day, and each dimension's value, a missing one as '(not set)' here
+-- already (grouped apart, a missing value and a literal '(not set)' would be two groups of
+-- one rollup row, which an upsert cannot write twice).
 visit_deltas AS MATERIALIZED (
     SELECT site_id, day, date_bin('15 minutes', started_at, timestamptz '2000-01-01 00:00+00')
                AS bucket,
            1 AS visits, (events = 1 AND page_views = 1)::int AS bounces,
            floor(extract(epoch FROM last_at - started_at))::bigint AS duration, page_views,
-           coalesce(referrer_source, referrer_host) AS source, referrer_host, utm_source,
-           utm_medium, utm_campaign, utm_content, utm_term, entry_page, exit_page, browser, os,
-           device, country
+           coalesce(referrer_source, referrer_host, '(not set)') AS source,
+           coalesce(referrer_host, '(not set)') AS referrer_host,
+           coalesce(utm_source, '(not set)') AS utm_source,
+           coalesce(utm_medium, '(not set)') AS utm_medium,
+           coalesce(utm_campaign, '(not set)') AS utm_campaign,
+           coalesce(utm_content, '(not set)') AS utm_content,
+           coalesce(utm_term, '(not set)') AS utm_term, entry_page, exit_page,
+           coalesce(browser, '(not set)') AS browser, coalesce(os, '(not set)') AS os,
+           coalesce(device, '(not set)') AS device, coalesce(country, '(not set)') AS country
     FROM changed
     UNION ALL
     SELECT site_id, was_day,
            date_bin('15 minutes', stored_started_at, timestamptz '2000-01-01 00:00+00'),
            -1, -(was_events = 1 AND was_page_views = 1)::int,
            -floor(extract(epoch FROM was_last_at - stored_started_at))::bigint, -was_page_views,
-           coalesce(was_referrer_source, was_referrer_host), was_referrer_host, was_utm_source,
-           was_utm_medium, was_utm_campaign, was_utm_content, was_utm_term, was_entry_page,
-           was_exit_page, was_browser, was_os, was_device, was_country
+           coalesce(was_referrer_source, was_referrer_host, '(not set)'),
+           coalesce(was_referrer_host, '(not set)'), coalesce(was_utm_source, '(not set)'),
+           coalesce(was_utm_medium, '(not set)'), coalesce(was_utm_campaign, '(not set)'),
+           coalesce(was_utm_content, '(not set)'), coalesce(was_utm_term, '(not set)'),
+           was_entry_page, was_exit_page, coalesce(was_browser, '(not set)'),
+           coalesce(was_os, '(not set)'), coalesce(was_device, '(not set)'),
+           coalesce(was_country, '(not set)')
     FROM changed WHERE stored_started_at IS NOT NULL
 )
 
@@ -305,8 +317,8 @@ WHERE (visits, bounces, duration, page_views) <> (0, 0, 0, 0) ORDER BY 1, 2
 
 -- name: daily_visit_dimensions.upsert
 -- The sums: one pass into thirteen groupings, one per dimension (in each grouping set the
--- other columns are NULL, so coalesce() picks the set's own value); no sketch there, so the
--- groupings are hashed. The sketches: a visitor is added only under a value their visit did
+-- other columns are NULL, and the set's own never is, so coalesce() picks it); no sketch
+-- there, so the groupings are hashed. The sketches: a visitor is added only under a value their visit did
 -- not have (a new visit's every value, an extended one's new exit page), which is all a
 -- sketch that only grows can learn.
 visit_dimension_sums AS MATERIALIZED (
@@ -325,7 +337,7 @@ visit_dimension_sums AS MATERIALIZED (
                 WHEN GROUPING(device) = 0 THEN 'device' ELSE 'country' END COLLATE "C"
                AS dimension,
            coalesce(source, referrer_host, utm_source, utm_medium, utm_campaign, utm_content,
-                    utm_term, entry_page, exit_page, browser, os, device, country, '(not set)')
+                    utm_term, entry_page, exit_page, browser, os, device, country)
                COLLATE "C" AS value,
            sum(visits) AS visits, sum(bounces) AS bounces, sum(duration) AS duration,
            sum(page_views) AS page_views

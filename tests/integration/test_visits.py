@@ -334,3 +334,39 @@ async def test_free_text_values_past_the_daily_cap_count_under_other_and_a_fresh
         ("(other)", 2)
     ]
     assert_rollups_match_raw_rows(url)
+
+
+async def test_a_literal_not_set_value_counts_with_the_missing_ones_and_the_batch_is_stored(
+    consumer_settings: ConsumerSettings,
+) -> None:
+    # A public hit can carry the text '(not set)', the name a missing value is counted under:
+    # it is counted with the visits that have no value, rather than as a second row of the
+    # same key (which an upsert refuses, stalling the partition). Past a full cap it is
+    # neither refused nor counted as a value.
+    settings = msgspec.structs.replace(consumer_settings, visit_values_per_day=1)
+    url = settings.database_url
+    await consume(
+        settings,
+        [
+            event(0, user_id="literal", utm_campaign="(not set)", browser="(not set)"),
+            event(1, user_id="missing"),
+            event(2, user_id="valued", utm_campaign="spring", browser="Firefox"),
+            event(3, user_id="refused", utm_campaign="autumn"),
+        ],
+    )
+    campaigns = dict(
+        rows(
+            url,
+            "SELECT value, visits FROM daily_visit_dimensions WHERE dimension = 'utm_campaign'",
+        )
+    )
+    # Both new values had one visit: the first by name took the one place.
+    assert campaigns == {"(not set)": 2, "autumn": 1, "(other)": 1}
+    browsers = dict(
+        rows(url, "SELECT value, events FROM daily_dimensions WHERE dimension = 'browser'")
+    )
+    assert browsers["(not set)"] == 3
+    assert_rollups_match_raw_rows(url)
+    await consume(settings, [event(60, user_id="fresh", path="/after")])
+    assert rows(url, "SELECT count(*) FROM visits") == [(5,)]
+    assert_rollups_match_raw_rows(url)

@@ -12,6 +12,7 @@ from consumer.errors import Fault, fault_of, fault_of_sqlstate
 @pytest.mark.parametrize(
     "sqlstate",
     [
+        "21000",  # cardinality_violation: an upsert meeting one key twice
         "22001",  # string_data_right_truncation
         "22003",  # numeric_value_out_of_range
         "22008",  # datetime_field_overflow
