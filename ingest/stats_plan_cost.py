@@ -34,11 +34,12 @@ from ingest.stats_plan_parts import (
 )
 
 QUARTER = dt.timedelta(minutes=15)
-# Four hours of every path's quarter hours: about 4,000 rows on the 10M-event bench month, where
-# a month of one row per path reads about 1,000.
-MAX_PATH_QUARTERS = 16
-# A month of daily sketches per value, the most a calendar month's plan merges.
-MAX_SKETCHES_PER_VALUE = 31
+# The quarter hours at the two edges of any range in any zone (at most a UTC day each): what
+# the dashboard's default questions (this month, the last 30 days) read in a zone other than
+# UTC. Only a plan past that bound is costly, so those questions never queue behind one.
+MAX_PATH_QUARTERS = 2 * 96
+# A month of daily sketches per value, and the edges' quarter hours, for the same reason.
+MAX_SKETCHES_PER_VALUE = 31 + 2 * 96
 # The forms that group every path's rows (the others filter or sum them).
 RANKINGS = ("pages", "pages by visitors", "ranking")
 

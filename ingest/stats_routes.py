@@ -37,6 +37,7 @@ from ingest.export import ExportRoute
 from ingest.settings import Settings
 from ingest.stats_run import (
     COSTLY,
+    COSTLY_CLIENT,
     RAW_READS,
     CostlyBusy,
     CostlyPlans,
@@ -108,6 +109,7 @@ class StatsApi:
         """The client's rate limit, the site (parsed), its read keys; returns the query
         parameters."""
         client = self._access.limit_client(request.scope)
+        COSTLY_CLIENT.set(client)  # this request's task only: its share of the costly slots
         params = dict(request.query_params)
         site_id = stats_params.parse_site(params)
         token = bearer_token(request.headers.get("authorization"))

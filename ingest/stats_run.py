@@ -110,30 +110,50 @@ class CostlyPlans:
         self.max_waiting = max_waiting
         self.waiting = 0
         self._slots = asyncio.Semaphore(limit)
+        # One slot at a time per client: a client's next costly plan waits for its previous
+        # one, so one client cannot hold every slot. Entries live while a plan of theirs does.
+        self._clients: dict[str, tuple[asyncio.Lock, list[int]]] = {}
 
     @contextlib.asynccontextmanager
-    async def slot(self, reason: str) -> AsyncIterator[None]:
-        """Holds one slot for the block, waiting at most `wait_s` for it; raises CostlyBusy
-        when the wait runs out or `max_waiting` others are already waiting."""
+    async def slot(self, reason: str, client: str = "") -> AsyncIterator[None]:
+        """Holds one slot for the block, waiting at most `wait_s` for it (and for the
+        client's own previous costly plan to end); raises CostlyBusy when the wait runs out
+        or `max_waiting` others are already waiting."""
         if self._slots.locked() and self.waiting >= self.max_waiting:
             raise CostlyBusy(reason, self.limit)
+        turn, users = self._clients.setdefault(client, (asyncio.Lock(), [0]))
+        users[0] += 1
         self.waiting += 1
+        own = shared = False
         try:
-            async with asyncio.timeout(self.wait_s):
-                await self._slots.acquire()
-        except TimeoutError:
-            raise CostlyBusy(reason, self.limit) from None
-        finally:
-            self.waiting -= 1
-        try:
+            try:
+                async with asyncio.timeout(self.wait_s):
+                    await turn.acquire()
+                    own = True
+                    await self._slots.acquire()
+                    shared = True
+            except TimeoutError:
+                raise CostlyBusy(reason, self.limit) from None
+            finally:
+                self.waiting -= 1
             yield
         finally:
-            self._slots.release()
+            if shared:
+                self._slots.release()
+            if own:
+                turn.release()
+            users[0] -= 1
+            if not users[0]:
+                del self._clients[client]
 
 
 # The CostlyPlans of the app serving the request (set by ingest/stats_routes.py); None:
 # costly plans run like the others.
 COSTLY: ContextVar[CostlyPlans | None] = ContextVar("costly_plans", default=None)
+
+
+# The client asking (its rate-limit bucket, ingest/access.py), for its share of COSTLY.
+COSTLY_CLIENT: ContextVar[str] = ContextVar("costly_client", default="")
 
 
 @contextlib.asynccontextmanager
@@ -144,7 +164,7 @@ async def _admitted(plan: Plan) -> AsyncIterator[None]:
     if plans is None or reason is None:
         yield
         return
-    async with plans.slot(reason):
+    async with plans.slot(reason, COSTLY_CLIENT.get()):
         yield
 
 
