@@ -690,7 +690,7 @@ EXPORT_MAX_SENDING = _declare(
 EXPORT_MAX_BYTES = _declare(
     Setting(
         env="EXPORT_MAX_BYTES",
-        default=512 * 1024 * 1024,
+        default=64 * 1024 * 1024,
         minimum=1024,
         doc="largest archive an export builds (past 4 MiB it is spooled to a temporary file); "
         "a larger one is refused 400 `export_too_large`: export fewer days",

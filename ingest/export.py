@@ -39,7 +39,13 @@ from core.plausible_csv import BY_NAME, TABLES
 from ingest.access import StatsAccess, bearer_token
 from ingest.database import connection_options
 from ingest.errors import BadRequest, ServiceUnavailable
-from ingest.export_send import ArchiveResponse, ExportSlots, owners_of, send_deadline_s
+from ingest.export_send import (
+    ArchiveResponse,
+    ExportBusy,
+    ExportSlots,
+    owners_of,
+    send_deadline_s,
+)
 from ingest.export_zip import ZipStream
 from ingest.settings import Settings
 from ingest.stats_params import MAX_SITE_ID_BYTES, check_text, parse_range
@@ -213,7 +219,12 @@ class ExportRoute:
         deadline_s = send_deadline_s(
             size, settings.export_send_deadline_s, settings.export_min_send_bytes_per_s
         )
-        ticket.sending(time.monotonic() + deadline_s)
+        try:
+            ticket.sending(time.monotonic() + deadline_s)
+        except ExportBusy:
+            archive.close()
+            ticket.release()
+            raise
         name = archive_name(site_id, days.first, days.last)
         return ArchiveResponse(archive, name, deadline_s, ticket.release)
 

@@ -60,7 +60,14 @@ class Ticket:
 
     def sending(self, deadline: float) -> None:
         """The archive is built (its database connection closed): from now on it counts as
-        sent, until `deadline`."""
+        sent, until `deadline`. Raises ExportBusy when `max_sending` archives are already
+        being sent (they filled while this one was built); the ticket is then still building,
+        for the caller to release."""
+        if self._slots.sending >= self._slots.max_sending:
+            raise ExportBusy(
+                f"this API is already sending {self._slots.sending} exports; retry later",
+                retry_after_s=self._slots.retry_after_s,
+            )
         self.deadline = deadline
         self._slots.building -= 1
         self._slots.sending += 1
@@ -90,7 +97,7 @@ class ExportSlots:
     ) -> None:
         self.max_building = max_building
         self.max_sending = max_sending
-        self._retry_after_s = retry_after_s
+        self.retry_after_s = retry_after_s
         self._clock = clock
         self.building = 0
         self.sending = 0
@@ -112,7 +119,7 @@ class ExportSlots:
             raise ExportBusy(
                 f"this API is already building {self.building} and sending {self.sending} "
                 "exports; retry later",
-                retry_after_s=self._retry_after_s,
+                retry_after_s=self.retry_after_s,
             )
         ticket = Ticket(self, owners)
         self.building += 1
@@ -122,7 +129,7 @@ class ExportSlots:
 
     def _retry_after(self, running: Ticket) -> int:
         if running.deadline is None:
-            return self._retry_after_s
+            return self.retry_after_s
         return max(1, math.ceil(running.deadline - self._clock()))
 
 

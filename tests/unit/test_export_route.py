@@ -114,3 +114,17 @@ def test_slots_are_per_client_and_per_key_and_freed_once() -> None:
 def test_the_send_deadline_grows_with_the_archive() -> None:
     assert send_deadline_s(0, 60.0, 65536) == 60.0
     assert send_deadline_s(65536 * 100, 60.0, 65536) == 160.0
+
+
+def test_an_archive_built_while_the_sending_slots_filled_is_refused_and_frees_its_slot() -> None:
+    slots = ExportSlots(max_building=2, max_sending=1, retry_after_s=3)
+    first = slots.admit(owners_of("10.0.0.1", None))
+    second = slots.admit(owners_of("10.0.0.2", None))  # admitted while none was sending
+    first.sending(deadline=1e9)
+    with pytest.raises(ApiError, match="already sending 1") as caught:
+        second.sending(deadline=1e9)
+    assert (caught.value.code, caught.value.headers["Retry-After"]) == ("export_busy", "3")
+    second.release()
+    assert (slots.building, slots.sending) == (0, 1)
+    first.release()
+    assert (slots.building, slots.sending, slots.owners) == (0, 0, {})
