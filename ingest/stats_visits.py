@@ -302,7 +302,10 @@ def visit_series_sql(
 # The sort of a visit breakdown by each metric, computed as visit_values rounds it
 # (numeric round() is half away from zero: half up for these non-negative values).
 _SORTS: dict[Metric, sql.Composable] = {
-    "visitors": sql.SQL("coalesce(hll_cardinality(hll_union_agg(visitors)), 0)"),
+    # As shown: the estimate rounded (half to even, as Python's round), at most the visits.
+    "visitors": sql.SQL(
+        "least(round(coalesce(hll_cardinality(hll_union_agg(visitors)), 0)), sum(visits))"
+    ),
     "visits": sql.SQL("sum(visits)"),
     "views": sql.SQL("sum(page_views)"),
     "bounce_rate": sql.SQL("round(100 * sum(bounces)::numeric / nullif(sum(visits), 0))"),
@@ -364,7 +367,7 @@ def _half_up(numerator: int, denominator: int, places: int = 0) -> Decimal:
 
 def visit_values(sums: VisitSums) -> dict[str, int | float]:
     """Every metric a visit question may ask, from the sums of its visits (0 without
-    visits)."""
+    visits). Visitors, sketched, are held to the visits: each has at least one."""
     visits, bounces, duration, page_views, visitors = sums
     return {
         "visits": int(visits),
@@ -372,7 +375,7 @@ def visit_values(sums: VisitSums) -> dict[str, int | float]:
         "visit_duration": int(_half_up(duration, visits)),
         "views_per_visit": float(_half_up(page_views, visits, 2)),
         "views": int(page_views),
-        "visitors": round(visitors or 0),
+        "visitors": min(round(visitors or 0), int(visits)),
     }
 
 
