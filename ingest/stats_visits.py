@@ -10,7 +10,8 @@ bucket of its start) and two rollups of them, kept by deltas as visits grow
   unfiltered visitors come from the event rollups, ingest/stats_plan.py);
 - `DimensionDays`: daily_visit_dimensions rows of one dimension over whole UTC days. Each
   visit is in exactly one value row of each dimension, so one filter (== or !=) or a
-  breakdown by that dimension reads them; the visitors' sketches are merged;
+  breakdown by that dimension reads them; the visitors' sketches are merged (a breakdown's
+  for the values it shows only: ingest/stats_visits_page.py);
 - `VisitRows`: visits rows started inside the spans: the partial UTC days at the ends of
   another zone's range, and every question the rollups cannot answer (two filters or more,
   a filtered breakdown, hourly or local-day series with a filter). Like raw events, they are
