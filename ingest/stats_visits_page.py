@@ -2,22 +2,27 @@
 
 The values are ranked on exact sums (visits, bounces, duration, page views), read without
 their sketches; the visitors' sketches are merged only for the rows of the page, each by
-primary-key lookups of its (day, value) rows (`day = ANY(days)`), plus its sketch from the
+primary-key lookups of its (day, value) rows (stats_visits.days_clause), plus its sketch from the
 visits at the edges of another zone's range. A sort by visitors ranks candidates by visits
 instead (ingest/stats_visits_rank.py) and asks for them a batch at a time.
 """
 
 from __future__ import annotations
 
-import datetime as dt
 from typing import Any
 
 from psycopg import sql
 
-from ingest.stats_days import ONE_DAY
 from ingest.stats_params import BreakdownRequest, Dimension, Metric
 from ingest.stats_sql import CACHE
-from ingest.stats_visits import DimensionDays, VisitPart, VisitRows, bind_parts, visit_column
+from ingest.stats_visits import (
+    DimensionDays,
+    VisitPart,
+    VisitRows,
+    bind_parts,
+    days_clause,
+    visit_column,
+)
 from ingest.stats_visits_rank import Window
 
 # The rank of each exact metric over a value's sums, as visit_values rounds it (numeric
@@ -79,19 +84,18 @@ def _parts(
             sums.append(
                 sql.SQL(
                     "SELECT value, {sums} FROM daily_visit_dimensions WHERE site_id = %(site)s "
-                    "AND dimension = {dim} AND day >= {a} AND day < {b}"
+                    "AND {days} AND dimension = {dim}"
                 ).format(
                     sums=sql.SQL(_SUMS),
+                    days=days_clause(p),
                     dim=sql.Placeholder(p + "dimension"),
-                    a=sql.Placeholder(p + "first"),
-                    b=sql.Placeholder(p + "end"),
                 )
             )
             sketches.append(
                 sql.SQL(
                     "SELECT x.visitors FROM daily_visit_dimensions x WHERE x.site_id = %(site)s "
-                    "AND x.day = ANY({days}) AND x.dimension = {dim} AND x.value = g.value"
-                ).format(days=sql.Placeholder(p + "days"), dim=sql.Placeholder(p + "dimension"))
+                    "AND {days} AND x.dimension = {dim} AND x.value = g.value"
+                ).format(days=days_clause(p, "x."), dim=sql.Placeholder(p + "dimension"))
             )
         elif isinstance(part, VisitRows):
             name = sql.Identifier(f"edges{i}")
@@ -158,16 +162,9 @@ def _shape(parts: tuple[VisitPart, ...]) -> tuple[Any, ...]:
     )
 
 
-def _days(first: dt.date, end: dt.date) -> list[dt.date]:
-    return [first + i * ONE_DAY for i in range((end - first).days)]
-
-
 def _params(request: BreakdownRequest, parts: tuple[VisitPart, ...]) -> dict[str, Any]:
     params: dict[str, Any] = {"site": request.stats.site_id}
     bind_parts(parts, params)
-    for i, part in enumerate(parts):
-        if isinstance(part, DimensionDays):
-            params[f"p{i}_days"] = _days(part.first, part.end)
     return params
 
 
