@@ -53,6 +53,9 @@ METRICS: tuple[Metric, ...] = ("views", "visitors", "events")  # the default set
 # Metrics of visits (Plausible's names), answered from the visit tables.
 VISIT_METRICS: tuple[Metric, ...] = ("visits", "bounce_rate", "visit_duration", "views_per_visit")
 ALL_METRICS: tuple[Metric, ...] = METRICS + VISIT_METRICS
+# Plausible's name of page views, accepted in every metric list and answered under the name
+# asked (stats_response.with_views_named).
+METRIC_ALIASES: dict[str, Metric] = {"pageviews": "views"}
 DEFAULT_PERIOD = "30d"
 MAX_RANGE_DAYS = 366
 MAX_HOURLY_RANGE_DAYS = 31
@@ -286,19 +289,30 @@ def _period_days(period: str, anchor: dt.date) -> tuple[dt.date, dt.date]:
 
 
 def parse_metrics(params: dict[str, str], default: tuple[Metric, ...]) -> tuple[Metric, ...]:
+    """The listed metrics, each once, `pageviews` read as `views` (METRIC_ALIASES)."""
     raw = params.get("metrics", "")
     if not raw:
         return default
     metrics: list[Metric] = []
     for name in raw.split(","):
-        name = name.strip()
+        name = METRIC_ALIASES.get(name.strip(), name.strip())
         if name not in ALL_METRICS:
             raise BadRequest(
-                f"`metrics` may list {', '.join(ALL_METRICS)}; got {name!r}", field="metrics"
+                f"`metrics` may list {', '.join(ALL_METRICS)} (or pageviews for views); "
+                f"got {name!r}",
+                field="metrics",
             )
         if name not in metrics:
             metrics.append(name)
     return tuple(metrics)
+
+
+def views_named(params: dict[str, str]) -> str:
+    """The name the answer gives page views: the one the `metrics` list uses first."""
+    for name in params.get("metrics", "").split(","):
+        if name.strip() in ("views", "pageviews"):
+            return name.strip()
+    return "views"
 
 
 def parse_filters(params: dict[str, str]) -> tuple[Filter, ...]:

@@ -153,3 +153,15 @@ async def breakdown(pool: Pool, request: BreakdownRequest) -> Json:
     if "visitors" in request.stats.metrics:
         body["visitors_approximate"] = True
     return body
+
+
+def with_views_named(body: Json, name: str) -> Json:
+    """The answer with page views under `name` (Plausible's `pageviews` when asked so)."""
+    if name == "views":
+        return body
+    results = body["results"]
+    rows = results if isinstance(results, list) else [results]
+    for i, row in enumerate(rows):
+        rows[i] = {name if k == "views" else k: v for k, v in row.items()}
+    body["results"] = rows if isinstance(results, list) else rows[0]
+    return body

@@ -29,7 +29,7 @@ from starlette.responses import HTMLResponse, Response
 from starlette.routing import BaseRoute, Mount, Route
 from starlette.staticfiles import StaticFiles
 
-from ingest import stats_imported, stats_legacy, stats_params, stats_realtime
+from ingest import stats_imported, stats_legacy, stats_params, stats_realtime, stats_response
 from ingest.access import StatsAccess, bearer_token
 from ingest.database import DatabaseUnavailable, QueryTimedOut
 from ingest.errors import JSON_MEDIA_TYPE, ServiceUnavailable, StatsTimedOut
@@ -80,6 +80,10 @@ class StatsBusy(ServiceUnavailable):
     """Every slot for questions read from raw events is taken in this process."""
 
     code = "stats_busy"
+
+
+def _named(body: dict[str, Any], params: dict[str, str]) -> dict[str, Any]:
+    return stats_response.with_views_named(body, stats_params.views_named(params))
 
 
 def _json(body: Any) -> Response:
@@ -181,7 +185,7 @@ class StatsApi:
         body = await self._read(
             request, stats_imported.aggregate(pool, parsed, params, self._exact_max_rows)
         )
-        return _json(body)
+        return _json(_named(body, params))
 
     @_timed
     async def timeseries(self, request: Request) -> Response:
@@ -191,7 +195,7 @@ class StatsApi:
         body = await self._read(
             request, stats_imported.timeseries(request.app.state.pool, parsed, params)
         )
-        return _json(body)
+        return _json(_named(body, params))
 
     @_timed
     async def breakdown(self, request: Request) -> Response:
@@ -201,7 +205,7 @@ class StatsApi:
         body = await self._read(
             request, stats_imported.breakdown(request.app.state.pool, parsed, params)
         )
-        return _json(body)
+        return _json(_named(body, params))
 
     @_timed
     async def realtime_visitors(self, request: Request) -> Response:

@@ -10,7 +10,8 @@ bucket of its start) and two rollups of them, kept by deltas as visits grow
   unfiltered visitors come from the event rollups, ingest/stats_plan.py);
 - `DimensionDays`: daily_visit_dimensions rows of one dimension over whole UTC days. Each
   visit is in exactly one value row of each dimension, so one filter (== or !=) or a
-  breakdown by that dimension reads them; the visitors' sketches are merged;
+  breakdown by that dimension reads them; the visitors' sketches are merged (a breakdown's
+  for the values it shows only: ingest/stats_visits_page.py);
 - `VisitRows`: visits rows started inside the spans: the partial UTC days at the ends of
   another zone's range, and every question the rollups cannot answer (two filters or more,
   a filtered breakdown, hourly or local-day series with a filter). Like raw events, they are
@@ -197,15 +198,9 @@ def part_rows(
             value = sql.SQL("value {} %(f0)s").format(sql.SQL("<>" if f.negated else "="))
         return sql.SQL(
             "SELECT {head}{sums}, visitors FROM daily_visit_dimensions "
-            "WHERE site_id = %(site)s AND dimension = {dim} AND day >= {a} AND day < {b} "
-            "AND {value}"
+            "WHERE site_id = %(site)s AND {days} AND dimension = {dim} AND {value}"
         ).format(
-            head=head,
-            sums=_ROLLUP_SUMS,
-            dim=_ph(p, "dimension"),
-            a=_ph(p, "first"),
-            b=_ph(p, "end"),
-            value=value,
+            head=head, sums=_ROLLUP_SUMS, days=days_clause(p), dim=_ph(p, "dimension"), value=value
         )
     if lead == "period":
         key: sql.Composable = sql.SQL("date_trunc(%(unit)s, started_at AT TIME ZONE %(tz)s)")
@@ -223,6 +218,13 @@ def part_rows(
     return query if lead == "none" else sql.SQL("{} GROUP BY 1").format(query)
 
 
+def days_clause(p: str, alias: str = "") -> sql.Composable:
+    """A DimensionDays part's days as the primary key's second column sees them: one descent
+    of the index per day straight to the dimension's rows, where a range of days would walk
+    every dimension's rows of those days (13 dimensions; entry and exit pages are most)."""
+    return sql.SQL("{}day = ANY({})").format(sql.SQL(alias), _ph(p, "days"))
+
+
 def bind_parts(parts: tuple[VisitPart, ...], params: dict[str, Any]) -> None:
     """The values of each part's placeholders, prefixed p0_, p1_…"""
     for i, part in enumerate(parts):
@@ -232,6 +234,8 @@ def bind_parts(parts: tuple[VisitPart, ...], params: dict[str, Any]) -> None:
         elif isinstance(part, DimensionDays):
             params.update({p + "first": part.first, p + "end": part.end})
             params[p + "dimension"] = part.dimension
+            count = (part.end - part.first).days
+            params[p + "days"] = [part.first + dt.timedelta(days=i) for i in range(count)]
         else:
             for j, (a, b) in enumerate(part.spans):
                 params[f"{p}a{j}"], params[f"{p}b{j}"] = a, b
@@ -302,7 +306,10 @@ def visit_series_sql(
 # The sort of a visit breakdown by each metric, computed as visit_values rounds it
 # (numeric round() is half away from zero: half up for these non-negative values).
 _SORTS: dict[Metric, sql.Composable] = {
-    "visitors": sql.SQL("coalesce(hll_cardinality(hll_union_agg(visitors)), 0)"),
+    # As shown: the estimate rounded (half to even, as Python's round), at most the visits.
+    "visitors": sql.SQL(
+        "least(round(coalesce(hll_cardinality(hll_union_agg(visitors)), 0)), sum(visits))"
+    ),
     "visits": sql.SQL("sum(visits)"),
     "views": sql.SQL("sum(page_views)"),
     "bounce_rate": sql.SQL("round(100 * sum(bounces)::numeric / nullif(sum(visits), 0))"),
@@ -364,7 +371,7 @@ def _half_up(numerator: int, denominator: int, places: int = 0) -> Decimal:
 
 def visit_values(sums: VisitSums) -> dict[str, int | float]:
     """Every metric a visit question may ask, from the sums of its visits (0 without
-    visits)."""
+    visits). Visitors, sketched, are held to the visits: each has at least one."""
     visits, bounces, duration, page_views, visitors = sums
     return {
         "visits": int(visits),
@@ -372,7 +379,7 @@ def visit_values(sums: VisitSums) -> dict[str, int | float]:
         "visit_duration": int(_half_up(duration, visits)),
         "views_per_visit": float(_half_up(page_views, visits, 2)),
         "views": int(page_views),
-        "visitors": round(visitors or 0),
+        "visitors": min(round(visitors or 0), int(visits)),
     }
 
 

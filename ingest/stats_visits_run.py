@@ -11,7 +11,8 @@ from __future__ import annotations
 import datetime as dt
 from typing import Any
 
-from ingest.stats_params import BreakdownRequest, StatsRequest, TimeseriesRequest
+from ingest import stats_visits_rank as rank
+from ingest.stats_params import BreakdownRequest, Metric, StatsRequest, TimeseriesRequest
 from ingest.stats_run import Pool, Row, fetch, fetch_raw
 from ingest.stats_visits import (
     VisitPart,
@@ -25,6 +26,7 @@ from ingest.stats_visits import (
     visit_series_sql,
     visit_totals_sql,
 )
+from ingest.stats_visits_page import ranks_on_sums, visit_page_sql, visit_visitors_sql
 
 
 async def _run(
@@ -50,7 +52,37 @@ async def visit_series(pool: Pool, request: TimeseriesRequest) -> dict[dt.dateti
 
 
 async def visit_breakdown(pool: Pool, request: BreakdownRequest) -> list[tuple[str, VisitSums]]:
-    """Waits for one page of the dimension's values and their sums, in the page's order."""
+    """Waits for one page of the dimension's values and their sums, in the page's order.
+    Over daily rows, the page is ranked on exact sums and only its values' sketches are
+    merged; sorted by visitors, candidates are merged a batch at a time (stats_visits_rank)."""
     parts = plan_visit_breakdown(request)
-    rows = await _run(pool, parts, visit_breakdown_sql(request, parts))
+    if not ranks_on_sums(parts):
+        rows = await _run(pool, parts, visit_breakdown_sql(request, parts))
+        return [(row[0], sums(row[1:])) for row in rows]
+    stats = request.stats
+    key = stats.metrics[0]
+    offset = request.limit * (request.page - 1)
+    if key != "visitors":
+        window = rank.page_window(request.limit, offset, "visitors" in stats.metrics)
+        return await _window(pool, request, parts, key, window)
+    search = rank.VisitorSearch(offset + request.limit)
+    step: rank.Window | list[str] | None = search.first()
+    while step is not None:
+        if isinstance(step, rank.Window):
+            search.add_window(step, await _window(pool, request, parts, "visitors", step))
+        else:
+            built = visit_visitors_sql(request, parts, step)
+            search.add_visitors({row[0]: row[1] for row in await _run(pool, parts, built)})
+        step = search.next()
+    return search.page(offset, request.limit)
+
+
+async def _window(
+    pool: Pool,
+    request: BreakdownRequest,
+    parts: tuple[VisitPart, ...],
+    key: Metric,
+    window: rank.Window,
+) -> list[tuple[str, VisitSums]]:
+    rows = await _run(pool, parts, visit_page_sql(request, parts, key, window))
     return [(row[0], sums(row[1:])) for row in rows]

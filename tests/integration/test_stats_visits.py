@@ -509,3 +509,135 @@ async def test_a_realtime_count_answers_its_site_for_a_few_seconds(database_url:
         assert await counts.current_visitors(pool, "other", now) == 0  # per site
         clock[0] = 5.1
         assert await counts.current_visitors(pool, SITE, now) == 2  # counted anew
+
+
+# Many values: visit breakdowns rank on exact sums and merge sketches for the shown values
+# only (ingest/stats_visits_rank.py). Fifty pages of one returning visitor each lead by
+# visits; /real, with the most visitors, ranks after all of them; ties in every metric.
+
+
+def many_visits() -> list[Visit]:
+    pages: list[tuple[str, list[str], int]] = []  # page, its visitors, visits per visitor
+    pages += [(f"/bot/{i:02}", [f"b{i:02}"], 21 + i % 5) for i in range(50)]
+    pages.append(("/real", [f"r{j:02}" for j in range(20)], 1))
+    pages += [(f"/t/{name}", [f"t{name}{j}" for j in range(3)], 1) for name in "abc"]
+    pages.append(("/t/d", [f"td{j}" for j in range(3)], 2))
+    pages += [(f"/v/{i:02}", [f"v{i}-{j}" for j in range(2 + i % 6)], 1 + i % 3) for i in range(15)]
+    start = at("2025-11-11 00:00:00")
+    made = []
+    for page, visitors, each in pages:
+        for who in visitors:
+            for _ in range(each):
+                k = len(made)
+                views = 1 if page == "/real" or page.startswith("/t/") else 1 + k % 3
+                events = views + (0 if views == 1 and k % 4 else k % 2)
+                begin = start + dt.timedelta(minutes=3.5 * k, seconds=k % 7)
+                made.append(
+                    Visit(who, begin, begin + dt.timedelta(seconds=(k % 5) * 37 * (events > 1)),
+                          page, page, views, events, referrer_source=page, utm_campaign=page,
+                          browser=page)
+                )  # fmt: skip
+    return made
+
+
+MANY = many_visits()
+MANY_RANGES = [("2025-11-11", "2025-11-13"), ("2025-11-12", "2025-11-12")]
+SORTS = ["visitors", "visits", "views", "bounce_rate", "visit_duration", "views_per_visit"]
+
+
+def within(visits: list[Visit], zone: str, first: str, last: str) -> list[Visit]:
+    lo, hi = dt.date.fromisoformat(first), dt.date.fromisoformat(last)
+    return [v for v in visits if lo <= local(v, zone).date() <= hi]
+
+
+@pytest.fixture
+async def many(database_url: str) -> AsyncIterator[httpx.AsyncClient]:
+    seed_visits(database_url, MANY)
+    async with (
+        AsyncConnectionPool(
+            database_url, min_size=1, max_size=2, kwargs={"autocommit": True}, open=False
+        ) as pool,
+        client_for(make_app(Settings(stats_rate_limit_per_s=0), pool)) as c,
+    ):
+        yield c
+
+
+async def pages_of(
+    client: httpx.AsyncClient, limit: int, count: int, **params: Any
+) -> list[dict[str, Any]]:
+    shown: list[dict[str, Any]] = []
+    for page in range(1, count + 1):
+        body = await get_json(client, "/api/v1/stats/breakdown", limit=limit, page=page, **params)
+        assert len(body["results"]) <= limit
+        shown += body["results"]
+    return shown
+
+
+@pytest.mark.parametrize("zone", ["UTC", "Asia/Kolkata"])
+@pytest.mark.parametrize("sort", SORTS)
+async def test_a_breakdown_of_many_values_pages_as_a_recount(
+    many: httpx.AsyncClient, zone: str, sort: str
+) -> None:
+    metrics = [sort, *(m for m in SORTS if m != sort)]
+    for days in MANY_RANGES:
+        expected = expected_breakdown(within(MANY, zone, *days), "entry_page", metrics)
+        params = {
+            "property": "visit:entry_page", "metrics": ",".join(metrics), **span(days, zone)
+        }  # fmt: skip
+        whole = await get_json(many, "/api/v1/stats/breakdown", **params)
+        assert whole["results"] == expected, (zone, days)
+        # Every page of 7 (the last one past the values: empty), and the first of 1 and 2.
+        assert await pages_of(many, 7, len(expected) // 7 + 2, **params) == expected
+        assert await pages_of(many, 1, 2, **params) == expected[:2]
+
+
+async def test_the_most_visitors_lead_though_fifty_values_have_more_visits(
+    many: httpx.AsyncClient,
+) -> None:
+    for dimension in ("entry_page", "exit_page", "source", "utm_campaign", "browser"):
+        body = await get_json(
+            many, "/api/v1/stats/breakdown", property=f"visit:{dimension}",
+            metrics="visitors,visits", limit=3, **span(MANY_RANGES[0], "UTC"),
+        )  # fmt: skip
+        visits = within(MANY, "UTC", *MANY_RANGES[0])
+        assert body["results"] == expected_breakdown(visits, dimension, ["visitors", "visits"])[:3]
+        assert body["results"][0] == {dimension: "/real", "visitors": 20, "visits": 20}
+        assert body["visitors_approximate"] is True
+
+
+# Plausible's name of page views, answered under the name asked.
+
+
+async def test_pageviews_is_an_alias_of_views_answered_under_its_name(
+    client: httpx.AsyncClient,
+) -> None:
+    days = RANGES[1]
+    google = chosen("UTC", *days, is_("source", "Google"))
+    body = await get_json(
+        client, "/api/v1/stats/aggregate", metrics="pageviews,visits",
+        filters="visit:source==Google", **span(days, "UTC"),
+    )  # fmt: skip
+    assert results(body) == {"pageviews": metrics_of(google)["views"], "visits": len(google)}
+    plain = await get_json(client, "/api/v1/stats/aggregate", metrics="pageviews,visits",
+                           **span(days, "UTC"))  # fmt: skip
+    assert list(plain["results"]) == ["pageviews", "visits"]
+    series = await get_json(
+        client, "/api/v1/stats/timeseries", metrics="visits,pageviews",
+        filters="visit:source==Google", **span(days, "UTC"),
+    )  # fmt: skip
+    for point in series["results"]:
+        that_day = [v for v in google if local(v, "UTC").date().isoformat() == point["date"]]
+        assert point == {
+            "date": point["date"],
+            "visits": len(that_day),
+            "pageviews": metrics_of(that_day)["views"],
+        }
+    ranked = await get_json(
+        client, "/api/v1/stats/breakdown", property="visit:source", metrics="pageviews,visits",
+        **span(days, "UTC"),
+    )  # fmt: skip
+    expected = expected_breakdown(chosen("UTC", *days), "source", ["views", "visits"])
+    assert ranked["results"] == [
+        {"source": row["source"], "pageviews": row["views"], "visits": row["visits"]}
+        for row in expected
+    ]

@@ -11,6 +11,8 @@ from ingest import stats_visits
 from ingest.errors import BadRequest
 from ingest.stats_params import from_visits, parse_breakdown, parse_stats, parse_timeseries
 from ingest.stats_visits import Buckets, DimensionDays, VisitRows, VisitSums, visit_values
+from ingest.stats_visits_page import ranks_on_sums, visit_page_sql
+from ingest.stats_visits_rank import Window
 
 NOW = dt.datetime(2025, 11, 20, 12, 0, tzinfo=dt.UTC)
 D = dt.date
@@ -164,16 +166,25 @@ def test_a_breakdown_reads_its_dimension_rows_and_edges_or_with_filters_visits()
     parts = stats_visits.plan_visit_breakdown(request)
     assert parts[0] == DimensionDays("utm_medium", D(2025, 11, 11), D(2025, 11, 13))
     assert isinstance(parts[1], VisitRows) and len(parts[1].spans) == 2
-    query, _ = stats_visits.visit_breakdown_sql(request, parts)
+    assert ranks_on_sums(parts)
+    # Sorted by visitors: candidates by visits, sketches merged for the first `merge` only,
+    # each value's by primary-key lookups of its days.
+    query, bound = visit_page_sql(request, parts, "visitors", Window(40, 0, 20))
     text = query.as_string(None)
-    assert "ORDER BY coalesce(hll_cardinality(hll_union_agg(visitors)), 0) DESC" in text
-    assert "LIMIT 100" in text and "OFFSET" not in text
+    assert "ORDER BY visits DESC, value LIMIT %(limit)s" in text
+    assert "CASE WHEN g.n <= %(merge)s" in text and "x.day = ANY(%(p0_days)s)" in text
+    assert bound["p0_days"] == [D(2025, 11, 11), D(2025, 11, 12)]
+    assert (bound["limit"], bound["offset"], bound["merge"]) == (40, 0, 20)
     filtered = parse_breakdown(
         params(property="visit:utm_medium", filters="visit:country==NL"), now=NOW
     )
-    assert stats_visits.plan_visit_breakdown(filtered) == (
-        VisitRows(((utc("2025-11-11 00:00"), utc("2025-11-14 00:00")),)),
-    )
+    filtered_parts = stats_visits.plan_visit_breakdown(filtered)
+    assert filtered_parts == (VisitRows(((utc("2025-11-11 00:00"), utc("2025-11-14 00:00")),)),)
+    assert not ranks_on_sums(filtered_parts)
+    query, _ = stats_visits.visit_breakdown_sql(filtered, filtered_parts)
+    text = query.as_string(None)
+    assert "ORDER BY least(round(coalesce(hll_cardinality(hll_union_agg(visitors)), 0)), " in text
+    assert "LIMIT 100" in text and "OFFSET" not in text
 
 
 def test_metrics_round_half_up_as_plausible_does() -> None:

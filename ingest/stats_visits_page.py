@@ -1,0 +1,195 @@
+"""A page of an unfiltered visit breakdown over daily_visit_dimensions. Pure.
+
+The values are ranked on exact sums (visits, bounces, duration, page views), read without
+their sketches; the visitors' sketches are merged only for the rows of the page, each by
+primary-key lookups of its (day, value) rows (stats_visits.days_clause), plus its sketch from the
+visits at the edges of another zone's range. A sort by visitors ranks candidates by visits
+instead (ingest/stats_visits_rank.py) and asks for them a batch at a time.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from psycopg import sql
+
+from ingest.stats_params import BreakdownRequest, Dimension, Metric
+from ingest.stats_sql import CACHE
+from ingest.stats_visits import (
+    DimensionDays,
+    VisitPart,
+    VisitRows,
+    bind_parts,
+    days_clause,
+    visit_column,
+)
+from ingest.stats_visits_rank import Window
+
+# The rank of each exact metric over a value's sums, as visit_values rounds it (numeric
+# round() is half away from zero: half up for these non-negative values); a sort by visitors
+# takes its candidates by visits.
+_KEYS: dict[Metric, str] = {
+    "visitors": "visits",
+    "visits": "visits",
+    "views": "page_views",
+    "bounce_rate": "round(100 * bounces::numeric / visits)",
+    "visit_duration": "round(duration::numeric / visits)",
+    "views_per_visit": "round(page_views::numeric / visits, 2)",
+}
+_SUMS = "visits, bounces, duration, page_views"
+
+
+def ranks_on_sums(parts: tuple[VisitPart, ...]) -> bool:
+    """Whether the plan reads daily rows, whose sums rank without sketches (else it is the
+    visits of a filtered question, whose sketches are built as they are read)."""
+    return any(isinstance(part, DimensionDays) for part in parts)
+
+
+def _edges(part: VisitRows, p: str, dimension: Dimension, only_values: bool) -> sql.Composable:
+    spans = sql.SQL(" OR ").join(
+        sql.SQL("(day >= {da} AND day <= {db} AND started_at >= {a} AND started_at < {b})").format(
+            da=sql.Placeholder(f"{p}d{i}a"),
+            db=sql.Placeholder(f"{p}d{i}b"),
+            a=sql.Placeholder(f"{p}a{i}"),
+            b=sql.Placeholder(f"{p}b{i}"),
+        )
+        for i in range(len(part.spans))
+    )
+    return sql.SQL(
+        "SELECT {value} AS value, count(*) AS visits, "
+        "count(*) FILTER (WHERE events = 1 AND page_views = 1) AS bounces, "
+        "coalesce(sum(floor(extract(epoch FROM last_at - started_at))), 0) AS duration, "
+        "sum(page_views) AS page_views, hll_add_agg(hll_hash_text(visitor)) AS visitors "
+        "FROM visits WHERE site_id = %(site)s AND ({spans}){values} GROUP BY 1"
+    ).format(
+        value=visit_column(dimension),
+        spans=spans,
+        values=sql.SQL(" AND {} = ANY(%(values)s::text[])").format(visit_column(dimension))
+        if only_values
+        else sql.SQL(""),
+    )
+
+
+def _parts(
+    parts: tuple[VisitPart, ...], dimension: Dimension, only_values: bool
+) -> tuple[list[sql.Composable], list[sql.Composable], list[sql.Composable]]:
+    """Each part's CTEs, rows of sums (value, visits, bounces, duration, page views) and
+    sketch of the value `g.value`; the edges' visits only of %(values)s if `only_values`."""
+    ctes: list[sql.Composable] = []
+    sums: list[sql.Composable] = []
+    sketches: list[sql.Composable] = []
+    for i, part in enumerate(parts):
+        p = f"p{i}_"
+        if isinstance(part, DimensionDays):
+            sums.append(
+                sql.SQL(
+                    "SELECT value, {sums} FROM daily_visit_dimensions WHERE site_id = %(site)s "
+                    "AND {days} AND dimension = {dim}"
+                ).format(
+                    sums=sql.SQL(_SUMS),
+                    days=days_clause(p),
+                    dim=sql.Placeholder(p + "dimension"),
+                )
+            )
+            sketches.append(
+                sql.SQL(
+                    "SELECT x.visitors FROM daily_visit_dimensions x WHERE x.site_id = %(site)s "
+                    "AND {days} AND x.dimension = {dim} AND x.value = g.value"
+                ).format(days=days_clause(p, "x."), dim=sql.Placeholder(p + "dimension"))
+            )
+        elif isinstance(part, VisitRows):
+            name = sql.Identifier(f"edges{i}")
+            edges = _edges(part, p, dimension, only_values)
+            ctes.append(sql.SQL("{} AS MATERIALIZED ({})").format(name, edges))
+            sums.append(sql.SQL("SELECT value, {} FROM {}").format(sql.SQL(_SUMS), name))
+            sketches.append(
+                sql.SQL("SELECT e.visitors FROM {} e WHERE e.value = g.value").format(name)
+            )
+    return ctes, sums, sketches
+
+
+def _merged(sketches: list[sql.Composable]) -> sql.Composable:
+    return sql.SQL(
+        "(SELECT hll_cardinality(hll_union_agg(s.visitors)) FROM ({}) s (visitors))"
+    ).format(sql.SQL("\nUNION ALL\n").join(sketches))
+
+
+def compose_page(
+    parts: tuple[VisitPart, ...], dimension: Dimension, key: Metric, with_visitors: bool
+) -> sql.Composable:
+    """Rows (value, visits, bounces, duration, page views, visitors or NULL) of the values
+    ranked by `key` (most first, ties by value), %(limit)s of them from %(offset)s; the
+    visitors of the first %(merge)s of those only (the others NULL)."""
+    ctes, sums, sketches = _parts(parts, dimension, False)
+    ctes.append(
+        sql.SQL(
+            "ranked AS (SELECT value, sum(visits)::bigint AS visits, "
+            "sum(bounces)::bigint AS bounces, sum(duration)::bigint AS duration, "
+            "sum(page_views)::bigint AS page_views FROM ({rows}) r (value, {sums}) "
+            "GROUP BY value HAVING sum(visits) > 0)"
+        ).format(rows=sql.SQL("\nUNION ALL\n").join(sums), sums=sql.SQL(_SUMS))
+    )
+    order = sql.SQL("{} DESC, value").format(sql.SQL(_KEYS[key]))
+    ctes.append(
+        sql.SQL(
+            "page AS MATERIALIZED (SELECT *, row_number() OVER (ORDER BY {order}) AS n "
+            "FROM (SELECT * FROM ranked ORDER BY {order} LIMIT %(limit)s OFFSET %(offset)s) t)"
+        ).format(order=order)
+    )
+    visitors: sql.Composable = sql.SQL("NULL::float8")
+    if with_visitors:
+        visitors = sql.SQL("CASE WHEN g.n <= %(merge)s THEN {} END").format(_merged(sketches))
+    final = "WITH {ctes} SELECT value, {sums}, {visitors} FROM page g ORDER BY n"
+    return sql.SQL(final).format(
+        ctes=sql.SQL(",\n").join(ctes), sums=sql.SQL(_SUMS), visitors=visitors
+    )
+
+
+def compose_visitors(parts: tuple[VisitPart, ...], dimension: Dimension) -> sql.Composable:
+    """Rows (value, visitors) of the values bound as %(values)s."""
+    ctes, _, sketches = _parts(parts, dimension, True)
+    with_ctes = sql.SQL("WITH {} ").format(sql.SQL(",\n").join(ctes)) if ctes else sql.SQL("")
+    return sql.SQL("{}SELECT g.value, {} FROM unnest(%(values)s::text[]) g (value)").format(
+        with_ctes, _merged(sketches)
+    )
+
+
+def _shape(parts: tuple[VisitPart, ...]) -> tuple[Any, ...]:
+    return tuple(
+        ("days",) if isinstance(part, DimensionDays) else ("edges", len(part.spans))
+        for part in parts
+        if isinstance(part, DimensionDays | VisitRows)
+    )
+
+
+def _params(request: BreakdownRequest, parts: tuple[VisitPart, ...]) -> dict[str, Any]:
+    params: dict[str, Any] = {"site": request.stats.site_id}
+    bind_parts(parts, params)
+    return params
+
+
+def visit_page_sql(
+    request: BreakdownRequest,
+    parts: tuple[VisitPart, ...],
+    key: Metric,
+    window: Window,
+) -> tuple[sql.Composable, dict[str, Any]]:
+    """The statement of compose_page and its parameters (no visitors when `window.merge` is
+    0)."""
+    with_visitors = window.merge > 0
+    cache_key = ("visit page", _shape(parts), request.dimension, key, with_visitors)
+    query = CACHE.get(cache_key, lambda: compose_page(parts, request.dimension, key, with_visitors))
+    params = _params(request, parts)
+    params.update(limit=window.limit, offset=window.offset, merge=window.merge)
+    return query, params
+
+
+def visit_visitors_sql(
+    request: BreakdownRequest, parts: tuple[VisitPart, ...], values: list[str]
+) -> tuple[sql.Composable, dict[str, Any]]:
+    """The statement of compose_visitors and its parameters."""
+    cache_key = ("visit visitors", _shape(parts), request.dimension)
+    query = CACHE.get(cache_key, lambda: compose_visitors(parts, request.dimension))
+    params = _params(request, parts)
+    params["values"] = values
+    return query, params
