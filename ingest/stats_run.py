@@ -110,18 +110,21 @@ class CostlyPlans:
         self.max_waiting = max_waiting
         self.waiting = 0
         self._slots = asyncio.Semaphore(limit)
-        # One slot at a time per client: a client's next costly plan waits for its previous
-        # one, so one client cannot hold every slot. Entries live while a plan of theirs does.
-        self._clients: dict[str, tuple[asyncio.Lock, list[int]]] = {}
+        # A client holds at most all slots but one (one if there is one): its further costly
+        # plans wait for its own, so another client always finds a slot it cannot take,
+        # while a dashboard's few questions at once still run side by side. Entries live
+        # while a plan of theirs does.
+        self.per_client = max(1, limit - 1)
+        self._clients: dict[str, tuple[asyncio.Semaphore, list[int]]] = {}
 
     @contextlib.asynccontextmanager
     async def slot(self, reason: str, client: str = "") -> AsyncIterator[None]:
-        """Holds one slot for the block, waiting at most `wait_s` for it (and for the
-        client's own previous costly plan to end); raises CostlyBusy when the wait runs out
-        or `max_waiting` others are already waiting."""
+        """Holds one slot for the block, waiting at most `wait_s` for it (and, when the
+        client already holds its share, for one of its own plans to end); raises CostlyBusy
+        when the wait runs out or `max_waiting` others are already waiting."""
         if self._slots.locked() and self.waiting >= self.max_waiting:
             raise CostlyBusy(reason, self.limit)
-        turn, users = self._clients.setdefault(client, (asyncio.Lock(), [0]))
+        turn, users = self._clients.setdefault(client, (asyncio.Semaphore(self.per_client), [0]))
         users[0] += 1
         self.waiting += 1
         own = shared = False

@@ -89,8 +89,14 @@ async def test_raw_questions_fill_their_slots_and_the_rest_keep_answering(
                 )
                 # Bounded so that, without the limit, the test fails instead of waiting
                 # on the lock it holds.
-                async with asyncio.timeout(60):
-                    busy = await client.get("/api/v1/stats/aggregate", params=RAW_TOTALS)
+                # From another client: this one holds its share of the costly slots, where
+                # its next raw question would queue (ingest/stats_run.py, CostlyPlans).
+                other = httpx.ASGITransport(app=transport.app, client=("127.0.0.2", 123))
+                async with (
+                    asyncio.timeout(60),
+                    httpx.AsyncClient(transport=other, base_url="http://t") as second,
+                ):
+                    busy = await second.get("/api/v1/stats/aggregate", params=RAW_TOTALS)
                     rollup = await client.get("/api/v1/stats/aggregate", params=ROLLUP_QUESTION)
                     base = await client.get(
                         "/stats", params={"site_id": "site-other", "date": "2025-11-12"}

@@ -122,8 +122,8 @@ async def test_a_costly_plan_waits_at_most_its_longest() -> None:
         pass
 
 
-async def test_a_client_holds_one_costly_slot_at_a_time() -> None:
-    plans = CostlyPlans(limit=2, wait_s=60, max_waiting=8)
+async def test_a_client_holds_every_costly_slot_but_one() -> None:
+    plans = CostlyPlans(limit=2, wait_s=60, max_waiting=8)  # one slot a client
     release = asyncio.Event()
     running: list[str] = []
 
@@ -144,3 +144,26 @@ async def test_a_client_holds_one_costly_slot_at_a_time() -> None:
     await asyncio.gather(*tasks)
     assert running == ["a1", "b1", "a2"]
     assert plans.waiting == 0 and not plans._clients
+
+
+async def test_with_three_slots_a_client_runs_two_at_once() -> None:
+    plans = CostlyPlans(limit=3, wait_s=60, max_waiting=8)
+    release = asyncio.Event()
+    running: list[str] = []
+
+    async def hold(name: str, client: str) -> None:
+        async with plans.slot("r", client):
+            running.append(name)
+            await release.wait()
+
+    tasks = [asyncio.create_task(hold(f"a{i}", "a")) for i in range(3)]
+    for _ in range(10):
+        await asyncio.sleep(0)
+    assert running == ["a0", "a1"]
+    tasks.append(asyncio.create_task(hold("b0", "b")))
+    for _ in range(10):
+        await asyncio.sleep(0)
+    assert running == ["a0", "a1", "b0"]
+    release.set()
+    await asyncio.gather(*tasks)
+    assert sorted(running) == ["a0", "a1", "a2", "b0"]
