@@ -139,11 +139,12 @@ WHERE v.site_id = m.site_id AND v.visitor = m.visitor AND v.started_at = m.start
 -- name: visits.cap_values
 -- What one site can add to daily_visit_dimensions is bounded: per (site, UTC day, dimension)
 -- of the free-text dimensions (source, referrer, UTM values, entry and exit page), at most
--- %(cap)s values besides '(other)' and '(not set)' (a literal one counts with the missing). A value a changed visit takes that it did not have as
--- stored (a new visit's, a moved start's, a new exit page) and that has no row yet gets one
--- while its group has room (the batch's new values by most visits, then by name); past that
--- the visit keeps '(other)' for it, in `visits` too, so that every later change of the visit
--- finds the row it counted in, and a recount from `visits` gives the same rows. The raw
+-- %(cap)s values besides '(other)' and '(not set)' (a literal one counts with the missing).
+-- A value a changed visit takes that it did not have as stored (a new visit's, a moved
+-- start's, a new exit page) and that has no row yet gets one while its group has room (the
+-- batch's new values by most visits, then by name); past that the visit keeps '(other)' for
+-- it, in `visits` too, so that every later change of the visit finds the row it counted
+-- in, and a recount from `visits` gives the same rows. The raw
 -- events keep the value. Only the values new to their visit are looked up (a primary-key
 -- probe each), and only a group with a new value is counted (at most %(cap)s index entries).
 WITH taken AS MATERIALIZED (
@@ -166,13 +167,15 @@ WITH taken AS MATERIALIZED (
     WHERE stored_started_at = started_at AND exit_page IS DISTINCT FROM was_exit_page
     GROUP BY 1, 2, 3, 4
 ),
+-- A scalar subquery per value, not NOT EXISTS: the planner could make the latter an
+-- anti-join reading the whole table; this is one index probe per value.
 missing AS MATERIALIZED (
     SELECT t.site_id, t.day, t.dimension, t.value, sum(t.visits) AS visits
     FROM taken t
     WHERE t.value NOT IN ('(other)', '(not set)')
-      AND NOT EXISTS (SELECT FROM daily_visit_dimensions d
-                      WHERE d.site_id = t.site_id AND d.day = t.day
-                        AND d.dimension = t.dimension AND d.value = t.value)
+      AND (SELECT true FROM daily_visit_dimensions d
+           WHERE d.site_id = t.site_id AND d.day = t.day AND d.dimension = t.dimension
+             AND d.value = t.value) IS NULL
     GROUP BY 1, 2, 3, 4
 ),
 room AS MATERIALIZED (
@@ -184,8 +187,13 @@ room AS MATERIALIZED (
                                             LIMIT %(cap)s) AS stored) AS room
     FROM (SELECT DISTINCT site_id, day, dimension FROM missing) AS g
 ),
+-- The refused values as one object's keys, looked up per visit below (a binary search): a
+-- membership test whose cost does not hang on the planner's guess of how many there are (a
+-- flood refuses thousands, where the guess is one and a subplan would scan them all for
+-- each visit).
 refused AS MATERIALIZED (
-    SELECT site_id, day, dimension, value
+    SELECT jsonb_object_agg(concat_ws(E'\x1f', site_id, day, dimension, value), true) AS keys,
+           array_agg(DISTINCT site_id) AS sites
     FROM (SELECT m.site_id, m.day, m.dimension, m.value, r.room,
                  row_number() OVER (PARTITION BY m.site_id, m.day, m.dimension
                                     ORDER BY m.visits DESC, m.value) AS rank
@@ -195,29 +203,44 @@ refused AS MATERIALIZED (
 -- Each SET reads the row as it was: a refused referrer also makes the source '(other)' when
 -- the source was the referrer's host, which is a value '(other)' always has room for.
 UPDATE visit_changes c SET
-    referrer_source = CASE WHEN (c.site_id, d.day, 'source',
-                                 coalesce(c.referrer_source, c.referrer_host))
-                                IN (SELECT * FROM refused)
-                           THEN '(other)' ELSE c.referrer_source END,
-    referrer_host = CASE WHEN (c.site_id, d.day, 'referrer', c.referrer_host)
-                              IN (SELECT * FROM refused)
-                         THEN '(other)' ELSE c.referrer_host END,
-    utm_source = CASE WHEN (c.site_id, d.day, 'utm_source', c.utm_source)
-                           IN (SELECT * FROM refused) THEN '(other)' ELSE c.utm_source END,
-    utm_medium = CASE WHEN (c.site_id, d.day, 'utm_medium', c.utm_medium)
-                           IN (SELECT * FROM refused) THEN '(other)' ELSE c.utm_medium END,
-    utm_campaign = CASE WHEN (c.site_id, d.day, 'utm_campaign', c.utm_campaign)
-                             IN (SELECT * FROM refused) THEN '(other)' ELSE c.utm_campaign END,
-    utm_content = CASE WHEN (c.site_id, d.day, 'utm_content', c.utm_content)
-                            IN (SELECT * FROM refused) THEN '(other)' ELSE c.utm_content END,
-    utm_term = CASE WHEN (c.site_id, d.day, 'utm_term', c.utm_term)
-                         IN (SELECT * FROM refused) THEN '(other)' ELSE c.utm_term END,
-    entry_page = CASE WHEN (c.site_id, d.day, 'entry_page', c.entry_page)
-                           IN (SELECT * FROM refused) THEN '(other)' ELSE c.entry_page END,
-    exit_page = CASE WHEN (c.site_id, d.day, 'exit_page', c.exit_page)
-                          IN (SELECT * FROM refused) THEN '(other)' ELSE c.exit_page END
-FROM (SELECT DISTINCT site_id, day FROM refused) AS d
-WHERE d.site_id = c.site_id AND d.day = (c.started_at AT TIME ZONE 'UTC')::date
+    referrer_source = CASE
+        WHEN r.keys ? concat_ws(E'\x1f', c.site_id, (c.started_at AT TIME ZONE 'UTC')::date,
+                                'source', coalesce(c.referrer_source, c.referrer_host))
+        THEN '(other)' ELSE c.referrer_source END,
+    referrer_host = CASE
+        WHEN r.keys ? concat_ws(E'\x1f', c.site_id, (c.started_at AT TIME ZONE 'UTC')::date,
+                                'referrer', c.referrer_host)
+        THEN '(other)' ELSE c.referrer_host END,
+    utm_source = CASE
+        WHEN r.keys ? concat_ws(E'\x1f', c.site_id, (c.started_at AT TIME ZONE 'UTC')::date,
+                                'utm_source', c.utm_source)
+        THEN '(other)' ELSE c.utm_source END,
+    utm_medium = CASE
+        WHEN r.keys ? concat_ws(E'\x1f', c.site_id, (c.started_at AT TIME ZONE 'UTC')::date,
+                                'utm_medium', c.utm_medium)
+        THEN '(other)' ELSE c.utm_medium END,
+    utm_campaign = CASE
+        WHEN r.keys ? concat_ws(E'\x1f', c.site_id, (c.started_at AT TIME ZONE 'UTC')::date,
+                                'utm_campaign', c.utm_campaign)
+        THEN '(other)' ELSE c.utm_campaign END,
+    utm_content = CASE
+        WHEN r.keys ? concat_ws(E'\x1f', c.site_id, (c.started_at AT TIME ZONE 'UTC')::date,
+                                'utm_content', c.utm_content)
+        THEN '(other)' ELSE c.utm_content END,
+    utm_term = CASE
+        WHEN r.keys ? concat_ws(E'\x1f', c.site_id, (c.started_at AT TIME ZONE 'UTC')::date,
+                                'utm_term', c.utm_term)
+        THEN '(other)' ELSE c.utm_term END,
+    entry_page = CASE
+        WHEN r.keys ? concat_ws(E'\x1f', c.site_id, (c.started_at AT TIME ZONE 'UTC')::date,
+                                'entry_page', c.entry_page)
+        THEN '(other)' ELSE c.entry_page END,
+    exit_page = CASE
+        WHEN r.keys ? concat_ws(E'\x1f', c.site_id, (c.started_at AT TIME ZONE 'UTC')::date,
+                                'exit_page', c.exit_page)
+        THEN '(other)' ELSE c.exit_page END
+FROM refused r
+WHERE r.keys IS NOT NULL AND c.site_id = ANY(r.sites)
 
 -- name: visits.head
 -- visit_changes holds each visit the batch made or changed, as it is now, and as it was
@@ -318,9 +341,9 @@ WHERE (visits, bounces, duration, page_views) <> (0, 0, 0, 0) ORDER BY 1, 2
 -- name: daily_visit_dimensions.upsert
 -- The sums: one pass into thirteen groupings, one per dimension (in each grouping set the
 -- other columns are NULL, and the set's own never is, so coalesce() picks it); no sketch
--- there, so the groupings are hashed. The sketches: a visitor is added only under a value their visit did
--- not have (a new visit's every value, an extended one's new exit page), which is all a
--- sketch that only grows can learn.
+-- there, so the groupings are hashed. The sketches: a visitor is added only under a value
+-- their visit did not have (a new visit's every value, an extended one's new exit page),
+-- which is all a sketch that only grows can learn.
 visit_dimension_sums AS MATERIALIZED (
     SELECT site_id COLLATE "C" AS site_id, day,
            CASE WHEN GROUPING(source) = 0 THEN 'source'

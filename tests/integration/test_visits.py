@@ -370,3 +370,39 @@ async def test_a_literal_not_set_value_counts_with_the_missing_ones_and_the_batc
     await consume(settings, [event(60, user_id="fresh", path="/after")])
     assert rows(url, "SELECT count(*) FROM visits") == [(5,)]
     assert_rollups_match_raw_rows(url)
+
+
+async def test_a_flood_of_new_values_past_the_cap_is_stored_and_a_fresh_visit_counts(
+    consumer_settings: ConsumerSettings,
+) -> None:
+    # Thousands of values refused in one batch: each visit's values are looked up among them
+    # (not scanned once per visit), the batch is stored, the groups stay at the cap.
+    settings = msgspec.structs.replace(consumer_settings, visit_values_per_day=2)
+    url = settings.database_url
+    flood = [
+        event(
+            i / 10,
+            user_id=f"f{i}",
+            path=f"/p/{i}",
+            utm_campaign=f"c{i}",
+            referrer_host=f"r{i}.example.org",
+        )
+        for i in range(2000)
+    ]
+    await consume(settings, [*flood, event(300, user_id="fresh", path="/p/0", utm_campaign="c0")])
+    kept = rows(
+        url,
+        "SELECT dimension, count(*) FILTER (WHERE value NOT IN ('(other)', '(not set)')),"
+        " sum(visits) FILTER (WHERE value = '(other)') FROM daily_visit_dimensions"
+        " WHERE dimension IN ('entry_page', 'utm_campaign', 'referrer', 'source')"
+        " GROUP BY 1 ORDER BY 1",
+    )
+    assert [(dimension, values) for dimension, values, _ in kept] == [
+        ("entry_page", 2),
+        ("referrer", 2),
+        ("source", 2),
+        ("utm_campaign", 2),
+    ]
+    assert all(other >= 1997 for _, _, other in kept)
+    assert rows(url, "SELECT count(*) FROM visits") == [(2001,)]
+    assert_rollups_match_raw_rows(url)
