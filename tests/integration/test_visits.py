@@ -103,6 +103,14 @@ def rows(url: str, query: str) -> list[tuple[Any, ...]]:
         return conn.execute(query).fetchall()
 
 
+def visits_by_value(url: str, dimension: str) -> dict[str, int]:
+    with psycopg.connect(url) as conn:
+        found = conn.execute(
+            "SELECT value, visits FROM daily_visit_dimensions WHERE dimension = %s", (dimension,)
+        ).fetchall()
+    return {value: visits for value, visits in found}
+
+
 async def test_a_gap_up_to_the_timeout_continues_a_visit_and_a_longer_one_starts_another(
     consumer_settings: ConsumerSettings,
 ) -> None:
@@ -300,12 +308,7 @@ async def test_free_text_values_past_the_daily_cap_count_under_other_and_a_fresh
     # c0 twice (two visitors), so it ranks first among the batch's new values.
     flood.append(event(9, user_id="u-again", path="/landing-0", utm_campaign="c0"))
     await consume(settings, flood)
-    campaigns = dict(
-        rows(
-            url,
-            "SELECT value, visits FROM daily_visit_dimensions WHERE dimension = 'utm_campaign'",
-        )
-    )
+    campaigns = visits_by_value(url, "utm_campaign")
     assert campaigns == {"c0": 2, "c1": 1, "c2": 1, "(other)": 5}
     entries = rows(
         url, "SELECT count(*) FROM daily_visit_dimensions WHERE dimension = 'entry_page'"
@@ -323,12 +326,7 @@ async def test_free_text_values_past_the_daily_cap_count_under_other_and_a_fresh
             event(61, user_id="fresh", path="/landing-1", utm_campaign="c1"),
         ],
     )
-    campaigns = dict(
-        rows(
-            url,
-            "SELECT value, visits FROM daily_visit_dimensions WHERE dimension = 'utm_campaign'",
-        )
-    )
+    campaigns = visits_by_value(url, "utm_campaign")
     assert campaigns == {"c0": 2, "c1": 2, "c2": 1, "(other)": 5}
     assert rows(url, "SELECT exit_page, page_views FROM visits WHERE visitor = 'u1'") == [
         ("(other)", 2)
@@ -354,12 +352,7 @@ async def test_a_literal_not_set_value_counts_with_the_missing_ones_and_the_batc
             event(3, user_id="refused", utm_campaign="autumn"),
         ],
     )
-    campaigns = dict(
-        rows(
-            url,
-            "SELECT value, visits FROM daily_visit_dimensions WHERE dimension = 'utm_campaign'",
-        )
-    )
+    campaigns = visits_by_value(url, "utm_campaign")
     # Both new values had one visit: the first by name took the one place.
     assert campaigns == {"(not set)": 2, "autumn": 1, "(other)": 1}
     browsers = dict(
