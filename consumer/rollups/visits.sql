@@ -144,12 +144,16 @@ WHERE v.site_id = m.site_id AND v.visitor = m.visitor AND v.started_at = m.start
 -- start's, a new exit page) and that has no row yet gets one while its group has room (the
 -- batch's new values by most visits, then by name); past that the visit keeps '(other)' for
 -- it, in `visits` too, so that every later change of the visit finds the row it counted
--- in, and a recount from `visits` gives the same rows. The raw
--- events keep the value. Only the values new to their visit are looked up (a primary-key
--- probe each), and only a group with a new value is counted (at most %(cap)s index entries).
+-- in, and a recount from `visits` gives the same rows. The raw events keep the value.
+--
+-- A group with a new value is counted (at most %(cap)s index entries). Only a group with
+-- more new values than room left ("tight") reads its stored values, at most the cap's and
+-- two; every visit's value in a tight group is then kept if it is one of them or one of the
+-- new values admitted, else '(other)'. The values are looked up as keys of one object: what
+-- is read stays within the cap whatever a flood brings, and a lookup does not hang on the
+-- planner's guess of how many values there are.
 WITH taken AS MATERIALIZED (
-    SELECT c.site_id, (c.started_at AT TIME ZONE 'UTC')::date AS day, x.dimension, x.value,
-           count(*) AS visits
+    SELECT c.site_id, (c.started_at AT TIME ZONE 'UTC')::date AS day, x.dimension, x.value
     FROM visit_changes c
     CROSS JOIN LATERAL (VALUES
         ('source', coalesce(c.referrer_source, c.referrer_host)),
@@ -158,89 +162,134 @@ WITH taken AS MATERIALIZED (
         ('utm_content', c.utm_content), ('utm_term', c.utm_term),
         ('entry_page', c.entry_page), ('exit_page', c.exit_page)
     ) AS x (dimension, value)
-    WHERE c.stored_started_at IS DISTINCT FROM c.started_at AND x.value IS NOT NULL
-    GROUP BY 1, 2, 3, 4
+    WHERE c.stored_started_at IS DISTINCT FROM c.started_at
+      AND x.value NOT IN ('(other)', '(not set)')
     UNION ALL
     -- An extended visit (its start unchanged) can only have a new exit page.
-    SELECT site_id, (started_at AT TIME ZONE 'UTC')::date, 'exit_page', exit_page, count(*)
+    SELECT site_id, (started_at AT TIME ZONE 'UTC')::date, 'exit_page', exit_page
     FROM visit_changes
     WHERE stored_started_at = started_at AND exit_page IS DISTINCT FROM was_exit_page
-    GROUP BY 1, 2, 3, 4
+      AND exit_page NOT IN ('(other)', '(not set)')
 ),
--- A scalar subquery per value, not NOT EXISTS: the planner could make the latter an
--- anti-join reading the whole table; this is one index probe per value.
-missing AS MATERIALIZED (
-    SELECT t.site_id, t.day, t.dimension, t.value, sum(t.visits) AS visits
-    FROM taken t
-    WHERE t.value NOT IN ('(other)', '(not set)')
-      AND (SELECT true FROM daily_visit_dimensions d
-           WHERE d.site_id = t.site_id AND d.day = t.day AND d.dimension = t.dimension
-             AND d.value = t.value) IS NULL
-    GROUP BY 1, 2, 3, 4
+tight AS MATERIALIZED (
+    SELECT site_id, day, dimension, room
+    FROM (SELECT g.site_id, g.day, g.dimension, g.candidates,
+                 %(cap)s - (SELECT count(*)
+                            FROM (SELECT FROM daily_visit_dimensions d
+                                  WHERE d.site_id = g.site_id AND d.day = g.day
+                                    AND d.dimension = g.dimension
+                                    AND d.value NOT IN ('(other)', '(not set)')
+                                  LIMIT %(cap)s) AS stored) AS room
+          FROM (SELECT site_id, day, dimension, count(DISTINCT value) AS candidates
+                FROM taken GROUP BY 1, 2, 3) AS g) AS groups
+    WHERE candidates > room
 ),
-room AS MATERIALIZED (
-    SELECT g.site_id, g.day, g.dimension,
-           %(cap)s - (SELECT count(*) FROM (SELECT FROM daily_visit_dimensions d
-                                            WHERE d.site_id = g.site_id AND d.day = g.day
-                                              AND d.dimension = g.dimension
-                                              AND d.value NOT IN ('(other)', '(not set)')
-                                            LIMIT %(cap)s) AS stored) AS room
-    FROM (SELECT DISTINCT site_id, day, dimension FROM missing) AS g
+stored AS MATERIALIZED (
+    SELECT jsonb_object_agg(concat_ws(E'\x1f', t.site_id, t.day, t.dimension, v.value), true)
+               AS keys
+    FROM tight t
+    CROSS JOIN LATERAL (SELECT d.value FROM daily_visit_dimensions d
+                        WHERE d.site_id = t.site_id AND d.day = t.day
+                          AND d.dimension = t.dimension
+                        LIMIT %(cap)s + 2) AS v
 ),
--- The refused values as one object's keys, looked up per visit below (a binary search): a
--- membership test whose cost does not hang on the planner's guess of how many there are (a
--- flood refuses thousands, where the guess is one and a subplan would scan them all for
--- each visit).
-refused AS MATERIALIZED (
-    SELECT jsonb_object_agg(concat_ws(E'\x1f', site_id, day, dimension, value), true) AS keys,
-           array_agg(DISTINCT site_id) AS sites
-    FROM (SELECT m.site_id, m.day, m.dimension, m.value, r.room,
-                 row_number() OVER (PARTITION BY m.site_id, m.day, m.dimension
-                                    ORDER BY m.visits DESC, m.value) AS rank
-          FROM missing m JOIN room r USING (site_id, day, dimension)) AS ranked
-    WHERE rank > room
+-- A tight group with room left admits its new values with the most visits (then by name).
+admitted AS MATERIALIZED (
+    SELECT jsonb_object_agg(concat_ws(E'\x1f', site_id, day, dimension, value), true) AS keys
+    FROM (SELECT n.site_id, n.day, n.dimension, n.value, n.room,
+                 row_number() OVER (PARTITION BY n.site_id, n.day, n.dimension
+                                    ORDER BY n.visits DESC, n.value) AS rank
+          FROM (SELECT t.site_id, t.day, t.dimension, t.value, g.room, count(*) AS visits
+                FROM taken t JOIN tight g USING (site_id, day, dimension) CROSS JOIN stored s
+                WHERE g.room > 0
+                  AND NOT coalesce(s.keys ? concat_ws(E'\x1f', t.site_id, t.day,
+                                                      t.dimension, t.value), false)
+                GROUP BY 1, 2, 3, 4, 5) AS n) AS ranked
+    WHERE rank <= room
+),
+kept AS MATERIALIZED (
+    SELECT (SELECT jsonb_object_agg(concat_ws(E'\x1f', site_id, day, dimension), true)
+            FROM tight) AS groups,
+           coalesce((SELECT keys FROM stored), '{}') || coalesce((SELECT keys FROM admitted),
+                                                                   '{}') AS allowed
 )
 -- Each SET reads the row as it was: a refused referrer also makes the source '(other)' when
 -- the source was the referrer's host, which is a value '(other)' always has room for.
 UPDATE visit_changes c SET
     referrer_source = CASE
-        WHEN r.keys ? concat_ws(E'\x1f', c.site_id, (c.started_at AT TIME ZONE 'UTC')::date,
-                                'source', coalesce(c.referrer_source, c.referrer_host))
+        WHEN k.groups ? concat_ws(E'\x1f', c.site_id, (c.started_at AT TIME ZONE 'UTC')::date,
+                                  'source')
+         AND coalesce(c.referrer_source, c.referrer_host) NOT IN ('(other)', '(not set)')
+         AND NOT k.allowed ? concat_ws(E'\x1f', c.site_id,
+                                       (c.started_at AT TIME ZONE 'UTC')::date, 'source',
+                                       coalesce(c.referrer_source, c.referrer_host))
         THEN '(other)' ELSE c.referrer_source END,
     referrer_host = CASE
-        WHEN r.keys ? concat_ws(E'\x1f', c.site_id, (c.started_at AT TIME ZONE 'UTC')::date,
-                                'referrer', c.referrer_host)
+        WHEN k.groups ? concat_ws(E'\x1f', c.site_id, (c.started_at AT TIME ZONE 'UTC')::date,
+                                  'referrer')
+         AND c.referrer_host NOT IN ('(other)', '(not set)')
+         AND NOT k.allowed ? concat_ws(E'\x1f', c.site_id,
+                                       (c.started_at AT TIME ZONE 'UTC')::date, 'referrer',
+                                       c.referrer_host)
         THEN '(other)' ELSE c.referrer_host END,
     utm_source = CASE
-        WHEN r.keys ? concat_ws(E'\x1f', c.site_id, (c.started_at AT TIME ZONE 'UTC')::date,
-                                'utm_source', c.utm_source)
+        WHEN k.groups ? concat_ws(E'\x1f', c.site_id, (c.started_at AT TIME ZONE 'UTC')::date,
+                                  'utm_source')
+         AND c.utm_source NOT IN ('(other)', '(not set)')
+         AND NOT k.allowed ? concat_ws(E'\x1f', c.site_id,
+                                       (c.started_at AT TIME ZONE 'UTC')::date, 'utm_source',
+                                       c.utm_source)
         THEN '(other)' ELSE c.utm_source END,
     utm_medium = CASE
-        WHEN r.keys ? concat_ws(E'\x1f', c.site_id, (c.started_at AT TIME ZONE 'UTC')::date,
-                                'utm_medium', c.utm_medium)
+        WHEN k.groups ? concat_ws(E'\x1f', c.site_id, (c.started_at AT TIME ZONE 'UTC')::date,
+                                  'utm_medium')
+         AND c.utm_medium NOT IN ('(other)', '(not set)')
+         AND NOT k.allowed ? concat_ws(E'\x1f', c.site_id,
+                                       (c.started_at AT TIME ZONE 'UTC')::date, 'utm_medium',
+                                       c.utm_medium)
         THEN '(other)' ELSE c.utm_medium END,
     utm_campaign = CASE
-        WHEN r.keys ? concat_ws(E'\x1f', c.site_id, (c.started_at AT TIME ZONE 'UTC')::date,
-                                'utm_campaign', c.utm_campaign)
+        WHEN k.groups ? concat_ws(E'\x1f', c.site_id, (c.started_at AT TIME ZONE 'UTC')::date,
+                                  'utm_campaign')
+         AND c.utm_campaign NOT IN ('(other)', '(not set)')
+         AND NOT k.allowed ? concat_ws(E'\x1f', c.site_id,
+                                       (c.started_at AT TIME ZONE 'UTC')::date, 'utm_campaign',
+                                       c.utm_campaign)
         THEN '(other)' ELSE c.utm_campaign END,
     utm_content = CASE
-        WHEN r.keys ? concat_ws(E'\x1f', c.site_id, (c.started_at AT TIME ZONE 'UTC')::date,
-                                'utm_content', c.utm_content)
+        WHEN k.groups ? concat_ws(E'\x1f', c.site_id, (c.started_at AT TIME ZONE 'UTC')::date,
+                                  'utm_content')
+         AND c.utm_content NOT IN ('(other)', '(not set)')
+         AND NOT k.allowed ? concat_ws(E'\x1f', c.site_id,
+                                       (c.started_at AT TIME ZONE 'UTC')::date, 'utm_content',
+                                       c.utm_content)
         THEN '(other)' ELSE c.utm_content END,
     utm_term = CASE
-        WHEN r.keys ? concat_ws(E'\x1f', c.site_id, (c.started_at AT TIME ZONE 'UTC')::date,
-                                'utm_term', c.utm_term)
+        WHEN k.groups ? concat_ws(E'\x1f', c.site_id, (c.started_at AT TIME ZONE 'UTC')::date,
+                                  'utm_term')
+         AND c.utm_term NOT IN ('(other)', '(not set)')
+         AND NOT k.allowed ? concat_ws(E'\x1f', c.site_id,
+                                       (c.started_at AT TIME ZONE 'UTC')::date, 'utm_term',
+                                       c.utm_term)
         THEN '(other)' ELSE c.utm_term END,
     entry_page = CASE
-        WHEN r.keys ? concat_ws(E'\x1f', c.site_id, (c.started_at AT TIME ZONE 'UTC')::date,
-                                'entry_page', c.entry_page)
+        WHEN k.groups ? concat_ws(E'\x1f', c.site_id, (c.started_at AT TIME ZONE 'UTC')::date,
+                                  'entry_page')
+         AND c.entry_page NOT IN ('(other)', '(not set)')
+         AND NOT k.allowed ? concat_ws(E'\x1f', c.site_id,
+                                       (c.started_at AT TIME ZONE 'UTC')::date, 'entry_page',
+                                       c.entry_page)
         THEN '(other)' ELSE c.entry_page END,
     exit_page = CASE
-        WHEN r.keys ? concat_ws(E'\x1f', c.site_id, (c.started_at AT TIME ZONE 'UTC')::date,
-                                'exit_page', c.exit_page)
+        WHEN k.groups ? concat_ws(E'\x1f', c.site_id, (c.started_at AT TIME ZONE 'UTC')::date,
+                                  'exit_page')
+         AND c.exit_page NOT IN ('(other)', '(not set)')
+         AND NOT k.allowed ? concat_ws(E'\x1f', c.site_id,
+                                       (c.started_at AT TIME ZONE 'UTC')::date, 'exit_page',
+                                       c.exit_page)
         THEN '(other)' ELSE c.exit_page END
-FROM refused r
-WHERE r.keys IS NOT NULL AND c.site_id = ANY(r.sites)
+FROM kept k
+WHERE k.groups IS NOT NULL
 
 -- name: visits.head
 -- visit_changes holds each visit the batch made or changed, as it is now, and as it was
