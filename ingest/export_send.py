@@ -15,6 +15,7 @@ import hashlib
 import logging
 import math
 import time
+import weakref
 from collections.abc import Callable
 from typing import IO
 
@@ -138,11 +139,17 @@ def send_deadline_s(size: int, base_s: float, min_bytes_per_s: int) -> float:
     return base_s + size / min_bytes_per_s
 
 
+def _end(archive: IO[bytes], on_end: Callable[[], None]) -> None:
+    archive.close()
+    on_end()
+
+
 class ArchiveResponse(Response):
     """A built archive (a file positioned at its start) sent in chunks; the client must have
     taken the whole body within `deadline_s` of the start, or the response stops there
     unfinished (the server then closes the connection). The file is closed and `on_end`
-    called however the response ends."""
+    called however the response ends, and also if it is never sent (the request cancelled
+    between the endpoint's return and the response's start): then when it is collected."""
 
     def __init__(
         self,
@@ -163,7 +170,7 @@ class ArchiveResponse(Response):
         )
         self._archive = archive
         self._deadline_s = deadline_s
-        self._on_end = on_end
+        self._ended = weakref.finalize(self, _end, archive, on_end)
         self._clock = clock
         self.size = size
 
@@ -187,5 +194,4 @@ class ArchiveResponse(Response):
                 self._deadline_s,
             )
         finally:
-            self._archive.close()
-            self._on_end()
+            self._ended()

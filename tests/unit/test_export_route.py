@@ -1,10 +1,12 @@
 """The export route's refusals before it touches the database: a zone other than UTC, a
 range it cannot take, a site's read key, every export slot taken, and a client (address or
-read key) with an export running already."""
+read key) with an export running already; the slots freed however an export ends."""
 
 from __future__ import annotations
 
 import asyncio
+import gc
+import io
 from typing import Any
 
 import pytest
@@ -13,7 +15,7 @@ from starlette.requests import Request
 from ingest.access import StatsAccess
 from ingest.errors import ApiError
 from ingest.export import ExportRoute
-from ingest.export_send import ExportSlots, owners_of, send_deadline_s
+from ingest.export_send import ArchiveResponse, ExportSlots, owners_of, send_deadline_s
 from ingest.settings import Settings
 
 
@@ -128,3 +130,17 @@ def test_an_archive_built_while_the_sending_slots_filled_is_refused_and_frees_it
     assert (slots.building, slots.sending) == (0, 1)
     first.release()
     assert (slots.building, slots.sending, slots.owners) == (0, 0, {})
+
+
+def test_an_archive_never_sent_frees_its_slot_and_file_when_collected() -> None:
+    # The request cancelled after the endpoint returned its response and before the server
+    # started it: the response is dropped unsent.
+    slots = ExportSlots(max_building=1, max_sending=1, retry_after_s=3)
+    ticket = slots.admit(owners_of("10.0.0.1", None))
+    ticket.sending(deadline=1e9)
+    archive = io.BytesIO(b"PK")
+    response = ArchiveResponse(archive, "a.zip", 60.0, ticket.release)
+    assert (slots.sending, len(slots.owners)) == (1, 1)
+    del response
+    gc.collect()
+    assert (slots.sending, slots.owners, archive.closed) == (0, {}, True)
