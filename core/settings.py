@@ -836,6 +836,7 @@ VISIT_VALUES_PER_DAY = _declare(
         env="VISIT_VALUES_PER_DAY",
         default=10_000,
         minimum=1,
+        maximum=1_000_000,
         doc="per site, UTC day and free-text visit dimension (source, referrer, UTM values, "
         "entry and exit page), the values kept in the visit rollups; visits with a value past "
         "it count under '(other)' (the raw events keep it). Bounds what hostile traffic adds",

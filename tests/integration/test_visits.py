@@ -399,3 +399,16 @@ async def test_a_flood_of_new_values_past_the_cap_is_stored_and_a_fresh_visit_co
     assert all(other >= 1997 for _, _, other in kept)
     assert rows(url, "SELECT count(*) FROM visits") == [(2001,)]
     assert_rollups_match_raw_rows(url)
+
+
+async def test_the_largest_cap_reaches_postgresql_and_a_fresh_visit_counts(
+    consumer_settings: ConsumerSettings,
+) -> None:
+    # VISIT_VALUES_PER_DAY at its maximum goes into the cap statement's LIMIT and room
+    # arithmetic as it is: nothing overflows, every value is kept, and a later visit counts.
+    settings = msgspec.structs.replace(consumer_settings, visit_values_per_day=1_000_000)
+    url = settings.database_url
+    await consume(settings, [event(i, user_id=f"u{i}", utm_campaign=f"c{i}") for i in range(3)])
+    await consume(settings, [event(60, user_id="fresh", utm_campaign="c0")])
+    assert visits_by_value(url, "utm_campaign") == {"c0": 2, "c1": 1, "c2": 1}
+    assert_rollups_match_raw_rows(url)
