@@ -12,6 +12,7 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import psycopg
+from aiokafka import AIOKafkaProducer
 
 from consumer.batch import to_row
 from consumer.deadletter import DeadLetters
@@ -23,7 +24,13 @@ from consumer.schema import MIGRATIONS_DIR
 from consumer.sessions_store import store_visits
 from consumer.settings import ConsumerSettings
 from consumer.write import COPY_STAGING, COPY_TYPES, INSERT_AND_ROLL_UP, STAGING_DDL, Writer
-from core.events import CONTEXT_FIELDS, EventRecord
+from core.events import (
+    CONTEXT_FIELDS,
+    SCHEMA_EVENT_V1,
+    SCHEMA_HEADER,
+    EventRecord,
+    encode_record,
+)
 from core.plausible_csv import IMPORTED_TABLES
 from core.settings import VISIT_TIMEOUT_SECONDS
 
@@ -187,3 +194,23 @@ async def started_and_waiting(work: Awaitable[Any]) -> asyncio.Task[Any]:
     await asyncio.sleep(0.5)
     assert not task.done()
     return task
+
+
+async def produce_events(settings: ConsumerSettings, records: list[EventRecord]) -> None:
+    """Each record as its own event.v1 message, keyed by its site, in order; waits for the
+    broker's acks."""
+    producer = AIOKafkaProducer(
+        bootstrap_servers=settings.kafka_bootstrap_servers, acks="all", enable_idempotence=True
+    )
+    await producer.start()
+    try:
+        for record in records:
+            await producer.send(
+                settings.events_topic,
+                encode_record(record),
+                key=record.site_id.encode(),
+                headers=[(SCHEMA_HEADER, SCHEMA_EVENT_V1)],
+            )
+        await producer.flush()
+    finally:
+        await producer.stop()

@@ -17,11 +17,12 @@ from aiokafka.admin import AIOKafkaAdminClient
 from aiokafka.admin.config_resource import ConfigResource, ConfigResourceType
 
 from consumer.settings import ConsumerSettings
-from core.events import SCHEMA_EVENT_V1, SCHEMA_HEADER, EventRecord, encode_record
+from core.events import SCHEMA_EVENT_V1, SCHEMA_HEADER, encode_record
 from tests.processes import ROOT
 from tests.support import (
     assert_rollups_match_raw_rows,
     make_record,
+    produce_events,
     running_consumer,
     scalar,
     stored_event_count,
@@ -57,24 +58,6 @@ async def tool(settings: ConsumerSettings, *args: str) -> tuple[int, str, str]:
     return process.returncode, out.decode(), err.decode()
 
 
-async def produce(settings: ConsumerSettings, records: list[EventRecord]) -> None:
-    producer = AIOKafkaProducer(
-        bootstrap_servers=settings.kafka_bootstrap_servers, acks="all", enable_idempotence=True
-    )
-    await producer.start()
-    try:
-        for record in records:
-            await producer.send(
-                settings.events_topic,
-                encode_record(record),
-                key=record.site_id.encode(),
-                headers=[(SCHEMA_HEADER, SCHEMA_EVENT_V1)],
-            )
-        await producer.flush()
-    finally:
-        await producer.stop()
-
-
 def consumed(url: str) -> int:
     return int(scalar(url, "SELECT coalesce(sum(next_offset), 0) FROM consumer_offsets"))
 
@@ -97,7 +80,7 @@ async def test_list_then_replay_after_the_cause_is_fixed(
         make_record(site_id="site-other", timestamp=BLOCKED_DAY, path="/late-2"),
     ]
     good = [make_record(site_id=f"site-{i % 3}", user_id=f"u{i}") for i in range(30)]
-    await produce(consumer_settings, good[:10] + blocked[:1] + good[10:] + blocked[1:])
+    await produce_events(consumer_settings, good[:10] + blocked[:1] + good[10:] + blocked[1:])
 
     async with running_consumer(consumer_settings):
         await wait_for(lambda: consumed(url) == 32, timeout_s=30, what="every message consumed")

@@ -13,18 +13,19 @@ from typing import Any
 import msgspec
 import psycopg
 import pytest
-from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
+from aiokafka import AIOKafkaConsumer, TopicPartition
 
 from consumer.rebuild import rebuild_rollups
 from consumer.retention import apply_retention
 from consumer.sessions_store import LOAD_LATE_STORED
 from consumer.settings import ConsumerSettings
-from core.events import SCHEMA_EVENT_V1, SCHEMA_HEADER, EventRecord, encode_record
+from core.events import EventRecord
 from tests.conftest import TEST_PARTITIONS
 from tests.support import (
     assert_rollups_match_raw_rows,
     assert_visits_match_events,
     make_record,
+    produce_events,
     running_consumer,
     stored_event_count,
     wait_for,
@@ -45,21 +46,7 @@ def event(seconds: float, **changes: Any) -> EventRecord:
 async def consume(settings: ConsumerSettings, records: list[EventRecord]) -> None:
     """Produces the records in order, then runs a consumer until every one is stored or
     found a duplicate (the offsets reach the end of what was produced)."""
-    producer = AIOKafkaProducer(
-        bootstrap_servers=settings.kafka_bootstrap_servers, acks="all", enable_idempotence=True
-    )
-    await producer.start()
-    try:
-        for record in records:
-            await producer.send(
-                settings.events_topic,
-                encode_record(record),
-                key=record.site_id.encode(),
-                headers=[(SCHEMA_HEADER, SCHEMA_EVENT_V1)],
-            )
-        await producer.flush()
-    finally:
-        await producer.stop()
+    await produce_events(settings, records)
     url = settings.database_url
     produced = await produced_messages(settings)
 
