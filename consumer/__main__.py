@@ -1,5 +1,9 @@
 """`python -m consumer`: one replica of the consumer group. Run as many as there are
-partitions; SIGTERM or Ctrl-C stores (or abandons) the batch in hand and leaves the group."""
+partitions; SIGTERM or Ctrl-C stores (or abandons) the batch in hand and leaves the group.
+
+A replica is CONSUMER_WRITERS members of the group: each its own Kafka consumer, partitions,
+batches and PostgreSQL connection, so that batches of different partitions are written side by
+side rather than one after the other (a batch's cost is mostly PostgreSQL's, on one core)."""
 
 from __future__ import annotations
 
@@ -12,7 +16,7 @@ import psycopg
 from aiokafka.errors import KafkaError
 
 from consumer.deadletter import DeadLetters
-from consumer.loop import ConsumerLoop, make_kafka_consumer, tune_gc
+from consumer.loop import ConsumerLoop, ReplicaHealth, make_kafka_consumer, report_progress, tune_gc
 from consumer.metrics import ConsumerStats
 from consumer.monitoring import serve
 from consumer.retention import apply_retention_periodically
@@ -38,15 +42,23 @@ async def run(settings: ConsumerSettings, stop: asyncio.Event) -> None:
         replication_factor=settings.topic_replication_factor,
     )
     stats = ConsumerStats()
-    consumer = make_kafka_consumer(settings)
-    writer = Writer.for_replica(settings)
     dead_letters = DeadLetters(
         settings.kafka_bootstrap_servers, settings.dlq_topic, settings.events_topic
     )
-    loop = ConsumerLoop(settings, consumer, writer, dead_letters, stats)
+    members = [
+        ConsumerLoop(
+            settings,
+            make_kafka_consumer(settings, **_member_options(settings, index)),
+            Writer.for_replica(settings),
+            dead_letters,
+            stats,
+        )
+        for index in range(settings.writers)
+    ]
     server = None
     if settings.metrics_port:
-        server = serve(settings.metrics_host, settings.metrics_port, stats.registry, loop.health)
+        health = ReplicaHealth([member.health for member in members])
+        server = serve(settings.metrics_host, settings.metrics_port, stats.registry, health)
         log.info("metrics and health on http://%s:%d", settings.metrics_host, settings.metrics_port)
     periodic = [asyncio.create_task(seal_periodically(settings), name="seal")]
     periodic.append(asyncio.create_task(keep_requested_zones_periodically(settings), name="zones"))
@@ -54,26 +66,48 @@ async def run(settings: ConsumerSettings, stop: asyncio.Event) -> None:
         periodic.append(
             asyncio.create_task(apply_retention_periodically(settings), name="retention")
         )
+    periodic.append(
+        asyncio.create_task(
+            report_progress(stats, lambda: sum(m.health.assigned for m in members)),
+            name="report",
+        )
+    )
     await dead_letters.start()
-    await consumer.start()
+    for member in members:
+        await member.consumer.start()
     log.info(
-        "consuming %r as group %r from %s into PostgreSQL at %s",
+        "consuming %r as group %r (%d members) from %s into PostgreSQL at %s",
         settings.events_topic,
         settings.group_id,
+        len(members),
         settings.kafka_bootstrap_servers,
         redacted_conninfo(settings.database_url),
     )
+    runs = [asyncio.create_task(m.run(stop), name=f"member-{i}") for i, m in enumerate(members)]
     try:
-        await loop.run(stop)
+        done, _ = await asyncio.wait(runs, return_when=asyncio.FIRST_EXCEPTION)
+        for task in done:
+            task.result()  # a member's failure ends the replica, as it would a process
     finally:
-        for task in periodic:
+        for task in [*runs, *periodic]:
             task.cancel()
-        await consumer.stop()  # leaves the group, so the partitions move on at once
+        for member in members:
+            await member.consumer.stop()  # leaves the group: the partitions move on at once
         await dead_letters.stop()
-        await writer.close()
+        for member in members:
+            await member.writer.close()
         if server is not None:
             server.shutdown()
         log.info("stopped")
+
+
+def _member_options(settings: ConsumerSettings, index: int) -> dict[str, str]:
+    """A member's Kafka client id, and its static membership id if the replica has one (each
+    member needs its own)."""
+    options = {"client_id": f"analytics-consumer-{index}"}
+    if settings.group_instance_id and settings.writers > 1:
+        options["group_instance_id"] = f"{settings.group_instance_id}-{index}"
+    return options
 
 
 async def main_async(settings: ConsumerSettings) -> None:

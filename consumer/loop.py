@@ -24,7 +24,7 @@ import gc
 import logging
 import random
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import Any
 
 from aiokafka import AIOKafkaConsumer, ConsumerRebalanceListener, TopicPartition
@@ -176,6 +176,14 @@ class ConsumerLoop(ConsumerRebalanceListener):  # type: ignore[misc]
         self._writing: asyncio.Task[dict[int, int]] | None = None
         self.health = Health(clock)
 
+    @property
+    def consumer(self) -> AIOKafkaConsumer:
+        return self._consumer
+
+    @property
+    def writer(self) -> Writer:
+        return self._writer
+
     # -- rebalance listener (called by aiokafka's coordinator task) ------------------------
 
     async def on_partitions_revoked(self, revoked: list[TopicPartition]) -> None:
@@ -209,7 +217,6 @@ class ConsumerLoop(ConsumerRebalanceListener):  # type: ignore[misc]
         in hand (within the shutdown timeout). Returns without leaving the group: the caller
         stops the Kafka consumer."""
         self._consumer.subscribe([self._topic], listener=self)
-        reporter = _Reporter(self._stats, self._clock)
         while not stop.is_set():
             if self._writing is not None and self._writing.done():
                 committed = self._writing.result()
@@ -231,7 +238,6 @@ class ConsumerLoop(ConsumerRebalanceListener):  # type: ignore[misc]
                 continue
             await self._poll()
             self.health.polled()
-            reporter.maybe_report(self._consumer.assignment())
             self._refresh_lag()
         await self._finish()
 
@@ -504,27 +510,39 @@ class Health:
         }
 
 
-class _Reporter:
+class ReplicaHealth:
+    """What the health endpoint reports for a replica's members together: polling is as
+    stale as the stalest member's, writes fail if any member's do."""
+
+    def __init__(self, members: Sequence[Health]) -> None:
+        self._members = members
+
+    def snapshot(self) -> dict[str, Any]:
+        parts = [member.snapshot() for member in self._members]
+        stored = [p["seconds_since_stored"] for p in parts if p["seconds_since_stored"] is not None]
+        return {
+            "seconds_since_poll": max(p["seconds_since_poll"] for p in parts),
+            "seconds_since_stored": min(stored) if stored else None,
+            "assigned_partitions": sum(p["assigned_partitions"] for p in parts),
+            "database_writes_failing": any(p["database_writes_failing"] for p in parts),
+            "writers": len(parts),
+        }
+
+
+REPORT_INTERVAL_S = 10.0
+
+
+async def report_progress(stats: ConsumerStats, assigned: Callable[[], int]) -> None:
     """One summary log line every 10 seconds, instead of one line per batch."""
-
-    INTERVAL_S = 10.0
-
-    def __init__(self, stats: ConsumerStats, clock: Callable[[], float]) -> None:
-        self._stats = stats
-        self._clock = clock
-        self._last = clock()
-        self._last_written = 0
-
-    def maybe_report(self, assignment: set[TopicPartition]) -> None:
-        now = self._clock()
-        if now - self._last < self.INTERVAL_S:
-            return
-        written = self._stats.written_total
-        if written != self._last_written:
+    reported = stats.written_total
+    while True:
+        await asyncio.sleep(REPORT_INTERVAL_S)
+        written = stats.written_total
+        if written != reported:
             log.info(
                 "stored %d new events in the last %.0fs (%d partitions assigned)",
-                written - self._last_written,
-                now - self._last,
-                len(assignment),
+                written - reported,
+                REPORT_INTERVAL_S,
+                assigned(),
             )
-        self._last, self._last_written = now, written
+        reported = written

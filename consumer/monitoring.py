@@ -21,7 +21,7 @@ from wsgiref.simple_server import WSGIRequestHandler, WSGIServer, make_server
 
 from prometheus_client import CollectorRegistry, make_wsgi_app
 
-from consumer.loop import Health
+from consumer.loop import Health, ReplicaHealth
 
 STALE_AFTER_S = 30.0
 
@@ -38,7 +38,7 @@ class _QuietHandler(WSGIRequestHandler):
 
 
 def make_app(
-    registry: CollectorRegistry, health: Health
+    registry: CollectorRegistry, health: Health | ReplicaHealth
 ) -> Callable[[dict[str, Any], StartResponse], Iterable[bytes]]:
     metrics = make_wsgi_app(registry)
 
@@ -61,7 +61,9 @@ def make_app(
     return app
 
 
-def serve(host: str, port: int, registry: CollectorRegistry, health: Health) -> WSGIServer:
+def serve(
+    host: str, port: int, registry: CollectorRegistry, health: Health | ReplicaHealth
+) -> WSGIServer:
     """Starts serving in a daemon thread; `shutdown()` the returned server to stop."""
     server = make_server(
         host, port, make_app(registry, health), _ThreadingServer, handler_class=_QuietHandler

@@ -28,6 +28,7 @@ class ConsumerSettings(msgspec.Struct, frozen=True, kw_only=True):
     retention_days: int = declared.RETENTION_DAYS.default
     group_id: str = declared.CONSUMER_GROUP.default
     group_instance_id: str = declared.CONSUMER_INSTANCE_ID.default
+    writers: int = declared.CONSUMER_WRITERS.default
     max_batch_rows: int = declared.MAX_BATCH_ROWS.default
     max_batch_bytes: int = declared.MAX_BATCH_BYTES.default
     max_batch_age_s: float = declared.MAX_BATCH_AGE_S.default

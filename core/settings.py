@@ -737,6 +737,19 @@ CONSUMER_INSTANCE_ID = _declare(
         read_by="consumer",
     )
 )
+CONSUMER_WRITERS = _declare(
+    Setting(
+        env="CONSUMER_WRITERS",
+        field="writers",
+        default=2,
+        minimum=1,
+        maximum=16,
+        doc="members of the consumer group in one replica process, each with its own share of "
+        "the partitions, batches and PostgreSQL connection: batches of different partitions "
+        "are then written side by side (up to the cores PostgreSQL can give them)",
+        read_by="consumer",
+    )
+)
 MAX_BATCH_ROWS = _declare(
     Setting(
         env="MAX_BATCH_ROWS",
@@ -767,7 +780,7 @@ MAX_BATCH_AGE_S = _declare(
 TARGET_BATCH_WRITE_S = _declare(
     Setting(
         env="TARGET_BATCH_WRITE_S",
-        default=1.0,
+        default=0.5,
         minimum=0.0,
         doc="…and holds no more events than the last writes show can be stored in this long "
         "(never fewer than 1,000); 0: by MAX_BATCH_ROWS alone",

@@ -7,7 +7,7 @@ from typing import Any
 
 from prometheus_client import CollectorRegistry
 
-from consumer.loop import Health
+from consumer.loop import Health, ReplicaHealth
 from consumer.monitoring import STALE_AFTER_S, make_app
 
 
@@ -49,3 +49,21 @@ def test_readyz_fails_while_writes_fail() -> None:
     assert get(app, "/readyz")[0].startswith("503")
     health.write_failing = False
     assert get(app, "/readyz")[0].startswith("200")
+
+
+def test_a_replica_is_as_healthy_as_its_worst_member() -> None:
+    clock = FakeClock()
+    polling, stuck = Health(clock), Health(clock)
+    polling.assigned, stuck.assigned = 3, 2
+    app = make_app(CollectorRegistry(), ReplicaHealth([polling, stuck]))
+    clock.now += STALE_AFTER_S + 1
+    polling.polled()
+    polling.stored()
+    status, body = get(app, "/healthz")
+    assert status.startswith("503") and body["seconds_since_poll"] > STALE_AFTER_S
+    assert body["assigned_partitions"] == 5 and body["writers"] == 2
+    assert body["seconds_since_stored"] == 0  # the latest store of any member
+    stuck.polled()
+    assert get(app, "/healthz")[0].startswith("200")
+    stuck.write_failing = True
+    assert get(app, "/readyz")[0].startswith("503")
