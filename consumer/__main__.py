@@ -1,5 +1,6 @@
-"""`python -m consumer`: one replica of the consumer group. Run as many as there are
-partitions; SIGTERM or Ctrl-C stores (or abandons) the batch in hand and leaves the group.
+"""`python -m consumer`: one replica of the consumer group. Run up to the topic's partitions
+divided by CONSUMER_WRITERS; SIGTERM or Ctrl-C stores (or abandons) the batches in hand and
+leaves the group.
 
 A replica is CONSUMER_WRITERS members of the group: each its own Kafka consumer, partitions,
 batches and PostgreSQL connection, so that batches of different partitions are written side by
@@ -52,6 +53,7 @@ async def run(settings: ConsumerSettings, stop: asyncio.Event) -> None:
             Writer.for_replica(settings),
             dead_letters,
             stats,
+            member=index,
         )
         for index in range(settings.writers)
     ]
@@ -85,14 +87,20 @@ async def run(settings: ConsumerSettings, stop: asyncio.Event) -> None:
     )
     runs = [asyncio.create_task(m.run(stop), name=f"member-{i}") for i, m in enumerate(members)]
     try:
-        done, _ = await asyncio.wait(runs, return_when=asyncio.FIRST_EXCEPTION)
-        for task in done:
-            task.result()  # a member's failure ends the replica, as it would a process
+        await asyncio.wait(runs, return_when=asyncio.FIRST_EXCEPTION)
+        failed = [e for t in runs if t.done() and not t.cancelled() and (e := t.exception())]
+        if failed:  # a member's failure ends the replica, as it would a process
+            raise failed[0]
     finally:
         for task in [*runs, *periodic]:
             task.cancel()
-        for member in members:
-            await member.consumer.stop()  # leaves the group: the partitions move on at once
+        await asyncio.gather(*runs, return_exceptions=True)
+        # A member that did not finish (another failed) leaves its write in flight: end it
+        # before its connection goes.
+        await asyncio.gather(*(member.abandon() for member in members))
+        # Together: a member still in the group while another leaves would be pulled into
+        # the rebalance that leaving starts, and wait for it.
+        await asyncio.gather(*(m.consumer.stop() for m in members), return_exceptions=True)
         await dead_letters.stop()
         for member in members:
             await member.writer.close()

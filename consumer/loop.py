@@ -19,6 +19,7 @@ go to the dead-letter topic one by one before the commit that skips them.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import dataclasses
 import gc
 import logging
@@ -138,7 +139,11 @@ class ConsumerLoop(ConsumerRebalanceListener):  # type: ignore[misc]
         dead_letters: DeadLetters,
         stats: ConsumerStats,
         clock: Clock = time.monotonic,
+        member: int = 0,
     ) -> None:
+        # One logger per member of the replica (consumer.loop.0, .1...): whose partitions a
+        # line is about.
+        self._log = logging.getLogger(f"{__name__}.{member}")
         self._settings = settings
         self._consumer = consumer
         self._writer = writer
@@ -172,8 +177,9 @@ class ConsumerLoop(ConsumerRebalanceListener):  # type: ignore[misc]
         self._write_backoff = Backoff(settings.retry_initial_s, settings.retry_max_s, clock)
         self._load_backoff = Backoff(settings.retry_initial_s, settings.retry_max_s, clock)
         self._lag_refreshed_at = 0.0
-        # the write in flight, if any; it returns the offsets it stored
+        # the write in flight, if any (it returns the offsets it stored), and its events
         self._writing: asyncio.Task[dict[int, int]] | None = None
+        self._writing_rows = 0
         self.health = Health(clock)
 
     @property
@@ -198,7 +204,7 @@ class ConsumerLoop(ConsumerRebalanceListener):  # type: ignore[misc]
                 self._fetch_from.pop(partition, None)
                 self._stats.forget_partition(partition)
             self._unloaded -= partitions
-        log.info("partitions revoked: %s", sorted(partitions))
+        self._log.info("partitions revoked: %s", sorted(partitions))
 
     async def on_partitions_assigned(self, assigned: list[TopicPartition]) -> None:
         """Pauses the new partitions until their stored offsets are loaded and sought."""
@@ -208,7 +214,7 @@ class ConsumerLoop(ConsumerRebalanceListener):  # type: ignore[misc]
             self._consumer.pause(*assigned)
         self._stats.rebalances.inc()
         self.health.assigned = len(partitions)
-        log.info("partitions assigned: %s", sorted(partitions))
+        self._log.info("partitions assigned: %s", sorted(partitions))
 
     # -- the loop ---------------------------------------------------------------------------
 
@@ -272,7 +278,7 @@ class ConsumerLoop(ConsumerRebalanceListener):  # type: ignore[misc]
                 stored = await self._writer.load_offsets(partitions)
             except (DatabaseUnavailable, RowsRejected) as exc:
                 delay = self._load_backoff.failed()
-                log.warning("cannot load stored offsets (%s); retrying in %.1fs", exc, delay)
+                self._log.warning("cannot load stored offsets (%s); retrying in %.1fs", exc, delay)
                 return
             self._load_backoff.succeeded()
             for partition, offset in stored.items():
@@ -287,7 +293,7 @@ class ConsumerLoop(ConsumerRebalanceListener):  # type: ignore[misc]
             self._unloaded -= partitions
             if not self._write_backoff.failing:  # else they resume once the batch is stored
                 self._consumer.resume(*[TopicPartition(self._topic, p) for p in partitions])
-            log.info("seeking to stored offsets %s", {p: stored[p] for p in sorted(stored)})
+            self._log.info("seeking to stored offsets %s", {p: stored[p] for p in sorted(stored)})
 
     async def _flush(self) -> dict[int, int]:
         """Writes the batch; on failure keeps it, pauses fetching and schedules a retry.
@@ -298,6 +304,7 @@ class ConsumerLoop(ConsumerRebalanceListener):  # type: ignore[misc]
                 return {}
             # What is polled while this batch is written goes into the next one.
             self._batch = Batch(self._clock)
+            self._writing_rows = len(batch.rows)
             started = self._clock()
             culprits = 0
             try:
@@ -320,7 +327,7 @@ class ConsumerLoop(ConsumerRebalanceListener):  # type: ignore[misc]
                 self._consumer.pause(*self._consumer.assignment())
                 self._stats.write_retries.inc()
                 self.health.write_failing = True
-                log.warning(
+                self._log.warning(
                     "cannot store a batch of %d events (%s); fetching paused, retrying in %.1fs",
                     len(batch.rows),
                     exc,
@@ -328,14 +335,14 @@ class ConsumerLoop(ConsumerRebalanceListener):  # type: ignore[misc]
                 )
                 return {}
             except Fenced as exc:
-                log.warning("%s; dropping the batch and reloading stored offsets", exc)
+                self._log.warning("%s; dropping the batch and reloading stored offsets", exc)
                 self._refetch(set(batch.next_offsets) | set(self._batch.next_offsets))
                 return {}
             elapsed = self._clock() - started
             self._resize(len(batch.rows), elapsed)
             self._stored.update(batch.next_offsets)
             if self._write_backoff.failing:
-                log.info("database is back: batch stored, fetching resumed")
+                self._log.info("database is back: batch stored, fetching resumed")
                 self._write_recovered()
             self._stats.record_batch(len(batch.rows) - culprits, inserted, elapsed)
             self.health.stored()
@@ -349,7 +356,9 @@ class ConsumerLoop(ConsumerRebalanceListener):  # type: ignore[misc]
         self._taken, self._sized_at = 0, now
         limit = self._sizer.written(rows, elapsed_s, arriving)
         if limit != self._policy.max_rows:
-            log.debug("batches now hold at most %d events (%d took %.2fs)", limit, rows, elapsed_s)
+            self._log.debug(
+                "batches now hold at most %d events (%d took %.2fs)", limit, rows, elapsed_s
+            )
             self._policy = dataclasses.replace(self._policy, max_rows=limit)
 
     def _write_recovered(self) -> None:
@@ -363,7 +372,7 @@ class ConsumerLoop(ConsumerRebalanceListener):  # type: ignore[misc]
         topic first. Waits for one isolation pass (bounded: see consumer/isolation.py).
         Returns (new rows stored, events dead-lettered); raises as Writer.write does."""
         self._stats.isolation_passes.inc()
-        log.warning(
+        self._log.warning(
             "a batch of %d events was rejected (%s); isolating the culprits",
             len(batch.rows),
             rejected,
@@ -390,7 +399,7 @@ class ConsumerLoop(ConsumerRebalanceListener):  # type: ignore[misc]
         self._stats.count_dead_lettered(sent)
         for item in sent[:10]:
             assert item.record is not None
-            log.warning(
+            self._log.warning(
                 "dead-lettered event %s of site %r (partition %d, offset %d): %s",
                 item.record.event_id,
                 item.record.site_id,
@@ -399,7 +408,9 @@ class ConsumerLoop(ConsumerRebalanceListener):  # type: ignore[misc]
                 item.reason,
             )
         if len(sent) > 10:
-            log.warning("... and %d more events dead-lettered from this batch", len(sent) - 10)
+            self._log.warning(
+                "... and %d more events dead-lettered from this batch", len(sent) - 10
+            )
         return isolated.inserted, len(isolated.rejected)
 
     def _paused_until_loaded(self) -> set[TopicPartition]:
@@ -430,7 +441,7 @@ class ConsumerLoop(ConsumerRebalanceListener):  # type: ignore[misc]
             async with asyncio.timeout(KAFKA_COMMIT_TIMEOUT_S):
                 await self._consumer.commit(offsets)
         except (KafkaError, TimeoutError) as exc:
-            log.info("Kafka offset commit skipped (%r); PostgreSQL holds the truth", exc)
+            self._log.info("Kafka offset commit skipped (%r); PostgreSQL holds the truth", exc)
 
     def _refresh_lag(self) -> None:
         """Lag per partition: the partition's end (as of the last fetch) minus the offset
@@ -463,13 +474,31 @@ class ConsumerLoop(ConsumerRebalanceListener):  # type: ignore[misc]
                     committed = await self._flush()
                     if committed:
                         await self._commit_to_kafka(committed)
-                        log.info("shutdown: stored the last batch of %d events", count)
+                        self._log.info("shutdown: stored the last batch of %d events", count)
         except TimeoutError:
             pass  # the write in flight was cancelled with the timeout: rolled back
         if not self._batch.is_empty() or self._writing is not None:
-            log.warning(
-                "shutdown: abandoned %d events (they will be re-read)", len(self._batch.rows)
+            self._log.warning(
+                "shutdown: abandoned %d events (they will be re-read)", self._unstored_rows()
             )
+
+    async def abandon(self) -> None:
+        """Cancels the write in flight, if any, and waits for it to end (its transaction rolls
+        back): for a replica ending because another member failed. What it held is re-read
+        by the partitions' next owner."""
+        writing, self._writing = self._writing, None
+        if writing is None or writing.done():
+            return
+        count = self._unstored_rows()
+        writing.cancel()
+        with contextlib.suppress(asyncio.CancelledError, Exception):
+            await writing
+        self._log.warning("abandoned a write in flight: %d events will be re-read", count)
+
+    def _unstored_rows(self) -> int:
+        """The events of the batch in hand and of the write in flight, if any."""
+        in_flight = self._writing_rows if self._writing is not None else 0
+        return len(self._batch.rows) + in_flight
 
 
 def _message(partition: int, record: Any) -> Message:

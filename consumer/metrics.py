@@ -49,7 +49,7 @@ class ConsumerStats:
         )
         self.rebalances = Counter(
             "consumer_rebalances",
-            "Partition assignments received (one per completed rebalance)",
+            "Partition assignments received (one per member of the replica and rebalance)",
             registry=self.registry,
         )
         self.lag = Gauge(
