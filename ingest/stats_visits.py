@@ -34,7 +34,6 @@ from typing import Any, Literal, NamedTuple
 
 from psycopg import sql
 
-from core.calendar import next_month
 from ingest.stats_days import Span, split, utc_days, whole_months
 from ingest.stats_params import (
     NOT_SET,
@@ -249,20 +248,10 @@ def days_clause(p: str, alias: str = "", months: bool = False) -> sql.Composable
 
 
 def months_clause(p: str, alias: str = "") -> sql.Composable:
-    """A DimensionDays part's sealed months: those of [mfrom, mto) before the watermark's,
-    as an array, so that a lookup of one value descends the index once per month rather
-    than walking every value of a range of months."""
-    return sql.SQL("{}month = ANY(ARRAY(SELECT m FROM unnest({}::date[]) m WHERE m < {}))").format(
-        sql.SQL(alias), _ph(p, "months"), _SEALED_TO
+    """A DimensionDays part's sealed months: those of [mfrom, mto) before the watermark's."""
+    return sql.SQL("{a}month >= {f} AND {a}month < least({t}, {sealed})").format(
+        a=sql.SQL(alias), f=_ph(p, "mfrom"), t=_ph(p, "mto"), sealed=_SEALED_TO
     )
-
-
-def month_starts(month_from: dt.date, month_to: dt.date) -> list[dt.date]:
-    """The first days of the months [month_from, month_to)."""
-    months = [month_from]
-    while (following := next_month(months[-1])) < month_to:
-        months.append(following)
-    return months
 
 
 def bind_parts(parts: tuple[VisitPart, ...], params: dict[str, Any]) -> None:
@@ -278,7 +267,6 @@ def bind_parts(parts: tuple[VisitPart, ...], params: dict[str, Any]) -> None:
             params[p + "days"] = [part.first + dt.timedelta(days=i) for i in range(count)]
             if part.months is not None:
                 params[p + "mfrom"], params[p + "mto"] = part.months
-                params[p + "months"] = month_starts(*part.months)
         else:
             for j, (a, b) in enumerate(part.spans):
                 params[f"{p}a{j}"], params[f"{p}b{j}"] = a, b

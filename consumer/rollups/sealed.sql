@@ -197,8 +197,8 @@ late_visit_dimensions AS (
     FULL JOIN (SELECT * FROM visit_dimension_sketches
                WHERE day < (SELECT sealed_before FROM sealed_days)) k
         USING (site_id, day, dimension, value)
-    GROUP BY 1, 2, 3, 4 ORDER BY 1, 2, 3, 4
-    ON CONFLICT (site_id, dimension, month, value) DO UPDATE SET
+    GROUP BY 1, 2, 3, 4 ORDER BY 1, 2, 4, 3
+    ON CONFLICT (site_id, dimension, value, month) DO UPDATE SET
         visits = m.visits + EXCLUDED.visits, bounces = m.bounces + EXCLUDED.bounces,
         duration = m.duration + EXCLUDED.duration, page_views = m.page_views + EXCLUDED.page_views,
         visitors = hll_union(m.visitors, EXCLUDED.visitors)
@@ -233,7 +233,7 @@ SELECT d.site_id, d.dimension, date_trunc('month', d.day)::date, d.value, sum(d.
 FROM (SELECT site_id, day FROM daily_stats WHERE day >= %(lo)s AND day < %(hi)s) s
 JOIN daily_visit_dimensions d ON d.site_id = s.site_id AND d.day = s.day
 GROUP BY 1, 2, 3, 4
-ON CONFLICT (site_id, dimension, month, value) DO UPDATE SET
+ON CONFLICT (site_id, dimension, value, month) DO UPDATE SET
     visits = m.visits + EXCLUDED.visits, bounces = m.bounces + EXCLUDED.bounces,
     duration = m.duration + EXCLUDED.duration, page_views = m.page_views + EXCLUDED.page_views,
     visitors = hll_union(m.visitors, EXCLUDED.visitors)
