@@ -440,8 +440,29 @@ CREATE TABLE sealed_monthly_event_types (
     PRIMARY KEY (site_id, month, event_type)
 );
 
+-- Per (site, visit dimension, UTC month, value): daily_visit_dimensions of the month's sealed
+-- days, summed, the visitors' sketches merged, so that a visit breakdown of a whole month
+-- reads one row per value (a month of entry pages: 30 rows and 30 sketches per page
+-- otherwise). Sealed with the other months; the visit statement adds its late deltas.
+CREATE TABLE sealed_monthly_visit_dimensions (
+    site_id     text   NOT NULL,
+    dimension   text   NOT NULL,
+    month       date   NOT NULL,  -- first day of the UTC month
+    value       text   NOT NULL,
+    visits      bigint NOT NULL DEFAULT 0,
+    bounces     bigint NOT NULL DEFAULT 0,
+    duration    bigint NOT NULL DEFAULT 0,
+    page_views  bigint NOT NULL DEFAULT 0,
+    visitors    hll    NOT NULL,
+    -- Value before month: the sketch of a value shown is one descent whatever the months,
+    -- and no plan of the statement can walk a month's values for each (a generic plan of a
+    -- prepared statement did, with a (site, dimension, month) index beside it).
+    PRIMARY KEY (site_id, dimension, value, month)
+);
+
 -- One row: days before `sealed_before` (UTC days, and local days in every kept zone) are in
--- sealed_monthly_paths and sealed_monthly_event_types. '-infinity' until the first seal.
+-- sealed_monthly_paths, sealed_monthly_event_types and sealed_monthly_visit_dimensions.
+-- '-infinity' until the first seal.
 CREATE TABLE sealed_days (
     one            boolean PRIMARY KEY DEFAULT true CHECK (one),
     sealed_before  date    NOT NULL

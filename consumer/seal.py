@@ -1,6 +1,7 @@
-"""Sealing closed days into sealed_monthly_paths and sealed_monthly_event_types (schema.sql):
-a month's page views and visitors per page, and events and visitors per event type, so that a
-month's top pages read ten rows, not ten sketches a day.
+"""Sealing closed days into sealed_monthly_paths, sealed_monthly_event_types and
+sealed_monthly_visit_dimensions (schema.sql): a month's page views and visitors per page,
+events and visitors per event type, and visit sums and visitors per visit dimension and value,
+so that a month's top pages or entry pages read ten rows, not ten sketches a day.
 
     python -m consumer.seal          # seal every day before yesterday (UTC), then exit
 
@@ -9,8 +10,10 @@ nothing).
 A seal advances the watermark `sealed_before` one month at most per transaction: it locks
 the sealed months against batches (they wait, then carry on: nothing is lost or counted
 twice), adds the page views and visitors of the days it seals to their months, in UTC and in
-every kept zone, and moves the watermark. Batches add their late events for sealed days
-themselves (consumer/write.py), and `rebuild` and zone changes recount what they touch.
+every kept zone, and the visits starting on them (UTC), and moves the watermark. Batches add
+their late events and late visit changes for sealed days themselves (consumer/write.py, the
+visit statement of consumer/rollups), and `rebuild` and zone changes recount what they
+touch.
 """
 
 from __future__ import annotations

@@ -11,7 +11,9 @@ bucket of its start) and two rollups of them, kept by deltas as visits grow
 - `DimensionDays`: daily_visit_dimensions rows of one dimension over whole UTC days. Each
   visit is in exactly one value row of each dimension, so one filter (== or !=) or a
   breakdown by that dimension reads them; the visitors' sketches are merged (a breakdown's
-  for the values it shows only: ingest/stats_visits_page.py);
+  for the values it shows only: ingest/stats_visits_page.py). A breakdown reads the whole
+  months among those days from sealed_monthly_visit_dimensions as far as sealed_days reaches
+  (one row per value a month), which the statement decides in its own snapshot;
 - `VisitRows`: visits rows started inside the spans: the partial UTC days at the ends of
   another zone's range, and every question the rollups cannot answer (two filters or more,
   a filtered breakdown, hourly or local-day series with a filter). Like raw events, they are
@@ -32,7 +34,7 @@ from typing import Any, Literal, NamedTuple
 
 from psycopg import sql
 
-from ingest.stats_days import Span, split, utc_days
+from ingest.stats_days import Span, split, utc_days, whole_months
 from ingest.stats_params import (
     NOT_SET,
     BreakdownRequest,
@@ -57,12 +59,15 @@ class Buckets:
 @dataclass(frozen=True)
 class DimensionDays:
     """daily_visit_dimensions rows of `dimension`, UTC days [first, end); `filtered`: only the
-    value rows the request's one filter keeps."""
+    value rows the request's one filter keeps. `months`: the whole UTC months [from, to)
+    inside the days, read from sealed_monthly_visit_dimensions as far as sealed_days reaches
+    (decided in the statement's snapshot), their other days from the daily rows."""
 
     dimension: Dimension
     first: dt.date
     end: dt.date
     filtered: bool = False
+    months: tuple[dt.date, dt.date] | None = None
 
 
 @dataclass(frozen=True)
@@ -108,7 +113,9 @@ def plan_visit_breakdown(request: BreakdownRequest) -> tuple[VisitPart, ...]:
     if request.stats.filters:
         return (VisitRows(((r.start, r.end),)),)
     pieces = split(r.start, r.end)
-    days = DimensionDays(request.dimension, pieces.day_from, pieces.day_to)
+    month_from, month_to = whole_months(pieces.day_from, pieces.day_to)
+    months = (month_from, month_to) if month_from < month_to else None
+    days = DimensionDays(request.dimension, pieces.day_from, pieces.day_to, months=months)
     return ((days,) if pieces.has_days else ()) + (
         (VisitRows(pieces.edges),) if pieces.edges else ()
     )
@@ -187,6 +194,8 @@ def part_rows(
             "WHERE site_id = %(site)s AND bucket >= {a} AND bucket < {b}"
         ).format(head=head, sums=_ROLLUP_SUMS, a=_ph(p, "first"), b=_ph(p, "end"))
     if isinstance(part, DimensionDays):
+        if part.months is not None:
+            raise ValueError("sealed months are planned for breakdown pages only")
         head = {
             "none": sql.SQL(""),
             "period": sql.SQL("day::timestamp, "),
@@ -218,11 +227,31 @@ def part_rows(
     return query if lead == "none" else sql.SQL("{} GROUP BY 1").format(query)
 
 
-def days_clause(p: str, alias: str = "") -> sql.Composable:
+# The first month not wholly sealed: the watermark's (sealed_before is the first day not
+# sealed, so some of its month's days are not). '-infinity' before the first seal: no month.
+_SEALED_TO = sql.SQL(
+    "(SELECT date_trunc('month', sealed_before::timestamp)::date FROM sealed_days)"
+)
+
+
+def days_clause(p: str, alias: str = "", months: bool = False) -> sql.Composable:
     """A DimensionDays part's days as the primary key's second column sees them: one descent
     of the index per day straight to the dimension's rows, where a range of days would walk
-    every dimension's rows of those days (13 dimensions; entry and exit pages are most)."""
-    return sql.SQL("{}day = ANY({})").format(sql.SQL(alias), _ph(p, "days"))
+    every dimension's rows of those days (13 dimensions; entry and exit pages are most).
+    With `months`, the days of the sealed months (months_clause) are left out of the array,
+    so that no descent is made for them."""
+    if not months:
+        return sql.SQL("{}day = ANY({})").format(sql.SQL(alias), _ph(p, "days"))
+    return sql.SQL(
+        "{}day = ANY(ARRAY(SELECT d FROM unnest({}::date[]) d WHERE d < {} OR d >= least({}, {})))"
+    ).format(sql.SQL(alias), _ph(p, "days"), _ph(p, "mfrom"), _ph(p, "mto"), _SEALED_TO)
+
+
+def months_clause(p: str, alias: str = "") -> sql.Composable:
+    """A DimensionDays part's sealed months: those of [mfrom, mto) before the watermark's."""
+    return sql.SQL("{a}month >= {f} AND {a}month < least({t}, {sealed})").format(
+        a=sql.SQL(alias), f=_ph(p, "mfrom"), t=_ph(p, "mto"), sealed=_SEALED_TO
+    )
 
 
 def bind_parts(parts: tuple[VisitPart, ...], params: dict[str, Any]) -> None:
@@ -236,6 +265,8 @@ def bind_parts(parts: tuple[VisitPart, ...], params: dict[str, Any]) -> None:
             params[p + "dimension"] = part.dimension
             count = (part.end - part.first).days
             params[p + "days"] = [part.first + dt.timedelta(days=i) for i in range(count)]
+            if part.months is not None:
+                params[p + "mfrom"], params[p + "mto"] = part.months
         else:
             for j, (a, b) in enumerate(part.spans):
                 params[f"{p}a{j}"], params[f"{p}b{j}"] = a, b
@@ -245,7 +276,7 @@ def bind_parts(parts: tuple[VisitPart, ...], params: dict[str, Any]) -> None:
 def _shape(parts: tuple[VisitPart, ...]) -> tuple[Any, ...]:
     return tuple(
         (type(part).__name__, len(part.spans) if isinstance(part, VisitRows) else 0)
-        + ((part.filtered,) if isinstance(part, DimensionDays) else ())
+        + ((part.filtered, part.months is not None) if isinstance(part, DimensionDays) else ())
         for part in parts
     )
 

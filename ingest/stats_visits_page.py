@@ -2,9 +2,11 @@
 
 The values are ranked on exact sums (visits, bounces, duration, page views), read without
 their sketches; the visitors' sketches are merged only for the rows of the page, each by
-primary-key lookups of its (day, value) rows (stats_visits.days_clause), plus its sketch from the
-visits at the edges of another zone's range. A sort by visitors ranks candidates by visits
-instead (ingest/stats_visits_rank.py) and asks for them a batch at a time.
+primary-key lookups of its (day, value) rows (stats_visits.days_clause) and (month, value)
+rows of the sealed months, plus its sketch from the visits at the edges of another zone's
+range (a sealed month is one row and one sketch per value, its daily rows thirty). A sort by
+visitors ranks candidates by visits instead (ingest/stats_visits_rank.py) and asks for them a
+batch at a time.
 """
 
 from __future__ import annotations
@@ -21,6 +23,7 @@ from ingest.stats_visits import (
     VisitRows,
     bind_parts,
     days_clause,
+    months_clause,
     visit_column,
 )
 from ingest.stats_visits_rank import Window
@@ -81,22 +84,34 @@ def _parts(
     for i, part in enumerate(parts):
         p = f"p{i}_"
         if isinstance(part, DimensionDays):
+            months = part.months is not None
+            dim = sql.Placeholder(p + "dimension")
             sums.append(
                 sql.SQL(
                     "SELECT value, {sums} FROM daily_visit_dimensions WHERE site_id = %(site)s "
                     "AND {days} AND dimension = {dim}"
-                ).format(
-                    sums=sql.SQL(_SUMS),
-                    days=days_clause(p),
-                    dim=sql.Placeholder(p + "dimension"),
-                )
+                ).format(sums=sql.SQL(_SUMS), days=days_clause(p, months=months), dim=dim)
             )
             sketches.append(
                 sql.SQL(
                     "SELECT x.visitors FROM daily_visit_dimensions x WHERE x.site_id = %(site)s "
                     "AND {days} AND x.dimension = {dim} AND x.value = g.value"
-                ).format(days=days_clause(p, "x."), dim=sql.Placeholder(p + "dimension"))
+                ).format(days=days_clause(p, "x.", months), dim=dim)
             )
+            if months:
+                sums.append(
+                    sql.SQL(
+                        "SELECT value, {sums} FROM sealed_monthly_visit_dimensions "
+                        "WHERE site_id = %(site)s AND dimension = {dim} AND {months}"
+                    ).format(sums=sql.SQL(_SUMS), dim=dim, months=months_clause(p))
+                )
+                sketches.append(
+                    sql.SQL(
+                        "SELECT x.visitors FROM sealed_monthly_visit_dimensions x "
+                        "WHERE x.site_id = %(site)s AND x.dimension = {dim} AND {months} "
+                        "AND x.value = g.value"
+                    ).format(dim=dim, months=months_clause(p, "x."))
+                )
         elif isinstance(part, VisitRows):
             name = sql.Identifier(f"edges{i}")
             edges = _edges(part, p, dimension, only_values)
@@ -156,7 +171,9 @@ def compose_visitors(parts: tuple[VisitPart, ...], dimension: Dimension) -> sql.
 
 def _shape(parts: tuple[VisitPart, ...]) -> tuple[Any, ...]:
     return tuple(
-        ("days",) if isinstance(part, DimensionDays) else ("edges", len(part.spans))
+        ("days", part.months is not None)
+        if isinstance(part, DimensionDays)
+        else ("edges", len(part.spans))
         for part in parts
         if isinstance(part, DimensionDays | VisitRows)
     )

@@ -21,7 +21,9 @@ every command that locks rollup tables locks a subsequence of it, so a batch and
 never wait for each other. It is also the order of the recounts: each reads only rollups
 before it. The sealed rollups come last in the batch statement: a seal locks them only, and
 a batch waiting for a seal then holds no lock the seal needs. The visit rollups follow them,
-as the visit statement follows the batch statement.
+as the visit statement follows the batch statement, their sealed months last: a batch
+reaches the visit statement holding the batch statement's sealed months, so a seal never
+waits for it there.
 
 Adding a rollup: its table in schema.sql (and a migration), a `Rollup` line here at its place
 in the order, and its statements in a `.sql` file of this package.
@@ -101,6 +103,9 @@ ROLLUPS: tuple[Rollup, ...] = (
     # visits, by where they start (visits.sql), written by the visit statement
     Rollup("quarter_hour_visits", from_visits=True),
     Rollup("daily_visit_dimensions", from_visits=True),
+    # sealed months of the one before (sealed.sql): last of the visit statement, as the
+    # other sealed months are of the batch statement
+    Rollup("sealed_monthly_visit_dimensions", sealed=True, from_visits=True),
 )
 
 LOCK_ORDER: tuple[str, ...] = tuple(rollup.table for rollup in ROLLUPS)

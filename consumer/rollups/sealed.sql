@@ -1,6 +1,7 @@
 -- Closed days sealed into months (consumer/seal.py): a month's page views and visitors per
--- page, in UTC and in every kept zone, and its events and visitors per event type, so that a
--- month's top pages read ten rows, not ten sketches a day. `sealed_before` (sealed_days) is
+-- page, in UTC and in every kept zone, its events and visitors per event type, and its visit
+-- sums and visitors per visit dimension and value, so that a month's top pages read ten rows,
+-- not ten sketches a day. `sealed_before` (sealed_days) is
 -- the watermark: the days before it are in these tables.
 --
 -- Statement kinds as in utc_days.sql and zones.sql, and:
@@ -178,3 +179,104 @@ GROUP BY 1, 2, 3 ORDER BY 1, 2, 3
 -- name: sealed_monthly_event_types.stored
 SELECT site_id, month, event_type, events, hll_cardinality(visitors)
 FROM sealed_monthly_event_types ORDER BY 1, 2, 3
+
+-- name: sealed_monthly_visit_dimensions.upsert
+-- Late visit deltas, for visits starting (or that started) on a sealed day: usually none.
+-- A CTE of the visit statement (visits.sql), after daily_visit_dimensions' upsert, whose sums
+-- and sketches it folds into their months. The batch statement before it in the same
+-- transaction holds the other sealed months, so no seal moves the watermark meanwhile.
+late_visit_dimensions AS (
+    INSERT INTO sealed_monthly_visit_dimensions AS m
+        (site_id, dimension, month, value, visits, bounces, duration, page_views, visitors)
+    SELECT site_id, dimension, date_trunc('month', day)::date, value,
+           coalesce(sum(s.visits), 0), coalesce(sum(s.bounces), 0),
+           coalesce(sum(s.duration), 0), coalesce(sum(s.page_views), 0),
+           coalesce(hll_union_agg(k.visitors), hll_empty())
+    FROM (SELECT * FROM visit_dimension_sums
+          WHERE day < (SELECT sealed_before FROM sealed_days)) s
+    FULL JOIN (SELECT * FROM visit_dimension_sketches
+               WHERE day < (SELECT sealed_before FROM sealed_days)) k
+        USING (site_id, day, dimension, value)
+    GROUP BY 1, 2, 3, 4 ORDER BY 1, 2, 4, 3
+    ON CONFLICT (site_id, dimension, value, month) DO UPDATE SET
+        visits = m.visits + EXCLUDED.visits, bounces = m.bounces + EXCLUDED.bounces,
+        duration = m.duration + EXCLUDED.duration, page_views = m.page_views + EXCLUDED.page_views,
+        visitors = hll_union(m.visitors, EXCLUDED.visitors)
+)
+
+-- name: sealed_monthly_visit_dimensions.delete
+DELETE FROM sealed_monthly_visit_dimensions
+WHERE month IN (SELECT DISTINCT date_trunc('month', d)::date FROM unnest(%(days)s::date[]) d)
+  AND (%(site)s::text IS NULL OR site_id = %(site)s)
+
+-- name: sealed_monthly_visit_dimensions.recount
+-- From daily_visit_dimensions (recounted before it from the stored visits).
+INSERT INTO sealed_monthly_visit_dimensions
+    (site_id, dimension, month, value, visits, bounces, duration, page_views, visitors)
+SELECT d.site_id, d.dimension, date_trunc('month', d.day)::date, d.value, sum(d.visits),
+       sum(d.bounces), sum(d.duration), sum(d.page_views), hll_union_agg(d.visitors)
+FROM (
+    SELECT site_id, day FROM daily_stats
+    WHERE (%(site)s::text IS NULL OR site_id = %(site)s)
+      AND day < (SELECT sealed_before FROM sealed_days)
+      AND date_trunc('month', day)::date IN (
+          SELECT DISTINCT date_trunc('month', d)::date FROM unnest(%(days)s::date[]) d)
+) s
+JOIN daily_visit_dimensions d ON d.site_id = s.site_id AND d.day = s.day
+GROUP BY 1, 2, 3, 4
+
+-- name: sealed_monthly_visit_dimensions.seal
+INSERT INTO sealed_monthly_visit_dimensions AS m
+    (site_id, dimension, month, value, visits, bounces, duration, page_views, visitors)
+SELECT d.site_id, d.dimension, date_trunc('month', d.day)::date, d.value, sum(d.visits),
+       sum(d.bounces), sum(d.duration), sum(d.page_views), hll_union_agg(d.visitors)
+FROM (SELECT site_id, day FROM daily_stats WHERE day >= %(lo)s AND day < %(hi)s) s
+JOIN daily_visit_dimensions d ON d.site_id = s.site_id AND d.day = s.day
+GROUP BY 1, 2, 3, 4
+ON CONFLICT (site_id, dimension, value, month) DO UPDATE SET
+    visits = m.visits + EXCLUDED.visits, bounces = m.bounces + EXCLUDED.bounces,
+    duration = m.duration + EXCLUDED.duration, page_views = m.page_views + EXCLUDED.page_views,
+    visitors = hll_union(m.visitors, EXCLUDED.visitors)
+
+-- name: sealed_monthly_visit_dimensions.expected
+-- The visits starting on the days before the watermark, per UTC month, as
+-- daily_visit_dimensions.expected counts them per day (the sketch: true).
+SELECT v.site_id, x.dimension, date_trunc('month', v.day)::date, coalesce(x.value, '(not set)'),
+       count(*), count(*) FILTER (WHERE v.events = 1 AND v.page_views = 1),
+       sum(floor(extract(epoch FROM v.last_at - v.started_at)))::bigint, sum(v.page_views),
+       true
+FROM visits v
+CROSS JOIN LATERAL (VALUES
+    ('source', coalesce(v.referrer_source, v.referrer_host)), ('referrer', v.referrer_host),
+    ('utm_source', v.utm_source), ('utm_medium', v.utm_medium),
+    ('utm_campaign', v.utm_campaign), ('utm_content', v.utm_content),
+    ('utm_term', v.utm_term), ('entry_page', v.entry_page), ('exit_page', v.exit_page),
+    ('browser', v.browser), ('os', v.os), ('device', v.device), ('country', v.country)
+) AS x (dimension, value)
+WHERE v.day < (SELECT sealed_before FROM sealed_days)
+GROUP BY 1, 2, 3, 4 ORDER BY 1, 2, 3, 4
+
+-- name: sealed_monthly_visit_dimensions.stored
+-- Rows every visit left are kept at zero: left out here. The last column says whether the
+-- sketch holds every visitor whose visit has the value now.
+SELECT m.site_id, m.dimension, m.month, m.value, m.visits, m.bounces, m.duration,
+       m.page_views,
+       hll_cardinality(hll_union(m.visitors, coalesce(now.visitors, hll_empty())))
+           IS NOT DISTINCT FROM hll_cardinality(m.visitors)
+FROM sealed_monthly_visit_dimensions m
+LEFT JOIN (
+    SELECT v.site_id, x.dimension, date_trunc('month', v.day)::date AS month,
+           coalesce(x.value, '(not set)') AS value, hll_add_agg(hll_hash_text(v.visitor)) AS visitors
+    FROM visits v
+    CROSS JOIN LATERAL (VALUES
+        ('source', coalesce(v.referrer_source, v.referrer_host)), ('referrer', v.referrer_host),
+        ('utm_source', v.utm_source), ('utm_medium', v.utm_medium),
+        ('utm_campaign', v.utm_campaign), ('utm_content', v.utm_content),
+        ('utm_term', v.utm_term), ('entry_page', v.entry_page), ('exit_page', v.exit_page),
+        ('browser', v.browser), ('os', v.os), ('device', v.device), ('country', v.country)
+    ) AS x (dimension, value)
+    WHERE v.day < (SELECT sealed_before FROM sealed_days)
+    GROUP BY 1, 2, 3, 4
+) AS now USING (site_id, dimension, month, value)
+WHERE (m.visits, m.bounces, m.duration, m.page_views) <> (0, 0, 0, 0)
+ORDER BY 1, 2, 3, 4

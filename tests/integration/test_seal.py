@@ -59,6 +59,71 @@ async def month_pages(database_url: str, zone: str, **params: str) -> list[dict[
         return await stats_response.breakdown_results(pool, request)
 
 
+async def month_visits(database_url: str, dimension: str, **params: str) -> list[dict[str, Any]]:
+    """A visit breakdown the API answers, November in UTC by default."""
+    request = parse_breakdown(
+        {
+            "site_id": "a",
+            "period": "month",
+            "date": "2025-11-01",
+            "property": f"visit:{dimension}",
+            "metrics": "visitors,visits,bounce_rate,visit_duration",
+            **params,
+        },
+        now=dt.datetime(2026, 1, 2, tzinfo=UTC),
+    )
+    async with AsyncConnectionPool(database_url, min_size=1, max_size=1) as pool:
+        return await stats_response.breakdown_results(pool, request)
+
+
+def visits_by_value(rows: list[dict[str, Any]], dimension: str) -> dict[str, int]:
+    return {row[dimension]: row["visits"] for row in rows}
+
+
+async def test_a_sealed_month_of_visits_answers_as_its_days_and_counts_late_visits_once(
+    database_url: str,
+) -> None:
+    # Ten visits of one event each (a visitor's events are five hours apart): /a and /b.
+    await write_batch(database_url, november(10, "u"))
+    questions = [
+        ("entry_page", {}),
+        ("exit_page", {"limit": "1", "page": "2"}),
+        ("source", {"period": "custom", "date": "2025-10-20,2025-12-05"}),
+        ("entry_page", {"timezone": "Asia/Kolkata"}),
+    ]
+    before = [await month_visits(database_url, d, **q) for d, q in questions]
+    assert visits_by_value(before[0], "entry_page") == {"/a": 5, "/b": 5}
+    await seal_closed_days(database_url, TODAY)
+    entry_rows = "SELECT sum(visits) FROM sealed_monthly_visit_dimensions WHERE dimension = %s"
+    assert scalar(database_url, entry_rows, ("entry_page",)) == 10
+    assert [await month_visits(database_url, d, **q) for d, q in questions] == before
+    # Late, for sealed days: new visits on the 29th, and an event that extends u0's first
+    # visit (10:00 on the 12th, entered and left by /a) to leave by /c.
+    extend = make_record(
+        site_id="a",
+        path="/c",
+        user_id="u0",
+        timestamp=dt.datetime(2025, 11, 12, 10, 10, tzinfo=UTC),
+    )
+    await write_batch(database_url, [*november(3, "late-", day=29), extend], partition=1)
+    assert_rollups_match_raw_rows(database_url)
+    assert scalar(database_url, entry_rows, ("entry_page",)) == 13
+    entries = await month_visits(database_url, "entry_page")
+    exits = await month_visits(database_url, "exit_page")
+    assert visits_by_value(entries, "entry_page") == {"/a": 7, "/b": 6}
+    assert visits_by_value(exits, "exit_page") == {"/a": 6, "/b": 6, "/c": 1}
+    assert [e["bounce_rate"] for e in entries] == [86, 100]  # u0's visit is no bounce now
+    # Read from the sealed rows, until a rebuild recounts them from the daily ones.
+    with psycopg.connect(database_url, autocommit=True) as conn:
+        conn.execute("UPDATE sealed_monthly_visit_dimensions SET visits = visits + 1000")
+    damaged = await month_visits(database_url, "entry_page")
+    assert visits_by_value(damaged, "entry_page") == {"/a": 1007, "/b": 1006}
+    await rebuild_rollups(database_url, dt.date(2025, 11, 12), dt.date(2025, 11, 12))
+    assert await month_visits(database_url, "entry_page") == entries
+    assert await month_visits(database_url, "exit_page") == exits
+    assert_rollups_match_raw_rows(database_url)
+
+
 async def test_a_seal_answers_what_the_daily_rows_answered(database_url: str) -> None:
     await add_zone(database_url, "a", "Asia/Kolkata")
     await write_batch(database_url, november(20, "u") + november(6, "v", day=30))

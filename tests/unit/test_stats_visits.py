@@ -187,6 +187,31 @@ def test_a_breakdown_reads_its_dimension_rows_and_edges_or_with_filters_visits()
     assert "LIMIT 100" in text and "OFFSET" not in text
 
 
+def test_a_breakdown_reads_the_whole_months_of_its_range_from_their_sealed_rows() -> None:
+    # 2025-10-20 to 2026-01-05: November and December whole, the other days daily.
+    ranged = {"site_id": "s", "period": "custom", "date": "2025-10-20,2026-01-05"}
+    request = parse_breakdown({**ranged, "property": "visit:entry_page"}, now=NOW)
+    [part] = stats_visits.plan_visit_breakdown(request)
+    assert part == DimensionDays(
+        "entry_page", D(2025, 10, 20), D(2026, 1, 6), months=(D(2025, 11, 1), D(2026, 1, 1))
+    )
+    query, bound = visit_page_sql(request, (part,), "visitors", Window(40, 0, 20))
+    text = query.as_string(None)
+    # Which months are sealed is the statement's to say (sealed_days in its snapshot): the
+    # daily rows of those months are left out of the days looked up, the others read.
+    assert text.count("FROM sealed_monthly_visit_dimensions") == 2  # ranking, sketches
+    assert "x.month >= %(p0_mfrom)s AND x.month < least(%(p0_mto)s, (SELECT" in text
+    assert "x.day = ANY(ARRAY(SELECT d FROM unnest(%(p0_days)s::date[]) d" in text
+    assert (bound["p0_mfrom"], bound["p0_mto"]) == (D(2025, 11, 1), D(2026, 1, 1))
+    assert len(bound["p0_days"]) == 78
+    # Less than a whole month: the daily rows only.
+    short = parse_breakdown(params(property="visit:entry_page"), now=NOW)
+    [part] = stats_visits.plan_visit_breakdown(short)
+    assert isinstance(part, DimensionDays) and part.months is None
+    query, bound = visit_page_sql(short, (part,), "visitors", Window(40, 0, 20))
+    assert "sealed_monthly" not in query.as_string(None) and "p0_mfrom" not in bound
+
+
 def test_metrics_round_half_up_as_plausible_does() -> None:
     values = visit_values(VisitSums(visits=8, bounces=1, duration=20, page_views=5, visitors=3.0))
     assert values == {
