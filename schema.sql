@@ -299,9 +299,10 @@ CREATE TABLE visits (
     events           integer     NOT NULL,
     PRIMARY KEY (site_id, visitor, started_at)
 );
--- Visitors active now (the realtime count), and retention by day.
+-- Visitors active now (the realtime count); a site's visits started in a span of UTC days
+-- (the partial days of a range outside UTC), and retention by day.
 CREATE INDEX visits_recent ON visits (site_id, last_at);
-CREATE INDEX visits_by_day ON visits (day);
+CREATE INDEX visits_by_day_and_site ON visits (day, site_id, started_at);
 
 -- Per (site, 15-minute UTC bucket of a visit's start): visits, bounces (visits of exactly
 -- one event, a page view), the sum of their durations in whole seconds, and their page views.

@@ -167,7 +167,7 @@ def _ph(p: str, name: str) -> sql.Placeholder:
 
 
 def _visit_spans(spans: tuple[Span, ...], p: str) -> sql.Composable:
-    """Visits started inside the spans, also bounded by their UTC day (visits_by_day)."""
+    """Visits started inside the spans, also bounded by their UTC day (visits_by_day_and_site)."""
     clauses = [
         sql.SQL("(day >= {da} AND day <= {db} AND started_at >= {a} AND started_at < {b})").format(
             da=_ph(p, f"d{i}a"), db=_ph(p, f"d{i}b"), a=_ph(p, f"a{i}"), b=_ph(p, f"b{i}")
