@@ -40,6 +40,7 @@ from ingest.access import StatsAccess, bearer_token
 from ingest.database import connection_options
 from ingest.errors import BadRequest, ServiceUnavailable
 from ingest.export_send import (
+    ZIP_MEDIA_TYPE,
     ArchiveResponse,
     ExportBusy,
     ExportSlots,
@@ -208,6 +209,16 @@ class ExportRoute:
         days = parse_range(params, now=now, max_days=EXPORT_MAX_DAYS)
         token = bearer_token(request.headers.get("authorization"))
         self._access.check_key(client, site_id, token)
+        if request.method == "HEAD":
+            # What a GET would answer with, but the archive (and so its length) is not built:
+            # a HEAD costs a check, not an export.
+            name = archive_name(site_id, days.first, days.last)
+            head = Response(
+                media_type=ZIP_MEDIA_TYPE,
+                headers={"Content-Disposition": f'attachment; filename="{name}"'},
+            )
+            del head.headers["content-length"]  # unknown, not 0
+            return head
         ticket = self.slots.admit(owners_of(client, token))
         try:
             archive = await self._build(site_id, days.first, days.last, now)

@@ -151,13 +151,19 @@ class Exchange:
     of the first one waits until `release` (or until the app gives up on it)."""
 
     def __init__(
-        self, path: str, query: str, *, client: str = "127.0.0.1", hold_body: bool = False
+        self,
+        path: str,
+        query: str,
+        *,
+        client: str = "127.0.0.1",
+        hold_body: bool = False,
+        method: str = "GET",
     ) -> None:
         self.scope: dict[str, Any] = {
             "type": "http",
             "asgi": {"version": "3.0"},
             "http_version": "1.1",
-            "method": "GET",
+            "method": method,
             "scheme": "http",
             "path": path,
             "raw_path": path.encode(),

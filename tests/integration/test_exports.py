@@ -382,6 +382,29 @@ async def test_the_archive_is_built_before_sending_and_a_client_runs_one_export(
     assert members(held.body()) == members(other.body())
 
 
+async def test_a_head_answers_the_headers_without_building_an_archive(
+    loaded: str, stats_pool: AsyncConnectionPool[Any]
+) -> None:
+    call = caller(settings_for(loaded, export_concurrency=1), stats_pool)
+    held = Exchange(f"/api/v1/sites/{NATIVE}/export", QUERY, hold_body=True)
+    running = asyncio.create_task(call(held))
+    await held.body_offered.wait()
+    # The one slot is taken and this client has an export in progress: a HEAD that built an
+    # archive would wait for a slot or be refused.
+    head = Exchange(f"/api/v1/sites/{NATIVE}/export", QUERY, method="HEAD")
+    await call(head)
+    assert head.status == 200 and head.header("content-type") == "application/zip"
+    assert head.header("content-disposition") == held.header("content-disposition")
+    assert head.body() == b""
+    assert all(name.lower() != b"content-length" for name, _ in head.headers)
+    # It is checked as a GET is: a bad range is refused the same way.
+    bad = Exchange(f"/api/v1/sites/{NATIVE}/export", "period=custom&date=x", method="HEAD")
+    await call(bad)
+    assert bad.status == 400
+    held.release()
+    await running
+
+
 async def test_a_client_that_does_not_read_is_cut_off_at_its_deadline_and_frees_its_slot(
     loaded: str, stats_pool: AsyncConnectionPool[Any]
 ) -> None:
