@@ -4,11 +4,16 @@ from __future__ import annotations
 
 import json
 import uuid
+from pathlib import Path
 from typing import Any
 
 import httpx
 import pytest
 
+from consumer.settings import ConsumerSettings
+from core.settings import CONSUMER_WRITERS
+from ingest.settings import Settings
+from tests.processes import start_api, start_consumer
 from tests.support import wait_for
 
 pytestmark = pytest.mark.e2e
@@ -179,3 +184,27 @@ async def test_bad_stats_queries_get_400_naming_the_field(
         response = await client.get("/stats", params=params)
     assert response.status_code == 400
     assert response.json()["field"] == field
+
+
+async def test_a_replica_of_the_most_writers_stores_every_site_and_then_a_fresh_event(
+    api_settings: Settings, consumer_settings: ConsumerSettings, tmp_path: Path
+) -> None:
+    # CONSUMER_WRITERS at its maximum: more members than the topic has partitions, so some
+    # sit idle, and each of the others writes its own partitions' batches.
+    writers = str(CONSUMER_WRITERS.maximum)
+    consumer = start_consumer(consumer_settings, tmp_path, CONSUMER_WRITERS=writers)
+    api, base_url = start_api(api_settings, tmp_path)
+    try:
+        sites = [site() for _ in range(8)]  # spread over the partitions
+        async with httpx.AsyncClient(base_url=base_url) as client:
+            await post_all(client, [event(s, user_id=f"u{i}") for s in sites for i in range(3)])
+            for s in sites:
+                await stats_when(client, s, "2025-11-12", 3)
+            await post_all(client, [event(sites[0], user_id="fresh")])
+            fresh = await stats_when(client, sites[0], "2025-11-12", 4)
+        assert fresh["unique_users"] == 4
+    finally:
+        api.terminate()
+        code = consumer.terminate()
+    assert code == 0, f"consumer exited with {code}:\n{consumer.log_tail()}"
+    assert f"({writers} members)" in consumer.log_tail(200)
