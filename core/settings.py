@@ -634,6 +634,19 @@ STATS_EXACT_VISITORS_MAX_ROWS = _declare(
         read_by="api",
     )
 )
+STATS_ANSWER_CACHE_MB = _declare(
+    Setting(
+        env="STATS_ANSWER_CACHE_MB",
+        default=64,
+        maximum=65_536,
+        doc="MiB of stats answers one API process keeps, each for the database snapshot it "
+        "was computed at (any commit, a consumer batch included, makes a new snapshot), "
+        "least recently used first out; a request asking a question already answered for "
+        "the current snapshot gets that answer. 0 turns it off "
+        "(docs/decisions/0027-answers-by-snapshot.md)",
+        read_by="api",
+    )
+)
 # --- the API: each hit's context (ingest/context.py reads these itself) ---
 COUNTRY_HEADER = _declare(
     Setting(

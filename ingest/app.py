@@ -32,6 +32,7 @@ from ingest.openapi import openapi_document
 from ingest.publish import Publisher, make_producer
 from ingest.salts import SaltKeeper, decode_key
 from ingest.settings import Settings
+from ingest.stats_answers import StatsAnswers
 from ingest.stats_routes import stats_routes
 from ingest.tracker_routes import tracker_routes
 from ingest.zone_requests import ZoneRequests
@@ -57,6 +58,7 @@ def create_app(settings: Settings, env: Mapping[str, str] | None = None) -> Star
         return Response(openapi_body, 200, media_type=JSON_MEDIA_TYPE)
 
     zone_requests = ZoneRequests()
+    answers = StatsAnswers(settings.stats_answer_cache_mb * 1024 * 1024)
     routes = [
         # POST /event and POST /api/event never reach these routes: EventFastPath
         # (ingest/fastpath.py) serves them ahead of the router. Kept for the 405 of other
@@ -64,7 +66,7 @@ def create_app(settings: Settings, env: Mapping[str, str] | None = None) -> Star
         Route("/event", post_event, methods=["POST"]),
         Route("/events", post_events, methods=["POST"]),
         Route("/api/event", post_browser_event, methods=["POST"]),
-        *stats_routes(settings, zone_requests),
+        *stats_routes(settings, zone_requests, answers),
         *tracker_routes(),
         Route("/healthz", healthz, methods=["GET"]),
         Route("/readyz", readyz, methods=["GET"]),
@@ -72,6 +74,7 @@ def create_app(settings: Settings, env: Mapping[str, str] | None = None) -> Star
         Route("/openapi.json", openapi_json, methods=["GET"]),
     ]
     metrics = IngestMetrics({r.path for r in routes if isinstance(r, Route | Mount)} | {"/metrics"})
+    metrics.track_answers(answers)
     routes.append(Route("/metrics", metrics.endpoint, methods=["GET"]))
 
     @contextlib.asynccontextmanager

@@ -15,7 +15,12 @@ import bisect
 from collections.abc import Callable, Iterator
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, generate_latest
-from prometheus_client.core import CounterMetricFamily, HistogramMetricFamily, Metric
+from prometheus_client.core import (
+    CounterMetricFamily,
+    GaugeMetricFamily,
+    HistogramMetricFamily,
+    Metric,
+)
 from prometheus_client.exposition import CONTENT_TYPE_LATEST
 from prometheus_client.registry import Collector
 from starlette.requests import Request
@@ -23,6 +28,7 @@ from starlette.responses import Response
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from ingest.publish import PublishObserver
+from ingest.stats_answers import StatsAnswers
 
 PRODUCE_BUCKETS_S = (0.001, 0.002, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10)
 
@@ -58,6 +64,28 @@ class _HotCounters(Collector):
             "Time from send to Kafka's acknowledgement of a request's events",
             buckets=buckets,
             sum_value=self.produce_sum,
+        )
+
+
+class _AnswerCounts(Collector):
+    def __init__(self, answers: StatsAnswers) -> None:
+        self._answers = answers
+
+    def collect(self) -> Iterator[Metric]:
+        requests = CounterMetricFamily(
+            "stats_answers_requests",
+            "Stats requests by how they were answered: `hit` (an answer stored for the "
+            "database's current snapshot), `joined` (the same question's computation in "
+            "flight), `computed`",
+            labels=["outcome"],
+        )
+        for outcome, count in self._answers.counts.items():
+            requests.add_metric([outcome], count)
+        yield requests
+        yield GaugeMetricFamily(
+            "stats_answers_stored_bytes",
+            "Bytes of stats answers kept by this process (STATS_ANSWER_CACHE_MB bounds them)",
+            value=self._answers.stored_bytes,
         )
 
 
@@ -102,6 +130,10 @@ class IngestMetrics(PublishObserver):
     def track(self, in_flight: Callable[[], float], broker_down: Callable[[], float]) -> None:
         self.in_flight.set_function(in_flight)
         self.broker_down.set_function(broker_down)
+
+    def track_answers(self, answers: StatsAnswers) -> None:
+        """Exports the stats answers' counts and stored bytes (ingest/stats_answers.py)."""
+        self.registry.register(_AnswerCounts(answers))
 
     def count_request(self, route: str, status: int) -> None:
         requests = self._hot.requests

@@ -35,6 +35,7 @@ from ingest.database import DatabaseUnavailable, QueryTimedOut
 from ingest.errors import JSON_MEDIA_TYPE, ServiceUnavailable, StatsTimedOut
 from ingest.export import ExportRoute
 from ingest.settings import Settings
+from ingest.stats_answers import StatsAnswers, question
 from ingest.stats_run import (
     COSTLY,
     COSTLY_CLIENT,
@@ -86,13 +87,16 @@ def _named(body: dict[str, Any], params: dict[str, str]) -> dict[str, Any]:
     return stats_response.with_views_named(body, stats_params.views_named(params))
 
 
-def _json(body: Any) -> Response:
-    return Response(msgspec.json.encode(body), 200, media_type=JSON_MEDIA_TYPE)
+def _json(body: bytes) -> Response:
+    return Response(body, 200, media_type=JSON_MEDIA_TYPE)
 
 
 class StatsApi:
-    def __init__(self, settings: Settings, zone_requests: ZoneRequests) -> None:
+    def __init__(
+        self, settings: Settings, zone_requests: ZoneRequests, answers: StatsAnswers
+    ) -> None:
         self._zone_requests = zone_requests
+        self._answers = answers
         self._access = StatsAccess(settings)
         self._exact_max_rows = settings.stats_exact_visitors_max_rows
         self._statement_timeout_ms = settings.stats_statement_timeout_ms
@@ -164,6 +168,14 @@ class StatsApi:
             COSTLY.reset(costly_token)
             RAW_READS.reset(token)
 
+    async def _answered(
+        self, request: Request, asked: tuple[Any, ...], compute: Callable[[], Awaitable[bytes]]
+    ) -> bytes:
+        """The question's answer as `_read` gives it: the one already computed for the
+        database's current snapshot, or `compute`'s (ingest/stats_answers.py)."""
+        pool = request.app.state.pool
+        return await self._read(request, self._answers.answer(pool, asked, compute))
+
     @staticmethod
     def _now() -> dt.datetime:
         return dt.datetime.now(dt.UTC)
@@ -173,8 +185,12 @@ class StatsApi:
         params = self._admit(request)
         parsed = stats_legacy.parse_stats_query(params)
         self._zone_requests.note(parsed.site_id, parsed.timezone)
-        result = await self._read(request, stats_legacy.daily_stats(request.app.state.pool, parsed))
-        return Response(msgspec.json.encode(result), 200, media_type=JSON_MEDIA_TYPE)
+        pool = request.app.state.pool
+
+        async def compute() -> bytes:
+            return msgspec.json.encode(await stats_legacy.daily_stats(pool, parsed))
+
+        return _json(await self._answered(request, question("stats", parsed, params), compute))
 
     @_timed
     async def aggregate(self, request: Request) -> Response:
@@ -182,30 +198,38 @@ class StatsApi:
         parsed = stats_params.parse_stats(params, now=self._now())
         self._zone_requests.note(parsed.site_id, parsed.range.timezone)
         pool = request.app.state.pool
-        body = await self._read(
-            request, stats_imported.aggregate(pool, parsed, params, self._exact_max_rows)
-        )
-        return _json(_named(body, params))
+
+        async def compute() -> bytes:
+            body = await stats_imported.aggregate(pool, parsed, params, self._exact_max_rows)
+            return msgspec.json.encode(_named(body, params))
+
+        return _json(await self._answered(request, question("aggregate", parsed, params), compute))
 
     @_timed
     async def timeseries(self, request: Request) -> Response:
         params = self._admit(request)
         parsed = stats_params.parse_timeseries(params, now=self._now())
         self._zone_requests.note(parsed.stats.site_id, parsed.stats.range.timezone)
-        body = await self._read(
-            request, stats_imported.timeseries(request.app.state.pool, parsed, params)
-        )
-        return _json(_named(body, params))
+        pool = request.app.state.pool
+
+        async def compute() -> bytes:
+            body = await stats_imported.timeseries(pool, parsed, params)
+            return msgspec.json.encode(_named(body, params))
+
+        return _json(await self._answered(request, question("timeseries", parsed, params), compute))
 
     @_timed
     async def breakdown(self, request: Request) -> Response:
         params = self._admit(request)
         parsed = stats_params.parse_breakdown(params, now=self._now())
         self._zone_requests.note(parsed.stats.site_id, parsed.stats.range.timezone)
-        body = await self._read(
-            request, stats_imported.breakdown(request.app.state.pool, parsed, params)
-        )
-        return _json(_named(body, params))
+        pool = request.app.state.pool
+
+        async def compute() -> bytes:
+            body = await stats_imported.breakdown(pool, parsed, params)
+            return msgspec.json.encode(_named(body, params))
+
+        return _json(await self._answered(request, question("breakdown", parsed, params), compute))
 
     @_timed
     async def realtime_visitors(self, request: Request) -> Response:
@@ -216,7 +240,7 @@ class StatsApi:
         count = await self._read(
             request, self._realtime.current_visitors(pool, site_id, self._now())
         )
-        return _json(count)
+        return _json(msgspec.json.encode(count))
 
     async def dashboard(self, request: Request) -> Response:
         """The page itself holds no data; its script calls the API (with `#key=` if given)."""
@@ -228,10 +252,17 @@ def _unavailable() -> ServiceUnavailable:
     return ServiceUnavailable("Stats are unavailable: the database cannot be reached")
 
 
-def stats_routes(settings: Settings, zone_requests: ZoneRequests | None = None) -> list[BaseRoute]:
+def stats_routes(
+    settings: Settings,
+    zone_requests: ZoneRequests | None = None,
+    answers: StatsAnswers | None = None,
+) -> list[BaseRoute]:
     """The routes; `zone_requests` collects the zones stats are read in (the app flushes it
-    to the database every minute)."""
-    api = StatsApi(settings, zone_requests or ZoneRequests())
+    to the database every minute), `answers` keeps the answers (a process's metrics read
+    its counts)."""
+    if answers is None:
+        answers = StatsAnswers(settings.stats_answer_cache_mb * 1024 * 1024)
+    api = StatsApi(settings, zone_requests or ZoneRequests(), answers)
     exports = ExportRoute(settings, api._access)
     return [
         Route("/stats", api.base_stats, methods=["GET"]),

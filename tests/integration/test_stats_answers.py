@@ -1,0 +1,203 @@
+"""Stats answers kept by snapshot (ingest/stats_answers.py), against a real PostgreSQL: a
+question asked again with nothing committed in between is answered without a statement, a
+commit makes it computed again (and right), identical questions asked at once share one
+statement, and what is kept stays within its bound."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+import httpx
+import psycopg
+import pytest
+from starlette.routing import Route
+
+from consumer.batch import to_row
+from consumer.write import Writer
+from ingest.database import make_pool
+from ingest.stats_answers import StatsAnswers
+from tests.integration.test_stats_raw_reads import _waiting_on_a_lock, api_settings, make_app
+from tests.support import make_record, wait_for
+
+pytestmark = pytest.mark.postgres
+
+SITE = "site-answers"
+MONTH = {"site_id": SITE, "period": "month", "date": "2025-11-12"}
+
+
+def _answers(app: Any) -> StatsAnswers:
+    route = next(r for r in app.routes if isinstance(r, Route) and r.path.endswith("/aggregate"))
+    answers = route.endpoint.__self__._answers
+    assert isinstance(answers, StatsAnswers)
+    return answers
+
+
+def _snapshot(database_url: str) -> str:
+    with psycopg.connect(database_url, autocommit=True) as conn:
+        [(text,)] = conn.execute("SELECT pg_current_snapshot()::text").fetchall()
+    return str(text)
+
+
+async def _write(database_url: str, users: list[str], offset: int) -> None:
+    writer = Writer(database_url, "g", "events")
+    try:
+        rows = [to_row(make_record(site_id=SITE, user_id=user, path="/p")) for user in users]
+        await writer.write(rows, {0: offset + len(rows)}, {0: offset} if offset else {})
+    finally:
+        await writer.close()
+
+
+async def _twice_in_one_snapshot(
+    database_url: str, ask: Callable[[], Awaitable[Any]]
+) -> tuple[Any, Any]:
+    """Asks twice with no commit in the cluster in between (the cluster is shared by
+    whatever else runs: tries again when something committed meanwhile)."""
+    for _ in range(20):
+        before = _snapshot(database_url)
+        first, second = await ask(), await ask()
+        if _snapshot(database_url) == before:
+            return first, second
+    raise AssertionError("the cluster never stayed without a commit for two requests")
+
+
+async def _client_app(database_url: str, **overrides: Any) -> tuple[Any, Any]:
+    settings = api_settings(database_url, stats_answer_cache_mb=1, **overrides)
+    pool = make_pool(settings)
+    await pool.open(wait=True)
+    return pool, make_app(settings, pool)
+
+
+async def test_an_answer_is_kept_until_a_commit_then_computed_again(database_url: str) -> None:
+    await _write(database_url, ["u1", "u2"], 0)
+    pool, app = await _client_app(database_url)
+    try:
+        transport = httpx.ASGITransport(app=app)
+        async with httpx.AsyncClient(transport=transport, base_url="http://t") as client:
+            answers = _answers(app)
+
+            async def ask() -> httpx.Response:
+                return await client.get("/api/v1/stats/aggregate", params=MONTH)
+
+            first, second = await _twice_in_one_snapshot(database_url, ask)
+            assert first.status_code == second.status_code == 200
+            assert first.content == second.content
+            assert first.json()["results"]["visitors"]["value"] == 2
+            assert answers.counts["hit"] >= 1
+            assert answers.stored_bytes > 0
+
+            # A batch commits: the same question is computed again, and counts it.
+            computed = answers.counts["computed"]
+            await _write(database_url, ["u3"], 2)
+            third = await ask()
+            assert third.json()["results"]["visitors"]["value"] == 3
+            assert answers.counts["computed"] > computed
+
+            # The base contract's answer is kept the same way, byte for byte.
+            legacy = {"site_id": SITE, "date": "2025-11-12"}
+            one, two = await _twice_in_one_snapshot(
+                database_url, lambda: client.get("/stats", params=legacy)
+            )
+            assert one.content == two.content
+            assert one.json()["total_views"] == 3
+
+    finally:
+        await pool.close()
+
+
+async def test_identical_questions_at_once_share_one_statement(database_url: str) -> None:
+    """Five clients ask the same question while `events` is locked: one statement waits on
+    the lock, the other four wait for its answer, and all five get it once it is released."""
+    await _write(database_url, ["u1"], 0)
+    # Event types in a zone whose midnights are not UTC's read raw events at the range's
+    # partial UTC days: the statement waits on the lock.
+    question = {**MONTH, "period": "day", "timezone": "Asia/Kathmandu", "property": "event:name"}
+    pool, app = await _client_app(
+        database_url, stats_statement_timeout_ms=0, stats_raw_statement_timeout_ms=0
+    )
+    try:
+        transport = httpx.ASGITransport(app=app)
+        async with httpx.AsyncClient(transport=transport, base_url="http://t") as client:
+            answers = _answers(app)
+            with psycopg.connect(database_url) as holder:
+                holder.execute("LOCK TABLE events IN ACCESS EXCLUSIVE MODE")
+                asked = [
+                    asyncio.create_task(client.get("/api/v1/stats/breakdown", params=question))
+                    for _ in range(5)
+                ]
+                await wait_for(
+                    lambda: answers.counts["joined"] + answers.counts["computed"] == 5,
+                    timeout_s=30,
+                    what="five requests waiting for answers",
+                )
+                await wait_for(
+                    lambda: _waiting_on_a_lock(database_url) >= 1,
+                    timeout_s=30,
+                    what="a statement waiting on the lock",
+                )
+                waiting = _waiting_on_a_lock(database_url)
+                joined = answers.counts["joined"]
+            async with asyncio.timeout(60):
+                responses = await asyncio.gather(*asked)
+    finally:
+        await pool.close()
+    assert [r.status_code for r in responses] == [200] * 5
+    assert len({r.content for r in responses}) == 1
+    # Something else committing in the cluster meanwhile would give a second snapshot (and
+    # one more statement), never a wrong answer.
+    assert waiting == 5 - joined
+    assert joined >= 3
+
+
+async def test_what_is_kept_stays_within_its_bound_and_failures_are_not(
+    database_url: str,
+) -> None:
+    settings = api_settings(database_url)
+    pool = make_pool(settings)
+    await pool.open(wait=True)
+    answers = StatsAnswers(max_bytes=2_000)
+    calls: list[str] = []
+
+    def computing(body: bytes) -> Callable[[], Awaitable[bytes]]:
+        async def compute() -> bytes:
+            calls.append("x")
+            return body
+
+        return compute
+
+    async def failing() -> bytes:
+        calls.append("failed")
+        raise RuntimeError("the statement failed")
+
+    try:
+        small = await _twice_in_one_snapshot(
+            database_url, lambda: answers.answer(pool, ("small",), computing(b"s" * 500))
+        )
+        assert small == (b"s" * 500, b"s" * 500)
+        assert answers.counts["hit"] >= 1
+        # Larger than the whole bound: answered, never kept.
+        calls.clear()
+        await _twice_in_one_snapshot(
+            database_url, lambda: answers.answer(pool, ("large",), computing(b"l" * 5_000))
+        )
+        assert len(calls) == 2
+        assert answers.stored_bytes <= 2_000
+        # Many answers: the least recently used go first, the total stays within the bound.
+        for i in range(20):
+            await answers.answer(pool, ("many", i), computing(b"m" * 300))
+        assert 0 < answers.stored_bytes <= 2_000
+        # A failure is not kept: the next request computes again.
+        calls.clear()
+        for _ in range(2):
+            with pytest.raises(RuntimeError, match="the statement failed"):
+                await answers.answer(pool, ("failing",), failing)
+        assert calls == ["failed", "failed"]
+        # Turned off: computed every time, and no snapshot read.
+        off = StatsAnswers(max_bytes=0)
+        calls.clear()
+        for _ in range(2):
+            await off.answer(pool, ("off",), computing(b"o"))
+        assert calls == ["x", "x"] and off.counts == {"hit": 0, "joined": 0, "computed": 2}
+    finally:
+        await pool.close()
