@@ -309,13 +309,45 @@ class _Lines:
         self._source = source
         self._max = source.limits.max_row_bytes
         self._row_bytes = 0
+        self._buffer = b""  # the last readline(), of which `_at` on is not yet returned
+        self._at = 0
         self.line = 0
 
     def __iter__(self) -> _Lines:
         return self
 
+    def _readline(self, limit: int) -> bytes:
+        """The next line, ended by "\n", "\r\n" or a bare "\r" (spreadsheets of old Macs
+        end every line so), at most about `limit` bytes (more only when a row is refused).
+        A bare "\r" ends lines inside what readline() returned: the rest is kept in
+        `_buffer` for the next calls, read from `_at` on, never copied whole again."""
+        if self._at >= len(self._buffer):
+            self._buffer, self._at = self._stream.readline(limit), 0
+        end = self._line_end()
+        if end is None and not self._buffer.endswith((b"\n", b"\r")):
+            # Cut by the limit (or the file's last line): the line goes on in the stream.
+            rest = self._buffer[self._at :]
+            self._buffer = rest + self._stream.readline(max(limit - len(rest), 1))
+            self._at = 0
+            end = self._line_end()
+        end = len(self._buffer) if end is None else end
+        line = self._buffer[self._at : end]
+        self._at = end
+        return line
+
+    def _line_end(self) -> int | None:
+        """Where the line starting at `_at` ends in `_buffer` (after its terminator)."""
+        buffer, at = self._buffer, self._at
+        cr = buffer.find(b"\r", at)
+        lf = buffer.find(b"\n", at, cr if cr != -1 else len(buffer))
+        if lf != -1:
+            return lf + 1
+        if cr != -1:
+            return cr + 2 if buffer[cr + 1 : cr + 2] == b"\n" else cr + 1
+        return None
+
     def __next__(self) -> str:
-        raw = self._stream.readline(self._max - self._row_bytes + 1)
+        raw = self._readline(self._max - self._row_bytes + 1)
         if not raw:
             raise StopIteration
         self.line += 1

@@ -441,7 +441,9 @@ class ConsumerLoop(ConsumerRebalanceListener):  # type: ignore[misc]
             async with asyncio.timeout(KAFKA_COMMIT_TIMEOUT_S):
                 await self._consumer.commit(offsets)
         except (KafkaError, TimeoutError) as exc:
-            self._log.info("Kafka offset commit skipped (%r); PostgreSQL holds the truth", exc)
+            self._log.info(
+                "Kafka offset commit skipped (%s); PostgreSQL holds the truth", _first_line(exc)
+            )
 
     def _refresh_lag(self) -> None:
         """Lag per partition: the partition's end (as of the last fetch) minus the offset
@@ -575,3 +577,12 @@ async def report_progress(stats: ConsumerStats, assigned: Callable[[], int]) -> 
                 assigned(),
             )
         reported = written
+
+
+def _first_line(exc: BaseException, limit: int = 200) -> str:
+    """The error's type and the first line of its text: aiokafka's CommitFailedError explains
+    rebalances in a dozen lines, logged at every rebalance."""
+    message = exc.args[0] if exc.args and isinstance(exc.args[0], str) else str(exc)
+    lines = message.strip().splitlines()
+    text = " ".join(lines[0].split())[:limit] if lines else ""
+    return f"{type(exc).__name__}: {text}" if text else type(exc).__name__

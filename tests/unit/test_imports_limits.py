@@ -157,3 +157,19 @@ def test_a_long_field_is_refused_naming_its_column() -> None:
 def test_rows_within_the_limits_are_read_with_their_lines() -> None:
     text = HEADER + '2025-01-02,1,1,1,1,0\r\n\r\n"2025-01-03",2,2,2,2,0\n'
     assert [line for line, _ in read_rows(source(text))] == [2, 4]
+
+
+@pytest.mark.parametrize("ending", ["\n", "\r\n", "\r"])
+def test_every_line_ending_reads_the_same_rows(ending: str) -> None:
+    rows = ["2025-01-02,1,1,1,1,0", '"2025-01-03",2,2,2,2,0', "2025-01-04,3,3,0,3,7"]
+    text = ending.join([HEADER.rstrip("\n"), *rows]) + ending
+    assert [(line, row[1]) for line, row in read_rows(source(text))] == [(2, 1), (3, 2), (4, 3)]
+
+
+def test_lines_ended_by_a_bare_carriage_return_keep_the_row_limit() -> None:
+    limits = ImportLimits(max_row_bytes=64)
+    many = HEADER.rstrip("\n") + "\r" + "2025-01-02,1,1,1,1,0\r" * 50
+    assert len(list(read_rows(source(many, limits)))) == 50
+    long = HEADER.rstrip("\n") + "\r" + "2025-01-02,1,1,1,1," + "0" * 100 + "\r"
+    with pytest.raises(ImportRefused, match=r"line 2: the row is longer than 64 bytes"):
+        list(read_rows(source(long, limits)))

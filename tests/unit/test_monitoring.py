@@ -5,9 +5,10 @@ from __future__ import annotations
 import json
 from typing import Any
 
+from aiokafka.errors import CommitFailedError
 from prometheus_client import CollectorRegistry
 
-from consumer.loop import Health, ReplicaHealth
+from consumer.loop import Health, ReplicaHealth, _first_line
 from consumer.monitoring import STALE_AFTER_S, make_app
 
 
@@ -67,3 +68,16 @@ def test_a_replica_is_as_healthy_as_its_worst_member() -> None:
     assert get(app, "/healthz")[0].startswith("200")
     stuck.write_failing = True
     assert get(app, "/readyz")[0].startswith("503")
+
+
+def test_a_skipped_kafka_commit_is_logged_on_one_line() -> None:
+    rebalanced = CommitFailedError(
+        "Commit cannot be completed since the group has already\n"
+        "            rebalanced and assigned the partitions to another member.\n"
+        "            This means that the time between subsequent calls..."
+    )
+    assert _first_line(rebalanced) == (
+        "CommitFailedError: Commit cannot be completed since the group has already"
+    )
+    assert _first_line(TimeoutError()) == "TimeoutError"
+    assert _first_line(ValueError("first\nsecond")) == "ValueError: first"
