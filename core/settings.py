@@ -610,6 +610,7 @@ STATS_COSTLY_CONCURRENCY = _declare(
         env="STATS_COSTLY_CONCURRENCY",
         default=3,
         minimum=1,
+        maximum=1_024,
         doc="costly stats plans (raw events read, every path's 15-minute rows ranked, many "
         "sketches merged per value) one API process runs at once; the next ones queue, first "
         "come first served, for at most STATS_COSTLY_WAIT_MS, then get 503 `stats_busy`. "
@@ -621,6 +622,7 @@ STATS_COSTLY_WAIT_MS = _declare(
     Setting(
         env="STATS_COSTLY_WAIT_MS",
         default=1000,
+        maximum=60_000,
         doc="longest wait of a costly stats plan for its turn (503 `stats_busy` past it); at "
         "most 64 wait at once in a process, one more is refused at once",
         read_by="api",
@@ -685,6 +687,7 @@ EXPORT_CONCURRENCY = _declare(
         env="EXPORT_CONCURRENCY",
         default=2,
         minimum=1,
+        maximum=64,
         doc="exports one API process builds at once, each on its own database connection "
         "and snapshot; one more is answered 503 `export_busy`",
         read_by="api",
@@ -695,6 +698,7 @@ EXPORT_MAX_SENDING = _declare(
         env="EXPORT_MAX_SENDING",
         default=16,
         minimum=1,
+        maximum=1_024,
         doc="built archives one API process sends at once (each waits in a temporary file); "
         "one more export is answered 503 `export_busy`",
         read_by="api",
@@ -705,6 +709,7 @@ EXPORT_MAX_BYTES = _declare(
         env="EXPORT_MAX_BYTES",
         default=64 * 1024 * 1024,
         minimum=1024,
+        maximum=64 * 1024**3,
         doc="largest archive an export builds (past 4 MiB it is spooled to a temporary file); "
         "a larger one is refused 400 `export_too_large`: export fewer days",
         read_by="api",
@@ -715,6 +720,7 @@ EXPORT_SEND_DEADLINE_S = _declare(
         env="EXPORT_SEND_DEADLINE_S",
         default=60.0,
         minimum=0.001,
+        maximum=3_600.0,
         doc="time a client has to read any archive, on top of its size at "
         "EXPORT_MIN_SEND_BYTES_PER_S; past it the connection is dropped",
         read_by="api",
@@ -725,6 +731,7 @@ EXPORT_MIN_SEND_BYTES_PER_S = _declare(
         env="EXPORT_MIN_SEND_BYTES_PER_S",
         default=64 * 1024,
         minimum=1,
+        maximum=1024**3,
         doc="slowest reading an export's client is granted, in bytes per second: an archive "
         "of N bytes must be read within EXPORT_SEND_DEADLINE_S + N / this",
         read_by="api",

@@ -62,6 +62,26 @@ def test_values_are_parsed_and_checked_with_the_variable_named() -> None:
     assert (consumer.group_id, consumer.metrics_port) == ("g", 9)
 
 
+@pytest.mark.parametrize(
+    ("name", "too_large"),
+    [
+        ("STATS_COSTLY_CONCURRENCY", "1025"),
+        ("STATS_COSTLY_WAIT_MS", "60001"),
+        ("STATS_ANSWER_CACHE_MB", "65537"),
+        ("EXPORT_CONCURRENCY", "65"),
+        ("EXPORT_MAX_SENDING", "1025"),
+        ("EXPORT_MAX_BYTES", str(64 * 1024**3 + 1)),
+        ("EXPORT_SEND_DEADLINE_S", "3600.5"),
+        ("EXPORT_MIN_SEND_BYTES_PER_S", str(1024**3 + 1)),
+    ],
+)
+def test_limits_of_the_api_have_a_largest_value(name: str, too_large: str) -> None:
+    # A wait, a deadline or a number of slots past these is a typo, not a choice: each would
+    # hold a request, a connection or memory for hours.
+    with pytest.raises(ConfigError, match=f"{name} must be at most"):
+        Settings.from_env({name: too_large})
+
+
 def test_a_setting_its_process_parses_must_be_given() -> None:
     with pytest.raises(TypeError, match="WRITE_KEYS"):
         declared.WRITE_KEYS.read({})
