@@ -75,8 +75,8 @@ async def run(settings: ConsumerSettings, stop: asyncio.Event) -> None:
         )
     )
     await dead_letters.start()
-    for member in members:
-        await member.consumer.start()
+    # All at once: members joining one after another would each start a rebalance.
+    await asyncio.gather(*(member.consumer.start() for member in members))
     log.info(
         "consuming %r as group %r (%d members) from %s into PostgreSQL at %s",
         settings.events_topic,

@@ -2,57 +2,89 @@
 is now, shared by every request that asks the same question of the same data.
 
 A question's answer can only change when a transaction commits (a consumer batch, a seal, an
-import, a rebuild, retention). PostgreSQL's snapshot (`pg_current_snapshot()`: the first
-unfinished transaction id, the next one, and the ids running in between) changes with every
-commit, and never comes back to a value it had: a commit either moves its upper bound or
-takes an id out of its running list. So an answer is keyed by the snapshot read *before* it
-was computed and by the question (route, parameters, the range they resolve to today): a
-later request that reads the same snapshot text knows nothing has committed since that key
-was read, and the answer, computed at that snapshot or a later one with no commit in
-between, is the one it would compute itself. An answer may be fresher than its key (a commit
-landing while it was computed), never older. Nothing is guessed from a time-to-live.
+import, a rebuild, retention). On a primary, PostgreSQL's snapshot (`pg_current_snapshot()`:
+the first unfinished transaction id, the next one, and the ids running in between) changes
+with every commit and never comes back to a value it had: a commit either moves its upper
+bound or takes an id out of its running list. So an answer is keyed by the database's
+version read *before* it was computed and by the question: a later request that reads the
+same version knows nothing has committed since that key was read, and the answer, computed
+at that version or a later one, is the one it would compute itself. An answer may be fresher
+than its key, never older. Nothing is guessed from a time-to-live.
 
-Each request pays one small statement for the snapshot; a hit pays nothing else, so a
-question asked by many dashboards at once, or again and again between two consumer batches,
-costs the database one answer (docs/decisions/0027-answers-by-snapshot.md). Concurrent
-requests for the same key wait for the one computation in flight. Failures are not kept.
-When the last request waiting for a computation goes away (its client disconnected), the
-computation is cancelled, and with it its statement in the server.
+The version is that snapshot on a primary; on a standby, whose snapshots do not list the
+transactions running on the primary (a commit between the oldest and the newest of them
+would not change the text), the WAL position replayed. Both are prefixed with the server's
+start time: after a crash or a failover, transaction ids lost with the old server are given
+again, and the same text could then describe other data.
+
+Each request pays one small statement for the version; a hit pays nothing else, so a question
+asked by many dashboards at once, or again and again between two consumer batches, costs the
+database one answer (docs/decisions/0027-answers-by-snapshot.md). Concurrent requests for the
+same key wait for the one computation in flight; when the last of them goes away (its client
+disconnected), the computation is cancelled, and with it its statement in the server.
+Failures are not kept; a computation refused a costly or raw slot (which are shared per
+client) is not the refusal of the clients that joined it: each asks again under its own
+share.
 
 Per process, bounded by STATS_ANSWER_CACHE_MB of answer bytes (least recently used first
-out); 0 turns the cache off, and then no snapshot is read either.
+out); 0 turns the cache off, and then no version is read either.
 """
 
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Awaitable, Callable, Hashable
+import hashlib
+from collections.abc import Awaitable, Callable
+from contextvars import ContextVar
 from typing import Any
 
+import msgspec
 from cachetools import LRUCache
 
-from ingest.stats_run import Pool, fetch
+from ingest.stats_run import CostlyBusy, Pool, RawReadsBusy, fetch
 
-SNAPSHOT_SQL = "SELECT pg_current_snapshot()::text"
+VERSION_SQL = (
+    "SELECT pg_postmaster_start_time()::text || ' ' || CASE WHEN pg_is_in_recovery()"
+    " THEN 'replayed ' || pg_last_wal_replay_lsn()::text"
+    " ELSE pg_current_snapshot()::text END"
+)
 
-# What an entry holds besides its answer's bytes: its key (the parameters' text, counted
-# separately), the snapshot's text, the dictionary's own slot.
-ENTRY_OVERHEAD_BYTES = 400
+# The version an answer is being computed for (None outside a kept computation): what else an
+# answer reads from a per-process cache must be at least as fresh (ingest/stats_imported.py).
+ANSWER_VERSION: ContextVar[str | None] = ContextVar("answer_version", default=None)
 
-Key = tuple[Hashable, ...]
+# What an entry holds besides its answer's bytes: its key (the version's text, a 16-byte
+# digest of the question), the tuples holding them, the cache's own slot for it.
+ENTRY_OVERHEAD_BYTES = 640
+
+Key = tuple[str, bytes]
+Question = bytes
+
+
+def question(route: str, parsed: Any, *read: str | bool) -> Question:
+    """A question: the route, its parsed request (which holds the range the parameters
+    resolve to on this day) and the other parameters its answer reads (`read`), as a digest.
+    Parameters nobody reads are left out, so that sending junk ones neither misses nor fills
+    the cache."""
+    text = msgspec.json.encode([route, parsed, read])
+    return hashlib.blake2b(text, digest_size=16).digest()
 
 
 def _entry_size(entry: tuple[Key, bytes]) -> int:
     key, body = entry
-    return len(body) + ENTRY_OVERHEAD_BYTES + sum(len(str(part)) for part in key)
+    return len(body) + len(key[0]) + ENTRY_OVERHEAD_BYTES
+
+
+class _Gone(Exception):
+    """The computation joined was cancelled by the last request waiting for it."""
 
 
 class StatsAnswers:
-    """The answers of one API process, by (snapshot, question)."""
+    """The answers of one API process, by (version, question)."""
 
     def __init__(self, max_bytes: int) -> None:
         self.max_bytes = max_bytes
-        # The value holds the key too, so that getsizeof can count the key's own bytes.
+        # The value holds the key too, so that getsizeof can count the version's bytes.
         self._done: LRUCache[Key, tuple[Key, bytes]] | None = (
             LRUCache(maxsize=max_bytes, getsizeof=_entry_size) if max_bytes > 0 else None
         )
@@ -61,65 +93,91 @@ class StatsAnswers:
         self.counts = {"hit": 0, "joined": 0, "computed": 0}
 
     @property
-    def enabled(self) -> bool:
-        return self._done is not None
-
-    @property
     def stored_bytes(self) -> int:
         return int(self._done.currsize) if self._done is not None else 0
 
     async def answer(
-        self, pool: Pool, question: Key, compute: Callable[[], Awaitable[bytes]]
+        self, pool: Pool, asked: Question, compute: Callable[[], Awaitable[bytes]]
     ) -> bytes:
-        """The answer's bytes: stored for the current snapshot, in flight for it, or
-        computed by `compute` now (and stored if it fits)."""
+        """The answer's bytes: stored for the database's current version, in flight for it,
+        or computed by `compute` now (and stored if it fits)."""
         if self._done is None:
             self.counts["computed"] += 1
             return await compute()
-        [(snapshot,)] = await fetch(pool, SNAPSHOT_SQL, {})
-        key: Key = (snapshot, *question)
+        [(version,)] = await fetch(pool, VERSION_SQL, {})
+        key: Key = (version, asked)
         stored = self._done.get(key)
         if stored is not None:
             self.counts["hit"] += 1
             return stored[1]
-        while True:
-            running = self._running.get(key)
-            # One whose last waiter left is being cancelled: it will not answer.
-            if running is None or running[0].cancelling():
-                self.counts["computed"] += 1
-                task = asyncio.ensure_future(compute())
-                running = (task, [0])
-                self._running[key] = running
-                task.add_done_callback(lambda done: self._finished(key, done))
-            else:
-                self.counts["joined"] += 1
-            task, waiters = running
-            waiters[0] += 1
+        # A computation joined ends without answering only when its last waiter left as this
+        # one joined, or when its client was refused a slot: then once more, and past that
+        # this request computes on its own.
+        for _ in range(2):
+            task, waiters, started = self._shared(key, compute)
             try:
-                # Shielded: one client going away does not cancel what the others wait for.
-                return await asyncio.shield(task)
-            except asyncio.CancelledError:
-                me = asyncio.current_task()
-                if me is not None and me.cancelling():
-                    if not task.done() and waiters[0] == 1:
-                        task.cancel()  # the last one waiting: nobody needs the answer now
+                return await self._wait(task, waiters)
+            except (CostlyBusy, RawReadsBusy):
+                if started:
                     raise
-                # The computation joined was cancelled by the last client before this one
-                # joined it: compute again.
-            finally:
-                waiters[0] -= 1
+                break  # refused under the client that started it: ask under this one's share
+            except _Gone:
+                continue
+        self.counts["computed"] += 1
+        token = ANSWER_VERSION.set(version)
+        try:
+            body = await compute()
+        finally:
+            ANSWER_VERSION.reset(token)
+        self._store(key, body)
+        return body
+
+    def _shared(
+        self, key: Key, compute: Callable[[], Awaitable[bytes]]
+    ) -> tuple[asyncio.Task[bytes], list[int], bool]:
+        """The computation in flight for `key`, or a new one; its count of waiters (this
+        request counted); whether it is new."""
+        running = self._running.get(key)
+        # One whose last waiter left is being cancelled: it will not answer.
+        if running is not None and not running[0].cancelling():
+            self.counts["joined"] += 1
+            running[1][0] += 1
+            return running[0], running[1], False
+        self.counts["computed"] += 1
+        token = ANSWER_VERSION.set(key[0])  # copied into the task's context
+        try:
+            task = asyncio.ensure_future(compute())
+        finally:
+            ANSWER_VERSION.reset(token)
+        waiters = [1]
+        self._running[key] = (task, waiters)
+        task.add_done_callback(lambda done: self._finished(key, done))
+        return task, waiters, True
+
+    async def _wait(self, task: asyncio.Task[bytes], waiters: list[int]) -> bytes:
+        """Waits for a shared computation (counted among its `waiters` by `_shared`);
+        cancels it when this request is cancelled as its last waiter."""
+        try:
+            # Shielded: one client going away does not cancel what the others wait for.
+            return await asyncio.shield(task)
+        except asyncio.CancelledError:
+            me = asyncio.current_task()
+            if me is not None and me.cancelling():
+                if not task.done() and waiters[0] == 1:
+                    task.cancel()  # the last one waiting: nobody needs the answer now
+                raise
+            raise _Gone from None
+        finally:
+            waiters[0] -= 1
 
     def _finished(self, key: Key, done: asyncio.Task[bytes]) -> None:
         if self._running.get(key, (None,))[0] is done:
             del self._running[key]
-        if done.cancelled() or done.exception() is not None or self._done is None:
+        if done.cancelled() or done.exception() is not None:
             return
-        entry = (key, done.result())
-        if _entry_size(entry) <= self.max_bytes:
+        self._store(key, done.result())
+
+    def _store(self, key: Key, body: bytes) -> None:
+        entry = (key, body)
+        if self._done is not None and _entry_size(entry) <= self.max_bytes:
             self._done[key] = entry
-
-
-def question(route: str, parsed: Any, params: dict[str, str]) -> Key:
-    """A question's part of the key: the route, its parameters as sent, and their parsed
-    form (which holds the range they resolve to on this day)."""
-    return (route, parsed, tuple(sorted(params.items())))

@@ -18,8 +18,9 @@ Imported days are whole days and count as the request's local days.
   are recomputed from native visit sums (quarter_hour_visits, daily_visit_dimensions) plus
   imported ones. The answer says `imports_included: true` when imported rows were added.
 
-Whether a site has imports is read for every site at once and kept IMPORT_SPANS_TTL_S, so
-questions of sites without imports cost no statement; an import shows within that time.
+Whether a site has imports is read for every site at once and kept for the database version
+the answer is computed for (ingest/stats_answers.py), or IMPORT_SPANS_TTL_S when answers are
+not kept, so questions of sites without imports cost no statement of their own.
 """
 
 from __future__ import annotations
@@ -38,6 +39,7 @@ from psycopg import sql
 
 from ingest import stats_response
 from ingest.errors import BadRequest
+from ingest.stats_answers import ANSWER_VERSION
 from ingest.stats_params import BreakdownRequest, StatsRequest, TimeseriesRequest
 from ingest.stats_run import Pool, fetch
 
@@ -142,6 +144,7 @@ class _Spans:
 
     def __init__(self) -> None:
         self.read_at = -math.inf
+        self.version: str | None = None  # the answers' version they were read for, if any
         self.spans: dict[str, tuple[dt.date, dt.date]] = {}
 
 
@@ -150,10 +153,20 @@ _SPANS: weakref.WeakKeyDictionary[Pool, _Spans] = weakref.WeakKeyDictionary()
 
 async def _covers(pool: Pool, request: StatsRequest) -> bool:
     spans = _SPANS.setdefault(pool, _Spans())
-    if time.monotonic() - spans.read_at > IMPORT_SPANS_TTL_S:
+    # An answer kept for a database version (ingest/stats_answers.py) reads spans read at
+    # that version or later: one kept with older spans would miss an import until the next
+    # commit, however long that is.
+    version = ANSWER_VERSION.get()
+    stale = (
+        spans.version != version
+        if version is not None
+        else time.monotonic() - spans.read_at > IMPORT_SPANS_TTL_S
+    )
+    if stale:
         rows = await fetch(pool, STATEMENTS["import_spans"], {})
         spans.spans = {site: (first, last) for site, first, last in rows}
         spans.read_at = time.monotonic()
+        spans.version = version
     span = spans.spans.get(request.site_id)
     return span is not None and span[0] <= request.range.last and request.range.first <= span[1]
 

@@ -87,6 +87,13 @@ def _named(body: dict[str, Any], params: dict[str, str]) -> dict[str, Any]:
     return stats_response.with_views_named(body, stats_params.views_named(params))
 
 
+def _asked(route: str, parsed: Any, params: dict[str, str]) -> bytes:
+    """The question of a Plausible-shaped route: its parsed request, and the parameters its
+    answer reads besides (the name of page views, whether imports are added)."""
+    with_imported = stats_imported.parse_with_imported(params)
+    return question(route, parsed, stats_params.views_named(params), with_imported)
+
+
 def _json(body: bytes) -> Response:
     return Response(body, 200, media_type=JSON_MEDIA_TYPE)
 
@@ -169,7 +176,7 @@ class StatsApi:
             RAW_READS.reset(token)
 
     async def _answered(
-        self, request: Request, asked: tuple[Any, ...], compute: Callable[[], Awaitable[bytes]]
+        self, request: Request, asked: bytes, compute: Callable[[], Awaitable[bytes]]
     ) -> bytes:
         """The question's answer as `_read` gives it: the one already computed for the
         database's current snapshot, or `compute`'s (ingest/stats_answers.py)."""
@@ -190,7 +197,7 @@ class StatsApi:
         async def compute() -> bytes:
             return msgspec.json.encode(await stats_legacy.daily_stats(pool, parsed))
 
-        return _json(await self._answered(request, question("stats", parsed, params), compute))
+        return _json(await self._answered(request, question("stats", parsed), compute))
 
     @_timed
     async def aggregate(self, request: Request) -> Response:
@@ -203,7 +210,7 @@ class StatsApi:
             body = await stats_imported.aggregate(pool, parsed, params, self._exact_max_rows)
             return msgspec.json.encode(_named(body, params))
 
-        return _json(await self._answered(request, question("aggregate", parsed, params), compute))
+        return _json(await self._answered(request, _asked("aggregate", parsed, params), compute))
 
     @_timed
     async def timeseries(self, request: Request) -> Response:
@@ -216,7 +223,7 @@ class StatsApi:
             body = await stats_imported.timeseries(pool, parsed, params)
             return msgspec.json.encode(_named(body, params))
 
-        return _json(await self._answered(request, question("timeseries", parsed, params), compute))
+        return _json(await self._answered(request, _asked("timeseries", parsed, params), compute))
 
     @_timed
     async def breakdown(self, request: Request) -> Response:
@@ -229,7 +236,7 @@ class StatsApi:
             body = await stats_imported.breakdown(pool, parsed, params)
             return msgspec.json.encode(_named(body, params))
 
-        return _json(await self._answered(request, question("breakdown", parsed, params), compute))
+        return _json(await self._answered(request, _asked("breakdown", parsed, params), compute))
 
     @_timed
     async def realtime_visitors(self, request: Request) -> Response:

@@ -6,7 +6,9 @@ statement, and what is kept stays within its bound."""
 from __future__ import annotations
 
 import asyncio
+import datetime as dt
 from collections.abc import Awaitable, Callable
+from pathlib import Path
 from typing import Any
 
 import httpx
@@ -15,9 +17,11 @@ import pytest
 from starlette.routing import Route
 
 from consumer.batch import to_row
+from consumer.imports import import_export
 from consumer.write import Writer
 from ingest.database import make_pool
 from ingest.stats_answers import StatsAnswers
+from tests.integration.exports_support import zip_of
 from tests.integration.test_stats_raw_reads import _waiting_on_a_lock, api_settings, make_app
 from tests.support import make_record, wait_for
 
@@ -172,32 +176,165 @@ async def test_what_is_kept_stays_within_its_bound_and_failures_are_not(
 
     try:
         small = await _twice_in_one_snapshot(
-            database_url, lambda: answers.answer(pool, ("small",), computing(b"s" * 500))
+            database_url, lambda: answers.answer(pool, b"small", computing(b"s" * 500))
         )
         assert small == (b"s" * 500, b"s" * 500)
         assert answers.counts["hit"] >= 1
         # Larger than the whole bound: answered, never kept.
         calls.clear()
         await _twice_in_one_snapshot(
-            database_url, lambda: answers.answer(pool, ("large",), computing(b"l" * 5_000))
+            database_url, lambda: answers.answer(pool, b"large", computing(b"l" * 5_000))
         )
         assert len(calls) == 2
         assert answers.stored_bytes <= 2_000
         # Many answers: the least recently used go first, the total stays within the bound.
         for i in range(20):
-            await answers.answer(pool, ("many", i), computing(b"m" * 300))
+            await answers.answer(pool, b"many %d" % i, computing(b"m" * 300))
         assert 0 < answers.stored_bytes <= 2_000
         # A failure is not kept: the next request computes again.
         calls.clear()
         for _ in range(2):
             with pytest.raises(RuntimeError, match="the statement failed"):
-                await answers.answer(pool, ("failing",), failing)
+                await answers.answer(pool, b"failing", failing)
         assert calls == ["failed", "failed"]
         # Turned off: computed every time, and no snapshot read.
         off = StatsAnswers(max_bytes=0)
         calls.clear()
         for _ in range(2):
-            await off.answer(pool, ("off",), computing(b"o"))
+            await off.answer(pool, b"off", computing(b"o"))
         assert calls == ["x", "x"] and off.counts == {"hit": 0, "joined": 0, "computed": 2}
     finally:
         await pool.close()
+
+
+async def test_parameters_the_answer_does_not_read_share_its_answer(database_url: str) -> None:
+    await _write(database_url, ["u1"], 0)
+    pool, app = await _client_app(database_url)
+    try:
+        transport = httpx.ASGITransport(app=app)
+        async with httpx.AsyncClient(transport=transport, base_url="http://t") as client:
+            answers = _answers(app)
+
+            async def ask_twice() -> tuple[httpx.Response, httpx.Response]:
+                return (
+                    await client.get("/api/v1/stats/aggregate", params=MONTH),
+                    await client.get("/api/v1/stats/aggregate", params={**MONTH, "junk": "x"}),
+                )
+
+            for _ in range(20):
+                before, hits = _snapshot(database_url), answers.counts["hit"]
+                plain, junk = await ask_twice()
+                if _snapshot(database_url) == before:
+                    break
+            assert plain.content == junk.content
+            assert answers.counts["hit"] == hits + 1
+            # What the answer reads is part of the question: page views named as asked.
+            named = await client.get(
+                "/api/v1/stats/aggregate", params={**MONTH, "metrics": "pageviews"}
+            )
+            assert "pageviews" in named.json()["results"]
+    finally:
+        await pool.close()
+
+
+async def test_an_import_shows_in_the_next_answer(database_url: str, tmp_path: Path) -> None:
+    """Whether a site has imports is kept per process; an answer kept for a version reads it
+    as of that version, so an import shows at once, not when something else commits."""
+    await _write(database_url, ["u1"], 0)
+    pool, app = await _client_app(database_url)
+    try:
+        transport = httpx.ASGITransport(app=app)
+        async with httpx.AsyncClient(transport=transport, base_url="http://t") as client:
+            before = await client.get("/api/v1/stats/aggregate", params=MONTH)
+            assert before.json()["results"]["visitors"]["value"] == 1
+            text = "date,visitors,pageviews,bounces,visits,visit_duration\n"
+            text += "2025-11-10,100,100,0,100,0\n"
+            path = tmp_path / "history.zip"
+            path.write_bytes(zip_of({"imported_visitors_20251110_20251110.csv": text}))
+            await import_export(database_url, path, SITE, lambda line: None)
+            after = await client.get("/api/v1/stats/aggregate", params=MONTH)
+            assert after.json()["results"]["visitors"]["value"] == 101
+            assert after.json().get("imports_included") is True
+    finally:
+        await pool.close()
+
+
+async def test_a_client_refused_a_slot_does_not_refuse_the_others_who_joined(
+    database_url: str,
+) -> None:
+    """Client X holds its whole share of the costly slots (two questions waiting on a lock),
+    then asks a third, which waits for X's turn; client Y asks the same question and joins
+    that computation. When X's wait runs out, X gets 503; Y asks again under its own share
+    (a slot is free) and gets its answer."""
+    writer = Writer(database_url, "g", "events")
+    try:
+        days = (12, 13)
+        rows = [to_row(make_record(site_id=SITE, user_id=f"u{d}", timestamp=_at(d))) for d in days]
+        await writer.write(rows, {0: 2}, {})
+    finally:
+        await writer.close()
+    settings = api_settings(
+        database_url,
+        stats_costly_concurrency=3,
+        stats_costly_wait_ms=500,
+        stats_raw_concurrency=8,
+        db_pool_max_size=8,
+        stats_statement_timeout_ms=0,
+        stats_raw_statement_timeout_ms=0,
+        stats_lock_timeout_ms=0,
+    )
+    pool = make_pool(settings)
+    await pool.open(wait=True)
+    app = make_app(settings, pool)
+
+    def client(address: str) -> httpx.AsyncClient:
+        transport = httpx.ASGITransport(app=app, client=(address, 1))
+        return httpx.AsyncClient(transport=transport, base_url="http://t")
+
+    # Two filters on a visit's context are read from raw events: costly plans.
+    def asked(filters: str, day: str) -> dict[str, str]:
+        return {"site_id": SITE, "period": "day", "date": day, "filters": filters}
+
+    x, y = client("10.0.0.1"), client("10.0.0.2")
+    try:
+        with psycopg.connect(database_url) as holder:
+            holder.execute("LOCK TABLE events_20251112 IN ACCESS EXCLUSIVE MODE")
+            held = [
+                asyncio.create_task(
+                    x.get(
+                        "/api/v1/stats/aggregate",
+                        params=asked(f"visit:os!={i};visit:device!=ZZ", "2025-11-12"),
+                    )
+                )
+                for i in "AB"
+            ]
+            await wait_for(
+                lambda: _waiting_on_a_lock(database_url) == 2,
+                timeout_s=30,
+                what="client X's two statements waiting on the lock",
+            )
+            question = asked("visit:country!=ZZ;visit:device!=ZZ", "2025-11-13")
+            from_x = asyncio.create_task(x.get("/api/v1/stats/aggregate", params=question))
+            answers = _answers(app)
+            await wait_for(
+                lambda: answers.counts["computed"] == 3,
+                timeout_s=30,
+                what="client X's third question computing",
+            )
+            async with asyncio.timeout(60):
+                from_y = await y.get("/api/v1/stats/aggregate", params=question)
+                refused = await from_x
+            holder.rollback()
+        async with asyncio.timeout(60):
+            await asyncio.gather(*held)
+    finally:
+        await x.aclose()
+        await y.aclose()
+        await pool.close()
+    assert refused.status_code == 503 and refused.json()["code"] == "stats_busy"
+    assert from_y.status_code == 200
+    assert from_y.json()["results"]["visitors"]["value"] == 1
+
+
+def _at(day: int) -> dt.datetime:
+    return dt.datetime(2025, 11, day, 10, tzinfo=dt.UTC)
