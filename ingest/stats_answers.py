@@ -17,9 +17,10 @@ would not change the text), the WAL position replayed. Both are prefixed with th
 start time: after a crash or a failover, transaction ids lost with the old server are given
 again, and the same text could then describe other data.
 
-Each request pays one small statement for the version; a hit pays nothing else, so a question
-asked by many dashboards at once, or again and again between two consumer batches, costs the
-database one answer (docs/decisions/0027-answers-by-snapshot.md). Concurrent requests for the
+Each request waits for one small statement reading the version, shared with the requests
+that arrive while the one before it runs (`_VersionReads`); a hit pays nothing else, so a
+question asked by many dashboards at once, or again and again between two consumer batches,
+costs the database one answer (docs/decisions/0027-answers-by-snapshot.md). Concurrent requests for the
 same key wait for the one computation in flight; when the last of them goes away (its client
 disconnected), the computation is cancelled, and with it its statement in the server.
 Failures are not kept; a computation refused a costly or raw slot (which are shared per
@@ -75,6 +76,49 @@ def _entry_size(entry: tuple[Key, bytes]) -> int:
     return len(body) + len(key[0]) + ENTRY_OVERHEAD_BYTES
 
 
+class _VersionReads:
+    """The database's version, read once for every request waiting when the read starts:
+    requests arriving while one read is in flight wait for the next, which starts once it
+    ends, so the version each request gets was read after it arrived. A burst of requests
+    costs two statements, not one each."""
+
+    def __init__(self) -> None:
+        self._next: asyncio.Future[str] | None = None
+        self._reader: asyncio.Task[None] | None = None
+        self.reads = 0
+
+    async def read(self, pool: Pool) -> str:
+        if self._next is None:
+            self._next = asyncio.get_running_loop().create_future()
+            # Marks a failure seen even if every request waiting for it was cancelled.
+            self._next.add_done_callback(lambda f: f.cancelled() or f.exception())
+        waited = self._next
+        if self._reader is None:
+            self._reader = asyncio.create_task(self._read_all(pool), name="stats-version")
+        # Shielded: a request going away does not cancel the read others wait for.
+        return await asyncio.shield(waited)
+
+    async def _read_all(self, pool: Pool) -> None:
+        waited: asyncio.Future[str] | None = None
+        try:
+            while (waited := self._next) is not None:
+                self._next = None
+                self.reads += 1
+                try:
+                    [(version,)] = await fetch(pool, VERSION_SQL, {})
+                except Exception as exc:
+                    waited.set_exception(exc)
+                else:
+                    waited.set_result(version)
+        finally:
+            self._reader = None
+            # Cancelled (the app stopping): nobody will read for those still waiting.
+            for left in (waited, self._next):
+                if left is not None and not left.done():
+                    left.cancel()
+            self._next = None
+
+
 class _Gone(Exception):
     """The computation joined was cancelled by the last request waiting for it."""
 
@@ -89,6 +133,7 @@ class StatsAnswers:
             LRUCache(maxsize=max_bytes, getsizeof=_entry_size) if max_bytes > 0 else None
         )
         self._running: dict[Key, tuple[asyncio.Task[bytes], list[int]]] = {}
+        self._versions = _VersionReads()
         # Requests answered from a stored answer, by joining one in flight, by computing.
         self.counts = {"hit": 0, "joined": 0, "computed": 0}
 
@@ -104,7 +149,7 @@ class StatsAnswers:
         if self._done is None:
             self.counts["computed"] += 1
             return await compute()
-        [(version,)] = await fetch(pool, VERSION_SQL, {})
+        version = await self._versions.read(pool)
         key: Key = (version, asked)
         stored = self._done.get(key)
         if stored is not None:

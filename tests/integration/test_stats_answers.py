@@ -338,3 +338,28 @@ async def test_a_client_refused_a_slot_does_not_refuse_the_others_who_joined(
 
 def _at(day: int) -> dt.datetime:
     return dt.datetime(2025, 11, day, 10, tzinfo=dt.UTC)
+
+
+async def test_requests_arriving_together_share_one_read_of_the_version(
+    database_url: str,
+) -> None:
+    settings = api_settings(database_url)
+    pool = make_pool(settings)
+    await pool.open(wait=True)
+    answers = StatsAnswers(max_bytes=1_000_000)
+
+    async def compute() -> bytes:
+        return b"answer"
+
+    try:
+        bodies = await asyncio.gather(*(answers.answer(pool, b"q", compute) for _ in range(20)))
+        assert bodies == [b"answer"] * 20
+        # All twenty were waiting when the read started: one statement for them all.
+        assert answers._versions.reads == 1
+        assert answers.counts["computed"] == 1
+        assert answers.counts["joined"] + answers.counts["hit"] == 19
+        # A request after it gets a read of its own (something may have committed since).
+        await answers.answer(pool, b"q", compute)
+        assert answers._versions.reads == 2
+    finally:
+        await pool.close()
