@@ -119,12 +119,13 @@ def generate(
     recorded_rate: float = 0,
     emitter_ids: bool = False,
     with_context: bool = True,
+    users: int = 5_000,
 ) -> Iterator[EventRecord]:
     """Deterministic events as the API would accept them, received in order at
     `recorded_rate` events/s (0: spread evenly over two days, however many), with UUIDv7 ids
     (time-ordered, like the API's) and event times up to a minute earlier (by a lag of each
     user's own, so a user's events come in order, as a visitor's do); 50 sites (a few
-    hot), 200 paths, 5,000 users, 80 % page views, each with its context; about 1 % repeat
+    hot), 200 paths, `users` users (5,000), 80 % page views, each with its context; about 1 % repeat
     an earlier event (client retries). With `emitter_ids`, every id is marked as the
     emitter's own (a server emitter sending idempotency keys), which the consumer also looks
     for on the neighbouring days. Without `with_context`, the same events carry no context
@@ -159,7 +160,7 @@ def generate(
             site_id=f"site-{site}",
             event_type=kind,
             path=f"/section-{rng.randrange(20)}/page-{rng.randrange(10)}",
-            user_id=f"user-{(user := rng.randrange(5000))}",
+            user_id=f"user-{(user := rng.randrange(users))}",
             timestamp=lagged(received, user, rng),
             received_at=received,
             emitter_id=emitter_ids,
@@ -180,6 +181,7 @@ async def preload(
     recorded_rate: float,
     emitter_ids: bool = False,
     with_context: bool = True,
+    users: int = 5_000,
 ) -> int:
     """Produces the events; returns the number of messages."""
     producer = AIOKafkaProducer(
@@ -199,7 +201,7 @@ async def preload(
         # mixed sites keyed by their first one would scatter a site's events over every
         # partition, so the consumer would see most visitors' events out of order.)
         chunks: dict[str, list[EventRecord]] = {}
-        for record in generate(seed, count, recorded_rate, emitter_ids, with_context):
+        for record in generate(seed, count, recorded_rate, emitter_ids, with_context, users):
             chunk = chunks.setdefault(record.site_id, [])
             chunk.append(record)
             if len(chunk) < per_message:
@@ -240,6 +242,7 @@ def bare_copy(
     recorded_rate: float,
     dedupe: bool,
     with_context: bool = True,
+    users: int = 5_000,
 ) -> float:
     """Seconds spent in binary COPY of the same rows in batches of BATCH_ROWS, one transaction
     each (row building excluded): into an unindexed table, or with `dedupe` through the
@@ -249,7 +252,7 @@ def bare_copy(
         conn.execute(STAGING_DDL)
         conn.execute(DEDUPE_DDL if dedupe else BASELINE_DDL)
         rows: list[Row] = []
-        for record in generate(seed, count, recorded_rate, with_context=with_context):
+        for record in generate(seed, count, recorded_rate, with_context=with_context, users=users):
             rows.append(to_row(record))
             if len(rows) == BATCH_ROWS:
                 spent += _copy_batch(conn, rows, dedupe)
@@ -538,6 +541,7 @@ def main(argv: list[str]) -> None:
     parser.add_argument("--per-message", type=int, default=100)
     parser.add_argument("--partitions", type=int, default=4)
     parser.add_argument("--seed", type=int, default=1)
+    parser.add_argument("--users", type=int, default=5_000, help="distinct visitors")
     parser.add_argument(
         "--emitter-ids",
         action="store_true",
@@ -593,6 +597,7 @@ def main(argv: list[str]) -> None:
                 args.recorded_rate,
                 args.emitter_ids,
                 not args.without_context,
+                args.users,
             )
         )
         print(
@@ -609,8 +614,12 @@ def main(argv: list[str]) -> None:
         rate = drained / result["elapsed_s"] if result["elapsed_s"] else float("nan")
         copy_args = (database_url, args.seed, args.events, args.recorded_rate)
         with_context = not args.without_context
-        ceiling = args.events / bare_copy(*copy_args, dedupe=False, with_context=with_context)
-        dedupe = args.events / bare_copy(*copy_args, dedupe=True, with_context=with_context)
+        ceiling = args.events / bare_copy(
+            *copy_args, dedupe=False, with_context=with_context, users=args.users
+        )
+        dedupe = args.events / bare_copy(
+            *copy_args, dedupe=True, with_context=with_context, users=args.users
+        )
         _report_statements(database_url)
         latencies, achieved, writes = (
             freshness(
