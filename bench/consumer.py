@@ -106,11 +106,18 @@ def _drop(found: dict[str, Any]) -> dict[str, Any]:
 USER_LAG_MS = [random.Random(user).randrange(60_000) for user in range(5000)]
 
 
+def user_lag_ms(user: int) -> int:
+    """A user's lag: the table's for the default 5,000 users, drawn the same way beyond."""
+    if user < len(USER_LAG_MS):
+        return USER_LAG_MS[user]
+    return random.Random(user).randrange(60_000)
+
+
 def lagged(received: datetime, user: int, rng: random.Random) -> datetime:
     """The event time of a user's hit received then. Draws what the per-event lag drew
     before, so that every other field of the generated events stays as it was."""
     rng.randrange(60_000)
-    return received - timedelta(milliseconds=USER_LAG_MS[user])
+    return received - timedelta(milliseconds=user_lag_ms(user))
 
 
 def generate(

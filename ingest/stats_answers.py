@@ -14,18 +14,21 @@ than its key, never older. Nothing is guessed from a time-to-live.
 The version is that snapshot on a primary; on a standby, whose snapshots do not list the
 transactions running on the primary (a commit between the oldest and the newest of them
 would not change the text), the WAL position replayed. Both are prefixed with the server's
-start time: after a crash or a failover, transaction ids lost with the old server are given
-again, and the same text could then describe other data.
+start time and the time its shared statistics were last reset (crash recovery resets them
+without restarting the server): after a crash or a failover, transaction ids lost with the
+old server are given again, and the same text could then describe other data.
 
 Each request waits for one small statement reading the version, shared with the requests
 that arrive while the one before it runs (`_VersionReads`); a hit pays nothing else, so a
 question asked by many dashboards at once, or again and again between two consumer batches,
-costs the database one answer (docs/decisions/0027-answers-by-snapshot.md). Concurrent requests for the
-same key wait for the one computation in flight; when the last of them goes away (its client
-disconnected), the computation is cancelled, and with it its statement in the server.
+costs the database one answer (docs/decisions/0027-answers-by-snapshot.md). Concurrent
+requests for the same key wait for the one computation in flight; when the last of them goes
+away (its client disconnected), the computation is cancelled, and with it its statement in
+the server.
 Failures are not kept; a computation refused a costly or raw slot (which are shared per
-client) is not the refusal of the clients that joined it: each asks again under its own
-share.
+client) is not the refusal of the clients that joined it: they ask again, sharing one new
+computation under the share of the first of them (so a request that joined one can wait for
+its turn up to twice STATS_COSTLY_WAIT_MS).
 
 Per process, bounded by STATS_ANSWER_CACHE_MB of answer bytes (least recently used first
 out); 0 turns the cache off, and then no version is read either.
@@ -45,9 +48,9 @@ from cachetools import LRUCache
 from ingest.stats_run import CostlyBusy, Pool, RawReadsBusy, fetch
 
 VERSION_SQL = (
-    "SELECT pg_postmaster_start_time()::text || ' ' || CASE WHEN pg_is_in_recovery()"
-    " THEN 'replayed ' || pg_last_wal_replay_lsn()::text"
-    " ELSE pg_current_snapshot()::text END"
+    "SELECT concat_ws(' ', pg_postmaster_start_time(), pg_stat_get_bgwriter_stat_reset_time(),"
+    " CASE WHEN pg_is_in_recovery() THEN 'replayed ' || pg_last_wal_replay_lsn()::text"
+    " ELSE pg_current_snapshot()::text END)"
 )
 
 # The version an answer is being computed for (None outside a kept computation): what else an
@@ -95,6 +98,7 @@ class _VersionReads:
         waited = self._next
         if self._reader is None:
             self._reader = asyncio.create_task(self._read_all(pool), name="stats-version")
+            self._reader.add_done_callback(self._reader_done)
         # Shielded: a request going away does not cancel the read others wait for.
         return await asyncio.shield(waited)
 
@@ -108,6 +112,11 @@ class _VersionReads:
                     [(version,)] = await fetch(pool, VERSION_SQL, {})
                 except Exception as exc:
                     waited.set_exception(exc)
+                    # Those who came while it failed get the same answer (the database
+                    # cannot be had, or the pool is exhausted) rather than a wait as long.
+                    if (queued := self._next) is not None:
+                        self._next = None
+                        queued.set_exception(exc)
                 else:
                     waited.set_result(version)
         finally:
@@ -116,6 +125,15 @@ class _VersionReads:
             for left in (waited, self._next):
                 if left is not None and not left.done():
                     left.cancel()
+            self._next = None
+
+    def _reader_done(self, reader: asyncio.Task[None]) -> None:
+        """A reader cancelled before its first step never ran its `finally`: without this,
+        every later request would wait for it."""
+        if self._reader is reader:
+            self._reader = None
+            if self._next is not None and not self._next.done():
+                self._next.cancel()
             self._next = None
 
 
@@ -138,6 +156,11 @@ class StatsAnswers:
         self.counts = {"hit": 0, "joined": 0, "computed": 0}
 
     @property
+    def running(self) -> tuple[int, int]:
+        """(computations in flight, requests waiting for them)."""
+        return len(self._running), sum(waiters[0] for _, waiters in self._running.values())
+
+    @property
     def stored_bytes(self) -> int:
         return int(self._done.currsize) if self._done is not None else 0
 
@@ -156,18 +179,22 @@ class StatsAnswers:
             self.counts["hit"] += 1
             return stored[1]
         # A computation joined ends without answering only when its last waiter left as this
-        # one joined, or when its client was refused a slot: then once more, and past that
-        # this request computes on its own.
-        for _ in range(2):
+        # one joined, or when the client that started it was refused a slot: then again
+        # through the shared path (those refused with it share the next computation, started
+        # under the first one's share), a bounded number of times, and past that alone.
+        for _ in range(3):
             task, waiters, started = self._shared(key, compute)
             try:
-                return await self._wait(task, waiters)
+                body = await self._wait(task, waiters)
             except (CostlyBusy, RawReadsBusy):
                 if started:
+                    self.counts["computed"] += 1
                     raise
-                break  # refused under the client that started it: ask under this one's share
+                continue
             except _Gone:
                 continue
+            self.counts["computed" if started else "joined"] += 1
+            return body
         self.counts["computed"] += 1
         token = ANSWER_VERSION.set(version)
         try:
@@ -185,10 +212,8 @@ class StatsAnswers:
         running = self._running.get(key)
         # One whose last waiter left is being cancelled: it will not answer.
         if running is not None and not running[0].cancelling():
-            self.counts["joined"] += 1
             running[1][0] += 1
             return running[0], running[1], False
-        self.counts["computed"] += 1
         token = ANSWER_VERSION.set(key[0])  # copied into the task's context
         try:
             task = asyncio.ensure_future(compute())

@@ -131,7 +131,7 @@ async def test_identical_questions_at_once_share_one_statement(database_url: str
                     for _ in range(5)
                 ]
                 await wait_for(
-                    lambda: answers.counts["joined"] + answers.counts["computed"] == 5,
+                    lambda: answers.running[1] == 5,
                     timeout_s=30,
                     what="five requests waiting for answers",
                 )
@@ -141,7 +141,7 @@ async def test_identical_questions_at_once_share_one_statement(database_url: str
                     what="a statement waiting on the lock",
                 )
                 waiting = _waiting_on_a_lock(database_url)
-                joined = answers.counts["joined"]
+                computations = answers.running[0]
             async with asyncio.timeout(60):
                 responses = await asyncio.gather(*asked)
     finally:
@@ -150,8 +150,9 @@ async def test_identical_questions_at_once_share_one_statement(database_url: str
     assert len({r.content for r in responses}) == 1
     # Something else committing in the cluster meanwhile would give a second snapshot (and
     # one more statement), never a wrong answer.
-    assert waiting == 5 - joined
-    assert joined >= 3
+    assert waiting == computations <= 2
+    assert answers.counts["joined"] == 5 - computations
+    assert answers.counts["computed"] == computations
 
 
 async def test_what_is_kept_stays_within_its_bound_and_failures_are_not(
@@ -263,9 +264,9 @@ async def test_a_client_refused_a_slot_does_not_refuse_the_others_who_joined(
     database_url: str,
 ) -> None:
     """Client X holds its whole share of the costly slots (two questions waiting on a lock),
-    then asks a third, which waits for X's turn; client Y asks the same question and joins
-    that computation. When X's wait runs out, X gets 503; Y asks again under its own share
-    (a slot is free) and gets its answer."""
+    then asks a third, which waits for X's turn; clients Y and Z ask the same question and
+    join that computation. When X's wait runs out, X gets 503; Y and Z ask again, sharing
+    one computation under the first one's share (a slot is free), and get the answer."""
     writer = Writer(database_url, "g", "events")
     try:
         days = (12, 13)
@@ -275,6 +276,7 @@ async def test_a_client_refused_a_slot_does_not_refuse_the_others_who_joined(
         await writer.close()
     settings = api_settings(
         database_url,
+        stats_answer_cache_mb=1,
         stats_costly_concurrency=3,
         stats_costly_wait_ms=500,
         stats_raw_concurrency=8,
@@ -295,7 +297,7 @@ async def test_a_client_refused_a_slot_does_not_refuse_the_others_who_joined(
     def asked(filters: str, day: str) -> dict[str, str]:
         return {"site_id": SITE, "period": "day", "date": day, "filters": filters}
 
-    x, y = client("10.0.0.1"), client("10.0.0.2")
+    x, y, z = client("10.0.0.1"), client("10.0.0.2"), client("10.0.0.3")
     try:
         with psycopg.connect(database_url) as holder:
             holder.execute("LOCK TABLE events_20251112 IN ACCESS EXCLUSIVE MODE")
@@ -317,12 +319,22 @@ async def test_a_client_refused_a_slot_does_not_refuse_the_others_who_joined(
             from_x = asyncio.create_task(x.get("/api/v1/stats/aggregate", params=question))
             answers = _answers(app)
             await wait_for(
-                lambda: answers.counts["computed"] == 3,
+                lambda: answers.running[0] == 3,
                 timeout_s=30,
                 what="client X's third question computing",
             )
+            joining = [
+                asyncio.create_task(y.get("/api/v1/stats/aggregate", params=question)),
+                asyncio.create_task(z.get("/api/v1/stats/aggregate", params=question)),
+            ]
+            # Y and Z wait for X's third computation (nothing committed in between).
+            await wait_for(
+                lambda: answers.running == (3, 5),
+                timeout_s=30,
+                what="Y and Z waiting for X's computation",
+            )
             async with asyncio.timeout(60):
-                from_y = await y.get("/api/v1/stats/aggregate", params=question)
+                from_y, from_z = await asyncio.gather(*joining)
                 refused = await from_x
             holder.rollback()
         async with asyncio.timeout(60):
@@ -330,10 +342,17 @@ async def test_a_client_refused_a_slot_does_not_refuse_the_others_who_joined(
     finally:
         await x.aclose()
         await y.aclose()
+        await z.aclose()
         await pool.close()
     assert refused.status_code == 503 and refused.json()["code"] == "stats_busy"
-    assert from_y.status_code == 200
+    assert from_y.status_code == from_z.status_code == 200
     assert from_y.json()["results"]["visitors"]["value"] == 1
+    assert from_y.content == from_z.content
+    # One outcome per request: X's two held questions and X's refused one computed, and Y
+    # and Z asked again together (one computing, the other joining it) unless something
+    # committed between them.
+    assert sum(answers.counts.values()) == 5
+    assert answers.counts["computed"] + answers.counts["joined"] == 5
 
 
 def _at(day: int) -> dt.datetime:
