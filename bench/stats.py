@@ -4,9 +4,11 @@
 Loads (or reuses) a site with N events in one month, starts the API as a real process on
 that database, and drives each stats query at a fixed rate for W windows of S seconds,
 printing client and server p50 and p99 of the window with the median server p99 (and every
-window's p99). Queries with a filter on a hit's context (`visit:...`), which read raw events,
-run at --filtered-rate instead of --rate. In the same run, after the load, it times the naive
-query over raw events for the same questions (the baseline) and prints the ratios.
+window's p99), and, each query alone, the server time of its first answer on the fresh API
+(what it costs before any answer is kept; the load that follows mostly reuses it while
+nothing commits). Queries with a filter on a hit's context (`visit:...`), which read raw
+events, run at --filtered-rate instead of --rate. In the same run, after the load, it times
+the naive query over raw events for the same questions (the baseline) and prints the ratios.
 
 `--mode together` drives every chosen query at once against one API, --rate shared between
 them (each query's own p50/p99 reported), so that a slow question shows whether it slows the
@@ -456,9 +458,14 @@ def _url(path: str, params: dict[str, str]) -> str:
 
 
 def _row(
-    name: str, rate: float, target: float, windows: list[http_load.LoadResult]
+    name: str,
+    rate: float,
+    target: float,
+    windows: list[http_load.LoadResult],
+    first_ms: float = math.nan,
 ) -> list[object]:
-    """The window with the median server p99 (NaN, a window without one answer, sorts last)."""
+    """The window with the median server p99 (NaN, a window without one answer, sorts last),
+    and `first_ms`, the server time of the question's first answer on a fresh API."""
     windows = sorted(windows, key=lambda w: _nan_last(http_load.percentile(w.server_ms, 99)))
     p99s = [http_load.percentile(w.server_ms, 99) for w in windows]
     result = windows[len(windows) // 2]
@@ -474,7 +481,17 @@ def _row(
         " / ".join(f"{p:.3g}" for p in p99s),
         f"{target:g}",
         "yes" if server_p99 <= target else "NO",
+        first_ms,
     ]
+
+
+def _first_answer_ms(port: int, url: str) -> float:
+    """The server time of one request on a fresh API: the question's first answer, before
+    any answer is kept (ingest/stats_answers.py) and with its statements not yet prepared."""
+    response = httpx.get(f"http://127.0.0.1:{port}{url}", timeout=60)
+    timing = response.headers.get("server-timing", "")
+    _, _, duration = timing.partition("dur=")
+    return float(duration) if response.status_code == 200 and duration else math.nan
 
 
 def _measure_alone(database_url: str, query: Query, args: argparse.Namespace) -> list[object]:
@@ -486,6 +503,7 @@ def _measure_alone(database_url: str, query: Query, args: argparse.Namespace) ->
     api = _start_api(database_url, port)
     try:
         url = _url(path, params)
+        first_ms = _first_answer_ms(port, url)
         # Warm-up: the pool's connections and the statement caches (slowly, so that a slow
         # query does not start the measurement with a backlog).
         asyncio.run(http_load.run("127.0.0.1", port, [url], rate_per_s=20, requests=20))
@@ -501,8 +519,12 @@ def _measure_alone(database_url: str, query: Query, args: argparse.Namespace) ->
             )
             if http_load.percentile(windows[0].server_ms, 50) > target:
                 break
-        row = _row(name, rate, target, windows)
-        print(f"stats bench: {name}: server p99 {float(row[6]):.2f} ms", flush=True)  # type: ignore[arg-type]
+        row = _row(name, rate, target, windows, first_ms)
+        print(
+            f"stats bench: {name}: server p99 {float(row[6]):.2f} ms, "  # type: ignore[arg-type]
+            f"first answer {first_ms:.2f} ms",
+            flush=True,
+        )
         return row
     finally:
         api.terminate()
@@ -591,6 +613,7 @@ def _print_rows(
             "server p99 of each window",
             "target p99",
             "met",
+            "first answer (server ms)",
             "naive SQL p50",
             "naive / server p50",
         ],
