@@ -1,5 +1,6 @@
-"""Step 5 of a stats request, before planning: answers already computed for the database as it
-is now, shared by every request that asks the same question of the same data.
+"""Step 1b of a stats request, between its parameters and its plan: answers already computed
+for the database as it is now, shared by every request that asks the same question of the
+same data.
 
 A question's answer can only change when a transaction commits (a consumer batch, a seal, an
 import, a rebuild, retention). On a primary, PostgreSQL's snapshot (`pg_current_snapshot()`:

@@ -235,6 +235,30 @@ async def test_importing_again_replaces_and_remove_takes_it_away(
     assert scalar(loaded, "SELECT sum(page_views) FROM daily_stats") == native_before
 
 
+async def test_an_export_with_bare_carriage_returns_imports_the_same_rows(
+    client: httpx.AsyncClient, loaded: str, tmp_path: Path
+) -> None:
+    """Spreadsheets of old Macs end lines with a bare CR: the same export so written imports
+    the same rows as the export itself."""
+    archive = await export(client, NATIVE)
+    path = tmp_path / "export.zip"
+    path.write_bytes(archive)
+    first = await import_export(loaded, path, IMPORTED, say)
+    counts = {t: scalar(loaded, f"SELECT count(*) FROM {t}") for t in IMPORTED_TABLES}
+    visitors = scalar(loaded, "SELECT sum(visitors) FROM imported_visitors")
+    files = {
+        name: text.replace("\r\n", "\n").replace("\n", "\r")
+        for name, text in members(archive).items()
+    }
+    assert all("\n" not in text for text in files.values())
+    path.write_bytes(zip_of(files))
+    again = await import_export(loaded, path, IMPORTED, say)
+    assert again.replaced == [first.import_id]
+    assert {t: scalar(loaded, f"SELECT count(*) FROM {t}") for t in IMPORTED_TABLES} == counts
+    assert scalar(loaded, "SELECT sum(visitors) FROM imported_visitors") == visitors
+    assert sum(int(n) for n in counts.values()) > 0
+
+
 def test_the_command_exits_non_zero_naming_the_row(
     loaded: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: Any
 ) -> None:
@@ -355,13 +379,22 @@ async def stats_pool(loaded: str) -> AsyncIterator[AsyncConnectionPool[Any]]:
         yield pool
 
 
-async def test_the_archive_is_built_before_sending_and_a_client_runs_one_export(
+async def _one_export_held(
     loaded: str, stats_pool: AsyncConnectionPool[Any]
-) -> None:
+) -> tuple[Any, Exchange, asyncio.Task[None]]:
+    """An API with one export slot, taken by an export whose client reads nothing yet: the
+    caller, that export, and the task sending it (until `held.release()`)."""
     call = caller(settings_for(loaded, export_concurrency=1), stats_pool)
     held = Exchange(f"/api/v1/sites/{NATIVE}/export", QUERY, hold_body=True)
     running = asyncio.create_task(call(held))
     await held.body_offered.wait()
+    return call, held, running
+
+
+async def test_the_archive_is_built_before_sending_and_a_client_runs_one_export(
+    loaded: str, stats_pool: AsyncConnectionPool[Any]
+) -> None:
+    call, held, running = await _one_export_held(loaded, stats_pool)
     assert held.status == 200 and int(held.header("content-length")) > 0
     # The client has not read a byte: the export's connection is closed, and no backend of
     # the database holds a transaction or a snapshot.
@@ -385,10 +418,7 @@ async def test_the_archive_is_built_before_sending_and_a_client_runs_one_export(
 async def test_a_head_answers_the_headers_without_building_an_archive(
     loaded: str, stats_pool: AsyncConnectionPool[Any]
 ) -> None:
-    call = caller(settings_for(loaded, export_concurrency=1), stats_pool)
-    held = Exchange(f"/api/v1/sites/{NATIVE}/export", QUERY, hold_body=True)
-    running = asyncio.create_task(call(held))
-    await held.body_offered.wait()
+    call, held, running = await _one_export_held(loaded, stats_pool)
     # The one slot is taken and this client has an export in progress: a HEAD that built an
     # archive would wait for a slot or be refused.
     head = Exchange(f"/api/v1/sites/{NATIVE}/export", QUERY, method="HEAD")

@@ -7,13 +7,14 @@ from __future__ import annotations
 
 import asyncio
 import datetime as dt
-from collections.abc import Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
 import httpx
 import psycopg
 import pytest
+from psycopg_pool import AsyncConnectionPool
 from starlette.routing import Route
 
 from consumer.batch import to_row
@@ -64,6 +65,17 @@ async def _twice_in_one_snapshot(
         if _snapshot(database_url) == before:
             return first, second
     raise AssertionError("the cluster never stayed without a commit for two requests")
+
+
+@pytest.fixture
+async def pool(database_url: str) -> AsyncIterator[AsyncConnectionPool[Any]]:
+    """The API's pool on the test's database, opened."""
+    opened = make_pool(api_settings(database_url))
+    await opened.open(wait=True)
+    try:
+        yield opened
+    finally:
+        await opened.close()
 
 
 async def _client_app(database_url: str, **overrides: Any) -> tuple[Any, Any]:
@@ -156,11 +168,8 @@ async def test_identical_questions_at_once_share_one_statement(database_url: str
 
 
 async def test_what_is_kept_stays_within_its_bound_and_failures_are_not(
-    database_url: str,
+    database_url: str, pool: AsyncConnectionPool[Any]
 ) -> None:
-    settings = api_settings(database_url)
-    pool = make_pool(settings)
-    await pool.open(wait=True)
     answers = StatsAnswers(max_bytes=2_000)
     calls: list[str] = []
 
@@ -175,37 +184,34 @@ async def test_what_is_kept_stays_within_its_bound_and_failures_are_not(
         calls.append("failed")
         raise RuntimeError("the statement failed")
 
-    try:
-        small = await _twice_in_one_snapshot(
-            database_url, lambda: answers.answer(pool, b"small", computing(b"s" * 500))
-        )
-        assert small == (b"s" * 500, b"s" * 500)
-        assert answers.counts["hit"] >= 1
-        # Larger than the whole bound: answered, never kept.
-        calls.clear()
-        await _twice_in_one_snapshot(
-            database_url, lambda: answers.answer(pool, b"large", computing(b"l" * 5_000))
-        )
-        assert len(calls) == 2
-        assert answers.stored_bytes <= 2_000
-        # Many answers: the least recently used go first, the total stays within the bound.
-        for i in range(20):
-            await answers.answer(pool, b"many %d" % i, computing(b"m" * 300))
-        assert 0 < answers.stored_bytes <= 2_000
-        # A failure is not kept: the next request computes again.
-        calls.clear()
-        for _ in range(2):
-            with pytest.raises(RuntimeError, match="the statement failed"):
-                await answers.answer(pool, b"failing", failing)
-        assert calls == ["failed", "failed"]
-        # Turned off: computed every time, and no snapshot read.
-        off = StatsAnswers(max_bytes=0)
-        calls.clear()
-        for _ in range(2):
-            await off.answer(pool, b"off", computing(b"o"))
-        assert calls == ["x", "x"] and off.counts == {"hit": 0, "joined": 0, "computed": 2}
-    finally:
-        await pool.close()
+    small = await _twice_in_one_snapshot(
+        database_url, lambda: answers.answer(pool, b"small", computing(b"s" * 500))
+    )
+    assert small == (b"s" * 500, b"s" * 500)
+    assert answers.counts["hit"] >= 1
+    # Larger than the whole bound: answered, never kept.
+    calls.clear()
+    await _twice_in_one_snapshot(
+        database_url, lambda: answers.answer(pool, b"large", computing(b"l" * 5_000))
+    )
+    assert len(calls) == 2
+    assert answers.stored_bytes <= 2_000
+    # Many answers: the least recently used go first, the total stays within the bound.
+    for i in range(20):
+        await answers.answer(pool, b"many %d" % i, computing(b"m" * 300))
+    assert 0 < answers.stored_bytes <= 2_000
+    # A failure is not kept: the next request computes again.
+    calls.clear()
+    for _ in range(2):
+        with pytest.raises(RuntimeError, match="the statement failed"):
+            await answers.answer(pool, b"failing", failing)
+    assert calls == ["failed", "failed"]
+    # Turned off: computed every time, and no snapshot read.
+    off = StatsAnswers(max_bytes=0)
+    calls.clear()
+    for _ in range(2):
+        await off.answer(pool, b"off", computing(b"o"))
+    assert calls == ["x", "x"] and off.counts == {"hit": 0, "joined": 0, "computed": 2}
 
 
 async def test_parameters_the_answer_does_not_read_share_its_answer(database_url: str) -> None:
@@ -360,25 +366,19 @@ def _at(day: int) -> dt.datetime:
 
 
 async def test_requests_arriving_together_share_one_read_of_the_version(
-    database_url: str,
+    pool: AsyncConnectionPool[Any],
 ) -> None:
-    settings = api_settings(database_url)
-    pool = make_pool(settings)
-    await pool.open(wait=True)
     answers = StatsAnswers(max_bytes=1_000_000)
 
     async def compute() -> bytes:
         return b"answer"
 
-    try:
-        bodies = await asyncio.gather(*(answers.answer(pool, b"q", compute) for _ in range(20)))
-        assert bodies == [b"answer"] * 20
-        # All twenty were waiting when the read started: one statement for them all.
-        assert answers._versions.reads == 1
-        assert answers.counts["computed"] == 1
-        assert answers.counts["joined"] + answers.counts["hit"] == 19
-        # A request after it gets a read of its own (something may have committed since).
-        await answers.answer(pool, b"q", compute)
-        assert answers._versions.reads == 2
-    finally:
-        await pool.close()
+    bodies = await asyncio.gather(*(answers.answer(pool, b"q", compute) for _ in range(20)))
+    assert bodies == [b"answer"] * 20
+    # All twenty were waiting when the read started: one statement for them all.
+    assert answers._versions.reads == 1
+    assert answers.counts["computed"] == 1
+    assert answers.counts["joined"] + answers.counts["hit"] == 19
+    # A request after it gets a read of its own (something may have committed since).
+    await answers.answer(pool, b"q", compute)
+    assert answers._versions.reads == 2

@@ -173,3 +173,14 @@ def test_lines_ended_by_a_bare_carriage_return_keep_the_row_limit() -> None:
     long = HEADER.rstrip("\n") + "\r" + "2025-01-02,1,1,1,1," + "0" * 100 + "\r"
     with pytest.raises(ImportRefused, match=r"line 2: the row is longer than 64 bytes"):
         list(read_rows(source(long, limits)))
+
+
+@pytest.mark.parametrize("ending", ["\n", "\r\n", "\r"])
+def test_a_row_of_exactly_the_limit_is_read_and_one_byte_more_is_refused(ending: str) -> None:
+    limits = ImportLimits(max_row_bytes=64)
+    header = HEADER.rstrip("\n") + ",note"  # a column not kept here pads the row
+    head = "2025-01-02,1,1,1,1,0,"
+    exact = head + "x" * (64 - len(head) - len(ending))  # the row with its ending: 64 bytes
+    assert [line for line, _ in read_rows(source(header + ending + exact + ending, limits))] == [2]
+    with pytest.raises(ImportRefused, match=r"line 2: the row is longer than 64 bytes"):
+        list(read_rows(source(header + ending + exact + "x" + ending, limits)))
