@@ -195,6 +195,31 @@ CREATE TABLE quarter_hour_paths (
     PRIMARY KEY (site_id, bucket, path)
 );
 
+-- Per (site, 15-minute UTC bucket, event type other than page_view): events and a sketch of
+-- their visitors. Event-type breakdowns and filters over a range that is not whole UTC days
+-- (a local day in another zone) read the two partial days here instead of raw events;
+-- quarter_hour_stats holds the page views. Custom events only: a few rows per bucket.
+CREATE TABLE quarter_hour_event_types (
+    site_id     text        NOT NULL,
+    bucket      timestamptz NOT NULL,
+    event_type  text        NOT NULL CHECK (event_type <> 'page_view'),
+    events      bigint      NOT NULL DEFAULT 0,
+    visitors    hll         NOT NULL,
+    PRIMARY KEY (site_id, bucket, event_type)
+);
+
+-- The same per path, keyed by path first: a path filter over the partial days reads its own
+-- rows, not every path's.
+CREATE TABLE quarter_hour_event_paths (
+    site_id     text        NOT NULL,
+    path        text        NOT NULL,
+    bucket      timestamptz NOT NULL,
+    event_type  text        NOT NULL CHECK (event_type <> 'page_view'),
+    events      bigint      NOT NULL DEFAULT 0,
+    visitors    hll         NOT NULL,
+    PRIMARY KEY (site_id, path, bucket, event_type)
+);
+
 -- Per (site, UTC day, event type, path): events and a sketch of their visitors, for filters and
 -- breakdowns by event type or path.
 CREATE TABLE daily_details (

@@ -169,8 +169,9 @@ def _edges_details(
     request: StatsRequest, pieces: Pieces, dimension: str | None, paths: bool
 ) -> tuple[Part, ...]:
     """The edges' (event type, path) rows: page views from sub-day rollups (per path from
-    quarter_hour_paths when paths matter), other event types from raw events only where the
-    answer needs them (no sub-day rollup holds them), within the range's partial UTC days."""
+    quarter_hour_paths when paths matter), other event types only where the answer needs them:
+    from quarter_hour_event_types, or quarter_hour_event_paths when paths matter, within the
+    range's partial UTC days."""
     if not pieces.edges:
         return ()
     views = _edges("quarter_hour_paths", pieces) if paths else _page_view_edges(pieces)
@@ -181,7 +182,8 @@ def _edges_details(
         views = ()  # one other event type: no page view passes the filter
     if not _other_types_needed(request, dimension):
         return views
-    return (*views, Edges("events", pieces.edges, per_path=paths, other_types=True))
+    others = "quarter_hour_event_paths" if paths else "quarter_hour_event_types"
+    return (*views, Edges(others, pieces.edges, per_path=paths, other_types=True))
 
 
 def detail_parts(request: StatsRequest, pieces: Pieces, dimension: str | None) -> tuple[Part, ...]:

@@ -212,6 +212,7 @@ def _hours_and_quarters(p: str, gate: sql.Composable | None) -> sql.Composable:
 
 
 _VIEWS = {"quarter_hour_stats", "local_daily_stats", "daily_stats"}
+_PER_PATH = {"daily_details", "quarter_hour_event_paths"}  # rows per (event type, path)
 
 
 def _columns(kind: Kind, leaf: Leaf, p: str) -> sql.Composable:
@@ -230,7 +231,7 @@ def _columns(kind: Kind, leaf: Leaf, p: str) -> sql.Composable:
             return sql.SQL("event_type, {} AS path, count(*) AS events, {} AS visitors").format(
                 sql.SQL(path), RAW_VISITORS
             )
-        path = "path" if table == "daily_details" else "NULL::text"
+        path = "path" if table in _PER_PATH else "NULL::text"
         return sql.SQL("event_type, {} AS path, events, visitors").format(sql.SQL(path))
     if kind == "visitor ids":
         return sql.SQL("user_id")

@@ -86,6 +86,8 @@ ROLLUPS: tuple[Rollup, ...] = (
     Rollup("daily_visitors"),
     Rollup("quarter_hour_stats"),
     Rollup("quarter_hour_paths"),
+    Rollup("quarter_hour_event_types"),
+    Rollup("quarter_hour_event_paths"),
     Rollup("daily_details"),
     Rollup("monthly_paths"),  # recounted from daily_paths
     Rollup("daily_event_types"),

@@ -103,6 +103,72 @@ FROM events WHERE event_type = 'page_view' GROUP BY 1, 2, 3 ORDER BY 1, 2, 3
 SELECT site_id, bucket, path, page_views, hll_cardinality(visitors)
 FROM quarter_hour_paths ORDER BY 1, 2, 3
 
+-- name: quarter_hour_event_types.upsert
+event_types_quarter_hours AS (
+    INSERT INTO quarter_hour_event_types AS qe (site_id, bucket, event_type, events, visitors)
+    SELECT site_id, bucket, event_type, sum(events), hll_union_agg(visitors) FROM counts
+    WHERE event_type <> 'page_view'
+    GROUP BY 1, 2, 3 ORDER BY 1, 2, 3
+    ON CONFLICT (site_id, bucket, event_type) DO UPDATE SET
+        events = qe.events + EXCLUDED.events, visitors = hll_union(qe.visitors, EXCLUDED.visitors)
+)
+
+-- name: quarter_hour_event_types.delete
+DELETE FROM quarter_hour_event_types
+WHERE (bucket AT TIME ZONE 'UTC')::date = ANY(%(days)s)
+  AND (%(site)s::text IS NULL OR site_id = %(site)s)
+
+-- name: quarter_hour_event_types.recount
+INSERT INTO quarter_hour_event_types (site_id, bucket, event_type, events, visitors)
+SELECT site_id, date_bin('15 minutes', event_time, timestamptz '2000-01-01 00:00+00'),
+       event_type, count(*), hll_add_agg(hll_hash_text(user_id))
+FROM events
+WHERE day = ANY(%(days)s) AND (%(site)s::text IS NULL OR site_id = %(site)s)
+  AND event_type <> 'page_view'
+GROUP BY 1, 2, 3
+
+-- name: quarter_hour_event_types.expected
+SELECT site_id, date_bin('15 minutes', event_time, timestamptz '2000-01-01 00:00+00'),
+       event_type, count(*), hll_cardinality(hll_add_agg(hll_hash_text(user_id)))
+FROM events WHERE event_type <> 'page_view' GROUP BY 1, 2, 3 ORDER BY 1, 2, 3
+
+-- name: quarter_hour_event_types.stored
+SELECT site_id, bucket, event_type, events, hll_cardinality(visitors)
+FROM quarter_hour_event_types ORDER BY 1, 2, 3
+
+-- name: quarter_hour_event_paths.upsert
+event_paths_quarter_hours AS (
+    INSERT INTO quarter_hour_event_paths AS qe (site_id, path, bucket, event_type, events, visitors)
+    SELECT site_id, path, bucket, event_type, sum(events), hll_union_agg(visitors) FROM counts
+    WHERE event_type <> 'page_view'
+    GROUP BY 1, 2, 3, 4 ORDER BY 1, 2, 3, 4
+    ON CONFLICT (site_id, path, bucket, event_type) DO UPDATE SET
+        events = qe.events + EXCLUDED.events, visitors = hll_union(qe.visitors, EXCLUDED.visitors)
+)
+
+-- name: quarter_hour_event_paths.delete
+DELETE FROM quarter_hour_event_paths
+WHERE (bucket AT TIME ZONE 'UTC')::date = ANY(%(days)s)
+  AND (%(site)s::text IS NULL OR site_id = %(site)s)
+
+-- name: quarter_hour_event_paths.recount
+INSERT INTO quarter_hour_event_paths (site_id, path, bucket, event_type, events, visitors)
+SELECT site_id, path, date_bin('15 minutes', event_time, timestamptz '2000-01-01 00:00+00'),
+       event_type, count(*), hll_add_agg(hll_hash_text(user_id))
+FROM events
+WHERE day = ANY(%(days)s) AND (%(site)s::text IS NULL OR site_id = %(site)s)
+  AND event_type <> 'page_view'
+GROUP BY 1, 2, 3, 4
+
+-- name: quarter_hour_event_paths.expected
+SELECT site_id, path, date_bin('15 minutes', event_time, timestamptz '2000-01-01 00:00+00'),
+       event_type, count(*), hll_cardinality(hll_add_agg(hll_hash_text(user_id)))
+FROM events WHERE event_type <> 'page_view' GROUP BY 1, 2, 3, 4 ORDER BY 1, 2, 3, 4
+
+-- name: quarter_hour_event_paths.stored
+SELECT site_id, path, bucket, event_type, events, hll_cardinality(visitors)
+FROM quarter_hour_event_paths ORDER BY 1, 2, 3, 4
+
 -- name: daily_details.upsert
 details_daily AS (
     INSERT INTO daily_details AS d (site_id, day, event_type, path, events, visitors)

@@ -572,7 +572,8 @@ async def test_filters_and_event_types_at_the_edges_of_any_zone(
     client: httpx.AsyncClient, zone: str
 ) -> None:
     """Page views at the partial UTC days of a local range from sub-day rollups, other event
-    types from raw events only where the answer counts them: every combination recounted."""
+    types from their own 15-minute rollups (per path where paths matter) only where the answer
+    counts them: every combination recounted."""
     cases: list[tuple[str, str, Any, bool]] = [
         ("event:page==/b", "visitors,views", lambda e: e.path == "/b", False),
         ("event:page==/b", "visitors,views,events", lambda e: e.path == "/b", False),

@@ -195,7 +195,7 @@ def _instants(zone: str) -> tuple[dt.datetime, dt.datetime]:
     return r.start, r.end
 
 
-def test_a_filtered_breakdown_reads_detail_rows_and_raw_edges_of_other_types() -> None:
+def test_a_filtered_breakdown_reads_detail_rows_and_quarter_hours_of_other_types() -> None:
     request = BreakdownRequest(
         stats("2025-11-01", "2025-11-30", "Asia/Kolkata", Filter("path", False, "/a")),
         "event_type",
@@ -207,7 +207,7 @@ def test_a_filtered_breakdown_reads_detail_rows_and_raw_edges_of_other_types() -
     days, views, others = plan.answer.parts
     assert days == Days("daily_details", D(2025, 11, 1), D(2025, 11, 30))
     assert isinstance(views, Edges) and views.table == "quarter_hour_paths"
-    assert isinstance(others, Edges) and others.table == "events"
+    assert isinstance(others, Edges) and others.table == "quarter_hour_event_paths"
     assert others.other_types and others.per_path
     assert others.spans == views.spans
 

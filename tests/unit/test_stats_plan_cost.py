@@ -38,22 +38,34 @@ def test_a_path_filter_without_events_reads_rollups_only_in_every_zone() -> None
         assert costly(plan) is None, zone
 
 
-def test_a_path_filter_counting_events_reads_other_types_raw_at_the_edges_only() -> None:
+def test_a_path_filter_counting_events_reads_other_types_of_its_path_at_the_edges() -> None:
     plan = stats_plan.plan_aggregate(stats("Europe/Berlin", PAGE_B), 0)
-    raw = [p for p in plan.answer.parts if isinstance(p, Edges) and p.table == "events"]
-    assert [(p.other_types, p.per_path) for p in raw] == [(True, True)]
+    others = [p for p in plan.answer.parts if isinstance(p, Edges) and p.other_types]
+    assert [(p.table, p.per_path) for p in others] == [("quarter_hour_event_paths", True)]
     # one local hour before the UTC month, 23 after its last whole UTC day
-    assert sum(((b - a) for a, b in raw[0].spans), dt.timedelta()) == dt.timedelta(hours=24)
-    assert costly(plan) == "it reads raw events"
+    assert sum(((b - a) for a, b in others[0].spans), dt.timedelta()) == dt.timedelta(hours=24)
+    assert "events" not in stats_plan_parts.tables(plan)
+    assert costly(plan) is None
     assert costly(stats_plan.plan_aggregate(stats("UTC", PAGE_B), 0)) is None
 
 
-def test_event_types_take_page_views_at_the_edges_from_hourly_and_quarter_hour_rows() -> None:
+def test_event_types_read_their_edges_from_rollups_in_any_zone() -> None:
+    # page views from hourly and quarter-hour rows, the other types from their quarter hours
     plan = breakdown("Asia/Kathmandu", "event_type")
     tables = [p.table for p in plan.answer.parts]  # type: ignore[union-attr]
-    assert tables == ["daily_event_types", "hourly_stats", "quarter_hour_stats", "events"]
-    assert costly(plan) == "it reads raw events"
-    assert costly(breakdown("UTC", "event_type")) is None
+    assert tables == [
+        "daily_event_types",
+        "hourly_stats",
+        "quarter_hour_stats",
+        "quarter_hour_event_types",
+    ]
+    others = plan.answer.parts[-1]  # type: ignore[union-attr]
+    assert isinstance(others, Edges) and others.other_types and not others.per_path
+    for zone in ("UTC", "Europe/Berlin", "Asia/Kathmandu"):
+        assert costly(breakdown(zone, "event_type")) is None
+        one_type = stats_plan.plan_aggregate(stats(zone, Filter("event_type", False, "x")), 0)
+        assert "events" not in stats_plan_parts.tables(one_type)
+        assert costly(one_type) is None
 
 
 def test_only_page_views_read_no_raw_events_whatever_the_zone() -> None:
