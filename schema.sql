@@ -195,6 +195,18 @@ CREATE TABLE quarter_hour_paths (
     PRIMARY KEY (site_id, bucket, path)
 );
 
+-- Per (site, UTC hour, path): page views and a sketch of their visitors. The edges of a range
+-- in another zone read their whole UTC hours here and only the 15-minute remainders from
+-- quarter_hour_paths: a quarter of the rows to rank, and of the sketches to merge per page.
+CREATE TABLE hourly_paths (
+    site_id     text        NOT NULL,
+    hour        timestamptz NOT NULL,
+    path        text        NOT NULL,
+    page_views  bigint      NOT NULL DEFAULT 0,
+    visitors    hll         NOT NULL,
+    PRIMARY KEY (site_id, hour, path)
+);
+
 -- Per (site, 15-minute UTC bucket, event type other than page_view): events and a sketch of
 -- their visitors. Event-type breakdowns and filters over a range that is not whole UTC days
 -- (a local day in another zone) read the two partial days here instead of raw events;

@@ -68,6 +68,15 @@ def _edges(table: str, pieces: Pieces) -> tuple[Part, ...]:
     return (Edges(table, pieces.edges),) if pieces.edges else ()
 
 
+def _path_edges(spans: tuple[stats_days.Span, ...], taken: bool = False) -> tuple[Part, ...]:
+    """Page views per path over `spans`: their whole UTC hours from hourly rows, only the
+    15-minute remainders (zones whose offset is not whole hours) from quarter-hour rows."""
+    hours, quarters = stats_days.by_hours(spans)
+    return ((Edges("hourly_paths", hours, taken=taken),) if hours else ()) + (
+        (Edges("quarter_hour_paths", quarters, taken=taken),) if quarters else ()
+    )
+
+
 def _local_zone(request: StatsRequest) -> bool:
     """Whether a kept zone's rollups may answer: no filters, and local days that UTC days
     cannot answer."""
@@ -169,12 +178,12 @@ def _edges_details(
     request: StatsRequest, pieces: Pieces, dimension: str | None, paths: bool
 ) -> tuple[Part, ...]:
     """The edges' (event type, path) rows: page views from sub-day rollups (per path from
-    quarter_hour_paths when paths matter), other event types only where the answer needs them:
-    from quarter_hour_event_types, or quarter_hour_event_paths when paths matter, within the
-    range's partial UTC days."""
+    hourly_paths and quarter_hour_paths when paths matter), other event types only where the
+    answer needs them: from quarter_hour_event_types, or quarter_hour_event_paths when paths
+    matter, within the range's partial UTC days."""
     if not pieces.edges:
         return ()
-    views = _edges("quarter_hour_paths", pieces) if paths else _page_view_edges(pieces)
+    views = _path_edges(pieces.edges) if paths else _page_view_edges(pieces)
     if any(
         f.dimension == "event_type" and not f.negated and f.value != PAGE_VIEW
         for f in request.filters
@@ -217,7 +226,7 @@ def detail_parts(request: StatsRequest, pieces: Pieces, dimension: str | None) -
             + _edges_details(request, pieces, dimension, paths=False)
         )
     if any(f.dimension == "event_type" and not f.negated and f.value == PAGE_VIEW for f in filters):
-        return _page_days(pieces.day_from, pieces.day_to) + _edges("quarter_hour_paths", pieces)
+        return _page_days(pieces.day_from, pieces.day_to) + _path_edges(pieces.edges)
     days = _days("daily_details", pieces.day_from, pieces.day_to)
     return days + _edges_details(request, pieces, dimension, paths=True)
 
@@ -331,9 +340,7 @@ def _utc_pages(stats: StatsRequest, pieces: Pieces, sort: str, today: dt.date) -
         return Plan(Statement("pages", (sealed,)), then)
     cover = stats_days.cover(stats.range.start, stats.range.end)
     if cover is None:
-        parts = _days("daily_paths", pieces.day_from, pieces.day_to) + _edges(
-            "quarter_hour_paths", pieces
-        )
+        parts = _days("daily_paths", pieces.day_from, pieces.day_to) + _path_edges(pieces.edges)
         return Plan(Statement("pages", parts), then)
     return Plan(Statement("pages", signed_page_views(cover)), then)
 
@@ -341,18 +348,16 @@ def _utc_pages(stats: StatsRequest, pieces: Pieces, sort: str, today: dt.date) -
 def signed_page_views(cover: stats_days.Cover) -> tuple[Part, ...]:
     """Page views per path as exact sums over a Cover: one monthly_paths row per path a
     month, daily_paths rows for the days added or taken away around the months, and
-    quarter_hour_paths rows for the spans added or taken away around the days. Ranked on the
-    sums, so the rows read are bounded by months + ~15 days + ~24 hours of rows per path,
-    whatever the zone and the range (stats_days.cover)."""
+    hourly_paths and quarter_hour_paths rows for the spans added or taken away around the
+    days. Ranked on the sums, so the rows read are bounded by months + ~15 days + ~24 hours
+    of rows per path, whatever the zone and the range (stats_days.cover)."""
     parts: list[Part] = []
     if cover.has_months:
         parts.append(Months("monthly_paths", cover.month_from, cover.month_to))
     parts += [Days("daily_paths", a, b) for a, b in cover.add_days if a < b]
     parts += [Days("daily_paths", a, b, taken=True) for a, b in cover.take_days if a < b]
-    if cover.add_spans:
-        parts.append(Edges("quarter_hour_paths", cover.add_spans))
-    if cover.take_spans:
-        parts.append(Edges("quarter_hour_paths", cover.take_spans, taken=True))
+    parts += _path_edges(cover.add_spans)
+    parts += _path_edges(cover.take_spans, taken=True)
     return tuple(parts)
 
 
@@ -369,7 +374,7 @@ def page_visitor_parts(pieces: Pieces) -> tuple[Part, ...]:
         before = _page_days(pieces.day_from, month_from)
     else:
         sealed, before = (), _page_days(pieces.day_from, pieces.day_to)
-    return before + sealed + _edges("quarter_hour_paths", pieces)
+    return before + sealed + _path_edges(pieces.edges)
 
 
 def _local_pages(stats: StatsRequest, sort: str, today: dt.date) -> tuple[Part, ...]:

@@ -6,8 +6,9 @@ would take every connection of the pool and every core of the database from the 
 
 - raw events: any part read from `events` (the range's partial UTC days where no sub-day
   rollup holds the answer, or the whole range for filters no rollup holds);
-- every path's 15-minute rows (`quarter_hour_paths` read for a ranking, not probed for the
-  paths of a page nor filtered) over more than MAX_PATH_QUARTERS quarter hours;
+- every path's sub-day rows (`hourly_paths`, `quarter_hour_paths` read for a ranking, not
+  probed for the paths of a page nor filtered) over more than MAX_PATH_QUARTERS hours and
+  quarter hours;
 - more than MAX_SKETCHES_PER_VALUE sketches merged per value of a page (its visitors).
 
 A costly plan takes one of a process's few slots for them, waiting its turn in a bounded
@@ -48,6 +49,11 @@ def _quarters(leaf: Edges) -> int:
     return sum(-(-(b - a) // QUARTER) for a, b in leaf.spans)
 
 
+def _periods(leaf: Edges) -> int:
+    """Rows per path of a sub-day table over the leaf's spans: hours or quarter hours."""
+    return -(-_quarters(leaf) // 4) if leaf.table == "hourly_paths" else _quarters(leaf)
+
+
 def _sketches(parts: tuple[Part, ...]) -> int:
     """How many sketches a value's visitors merge from `parts` (a watermark's sealed months one
     each; the days after the watermark are not known here and not counted)."""
@@ -56,7 +62,7 @@ def _sketches(parts: tuple[Part, ...]) -> int:
         if isinstance(leaf, Days | LocalDays):
             count += (leaf.end - leaf.first).days
         elif isinstance(leaf, Edges):
-            count += _quarters(leaf)
+            count += _periods(leaf)
         elif isinstance(leaf, Watermark):
             count += 1
     return count
@@ -66,13 +72,13 @@ def costly(plan: Plan) -> str | None:
     """Why `plan` is costly (a few words, for the refusal's message), or None."""
     if "events" in tables(plan):
         return "it reads raw events"
-    path_quarters = sum(
-        _quarters(leaf)
+    path_periods = sum(
+        _periods(leaf)
         for leaf in leaves(plan.answer.parts)
-        if isinstance(leaf, Edges) and leaf.table == "quarter_hour_paths"
+        if isinstance(leaf, Edges) and leaf.table in ("hourly_paths", "quarter_hour_paths")
     )
-    if plan.answer.form in RANKINGS and path_quarters > MAX_PATH_QUARTERS:
-        return "it ranks every path's 15-minute rows"
+    if plan.answer.form in RANKINGS and path_periods > MAX_PATH_QUARTERS:
+        return "it ranks every path's sub-day rows"
     per_value = _per_value(plan.answer.parts)
     if isinstance(plan.then, ValueVisitors):
         per_value.append(plan.then.parts)

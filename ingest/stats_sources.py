@@ -108,17 +108,21 @@ def spans(leaf: Edges, p: str, raw: bool) -> sql.Composable:
 
 
 def listed_buckets(leaf: Edges, p: str) -> sql.Composable:
-    """The spans' 15-minute buckets as a list, for a lookup of a few paths: the primary key
-    (site_id, bucket, path) is then probed per (bucket, path) instead of read for every path
-    of every bucket in the spans (PostgreSQL 15 uses only the first range column)."""
+    """The spans' 15-minute buckets (or hours) as a list, for a lookup of a few paths: the
+    primary key (site_id, bucket, path) is then probed per (bucket, path) instead of read for
+    every path of every bucket in the spans (PostgreSQL 15 uses only the first range column)."""
+    column = _TIME.get(leaf.table, "bucket")
+    step = "1 hour" if column == "hour" else "15 minutes"
     series = [
         sql.SQL(
             "SELECT generate_series(date_trunc('hour', {a}::timestamptz), {b}::timestamptz, "
-            "interval '15 minutes')"
-        ).format(a=_ph(p, f"a{i}"), b=_ph(p, f"b{i}"))
+            "interval {step})"
+        ).format(a=_ph(p, f"a{i}"), b=_ph(p, f"b{i}"), step=sql.Literal(step))
         for i in range(len(leaf.spans))
     ]
-    return sql.SQL("bucket = ANY(ARRAY({}))").format(sql.SQL(" UNION ALL ").join(series))
+    return sql.SQL("{} = ANY(ARRAY({}))").format(
+        sql.Identifier(column), sql.SQL(" UNION ALL ").join(series)
+    )
 
 
 def _where(*conditions: sql.Composable, gate: sql.Composable | None) -> sql.Composable:
@@ -153,7 +157,7 @@ def rows(
         where.append(spans(leaf, p, raw=leaf.table == "events"))
         if leaf.other_types:
             where.append(sql.SQL("event_type <> 'page_view'"))
-        if match is not None and leaf.table == "quarter_hour_paths":
+        if match is not None and leaf.table in _PATH_EDGES:
             where.append(listed_buckets(leaf, p))
     elif isinstance(leaf, Instants):
         where.append(_between(_TIME[leaf.table], p))
@@ -184,7 +188,13 @@ def rows(
     return query
 
 
-_TIME = {"hourly_stats": "hour", "quarter_hour_stats": "bucket", "events": "event_time"}
+_TIME = {
+    "hourly_stats": "hour",
+    "hourly_paths": "hour",
+    "quarter_hour_stats": "bucket",
+    "events": "event_time",
+}
+_PATH_EDGES = ("quarter_hour_paths", "hourly_paths")  # page views per path and sub-day period
 
 # Whether the hour starting at `{}` lies in one local period: every period starts on a
 # 15-minute boundary, so its first and last quarter hours fall in the same one.
@@ -220,7 +230,7 @@ def _columns(kind: Kind, leaf: Leaf, p: str) -> sql.Composable:
     if kind == "totals":  # quarter-hour and local rows: no exact visitors
         return sql.SQL("page_views, events, NULL::bigint AS exact_visitors, visitors")
     if kind == "details":
-        if table == "quarter_hour_paths":
+        if table in _PATH_EDGES:
             return sql.SQL("'page_view' AS event_type, path, page_views AS events, visitors")
         if table in ("hourly_stats", "quarter_hour_stats"):  # page views of every path
             return sql.SQL(

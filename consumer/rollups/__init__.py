@@ -86,6 +86,7 @@ ROLLUPS: tuple[Rollup, ...] = (
     Rollup("daily_visitors"),
     Rollup("quarter_hour_stats"),
     Rollup("quarter_hour_paths"),
+    Rollup("hourly_paths"),
     Rollup("quarter_hour_event_types"),
     Rollup("quarter_hour_event_paths"),
     Rollup("daily_details"),

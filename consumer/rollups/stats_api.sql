@@ -103,6 +103,40 @@ FROM events WHERE event_type = 'page_view' GROUP BY 1, 2, 3 ORDER BY 1, 2, 3
 SELECT site_id, bucket, path, page_views, hll_cardinality(visitors)
 FROM quarter_hour_paths ORDER BY 1, 2, 3
 
+-- name: hourly_paths.upsert
+paths_hourly AS (
+    INSERT INTO hourly_paths AS hp (site_id, hour, path, page_views, visitors)
+    SELECT site_id, date_trunc('hour', bucket, 'UTC'), path,
+           sum(events), hll_union_agg(visitors)
+    FROM page_counts
+    GROUP BY 1, 2, 3 ORDER BY 1, 2, 3
+    ON CONFLICT (site_id, hour, path) DO UPDATE SET
+        page_views = hp.page_views + EXCLUDED.page_views, visitors = hll_union(hp.visitors, EXCLUDED.visitors)
+)
+
+-- name: hourly_paths.delete
+DELETE FROM hourly_paths
+WHERE (hour AT TIME ZONE 'UTC')::date = ANY(%(days)s)
+  AND (%(site)s::text IS NULL OR site_id = %(site)s)
+
+-- name: hourly_paths.recount
+INSERT INTO hourly_paths (site_id, hour, path, page_views, visitors)
+SELECT site_id, date_trunc('hour', event_time, 'UTC'), path,
+       count(*), hll_add_agg(hll_hash_text(user_id))
+FROM events
+WHERE day = ANY(%(days)s) AND (%(site)s::text IS NULL OR site_id = %(site)s)
+  AND event_type = 'page_view'
+GROUP BY 1, 2, 3
+
+-- name: hourly_paths.expected
+SELECT site_id, date_trunc('hour', event_time, 'UTC'), path,
+       count(*), hll_cardinality(hll_add_agg(hll_hash_text(user_id)))
+FROM events WHERE event_type = 'page_view' GROUP BY 1, 2, 3 ORDER BY 1, 2, 3
+
+-- name: hourly_paths.stored
+SELECT site_id, hour, path, page_views, hll_cardinality(visitors)
+FROM hourly_paths ORDER BY 1, 2, 3
+
 -- name: quarter_hour_event_types.upsert
 event_types_quarter_hours AS (
     INSERT INTO quarter_hour_event_types AS qe (site_id, bucket, event_type, events, visitors)
