@@ -220,16 +220,16 @@ CREATE TABLE quarter_hour_event_types (
     PRIMARY KEY (site_id, bucket, event_type)
 );
 
--- The same per path, keyed by path first: a path filter over the partial days reads its own
--- rows, not every path's.
+-- The same per path. A kept path is probed per (bucket, path) over the partial days
+-- (ingest/stats_sources.py, listed_buckets); other reads are bounded by the edges' buckets.
 CREATE TABLE quarter_hour_event_paths (
     site_id     text        NOT NULL,
-    path        text        NOT NULL,
     bucket      timestamptz NOT NULL,
+    path        text        NOT NULL,
     event_type  text        NOT NULL CHECK (event_type <> 'page_view'),
     events      bigint      NOT NULL DEFAULT 0,
     visitors    hll         NOT NULL,
-    PRIMARY KEY (site_id, path, bucket, event_type)
+    PRIMARY KEY (site_id, bucket, path, event_type)
 );
 
 -- Per (site, UTC day, event type, path): events and a sketch of their visitors, for filters and

@@ -71,8 +71,10 @@ def connection_options(statement_timeout_ms: int, lock_timeout_ms: int) -> str:
     # Stats queries read a few thousand rollup rows: starting parallel workers, or JIT
     # compiling a plan whose estimate crosses jit_above_cost (seen on a misestimated one-row
     # table), would cost more than it saves (docs/decisions, record 14).
+    # TimeZone=UTC: what the statements compute is UTC days and hours, whatever zone the
+    # server, database or role was given.
     return (
-        "-c max_parallel_workers_per_gather=0 -c jit=off"
+        "-c max_parallel_workers_per_gather=0 -c jit=off -c TimeZone=UTC"
         f" -c statement_timeout={statement_timeout_ms} -c lock_timeout={lock_timeout_ms}"
     )
 

@@ -115,8 +115,10 @@ def listed_buckets(leaf: Edges, p: str) -> sql.Composable:
     step = "1 hour" if column == "hour" else "15 minutes"
     series = [
         sql.SQL(
-            "SELECT generate_series(date_trunc('hour', {a}::timestamptz), {b}::timestamptz, "
-            "interval {step})"
+            # truncated in UTC, not the session's zone: a :30 or :45 session would list
+            # instants that are no hour
+            "SELECT generate_series(date_trunc('hour', {a}::timestamptz, 'UTC'), "
+            "{b}::timestamptz, interval {step})"
         ).format(a=_ph(p, f"a{i}"), b=_ph(p, f"b{i}"), step=sql.Literal(step))
         for i in range(len(leaf.spans))
     ]
@@ -194,7 +196,9 @@ _TIME = {
     "quarter_hour_stats": "bucket",
     "events": "event_time",
 }
-_PATH_EDGES = ("quarter_hour_paths", "hourly_paths")  # page views per path and sub-day period
+# Sub-day rows per path, keyed (site_id, bucket or hour, path, …): probed per period for a kept
+# path (listed_buckets).
+_PATH_EDGES = ("quarter_hour_paths", "hourly_paths", "quarter_hour_event_paths")
 
 # Whether the hour starting at `{}` lies in one local period: every period starts on a
 # 15-minute boundary, so its first and last quarter hours fall in the same one.
@@ -230,7 +234,7 @@ def _columns(kind: Kind, leaf: Leaf, p: str) -> sql.Composable:
     if kind == "totals":  # quarter-hour and local rows: no exact visitors
         return sql.SQL("page_views, events, NULL::bigint AS exact_visitors, visitors")
     if kind == "details":
-        if table in _PATH_EDGES:
+        if table in ("quarter_hour_paths", "hourly_paths"):
             return sql.SQL("'page_view' AS event_type, path, page_views AS events, visitors")
         if table in ("hourly_stats", "quarter_hour_stats"):  # page views of every path
             return sql.SQL(

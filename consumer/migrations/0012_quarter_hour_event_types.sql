@@ -31,16 +31,16 @@ GROUP BY 1, 2, 3;
 
 CREATE TABLE quarter_hour_event_paths (
     site_id     text        NOT NULL,
-    path        text        NOT NULL,
     bucket      timestamptz NOT NULL,
+    path        text        NOT NULL,
     event_type  text        NOT NULL CHECK (event_type <> 'page_view'),
     events      bigint      NOT NULL DEFAULT 0,
     visitors    hll         NOT NULL,
-    PRIMARY KEY (site_id, path, bucket, event_type)
+    PRIMARY KEY (site_id, bucket, path, event_type)
 );
 
-INSERT INTO quarter_hour_event_paths (site_id, path, bucket, event_type, events, visitors)
-SELECT site_id, path, date_bin('15 minutes', event_time, timestamptz '2000-01-01 00:00+00'),
+INSERT INTO quarter_hour_event_paths (site_id, bucket, path, event_type, events, visitors)
+SELECT site_id, date_bin('15 minutes', event_time, timestamptz '2000-01-01 00:00+00'), path,
        event_type, count(*), hll_add_agg(hll_hash_text(user_id))
 FROM events
 WHERE event_type <> 'page_view'

@@ -172,11 +172,11 @@ FROM quarter_hour_event_types ORDER BY 1, 2, 3
 
 -- name: quarter_hour_event_paths.upsert
 event_paths_quarter_hours AS (
-    INSERT INTO quarter_hour_event_paths AS qe (site_id, path, bucket, event_type, events, visitors)
-    SELECT site_id, path, bucket, event_type, sum(events), hll_union_agg(visitors) FROM counts
+    INSERT INTO quarter_hour_event_paths AS qe (site_id, bucket, path, event_type, events, visitors)
+    SELECT site_id, bucket, path, event_type, sum(events), hll_union_agg(visitors) FROM counts
     WHERE event_type <> 'page_view'
     GROUP BY 1, 2, 3, 4 ORDER BY 1, 2, 3, 4
-    ON CONFLICT (site_id, path, bucket, event_type) DO UPDATE SET
+    ON CONFLICT (site_id, bucket, path, event_type) DO UPDATE SET
         events = qe.events + EXCLUDED.events, visitors = hll_union(qe.visitors, EXCLUDED.visitors)
 )
 
@@ -186,8 +186,8 @@ WHERE (bucket AT TIME ZONE 'UTC')::date = ANY(%(days)s)
   AND (%(site)s::text IS NULL OR site_id = %(site)s)
 
 -- name: quarter_hour_event_paths.recount
-INSERT INTO quarter_hour_event_paths (site_id, path, bucket, event_type, events, visitors)
-SELECT site_id, path, date_bin('15 minutes', event_time, timestamptz '2000-01-01 00:00+00'),
+INSERT INTO quarter_hour_event_paths (site_id, bucket, path, event_type, events, visitors)
+SELECT site_id, date_bin('15 minutes', event_time, timestamptz '2000-01-01 00:00+00'), path,
        event_type, count(*), hll_add_agg(hll_hash_text(user_id))
 FROM events
 WHERE day = ANY(%(days)s) AND (%(site)s::text IS NULL OR site_id = %(site)s)
@@ -195,12 +195,12 @@ WHERE day = ANY(%(days)s) AND (%(site)s::text IS NULL OR site_id = %(site)s)
 GROUP BY 1, 2, 3, 4
 
 -- name: quarter_hour_event_paths.expected
-SELECT site_id, path, date_bin('15 minutes', event_time, timestamptz '2000-01-01 00:00+00'),
+SELECT site_id, date_bin('15 minutes', event_time, timestamptz '2000-01-01 00:00+00'), path,
        event_type, count(*), hll_cardinality(hll_add_agg(hll_hash_text(user_id)))
 FROM events WHERE event_type <> 'page_view' GROUP BY 1, 2, 3, 4 ORDER BY 1, 2, 3, 4
 
 -- name: quarter_hour_event_paths.stored
-SELECT site_id, path, bucket, event_type, events, hll_cardinality(visitors)
+SELECT site_id, bucket, path, event_type, events, hll_cardinality(visitors)
 FROM quarter_hour_event_paths ORDER BY 1, 2, 3, 4
 
 -- name: daily_details.upsert

@@ -15,6 +15,7 @@ from typing import Any
 import httpx
 import psycopg
 import pytest
+from psycopg import sql
 from psycopg.rows import TupleRow
 from psycopg_pool import AsyncConnectionPool
 from starlette.applications import Starlette
@@ -565,6 +566,39 @@ EDGE_RANGES = [
     ("month", "2025-11-20", dt.date(2025, 11, 1), dt.date(2025, 11, 30)),
     ("30d", "2025-11-25", dt.date(2025, 10, 27), dt.date(2025, 11, 25)),
 ]
+
+
+async def test_answers_do_not_depend_on_the_sessions_time_zone(loaded: str) -> None:
+    """A server whose own time zone is :45 off UTC (postgresql.conf, ALTER DATABASE, PGTZ) gives
+    the same answers: every statement names UTC where it truncates to hours, so the edges'
+    hourly rows are found wherever the session's clock is."""
+    with psycopg.connect(loaded, autocommit=True) as conn:
+        dbname = conn.info.dbname
+        conn.execute(
+            sql.SQL("ALTER DATABASE {} SET timezone = 'Asia/Kathmandu'").format(
+                sql.Identifier(dbname)
+            )
+        )
+    async with (
+        AsyncConnectionPool(loaded, min_size=1, max_size=2, kwargs={"autocommit": True}) as pool,
+        client_for(make_app(Settings(stats_rate_limit_per_s=0), pool)) as client,
+    ):
+        for zone in ("Europe/Berlin", "Asia/Kathmandu"):
+            for period, date, first, last in EDGE_RANGES:
+                when = {"period": period, "date": date, "timezone": zone, "site_id": SITE}
+                body = await get_json(
+                    client,
+                    "/api/v1/stats/aggregate",
+                    filters="event:page==/b",
+                    metrics="visitors,views,events",
+                    **when,
+                )
+                counted = recount_where(zone, first, last, lambda e: e.path == "/b")
+                assert {m: v["value"] for m, v in body["results"].items()} == counted, period
+                pages = await get_json(
+                    client, "/api/v1/stats/breakdown", property="event:page", **when
+                )
+                assert pages["results"] == expected_page_breakdown(zone, first, last), period
 
 
 @pytest.mark.parametrize("zone", ["UTC", "Europe/Berlin", "Asia/Kathmandu"])
