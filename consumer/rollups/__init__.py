@@ -39,7 +39,7 @@ from consumer.rollups.statements import statement
 
 # CTEs of batch.sql that a rollup's upsert may read besides `inserted`, `counts` and
 # `page_counts`; each is written into the statement once, before the first upsert that reads it.
-BATCH_INPUTS = ("local_counts", "sealed")
+BATCH_INPUTS = ("context_counts", "local_counts", "sealed")
 _TABLE = re.compile(r"[a-z_][a-z0-9_]*")
 
 
@@ -93,8 +93,8 @@ ROLLUPS: tuple[Rollup, ...] = (
     Rollup("monthly_paths"),  # recounted from daily_paths
     Rollup("daily_event_types"),
     # UTC, by each event's context (dimensions.sql)
-    Rollup("daily_dimensions"),
-    Rollup("daily_dimension_pairs"),  # (dimension_pairs.sql)
+    Rollup("daily_dimensions", ("context_counts",)),
+    Rollup("daily_dimension_pairs", ("context_counts",)),  # (dimension_pairs.sql)
     Rollup("daily_props"),
     # by local day of each kept zone (zones.sql)
     Rollup("local_daily_stats", ("local_counts",), rebuilt=False, zoned=True),

@@ -77,6 +77,22 @@ local_counts AS MATERIALIZED (
     FROM counts c JOIN site_zones z ON z.site_id = c.site_id
 )
 
+-- name: batch.context_counts
+-- The inserted rows grouped once by their four context values (a batch holds a few hundred
+-- such combinations a site, not one per event): daily_dimensions and daily_dimension_pairs
+-- regroup these rows rather than sorting the batch each. A missing value is '(not set)' before
+-- grouping: grouped apart, it and a literal '(not set)' would be two groups of one row, which
+-- an upsert cannot write twice.
+context_counts AS MATERIALIZED (
+    SELECT site_id, day, coalesce(browser, '(not set)') AS browser,
+           coalesce(os, '(not set)') AS os, coalesce(device, '(not set)') AS device,
+           coalesce(country, '(not set)') AS country,
+           count(*) FILTER (WHERE event_type = 'page_view') AS page_views, count(*) AS events,
+           hll_add_agg(visitor_hash) FILTER (WHERE event_type = 'page_view') AS visitors
+    FROM inserted
+    GROUP BY 1, 2, 3, 4, 5, 6
+)
+
 -- name: batch.sealed
 -- The seal's watermark (consumer/seal.py): rows of days before it are late events of sealed
 -- days, usually none.

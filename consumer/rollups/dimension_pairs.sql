@@ -7,25 +7,15 @@
 -- '(not set)', as in daily_dimensions. Statement kinds as in utc_days.sql.
 
 -- name: daily_dimension_pairs.upsert
--- The batch's events grouped once by their four values (a batch holds a few hundred such
--- combinations a site, not one per event), each combination then counted under its six
--- pairs: six rows per combination rather than per event.
+-- The batch's context combinations (`context_counts`), each counted under its six pairs: six
+-- rows per combination rather than per event.
 dimension_pairs_daily AS (
     INSERT INTO daily_dimension_pairs AS d
         (site_id, dimension_a, dimension_b, day, value_a, value_b, page_views, events,
          visitors)
     SELECT c.site_id, p.dimension_a, p.dimension_b, c.day, p.value_a, p.value_b,
            sum(c.page_views), sum(c.events), coalesce(hll_union_agg(c.visitors), hll_empty())
-    FROM (
-        SELECT site_id, day, coalesce(browser, '(not set)') AS browser,
-               coalesce(os, '(not set)') AS os, coalesce(device, '(not set)') AS device,
-               coalesce(country, '(not set)') AS country,
-               count(*) FILTER (WHERE event_type = 'page_view') AS page_views,
-               count(*) AS events,
-               hll_add_agg(visitor_hash) FILTER (WHERE event_type = 'page_view') AS visitors
-        FROM inserted
-        GROUP BY 1, 2, 3, 4, 5, 6
-    ) AS c
+    FROM context_counts AS c
     CROSS JOIN LATERAL (VALUES
         ('browser', c.browser, 'os', c.os), ('browser', c.browser, 'device', c.device),
         ('browser', c.browser, 'country', c.country), ('os', c.os, 'device', c.device),

@@ -4,11 +4,9 @@
 -- adds up to the totals.
 
 -- name: daily_dimensions.upsert
--- One pass over the inserted rows into four groupings (one per dimension), rather than four
--- rows per event sorted and grouped: in each grouping set the other three columns are NULL,
--- so coalesce() picks the set's own value. A missing value is '(not set)' before grouping:
--- grouped apart, it and a literal '(not set)' would be two groups of one row, which an
--- upsert cannot write twice.
+-- The batch's context combinations (`context_counts`) into four groupings, one per
+-- dimension: in each grouping set the other three columns are NULL, so coalesce() picks the
+-- set's own value.
 dimensions_daily AS (
     INSERT INTO daily_dimensions AS d
         (site_id, day, dimension, value, page_views, events, visitors)
@@ -16,14 +14,8 @@ dimensions_daily AS (
            CASE WHEN GROUPING(browser) = 0 THEN 'browser' WHEN GROUPING(os) = 0 THEN 'os'
                 WHEN GROUPING(device) = 0 THEN 'device' ELSE 'country' END,
            coalesce(browser, os, device, country),
-           count(*) FILTER (WHERE event_type = 'page_view'), count(*),
-           coalesce(hll_add_agg(visitor_hash) FILTER (WHERE event_type = 'page_view'),
-                    hll_empty())
-    FROM (SELECT site_id, day, event_type, visitor_hash,
-                 coalesce(browser, '(not set)') AS browser, coalesce(os, '(not set)') AS os,
-                 coalesce(device, '(not set)') AS device,
-                 coalesce(country, '(not set)') AS country
-          FROM inserted) AS i
+           sum(page_views), sum(events), coalesce(hll_union_agg(visitors), hll_empty())
+    FROM context_counts
     GROUP BY site_id, day, GROUPING SETS ((browser), (os), (device), (country))
     ORDER BY 1, 2, 3, 4
     ON CONFLICT (site_id, day, dimension, value) DO UPDATE SET
