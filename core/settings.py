@@ -611,7 +611,7 @@ STATS_COSTLY_CONCURRENCY = _declare(
         default=3,
         minimum=1,
         maximum=1_024,
-        doc="costly stats plans (raw events read, every path's 15-minute rows ranked, many "
+        doc="costly stats plans (raw events read, every path's sub-day rows ranked, many "
         "sketches merged per value) one API process runs at once; the next ones queue, first "
         "come first served, for at most STATS_COSTLY_WAIT_MS, then get 503 `stats_busy`. "
         "Other questions never wait on them. Keep it below DB_POOL_MAX_SIZE",
