@@ -6,7 +6,7 @@
 -- name: daily_dimensions.upsert
 -- The batch's context combinations (`context_counts`) into four groupings, one per
 -- dimension: in each grouping set the other three columns are NULL, so coalesce() picks the
--- set's own value.
+-- set's own value (`context_counts` holds no NULL value: a missing one is '(not set)').
 dimensions_daily AS (
     INSERT INTO daily_dimensions AS d
         (site_id, day, dimension, value, page_views, events, visitors)

@@ -80,6 +80,17 @@ def test_a_declaration_is_checked() -> None:
         Rollup("t", ("visits",))
 
 
+def test_a_rollup_reads_a_shared_input_if_and_only_if_it_declares_it() -> None:
+    # An undeclared reader could land before the input's CTE and fail only when run.
+    for rollup in ROLLUPS:
+        if rollup.from_visits:
+            continue
+        upsert = rollup.sql("upsert")
+        for name in BATCH_INPUTS:
+            reads = re.search(rf"\b{name}\b", upsert) is not None
+            assert reads == (name in rollup.batch_inputs), (rollup.table, name)
+
+
 def test_the_batch_statement_writes_each_shared_input_once_before_its_first_reader() -> None:
     statement_text = batch_statement()
     assert statement_text.startswith("WITH inserted AS (")
