@@ -9,7 +9,7 @@ from __future__ import annotations
 import importlib
 import sys
 
-SECTIONS = ["ingest", "consumer", "stats", "enrich"]
+SECTIONS = ["ingest", "consumer", "stats", "dashboard", "enrich"]
 
 
 def main() -> int:

@@ -1,0 +1,127 @@
+"""`python -m bench dashboard`: the dashboard's default view of the stats bench's 10M-event
+site (the last 30 days), in UTC, a whole-hour zone and a :45 zone, as the page asks it: every
+question of its refresh() at once (ingest/dashboard/dashboard.js), on a fresh API per zone.
+
+Each load sends the questions together and waits for all of them. The first is the view's
+first load (no answer kept, statements not yet prepared); the later ones repeat it,
+answered from the kept answers unless `STATS_ANSWER_CACHE_MB=0` is set for the run. The
+target (issue 15): the whole view within 50 ms of server time in any zone, every answer 200.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import os
+import statistics
+from collections.abc import Sequence
+
+import httpx
+
+from bench import stats_data
+from bench.stats import Query, _free_port, _start_api, _unkeep_other_zones
+from bench.table import print_table
+from core.settings import DATABASE_URL
+
+TARGET_MS = 50.0
+ZONES = ("UTC", "Europe/Berlin", "Asia/Kathmandu")
+VIEW = {"site_id": stats_data.SITE, "period": "30d", "date": "2025-11-25"}
+TOTALS = "visitors,visits,views,views_per_visit,bounce_rate,visit_duration,events"
+TOP10 = {"metrics": "views,visitors", "limit": "10"}
+# refresh() in ingest/dashboard/dashboard.js: totals, the chart, the shown tab of sources and
+# of pages, custom events, and the four context tables (no event selected: no properties).
+QUESTIONS: tuple[tuple[str, str, dict[str, str]], ...] = (
+    ("totals", "aggregate", {"metrics": TOTALS}),
+    ("chart", "timeseries", {"interval": "day", "metrics": "views"}),
+    (
+        "sources",
+        "breakdown",
+        {"property": "visit:source", "metrics": "visitors,visits,bounce_rate", "limit": "10"},
+    ),
+    ("pages", "breakdown", {"property": "event:page", **TOP10}),
+    (
+        "custom events",
+        "breakdown",
+        {
+            "property": "event:name",
+            "filters": "event:name!=page_view",
+            "metrics": "events,visitors",
+            "limit": "10",
+        },
+    ),
+    ("devices", "breakdown", {"property": "visit:device", **TOP10}),
+    ("browsers", "breakdown", {"property": "visit:browser", **TOP10}),
+    ("systems", "breakdown", {"property": "visit:os", **TOP10}),
+    ("countries", "breakdown", {"property": "visit:country", **TOP10}),
+)
+
+
+def _server_ms(response: httpx.Response) -> float:
+    _, _, duration = response.headers.get("server-timing", "").partition("dur=")
+    return float(duration) if duration else float("nan")
+
+
+async def _view(port: int, zone: str) -> tuple[float, list[httpx.Response]]:
+    """One load of the view: the wall time until every answer is in, and the answers."""
+    base = {**VIEW, **({} if zone == "UTC" else {"timezone": zone})}
+    async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{port}", timeout=60) as client:
+        started = asyncio.get_running_loop().time()
+        asked = [client.get(f"/api/v1/stats/{r}", params={**base, **q}) for _, r, q in QUESTIONS]
+        answers = await asyncio.gather(*asked)
+        return (asyncio.get_running_loop().time() - started) * 1000, list(answers)
+
+
+def _measure(database_url: str, zone: str, loads_wanted: int) -> list[object]:
+    port = _free_port()
+    api = _start_api(database_url, port)
+    try:
+        loads = [asyncio.run(_view(port, zone)) for _ in range(loads_wanted)]
+    finally:
+        api.terminate()
+        api.wait(timeout=30)
+    first_wall, first = loads[0]
+    slowest = max(range(len(QUESTIONS)), key=lambda i: _server_ms(first[i]))
+    refused = sum(r.status_code != 200 for _, answers in loads for r in answers)
+    again = [wall for wall, _ in loads[1:]]
+    again_ms = statistics.median(again) if again else float("nan")
+    met = first_wall <= TARGET_MS and refused == 0
+    print(f"dashboard bench: {zone}: first load {first_wall:.1f} ms", flush=True)
+    return [
+        zone,
+        first_wall,
+        f"{QUESTIONS[slowest][0]} {_server_ms(first[slowest]):.1f}",
+        again_ms,
+        refused,
+        f"{TARGET_MS:g}",
+        "yes" if met else "NO",
+    ]
+
+
+def main(argv: Sequence[str]) -> None:
+    parser = argparse.ArgumentParser(prog="python -m bench dashboard")
+    parser.add_argument("--events", type=int, default=10_000_000)
+    parser.add_argument("--loads", type=int, default=5, help="loads of the view per zone")
+    args, _ = parser.parse_known_args(argv)  # options of other sections pass through
+    if args.loads < 1:
+        parser.error("--loads must be at least 1")
+    server_url = DATABASE_URL.read(os.environ)
+    database_url = stats_data.ensure_dataset(server_url, args.events, reload=False)
+    zoned: list[Query] = [("", "", {"timezone": zone}, 0.0, "", {}) for zone in ZONES]
+    _unkeep_other_zones(database_url, zoned)  # zones asked for the first time
+    rows = [_measure(database_url, zone, args.loads) for zone in ZONES]
+    kept = os.environ.get("STATS_ANSWER_CACHE_MB", "")
+    print_table(
+        f"dashboard: default view (last 30 days) of a {args.events:,}-event site, "
+        f"{len(QUESTIONS)} questions at once, {args.loads} loads per zone"
+        + (f", STATS_ANSWER_CACHE_MB={kept}" if kept else ""),
+        [
+            "zone",
+            "first load (ms)",
+            "slowest question, first load (server ms)",
+            "later loads, median (ms)",
+            "non-200 answers",
+            "target (ms)",
+            "met",
+        ],
+        rows,
+    )
