@@ -264,6 +264,20 @@ CREATE TABLE daily_event_types (
     PRIMARY KEY (site_id, day, event_type)
 );
 
+-- Per (site, 15-minute UTC bucket, dimension, value): the same as daily_dimensions, for the
+-- partial UTC days at the edges of a range in a zone whose midnights are not UTC's: a context
+-- breakdown reads them instead of those hours' raw events.
+CREATE TABLE quarter_hour_dimensions (
+    site_id     text        NOT NULL,
+    bucket      timestamptz NOT NULL,
+    dimension   text        NOT NULL,
+    value       text        NOT NULL,
+    page_views  bigint      NOT NULL DEFAULT 0,
+    events      bigint      NOT NULL DEFAULT 0,
+    visitors    hll         NOT NULL,
+    PRIMARY KEY (site_id, bucket, dimension, value)
+);
+
 -- Per (site, UTC day, dimension, value): page views, events and a sketch of the page-view
 -- visitors, for breakdowns and filters by browser, os, device and country
 -- (consumer/rollups/dimensions.sql). A missing value is '(not set)'.

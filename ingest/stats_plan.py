@@ -276,7 +276,8 @@ def plan_breakdown(request: BreakdownRequest, today: dt.date) -> Plan:
         return Plan(Statement("raw ranking", _raw(stats)))
     if request.dimension in CONTEXT_DIMENSIONS:
         days = _days("daily_dimensions", pieces.day_from, pieces.day_to)
-        return Plan(Statement("context ranking", days + _edges("events", pieces)))
+        edges = _edges("quarter_hour_dimensions", pieces)
+        return Plan(Statement("context ranking", days + edges))
     if request.dimension != "path" or stats.filters:
         visitors_later = sort != "visitors" and (
             request.dimension == "path" and "visitors" in stats.metrics

@@ -182,9 +182,9 @@ def context_ranking_sql(
     statement: Statement, request: BreakdownRequest
 ) -> tuple[sql.Composable, dict[str, Any]]:
     """A page of a context dimension's values: whole UTC days from daily_dimensions, the
-    range's edges from raw events. With one filter on a context dimension (the planner's
-    only other case), the days read the filter's rows of daily_dimension_pairs, or of
-    daily_dimensions when it is on the breakdown's own dimension."""
+    range's edges from quarter_hour_dimensions. With one filter on a context dimension (the
+    planner's only other case), the days read the filter's rows of daily_dimension_pairs, or
+    of daily_dimensions when it is on the breakdown's own dimension, and the edges raw events."""
     stats = request.stats
     params: dict[str, Any] = {"site": stats.site_id, "dimension": request.dimension}
     sources.bind(statement.parts, params)
@@ -199,6 +199,13 @@ def context_ranking_sql(
             p = f"p{i}_"
             if isinstance(part, Days):
                 rows.append(_context_days(part, p, request.dimension, shape))
+            elif isinstance(part, Edges) and part.table == "quarter_hour_dimensions":
+                rows.append(
+                    sql.SQL(
+                        "SELECT value, page_views, events, visitors FROM quarter_hour_dimensions "
+                        "WHERE site_id = %(site)s AND dimension = %(dimension)s AND {spans}"
+                    ).format(spans=sources.spans(part, p, raw=False))
+                )
             else:
                 assert isinstance(part, Edges)
                 rows.append(

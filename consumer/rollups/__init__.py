@@ -94,6 +94,7 @@ ROLLUPS: tuple[Rollup, ...] = (
     Rollup("daily_event_types"),
     # UTC, by each event's context (dimensions.sql)
     Rollup("daily_dimensions", ("context_counts",)),
+    Rollup("quarter_hour_dimensions", ("context_counts",)),
     Rollup("daily_dimension_pairs", ("context_counts",)),  # (dimension_pairs.sql)
     Rollup("daily_props"),
     # by local day of each kept zone (zones.sql)

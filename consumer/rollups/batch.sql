@@ -79,19 +79,22 @@ local_counts AS MATERIALIZED (
 )
 
 -- name: batch.context_counts
--- The inserted rows grouped once by their four context values (a batch holds a few hundred
--- such combinations a site, not one per event): daily_dimensions and daily_dimension_pairs
--- regroup these rows rather than sorting the batch each. A missing value is '(not set)' before
+-- The inserted rows grouped once by their 15-minute bucket and four context values (a batch
+-- holds a few hundred such combinations a site and bucket, not one per event):
+-- daily_dimensions, quarter_hour_dimensions and daily_dimension_pairs regroup these rows
+-- rather than sorting the batch each. A missing value is '(not set)' before
 -- grouping: grouped apart, it and a literal '(not set)' would be two groups of one row, which
 -- an upsert cannot write twice.
 context_counts AS MATERIALIZED (
-    SELECT site_id, day, coalesce(browser, '(not set)') AS browser,
+    SELECT site_id, day,
+           date_bin('15 minutes', event_time, timestamptz '2000-01-01 00:00+00') AS bucket,
+           coalesce(browser, '(not set)') AS browser,
            coalesce(os, '(not set)') AS os, coalesce(device, '(not set)') AS device,
            coalesce(country, '(not set)') AS country,
            count(*) FILTER (WHERE event_type = 'page_view') AS page_views, count(*) AS events,
            hll_add_agg(visitor_hash) FILTER (WHERE event_type = 'page_view') AS visitors
     FROM inserted
-    GROUP BY 1, 2, 3, 4, 5, 6
+    GROUP BY 1, 2, 3, 4, 5, 6, 7
 )
 
 -- name: batch.sealed

@@ -24,6 +24,59 @@ dimensions_daily AS (
         visitors = hll_union(d.visitors, EXCLUDED.visitors)
 )
 
+-- name: quarter_hour_dimensions.upsert
+-- The same per 15-minute bucket, for the edges of other zones' ranges.
+dimensions_quarter_hours AS (
+    INSERT INTO quarter_hour_dimensions AS q
+        (site_id, bucket, dimension, value, page_views, events, visitors)
+    SELECT site_id, bucket,
+           CASE WHEN GROUPING(browser) = 0 THEN 'browser' WHEN GROUPING(os) = 0 THEN 'os'
+                WHEN GROUPING(device) = 0 THEN 'device' ELSE 'country' END,
+           coalesce(browser, os, device, country),
+           sum(page_views), sum(events), coalesce(hll_union_agg(visitors), hll_empty())
+    FROM context_counts
+    GROUP BY site_id, bucket, GROUPING SETS ((browser), (os), (device), (country))
+    ORDER BY 1, 2, 3, 4
+    ON CONFLICT (site_id, bucket, dimension, value) DO UPDATE SET
+        page_views = q.page_views + EXCLUDED.page_views,
+        events = q.events + EXCLUDED.events,
+        visitors = hll_union(q.visitors, EXCLUDED.visitors)
+)
+
+-- name: quarter_hour_dimensions.delete
+DELETE FROM quarter_hour_dimensions
+WHERE (bucket AT TIME ZONE 'UTC')::date = ANY(%(days)s)
+  AND (%(site)s::text IS NULL OR site_id = %(site)s)
+
+-- name: quarter_hour_dimensions.recount
+INSERT INTO quarter_hour_dimensions
+    (site_id, bucket, dimension, value, page_views, events, visitors)
+SELECT e.site_id, date_bin('15 minutes', e.event_time, timestamptz '2000-01-01 00:00+00'),
+       v.dimension, coalesce(v.value, '(not set)'),
+       count(*) FILTER (WHERE e.event_type = 'page_view'), count(*),
+       coalesce(hll_add_agg(hll_hash_text(e.user_id)) FILTER (WHERE e.event_type = 'page_view'),
+                hll_empty())
+FROM events e
+CROSS JOIN LATERAL (VALUES ('browser', e.browser), ('os', e.os), ('device', e.device),
+                           ('country', e.country)) AS v (dimension, value)
+WHERE e.day = ANY(%(days)s) AND (%(site)s::text IS NULL OR e.site_id = %(site)s)
+GROUP BY 1, 2, 3, 4
+
+-- name: quarter_hour_dimensions.expected
+SELECT e.site_id, date_bin('15 minutes', e.event_time, timestamptz '2000-01-01 00:00+00'),
+       v.dimension, coalesce(v.value, '(not set)'),
+       count(*) FILTER (WHERE e.event_type = 'page_view'), count(*),
+       coalesce(hll_cardinality(
+           hll_add_agg(hll_hash_text(e.user_id)) FILTER (WHERE e.event_type = 'page_view')), 0)
+FROM events e
+CROSS JOIN LATERAL (VALUES ('browser', e.browser), ('os', e.os), ('device', e.device),
+                           ('country', e.country)) AS v (dimension, value)
+GROUP BY 1, 2, 3, 4 ORDER BY 1, 2, 3, 4
+
+-- name: quarter_hour_dimensions.stored
+SELECT site_id, bucket, dimension, value, page_views, events, hll_cardinality(visitors)
+FROM quarter_hour_dimensions ORDER BY 1, 2, 3, 4
+
 -- name: daily_dimensions.delete
 DELETE FROM daily_dimensions
 WHERE day = ANY(%(days)s) AND (%(site)s::text IS NULL OR site_id = %(site)s)

@@ -328,15 +328,16 @@ def test_one_day_or_month_is_asked_as_an_equality_so_the_top_index_serves_the_or
     assert stats_sources.shape((one_month,)) != stats_sources.shape((two_months,))
 
 
-def test_a_context_breakdown_reads_daily_dimensions_and_raw_edges() -> None:
+def test_a_context_breakdown_reads_daily_and_quarter_hour_dimensions() -> None:
     request = BreakdownRequest(stats("2025-11-12", "2025-11-12", "Asia/Kolkata"), "browser", 10, 1)
     plan = stats_plan.plan_breakdown(request, TODAY)
     assert plan.answer.form == "context ranking"
     # Kolkata's 12 November is 11 Nov 18:30 to 12 Nov 18:30 UTC: no whole UTC day, one span
-    # of raw events.
+    # of 15-minute rows.
     assert plan.answer.parts == (
-        Edges("events", ((utc("2025-11-11 18:30"), utc("2025-11-12 18:30")),)),
+        Edges("quarter_hour_dimensions", ((utc("2025-11-11 18:30"), utc("2025-11-12 18:30")),)),
     )
+    assert "events" not in stats_plan_parts.tables(plan)
     utc_day = BreakdownRequest(stats("2025-11-12", "2025-11-12"), "country", 10, 1)
     assert stats_plan.plan_breakdown(utc_day, TODAY).answer.parts == (
         Days("daily_dimensions", D(2025, 11, 12), D(2025, 11, 13)),
