@@ -1,5 +1,6 @@
 """Step 3, a hit's context and custom properties: a page of one context dimension's values
-(browser, os, device, country) from daily_dimensions and the range's raw edges, a page of
+(browser, os, device, country) from daily_dimensions and the range's edges (15-minute rows, or
+raw events under a filter), a page of
 custom property values from daily_props and the raw edges, and the questions no rollup can
 answer (a filter on a context dimension or a custom property), from raw events over the whole
 range. Pure.

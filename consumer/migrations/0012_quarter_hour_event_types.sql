@@ -5,14 +5,17 @@
 -- (consumer/rollups/stats_api.sql, docs/decisions/0028-quarter-hour-event-types.md).
 --
 -- Cost: the new tables are filled from the raw events of every day still stored, one pass over
--- the events that are not page views (a read lock on `events`, which consumers' inserts do not
--- wait for). Days dropped by retention have no raw events left and get no rows: their edges
+-- the events that are not page views, under a SHARE lock on `events`: batches in flight finish
+-- first, and consumers' next batches wait (and retry) until the migration commits, so that no
+-- batch committed during the fill is left out of it. Days dropped by retention have no raw events left and get no rows: their edges
 -- read raw events before, and found none either.
 --
 -- Consumers of the previous release keep working during a rolling upgrade but do not know
 -- these rollups: the events they store after the migration are missing from it until
 -- `python -m consumer.rebuild --from <first day of the upgrade> --to <last>` recounts those
 -- days once the last of them has stopped.
+LOCK TABLE events IN SHARE MODE;
+
 CREATE TABLE quarter_hour_event_types (
     site_id     text        NOT NULL,
     bucket      timestamptz NOT NULL,

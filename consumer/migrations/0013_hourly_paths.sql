@@ -4,12 +4,15 @@
 -- docs/decisions/0029-hourly-paths.md).
 --
 -- Cost: the new table is filled from quarter_hour_paths, four rows to one (every day that has
--- 15-minute rows, retained or not: they are kept like every rollup).
+-- 15-minute rows, retained or not: they are kept like every rollup), under a SHARE lock on it:
+-- consumers' batches wait (and retry) until the migration commits, so none is left out.
 --
 -- Consumers of the previous release keep working during a rolling upgrade but do not know
 -- this rollup: the page views they store after the migration are missing from it until
 -- `python -m consumer.rebuild --from <first day of the upgrade> --to <last>` recounts those
 -- days once the last of them has stopped.
+LOCK TABLE quarter_hour_paths IN SHARE MODE;
+
 CREATE TABLE hourly_paths (
     site_id     text        NOT NULL,
     hour        timestamptz NOT NULL,

@@ -4,7 +4,8 @@
 -- (consumer/rollups/dimensions.sql, docs/decisions/0030-quarter-hour-dimensions.md).
 --
 -- Cost: the new table is filled from the raw events of every day still stored, one pass over
--- `events` (a read lock, which consumers' inserts do not wait for). Days dropped by retention
+-- `events` under a SHARE lock: batches in flight finish first, and consumers' next batches
+-- wait (and retry) until the migration commits, so that none is left out of the fill. Days dropped by retention
 -- have no raw events left and get no rows: their edges read raw events before, and found none
 -- either.
 --
@@ -12,6 +13,8 @@
 -- this rollup: the events they store after the migration are missing from it until
 -- `python -m consumer.rebuild --from <first day of the upgrade> --to <last>` recounts those
 -- days once the last of them has stopped (docs/operations.md, upgrading).
+LOCK TABLE events IN SHARE MODE;
+
 CREATE TABLE quarter_hour_dimensions (
     site_id     text        NOT NULL,
     bucket      timestamptz NOT NULL,

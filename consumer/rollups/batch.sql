@@ -6,7 +6,7 @@
 -- The inserted rows are counted once at the finest grain every rollup needs, `counts` (site,
 -- day, 15 minutes, event type, path: events and a sketch of their visitors), and each rollup is
 -- a regrouping of those few thousand rows rather than another pass over the batch; the context
--- rollups regroup `context_counts` (per site, day and context values) the same way. Only the
+-- rollups regroup `context_counts` (per site, day, 15 minutes and context values) the same way. Only the
 -- exact unique-user set (daily_visitor_ids) reads user-level rows.
 --
 -- An id the emitter chose (an idempotency key) counts once per site even when a retry is

@@ -1,5 +1,6 @@
--- Each event's context, per UTC day (migration 0005): breakdowns and filters by browser, OS,
--- device and country read daily_dimensions; custom properties read daily_props. Statement
+-- Each event's context, per UTC day (migration 0005) and per 15-minute bucket (0014):
+-- breakdowns and filters by browser, OS, device and country read daily_dimensions, and other
+-- zones' edges quarter_hour_dimensions; custom properties read daily_props. Statement
 -- kinds as in utc_days.sql. A missing value is counted under '(not set)', so a breakdown
 -- adds up to the totals.
 

@@ -1,6 +1,7 @@
 """Breakdowns and filters on a hit's context (visit:browser, visit:os, visit:device,
 visit:country) against a real PostgreSQL, compared with a recount of the same events, in UTC
-and in zones whose local days need the raw edges of UTC days."""
+and in zones whose local days need the edges of UTC days (15-minute rows, or raw events
+under a filter)."""
 
 from __future__ import annotations
 

@@ -338,6 +338,20 @@ def test_a_context_breakdown_reads_daily_and_quarter_hour_dimensions() -> None:
         Edges("quarter_hour_dimensions", ((utc("2025-11-11 18:30"), utc("2025-11-12 18:30")),)),
     )
     assert "events" not in stats_plan_parts.tables(plan)
+    text = stats_sql_context.context_ranking_sql(plan.answer, request)[0].as_string(None)
+    assert "FROM quarter_hour_dimensions" in text and "FROM events" not in text
+    assert '"bucket" >= %(p0_a0)s' in text and "dimension = %(dimension)s" in text
+    # under a context filter the edges stay raw: another statement, cached apart
+    nl = BreakdownRequest(
+        stats("2025-11-12", "2025-11-12", "Asia/Kolkata", Filter("country", False, "NL")),
+        "browser",
+        10,
+        1,
+    )
+    filtered = stats_sql_context.context_ranking_sql(
+        stats_plan.plan_breakdown(nl, TODAY).answer, nl
+    )[0].as_string(None)
+    assert "FROM events" in filtered and "quarter_hour_dimensions" not in filtered
     utc_day = BreakdownRequest(stats("2025-11-12", "2025-11-12"), "country", 10, 1)
     assert stats_plan.plan_breakdown(utc_day, TODAY).answer.parts == (
         Days("daily_dimensions", D(2025, 11, 12), D(2025, 11, 13)),
