@@ -19,7 +19,7 @@ from collections.abc import Sequence
 import httpx
 
 from bench import stats_data
-from bench.stats import Query, _free_port, _start_api, _unkeep_other_zones
+from bench.stats import Query, free_port, server_ms, start_api, unkeep_other_zones
 from bench.table import print_table
 from core.settings import DATABASE_URL
 
@@ -56,11 +56,6 @@ QUESTIONS: tuple[tuple[str, str, dict[str, str]], ...] = (
 )
 
 
-def _server_ms(response: httpx.Response) -> float:
-    _, _, duration = response.headers.get("server-timing", "").partition("dur=")
-    return float(duration) if duration else float("nan")
-
-
 async def _view(port: int, zone: str) -> tuple[float, list[httpx.Response]]:
     """One load of the view: the wall time until every answer is in, and the answers."""
     base = {**VIEW, **({} if zone == "UTC" else {"timezone": zone})}
@@ -72,15 +67,16 @@ async def _view(port: int, zone: str) -> tuple[float, list[httpx.Response]]:
 
 
 def _measure(database_url: str, zone: str, loads_wanted: int) -> list[object]:
-    port = _free_port()
-    api = _start_api(database_url, port)
+    port = free_port()
+    api = start_api(database_url, port)
     try:
         loads = [asyncio.run(_view(port, zone)) for _ in range(loads_wanted)]
     finally:
         api.terminate()
         api.wait(timeout=30)
     first_wall, first = loads[0]
-    slowest = max(range(len(QUESTIONS)), key=lambda i: _server_ms(first[i]))
+    answered = [i for i in range(len(QUESTIONS)) if first[i].status_code == 200] or [0]
+    slowest = max(answered, key=lambda i: server_ms(first[i]))
     refused = sum(r.status_code != 200 for _, answers in loads for r in answers)
     again = [wall for wall, _ in loads[1:]]
     again_ms = statistics.median(again) if again else float("nan")
@@ -89,7 +85,7 @@ def _measure(database_url: str, zone: str, loads_wanted: int) -> list[object]:
     return [
         zone,
         first_wall,
-        f"{QUESTIONS[slowest][0]} {_server_ms(first[slowest]):.1f}",
+        f"{QUESTIONS[slowest][0]} {server_ms(first[slowest]):.1f}",
         again_ms,
         refused,
         f"{TARGET_MS:g}",
@@ -107,7 +103,7 @@ def main(argv: Sequence[str]) -> None:
     server_url = DATABASE_URL.read(os.environ)
     database_url = stats_data.ensure_dataset(server_url, args.events, reload=False)
     zoned: list[Query] = [("", "", {"timezone": zone}, 0.0, "", {}) for zone in ZONES]
-    _unkeep_other_zones(database_url, zoned)  # zones asked for the first time
+    unkeep_other_zones(database_url, zoned)  # zones asked for the first time
     rows = [_measure(database_url, zone, args.loads) for zone in ZONES]
     kept = os.environ.get("STATS_ANSWER_CACHE_MB", "")
     print_table(

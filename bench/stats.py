@@ -342,7 +342,7 @@ def _nan_last(value: float) -> tuple[bool, float]:
     return (math.isnan(value), value)
 
 
-def _free_port() -> int:
+def free_port() -> int:
     import socket
 
     with socket.socket() as s:
@@ -350,7 +350,7 @@ def _free_port() -> int:
         return int(s.getsockname()[1])
 
 
-def _start_api(database_url: str, port: int) -> subprocess.Popen[bytes]:
+def start_api(database_url: str, port: int) -> subprocess.Popen[bytes]:
     env = {
         **os.environ,
         "DATABASE_URL": database_url,
@@ -430,7 +430,7 @@ def main(argv: list[str]) -> None:
     database_url = stats_data.ensure_dataset(server_url, args.events, reload=args.reload)
     wanted = args.only.split("|")
     chosen = [q for q in QUERIES if any(part in q[0] for part in wanted)]
-    _unkeep_other_zones(database_url, chosen)
+    unkeep_other_zones(database_url, chosen)
     modes = ("alone", "together") if args.mode == "both" else (args.mode,)
     for mode in modes:
         if mode == "alone":
@@ -438,13 +438,13 @@ def main(argv: list[str]) -> None:
         else:
             rows = _measure_together(database_url, chosen, args)
         _print_rows(database_url, mode, chosen, rows, args)
-    _unkeep_other_zones(database_url, chosen)
+    unkeep_other_zones(database_url, chosen)
 
 
 Query = tuple[str, str, dict[str, str], float, str, dict[str, str]]
 
 
-def _unkeep_other_zones(database_url: str, chosen: list[Query]) -> None:
+def unkeep_other_zones(database_url: str, chosen: list[Query]) -> None:
     """Stops keeping the zones of the chosen queries other than the site's own, so that they
     are measured as a zone asked for the first time (and says so if one was kept)."""
     zones = {params.get("timezone", "UTC") for _, _, params, *_ in chosen}
@@ -485,13 +485,16 @@ def _row(
     ]
 
 
+def server_ms(response: httpx.Response) -> float:
+    """The server time an answer reports (its Server-Timing), NaN for a refusal."""
+    _, _, duration = response.headers.get("server-timing", "").partition("dur=")
+    return float(duration) if response.status_code == 200 and duration else math.nan
+
+
 def _first_answer_ms(port: int, url: str) -> float:
     """The server time of one request on a fresh API: the question's first answer, before
     any answer is kept (ingest/stats_answers.py) and with its statements not yet prepared."""
-    response = httpx.get(f"http://127.0.0.1:{port}{url}", timeout=60)
-    timing = response.headers.get("server-timing", "")
-    _, _, duration = timing.partition("dur=")
-    return float(duration) if response.status_code == 200 and duration else math.nan
+    return server_ms(httpx.get(f"http://127.0.0.1:{port}{url}", timeout=60))
 
 
 def _measure_alone(database_url: str, query: Query, args: argparse.Namespace) -> list[object]:
@@ -499,8 +502,8 @@ def _measure_alone(database_url: str, query: Query, args: argparse.Namespace) ->
     name, path, params, target, _, _ = query
     rate = _rate(params, args)
     requests = int(rate * args.seconds)
-    port = _free_port()
-    api = _start_api(database_url, port)
+    port = free_port()
+    api = start_api(database_url, port)
     try:
         url = _url(path, params)
         first_ms = _first_answer_ms(port, url)
@@ -565,8 +568,8 @@ def _measure_together(
         for _, _, params, *_ in chosen
     ]
     urls = [_url(path, params) for _, path, params, *_ in chosen]
-    port = _free_port()
-    api = _start_api(database_url, port)
+    port = free_port()
+    api = start_api(database_url, port)
     try:
         asyncio.run(http_load.run("127.0.0.1", port, urls, rate_per_s=20, requests=2 * len(urls)))
         windows = [
