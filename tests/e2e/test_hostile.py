@@ -13,6 +13,7 @@ import json
 import os
 import random
 import uuid
+import zoneinfo
 
 import pytest
 from aiokafka import AIOKafkaProducer
@@ -56,10 +57,36 @@ async def test_a_path_too_long_in_bytes_is_refused_and_the_longest_valid_one_sto
         assert response.status_code == 400, (field, response.text)
         assert response.json()["field"] == field
 
+    # A custom event at every limit at once (site, type, path), counted in a zone whose day
+    # reads the 15-minute rollups of the other event types (their keys hold all three).
+    longest_site = (site + "-" + "s" * 128)[:128]
+    longest_type = "t" * 64
+    custom = event(longest_site, event_type=longest_type, path="/" + "a" * 2047)
+    response = await client.post("/event", json=custom)
+    assert response.status_code == 202, response.text
+
     async def three() -> bool:
         return await views_today(client, site) == 3
 
     await wait_for(three, timeout_s=30, what="the three longest paths counted")
+
+    zone = "Asia/Kathmandu"
+    local_today = dt.datetime.now(zoneinfo.ZoneInfo(zone)).date().isoformat()
+
+    async def custom_counted() -> bool:
+        params = {
+            "site_id": longest_site,
+            "period": "day",
+            "date": local_today,
+            "timezone": zone,
+            "filters": f"event:name=={longest_type}",
+            "metrics": "events",
+        }
+        answer = await client.get("/api/v1/stats/aggregate", params=params)
+        assert answer.status_code == 200, answer.text
+        return int(answer.json()["results"]["events"]["value"]) == 1
+
+    await wait_for(custom_counted, timeout_s=30, what="the custom event at every limit counted")
 
 
 async def test_bodies_are_read_whole_or_refused(hostile: tuple[Client, ConsumerSettings]) -> None:
