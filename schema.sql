@@ -355,6 +355,17 @@ CREATE TABLE visits (
 CREATE INDEX visits_recent ON visits (site_id, last_at);
 CREATE INDEX visits_by_day_and_site ON visits (day, site_id, started_at);
 
+-- A visit's value of each of its thirteen dimensions (NULL when missing), as the visit
+-- dimension rollups file it: for the statements that count them from stored visits.
+CREATE FUNCTION visit_dimension_values(v visits) RETURNS TABLE (dimension text, value text)
+LANGUAGE sql IMMUTABLE PARALLEL SAFE AS $$
+    VALUES ('source', coalesce(v.referrer_source, v.referrer_host)), ('referrer', v.referrer_host),
+           ('utm_source', v.utm_source), ('utm_medium', v.utm_medium),
+           ('utm_campaign', v.utm_campaign), ('utm_content', v.utm_content),
+           ('utm_term', v.utm_term), ('entry_page', v.entry_page), ('exit_page', v.exit_page),
+           ('browser', v.browser), ('os', v.os), ('device', v.device), ('country', v.country)
+$$;
+
 -- Per (site, 15-minute UTC bucket of a visit's start): visits, bounces (visits of exactly
 -- one event, a page view), the sum of their durations in whole seconds, and their page views.
 -- Local days and hours of every zone in use are unions of these buckets.
@@ -366,6 +377,23 @@ CREATE TABLE quarter_hour_visits (
     duration    bigint      NOT NULL DEFAULT 0,
     page_views  bigint      NOT NULL DEFAULT 0,
     PRIMARY KEY (site_id, bucket)
+);
+
+-- Per (site, visit dimension, 15-minute UTC bucket of a visit's start, value): the same as
+-- daily_visit_dimensions, for the partial UTC days at the edges of a range in a zone whose
+-- midnights are not UTC's, and for series of one filtered value: a visit breakdown reads them
+-- instead of those hours' visits. Keyed by dimension before bucket: an edge reads one range.
+CREATE TABLE quarter_hour_visit_dimensions (
+    site_id     text        NOT NULL,
+    dimension   text        NOT NULL,
+    bucket      timestamptz NOT NULL,
+    value       text        NOT NULL,
+    visits      bigint      NOT NULL DEFAULT 0,
+    bounces     bigint      NOT NULL DEFAULT 0,
+    duration    bigint      NOT NULL DEFAULT 0,
+    page_views  bigint      NOT NULL DEFAULT 0,
+    visitors    hll         NOT NULL,
+    PRIMARY KEY (site_id, dimension, bucket, value)
 );
 
 -- Per (site, UTC day of a visit's start, visit dimension, value): the same sums and a sketch
@@ -520,6 +548,24 @@ CREATE TABLE sealed_days (
     sealed_before  date    NOT NULL
 );
 INSERT INTO sealed_days (sealed_before) VALUES ('-infinity');
+
+-- What the stats API keys the answers it keeps by (ingest/stats_answers.py), so that an
+-- answer is computed again only when what it reads may have changed:
+-- - site_versions: per site, bumped by each consumer batch that stores events of the site, in
+--   the batch's transaction (consumer/rollups/batch.sql); a site without a row is at 0;
+-- - data_epoch: one row, bumped as the last statement of every other transaction that
+--   changes what the stats read (seal, zones, rebuild, retention, imports:
+--   consumer/data_epoch.py). Last, so that no transaction holding it waits for another lock.
+CREATE TABLE site_versions (
+    site_id  text   PRIMARY KEY,
+    version  bigint NOT NULL
+);
+
+CREATE TABLE data_epoch (
+    only_row  boolean PRIMARY KEY DEFAULT true CHECK (only_row),
+    epoch     bigint  NOT NULL
+);
+INSERT INTO data_epoch (epoch) VALUES (0);
 
 -- Where each consumer group is in each partition: the offset of the next record to write.
 -- Advanced in the same transaction as the rows it covers, with a compare-and-set on the

@@ -6,6 +6,8 @@ Each load sends the questions together and waits for all of them. The first is t
 first load (no answer kept, statements not yet prepared); the later ones repeat it,
 answered from the kept answers unless `STATS_ANSWER_CACHE_MB=0` is set for the run. The
 target (issue 15): the whole view within 50 ms of server time in any zone, every answer 200.
+A second table then gives each question's own cost: asked alone, on a fresh API per zone
+that keeps no answer (`--alone`).
 """
 
 from __future__ import annotations
@@ -93,10 +95,49 @@ def _measure(database_url: str, zone: str, loads_wanted: int) -> list[object]:
     ]
 
 
+async def _alone(port: int, zone: str, repeats: int) -> list[float]:
+    """Each question asked alone `repeats` times after a first: its median server ms."""
+    base = {**VIEW, **({} if zone == "UTC" else {"timezone": zone})}
+    medians = []
+    async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{port}", timeout=60) as client:
+        for _, route, params in QUESTIONS:
+            times = [
+                server_ms(await client.get(f"/api/v1/stats/{route}", params={**base, **params}))
+                for _ in range(repeats + 1)
+            ]
+            medians.append(statistics.median(times[1:]))
+    return medians
+
+
+def _each_alone(database_url: str, repeats: int) -> list[list[object]]:
+    """Rows (question, median server ms per zone): the view's cost question by question, on a
+    fresh API per zone that keeps no answer (each request computes its own)."""
+    columns = []
+    for zone in ZONES:
+        port = free_port()
+        api = start_api(database_url, port, {"STATS_ANSWER_CACHE_MB": "0"})
+        try:
+            columns.append(asyncio.run(_alone(port, zone, repeats)))
+        finally:
+            api.terminate()
+            api.wait(timeout=30)
+    rows: list[list[object]] = [
+        [name, *(column[i] for column in columns)] for i, (name, _, _) in enumerate(QUESTIONS)
+    ]
+    rows.append(["sum", *(sum(column) for column in columns)])
+    return rows
+
+
 def main(argv: Sequence[str]) -> None:
     parser = argparse.ArgumentParser(prog="python -m bench dashboard")
     parser.add_argument("--events", type=int, default=10_000_000)
     parser.add_argument("--loads", type=int, default=5, help="loads of the view per zone")
+    parser.add_argument(
+        "--alone",
+        type=int,
+        default=5,
+        help="then each question alone this many times per zone, no answer kept (0: not)",
+    )
     args, _ = parser.parse_known_args(argv)  # options of other sections pass through
     if args.loads < 1:
         parser.error("--loads must be at least 1")
@@ -121,3 +162,10 @@ def main(argv: Sequence[str]) -> None:
         ],
         rows,
     )
+    if args.alone > 0:
+        print_table(
+            f"dashboard: each question of the view alone, no answer kept, median server ms of "
+            f"{args.alone} after a first",
+            ["question", *ZONES],
+            _each_alone(database_url, args.alone),
+        )

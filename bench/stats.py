@@ -34,6 +34,7 @@ import httpx
 import psycopg
 
 from bench import http_load, stats_data
+from bench.batches import OTHER_SITE, batches_beside
 from bench.table import print_table
 from consumer.zones import remove_zone
 from core.settings import DATABASE_URL
@@ -350,7 +351,10 @@ def free_port() -> int:
         return int(s.getsockname()[1])
 
 
-def start_api(database_url: str, port: int) -> subprocess.Popen[bytes]:
+def start_api(
+    database_url: str, port: int, settings: dict[str, str] | None = None
+) -> subprocess.Popen[bytes]:
+    """An API process on `port` (its `settings` over the bench's), once it answers."""
     env = {
         **os.environ,
         "DATABASE_URL": database_url,
@@ -366,6 +370,7 @@ def start_api(database_url: str, port: int) -> subprocess.Popen[bytes]:
         "DB_POOL_MIN_SIZE": "8",
         "DB_POOL_MAX_SIZE": "8",
         "LOG_LEVEL": "WARNING",
+        **(settings or {}),
     }
     process = subprocess.Popen(
         [sys.executable, "-m", "ingest"],
@@ -422,6 +427,18 @@ def main(argv: list[str]) -> None:
         default="alone",
         help="each query alone, all at once (--rate shared), or both in turn",
     )
+    parser.add_argument(
+        "--batches-per-s",
+        type=float,
+        default=0.0,
+        help="consumer batches committed a second while measuring (0: none)",
+    )
+    parser.add_argument(
+        "--batches-site",
+        choices=("other", "same"),
+        default="other",
+        help="whose events those batches store: another site's or the measured site's",
+    )
     args, _ = parser.parse_known_args(argv)  # options of other sections pass through
     if args.windows < 1:
         parser.error("--windows must be at least 1")
@@ -432,11 +449,13 @@ def main(argv: list[str]) -> None:
     chosen = [q for q in QUERIES if any(part in q[0] for part in wanted)]
     unkeep_other_zones(database_url, chosen)
     modes = ("alone", "together") if args.mode == "both" else (args.mode,)
+    arriving = SITE if args.batches_site == "same" else OTHER_SITE
     for mode in modes:
-        if mode == "alone":
-            rows = [_measure_alone(database_url, query, args) for query in chosen]
-        else:
-            rows = _measure_together(database_url, chosen, args)
+        with batches_beside(database_url, arriving, args.batches_per_s):
+            if mode == "alone":
+                rows = [_measure_alone(database_url, query, args) for query in chosen]
+            else:
+                rows = _measure_together(database_url, chosen, args)
         _print_rows(database_url, mode, chosen, rows, args)
     unkeep_other_zones(database_url, chosen)
 
@@ -604,7 +623,12 @@ def _print_rows(
         f"stats ({mode}): {args.events:,} events in one month, {args.rate:g} req/s "
         f"({args.filtered_rate:g} with a context filter), "
         f"{args.windows} windows of "
-        f"{args.seconds:g} s per query (ms)",
+        f"{args.seconds:g} s per query (ms)"
+        + (
+            f", {args.batches_per_s:g} batches/s of the {args.batches_site} site beside"
+            if args.batches_per_s > 0
+            else ""
+        ),
         [
             "query",
             "req/s",

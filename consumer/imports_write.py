@@ -20,6 +20,7 @@ from typing import Any
 import psycopg
 from psycopg import sql
 
+from consumer.data_epoch import bump_epoch
 from consumer.imports_read import Row
 from core.plausible_csv import TABLES, Column, CsvTable
 
@@ -191,6 +192,7 @@ async def write_import(
             written.native_days = (native[0], native[1])
         for table, name, rows in batch.files:
             written.rows[table.name] = await _copy_file(conn, table, name, rows(), params, progress)
+        await bump_epoch(conn)
     return written
 
 
@@ -269,4 +271,6 @@ async def remove_imports(
             for table in TABLES:
                 await conn.execute(delete_import(table), params)
             await conn.execute(FORGET_IMPORT, params)
+        if removed:
+            await bump_epoch(conn)
     return removed

@@ -18,9 +18,9 @@ the rollups of the sites' configured zones from the rebuilt 15-minute rollups
 Visits are left as they are: they were built in the order events arrived (a late event joins
 the visit next to it, consumer/sessions.py), which the raw rows do not hold, so sessionizing
 the range again could split or join visits differently from the days around it. The visit
-rollups of the range (quarter_hour_visits, daily_visit_dimensions) are recounted from the
-stored visits that start on its days: their sums are unchanged, and their sketches of
-visitors then hold each visit's present values only.
+rollups of the range (quarter_hour_visits, quarter_hour_visit_dimensions,
+daily_visit_dimensions) are recounted from the stored visits that start on its days: their
+sums are unchanged, and their sketches of visitors then hold each visit's present values only.
 """
 
 from __future__ import annotations
@@ -33,6 +33,7 @@ from typing import NamedTuple
 
 import psycopg
 
+from consumer.data_epoch import bump_epoch
 from consumer.rollups import LOCK_ORDER, rebuild_steps
 from consumer.settings import settings_for_command
 from consumer.table_locks import connect_read_committed, lock_rollups
@@ -91,6 +92,7 @@ async def rebuild_rollups(
             # Local days of the sites' zones overlap a UTC day and its neighbours.
             scope = {"site": site, "lo": days[0] - ONE_DAY, "hi": days[-1] + ONE_DAY}
             await recount_local_rollups(conn, scope)
+        await bump_epoch(conn)
     return Rebuilt(days, dropped)
 
 

@@ -19,6 +19,7 @@ import sys
 
 import psycopg
 
+from consumer.data_epoch import bump_epoch
 from consumer.settings import ConsumerSettings, settings_for_command
 from core.config import without_password
 from core.logs import configure_logging
@@ -67,14 +68,18 @@ async def apply_retention(database_url: str, retention_days: int, today: dt.date
     ) as conn:
         cur = await conn.execute(PARTITION_DAYS_BEFORE, (first_kept,))
         for (day,) in await cur.fetchall():
-            cur = await conn.execute(DROP_PARTITION, (day,))
-            row = await cur.fetchone()
-            if row and row[0]:
-                dropped.append(f"events_{day:%Y%m%d}")
+            async with conn.transaction():
+                cur = await conn.execute(DROP_PARTITION, (day,))
+                row = await cur.fetchone()
+                if row and row[0]:
+                    dropped.append(f"events_{day:%Y%m%d}")
+                    await bump_epoch(conn)
         async with conn.transaction():
             await conn.execute(VISITS_LOCK_TIMEOUT)
             await conn.execute(LOCK_VISITS)
-            await conn.execute(DELETE_VISITS, (first_kept,))
+            cur = await conn.execute(DELETE_VISITS, (first_kept,))
+            if cur.rowcount:
+                await bump_epoch(conn)
     return dropped
 
 

@@ -26,6 +26,7 @@ from typing import Any
 
 import psycopg
 
+from consumer.data_epoch import bump_epoch
 from consumer.rollups import seal_steps, sealed_tables
 from consumer.settings import ConsumerSettings, settings_for_command
 from consumer.table_locks import connect_read_committed, lock_or_give_up, lock_rollups
@@ -87,6 +88,7 @@ async def _seal_step(conn: psycopg.AsyncConnection[Any], target: dt.date) -> dt.
         for step in SEAL_STEPS:
             await conn.execute(step, params)
         await conn.execute(MOVE_WATERMARK, params)
+        await bump_epoch(conn)
         return params["hi"]
 
 

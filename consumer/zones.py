@@ -24,6 +24,7 @@ from typing import Any
 import psycopg
 from psycopg import sql
 
+from consumer.data_epoch import bump_epoch
 from consumer.rollups import zone_steps, zone_tables
 from consumer.settings import settings_for_command
 from consumer.table_locks import connect_read_committed, lock_or_give_up, lock_rollups
@@ -102,6 +103,7 @@ async def add_zone(database_url: str, site: str, zone: str, *, auto: bool = Fals
             (site, zone),
         )
         row = await cur.fetchone()
+        await bump_epoch(conn)
     return int(row[0]) if row else 0
 
 
@@ -151,6 +153,7 @@ async def remove_zone(
         cur = await conn.execute(
             "DELETE FROM site_zones WHERE site_id = %(site)s AND timezone = %(tz)s", params
         )
+        await bump_epoch(conn)
         return cur.rowcount > 0
 
 

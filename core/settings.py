@@ -641,11 +641,11 @@ STATS_ANSWER_CACHE_MB = _declare(
         env="STATS_ANSWER_CACHE_MB",
         default=64,
         maximum=65_536,
-        doc="MiB of stats answers one API process keeps, each for the database snapshot it "
-        "was computed at (any commit, a consumer batch included, makes a new snapshot), "
-        "least recently used first out; a request asking a question already answered for "
-        "the current snapshot gets that answer. 0 turns it off "
-        "(docs/decisions/0027-answers-by-snapshot.md)",
+        doc="MiB of stats answers one API process keeps, each for its site's version when it "
+        "was computed (a consumer batch with events of the site, or a seal, rebuild, zone "
+        "change, retention or import, makes a new one), least recently used first out; a "
+        "request asking a question already answered for the current version gets that "
+        "answer. 0 turns it off (docs/decisions/0032-answers-by-site-version.md)",
         read_by="api",
     )
 )

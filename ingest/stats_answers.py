@@ -1,31 +1,29 @@
 """Step 1b of a stats request, between its parameters and its plan: answers already computed
-for the database as it is now, shared by every request that asks the same question of the
-same data.
+for the data as it is now, shared by every request that asks the same question of the same
+site.
 
-A question's answer can only change when a transaction commits (a consumer batch, a seal, an
-import, a rebuild, retention). On a primary, PostgreSQL's snapshot (`pg_current_snapshot()`:
-the first unfinished transaction id, the next one, and the ids running in between) changes
-with every commit and never comes back to a value it had: a commit either moves its upper
-bound or takes an id out of its running list. So an answer is keyed by the database's
-version read *before* it was computed and by the question: a later request that reads the
-same version knows nothing has committed since that key was read, and the answer, computed
-at that version or a later one, is the one it would compute itself. An answer may be fresher
-than its key, never older. Nothing is guessed from a time-to-live.
+A question's answer can only change when a transaction that writes what it reads commits. Each
+such transaction bumps a version in the same transaction (schema.sql): a consumer batch the
+versions of the sites it stores events of (`site_versions`), every other writer (seal, zones,
+rebuild, retention, imports) the one epoch of all sites (`data_epoch`). A version only grows.
+So an answer is keyed by its site's version and the epoch, read *before* it was computed, and
+by the question: a later request that reads the same pair knows nothing its answer reads has
+committed since that key was read, and the answer, computed at that version or a later one, is
+the one it would compute itself. An answer may be fresher than its key, never older. Nothing
+is guessed from a time-to-live, and a batch of one site leaves the answers of the others kept.
 
-The version is that snapshot on a primary; on a standby, whose snapshots do not list the
-transactions running on the primary (a commit between the oldest and the newest of them
-would not change the text), the WAL position replayed. Both are prefixed with the server's
-start time and the time its shared statistics were last reset (crash recovery resets them
-without restarting the server): after a crash or a failover, transaction ids lost with the
-old server are given again, and the same text could then describe other data.
+The pair is prefixed with the server's start time and the time its shared statistics were
+last reset (crash recovery resets them without restarting the server): after a crash or a
+failover to a standby that had not replayed the last commits, the same counters could be
+reached again by other writes. A standby's versions are those it has replayed, as is its data.
 
-Each request waits for one small statement reading the version, shared with the requests
-that arrive while the one before it runs (`_VersionReads`); a hit pays nothing else, so a
-question asked by many dashboards at once, or again and again between two consumer batches,
-costs the database one answer (docs/decisions/0027-answers-by-snapshot.md). Concurrent
-requests for the same key wait for the one computation in flight; when the last of them goes
-away (its client disconnected), the computation is cancelled, and with it its statement in
-the server.
+Each request waits for one small statement reading the versions, shared with the requests that
+arrive while the one before it runs (`_VersionReads`: one statement for all their sites); a
+hit pays nothing else, so a question asked by many dashboards at once, or again and again
+between two of its site's batches, costs the database one answer
+(docs/decisions/0032-answers-by-site-version.md). Concurrent requests for the same key wait for
+the one computation in flight; when the last of them goes away (its client disconnected), the
+computation is cancelled, and with it its statement in the server.
 Failures are not kept; a computation refused a costly or raw slot (which are shared per
 client) is not the refusal of the clients that joined it: they ask again, sharing one new
 computation under the share of the first of them (so a request that joined one can wait for
@@ -48,21 +46,26 @@ from cachetools import LRUCache
 
 from ingest.stats_run import CostlyBusy, Pool, RawReadsBusy, fetch
 
-VERSION_SQL = (
-    "SELECT concat_ws(' ', pg_postmaster_start_time(), pg_stat_get_bgwriter_stat_reset_time(),"
-    " CASE WHEN pg_is_in_recovery() THEN 'replayed ' || pg_last_wal_replay_lsn()::text"
-    " ELSE pg_current_snapshot()::text END)"
-)
+# The epoch (with the server's start and statistics reset) and each asked site's version.
+VERSION_SQL = """
+SELECT concat_ws(' ', pg_postmaster_start_time(), pg_stat_get_bgwriter_stat_reset_time(),
+                 (SELECT epoch FROM data_epoch)),
+       s.site_id, coalesce(v.version, 0)
+FROM unnest(%(sites)s::text[]) AS s (site_id)
+LEFT JOIN site_versions v USING (site_id)
+"""
 
-# The version an answer is being computed for (None outside a kept computation): what else an
-# answer reads from a per-process cache must be at least as fresh (ingest/stats_imported.py).
+# The epoch an answer is being computed for (None outside a kept computation): what else an
+# answer reads from a per-process cache of every site must be at least as fresh
+# (ingest/stats_imported.py; imports bump the epoch).
 ANSWER_VERSION: ContextVar[str | None] = ContextVar("answer_version", default=None)
 
-# What an entry holds besides its answer's bytes: its key (the version's text, a 16-byte
-# digest of the question), the tuples holding them, the cache's own slot for it.
+# What an entry holds besides its answer's bytes: its key (the epoch's text, the site's
+# version, a 16-byte digest of the question), the tuples holding them, the cache's own slot.
 ENTRY_OVERHEAD_BYTES = 640
 
-Key = tuple[str, bytes]
+# (the epoch's text, the site's version, the question)
+Key = tuple[str, int, bytes]
 Question = bytes
 
 
@@ -81,52 +84,57 @@ def _entry_size(entry: tuple[Key, bytes]) -> int:
 
 
 class _VersionReads:
-    """The database's version, read once for every request waiting when the read starts:
-    requests arriving while one read is in flight wait for the next, which starts once it
-    ends, so the version each request gets was read after it arrived. A burst of requests
-    costs two statements, not one each."""
+    """The epoch and the versions of the sites asked for, read once for every request waiting
+    when the read starts: requests arriving while one read is in flight wait for the next,
+    which starts once it ends and reads all their sites, so the version each request gets
+    was read after it arrived. A burst of requests costs two statements, not one each."""
 
     def __init__(self) -> None:
-        self._next: asyncio.Future[str] | None = None
+        self._next: asyncio.Future[tuple[str, dict[str, int]]] | None = None
+        self._sites: set[str] = set()
         self._reader: asyncio.Task[None] | None = None
         self.reads = 0
 
-    async def read(self, pool: Pool) -> str:
+    async def read(self, pool: Pool, site: str) -> tuple[str, int]:
+        """(the epoch's text, the site's version)."""
         if self._next is None:
             self._next = asyncio.get_running_loop().create_future()
             # Marks a failure seen even if every request waiting for it was cancelled.
             self._next.add_done_callback(lambda f: f.cancelled() or f.exception())
         waited = self._next
+        self._sites.add(site)
         if self._reader is None:
             self._reader = asyncio.create_task(self._read_all(pool), name="stats-version")
             self._reader.add_done_callback(self._reader_done)
         # Shielded: a request going away does not cancel the read others wait for.
-        return await asyncio.shield(waited)
+        epoch, versions = await asyncio.shield(waited)
+        return epoch, versions[site]
 
     async def _read_all(self, pool: Pool) -> None:
-        waited: asyncio.Future[str] | None = None
+        waited: asyncio.Future[tuple[str, dict[str, int]]] | None = None
         try:
             while (waited := self._next) is not None:
-                self._next = None
+                sites, self._next, self._sites = sorted(self._sites), None, set()
                 self.reads += 1
                 try:
-                    [(version,)] = await fetch(pool, VERSION_SQL, {})
+                    rows = await fetch(pool, VERSION_SQL, {"sites": sites})
                 except Exception as exc:
                     waited.set_exception(exc)
                     # Those who came while it failed get the same answer (the database
                     # cannot be had, or the pool is exhausted) rather than a wait as long.
                     if (queued := self._next) is not None:
-                        self._next = None
+                        self._next, self._sites = None, set()
                         queued.set_exception(exc)
                 else:
-                    waited.set_result(version)
+                    epoch = str(rows[0][0])
+                    waited.set_result((epoch, {str(site): int(v) for _, site, v in rows}))
         finally:
             self._reader = None
             # Cancelled (the app stopping): nobody will read for those still waiting.
             for left in (waited, self._next):
                 if left is not None and not left.done():
                     left.cancel()
-            self._next = None
+            self._next, self._sites = None, set()
 
     def _reader_done(self, reader: asyncio.Task[None]) -> None:
         """A reader cancelled before its first step never ran its `finally`: without this,
@@ -135,7 +143,7 @@ class _VersionReads:
             self._reader = None
             if self._next is not None and not self._next.done():
                 self._next.cancel()
-            self._next = None
+            self._next, self._sites = None, set()
 
 
 class _Gone(Exception):
@@ -143,7 +151,7 @@ class _Gone(Exception):
 
 
 class StatsAnswers:
-    """The answers of one API process, by (version, question)."""
+    """The answers of one API process, by (epoch, site version, question)."""
 
     def __init__(self, max_bytes: int) -> None:
         self.max_bytes = max_bytes
@@ -166,15 +174,16 @@ class StatsAnswers:
         return int(self._done.currsize) if self._done is not None else 0
 
     async def answer(
-        self, pool: Pool, asked: Question, compute: Callable[[], Awaitable[bytes]]
+        self, pool: Pool, site: str, asked: Question, compute: Callable[[], Awaitable[bytes]]
     ) -> bytes:
-        """The answer's bytes: stored for the database's current version, in flight for it,
-        or computed by `compute` now (and stored if it fits)."""
+        """The answer's bytes to a question about `site`: stored for the current epoch and
+        site version, in flight for them, or computed by `compute` now (and stored if it
+        fits)."""
         if self._done is None:
             self.counts["computed"] += 1
             return await compute()
-        version = await self._versions.read(pool)
-        key: Key = (version, asked)
+        epoch, version = await self._versions.read(pool, site)
+        key: Key = (epoch, version, asked)
         stored = self._done.get(key)
         if stored is not None:
             self.counts["hit"] += 1
@@ -197,7 +206,7 @@ class StatsAnswers:
             self.counts["computed" if started else "joined"] += 1
             return body
         self.counts["computed"] += 1
-        token = ANSWER_VERSION.set(version)
+        token = ANSWER_VERSION.set(epoch)
         try:
             body = await compute()
         finally:
@@ -215,7 +224,7 @@ class StatsAnswers:
         if running is not None and not running[0].cancelling():
             running[1][0] += 1
             return running[0], running[1], False
-        token = ANSWER_VERSION.set(key[0])  # copied into the task's context
+        token = ANSWER_VERSION.set(key[0])  # the epoch, copied into the task's context
         try:
             task = asyncio.ensure_future(compute())
         finally:

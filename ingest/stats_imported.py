@@ -18,9 +18,9 @@ Imported days are whole days and count as the request's local days.
   are recomputed from native visit sums (quarter_hour_visits, daily_visit_dimensions) plus
   imported ones. The answer says `imports_included: true` when imported rows were added.
 
-Whether a site has imports is read for every site at once and kept for the database version
-the answer is computed for (ingest/stats_answers.py), or IMPORT_SPANS_TTL_S when answers are
-not kept, so questions of sites without imports cost no statement of their own.
+Whether a site has imports is read for every site at once and kept for the epoch the answer
+is computed for (imports bump it: ingest/stats_answers.py), or IMPORT_SPANS_TTL_S when answers
+are not kept, so questions of sites without imports cost no statement of their own.
 """
 
 from __future__ import annotations
@@ -153,9 +153,9 @@ _SPANS: weakref.WeakKeyDictionary[Pool, _Spans] = weakref.WeakKeyDictionary()
 
 async def _covers(pool: Pool, request: StatsRequest) -> bool:
     spans = _SPANS.setdefault(pool, _Spans())
-    # An answer kept for a database version (ingest/stats_answers.py) reads spans read at
-    # that version or later: one kept with older spans would miss an import until the next
-    # commit, however long that is.
+    # An answer kept for an epoch (ingest/stats_answers.py) reads spans read at that epoch or
+    # later: one kept with older spans would miss an import until the next epoch, however
+    # long that is.
     version = ANSWER_VERSION.get()
     stale = (
         spans.version != version

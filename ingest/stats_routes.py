@@ -176,12 +176,12 @@ class StatsApi:
             RAW_READS.reset(token)
 
     async def _answered(
-        self, request: Request, asked: bytes, compute: Callable[[], Awaitable[bytes]]
+        self, request: Request, site: str, asked: bytes, compute: Callable[[], Awaitable[bytes]]
     ) -> bytes:
-        """The question's answer as `_read` gives it: the one already computed for the
-        database's current snapshot, or `compute`'s (ingest/stats_answers.py)."""
+        """The question's answer as `_read` gives it: the one already computed for the site's
+        current version, or `compute`'s (ingest/stats_answers.py)."""
         pool = request.app.state.pool
-        return await self._read(request, self._answers.answer(pool, asked, compute))
+        return await self._read(request, self._answers.answer(pool, site, asked, compute))
 
     @staticmethod
     def _now() -> dt.datetime:
@@ -197,7 +197,8 @@ class StatsApi:
         async def compute() -> bytes:
             return msgspec.json.encode(await stats_legacy.daily_stats(pool, parsed))
 
-        return _json(await self._answered(request, question("stats", parsed), compute))
+        asked = question("stats", parsed)
+        return _json(await self._answered(request, parsed.site_id, asked, compute))
 
     @_timed
     async def aggregate(self, request: Request) -> Response:
@@ -210,7 +211,8 @@ class StatsApi:
             body = await stats_imported.aggregate(pool, parsed, params, self._exact_max_rows)
             return msgspec.json.encode(_named(body, params))
 
-        return _json(await self._answered(request, _asked("aggregate", parsed, params), compute))
+        asked = _asked("aggregate", parsed, params)
+        return _json(await self._answered(request, parsed.site_id, asked, compute))
 
     @_timed
     async def timeseries(self, request: Request) -> Response:
@@ -223,7 +225,8 @@ class StatsApi:
             body = await stats_imported.timeseries(pool, parsed, params)
             return msgspec.json.encode(_named(body, params))
 
-        return _json(await self._answered(request, _asked("timeseries", parsed, params), compute))
+        asked = _asked("timeseries", parsed, params)
+        return _json(await self._answered(request, parsed.stats.site_id, asked, compute))
 
     @_timed
     async def breakdown(self, request: Request) -> Response:
@@ -236,7 +239,8 @@ class StatsApi:
             body = await stats_imported.breakdown(pool, parsed, params)
             return msgspec.json.encode(_named(body, params))
 
-        return _json(await self._answered(request, _asked("breakdown", parsed, params), compute))
+        asked = _asked("breakdown", parsed, params)
+        return _json(await self._answered(request, parsed.stats.site_id, asked, compute))
 
     @_timed
     async def realtime_visitors(self, request: Request) -> Response:

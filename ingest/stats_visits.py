@@ -14,10 +14,13 @@ bucket of its start) and two rollups of them, kept by deltas as visits grow
   for the values it shows only: ingest/stats_visits_page.py). A breakdown reads the whole
   months among those days from sealed_monthly_visit_dimensions as far as sealed_days reaches
   (one row per value a month), which the statement decides in its own snapshot;
-- `VisitRows`: visits rows started inside the spans: the partial UTC days at the ends of
-  another zone's range, and every question the rollups cannot answer (two filters or more,
-  a filtered breakdown, hourly or local-day series with a filter). Like raw events, they are
-  read under the raw statements' share of the pool (ingest/stats_run.py RawReads).
+- `DimensionBuckets`: quarter_hour_visit_dimensions rows of one dimension in the partial UTC
+  days at the ends of another zone's range, for what DimensionDays answers over whole days
+  (the buckets are a local day's exact pieces, as for quarter_hour_visits);
+- `VisitRows`: visits rows started inside the spans: every question the rollups cannot
+  answer (two filters or more, a filtered breakdown, hourly or local-day series with a
+  filter). Like raw events, they are read under the raw statements' share of the pool
+  (ingest/stats_run.py RawReads).
 
 The metrics are Plausible's, computed from the sums (visit_values): a bounce is a visit of
 one event, a page view; bounce_rate is the percentage of bounces among visits, rounded half
@@ -71,26 +74,57 @@ class DimensionDays:
 
 
 @dataclass(frozen=True)
+class DimensionBuckets:
+    """quarter_hour_visit_dimensions rows of `dimension` whose bucket lies in the spans;
+    `filtered`: only the value rows the request's one filter keeps."""
+
+    dimension: Dimension
+    spans: tuple[Span, ...]
+    filtered: bool = False
+
+
+@dataclass(frozen=True)
 class VisitRows:
     """visits rows started inside the spans, the request's filters applied."""
 
     spans: tuple[Span, ...]
 
 
-VisitPart = Buckets | DimensionDays | VisitRows
+VisitPart = Buckets | DimensionDays | DimensionBuckets | VisitRows
 
 
 def plan_visit_totals(request: StatsRequest) -> tuple[VisitPart, ...]:
     """Sums over the range: buckets without filters; one filter's rows of whole UTC days
-    and visits at the edges; visits over the whole range for more filters."""
+    and of the buckets at the edges; visits over the whole range for more filters."""
     r = request.range
     if not request.filters:
         return (Buckets(r.start, r.end),)
-    pieces = split(r.start, r.end)
-    if len(request.filters) == 1 and pieces.has_days:
-        days = DimensionDays(request.filters[0].dimension, pieces.day_from, pieces.day_to, True)
-        return (days,) + ((VisitRows(pieces.edges),) if pieces.edges else ())
+    if len(request.filters) == 1:
+        return _dimension_parts(request.filters[0].dimension, r.start, r.end, filtered=True)
     return (VisitRows(((r.start, r.end),)),)
+
+
+def _dimension_parts(
+    dimension: Dimension,
+    start: dt.datetime,
+    end: dt.datetime,
+    filtered: bool = False,
+    months: bool = False,
+) -> tuple[VisitPart, ...]:
+    """One dimension's rows over [start, end): its whole UTC days (their whole months from
+    the sealed ones if `months`), and the buckets of the edges."""
+    pieces = split(start, end)
+    sealed = whole_months(pieces.day_from, pieces.day_to) if months else None
+    days = DimensionDays(
+        dimension,
+        pieces.day_from,
+        pieces.day_to,
+        filtered,
+        sealed if sealed and sealed[0] < sealed[1] else None,
+    )
+    return ((days,) if pieces.has_days else ()) + (
+        (DimensionBuckets(dimension, pieces.edges, filtered),) if pieces.edges else ()
+    )
 
 
 def plan_visit_series(request: TimeseriesRequest) -> tuple[VisitPart, ...]:
@@ -107,18 +141,12 @@ def plan_visit_series(request: TimeseriesRequest) -> tuple[VisitPart, ...]:
 
 
 def plan_visit_breakdown(request: BreakdownRequest) -> tuple[VisitPart, ...]:
-    """A page of values: the dimension's rows of whole UTC days and visits at the edges; with
-    filters, visits over the range."""
+    """A page of values: the dimension's rows of whole UTC days and of the buckets at the
+    edges; with filters, visits over the range."""
     r = request.stats.range
     if request.stats.filters:
         return (VisitRows(((r.start, r.end),)),)
-    pieces = split(r.start, r.end)
-    month_from, month_to = whole_months(pieces.day_from, pieces.day_to)
-    months = (month_from, month_to) if month_from < month_to else None
-    days = DimensionDays(request.dimension, pieces.day_from, pieces.day_to, months=months)
-    return ((days,) if pieces.has_days else ()) + (
-        (VisitRows(pieces.edges),) if pieces.edges else ()
-    )
+    return _dimension_parts(request.dimension, r.start, r.end, months=True)
 
 
 def reads_visit_rows(parts: tuple[VisitPart, ...]) -> bool:
@@ -177,6 +205,27 @@ def _visit_spans(spans: tuple[Span, ...], p: str) -> sql.Composable:
     return sql.SQL("({})").format(sql.SQL(" OR ").join(clauses))
 
 
+def _filtered_value(filtered: bool, filters: tuple[Filter, ...]) -> sql.Composable:
+    """The value rows a dimension part keeps: those of the request's one filter, or all."""
+    if not filtered:
+        return sql.SQL("TRUE")
+    [f] = filters
+    return sql.SQL("value {} %(f0)s").format(sql.SQL("<>" if f.negated else "="))
+
+
+def buckets_clause(spans: tuple[Span, ...], p: str, alias: str = "") -> sql.Composable:
+    """A DimensionBuckets part's buckets, a range of the primary key after the dimension for
+    each span."""
+    return sql.SQL("({})").format(
+        sql.SQL(" OR ").join(
+            sql.SQL("({a}bucket >= {lo} AND {a}bucket < {hi})").format(
+                a=sql.SQL(alias), lo=_ph(p, f"a{i}"), hi=_ph(p, f"b{i}")
+            )
+            for i in range(len(spans))
+        )
+    )
+
+
 def part_rows(
     part: VisitPart, p: str, lead: Lead, dimension: Dimension | None, filters: tuple[Filter, ...]
 ) -> sql.Composable:
@@ -201,15 +250,31 @@ def part_rows(
             "period": sql.SQL("day::timestamp, "),
             "value": sql.SQL("value, "),
         }[lead]
-        value: sql.Composable = sql.SQL("TRUE")
-        if part.filtered:
-            [f] = filters
-            value = sql.SQL("value {} %(f0)s").format(sql.SQL("<>" if f.negated else "="))
         return sql.SQL(
             "SELECT {head}{sums}, visitors FROM daily_visit_dimensions "
             "WHERE site_id = %(site)s AND {days} AND dimension = {dim} AND {value}"
         ).format(
-            head=head, sums=_ROLLUP_SUMS, days=days_clause(p), dim=_ph(p, "dimension"), value=value
+            head=head,
+            sums=_ROLLUP_SUMS,
+            days=days_clause(p),
+            dim=_ph(p, "dimension"),
+            value=_filtered_value(part.filtered, filters),
+        )
+    if isinstance(part, DimensionBuckets):
+        head = {
+            "none": sql.SQL(""),
+            "period": sql.SQL("date_trunc(%(unit)s, bucket AT TIME ZONE %(tz)s), "),
+            "value": sql.SQL("value, "),
+        }[lead]
+        return sql.SQL(
+            "SELECT {head}{sums}, visitors FROM quarter_hour_visit_dimensions "
+            "WHERE site_id = %(site)s AND dimension = {dim} AND {buckets} AND {value}"
+        ).format(
+            head=head,
+            sums=_ROLLUP_SUMS,
+            dim=_ph(p, "dimension"),
+            buckets=buckets_clause(part.spans, p),
+            value=_filtered_value(part.filtered, filters),
         )
     if lead == "period":
         key: sql.Composable = sql.SQL("date_trunc(%(unit)s, started_at AT TIME ZONE %(tz)s)")
@@ -267,6 +332,10 @@ def bind_parts(parts: tuple[VisitPart, ...], params: dict[str, Any]) -> None:
             params[p + "days"] = [part.first + dt.timedelta(days=i) for i in range(count)]
             if part.months is not None:
                 params[p + "mfrom"], params[p + "mto"] = part.months
+        elif isinstance(part, DimensionBuckets):
+            params[p + "dimension"] = part.dimension
+            for j, (a, b) in enumerate(part.spans):
+                params[f"{p}a{j}"], params[f"{p}b{j}"] = a, b
         else:
             for j, (a, b) in enumerate(part.spans):
                 params[f"{p}a{j}"], params[f"{p}b{j}"] = a, b
@@ -277,6 +346,7 @@ def _shape(parts: tuple[VisitPart, ...]) -> tuple[Any, ...]:
     return tuple(
         (type(part).__name__, len(part.spans) if isinstance(part, VisitRows) else 0)
         + ((part.filtered, part.months is not None) if isinstance(part, DimensionDays) else ())
+        + ((part.filtered, len(part.spans)) if isinstance(part, DimensionBuckets) else ())
         for part in parts
     )
 

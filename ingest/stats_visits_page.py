@@ -3,8 +3,9 @@
 The values are ranked on exact sums (visits, bounces, duration, page views), read without
 their sketches; the visitors' sketches are merged only for the rows of the page, each by
 primary-key lookups of its (day, value) rows (stats_visits.days_clause) and (month, value)
-rows of the sealed months, plus its sketch from the visits at the edges of another zone's
-range (a sealed month is one row and one sketch per value, its daily rows thirty). A sort by
+rows of the sealed months, plus its (bucket, value) rows at the edges of another zone's range
+from quarter_hour_visit_dimensions (a sealed month is one row and one sketch per value, its
+daily rows thirty). A sort by
 visitors ranks candidates by visits instead (ingest/stats_visits_rank.py) and asks for them a
 batch at a time.
 """
@@ -15,16 +16,16 @@ from typing import Any
 
 from psycopg import sql
 
-from ingest.stats_params import BreakdownRequest, Dimension, Metric
+from ingest.stats_params import BreakdownRequest, Metric
 from ingest.stats_sql import CACHE
 from ingest.stats_visits import (
+    DimensionBuckets,
     DimensionDays,
     VisitPart,
-    VisitRows,
     bind_parts,
+    buckets_clause,
     days_clause,
     months_clause,
-    visit_column,
 )
 from ingest.stats_visits_rank import Window
 
@@ -43,42 +44,14 @@ _SUMS = "visits, bounces, duration, page_views"
 
 
 def ranks_on_sums(parts: tuple[VisitPart, ...]) -> bool:
-    """Whether the plan reads daily rows, whose sums rank without sketches (else it is the
-    visits of a filtered question, whose sketches are built as they are read)."""
-    return any(isinstance(part, DimensionDays) for part in parts)
+    """Whether the plan reads dimension rows, whose sums rank without sketches (else it is
+    the visits of a filtered question, whose sketches are built as they are read)."""
+    return any(isinstance(part, DimensionDays | DimensionBuckets) for part in parts)
 
 
-def _edges(part: VisitRows, p: str, dimension: Dimension, only_values: bool) -> sql.Composable:
-    spans = sql.SQL(" OR ").join(
-        sql.SQL("(day >= {da} AND day <= {db} AND started_at >= {a} AND started_at < {b})").format(
-            da=sql.Placeholder(f"{p}d{i}a"),
-            db=sql.Placeholder(f"{p}d{i}b"),
-            a=sql.Placeholder(f"{p}a{i}"),
-            b=sql.Placeholder(f"{p}b{i}"),
-        )
-        for i in range(len(part.spans))
-    )
-    return sql.SQL(
-        "SELECT {value} AS value, count(*) AS visits, "
-        "count(*) FILTER (WHERE events = 1 AND page_views = 1) AS bounces, "
-        "coalesce(sum(floor(extract(epoch FROM last_at - started_at))), 0) AS duration, "
-        "sum(page_views) AS page_views, hll_add_agg(hll_hash_text(visitor)) AS visitors "
-        "FROM visits WHERE site_id = %(site)s AND ({spans}){values} GROUP BY 1"
-    ).format(
-        value=visit_column(dimension),
-        spans=spans,
-        values=sql.SQL(" AND {} = ANY(%(values)s::text[])").format(visit_column(dimension))
-        if only_values
-        else sql.SQL(""),
-    )
-
-
-def _parts(
-    parts: tuple[VisitPart, ...], dimension: Dimension, only_values: bool
-) -> tuple[list[sql.Composable], list[sql.Composable], list[sql.Composable]]:
-    """Each part's CTEs, rows of sums (value, visits, bounces, duration, page views) and
-    sketch of the value `g.value`; the edges' visits only of %(values)s if `only_values`."""
-    ctes: list[sql.Composable] = []
+def _parts(parts: tuple[VisitPart, ...]) -> tuple[list[sql.Composable], list[sql.Composable]]:
+    """Each part's rows of sums (value, visits, bounces, duration, page views) and sketch of
+    the value `g.value`."""
     sums: list[sql.Composable] = []
     sketches: list[sql.Composable] = []
     for i, part in enumerate(parts):
@@ -112,15 +85,22 @@ def _parts(
                         "AND x.value = g.value"
                     ).format(dim=dim, months=months_clause(p, "x."))
                 )
-        elif isinstance(part, VisitRows):
-            name = sql.Identifier(f"edges{i}")
-            edges = _edges(part, p, dimension, only_values)
-            ctes.append(sql.SQL("{} AS MATERIALIZED ({})").format(name, edges))
-            sums.append(sql.SQL("SELECT value, {} FROM {}").format(sql.SQL(_SUMS), name))
-            sketches.append(
-                sql.SQL("SELECT e.visitors FROM {} e WHERE e.value = g.value").format(name)
+        elif isinstance(part, DimensionBuckets):
+            dim = sql.Placeholder(p + "dimension")
+            sums.append(
+                sql.SQL(
+                    "SELECT value, {sums} FROM quarter_hour_visit_dimensions "
+                    "WHERE site_id = %(site)s AND dimension = {dim} AND {buckets}"
+                ).format(sums=sql.SQL(_SUMS), dim=dim, buckets=buckets_clause(part.spans, p))
             )
-    return ctes, sums, sketches
+            sketches.append(
+                sql.SQL(
+                    "SELECT x.visitors FROM quarter_hour_visit_dimensions x "
+                    "WHERE x.site_id = %(site)s AND x.dimension = {dim} AND {buckets} "
+                    "AND x.value = g.value"
+                ).format(dim=dim, buckets=buckets_clause(part.spans, p, "x."))
+            )
+    return sums, sketches
 
 
 def _merged(sketches: list[sql.Composable]) -> sql.Composable:
@@ -129,21 +109,19 @@ def _merged(sketches: list[sql.Composable]) -> sql.Composable:
     ).format(sql.SQL("\nUNION ALL\n").join(sketches))
 
 
-def compose_page(
-    parts: tuple[VisitPart, ...], dimension: Dimension, key: Metric, with_visitors: bool
-) -> sql.Composable:
+def compose_page(parts: tuple[VisitPart, ...], key: Metric, with_visitors: bool) -> sql.Composable:
     """Rows (value, visits, bounces, duration, page views, visitors or NULL) of the values
     ranked by `key` (most first, ties by value), %(limit)s of them from %(offset)s; the
     visitors of the first %(merge)s of those only (the others NULL)."""
-    ctes, sums, sketches = _parts(parts, dimension, False)
-    ctes.append(
+    sums, sketches = _parts(parts)
+    ctes = [
         sql.SQL(
             "ranked AS (SELECT value, sum(visits)::bigint AS visits, "
             "sum(bounces)::bigint AS bounces, sum(duration)::bigint AS duration, "
             "sum(page_views)::bigint AS page_views FROM ({rows}) r (value, {sums}) "
             "GROUP BY value HAVING sum(visits) > 0)"
         ).format(rows=sql.SQL("\nUNION ALL\n").join(sums), sums=sql.SQL(_SUMS))
-    )
+    ]
     order = sql.SQL("{} DESC, value").format(sql.SQL(_KEYS[key]))
     ctes.append(
         sql.SQL(
@@ -160,12 +138,11 @@ def compose_page(
     )
 
 
-def compose_visitors(parts: tuple[VisitPart, ...], dimension: Dimension) -> sql.Composable:
+def compose_visitors(parts: tuple[VisitPart, ...]) -> sql.Composable:
     """Rows (value, visitors) of the values bound as %(values)s."""
-    ctes, _, sketches = _parts(parts, dimension, True)
-    with_ctes = sql.SQL("WITH {} ").format(sql.SQL(",\n").join(ctes)) if ctes else sql.SQL("")
-    return sql.SQL("{}SELECT g.value, {} FROM unnest(%(values)s::text[]) g (value)").format(
-        with_ctes, _merged(sketches)
+    _, sketches = _parts(parts)
+    return sql.SQL("SELECT g.value, {} FROM unnest(%(values)s::text[]) g (value)").format(
+        _merged(sketches)
     )
 
 
@@ -175,7 +152,7 @@ def _shape(parts: tuple[VisitPart, ...]) -> tuple[Any, ...]:
         if isinstance(part, DimensionDays)
         else ("edges", len(part.spans))
         for part in parts
-        if isinstance(part, DimensionDays | VisitRows)
+        if isinstance(part, DimensionDays | DimensionBuckets)
     )
 
 
@@ -195,7 +172,7 @@ def visit_page_sql(
     0)."""
     with_visitors = window.merge > 0
     cache_key = ("visit page", _shape(parts), request.dimension, key, with_visitors)
-    query = CACHE.get(cache_key, lambda: compose_page(parts, request.dimension, key, with_visitors))
+    query = CACHE.get(cache_key, lambda: compose_page(parts, key, with_visitors))
     params = _params(request, parts)
     params.update(limit=window.limit, offset=window.offset, merge=window.merge)
     return query, params
@@ -206,7 +183,7 @@ def visit_visitors_sql(
 ) -> tuple[sql.Composable, dict[str, Any]]:
     """The statement of compose_visitors and its parameters."""
     cache_key = ("visit visitors", _shape(parts), request.dimension)
-    query = CACHE.get(cache_key, lambda: compose_visitors(parts, request.dimension))
+    query = CACHE.get(cache_key, lambda: compose_visitors(parts))
     params = _params(request, parts)
     params["values"] = values
     return query, params

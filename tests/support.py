@@ -96,14 +96,16 @@ def unversion(conn: psycopg.Connection[Any]) -> None:
     schema_migrations, none of what later migrations add (the event context of 0005, the
     visitor salts of 0006, the visits of 0007, the imports of 0008, the dimension pairs of
     0009, the sealed visit months of 0010, the other event types' quarter hours of 0012, the
-    hourly paths of 0013, the quarter-hour context of 0014), and the names that migration 0004
+    hourly paths of 0013, the quarter-hour context of 0014 and visit dimensions (with its
+    function) of 0015, the answer versions of 0016), and the names that migration 0004
     changed as they were then."""
     conn.execute("DROP TABLE schema_migrations")
+    conn.execute("DROP FUNCTION visit_dimension_values(visits)")
     conn.execute(
         "DROP TABLE daily_dimensions, daily_props, visitor_salts, visits, quarter_hour_visits,"
         " daily_visit_dimensions, daily_dimension_pairs, sealed_monthly_visit_dimensions,"
         " quarter_hour_event_types, quarter_hour_event_paths, hourly_paths,"
-        " quarter_hour_dimensions,"
+        " quarter_hour_dimensions, quarter_hour_visit_dimensions, site_versions, data_epoch,"
         " imports, " + ", ".join(IMPORTED_TABLES)
     )
     conn.execute(

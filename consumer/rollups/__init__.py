@@ -106,6 +106,7 @@ ROLLUPS: tuple[Rollup, ...] = (
     Rollup("sealed_monthly_event_types", ("sealed",), sealed=True),
     # visits, by where they start (visits.sql), written by the visit statement
     Rollup("quarter_hour_visits", from_visits=True),
+    Rollup("quarter_hour_visit_dimensions", from_visits=True),
     Rollup("daily_visit_dimensions", from_visits=True),
     # sealed months of the one before (sealed.sql): last of the visit statement, as the
     # other sealed months are of the batch statement
@@ -117,8 +118,8 @@ LOCK_ORDER: tuple[str, ...] = tuple(rollup.table for rollup in ROLLUPS)
 
 def batch_statement() -> str:
     """The one statement a batch runs after copying its rows into `staging_events`: insert
-    them into `events`, then every rollup's upsert in the lock order; it returns the number
-    of rows inserted."""
+    them into `events`, then every rollup's upsert in the lock order, then bump the versions
+    of the sites it wrote; it returns the number of rows inserted."""
     ctes = [statement("batch.head")]
     written: set[str] = set()
     for rollup in ROLLUPS:
@@ -129,6 +130,7 @@ def batch_statement() -> str:
                 ctes.append(statement(f"batch.{name}"))
                 written.add(name)
         ctes.append(rollup.sql("upsert"))
+    ctes.append(statement("batch.site_versions"))
     return ",\n".join(ctes) + "\n" + statement("batch.tail")
 
 

@@ -104,5 +104,15 @@ sealed AS (
     SELECT sealed_before FROM sealed_days
 )
 
+-- name: batch.site_versions
+-- The sites whose stored events this batch changes: their kept stats answers are computed
+-- again (ingest/stats_answers.py). Last of the statement, after every rollup's lock; each
+-- replica writes the sites of its own partitions, so two batches never wait for one row.
+site_versions_bumped AS (
+    INSERT INTO site_versions AS v (site_id, version)
+    SELECT DISTINCT site_id COLLATE "C", 1 FROM inserted ORDER BY 1
+    ON CONFLICT (site_id) DO UPDATE SET version = v.version + 1
+)
+
 -- name: batch.tail
 SELECT count(*) FROM inserted

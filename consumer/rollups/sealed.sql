@@ -182,8 +182,8 @@ FROM sealed_monthly_event_types ORDER BY 1, 2, 3
 
 -- name: sealed_monthly_visit_dimensions.upsert
 -- Late visit deltas, for visits starting (or that started) on a sealed day: usually none.
--- A CTE of the visit statement (visits.sql), after daily_visit_dimensions' upsert, whose sums
--- and sketches it folds into their months. The batch statement before it in the same
+-- A CTE of the visit statement (visits.sql), after daily_visit_dimensions' upsert: the
+-- quarter hours' sums and sketches (visits.head) folded into their months. The batch statement before it in the same
 -- transaction holds the other sealed months, so no seal moves the watermark meanwhile.
 late_visit_dimensions AS (
     INSERT INTO sealed_monthly_visit_dimensions AS m
@@ -196,7 +196,7 @@ late_visit_dimensions AS (
           WHERE day < (SELECT sealed_before FROM sealed_days)) s
     FULL JOIN (SELECT * FROM visit_dimension_sketches
                WHERE day < (SELECT sealed_before FROM sealed_days)) k
-        USING (site_id, day, dimension, value)
+        USING (site_id, day, bucket, dimension, value)
     GROUP BY 1, 2, 3, 4 ORDER BY 1, 2, 4, 3
     ON CONFLICT (site_id, dimension, value, month) DO UPDATE SET
         visits = m.visits + EXCLUDED.visits, bounces = m.bounces + EXCLUDED.bounces,
@@ -246,13 +246,7 @@ SELECT v.site_id, x.dimension, date_trunc('month', v.day)::date, coalesce(x.valu
        sum(floor(extract(epoch FROM v.last_at - v.started_at)))::bigint, sum(v.page_views),
        true
 FROM visits v
-CROSS JOIN LATERAL (VALUES
-    ('source', coalesce(v.referrer_source, v.referrer_host)), ('referrer', v.referrer_host),
-    ('utm_source', v.utm_source), ('utm_medium', v.utm_medium),
-    ('utm_campaign', v.utm_campaign), ('utm_content', v.utm_content),
-    ('utm_term', v.utm_term), ('entry_page', v.entry_page), ('exit_page', v.exit_page),
-    ('browser', v.browser), ('os', v.os), ('device', v.device), ('country', v.country)
-) AS x (dimension, value)
+CROSS JOIN LATERAL visit_dimension_values(v) AS x
 WHERE v.day < (SELECT sealed_before FROM sealed_days)
 GROUP BY 1, 2, 3, 4 ORDER BY 1, 2, 3, 4
 
@@ -268,13 +262,7 @@ LEFT JOIN (
     SELECT v.site_id, x.dimension, date_trunc('month', v.day)::date AS month,
            coalesce(x.value, '(not set)') AS value, hll_add_agg(hll_hash_text(v.visitor)) AS visitors
     FROM visits v
-    CROSS JOIN LATERAL (VALUES
-        ('source', coalesce(v.referrer_source, v.referrer_host)), ('referrer', v.referrer_host),
-        ('utm_source', v.utm_source), ('utm_medium', v.utm_medium),
-        ('utm_campaign', v.utm_campaign), ('utm_content', v.utm_content),
-        ('utm_term', v.utm_term), ('entry_page', v.entry_page), ('exit_page', v.exit_page),
-        ('browser', v.browser), ('os', v.os), ('device', v.device), ('country', v.country)
-    ) AS x (dimension, value)
+    CROSS JOIN LATERAL visit_dimension_values(v) AS x
     WHERE v.day < (SELECT sealed_before FROM sealed_days)
     GROUP BY 1, 2, 3, 4
 ) AS now USING (site_id, dimension, month, value)

@@ -297,6 +297,9 @@ WHERE k.groups IS NOT NULL
 WITH changed AS MATERIALIZED (
     SELECT c.*, (c.started_at AT TIME ZONE 'UTC')::date AS day,
            (c.stored_started_at AT TIME ZONE 'UTC')::date AS was_day,
+           date_bin('15 minutes', c.started_at, timestamptz '2000-01-01 00:00+00') AS bucket,
+           date_bin('15 minutes', c.stored_started_at, timestamptz '2000-01-01 00:00+00')
+               AS was_bucket,
            hll_hash_text(c.visitor) AS visitor_hash
     FROM visit_changes c
 ),
@@ -319,9 +322,7 @@ stored AS (
 -- already (grouped apart, a missing value and a literal '(not set)' would be two groups of
 -- one rollup row, which an upsert cannot write twice).
 visit_deltas AS MATERIALIZED (
-    SELECT site_id, day, date_bin('15 minutes', started_at, timestamptz '2000-01-01 00:00+00')
-               AS bucket,
-           1 AS visits, (events = 1 AND page_views = 1)::int AS bounces,
+    SELECT site_id, day, bucket, 1 AS visits, (events = 1 AND page_views = 1)::int AS bounces,
            floor(extract(epoch FROM last_at - started_at))::bigint AS duration, page_views,
            coalesce(referrer_source, referrer_host, '(not set)') AS source,
            coalesce(referrer_host, '(not set)') AS referrer_host,
@@ -334,9 +335,7 @@ visit_deltas AS MATERIALIZED (
            coalesce(device, '(not set)') AS device, coalesce(country, '(not set)') AS country
     FROM changed
     UNION ALL
-    SELECT site_id, was_day,
-           date_bin('15 minutes', stored_started_at, timestamptz '2000-01-01 00:00+00'),
-           -1, -(was_events = 1 AND was_page_views = 1)::int,
+    SELECT site_id, was_day, was_bucket, -1, -(was_events = 1 AND was_page_views = 1)::int,
            -floor(extract(epoch FROM was_last_at - stored_started_at))::bigint, -was_page_views,
            coalesce(was_referrer_source, was_referrer_host, '(not set)'),
            coalesce(was_referrer_host, '(not set)'), coalesce(was_utm_source, '(not set)'),
@@ -346,7 +345,67 @@ visit_deltas AS MATERIALIZED (
            coalesce(was_os, '(not set)'), coalesce(was_device, '(not set)'),
            coalesce(was_country, '(not set)')
     FROM changed WHERE stored_started_at IS NOT NULL
+),
+-- The visit dimension rollups' deltas, per 15-minute bucket (each bucket lies in one UTC day,
+-- so the daily rows regroup them). The sums: one pass into thirteen groupings, one per
+-- dimension (in each grouping set the other columns are NULL, and the set's own never is, so
+-- coalesce() picks it); no sketch there, so the groupings are hashed. The sketches: a visitor
+-- is added only under a value their visit did not have in that bucket (a new visit's every
+-- value, a moved start's, an extended one's new exit page), which is all a sketch that only
+-- grows can learn; the day's sketch learns the same (a visitor already in it is no change).
+visit_dimension_sums AS MATERIALIZED (
+    SELECT site_id COLLATE "C" AS site_id, day, bucket,
+           CASE WHEN GROUPING(source) = 0 THEN 'source'
+                WHEN GROUPING(referrer_host) = 0 THEN 'referrer'
+                WHEN GROUPING(utm_source) = 0 THEN 'utm_source'
+                WHEN GROUPING(utm_medium) = 0 THEN 'utm_medium'
+                WHEN GROUPING(utm_campaign) = 0 THEN 'utm_campaign'
+                WHEN GROUPING(utm_content) = 0 THEN 'utm_content'
+                WHEN GROUPING(utm_term) = 0 THEN 'utm_term'
+                WHEN GROUPING(entry_page) = 0 THEN 'entry_page'
+                WHEN GROUPING(exit_page) = 0 THEN 'exit_page'
+                WHEN GROUPING(browser) = 0 THEN 'browser'
+                WHEN GROUPING(os) = 0 THEN 'os'
+                WHEN GROUPING(device) = 0 THEN 'device' ELSE 'country' END COLLATE "C"
+               AS dimension,
+           coalesce(source, referrer_host, utm_source, utm_medium, utm_campaign, utm_content,
+                    utm_term, entry_page, exit_page, browser, os, device, country)
+               COLLATE "C" AS value,
+           sum(visits) AS visits, sum(bounces) AS bounces, sum(duration) AS duration,
+           sum(page_views) AS page_views
+    FROM visit_deltas
+    GROUP BY site_id, day, bucket,
+             GROUPING SETS ((source), (referrer_host), (utm_source), (utm_medium),
+                            (utm_campaign), (utm_content), (utm_term), (entry_page),
+                            (exit_page), (browser), (os), (device), (country))
+),
+visit_dimension_sketches AS MATERIALIZED (
+    SELECT c.site_id COLLATE "C" AS site_id, c.day, c.bucket,
+           x.dimension COLLATE "C" AS dimension,
+           coalesce(x.value, '(not set)') COLLATE "C" AS value,
+           hll_add_agg(c.visitor_hash) AS visitors
+    FROM changed c
+    CROSS JOIN LATERAL (VALUES
+        ('source', coalesce(c.referrer_source, c.referrer_host), coalesce(c.was_referrer_source,
+            c.was_referrer_host)),
+        ('referrer', c.referrer_host, c.was_referrer_host),
+        ('utm_source', c.utm_source, c.was_utm_source),
+        ('utm_medium', c.utm_medium, c.was_utm_medium),
+        ('utm_campaign', c.utm_campaign, c.was_utm_campaign),
+        ('utm_content', c.utm_content, c.was_utm_content),
+        ('utm_term', c.utm_term, c.was_utm_term),
+        ('entry_page', c.entry_page, c.was_entry_page),
+        ('exit_page', c.exit_page, c.was_exit_page),
+        ('browser', c.browser, c.was_browser),
+        ('os', c.os, c.was_os),
+        ('device', c.device, c.was_device),
+        ('country', c.country, c.was_country)
+    ) AS x (dimension, value, was_value)
+    WHERE c.stored_started_at IS NULL OR c.bucket <> c.was_bucket
+       OR x.value IS DISTINCT FROM x.was_value
+    GROUP BY 1, 2, 3, 4, 5
 )
+
 
 -- name: visits.tail
 SELECT count(*) FROM changed
@@ -387,71 +446,87 @@ FROM visits GROUP BY 1, 2 ORDER BY 1, 2
 SELECT site_id, bucket, visits, bounces, duration, page_views FROM quarter_hour_visits
 WHERE (visits, bounces, duration, page_views) <> (0, 0, 0, 0) ORDER BY 1, 2
 
--- name: daily_visit_dimensions.upsert
--- The sums: one pass into thirteen groupings, one per dimension (in each grouping set the
--- other columns are NULL, and the set's own never is, so coalesce() picks it); no sketch
--- there, so the groupings are hashed. The sketches: a visitor is added only under a value
--- their visit did not have (a new visit's every value, an extended one's new exit page),
--- which is all a sketch that only grows can learn.
-visit_dimension_sums AS MATERIALIZED (
-    SELECT site_id COLLATE "C" AS site_id, day,
-           CASE WHEN GROUPING(source) = 0 THEN 'source'
-                WHEN GROUPING(referrer_host) = 0 THEN 'referrer'
-                WHEN GROUPING(utm_source) = 0 THEN 'utm_source'
-                WHEN GROUPING(utm_medium) = 0 THEN 'utm_medium'
-                WHEN GROUPING(utm_campaign) = 0 THEN 'utm_campaign'
-                WHEN GROUPING(utm_content) = 0 THEN 'utm_content'
-                WHEN GROUPING(utm_term) = 0 THEN 'utm_term'
-                WHEN GROUPING(entry_page) = 0 THEN 'entry_page'
-                WHEN GROUPING(exit_page) = 0 THEN 'exit_page'
-                WHEN GROUPING(browser) = 0 THEN 'browser'
-                WHEN GROUPING(os) = 0 THEN 'os'
-                WHEN GROUPING(device) = 0 THEN 'device' ELSE 'country' END COLLATE "C"
-               AS dimension,
-           coalesce(source, referrer_host, utm_source, utm_medium, utm_campaign, utm_content,
-                    utm_term, entry_page, exit_page, browser, os, device, country)
-               COLLATE "C" AS value,
-           sum(visits) AS visits, sum(bounces) AS bounces, sum(duration) AS duration,
-           sum(page_views) AS page_views
-    FROM visit_deltas
-    GROUP BY site_id, day, GROUPING SETS ((source), (referrer_host), (utm_source), (utm_medium),
-                                          (utm_campaign), (utm_content), (utm_term),
-                                          (entry_page), (exit_page), (browser), (os), (device),
-                                          (country))
-),
-visit_dimension_sketches AS MATERIALIZED (
-    SELECT c.site_id COLLATE "C" AS site_id, c.day, x.dimension COLLATE "C" AS dimension,
-           coalesce(x.value, '(not set)') COLLATE "C" AS value,
-           hll_add_agg(c.visitor_hash) AS visitors
-    FROM changed c
-    CROSS JOIN LATERAL (VALUES
-        ('source', coalesce(c.referrer_source, c.referrer_host), coalesce(c.was_referrer_source,
-            c.was_referrer_host)),
-        ('referrer', c.referrer_host, c.was_referrer_host),
-        ('utm_source', c.utm_source, c.was_utm_source),
-        ('utm_medium', c.utm_medium, c.was_utm_medium),
-        ('utm_campaign', c.utm_campaign, c.was_utm_campaign),
-        ('utm_content', c.utm_content, c.was_utm_content),
-        ('utm_term', c.utm_term, c.was_utm_term),
-        ('entry_page', c.entry_page, c.was_entry_page),
-        ('exit_page', c.exit_page, c.was_exit_page),
-        ('browser', c.browser, c.was_browser),
-        ('os', c.os, c.was_os),
-        ('device', c.device, c.was_device),
-        ('country', c.country, c.was_country)
-    ) AS x (dimension, value, was_value)
-    WHERE c.stored_started_at IS NULL OR c.day <> c.was_day
-       OR x.value IS DISTINCT FROM x.was_value
-    GROUP BY 1, 2, 3, 4
-),
-daily_visit_dimension_deltas AS (
-    INSERT INTO daily_visit_dimensions AS d
-        (site_id, day, dimension, value, visits, bounces, duration, page_views, visitors)
-    SELECT site_id, day, dimension, value, coalesce(s.visits, 0), coalesce(s.bounces, 0),
+-- name: quarter_hour_visit_dimensions.upsert
+quarter_hour_visit_dimension_deltas AS (
+    INSERT INTO quarter_hour_visit_dimensions AS q
+        (site_id, dimension, bucket, value, visits, bounces, duration, page_views, visitors)
+    SELECT site_id, dimension, bucket, value, coalesce(s.visits, 0), coalesce(s.bounces, 0),
            coalesce(s.duration, 0), coalesce(s.page_views, 0),
            coalesce(k.visitors, hll_empty())
     FROM visit_dimension_sums s FULL JOIN visit_dimension_sketches k
-        USING (site_id, day, dimension, value)
+        USING (site_id, day, bucket, dimension, value)
+    ORDER BY site_id, dimension, bucket, value
+    ON CONFLICT (site_id, dimension, bucket, value) DO UPDATE SET
+        visits = q.visits + EXCLUDED.visits, bounces = q.bounces + EXCLUDED.bounces,
+        duration = q.duration + EXCLUDED.duration, page_views = q.page_views + EXCLUDED.page_views,
+        visitors = hll_union(q.visitors, EXCLUDED.visitors)
+)
+
+-- name: quarter_hour_visit_dimensions.delete
+DELETE FROM quarter_hour_visit_dimensions
+WHERE (bucket AT TIME ZONE 'UTC')::date = ANY(%(days)s)
+  AND (%(site)s::text IS NULL OR site_id = %(site)s)
+
+-- name: quarter_hour_visit_dimensions.recount
+-- From the stored visits: the sketches then hold only each visit's present values.
+INSERT INTO quarter_hour_visit_dimensions
+    (site_id, dimension, bucket, value, visits, bounces, duration, page_views, visitors)
+SELECT v.site_id, x.dimension,
+       date_bin('15 minutes', v.started_at, timestamptz '2000-01-01 00:00+00'),
+       coalesce(x.value, '(not set)'), count(*),
+       count(*) FILTER (WHERE v.events = 1 AND v.page_views = 1),
+       sum(floor(extract(epoch FROM v.last_at - v.started_at)))::bigint, sum(v.page_views),
+       hll_add_agg(hll_hash_text(v.visitor))
+FROM visits v
+CROSS JOIN LATERAL visit_dimension_values(v) AS x
+WHERE v.day = ANY(%(days)s) AND (%(site)s::text IS NULL OR v.site_id = %(site)s)
+GROUP BY 1, 2, 3, 4
+
+-- name: quarter_hour_visit_dimensions.expected
+-- As daily_visit_dimensions.expected, per bucket.
+SELECT v.site_id, x.dimension,
+       date_bin('15 minutes', v.started_at, timestamptz '2000-01-01 00:00+00'),
+       coalesce(x.value, '(not set)'), count(*),
+       count(*) FILTER (WHERE v.events = 1 AND v.page_views = 1),
+       sum(floor(extract(epoch FROM v.last_at - v.started_at)))::bigint, sum(v.page_views),
+       true
+FROM visits v
+CROSS JOIN LATERAL visit_dimension_values(v) AS x
+GROUP BY 1, 2, 3, 4 ORDER BY 1, 2, 3, 4
+
+-- name: quarter_hour_visit_dimensions.stored
+-- As daily_visit_dimensions.stored, per bucket.
+SELECT d.site_id, d.dimension, d.bucket, d.value, d.visits, d.bounces, d.duration,
+       d.page_views,
+       hll_cardinality(hll_union(d.visitors, coalesce(now.visitors, hll_empty())))
+           IS NOT DISTINCT FROM hll_cardinality(d.visitors)
+FROM quarter_hour_visit_dimensions d
+LEFT JOIN (
+    SELECT v.site_id, x.dimension,
+           date_bin('15 minutes', v.started_at, timestamptz '2000-01-01 00:00+00') AS bucket,
+           coalesce(x.value, '(not set)') AS value, hll_add_agg(hll_hash_text(v.visitor))
+               AS visitors
+    FROM visits v
+    CROSS JOIN LATERAL visit_dimension_values(v) AS x
+    GROUP BY 1, 2, 3, 4
+) AS now USING (site_id, dimension, bucket, value)
+WHERE (d.visits, d.bounces, d.duration, d.page_views) <> (0, 0, 0, 0)
+ORDER BY 1, 2, 3, 4
+
+-- name: daily_visit_dimensions.upsert
+-- The quarter hours' deltas of each day, regrouped.
+daily_visit_dimension_deltas AS (
+    INSERT INTO daily_visit_dimensions AS d
+        (site_id, day, dimension, value, visits, bounces, duration, page_views, visitors)
+    SELECT site_id, day, dimension, value, sum(visits), sum(bounces), sum(duration),
+           sum(page_views), coalesce(hll_union_agg(visitors), hll_empty())
+    FROM (SELECT site_id, day, dimension, value, visits, bounces, duration, page_views,
+                 NULL::hll AS visitors
+          FROM visit_dimension_sums
+          UNION ALL
+          SELECT site_id, day, dimension, value, 0, 0, 0, 0, visitors
+          FROM visit_dimension_sketches) AS deltas
+    GROUP BY site_id, day, dimension, value
     ORDER BY site_id, day, dimension, value
     ON CONFLICT (site_id, day, dimension, value) DO UPDATE SET
         visits = d.visits + EXCLUDED.visits, bounces = d.bounces + EXCLUDED.bounces,
@@ -472,13 +547,7 @@ SELECT v.site_id, v.day, x.dimension, coalesce(x.value, '(not set)'), count(*),
        sum(floor(extract(epoch FROM v.last_at - v.started_at)))::bigint, sum(v.page_views),
        hll_add_agg(hll_hash_text(v.visitor))
 FROM visits v
-CROSS JOIN LATERAL (VALUES
-    ('source', coalesce(v.referrer_source, v.referrer_host)), ('referrer', v.referrer_host),
-    ('utm_source', v.utm_source), ('utm_medium', v.utm_medium),
-    ('utm_campaign', v.utm_campaign), ('utm_content', v.utm_content),
-    ('utm_term', v.utm_term), ('entry_page', v.entry_page), ('exit_page', v.exit_page),
-    ('browser', v.browser), ('os', v.os), ('device', v.device), ('country', v.country)
-) AS x (dimension, value)
+CROSS JOIN LATERAL visit_dimension_values(v) AS x
 WHERE v.day = ANY(%(days)s) AND (%(site)s::text IS NULL OR v.site_id = %(site)s)
 GROUP BY 1, 2, 3, 4
 
@@ -490,13 +559,7 @@ SELECT v.site_id, v.day, x.dimension, coalesce(x.value, '(not set)'), count(*),
        sum(floor(extract(epoch FROM v.last_at - v.started_at)))::bigint, sum(v.page_views),
        true
 FROM visits v
-CROSS JOIN LATERAL (VALUES
-    ('source', coalesce(v.referrer_source, v.referrer_host)), ('referrer', v.referrer_host),
-    ('utm_source', v.utm_source), ('utm_medium', v.utm_medium),
-    ('utm_campaign', v.utm_campaign), ('utm_content', v.utm_content),
-    ('utm_term', v.utm_term), ('entry_page', v.entry_page), ('exit_page', v.exit_page),
-    ('browser', v.browser), ('os', v.os), ('device', v.device), ('country', v.country)
-) AS x (dimension, value)
+CROSS JOIN LATERAL visit_dimension_values(v) AS x
 GROUP BY 1, 2, 3, 4 ORDER BY 1, 2, 3, 4
 
 -- name: daily_visit_dimensions.stored
@@ -510,13 +573,7 @@ LEFT JOIN (
     SELECT v.site_id, v.day, x.dimension, coalesce(x.value, '(not set)') AS value,
            hll_add_agg(hll_hash_text(v.visitor)) AS visitors
     FROM visits v
-    CROSS JOIN LATERAL (VALUES
-        ('source', coalesce(v.referrer_source, v.referrer_host)), ('referrer', v.referrer_host),
-        ('utm_source', v.utm_source), ('utm_medium', v.utm_medium),
-        ('utm_campaign', v.utm_campaign), ('utm_content', v.utm_content),
-        ('utm_term', v.utm_term), ('entry_page', v.entry_page), ('exit_page', v.exit_page),
-        ('browser', v.browser), ('os', v.os), ('device', v.device), ('country', v.country)
-    ) AS x (dimension, value)
+    CROSS JOIN LATERAL visit_dimension_values(v) AS x
     GROUP BY 1, 2, 3, 4
 ) AS now USING (site_id, day, dimension, value)
 WHERE (d.visits, d.bounces, d.duration, d.page_views) <> (0, 0, 0, 0)

@@ -1,11 +1,13 @@
-"""Stats answers kept by snapshot (ingest/stats_answers.py), against a real PostgreSQL: a
-question asked again with nothing committed in between is answered without a statement, a
-commit makes it computed again (and right), identical questions asked at once share one
-statement, and what is kept stays within its bound."""
+"""Stats answers kept by site version (ingest/stats_answers.py), against a real PostgreSQL: a
+question asked again with nothing of its site committed in between is answered without a
+statement, a batch of the site or a command makes it computed again (and right), another
+site's batch does not, identical questions asked at once share one statement, and what is
+kept stays within its bound."""
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import datetime as dt
 from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
@@ -19,7 +21,12 @@ from starlette.routing import Route
 
 from consumer.batch import to_row
 from consumer.imports import import_export
+from consumer.imports_write import remove_imports
+from consumer.rebuild import rebuild_rollups
+from consumer.retention import apply_retention
+from consumer.seal import seal_closed_days
 from consumer.write import Writer
+from consumer.zones import add_zone, remove_zone
 from ingest.database import make_pool
 from ingest.stats_answers import StatsAnswers
 from tests.integration.exports_support import zip_of
@@ -39,10 +46,15 @@ def _answers(app: Any) -> StatsAnswers:
     return answers
 
 
-def _snapshot(database_url: str) -> str:
+def _snapshot(database_url: str) -> tuple[int, int]:
+    """The versions answers about SITE are kept by: the epoch and the site's."""
     with psycopg.connect(database_url, autocommit=True) as conn:
-        [(text,)] = conn.execute("SELECT pg_current_snapshot()::text").fetchall()
-    return str(text)
+        [row] = conn.execute(
+            "SELECT (SELECT epoch FROM data_epoch),"
+            " coalesce((SELECT version FROM site_versions WHERE site_id = %s), 0)",
+            (SITE,),
+        ).fetchall()
+    return int(row[0]), int(row[1])
 
 
 async def _write(database_url: str, users: list[str], offset: int) -> None:
@@ -57,14 +69,13 @@ async def _write(database_url: str, users: list[str], offset: int) -> None:
 async def _twice_in_one_snapshot(
     database_url: str, ask: Callable[[], Awaitable[Any]]
 ) -> tuple[Any, Any]:
-    """Asks twice with no commit in the cluster in between (the cluster is shared by
-    whatever else runs: tries again when something committed meanwhile)."""
+    """Asks twice with no version of SITE bumped in between (tries again when one was)."""
     for _ in range(20):
         before = _snapshot(database_url)
         first, second = await ask(), await ask()
         if _snapshot(database_url) == before:
             return first, second
-    raise AssertionError("the cluster never stayed without a commit for two requests")
+    raise AssertionError("SITE's versions never stayed the same for two requests")
 
 
 @pytest.fixture
@@ -78,6 +89,18 @@ async def pool(database_url: str) -> AsyncIterator[AsyncConnectionPool[Any]]:
         await opened.close()
 
 
+@contextlib.asynccontextmanager
+async def _api(database_url: str) -> AsyncIterator[tuple[httpx.AsyncClient, StatsAnswers]]:
+    """A client of an API on the test's database that keeps answers, and its answers."""
+    pool, app = await _client_app(database_url)
+    try:
+        transport = httpx.ASGITransport(app=app)
+        async with httpx.AsyncClient(transport=transport, base_url="http://t") as client:
+            yield client, _answers(app)
+    finally:
+        await pool.close()
+
+
 async def _client_app(database_url: str, **overrides: Any) -> tuple[Any, Any]:
     settings = api_settings(database_url, stats_answer_cache_mb=1, **overrides)
     pool = make_pool(settings)
@@ -87,39 +110,32 @@ async def _client_app(database_url: str, **overrides: Any) -> tuple[Any, Any]:
 
 async def test_an_answer_is_kept_until_a_commit_then_computed_again(database_url: str) -> None:
     await _write(database_url, ["u1", "u2"], 0)
-    pool, app = await _client_app(database_url)
-    try:
-        transport = httpx.ASGITransport(app=app)
-        async with httpx.AsyncClient(transport=transport, base_url="http://t") as client:
-            answers = _answers(app)
+    async with _api(database_url) as (client, answers):
 
-            async def ask() -> httpx.Response:
-                return await client.get("/api/v1/stats/aggregate", params=MONTH)
+        async def ask() -> httpx.Response:
+            return await client.get("/api/v1/stats/aggregate", params=MONTH)
 
-            first, second = await _twice_in_one_snapshot(database_url, ask)
-            assert first.status_code == second.status_code == 200
-            assert first.content == second.content
-            assert first.json()["results"]["visitors"]["value"] == 2
-            assert answers.counts["hit"] >= 1
-            assert answers.stored_bytes > 0
+        first, second = await _twice_in_one_snapshot(database_url, ask)
+        assert first.status_code == second.status_code == 200
+        assert first.content == second.content
+        assert first.json()["results"]["visitors"]["value"] == 2
+        assert answers.counts["hit"] >= 1
+        assert answers.stored_bytes > 0
 
-            # A batch commits: the same question is computed again, and counts it.
-            computed = answers.counts["computed"]
-            await _write(database_url, ["u3"], 2)
-            third = await ask()
-            assert third.json()["results"]["visitors"]["value"] == 3
-            assert answers.counts["computed"] > computed
+        # A batch commits: the same question is computed again, and counts it.
+        computed = answers.counts["computed"]
+        await _write(database_url, ["u3"], 2)
+        third = await ask()
+        assert third.json()["results"]["visitors"]["value"] == 3
+        assert answers.counts["computed"] > computed
 
-            # The base contract's answer is kept the same way, byte for byte.
-            legacy = {"site_id": SITE, "date": "2025-11-12"}
-            one, two = await _twice_in_one_snapshot(
-                database_url, lambda: client.get("/stats", params=legacy)
-            )
-            assert one.content == two.content
-            assert one.json()["total_views"] == 3
-
-    finally:
-        await pool.close()
+        # The base contract's answer is kept the same way, byte for byte.
+        legacy = {"site_id": SITE, "date": "2025-11-12"}
+        one, two = await _twice_in_one_snapshot(
+            database_url, lambda: client.get("/stats", params=legacy)
+        )
+        assert one.content == two.content
+        assert one.json()["total_views"] == 3
 
 
 async def test_identical_questions_at_once_share_one_statement(database_url: str) -> None:
@@ -191,85 +207,74 @@ async def test_what_is_kept_stays_within_its_bound_and_failures_are_not(
         raise RuntimeError("the statement failed")
 
     small = await _twice_in_one_snapshot(
-        database_url, lambda: answers.answer(pool, b"small", computing(b"s" * 500))
+        database_url, lambda: answers.answer(pool, SITE, b"small", computing(b"s" * 500))
     )
     assert small == (b"s" * 500, b"s" * 500)
     assert answers.counts["hit"] >= 1
     # Larger than the whole bound: answered, never kept.
     calls.clear()
     await _twice_in_one_snapshot(
-        database_url, lambda: answers.answer(pool, b"large", computing(b"l" * 5_000))
+        database_url, lambda: answers.answer(pool, SITE, b"large", computing(b"l" * 5_000))
     )
     assert len(calls) == 2
     assert answers.stored_bytes <= 2_000
     # Many answers: the least recently used go first, the total stays within the bound.
     for i in range(20):
-        await answers.answer(pool, b"many %d" % i, computing(b"m" * 300))
+        await answers.answer(pool, SITE, b"many %d" % i, computing(b"m" * 300))
     assert 0 < answers.stored_bytes <= 2_000
     # A failure is not kept: the next request computes again.
     calls.clear()
     for _ in range(2):
         with pytest.raises(RuntimeError, match="the statement failed"):
-            await answers.answer(pool, b"failing", failing)
+            await answers.answer(pool, SITE, b"failing", failing)
     assert calls == ["failed", "failed"]
     # Turned off: computed every time, and no snapshot read.
     off = StatsAnswers(max_bytes=0)
     calls.clear()
     for _ in range(2):
-        await off.answer(pool, b"off", computing(b"o"))
+        await off.answer(pool, SITE, b"off", computing(b"o"))
     assert calls == ["x", "x"] and off.counts == {"hit": 0, "joined": 0, "computed": 2}
 
 
 async def test_parameters_the_answer_does_not_read_share_its_answer(database_url: str) -> None:
     await _write(database_url, ["u1"], 0)
-    pool, app = await _client_app(database_url)
-    try:
-        transport = httpx.ASGITransport(app=app)
-        async with httpx.AsyncClient(transport=transport, base_url="http://t") as client:
-            answers = _answers(app)
+    async with _api(database_url) as (client, answers):
 
-            async def ask_twice() -> tuple[httpx.Response, httpx.Response]:
-                return (
-                    await client.get("/api/v1/stats/aggregate", params=MONTH),
-                    await client.get("/api/v1/stats/aggregate", params={**MONTH, "junk": "x"}),
-                )
-
-            for _ in range(20):
-                before, hits = _snapshot(database_url), answers.counts["hit"]
-                plain, junk = await ask_twice()
-                if _snapshot(database_url) == before:
-                    break
-            assert plain.content == junk.content
-            assert answers.counts["hit"] == hits + 1
-            # What the answer reads is part of the question: page views named as asked.
-            named = await client.get(
-                "/api/v1/stats/aggregate", params={**MONTH, "metrics": "pageviews"}
+        async def ask_twice() -> tuple[httpx.Response, httpx.Response]:
+            return (
+                await client.get("/api/v1/stats/aggregate", params=MONTH),
+                await client.get("/api/v1/stats/aggregate", params={**MONTH, "junk": "x"}),
             )
-            assert "pageviews" in named.json()["results"]
-    finally:
-        await pool.close()
+
+        for _ in range(20):
+            before, hits = _snapshot(database_url), answers.counts["hit"]
+            plain, junk = await ask_twice()
+            if _snapshot(database_url) == before:
+                break
+        assert plain.content == junk.content
+        assert answers.counts["hit"] == hits + 1
+        # What the answer reads is part of the question: page views named as asked.
+        named = await client.get(
+            "/api/v1/stats/aggregate", params={**MONTH, "metrics": "pageviews"}
+        )
+        assert "pageviews" in named.json()["results"]
 
 
 async def test_an_import_shows_in_the_next_answer(database_url: str, tmp_path: Path) -> None:
     """Whether a site has imports is kept per process; an answer kept for a version reads it
-    as of that version, so an import shows at once, not when something else commits."""
+    as of that epoch, so an import shows at once, not when something else commits."""
     await _write(database_url, ["u1"], 0)
-    pool, app = await _client_app(database_url)
-    try:
-        transport = httpx.ASGITransport(app=app)
-        async with httpx.AsyncClient(transport=transport, base_url="http://t") as client:
-            before = await client.get("/api/v1/stats/aggregate", params=MONTH)
-            assert before.json()["results"]["visitors"]["value"] == 1
-            text = "date,visitors,pageviews,bounces,visits,visit_duration\n"
-            text += "2025-11-10,100,100,0,100,0\n"
-            path = tmp_path / "history.zip"
-            path.write_bytes(zip_of({"imported_visitors_20251110_20251110.csv": text}))
-            await import_export(database_url, path, SITE, lambda line: None)
-            after = await client.get("/api/v1/stats/aggregate", params=MONTH)
-            assert after.json()["results"]["visitors"]["value"] == 101
-            assert after.json().get("imports_included") is True
-    finally:
-        await pool.close()
+    async with _api(database_url) as (client, _):
+        before = await client.get("/api/v1/stats/aggregate", params=MONTH)
+        assert before.json()["results"]["visitors"]["value"] == 1
+        text = "date,visitors,pageviews,bounces,visits,visit_duration\n"
+        text += "2025-11-10,100,100,0,100,0\n"
+        path = tmp_path / "history.zip"
+        path.write_bytes(zip_of({"imported_visitors_20251110_20251110.csv": text}))
+        await import_export(database_url, path, SITE, lambda line: None)
+        after = await client.get("/api/v1/stats/aggregate", params=MONTH)
+        assert after.json()["results"]["visitors"]["value"] == 101
+        assert after.json().get("imports_included") is True
 
 
 async def test_a_client_refused_a_slot_does_not_refuse_the_others_who_joined(
@@ -379,12 +384,83 @@ async def test_requests_arriving_together_share_one_read_of_the_version(
     async def compute() -> bytes:
         return b"answer"
 
-    bodies = await asyncio.gather(*(answers.answer(pool, b"q", compute) for _ in range(20)))
+    sites = [f"site-{i % 4}" for i in range(20)]
+    bodies = await asyncio.gather(
+        *(answers.answer(pool, site, b"q " + site.encode(), compute) for site in sites)
+    )
     assert bodies == [b"answer"] * 20
-    # All twenty were waiting when the read started: one statement for them all.
+    # All twenty were waiting when the read started: one statement for them all, whatever
+    # their sites.
     assert answers._versions.reads == 1
-    assert answers.counts["computed"] == 1
-    assert answers.counts["joined"] + answers.counts["hit"] == 19
+    assert answers.counts["computed"] == 4
+    assert answers.counts["joined"] + answers.counts["hit"] == 16
     # A request after it gets a read of its own (something may have committed since).
-    await answers.answer(pool, b"q", compute)
+    await answers.answer(pool, "site-0", b"q site-0", compute)
     assert answers._versions.reads == 2
+
+
+async def test_a_batch_of_another_site_leaves_a_sites_answers_kept(database_url: str) -> None:
+    await _write(database_url, ["u1"], 0)
+    async with _api(database_url) as (client, answers):
+
+        async def visitors() -> int:
+            r = await client.get("/api/v1/stats/aggregate", params=MONTH)
+            return int(r.json()["results"]["visitors"]["value"])
+
+        assert await visitors() == 1
+        computed = answers.counts["computed"]
+        # Another site's batch commits: the answer stays kept.
+        writer = Writer(database_url, "g", "events")
+        try:
+            other = [to_row(make_record(site_id="other-site", user_id="x", path="/p"))]
+            await writer.write(other, {1: 1}, {})
+        finally:
+            await writer.close()
+        assert await visitors() == 1
+        assert answers.counts["computed"] == computed
+        # A batch of the site itself: computed again, and right.
+        await _write(database_url, ["u2"], 1)
+        assert await visitors() == 2
+        assert answers.counts["computed"] == computed + 1
+
+
+def _epoch(database_url: str) -> int:
+    return int(_snapshot(database_url)[0])
+
+
+async def test_every_command_that_changes_what_stats_read_bumps_the_epoch(
+    database_url: str, tmp_path: Path
+) -> None:
+    """Seal, zones, rebuild, retention and imports change rollups no batch versions: each
+    bumps the epoch in its transaction, so every kept answer is computed again."""
+    old = make_record(site_id=SITE, user_id="u0", timestamp=dt.datetime(2025, 10, 2, tzinfo=dt.UTC))
+    writer = Writer(database_url, "g", "events")
+    try:
+        await writer.write([to_row(old)], {0: 1}, {})
+    finally:
+        await writer.close()
+    await _write(database_url, ["u1"], 1)
+    steps: list[tuple[str, Callable[[], Awaitable[Any]]]] = [
+        ("seal", lambda: seal_closed_days(database_url, dt.date(2025, 12, 20))),
+        ("zones add", lambda: add_zone(database_url, SITE, "Asia/Kolkata")),
+        ("zones remove", lambda: remove_zone(database_url, SITE, "Asia/Kolkata")),
+        (
+            "rebuild",
+            lambda: rebuild_rollups(database_url, dt.date(2025, 11, 1), dt.date(2025, 11, 30)),
+        ),
+        ("retention", lambda: apply_retention(database_url, 30, dt.date(2025, 11, 20))),
+    ]
+    path = tmp_path / "history.zip"
+    text = "date,visitors,pageviews,bounces,visits,visit_duration\n2025-11-10,1,1,0,1,0\n"
+    path.write_bytes(zip_of({"imported_visitors_20251110_20251110.csv": text}))
+    steps.append(("import", lambda: import_export(database_url, path, SITE, lambda line: None)))
+
+    async def remove() -> None:
+        async with await psycopg.AsyncConnection.connect(database_url, autocommit=True) as conn:
+            assert await remove_imports(conn, SITE)
+
+    steps.append(("import removal", remove))
+    for name, step in steps:
+        before = _epoch(database_url)
+        await step()
+        assert _epoch(database_url) > before, name

@@ -3,7 +3,7 @@ views_per_visit; visit:source, visit:utm_*, visit:entry_page, visit:exit_page â€
 realtime count, against a real PostgreSQL.
 
 The visit tables are seeded from a list of visits (`seed_visits`: the visits rows as the
-consumer keeps them, and its two rollups recounted from them), and every answer is compared
+consumer keeps them, and its rollups recounted from them), and every answer is compared
 with a recount of the same list done here in Python, in UTC, in a zone of half hours
 (Asia/Kolkata) and in one of whole hours (America/New_York). Nothing here depends on how the
 rows were written, so the same checks hold on rows the consumer wrote.
@@ -23,6 +23,7 @@ import psycopg
 import pytest
 from psycopg_pool import AsyncConnectionPool
 
+from consumer.rollups import ROLLUPS
 from ingest.settings import Settings
 from ingest.stats_realtime import RealtimeCounts
 from tests.integration.test_stats_api import at, client_for, get_json, make_app
@@ -57,42 +58,12 @@ class Visit:
 
 
 COLUMNS = [f.name for f in fields(Visit)]
-# The rollups recounted from the visits rows: what the consumer keeps by deltas.
-RECOUNT_BUCKETS = """
-INSERT INTO quarter_hour_visits (site_id, bucket, visits, bounces, duration, page_views)
-SELECT site_id, date_bin('15 minutes', started_at, '2000-01-01 00:00+00'), count(*),
-       count(*) FILTER (WHERE events = 1 AND page_views = 1),
-       sum(floor(extract(epoch FROM last_at - started_at))), sum(page_views)
-FROM visits GROUP BY 1, 2
-"""
-RECOUNT_DIMENSIONS = """
-INSERT INTO daily_visit_dimensions
-    (site_id, day, dimension, value, visits, bounces, duration, page_views, visitors)
-SELECT site_id, day, d.dimension, d.value, count(*),
-       count(*) FILTER (WHERE events = 1 AND page_views = 1),
-       sum(floor(extract(epoch FROM last_at - started_at))), sum(page_views),
-       hll_add_agg(hll_hash_text(visitor))
-FROM visits CROSS JOIN LATERAL (VALUES
-    ('source', coalesce(referrer_source, referrer_host, '(not set)')),
-    ('referrer', coalesce(referrer_host, '(not set)')),
-    ('utm_source', coalesce(utm_source, '(not set)')),
-    ('utm_medium', coalesce(utm_medium, '(not set)')),
-    ('utm_campaign', coalesce(utm_campaign, '(not set)')),
-    ('utm_content', coalesce(utm_content, '(not set)')),
-    ('utm_term', coalesce(utm_term, '(not set)')),
-    ('entry_page', entry_page),
-    ('exit_page', exit_page),
-    ('browser', coalesce(browser, '(not set)')),
-    ('os', coalesce(os, '(not set)')),
-    ('device', coalesce(device, '(not set)')),
-    ('country', coalesce(country, '(not set)'))
-) AS d (dimension, value)
-GROUP BY 1, 2, 3, 4
-"""
+# The visit rollups the stats read, recounted from the seeded visits by their own statements.
+VISIT_ROLLUPS = [rollup for rollup in ROLLUPS if rollup.from_visits and not rollup.sealed]
 
 
 def seed_visits(database_url: str, visits: Iterable[Visit]) -> None:
-    """The visits rows, `day` the UTC day of the start, and both rollups recounted. They
+    """The visits rows, `day` the UTC day of the start, and their rollups recounted. They
     replace whatever visits the consumer made of events written before: the rows given are
     the test's whole oracle."""
     with psycopg.connect(database_url) as conn:
@@ -106,9 +77,10 @@ def seed_visits(database_url: str, visits: Iterable[Visit]) -> None:
                     for v in visits
                 ],
             )
-        conn.execute("TRUNCATE quarter_hour_visits, daily_visit_dimensions")
-        conn.execute(RECOUNT_BUCKETS)
-        conn.execute(RECOUNT_DIMENSIONS)
+        conn.execute("TRUNCATE " + ", ".join(rollup.table for rollup in VISIT_ROLLUPS))
+        days = sorted({v.started_at.astimezone(dt.UTC).date() for v in visits})
+        for rollup in VISIT_ROLLUPS:
+            conn.execute(rollup.sql("recount"), {"days": days, "site": None})
 
 
 GOOGLE = {"referrer_host": "www.google.com", "referrer_source": "Google"}

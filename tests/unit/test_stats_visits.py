@@ -10,7 +10,14 @@ import pytest
 from ingest import stats_visits
 from ingest.errors import BadRequest
 from ingest.stats_params import from_visits, parse_breakdown, parse_stats, parse_timeseries
-from ingest.stats_visits import Buckets, DimensionDays, VisitRows, VisitSums, visit_values
+from ingest.stats_visits import (
+    Buckets,
+    DimensionBuckets,
+    DimensionDays,
+    VisitRows,
+    VisitSums,
+    visit_values,
+)
 from ingest.stats_visits_page import ranks_on_sums, visit_page_sql
 from ingest.stats_visits_rank import Window
 
@@ -104,7 +111,13 @@ def test_unfiltered_visit_totals_read_15_minute_buckets_in_any_zone() -> None:
     )
 
 
-def test_one_visit_filter_reads_its_dimension_rows_of_whole_utc_days_and_visits_at_the_edges() -> (
+EDGES = (
+    (utc("2025-11-10 18:30"), utc("2025-11-11 00:00")),
+    (utc("2025-11-13 00:00"), utc("2025-11-13 18:30")),
+)
+
+
+def test_one_visit_filter_reads_its_dimension_rows_of_whole_utc_days_and_buckets_at_the_edges() -> (
     None
 ):
     request = parse_stats(
@@ -113,19 +126,32 @@ def test_one_visit_filter_reads_its_dimension_rows_of_whole_utc_days_and_visits_
     parts = stats_visits.plan_visit_totals(request)
     assert parts == (
         DimensionDays("source", D(2025, 11, 11), D(2025, 11, 13), filtered=True),
-        VisitRows(
-            (
-                (utc("2025-11-10 18:30"), utc("2025-11-11 00:00")),
-                (utc("2025-11-13 00:00"), utc("2025-11-13 18:30")),
-            )
-        ),
+        DimensionBuckets("source", EDGES, filtered=True),
     )
-    assert stats_visits.reads_visit_rows(parts)
+    assert not stats_visits.reads_visit_rows(parts)
     query, bound = stats_visits.visit_totals_sql(request, parts)
     text = query.as_string(None)
     assert "Google" not in text and bound["f0"] == "Google"  # values are bound
-    assert "value <> %(f0)s" in text and bound["p0_dimension"] == "source"
-    assert "coalesce(referrer_source, referrer_host, '(not set)') <> %(f0)s" in text
+    assert text.count("value <> %(f0)s") == 2 and "FROM visits" not in text
+    assert bound["p0_dimension"] == bound["p1_dimension"] == "source"
+    assert "(bucket >= %(p1_a1)s AND bucket < %(p1_b1)s)" in text
+    assert (bound["p1_a1"], bound["p1_b1"]) == EDGES[1]
+
+
+def test_one_visit_filter_within_a_day_of_another_zone_reads_buckets_only() -> None:
+    request = parse_stats(
+        params(
+            metrics="visits",
+            timezone="Europe/Berlin",
+            period="day",
+            date="2025-11-13",
+            filters="visit:os==iOS",
+        ),
+        now=NOW,
+    )
+    assert stats_visits.plan_visit_totals(request) == (
+        DimensionBuckets("os", ((utc("2025-11-12 23:00"), utc("2025-11-13 23:00")),), True),
+    )
 
 
 def test_a_utc_range_with_one_filter_reads_no_visits_rows() -> None:
@@ -164,15 +190,18 @@ def test_series_read_buckets_unfiltered_and_dimension_days_only_for_utc_days() -
 def test_a_breakdown_reads_its_dimension_rows_and_edges_or_with_filters_visits() -> None:
     request = parse_breakdown(params(property="visit:utm_medium", timezone="Asia/Kolkata"), now=NOW)
     parts = stats_visits.plan_visit_breakdown(request)
-    assert parts[0] == DimensionDays("utm_medium", D(2025, 11, 11), D(2025, 11, 13))
-    assert isinstance(parts[1], VisitRows) and len(parts[1].spans) == 2
-    assert ranks_on_sums(parts)
+    assert parts == (
+        DimensionDays("utm_medium", D(2025, 11, 11), D(2025, 11, 13)),
+        DimensionBuckets("utm_medium", EDGES),
+    )
+    assert ranks_on_sums(parts) and not stats_visits.reads_visit_rows(parts)
     # Sorted by visitors: candidates by visits, sketches merged for the first `merge` only,
-    # each value's by primary-key lookups of its days.
+    # each value's by primary-key lookups of its days and its edges' buckets.
     query, bound = visit_page_sql(request, parts, "visitors", Window(40, 0, 20))
     text = query.as_string(None)
-    assert "ORDER BY visits DESC, value LIMIT %(limit)s" in text
+    assert "ORDER BY visits DESC, value LIMIT %(limit)s" in text and "FROM visits" not in text
     assert "CASE WHEN g.n <= %(merge)s" in text and "x.day = ANY(%(p0_days)s)" in text
+    assert "x.dimension = %(p1_dimension)s AND ((x.bucket >= %(p1_a0)s" in text
     assert bound["p0_days"] == [D(2025, 11, 11), D(2025, 11, 12)]
     assert (bound["limit"], bound["offset"], bound["merge"]) == (40, 0, 20)
     filtered = parse_breakdown(
