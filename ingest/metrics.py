@@ -75,7 +75,7 @@ class _AnswerCounts(Collector):
         requests = CounterMetricFamily(
             "stats_answers_requests",
             "Stats requests by how they were answered: `hit` (an answer stored for the "
-            "database's current snapshot), `joined` (the same question's computation in "
+            "site's current version), `joined` (the same question's computation in "
             "flight), `computed`",
             labels=["outcome"],
         )

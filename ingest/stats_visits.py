@@ -149,9 +149,33 @@ def plan_visit_breakdown(request: BreakdownRequest) -> tuple[VisitPart, ...]:
     return _dimension_parts(request.dimension, r.start, r.end, months=True)
 
 
-def reads_visit_rows(parts: tuple[VisitPart, ...]) -> bool:
-    """Whether a statement reads visits rows (and so takes a raw read's slot)."""
-    return any(isinstance(part, VisitRows) for part in parts)
+# The dimensions whose values the emitter writes (capped per site, UTC day and dimension by
+# VISIT_VALUES_PER_DAY, consumer/rollups/visits.sql): a day's buckets may each hold the cap's
+# rows of one of them.
+OPEN_DIMENSIONS = frozenset(
+    {
+        "source",
+        "referrer",
+        "utm_source",
+        "utm_medium",
+        "utm_campaign",
+        "utm_content",
+        "utm_term",
+        "entry_page",
+        "exit_page",
+    }
+)
+
+
+def raw_read(parts: tuple[VisitPart, ...]) -> bool:
+    """Whether a statement reads what grows with what clients send, and so takes a raw
+    read's slot and timeout: visits rows, or the buckets of an open dimension (up to 192
+    buckets of the cap's values each)."""
+    return any(
+        isinstance(part, VisitRows)
+        or (isinstance(part, DimensionBuckets) and part.dimension in OPEN_DIMENSIONS)
+        for part in parts
+    )
 
 
 # A visit's value of each dimension, as the consumer files it in daily_visit_dimensions.

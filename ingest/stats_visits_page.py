@@ -49,9 +49,14 @@ def ranks_on_sums(parts: tuple[VisitPart, ...]) -> bool:
     return any(isinstance(part, DimensionDays | DimensionBuckets) for part in parts)
 
 
-def _parts(parts: tuple[VisitPart, ...]) -> tuple[list[sql.Composable], list[sql.Composable]]:
-    """Each part's rows of sums (value, visits, bounces, duration, page views) and sketch of
-    the value `g.value`."""
+def _parts(
+    parts: tuple[VisitPart, ...], wanted: sql.Composable
+) -> tuple[list[sql.Composable], list[sql.Composable], list[sql.Composable]]:
+    """Each part's CTEs, rows of sums (value, visits, bounces, duration, page views) and
+    sketch of the value `g.value`. An edge's sketches are merged once per statement, for the
+    values `wanted` selects: looked up value by value, each would scan every value's rows of
+    the edge (the key's bucket comes before the value)."""
+    ctes: list[sql.Composable] = []
     sums: list[sql.Composable] = []
     sketches: list[sql.Composable] = []
     for i, part in enumerate(parts):
@@ -93,14 +98,18 @@ def _parts(parts: tuple[VisitPart, ...]) -> tuple[list[sql.Composable], list[sql
                     "WHERE site_id = %(site)s AND dimension = {dim} AND {buckets}"
                 ).format(sums=sql.SQL(_SUMS), dim=dim, buckets=buckets_clause(part.spans, p))
             )
-            sketches.append(
+            name = sql.Identifier(f"edges{i}")
+            ctes.append(
                 sql.SQL(
-                    "SELECT x.visitors FROM quarter_hour_visit_dimensions x "
-                    "WHERE x.site_id = %(site)s AND x.dimension = {dim} AND {buckets} "
-                    "AND x.value = g.value"
-                ).format(dim=dim, buckets=buckets_clause(part.spans, p, "x."))
+                    "{name} AS MATERIALIZED (SELECT value, hll_union_agg(visitors) AS visitors "
+                    "FROM quarter_hour_visit_dimensions WHERE site_id = %(site)s "
+                    "AND dimension = {dim} AND {buckets} AND value IN ({wanted}) GROUP BY value)"
+                ).format(name=name, dim=dim, buckets=buckets_clause(part.spans, p), wanted=wanted)
             )
-    return sums, sketches
+            sketches.append(
+                sql.SQL("SELECT e.visitors FROM {} e WHERE e.value = g.value").format(name)
+            )
+    return ctes, sums, sketches
 
 
 def _merged(sketches: list[sql.Composable]) -> sql.Composable:
@@ -113,8 +122,8 @@ def compose_page(parts: tuple[VisitPart, ...], key: Metric, with_visitors: bool)
     """Rows (value, visits, bounces, duration, page views, visitors or NULL) of the values
     ranked by `key` (most first, ties by value), %(limit)s of them from %(offset)s; the
     visitors of the first %(merge)s of those only (the others NULL)."""
-    sums, sketches = _parts(parts)
-    ctes = [
+    edges, sums, sketches = _parts(parts, sql.SQL("SELECT value FROM page WHERE n <= %(merge)s"))
+    ctes: list[sql.Composable] = [
         sql.SQL(
             "ranked AS (SELECT value, sum(visits)::bigint AS visits, "
             "sum(bounces)::bigint AS bounces, sum(duration)::bigint AS duration, "
@@ -131,6 +140,7 @@ def compose_page(parts: tuple[VisitPart, ...], key: Metric, with_visitors: bool)
     )
     visitors: sql.Composable = sql.SQL("NULL::float8")
     if with_visitors:
+        ctes += edges
         visitors = sql.SQL("CASE WHEN g.n <= %(merge)s THEN {} END").format(_merged(sketches))
     final = "WITH {ctes} SELECT value, {sums}, {visitors} FROM page g ORDER BY n"
     return sql.SQL(final).format(
@@ -140,9 +150,10 @@ def compose_page(parts: tuple[VisitPart, ...], key: Metric, with_visitors: bool)
 
 def compose_visitors(parts: tuple[VisitPart, ...]) -> sql.Composable:
     """Rows (value, visitors) of the values bound as %(values)s."""
-    _, sketches = _parts(parts)
-    return sql.SQL("SELECT g.value, {} FROM unnest(%(values)s::text[]) g (value)").format(
-        _merged(sketches)
+    edges, _, sketches = _parts(parts, sql.SQL("SELECT unnest(%(values)s::text[])"))
+    with_ctes = sql.SQL("WITH {} ").format(sql.SQL(",\n").join(edges)) if edges else sql.SQL("")
+    return sql.SQL("{}SELECT g.value, {} FROM unnest(%(values)s::text[]) g (value)").format(
+        with_ctes, _merged(sketches)
     )
 
 

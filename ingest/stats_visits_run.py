@@ -1,9 +1,10 @@
 """Running visit questions (ingest/stats_visits.py) on the stats pool.
 
 Statements over buckets and daily dimension rows read rollups and run like every other stats
-statement; those reading visits rows run as raw reads do (ingest/stats_run.py fetch_raw: a
-slot of STATS_RAW_CONCURRENCY, STATS_RAW_STATEMENT_TIMEOUT_MS), since a range of visits
-grows with the site's traffic.
+statement; those reading visits rows, or the 15-minute rows of a dimension whose values
+clients write, run as raw reads do (ingest/stats_run.py fetch_raw: a slot of
+STATS_RAW_CONCURRENCY, STATS_RAW_STATEMENT_TIMEOUT_MS), since what they read grows with the
+site's traffic (stats_visits.raw_read).
 """
 
 from __future__ import annotations
@@ -20,7 +21,7 @@ from ingest.stats_visits import (
     plan_visit_breakdown,
     plan_visit_series,
     plan_visit_totals,
-    reads_visit_rows,
+    raw_read,
     sums,
     visit_breakdown_sql,
     visit_series_sql,
@@ -33,7 +34,7 @@ async def _run(
     pool: Pool, parts: tuple[VisitPart, ...], built: tuple[Any, dict[str, Any]]
 ) -> list[Row]:
     query, params = built
-    run = fetch_raw if reads_visit_rows(parts) else fetch
+    run = fetch_raw if raw_read(parts) else fetch
     return await run(pool, query, params)
 
 

@@ -106,8 +106,9 @@ sealed AS (
 
 -- name: batch.site_versions
 -- The sites whose stored events this batch changes: their kept stats answers are computed
--- again (ingest/stats_answers.py). Last of the statement, after every rollup's lock; each
--- replica writes the sites of its own partitions, so two batches never wait for one row.
+-- again (ingest/stats_answers.py). Last of the statement, after every rollup's lock: two
+-- batches that share a site (one spread over partitions by HOT_SITES) already wait for each
+-- other at that site's rollup rows, before they get here.
 site_versions_bumped AS (
     INSERT INTO site_versions AS v (site_id, version)
     SELECT DISTINCT site_id COLLATE "C", 1 FROM inserted ORDER BY 1

@@ -128,7 +128,7 @@ def test_one_visit_filter_reads_its_dimension_rows_of_whole_utc_days_and_buckets
         DimensionDays("source", D(2025, 11, 11), D(2025, 11, 13), filtered=True),
         DimensionBuckets("source", EDGES, filtered=True),
     )
-    assert not stats_visits.reads_visit_rows(parts)
+    assert stats_visits.raw_read(parts)  # source's values are the emitter's
     query, bound = stats_visits.visit_totals_sql(request, parts)
     text = query.as_string(None)
     assert "Google" not in text and bound["f0"] == "Google"  # values are bound
@@ -136,6 +136,16 @@ def test_one_visit_filter_reads_its_dimension_rows_of_whole_utc_days_and_buckets
     assert bound["p0_dimension"] == bound["p1_dimension"] == "source"
     assert "(bucket >= %(p1_a1)s AND bucket < %(p1_b1)s)" in text
     assert (bound["p1_a1"], bound["p1_b1"]) == EDGES[1]
+
+
+def test_only_the_buckets_of_dimensions_clients_write_are_raw_reads() -> None:
+    for dimension, raw in (("entry_page", True), ("utm_term", True), ("country", False)):
+        request = parse_breakdown(
+            params(property=f"visit:{dimension}", timezone="Asia/Kolkata"), now=NOW
+        )
+        assert stats_visits.raw_read(stats_visits.plan_visit_breakdown(request)) == raw
+    utc = parse_breakdown(params(property="visit:entry_page"), now=NOW)
+    assert not stats_visits.raw_read(stats_visits.plan_visit_breakdown(utc))
 
 
 def test_one_visit_filter_within_a_day_of_another_zone_reads_buckets_only() -> None:
@@ -158,7 +168,7 @@ def test_a_utc_range_with_one_filter_reads_no_visits_rows() -> None:
     request = parse_stats(params(metrics="visits", filters="visit:exit_page==/a"), now=NOW)
     parts = stats_visits.plan_visit_totals(request)
     assert parts == (DimensionDays("exit_page", D(2025, 11, 11), D(2025, 11, 14), filtered=True),)
-    assert not stats_visits.reads_visit_rows(parts)
+    assert not stats_visits.raw_read(parts)
 
 
 def test_two_filters_read_visits_over_the_whole_range() -> None:
@@ -194,14 +204,16 @@ def test_a_breakdown_reads_its_dimension_rows_and_edges_or_with_filters_visits()
         DimensionDays("utm_medium", D(2025, 11, 11), D(2025, 11, 13)),
         DimensionBuckets("utm_medium", EDGES),
     )
-    assert ranks_on_sums(parts) and not stats_visits.reads_visit_rows(parts)
+    assert ranks_on_sums(parts) and stats_visits.raw_read(parts)
     # Sorted by visitors: candidates by visits, sketches merged for the first `merge` only,
     # each value's by primary-key lookups of its days and its edges' buckets.
     query, bound = visit_page_sql(request, parts, "visitors", Window(40, 0, 20))
     text = query.as_string(None)
     assert "ORDER BY visits DESC, value LIMIT %(limit)s" in text and "FROM visits" not in text
     assert "CASE WHEN g.n <= %(merge)s" in text and "x.day = ANY(%(p0_days)s)" in text
-    assert "x.dimension = %(p1_dimension)s AND ((x.bucket >= %(p1_a0)s" in text
+    # The edges' sketches merged once, for the values whose visitors are merged.
+    assert "value IN (SELECT value FROM page WHERE n <= %(merge)s) GROUP BY value" in text
+    assert text.count("FROM quarter_hour_visit_dimensions") == 2  # the sums, the sketches
     assert bound["p0_days"] == [D(2025, 11, 11), D(2025, 11, 12)]
     assert (bound["limit"], bound["offset"], bound["merge"]) == (40, 0, 20)
     filtered = parse_breakdown(
