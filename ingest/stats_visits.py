@@ -40,6 +40,7 @@ from psycopg import sql
 from ingest.stats_days import Span, split, utc_days, whole_months
 from ingest.stats_params import (
     NOT_SET,
+    SESSION_DIMENSIONS,
     BreakdownRequest,
     Dimension,
     Filter,
@@ -149,31 +150,13 @@ def plan_visit_breakdown(request: BreakdownRequest) -> tuple[VisitPart, ...]:
     return _dimension_parts(request.dimension, r.start, r.end, months=True)
 
 
-# The dimensions whose values the emitter writes (capped per site, UTC day and dimension by
-# VISIT_VALUES_PER_DAY, consumer/rollups/visits.sql): a day's buckets may each hold the cap's
-# rows of one of them.
-OPEN_DIMENSIONS = frozenset(
-    {
-        "source",
-        "referrer",
-        "utm_source",
-        "utm_medium",
-        "utm_campaign",
-        "utm_content",
-        "utm_term",
-        "entry_page",
-        "exit_page",
-    }
-)
-
-
 def raw_read(parts: tuple[VisitPart, ...]) -> bool:
     """Whether a statement reads what grows with what clients send, and so takes a raw
-    read's slot and timeout: visits rows, or the buckets of an open dimension (up to 192
-    buckets of the cap's values each)."""
+    read's slot and timeout: visits rows, or the buckets of a session dimension, whose values
+    clients write (up to 192 buckets of VISIT_VALUES_PER_DAY values each)."""
     return any(
         isinstance(part, VisitRows)
-        or (isinstance(part, DimensionBuckets) and part.dimension in OPEN_DIMENSIONS)
+        or (isinstance(part, DimensionBuckets) and part.dimension in SESSION_DIMENSIONS)
         for part in parts
     )
 
