@@ -58,7 +58,7 @@ LEFT JOIN site_versions v USING (site_id)
 # The epoch an answer is being computed for (None outside a kept computation): what else an
 # answer reads from a per-process cache of every site must be at least as fresh
 # (ingest/stats_imported.py; imports bump the epoch).
-ANSWER_VERSION: ContextVar[str | None] = ContextVar("answer_version", default=None)
+ANSWER_EPOCH: ContextVar[str | None] = ContextVar("answer_epoch", default=None)
 
 # What an entry holds besides its answer's bytes: its key (the epoch's text, the site's
 # version, a 16-byte digest of the question), the tuples holding them, the cache's own slot.
@@ -206,11 +206,11 @@ class StatsAnswers:
             self.counts["computed" if started else "joined"] += 1
             return body
         self.counts["computed"] += 1
-        token = ANSWER_VERSION.set(epoch)
+        token = ANSWER_EPOCH.set(epoch)
         try:
             body = await compute()
         finally:
-            ANSWER_VERSION.reset(token)
+            ANSWER_EPOCH.reset(token)
         self._store(key, body)
         return body
 
@@ -224,11 +224,11 @@ class StatsAnswers:
         if running is not None and not running[0].cancelling():
             running[1][0] += 1
             return running[0], running[1], False
-        token = ANSWER_VERSION.set(key[0])  # the epoch, copied into the task's context
+        token = ANSWER_EPOCH.set(key[0])  # the epoch, copied into the task's context
         try:
             task = asyncio.ensure_future(compute())
         finally:
-            ANSWER_VERSION.reset(token)
+            ANSWER_EPOCH.reset(token)
         waiters = [1]
         self._running[key] = (task, waiters)
         task.add_done_callback(lambda done: self._finished(key, done))

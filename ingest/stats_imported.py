@@ -39,7 +39,7 @@ from psycopg import sql
 
 from ingest import stats_response
 from ingest.errors import BadRequest
-from ingest.stats_answers import ANSWER_VERSION
+from ingest.stats_answers import ANSWER_EPOCH
 from ingest.stats_params import BreakdownRequest, StatsRequest, TimeseriesRequest
 from ingest.stats_run import Pool, fetch
 
@@ -144,7 +144,7 @@ class _Spans:
 
     def __init__(self) -> None:
         self.read_at = -math.inf
-        self.version: str | None = None  # the answers' version they were read for, if any
+        self.epoch: str | None = None  # the answers' epoch they were read for, if any
         self.spans: dict[str, tuple[dt.date, dt.date]] = {}
 
 
@@ -156,17 +156,17 @@ async def _covers(pool: Pool, request: StatsRequest) -> bool:
     # An answer kept for an epoch (ingest/stats_answers.py) reads spans read at that epoch or
     # later: one kept with older spans would miss an import until the next epoch, however
     # long that is.
-    version = ANSWER_VERSION.get()
+    epoch = ANSWER_EPOCH.get()
     stale = (
-        spans.version != version
-        if version is not None
+        spans.epoch != epoch
+        if epoch is not None
         else time.monotonic() - spans.read_at > IMPORT_SPANS_TTL_S
     )
     if stale:
         rows = await fetch(pool, STATEMENTS["import_spans"], {})
         spans.spans = {site: (first, last) for site, first, last in rows}
         spans.read_at = time.monotonic()
-        spans.version = version
+        spans.epoch = epoch
     span = spans.spans.get(request.site_id)
     return span is not None and span[0] <= request.range.last and request.range.first <= span[1]
 
