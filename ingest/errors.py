@@ -175,6 +175,13 @@ class StatsTimedOut(ServiceUnavailable):
     code = "stats_timeout"
 
 
+class SchemaOutdated(ServiceUnavailable):
+    """The database's schema is older than this API's: the release's migrations have not run
+    (the consumers refuse to start on it; the API would otherwise answer 500)."""
+
+    code = "schema_outdated"
+
+
 class ClientClosedRequest(ApiError):
     """The client went away before its answer was ready; its query was cancelled. Nobody
     reads this answer: the status (nginx's 499) is for metrics and logs."""

@@ -93,7 +93,11 @@ _REALTIME = {
             "401": _error("The site has read keys and none was sent"),
             "403": _error("The read key is not valid for the site"),
             "429": _error("A rate limit is used up", retry=True),
-            "503": _error("PostgreSQL unreachable, or the query timed out", retry=True),
+            "503": _error(
+                "PostgreSQL unreachable, the query timed out, or the database's schema is "
+                "older than this API's",
+                retry=True,
+            ),
         },
     }
 }
@@ -205,7 +209,10 @@ def openapi_document(max_batch_events: int = 1000) -> dict[str, Any]:
                     "responses": {
                         "200": _json("DailyStats", "The day's figures"),
                         "400": _error("A missing or invalid parameter"),
-                        "503": _error("PostgreSQL unreachable", retry=True),
+                        "503": _error(
+                            "PostgreSQL unreachable, or its schema older than this API's",
+                            retry=True,
+                        ),
                     },
                 }
             },

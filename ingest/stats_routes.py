@@ -18,12 +18,14 @@ from __future__ import annotations
 
 import datetime as dt
 import functools
+import logging
 import time
 from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any, TypeVar
 
 import msgspec
+import psycopg
 from starlette.requests import Request
 from starlette.responses import HTMLResponse, Response
 from starlette.routing import BaseRoute, Mount, Route
@@ -32,7 +34,7 @@ from starlette.staticfiles import StaticFiles
 from ingest import stats_imported, stats_legacy, stats_params, stats_realtime, stats_response
 from ingest.access import StatsAccess, bearer_token
 from ingest.database import DatabaseUnavailable, QueryTimedOut
-from ingest.errors import JSON_MEDIA_TYPE, ServiceUnavailable, StatsTimedOut
+from ingest.errors import JSON_MEDIA_TYPE, SchemaOutdated, ServiceUnavailable, StatsTimedOut
 from ingest.export import ExportRoute
 from ingest.settings import Settings
 from ingest.stats_answers import StatsAnswers, question
@@ -48,6 +50,8 @@ from ingest.stats_run import (
     cancel_on_disconnect,
 )
 from ingest.zone_requests import ZoneRequests
+
+log = logging.getLogger(__name__)
 
 T = TypeVar("T")
 
@@ -171,6 +175,13 @@ class StatsApi:
             ) from None
         except DatabaseUnavailable:
             raise _unavailable() from None
+        except _SCHEMA_MISSING as exc:
+            log.error("stats: the database lacks what this release reads (%s)", exc)
+            raise SchemaOutdated(
+                "Stats are unavailable: the database's schema is older than this API's; an "
+                "operator runs `python -m consumer.migrate` (make migrate)",
+                retry_after_s=60,
+            ) from None
         finally:
             COSTLY.reset(costly_token)
             RAW_READS.reset(token)
@@ -257,6 +268,14 @@ class StatsApi:
         """The page itself holds no data; its script calls the API (with `#key=` if given)."""
         stats_params.parse_site(dict(request.query_params))
         return HTMLResponse(self._dashboard_page)
+
+
+# A table, column or function this release reads is missing: a migration has not run.
+_SCHEMA_MISSING = (
+    psycopg.errors.UndefinedTable,
+    psycopg.errors.UndefinedColumn,
+    psycopg.errors.UndefinedFunction,
+)
 
 
 def _unavailable() -> ServiceUnavailable:

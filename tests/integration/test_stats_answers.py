@@ -464,3 +464,19 @@ async def test_every_command_that_changes_what_stats_read_bumps_the_epoch(
         before = _epoch(database_url)
         await step()
         assert _epoch(database_url) > before, name
+
+
+async def test_a_database_not_yet_migrated_answers_503_naming_the_migration(
+    database_url: str,
+) -> None:
+    """An API of this release on a database its migrations have not reached (no data_epoch,
+    which 0016 adds) says what to run instead of answering 500."""
+    await _write(database_url, ["u1"], 0)
+    with psycopg.connect(database_url, autocommit=True) as conn:
+        conn.execute("DROP TABLE data_epoch")
+    async with _api(database_url) as (client, _):
+        response = await client.get("/api/v1/stats/aggregate", params=MONTH)
+    assert response.status_code == 503 and response.headers["retry-after"] == "60"
+    body = response.json()
+    assert body["code"] == "schema_outdated"
+    assert "python -m consumer.migrate" in body["message"]
