@@ -268,16 +268,14 @@ def part_rows(
             value=_filtered_value(part.filtered, filters),
         )
     if isinstance(part, DimensionBuckets):
-        head = {
-            "none": sql.SQL(""),
-            "period": sql.SQL("date_trunc(%(unit)s, bucket AT TIME ZONE %(tz)s), "),
-            "value": sql.SQL("value, "),
-        }[lead]
+        # Series never read them, and breakdown pages read them their own way
+        # (ingest/stats_visits_page.py): only totals come here.
+        if lead != "none":
+            raise ValueError("a dimension's buckets are planned for totals and pages only")
         return sql.SQL(
-            "SELECT {head}{sums}, visitors FROM quarter_hour_visit_dimensions "
+            "SELECT {sums}, visitors FROM quarter_hour_visit_dimensions "
             "WHERE site_id = %(site)s AND dimension = {dim} AND {buckets} AND {value}"
         ).format(
-            head=head,
             sums=_ROLLUP_SUMS,
             dim=_ph(p, "dimension"),
             buckets=buckets_clause(part.spans, p),
