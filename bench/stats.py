@@ -23,6 +23,7 @@ import argparse
 import asyncio
 import math
 import os
+import re
 import statistics
 import subprocess
 import sys
@@ -384,13 +385,21 @@ def start_api(
         if process.poll() is not None:
             raise RuntimeError("the API exited during start-up (is Kafka running?)")
         try:
-            if httpx.get(f"http://127.0.0.1:{port}/healthz", timeout=1).status_code == 200:
+            if _pool_ready(port, int(env["DB_POOL_MIN_SIZE"])):
                 return process
         except httpx.TransportError:
             pass
         time.sleep(0.2)
     process.kill()
     raise RuntimeError("the API did not answer within 60 s")
+
+
+def _pool_ready(port: int, connections: int) -> bool:
+    """The API answers and its stats pool has opened (and warmed) all its connections: a
+    service runs well before its first visitor, so no measurement waits for one."""
+    metrics = httpx.get(f"http://127.0.0.1:{port}/metrics", timeout=1)
+    ready = re.search(r"^stats_pool_available (\S+)$", metrics.text, re.MULTILINE)
+    return metrics.status_code == 200 and ready is not None and float(ready[1]) >= connections
 
 
 def _time_naive(database_url: str, query: str, params: dict[str, str], runs: int) -> float:

@@ -649,6 +649,16 @@ STATS_ANSWER_CACHE_MB = _declare(
         read_by="api",
     )
 )
+STATS_WARM_CONNECTIONS = _declare(
+    Setting(
+        env="STATS_WARM_CONNECTIONS",
+        default=True,
+        doc="each new stats connection first asks the dashboard's default view for a site no "
+        "one tracks, so that its first visitor does not pay for a fresh backend's planning "
+        "(ingest/stats_warm.py); 0: it serves at once",
+        read_by="api",
+    )
+)
 # --- the API: each hit's context (ingest/context.py reads these itself) ---
 COUNTRY_HEADER = _declare(
     Setting(

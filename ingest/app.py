@@ -17,7 +17,7 @@ from starlette.routing import Mount, Route
 
 from core.config import environ
 from core.topics import ensure_topics
-from ingest import bots
+from ingest import bots, stats_warm
 from ingest.accept import Ingest, post_event, post_events
 from ingest.browser import BrowserRoute, post_browser_event
 from ingest.context import Enricher
@@ -102,8 +102,9 @@ def create_app(settings: Settings, env: Mapping[str, str] | None = None) -> Star
             lambda: publisher.in_flight_events, lambda: 1.0 if publisher.broker_down else 0.0
         )
         # Ingest must work while PostgreSQL is down, so the pool connects in the background.
-        pool = make_pool(settings)
+        pool = make_pool(settings, stats_warm.configure(settings))
         await pool.open(wait=False)
+        metrics.track_pool(pool.get_stats)
         ingest = Ingest(
             settings,
             publisher,

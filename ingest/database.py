@@ -12,6 +12,8 @@ Both are set once per connection, at connect: no request pays a round trip for t
 
 from __future__ import annotations
 
+from collections.abc import Awaitable, Callable
+
 import psycopg
 from psycopg.rows import TupleRow
 from psycopg_pool import AsyncConnectionPool, PoolTimeout
@@ -28,7 +30,14 @@ class QueryTimedOut(DatabaseUnavailable):
     for a lock (55P03): the database is up but the request is too costly right now."""
 
 
-def make_pool(settings: Settings) -> AsyncConnectionPool[psycopg.AsyncConnection[TupleRow]]:
+Configure = Callable[[psycopg.AsyncConnection[TupleRow]], Awaitable[None]]
+
+
+def make_pool(
+    settings: Settings, configure: Configure | None = None
+) -> AsyncConnectionPool[psycopg.AsyncConnection[TupleRow]]:
+    """The stats pool; `configure` runs on each new connection before it serves (the app's
+    warm-up, ingest/stats_warm.py)."""
     return AsyncConnectionPool(
         settings.database_url,
         min_size=settings.db_pool_min_size,
@@ -41,6 +50,7 @@ def make_pool(settings: Settings) -> AsyncConnectionPool[psycopg.AsyncConnection
                 settings.stats_statement_timeout_ms, settings.stats_lock_timeout_ms
             ),
         },
+        configure=configure,
         open=False,
         name="api",
     )

@@ -131,6 +131,20 @@ class IngestMetrics(PublishObserver):
         self.in_flight.set_function(in_flight)
         self.broker_down.set_function(broker_down)
 
+    def track_pool(self, stats: Callable[[], dict[str, int]]) -> None:
+        """Exports the stats pool's connections: those open or opening, and those ready and
+        free right now (a new one is ready once warmed, ingest/stats_warm.py)."""
+
+        def reading(key: str) -> Callable[[], float]:
+            return lambda: float(stats().get(key, 0))
+
+        Gauge(
+            "stats_pool_connections", "Stats connections open or opening", registry=self.registry
+        ).set_function(reading("pool_size"))
+        Gauge(
+            "stats_pool_available", "Stats connections ready and free", registry=self.registry
+        ).set_function(reading("pool_available"))
+
     def track_answers(self, answers: StatsAnswers) -> None:
         """Exports the stats answers' counts and stored bytes (ingest/stats_answers.py)."""
         self.registry.register(_AnswerCounts(answers))

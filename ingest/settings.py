@@ -81,6 +81,7 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
     stats_costly_wait_ms: int = declared.STATS_COSTLY_WAIT_MS.default
     stats_exact_visitors_max_rows: int = declared.STATS_EXACT_VISITORS_MAX_ROWS.default
     stats_answer_cache_mb: int = declared.STATS_ANSWER_CACHE_MB.default
+    stats_warm_connections: bool = declared.STATS_WARM_CONNECTIONS.default
     dashboard_refresh_s: int = declared.DASHBOARD_REFRESH_S.default
     # --- exports ---
     export_concurrency: int = declared.EXPORT_CONCURRENCY.default

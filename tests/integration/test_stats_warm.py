@@ -1,0 +1,81 @@
+"""Each new stats connection asks the dashboard's default view before it serves (against a
+real PostgreSQL): it reads the rollups of every zone kind, notes nothing, leaves the
+connection idle, and on a database missing what it reads it gives up without keeping the
+pool from handing the connection out."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import psycopg
+import pytest
+from prometheus_client import generate_latest
+
+from ingest.database import make_pool
+from ingest.metrics import IngestMetrics
+from ingest.stats_warm import configure, warm
+from tests.integration.test_stats_raw_reads import api_settings
+from tests.support import scalar
+
+pytestmark = pytest.mark.postgres
+
+# Read by the view in UTC (whole days), in Berlin (hours at the edges) and in Kathmandu
+# (quarter hours at the edges).
+READ_BY_THE_VIEW = ("daily_paths", "hourly_paths", "quarter_hour_paths", "quarter_hour_visits")
+
+
+def _scans(conn: psycopg.Connection[Any]) -> dict[str, int]:
+    rows = conn.execute(
+        "SELECT relname, coalesce(seq_scan, 0) + coalesce(idx_scan, 0) FROM pg_stat_user_tables"
+        " WHERE relname = ANY(%s)",
+        (list(READ_BY_THE_VIEW),),
+    ).fetchall()
+    return dict(rows)
+
+
+async def _warmed(database_url: str) -> psycopg.pq.TransactionStatus:
+    async with await psycopg.AsyncConnection.connect(database_url, autocommit=True) as conn:
+        await warm(conn, exact_max_rows=10_000)
+        # This backend's table counters reach pg_stat_user_tables at its next report.
+        await conn.execute("SELECT pg_stat_force_next_flush()")
+        await conn.execute("SELECT 1")
+        return conn.info.transaction_status
+
+
+async def test_the_warm_up_reads_the_views_rollups_and_notes_nothing(database_url: str) -> None:
+    with psycopg.connect(database_url) as conn:
+        before = _scans(conn)
+    status = await _warmed(database_url)
+    assert status == psycopg.pq.TransactionStatus.IDLE
+    with psycopg.connect(database_url) as conn:
+        after = _scans(conn)
+    assert {t: after[t] > before.get(t, 0) for t in READ_BY_THE_VIEW} == dict.fromkeys(
+        READ_BY_THE_VIEW, True
+    )
+    # No zone asked for, nothing of the warm-up site stored.
+    assert scalar(database_url, "SELECT count(*) FROM zone_requests") == 0
+    assert scalar(database_url, "SELECT count(*) FROM site_versions") == 0
+
+
+async def test_a_database_missing_what_the_view_reads_still_gets_its_connections(
+    database_url: str,
+) -> None:
+    with psycopg.connect(database_url, autocommit=True) as conn:
+        conn.execute("DROP TABLE quarter_hour_paths")
+    assert await _warmed(database_url) == psycopg.pq.TransactionStatus.IDLE
+    settings = api_settings(database_url, db_pool_max_size=1, stats_warm_connections=True)
+    warming = configure(settings)
+    assert warming is not None
+    async with make_pool(settings, warming) as pool:
+        metrics = IngestMetrics(set())
+        metrics.track_pool(pool.get_stats)
+        await pool.wait(timeout=10)
+        async with pool.connection() as conn:
+            assert await (await conn.execute("SELECT 1")).fetchone() == (1,)
+        exposed = generate_latest(metrics.registry).decode()
+        assert "stats_pool_connections 1.0" in exposed
+        assert "stats_pool_available 1.0" in exposed
+
+
+def test_the_warm_up_is_a_setting() -> None:
+    assert configure(api_settings("postgresql://unused", stats_warm_connections=False)) is None
