@@ -87,6 +87,17 @@ class FactsCache:
     def __init__(self, size: int = MAX_REMEMBERED) -> None:
         self.size = size
         self._entries: collections.OrderedDict[tuple[str, str], Facts] = collections.OrderedDict()
+        self._latest: Facts | None = None
+
+    def guess(self, site_id: str, timezone: str) -> Facts | None:
+        """The facts last seen for (site, zone); for a pair never seen, the database's seal
+        last seen by any statement (sealed_days is one row for every site) and the zone not
+        kept (a zone is kept only after it was asked for: ingest/zone_requests.py). None
+        until some statement has reported facts: every branch is sent."""
+        found = self.get(site_id, timezone)
+        if found is not None or self._latest is None:
+            return found
+        return Facts(kept=False, sealed_before=self._latest.sealed_before)
 
     def get(self, site_id: str, timezone: str) -> Facts | None:
         found = self._entries.get((site_id, timezone))
@@ -95,6 +106,7 @@ class FactsCache:
         return found
 
     def put(self, site_id: str, timezone: str, facts: Facts) -> None:
+        self._latest = facts
         self._entries[(site_id, timezone)] = facts
         self._entries.move_to_end((site_id, timezone))
         if len(self._entries) > self.size:
@@ -105,6 +117,7 @@ class FactsCache:
 
     def clear(self) -> None:
         self._entries.clear()
+        self._latest = None
 
 
 FACTS = FactsCache()

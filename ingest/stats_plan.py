@@ -100,11 +100,12 @@ def _sub_day_series(request: TimeseriesRequest) -> Instants:
     period starts on a UTC hour, else hourly rows and the 15-minute rows of the hours in which
     a local period starts (a local hour there is never a UTC hour: 15-minute rows only)."""
     r = request.stats.range
+    visitors = "visitors" in request.stats.metrics
     if r.hour_aligned:
-        return Instants("hourly_stats", r.start, r.end)
+        return Instants("hourly_stats", r.start, r.end, visitors=visitors)
     if request.interval == "hour":
-        return Instants("quarter_hour_stats", r.start, r.end)
-    return Instants("hourly_stats", r.start, r.end, quarters_at_edges=True)
+        return Instants("quarter_hour_stats", r.start, r.end, visitors=visitors)
+    return Instants("hourly_stats", r.start, r.end, quarters_at_edges=True, visitors=visitors)
 
 
 # Filters no rollup can apply: a hit's context and custom properties are kept per day, not per

@@ -71,12 +71,14 @@ class Instants:
     `quarters_at_edges` (hourly_stats only): the hours that lie in one local period, and the
     15-minute rows (quarter_hour_stats) of the hours that hold a period's start, as a zone
     whose offset is not whole hours needs: about a tenth of the rows and sketches of reading
-    every 15 minutes."""
+    every 15 minutes. `visitors` False (a series not asked for them): no sketch is merged,
+    the visitors column is NULL."""
 
     table: str
     start: dt.datetime
     end: dt.datetime
     quarters_at_edges: bool = False
+    visitors: bool = True
 
 
 @dataclass(frozen=True)

@@ -91,7 +91,8 @@ async def timeseries(pool: Pool, request: TimeseriesRequest) -> Json:
         views, events, visitors = found.get(t, (0, 0, 0))
         values: dict[str, Any] = {
             "views": int(views),
-            "visitors": round(visitors),
+            # NULL where the series was not asked for visitors (no sketch merged).
+            "visitors": round(visitors or 0),
             "events": int(events),
         }
         if visits is not None:

@@ -226,7 +226,7 @@ async def answer(
 ) -> list[Row]:
     """Waits for the rows of the planned statement, `build` making its SQL.
 
-    A statement with choices is sent holding only the branches the facts last seen for
+    A statement with choices is sent holding only the branches the facts guessed for
     (site, zone) select (ingest/stats_expect.py), every branch still gated in SQL; when its
     snapshot's facts select other branches, it is asked again holding every branch: the
     rows always come from the branches the statement's own snapshot selects."""
@@ -234,7 +234,7 @@ async def answer(
     if not has_choices(planned.parts):
         query, params = build(planned)
         return await run(pool, query, params)
-    known = FACTS.get(site_id, timezone)
+    known = FACTS.guess(site_id, timezone)
     sent = planned if known is None else expect(planned, known)
     query, params = build(sent)
     rows = await run(pool, query, params)

@@ -169,7 +169,7 @@ def rows(
         return _watermark(kind, leaf, p, gate, match)
     if isinstance(leaf, Instants) and leaf.quarters_at_edges:
         assert kind == "series" and match is None, kind
-        return _hours_and_quarters(p, gate)
+        return _hours_and_quarters(p, gate, _series_visitors(leaf))
     cond = _where(*where, gate=gate)
     columns = _columns(kind, leaf, p)
     if kind == "totals" and leaf.table == "daily_stats":
@@ -208,21 +208,32 @@ _ONE_PERIOD = (
 )
 
 
-def _hours_and_quarters(p: str, gate: sql.Composable | None) -> sql.Composable:
+def _hours_and_quarters(
+    p: str, gate: sql.Composable | None, visitors: sql.Composable
+) -> sql.Composable:
     """Series rows from the hours that lie in one local period and the quarter hours of
     the others (Instants.quarters_at_edges)."""
     hour = sql.SQL(_ONE_PERIOD).format(t=sql.SQL("hour"))
     quarter = sql.SQL("NOT " + _ONE_PERIOD).format(t=sql.SQL("date_trunc('hour', bucket)"))
     return sql.SQL(
         "SELECT date_trunc(%(unit)s, time AT TIME ZONE %(tz)s) AS t, sum(page_views)::bigint, "
-        "sum(events)::bigint, hll_cardinality(hll_union_agg(visitors)) FROM ("
+        "sum(events)::bigint, {visitors} FROM ("
         "SELECT hour AS time, page_views, events, visitors FROM hourly_stats WHERE {hours} "
         "UNION ALL SELECT bucket, page_views, events, visitors FROM quarter_hour_stats "
         "WHERE {quarters}) x GROUP BY 1"
     ).format(
+        visitors=visitors,
         hours=_where(SITE, _between("hour", p), hour, gate=gate),
         quarters=_where(SITE, _between("bucket", p), quarter, gate=gate),
     )
+
+
+def _series_visitors(leaf: Instants) -> sql.Composable:
+    """A sub-day series' visitors: its sketches merged per period, or NULL when not asked
+    (merging is most of such a statement's work)."""
+    if leaf.visitors:
+        return sql.SQL("hll_cardinality(hll_union_agg(visitors))")
+    return sql.SQL("NULL::bigint")
 
 
 _VIEWS = {"quarter_hour_stats", "local_daily_stats", "daily_stats"}
@@ -262,8 +273,8 @@ def _columns(kind: Kind, leaf: Leaf, p: str) -> sql.Composable:
         if isinstance(leaf, Instants):
             return sql.SQL(
                 "date_trunc(%(unit)s, {time} AT TIME ZONE %(tz)s) AS t, sum(page_views)::bigint, "
-                "sum(events)::bigint, hll_cardinality(hll_union_agg(visitors))"
-            ).format(time=sql.Identifier(_TIME[table]))
+                "sum(events)::bigint, {visitors}"
+            ).format(time=sql.Identifier(_TIME[table]), visitors=_series_visitors(leaf))
         visitors = "visitors" if table == "daily_stats" else "hll_cardinality(visitors)"
         return sql.SQL("day::timestamp AS t, page_views, events, {}").format(sql.SQL(visitors))
     if isinstance(leaf, Instants):  # detail series from raw events
@@ -340,7 +351,7 @@ def shape(parts: tuple[Part, ...]) -> tuple[Any, ...]:
         elif isinstance(part, Months):
             key.append(("Months", part.table, single_unit(part), part.taken))
         elif isinstance(part, Instants):
-            key.append(("Instants", part.table, part.quarters_at_edges))
+            key.append(("Instants", part.table, part.quarters_at_edges, part.visitors))
         else:
             key.append((type(part).__name__, part.table, single_unit(part)))
     return tuple(key)

@@ -164,6 +164,18 @@ def test_the_facts_cache_is_bounded_and_forgets_the_least_recently_used() -> Non
     assert cache.get("a", "Asia/Kolkata") == NOT_KEPT  # every answer refreshes it
 
 
+def test_a_pair_never_seen_is_guessed_unkept_with_the_seal_last_seen() -> None:
+    cache = FactsCache()
+    assert cache.guess("a", "Asia/Kolkata") is None  # nothing seen: every branch is sent
+    cache.put("a", "Asia/Kolkata", KEPT_OPEN)
+    cache.put("b", "Europe/Berlin", KEPT_SEALED)
+    assert cache.guess("a", "Asia/Kolkata") == KEPT_OPEN  # what was seen wins
+    # One seal for every site (the latest seen), and a zone not asked before is not kept.
+    assert cache.guess("c", "Asia/Kathmandu") == Facts(False, KEPT_SEALED.sealed_before)
+    cache.clear()
+    assert cache.guess("c", "Asia/Kathmandu") is None
+
+
 def test_a_page_limit_is_written_as_a_number_so_a_generic_plan_can_be_chosen() -> None:
     request = month_pages()
     sent = expect(stats_plan.plan_breakdown(request, TODAY).answer, KEPT_SEALED)

@@ -190,6 +190,16 @@ def test_daily_timeseries_of_utc_days_is_exact_and_of_a_zone_tries_its_rollups()
     assert choice.otherwise == (Instants("hourly_stats", *_instants("Europe/Berlin")),)
 
 
+def test_a_sub_day_series_not_asked_for_visitors_merges_no_sketch() -> None:
+    asked = (("Asia/Kolkata", "day"), ("Europe/Berlin", "day"), ("Asia/Kolkata", "hour"))
+    for zone, interval in asked:
+        for metrics, merged in (("v", False), ("vv", True)):
+            request = stats("2025-11-01", "2025-11-30", zone, metrics=metrics)
+            plan = stats_plan.plan_timeseries(TimeseriesRequest(request, interval))  # type: ignore[arg-type]
+            query, _ = stats_sql.series_sql(plan.answer, "s", zone, interval, ())
+            assert ("hll_union_agg" in query.as_string(None)) is merged, (zone, interval, metrics)
+
+
 def _instants(zone: str) -> tuple[dt.datetime, dt.datetime]:
     r = stats_days.make_range(D(2025, 11, 1), D(2025, 11, 30), zone)
     return r.start, r.end
