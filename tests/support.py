@@ -97,8 +97,8 @@ def unversion(conn: psycopg.Connection[Any]) -> None:
     visitor salts of 0006, the visits of 0007, the imports of 0008, the dimension pairs of
     0009, the sealed visit months of 0010, the other event types' quarter hours of 0012, the
     hourly paths of 0013, the quarter-hour context of 0014 and visit dimensions (with its
-    function) of 0015, the answer versions of 0016), and the names that migration 0004
-    changed as they were then."""
+    function) of 0015, the answer versions of 0016), the key of quarter_hour_paths before
+    0017, and the names that migration 0004 changed as they were then."""
     conn.execute("DROP TABLE schema_migrations")
     conn.execute("DROP FUNCTION visit_dimension_values(visits)")
     conn.execute(
@@ -110,6 +110,10 @@ def unversion(conn: psycopg.Connection[Any]) -> None:
     )
     conn.execute(
         "ALTER TABLE events " + ", ".join(f"DROP COLUMN {name}" for name in CONTEXT_FIELDS)
+    )
+    conn.execute(
+        "ALTER TABLE quarter_hour_paths DROP CONSTRAINT quarter_hour_paths_pkey,"
+        " ADD PRIMARY KEY (site_id, bucket, path)"
     )
     renames = (MIGRATIONS_DIR / "0004_names_agree.sql").read_text()
     for kind, old, new in NAME_RENAME.findall(renames):
