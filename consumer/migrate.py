@@ -75,7 +75,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         plan = asyncio.run(
             migrate(database_url, dry_run=args.dry_run, lock_timeout_s=args.lock_timeout_s, say=say)
         )
-    except psycopg.errors.LockNotAvailable as exc:
+    # A deadlock is the lock wait of a migration that took its tables in another order than
+    # a batch: the same advice holds.
+    except (psycopg.errors.LockNotAvailable, psycopg.errors.DeadlockDetected) as exc:
         reason = without_password(str(exc), database_url)
         hint = exc.diag.message_hint or LOCK_HINT.format(command=MIGRATE_COMMAND)
         print(

@@ -92,8 +92,10 @@ class FactsCache:
     def guess(self, site_id: str, timezone: str) -> Facts | None:
         """The facts last seen for (site, zone); for a pair never seen, the database's seal
         last seen by any statement (sealed_days is one row for every site) and the zone not
-        kept (a zone is kept only after it was asked for: ingest/zone_requests.py). None
-        until some statement has reported facts: every branch is sent."""
+        kept (the pairs site_zones held when the process warmed its stats connections are
+        in the cache already: ingest/stats_warm.py; a zone kept since, or past the cache's
+        size, costs its first question a second statement). None until some statement has
+        reported facts: every branch is sent."""
         found = self.get(site_id, timezone)
         if found is not None or self._latest is None:
             return found

@@ -3,13 +3,16 @@
 A fresh PostgreSQL backend knows nothing of the tables yet: its first statements load every
 table's and index's description and column statistics into its own caches while planning,
 and that costs a dashboard's first load several times a later one's (docs/benchmarks.md,
-"dashboard"). Connections are opened at start and again each time the pool replaces one
-(psycopg_pool's max_lifetime), so each one pays it once, here, instead of a visitor.
+"Warmed connections"). Connections are opened at start and again each time the pool replaces
+one (psycopg_pool's max_lifetime), so each one pays it once, here, instead of a visitor.
 
-The view is asked for a site no one tracks (`WARM_SITE`) in UTC, a whole-hour zone and a
-:45 zone, which between them read every rollup the view's plans read. Its answers are
-dropped and nothing is noted (no zone request, no kept answer). It is best effort: any error
-ends the warm-up of that connection and leaves it as it is.
+The view is asked in UTC, a whole-hour zone and a :45 zone, which between them read every
+rollup the view's plans read, for a site id longer than any event may carry (`WARM_SITE`:
+nothing can be stored under it, so no one's traffic makes the warm-up costly). Its answers
+are dropped and nothing is noted (no zone request, no kept answer). Then the zones sites keep
+are loaded as the facts the planner guesses from (ingest/stats_expect.py), so that after a
+restart a kept zone's first question is not guessed unkept. It is best effort: any error ends
+the warm-up of that connection (logged once a process at WARNING) and leaves it as it is.
 """
 
 from __future__ import annotations
@@ -20,17 +23,26 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import Any, cast
 
+import msgspec
 import psycopg
 from psycopg.rows import TupleRow
 
 from ingest import stats_imported, stats_params
 from ingest.database import Configure
 from ingest.settings import Settings
-from ingest.stats_run import Pool
+from ingest.stats_expect import FACTS, Facts
+from ingest.stats_params import MAX_SITE_ID_BYTES
+from ingest.stats_run import Pool, fetch
 
 log = logging.getLogger(__name__)
 
-WARM_SITE = "stats-warm-up.invalid"
+# Parsed as a valid id, then asked as one no event can carry (MAX_SITE_ID_BYTES + 1).
+_PARSED_SITE = "stats-warm-up"
+WARM_SITE = _PARSED_SITE + "~" * (MAX_SITE_ID_BYTES + 1 - len(_PARSED_SITE))
+KEPT_ZONES_SQL = """
+SELECT z.site_id, z.timezone, (SELECT nullif(sealed_before, '-infinity') FROM sealed_days)
+FROM site_zones z LIMIT %(limit)s
+"""
 WARM_ZONES = ("UTC", "Europe/Berlin", "Asia/Kathmandu")
 DEFAULT_PERIOD = "30d"
 _TOP10 = {"metrics": "views,visitors", "limit": "10"}
@@ -85,30 +97,55 @@ def configure(settings: Settings) -> Configure | None:
     return warm_connection
 
 
+_warned = False  # a warm-up failed once in this process (logged at WARNING)
+
+
 async def warm(conn: psycopg.AsyncConnection[Any], exact_max_rows: int) -> None:
-    """Asks the dashboard's default view on `conn` in each of WARM_ZONES."""
+    """Asks the dashboard's default view on `conn` in each of WARM_ZONES, then loads the
+    zones sites keep into the planner's facts."""
     pool = cast(Pool, _OneConnection(conn))
     now = dt.datetime.now(dt.UTC)
-    for zone in WARM_ZONES:
-        for name, route, asked in DASHBOARD_QUESTIONS:
-            params = {"site_id": WARM_SITE, "period": DEFAULT_PERIOD, "timezone": zone, **asked}
-            try:
-                await _compute(pool, route, params, now, exact_max_rows)
-            # Best effort, whatever went wrong: the connection's first visitor pays instead.
-            except Exception as exc:
-                log.debug("stats warm-up stopped at %s in %s: %s", name, zone, exc)
-                return
+    step = "the kept zones"
+    try:
+        for zone in WARM_ZONES:
+            for name, route, asked in DASHBOARD_QUESTIONS:
+                step = f"{name} in {zone}"
+                params = {"site_id": _PARSED_SITE, "period": DEFAULT_PERIOD, "timezone": zone}
+                await _compute(pool, route, {**params, **asked}, now, exact_max_rows)
+        step = "the kept zones"
+        await _remember_kept_zones(pool)
+    # Best effort, whatever went wrong: the connection's first visitor pays instead.
+    except Exception as exc:
+        global _warned
+        level = logging.DEBUG if _warned else logging.WARNING
+        _warned = True
+        log.log(level, "stats warm-up of a new connection stopped at %s: %r", step, exc)
 
 
 async def _compute(
     pool: Pool, route: str, params: dict[str, str], now: dt.datetime, exact_max_rows: int
 ) -> None:
     if route == "aggregate":
-        parsed = stats_params.parse_stats(params, now=now)
+        parsed = _unstorable(stats_params.parse_stats(params, now=now))
         await stats_imported.aggregate(pool, parsed, params, exact_max_rows)
     elif route == "timeseries":
         series = stats_params.parse_timeseries(params, now=now)
+        series = msgspec.structs.replace(series, stats=_unstorable(series.stats))
         await stats_imported.timeseries(pool, series, params)
     else:
         breakdown = stats_params.parse_breakdown(params, now=now)
+        breakdown = msgspec.structs.replace(breakdown, stats=_unstorable(breakdown.stats))
         await stats_imported.breakdown(pool, breakdown, params)
+
+
+def _unstorable(request: stats_params.StatsRequest) -> stats_params.StatsRequest:
+    return msgspec.structs.replace(request, site_id=WARM_SITE)
+
+
+async def _remember_kept_zones(pool: Pool) -> None:
+    """The (site, zone) pairs site_zones holds, as many as the facts cache keeps, recorded as
+    kept with the database's seal."""
+    for site_id, timezone, sealed_before in await fetch(
+        pool, KEPT_ZONES_SQL, {"limit": FACTS.size}
+    ):
+        FACTS.put(site_id, timezone, Facts(kept=True, sealed_before=sealed_before))

@@ -297,3 +297,32 @@ async def test_consumers_of_the_previous_release_beside_a_migrated_database(
         with pytest.raises(psycopg.errors.UndefinedColumn, match="views"):
             conn.execute(PREVIOUS_RELEASE_SCHEMA.read_bytes())
     assert schema_dump(previous_release_database) == current
+
+
+async def test_rebuilding_the_path_keys_waits_for_a_batch_instead_of_deadlocking(
+    database_url: str,
+) -> None:
+    """0017 beside a consumer batch that holds quarter_hour_paths and then asks for
+    hourly_paths (the batch statement's order): the migration must wait for the batch, not
+    hold hourly_paths meanwhile (each would then wait for the other)."""
+    rebuild = next(m for m in load_migrations() if m.version == 17).path.read_text()
+    with psycopg.connect(database_url) as batch:
+        batch.execute("LOCK TABLE quarter_hour_paths IN ROW EXCLUSIVE MODE")
+
+        def migrating() -> None:
+            with psycopg.connect(database_url) as conn:
+                conn.execute("SET lock_timeout = '10s'")
+                conn.execute(rebuild)
+
+        running = asyncio.create_task(asyncio.to_thread(migrating))
+        for _ in range(200):  # until the migration waits for a lock (at most 10 s)
+            if scalar(database_url, "SELECT count(*) FROM pg_locks WHERE NOT granted"):
+                break
+            await asyncio.sleep(0.05)
+        else:
+            pytest.fail("the migration never waited for the batch's lock")
+        batch.execute("LOCK TABLE hourly_paths IN ROW EXCLUSIVE MODE")  # deadlocked before
+        batch.commit()
+        await running
+    key = scalar(database_url, "SELECT pg_get_indexdef('hourly_paths_pkey'::regclass)")
+    assert key.endswith("INCLUDE (page_views)")

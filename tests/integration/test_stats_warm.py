@@ -1,19 +1,24 @@
 """Each new stats connection asks the dashboard's default view before it serves (against a
-real PostgreSQL): it reads the rollups of every zone kind, notes nothing, leaves the
-connection idle, and on a database missing what it reads it gives up without keeping the
-pool from handing the connection out."""
+real PostgreSQL): it reads the rollups of every zone kind for a site no event can carry,
+notes nothing, loads the kept zones as the planner's facts, leaves the connection idle, and
+on a database missing what it reads it gives up (saying so once) without keeping the pool
+from handing the connection out."""
 
 from __future__ import annotations
 
+import logging
 from typing import Any
 
 import psycopg
 import pytest
 from prometheus_client import generate_latest
 
+from core.events import MAX_SITE_ID_BYTES
+from ingest import stats_warm
 from ingest.database import make_pool
 from ingest.metrics import IngestMetrics
-from ingest.stats_warm import configure, warm
+from ingest.stats_expect import FACTS, Facts
+from ingest.stats_warm import WARM_SITE, configure, warm
 from tests.integration.test_stats_raw_reads import api_settings
 from tests.support import scalar
 
@@ -57,12 +62,37 @@ async def test_the_warm_up_reads_the_views_rollups_and_notes_nothing(database_ur
     assert scalar(database_url, "SELECT count(*) FROM site_versions") == 0
 
 
+def test_the_warm_up_site_is_one_no_event_can_carry() -> None:
+    assert len(WARM_SITE) > MAX_SITE_ID_BYTES
+
+
+async def test_the_zones_sites_keep_are_the_facts_after_a_warm_up(database_url: str) -> None:
+    with psycopg.connect(database_url, autocommit=True) as conn:
+        conn.execute(
+            "INSERT INTO site_zones (site_id, timezone, auto) VALUES ('kept', 'Asia/Kolkata', true)"
+        )
+    FACTS.clear()
+    try:
+        await _warmed(database_url)
+        # A restarted API guesses a kept zone kept, and any other pair not kept.
+        assert FACTS.guess("kept", "Asia/Kolkata") == Facts(kept=True, sealed_before=None)
+        assert FACTS.guess("kept", "Europe/Berlin") == Facts(kept=False, sealed_before=None)
+    finally:
+        FACTS.clear()
+
+
 async def test_a_database_missing_what_the_view_reads_still_gets_its_connections(
-    database_url: str,
+    database_url: str, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
 ) -> None:
     with psycopg.connect(database_url, autocommit=True) as conn:
         conn.execute("DROP TABLE quarter_hour_paths")
-    assert await _warmed(database_url) == psycopg.pq.TransactionStatus.IDLE
+    monkeypatch.setattr(stats_warm, "_warned", False)
+    with caplog.at_level(logging.DEBUG, logger=stats_warm.__name__):
+        assert await _warmed(database_url) == psycopg.pq.TransactionStatus.IDLE
+        assert await _warmed(database_url) == psycopg.pq.TransactionStatus.IDLE
+    said = [(r.levelno, r.getMessage()) for r in caplog.records]
+    assert [level for level, _ in said] == [logging.WARNING, logging.DEBUG]  # once a process
+    assert "quarter_hour_paths" in said[0][1]
     settings = api_settings(database_url, db_pool_max_size=1, stats_warm_connections=True)
     warming = configure(settings)
     assert warming is not None
