@@ -79,7 +79,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     # a batch: the same advice holds.
     except (psycopg.errors.LockNotAvailable, psycopg.errors.DeadlockDetected) as exc:
         reason = without_password(str(exc), database_url)
-        hint = exc.diag.message_hint or LOCK_HINT.format(command=MIGRATE_COMMAND)
+        advice = LOCK_HINT.format(command=MIGRATE_COMMAND)
+        # A deadlock's own hint only points at the server log.
+        deadlock = isinstance(exc, psycopg.errors.DeadlockDetected)
+        hint = advice if deadlock else exc.diag.message_hint or advice
         print(
             f"migrate: stopped at {shown}: {reason}\n{hint}\n"
             "The migration in progress was rolled back; those before it stay applied "

@@ -92,10 +92,10 @@ class FactsCache:
     def guess(self, site_id: str, timezone: str) -> Facts | None:
         """The facts last seen for (site, zone); for a pair never seen, the database's seal
         last seen by any statement (sealed_days is one row for every site) and the zone not
-        kept (the pairs site_zones held when the process warmed its stats connections are
-        in the cache already: ingest/stats_warm.py; a zone kept since, or past the cache's
-        size, costs its first question a second statement). None until some statement has
-        reported facts: every branch is sent."""
+        kept (the pairs site_zones held when the process first warmed a stats connection
+        are seeded: ingest/stats_warm.py; a zone kept since, or left out, costs its first
+        question a second statement). None until some statement has reported facts: every
+        branch is sent."""
         found = self.get(site_id, timezone)
         if found is not None or self._latest is None:
             return found
@@ -106,6 +106,14 @@ class FactsCache:
         if found is not None:
             self._entries.move_to_end((site_id, timezone))
         return found
+
+    def seed(self, site_id: str, timezone: str, facts: Facts) -> None:
+        """Records `facts` for a pair not in the cache, as the least recently used, and only
+        while the cache has room: what requests taught stays, and is dropped last."""
+        key = (site_id, timezone)
+        if key not in self._entries and len(self._entries) < self.size:
+            self._entries[key] = facts
+            self._entries.move_to_end(key, last=False)
 
     def put(self, site_id: str, timezone: str, facts: Facts) -> None:
         self._latest = facts

@@ -9,10 +9,11 @@ one (psycopg_pool's max_lifetime), so each one pays it once, here, instead of a 
 The view is asked in UTC, a whole-hour zone and a :45 zone, which between them read every
 rollup the view's plans read, for a site id longer than any event may carry (`WARM_SITE`:
 nothing can be stored under it, so no one's traffic makes the warm-up costly). Its answers
-are dropped and nothing is noted (no zone request, no kept answer). Then the zones sites keep
-are loaded as the facts the planner guesses from (ingest/stats_expect.py), so that after a
-restart a kept zone's first question is not guessed unkept. It is best effort: any error ends
-the warm-up of that connection (logged once a process at WARNING) and leaves it as it is.
+are dropped and nothing is noted (no zone request, no kept answer). Then, once a process,
+the zones sites keep seed the facts the planner guesses from (ingest/stats_expect.py), so
+that after a restart a kept zone's first question is not guessed unkept. It is best effort:
+any error ends the warm-up of that connection (logged once a process at WARNING) and leaves
+it as it is.
 """
 
 from __future__ import annotations
@@ -143,9 +144,16 @@ def _unstorable(request: stats_params.StatsRequest) -> stats_params.StatsRequest
 
 
 async def _remember_kept_zones(pool: Pool) -> None:
-    """The (site, zone) pairs site_zones holds, as many as the facts cache keeps, recorded as
-    kept with the database's seal."""
+    """Once a process: the (site, zone) pairs site_zones holds, up to half the facts cache,
+    seeded as kept with the database's seal (never over facts a request has reported)."""
+    global _kept_zones_seeded
+    if _kept_zones_seeded:
+        return
     for site_id, timezone, sealed_before in await fetch(
-        pool, KEPT_ZONES_SQL, {"limit": FACTS.size}
+        pool, KEPT_ZONES_SQL, {"limit": FACTS.size // 2}
     ):
-        FACTS.put(site_id, timezone, Facts(kept=True, sealed_before=sealed_before))
+        FACTS.seed(site_id, timezone, Facts(kept=True, sealed_before=sealed_before))
+    _kept_zones_seeded = True
+
+
+_kept_zones_seeded = False

@@ -299,6 +299,14 @@ async def test_consumers_of_the_previous_release_beside_a_migrated_database(
     assert schema_dump(previous_release_database) == current
 
 
+WAITING_FOR_THE_PATHS = (
+    "SELECT count(*) FROM pg_locks WHERE NOT granted"
+    " AND database = (SELECT oid FROM pg_database WHERE datname = current_database())"
+    " AND relation IN ('quarter_hour_paths'::regclass, 'hourly_paths'::regclass)"
+    " AND mode = 'AccessExclusiveLock'"
+)
+
+
 async def test_rebuilding_the_path_keys_waits_for_a_batch_instead_of_deadlocking(
     database_url: str,
 ) -> None:
@@ -306,6 +314,12 @@ async def test_rebuilding_the_path_keys_waits_for_a_batch_instead_of_deadlocking
     hourly_paths (the batch statement's order): the migration must wait for the batch, not
     hold hourly_paths meanwhile (each would then wait for the other)."""
     rebuild = next(m for m in load_migrations() if m.version == 17).path.read_text()
+    with psycopg.connect(database_url, autocommit=True) as conn:  # the keys before 0017
+        for table, time in (("quarter_hour_paths", "bucket"), ("hourly_paths", "hour")):
+            conn.execute(
+                f"ALTER TABLE {table} DROP CONSTRAINT {table}_pkey,"
+                f" ADD PRIMARY KEY (site_id, {time}, path)"
+            )
     with psycopg.connect(database_url) as batch:
         batch.execute("LOCK TABLE quarter_hour_paths IN ROW EXCLUSIVE MODE")
 
@@ -316,7 +330,7 @@ async def test_rebuilding_the_path_keys_waits_for_a_batch_instead_of_deadlocking
 
         running = asyncio.create_task(asyncio.to_thread(migrating))
         for _ in range(200):  # until the migration waits for a lock (at most 10 s)
-            if scalar(database_url, "SELECT count(*) FROM pg_locks WHERE NOT granted"):
+            if scalar(database_url, WAITING_FOR_THE_PATHS):
                 break
             await asyncio.sleep(0.05)
         else:
@@ -324,5 +338,6 @@ async def test_rebuilding_the_path_keys_waits_for_a_batch_instead_of_deadlocking
         batch.execute("LOCK TABLE hourly_paths IN ROW EXCLUSIVE MODE")  # deadlocked before
         batch.commit()
         await running
-    key = scalar(database_url, "SELECT pg_get_indexdef('hourly_paths_pkey'::regclass)")
-    assert key.endswith("INCLUDE (page_views)")
+    for table in ("quarter_hour_paths", "hourly_paths"):
+        key = scalar(database_url, f"SELECT pg_get_indexdef('{table}_pkey'::regclass)")
+        assert key.endswith("INCLUDE (page_views)"), key

@@ -66,17 +66,30 @@ def test_the_warm_up_site_is_one_no_event_can_carry() -> None:
     assert len(WARM_SITE) > MAX_SITE_ID_BYTES
 
 
-async def test_the_zones_sites_keep_are_the_facts_after_a_warm_up(database_url: str) -> None:
+async def test_the_zones_sites_keep_seed_the_facts_once_a_process(
+    database_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
     with psycopg.connect(database_url, autocommit=True) as conn:
         conn.execute(
-            "INSERT INTO site_zones (site_id, timezone, auto) VALUES ('kept', 'Asia/Kolkata', true)"
+            "INSERT INTO site_zones (site_id, timezone, auto)"
+            " VALUES ('kept', 'Asia/Kolkata', true), ('learnt', 'Asia/Tokyo', true)"
         )
+    monkeypatch.setattr(stats_warm, "_kept_zones_seeded", False)
     FACTS.clear()
     try:
+        # What a request reported before the seed is not overwritten by it.
+        FACTS.put("learnt", "Asia/Tokyo", Facts(kept=False, sealed_before=None))
         await _warmed(database_url)
         # A restarted API guesses a kept zone kept, and any other pair not kept.
         assert FACTS.guess("kept", "Asia/Kolkata") == Facts(kept=True, sealed_before=None)
         assert FACTS.guess("kept", "Europe/Berlin") == Facts(kept=False, sealed_before=None)
+        assert FACTS.get("learnt", "Asia/Tokyo") == Facts(kept=False, sealed_before=None)
+        with psycopg.connect(database_url, autocommit=True) as conn:
+            conn.execute(
+                "INSERT INTO site_zones (site_id, timezone, auto) VALUES ('b', 'UTC', true)"
+            )
+        await _warmed(database_url)  # the next connection: no second load
+        assert FACTS.get("b", "UTC") is None
     finally:
         FACTS.clear()
 

@@ -8,6 +8,7 @@ the order of the INSERT targets in the batch statement's text is the order of it
 
 from __future__ import annotations
 
+import datetime as dt
 import re
 
 from psycopg import sql
@@ -19,6 +20,11 @@ from consumer.seal import LOCK_SEALED
 from consumer.sessions_store import STORE_VISITS, VISIT_TABLES
 from consumer.write import INSERT_AND_ROLL_UP
 from consumer.zones import DELETE_ZONE_ROWS, LOCK_LOCAL_ROLLUPS, RECOUNT_LOCAL_ROLLUPS
+from ingest.stats_days import make_range
+from ingest.stats_params import BreakdownRequest, StatsRequest
+from ingest.stats_plan import plan_breakdown
+from ingest.stats_plan_parts import ValueVisitors
+from ingest.stats_sql_breakdown import breakdown_sql, value_visitors_sql
 
 _WRITTEN = re.compile(r"\b(?:INSERT INTO|DELETE FROM)\s+(\w+)")
 _READ = re.compile(r"\b(?:FROM|JOIN)\s+(\w+)")
@@ -102,8 +108,9 @@ def test_each_recount_reads_only_rollups_before_it_in_the_order() -> None:
 
 
 _MIGRATION_LOCKS = re.compile(
-    r"\b(?:LOCK TABLE|ALTER TABLE|INSERT INTO|DELETE FROM|UPDATE|TRUNCATE|ON)\s+"
-    r"((?:\w+)(?:\s*,\s*\w+)*)"
+    r"\b(?:LOCK(?:\s+TABLE)?|ALTER\s+TABLE(?:\s+IF\s+EXISTS)?|INSERT\s+INTO|DELETE\s+FROM"
+    r"|UPDATE|TRUNCATE(?:\s+TABLE)?|ON)\s+(?:ONLY\s+)?([\w.\"]+(?:\s*,\s*[\w.\"]+)*)",
+    re.IGNORECASE,
 )
 
 
@@ -112,10 +119,28 @@ def test_every_migration_takes_the_rollups_it_changes_in_the_lock_order() -> Non
     batch that waits for it. From 0005 on: 0001 and 0004 index and rename the tables of
     releases whose batches wrote them in another order (and other names)."""
     for migration in load_migrations()[4:]:
-        text = re.sub(r"--[^\n]*", "", migration.path.read_text())
+        text = re.sub(r"--[^\n]*|/\*.*?\*/", "", migration.path.read_text(), flags=re.DOTALL)
         seen: list[str] = []
         for names in _MIGRATION_LOCKS.findall(text):
-            for name in (n.strip() for n in names.split(",")):
+            for name in (n.strip().strip('"').removeprefix("public.") for n in names.split(",")):
                 if name in LOCK_ORDER and name not in seen:
                     seen.append(name)
         assert _is_subsequence(seen, LOCK_ORDER), (migration.label, seen)
+
+
+def test_stats_statements_read_the_sub_day_paths_in_the_lock_order() -> None:
+    """Readers lock each table they name, in the order named; one naming hourly_paths before
+    quarter_hour_paths waits for a migration holding the first while it holds the second."""
+    for zone in ("Asia/Kathmandu", "Asia/Kolkata", "Europe/Berlin"):
+        for first in (dt.date(2025, 10, 27), dt.date(2025, 11, 1)):
+            days = make_range(first, dt.date(2025, 11, 25), zone)
+            asked = StatsRequest("s", days, ("views", "visitors"))
+            request = BreakdownRequest(asked, "path", 10, 1)
+            plan = plan_breakdown(request, dt.date(2026, 1, 15))
+            texts = [breakdown_sql(plan.answer, request)[0].as_string(None)]
+            if isinstance(plan.then, ValueVisitors):
+                texts.append(value_visitors_sql(plan.then, request, ["/"])[0].as_string(None))
+            for text in texts:
+                named = [t for t in re.findall(r'\b(?:FROM|JOIN)\s+"?(\w+)', text)]
+                pair = [t for t in dict.fromkeys(named) if t.endswith("_paths") and "hour" in t]
+                assert _is_subsequence(pair, LOCK_ORDER), (zone, first, pair)

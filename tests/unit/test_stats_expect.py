@@ -176,6 +176,19 @@ def test_a_pair_never_seen_is_guessed_unkept_with_the_seal_last_seen() -> None:
     assert cache.guess("c", "Asia/Kathmandu") is None
 
 
+def test_seeded_facts_never_replace_reported_ones_nor_evict_them() -> None:
+    cache = FactsCache(size=2)
+    cache.put("a", "Asia/Kolkata", NOT_KEPT)
+    cache.seed("a", "Asia/Kolkata", KEPT_SEALED)  # reported: kept as reported
+    cache.seed("b", "Asia/Kolkata", KEPT_SEALED)  # the least recently used
+    cache.seed("c", "Asia/Kolkata", KEPT_SEALED)  # full: left out
+    assert cache.get("a", "Asia/Kolkata") == NOT_KEPT
+    assert cache.get("c", "Asia/Kolkata") is None
+    cache.put("d", "Asia/Kolkata", NOT_KEPT)  # evicts the seeded pair first
+    assert cache.get("b", "Asia/Kolkata") is None
+    assert cache.get("a", "Asia/Kolkata") == NOT_KEPT
+
+
 def test_a_page_limit_is_written_as_a_number_so_a_generic_plan_can_be_chosen() -> None:
     request = month_pages()
     sent = expect(stats_plan.plan_breakdown(request, TODAY).answer, KEPT_SEALED)

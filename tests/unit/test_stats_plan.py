@@ -214,9 +214,10 @@ def test_a_filtered_breakdown_reads_detail_rows_and_quarter_hours_of_other_types
     )
     plan = stats_plan.plan_breakdown(request, TODAY)
     assert plan.answer.form == "ranking"
-    days, hours, quarters, others = plan.answer.parts
+    days, quarters, hours, others = plan.answer.parts
     assert days == Days("daily_details", D(2025, 11, 1), D(2025, 11, 30))
-    # page views: the edges' whole hours, then their half-hour remainders (+05:30)
+    # page views: the edges' half-hour remainders (+05:30), then their whole hours (the two
+    # tables in the order batches lock them)
     assert isinstance(hours, Edges) and hours.table == "hourly_paths"
     assert isinstance(quarters, Edges) and quarters.table == "quarter_hour_paths"
     assert isinstance(others, Edges) and others.table == "quarter_hour_event_paths"
@@ -258,12 +259,12 @@ def test_a_page_breakdown_in_a_kept_zone_is_one_statement_with_every_fallback() 
     # not kept: the UTC month, plus the hours and quarter hours before it, minus those after
     assert choice.otherwise == (
         Months("monthly_paths", D(2025, 11, 1), D(2025, 12, 1)),
-        Edges("hourly_paths", ((utc("2025-10-31 19:00"), utc("2025-11-01 00:00")),)),
         Edges("quarter_hour_paths", ((utc("2025-10-31 18:30"), utc("2025-10-31 19:00")),)),
-        Edges("hourly_paths", ((utc("2025-11-30 19:00"), utc("2025-12-01 00:00")),), taken=True),
+        Edges("hourly_paths", ((utc("2025-10-31 19:00"), utc("2025-11-01 00:00")),)),
         Edges(
             "quarter_hour_paths", ((utc("2025-11-30 18:30"), utc("2025-11-30 19:00")),), taken=True
         ),
+        Edges("hourly_paths", ((utc("2025-11-30 19:00"), utc("2025-12-01 00:00")),), taken=True),
     )
     # a month that has not ended before today is never sealed: no question asked
     recent = stats_plan.plan_breakdown(request, D(2025, 12, 1))
