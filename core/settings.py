@@ -653,8 +653,9 @@ STATS_WARM_CONNECTIONS = _declare(
     Setting(
         env="STATS_WARM_CONNECTIONS",
         default=True,
-        doc="each new stats connection first asks the dashboard's default view for a site no "
-        "one tracks, so that its first visitor does not pay for a fresh backend's planning "
+        doc="each new stats connection first asks the dashboard's default view (for a site id "
+        "no event can carry), so that its first visitor does not pay for a fresh backend's "
+        "planning, and the first one seeds the planner with the zones sites keep "
         "(ingest/stats_warm.py); 0: it serves at once",
         read_by="api",
     )

@@ -22,6 +22,7 @@ import datetime as dt
 import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from dataclasses import dataclass
 from typing import Any, cast
 
 import msgspec
@@ -98,7 +99,16 @@ def configure(settings: Settings) -> Configure | None:
     return warm_connection
 
 
-_warned = False  # a warm-up failed once in this process (logged at WARNING)
+@dataclass
+class _Process:
+    """What this process's warm-ups have done once: logged a failure at WARNING (later ones
+    go to DEBUG), seeded the kept zones."""
+
+    warned: bool = False
+    seeded: bool = False
+
+
+_ONCE = _Process()
 
 
 async def warm(conn: psycopg.AsyncConnection[Any], exact_max_rows: int) -> None:
@@ -117,9 +127,8 @@ async def warm(conn: psycopg.AsyncConnection[Any], exact_max_rows: int) -> None:
         await _remember_kept_zones(pool)
     # Best effort, whatever went wrong: the connection's first visitor pays instead.
     except Exception as exc:
-        global _warned
-        level = logging.DEBUG if _warned else logging.WARNING
-        _warned = True
+        level = logging.DEBUG if _ONCE.warned else logging.WARNING
+        _ONCE.warned = True
         log.log(level, "stats warm-up of a new connection stopped at %s: %r", step, exc)
 
 
@@ -146,14 +155,10 @@ def _unstorable(request: stats_params.StatsRequest) -> stats_params.StatsRequest
 async def _remember_kept_zones(pool: Pool) -> None:
     """Once a process: the (site, zone) pairs site_zones holds, up to half the facts cache,
     seeded as kept with the database's seal (never over facts a request has reported)."""
-    global _kept_zones_seeded
-    if _kept_zones_seeded:
+    if _ONCE.seeded:
         return
     for site_id, timezone, sealed_before in await fetch(
         pool, KEPT_ZONES_SQL, {"limit": FACTS.size // 2}
     ):
         FACTS.seed(site_id, timezone, Facts(kept=True, sealed_before=sealed_before))
-    _kept_zones_seeded = True
-
-
-_kept_zones_seeded = False
+    _ONCE.seeded = True

@@ -9,11 +9,12 @@ from __future__ import annotations
 import logging
 from typing import Any
 
+import msgspec
 import psycopg
 import pytest
 from prometheus_client import generate_latest
 
-from core.events import MAX_SITE_ID_BYTES
+from core.events import MAX_SITE_ID_BYTES, InvalidEvent, decode_event
 from ingest import stats_warm
 from ingest.database import make_pool
 from ingest.metrics import IngestMetrics
@@ -64,6 +65,15 @@ async def test_the_warm_up_reads_the_views_rollups_and_notes_nothing(database_ur
 
 def test_the_warm_up_site_is_one_no_event_can_carry() -> None:
     assert len(WARM_SITE) > MAX_SITE_ID_BYTES
+    event = {
+        "site_id": WARM_SITE,
+        "event_type": "page_view",
+        "path": "/",
+        "user_id": "u",
+        "timestamp": "2025-11-12T10:00:00Z",
+    }
+    with pytest.raises(InvalidEvent, match="site_id"):
+        decode_event(msgspec.json.encode(event))  # what /event and /events decode with
 
 
 async def test_the_zones_sites_keep_seed_the_facts_once_a_process(
@@ -74,7 +84,7 @@ async def test_the_zones_sites_keep_seed_the_facts_once_a_process(
             "INSERT INTO site_zones (site_id, timezone, auto)"
             " VALUES ('kept', 'Asia/Kolkata', true), ('learnt', 'Asia/Tokyo', true)"
         )
-    monkeypatch.setattr(stats_warm, "_kept_zones_seeded", False)
+    monkeypatch.setattr(stats_warm._ONCE, "seeded", False)
     FACTS.clear()
     try:
         # What a request reported before the seed is not overwritten by it.
@@ -99,7 +109,7 @@ async def test_a_database_missing_what_the_view_reads_still_gets_its_connections
 ) -> None:
     with psycopg.connect(database_url, autocommit=True) as conn:
         conn.execute("DROP TABLE quarter_hour_paths")
-    monkeypatch.setattr(stats_warm, "_warned", False)
+    monkeypatch.setattr(stats_warm._ONCE, "warned", False)
     with caplog.at_level(logging.DEBUG, logger=stats_warm.__name__):
         assert await _warmed(database_url) == psycopg.pq.TransactionStatus.IDLE
         assert await _warmed(database_url) == psycopg.pq.TransactionStatus.IDLE
