@@ -1,5 +1,5 @@
 """`python -m bench consumer [--events=N] [--per-message=K] [--partitions=P] [--recorded-rate=R]
-[--site-zones=Z] [--env=KEY=VALUE] [--freshness-rate=F] [--pin-cpu=C]`
+[--site-zones=Z] [--env=KEY=VALUE] [--freshness-rate=F] [--pin-cpu=C] [--pin-backends]`
 
 (Options in the `--name=value` form: `python -m bench` passes on only the arguments that start
 with a dash.)
@@ -14,7 +14,9 @@ With --site-zones=Z the Z busiest sites keep a time zone (`python -m consumer.zo
 that the replica also writes their local-day rollups. Then, unless --freshness-rate=0, a
 second replica takes a steady F events/s and the time from each probe's ack to its row in
 daily_stats is measured, with the batches' mean size and write times. --pin-cpu=C runs every
-replica on core C alone (`taskset`), and the freshness load beside it: a slower machine.
+replica on core C alone (`taskset`), and the freshness load beside it: a slower machine; with
+--pin-backends the freshness replica's PostgreSQL backends, where a batch's work is done, run
+there too: the whole consumer side on one core.
 """
 
 from __future__ import annotations
@@ -26,6 +28,7 @@ import os
 import random
 import subprocess
 import sys
+import threading
 import time
 import uuid
 from collections.abc import Iterator
@@ -494,16 +497,25 @@ def freshness(
     seconds: float,
     extra: list[str],
     pin_cpu: int | None = None,
+    pin_backends: bool = False,
 ) -> tuple[list[float], float, dict[str, float]]:
     """Runs measure_freshness against a fresh topic and a replica; returns the latencies,
     the event rate actually stored, and the replica's batch sizes and write times. With
-    `pin_cpu` the replica and this process (the load) share that one core."""
+    `pin_cpu` the replica and this process (the load) share that one core; with
+    `pin_backends` too, so do the replica's PostgreSQL backends (where a batch's work is)."""
     topic = f"bench-fresh-{uuid.uuid4().hex[:8]}"
     asyncio.run(_create_topic(bootstrap, topic, partitions))
-    process, _, port = start_replica(bootstrap, database_url, topic, partitions, extra, pin_cpu)
+    process, group, port = start_replica(bootstrap, database_url, topic, partitions, extra, pin_cpu)
     affinity = os.sched_getaffinity(0)
     if pin_cpu is not None:
         os.sched_setaffinity(0, {pin_cpu})
+    stop_pinning = threading.Event()
+    if pin_cpu is not None and pin_backends:
+        threading.Thread(
+            target=_pin_backends,
+            args=(database_url, f"analytics-consumer:{group}", pin_cpu, stop_pinning),
+            daemon=True,
+        ).start()
     try:
         started = time.monotonic()
         before = _scalar(database_url, "SELECT count(*) FROM events")
@@ -523,11 +535,24 @@ def freshness(
             "write_p99_s": histogram_quantile(metrics, "consumer_batch_write_seconds", 0.99),
         }
     finally:
+        stop_pinning.set()
         os.sched_setaffinity(0, affinity)
         process.terminate()
         process.wait(30)
         asyncio.run(_delete_topic(bootstrap, topic))
     return latencies, achieved, writes
+
+
+def _pin_backends(database_url: str, application: str, cpu: int, stop: threading.Event) -> None:
+    """Until `stop`, moves the PostgreSQL backends of `application` to core `cpu` (twice a
+    second: a replica opens its connections when it first writes, and again after losing one)."""
+    with psycopg.connect(database_url, autocommit=True) as conn:
+        while not stop.wait(0.5):
+            for (pid,) in conn.execute(
+                "SELECT pid FROM pg_stat_activity WHERE application_name = %s", (application,)
+            ).fetchall():
+                with contextlib.suppress(ProcessLookupError):
+                    os.sched_setaffinity(pid, {cpu})
 
 
 def _counter(text: str, name: str) -> float:
@@ -578,6 +603,11 @@ def main(argv: list[str]) -> None:
         type=int,
         default=None,
         help="run the replica on this one core (taskset), with the freshness load beside it",
+    )
+    parser.add_argument(
+        "--pin-backends",
+        action="store_true",
+        help="with --pin-cpu, the replica's PostgreSQL backends on that core too (freshness)",
     )
     args, _ = parser.parse_known_args(argv)  # options of other sections pass through
     env = environ()
@@ -637,6 +667,7 @@ def main(argv: list[str]) -> None:
                 args.freshness_s,
                 args.env,
                 args.pin_cpu,
+                args.pin_backends,
             )
             if args.freshness_rate
             else ([], 0.0, {})
@@ -675,7 +706,8 @@ def main(argv: list[str]) -> None:
             f"consumer: freshness at {args.freshness_rate:,} events/s, one event per message, "
             f"ack (202) to visible in daily_stats, {len(latencies)} probes"
             + (
-                f", replica and load pinned to CPU {args.pin_cpu}"
+                f", replica{', its PostgreSQL backends' if args.pin_backends else ''} and load "
+                f"pinned to CPU {args.pin_cpu}"
                 if args.pin_cpu is not None
                 else ""
             ),

@@ -353,9 +353,14 @@ def free_port() -> int:
 
 
 def start_api(
-    database_url: str, port: int, settings: dict[str, str] | None = None
+    database_url: str,
+    port: int,
+    settings: dict[str, str] | None = None,
+    pin_cpu: int | None = None,
 ) -> subprocess.Popen[bytes]:
-    """An API process on `port` (its `settings` over the bench's), once it answers."""
+    """An API process on `port` (its `settings` over the bench's), once it answers. With
+    `pin_cpu`, the API and its PostgreSQL backends (the server's side of a request) run on
+    that core alone: a slower server."""
     env = {
         **os.environ,
         "DATABASE_URL": database_url,
@@ -373,8 +378,11 @@ def start_api(
         "LOG_LEVEL": "WARNING",
         **(settings or {}),
     }
+    command = [sys.executable, "-m", "ingest"]
+    if pin_cpu is not None:
+        command = ["taskset", "-c", str(pin_cpu), *command]
     process = subprocess.Popen(
-        [sys.executable, "-m", "ingest"],
+        command,
         env=env,
         cwd=ROOT,
         stdout=subprocess.DEVNULL,
@@ -386,12 +394,25 @@ def start_api(
             raise RuntimeError("the API exited during start-up (is Kafka running?)")
         try:
             if _pool_ready(port, int(env["DB_POOL_MIN_SIZE"])):
+                if pin_cpu is not None:
+                    _pin_backends(database_url, pin_cpu)
                 return process
         except httpx.TransportError:
             pass
         time.sleep(0.2)
     process.kill()
     raise RuntimeError("the API did not answer within 60 s")
+
+
+def _pin_backends(database_url: str, cpu: int) -> None:
+    """Moves the API's PostgreSQL backends (its stats pool, open by now) to core `cpu`."""
+    with psycopg.connect(database_url) as conn:
+        pids = conn.execute(
+            "SELECT pid FROM pg_stat_activity "
+            "WHERE datname = current_database() AND application_name LIKE 'analytics-api%'"
+        ).fetchall()
+    for (pid,) in pids:
+        os.sched_setaffinity(pid, {cpu})
 
 
 def _pool_ready(port: int, connections: int) -> bool:
