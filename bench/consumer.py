@@ -1,5 +1,6 @@
 """`python -m bench consumer [--events=N] [--per-message=K] [--partitions=P] [--recorded-rate=R]
-[--site-zones=Z] [--env=KEY=VALUE] [--freshness-rate=F] [--pin-cpu=C] [--pin-backends]`
+[--site-zones=Z] [--env=KEY=VALUE] [--freshness-rate=F] [--pin-cpu=C] [--pin-backends]
+[--consumer-tree=DIR]`
 
 (Options in the `--name=value` form: `python -m bench` passes on only the arguments that start
 with a dash.)
@@ -16,7 +17,9 @@ second replica takes a steady F events/s and the time from each probe's ack to i
 daily_stats is measured, with the batches' mean size and write times. --pin-cpu=C runs every
 replica on core C alone (`taskset`), and the freshness load beside it: a slower machine; with
 --pin-backends the freshness replica's PostgreSQL backends, where a batch's work is done, run
-there too: the whole consumer side on one core.
+there too: the whole consumer side on one core. --consumer-tree=DIR runs the replicas from
+another checkout, e.g. an issue's starting commit, on this tree's events and schema: comparing
+commits with their own bench would also compare their generators.
 """
 
 from __future__ import annotations
@@ -338,9 +341,11 @@ def start_replica(
     partitions: int,
     extra: list[str],
     pin_cpu: int | None = None,
+    tree: Path = ROOT,
 ) -> tuple[subprocess.Popen[bytes], str, int]:
-    """Starts `python -m consumer` on a new group (under `taskset -c pin_cpu` if given: one
-    core, for a slower machine); returns the process, group, metrics port."""
+    """Starts `python -m consumer` from `tree` (another checkout: that commit's consumer) on a
+    new group (under `taskset -c pin_cpu` if given: one core, for a slower machine); returns
+    the process, group, metrics port."""
     group = f"bench-{uuid.uuid4().hex[:8]}"
     port = free_port()
     env = {
@@ -360,7 +365,7 @@ def start_replica(
     command = [sys.executable, "-m", "consumer"]
     if pin_cpu is not None:
         command = ["taskset", "-c", str(pin_cpu), *command]
-    process = subprocess.Popen(command, env=env, cwd=ROOT)
+    process = subprocess.Popen(command, env=env, cwd=tree)
     return process, group, port
 
 
@@ -372,8 +377,11 @@ def drain(
     messages: int,
     extra: list[str],
     pin_cpu: int | None = None,
+    tree: Path = ROOT,
 ) -> dict[str, float]:
-    process, group, port = start_replica(bootstrap, database_url, topic, partitions, extra, pin_cpu)
+    process, group, port = start_replica(
+        bootstrap, database_url, topic, partitions, extra, pin_cpu, tree
+    )
     samples: list[float] = []
     try:
         first_at = None
@@ -498,6 +506,7 @@ def freshness(
     extra: list[str],
     pin_cpu: int | None = None,
     pin_backends: bool = False,
+    tree: Path = ROOT,
 ) -> tuple[list[float], float, dict[str, float]]:
     """Runs measure_freshness against a fresh topic and a replica; returns the latencies,
     the event rate actually stored, and the replica's batch sizes and write times. With
@@ -505,17 +514,21 @@ def freshness(
     `pin_backends` too, so do the replica's PostgreSQL backends (where a batch's work is)."""
     topic = f"bench-fresh-{uuid.uuid4().hex[:8]}"
     asyncio.run(_create_topic(bootstrap, topic, partitions))
-    process, group, port = start_replica(bootstrap, database_url, topic, partitions, extra, pin_cpu)
+    process, group, port = start_replica(
+        bootstrap, database_url, topic, partitions, extra, pin_cpu, tree
+    )
     affinity = os.sched_getaffinity(0)
     if pin_cpu is not None:
         os.sched_setaffinity(0, {pin_cpu})
     stop_pinning = threading.Event()
+    pinner = None
     if pin_cpu is not None and pin_backends:
-        threading.Thread(
+        pinner = threading.Thread(
             target=_pin_backends,
             args=(database_url, f"analytics-consumer:{group}", pin_cpu, stop_pinning),
             daemon=True,
-        ).start()
+        )
+        pinner.start()
     try:
         started = time.monotonic()
         before = _scalar(database_url, "SELECT count(*) FROM events")
@@ -536,6 +549,8 @@ def freshness(
         }
     finally:
         stop_pinning.set()
+        if pinner is not None:
+            pinner.join(5)
         os.sched_setaffinity(0, affinity)
         process.terminate()
         process.wait(30)
@@ -605,6 +620,13 @@ def main(argv: list[str]) -> None:
         help="run the replica on this one core (taskset), with the freshness load beside it",
     )
     parser.add_argument(
+        "--consumer-tree",
+        type=Path,
+        default=ROOT,
+        help="run the replicas from this checkout (another commit's consumer); the events, the "
+        "schema and the references stay this tree's: the same work for every commit",
+    )
+    parser.add_argument(
         "--pin-backends",
         action="store_true",
         help="with --pin-cpu, the replica's PostgreSQL backends on that core too (freshness)",
@@ -643,7 +665,14 @@ def main(argv: list[str]) -> None:
             file=sys.stderr,
         )
         result = drain(
-            bootstrap, database_url, topic, args.partitions, messages, args.env, args.pin_cpu
+            bootstrap,
+            database_url,
+            topic,
+            args.partitions,
+            messages,
+            args.env,
+            args.pin_cpu,
+            args.consumer_tree,
         )
         stored_events = _scalar(database_url, "SELECT count(*) FROM events")
         # Events/s over the time from the first stored batch to the last one.
@@ -668,6 +697,7 @@ def main(argv: list[str]) -> None:
                 args.env,
                 args.pin_cpu,
                 args.pin_backends,
+                args.consumer_tree,
             )
             if args.freshness_rate
             else ([], 0.0, {})
@@ -685,6 +715,7 @@ def main(argv: list[str]) -> None:
         + (f", {args.site_zones} sites keeping {ZONE}" if args.site_zones else "")
         + (", events without context" if args.without_context else "")
         + (f", replica pinned to CPU {args.pin_cpu}" if args.pin_cpu is not None else "")
+        + (f", consumer from {args.consumer_tree}" if args.consumer_tree != ROOT else "")
         + "".join(f", {item}" for item in args.env),
         ["measure", "value"],
         [

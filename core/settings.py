@@ -253,8 +253,10 @@ PRODUCER_COMPRESSION = _declare(
 DB_POOL_MIN_SIZE = _declare(
     Setting(
         env="DB_POOL_MIN_SIZE",
-        default=1,
-        doc="stats connections the pool keeps open",
+        default=8,
+        doc="stats connections the pool keeps open (at most DB_POOL_MAX_SIZE): each is warmed "
+        "before it serves, so a page's questions after a quiet spell find them ready rather "
+        "than wait for new ones",
         read_by="api",
     )
 )

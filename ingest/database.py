@@ -40,7 +40,8 @@ def make_pool(
     warm-up, ingest/stats_warm.py)."""
     return AsyncConnectionPool(
         settings.database_url,
-        min_size=settings.db_pool_min_size,
+        # A smaller DB_POOL_MAX_SIZE alone lowers the connections kept open too.
+        min_size=min(settings.db_pool_min_size, settings.db_pool_max_size),
         max_size=settings.db_pool_max_size,
         timeout=settings.db_timeout_s,
         kwargs={
