@@ -521,11 +521,12 @@ def freshness(
     if pin_cpu is not None:
         os.sched_setaffinity(0, {pin_cpu})
     stop_pinning = threading.Event()
+    pinned: dict[int, str] = {}  # pid: "" once pinned, or what went wrong
     pinner = None
     if pin_cpu is not None and pin_backends:
         pinner = threading.Thread(
             target=_pin_backends,
-            args=(database_url, f"analytics-consumer:{group}", pin_cpu, stop_pinning),
+            args=(database_url, f"analytics-consumer:{group}", pin_cpu, stop_pinning, pinned),
             daemon=True,
         )
         pinner.start()
@@ -555,19 +556,47 @@ def freshness(
         process.terminate()
         process.wait(30)
         asyncio.run(_delete_topic(bootstrap, topic))
+    if pinner is not None and (not pinned or any(pinned.values())):
+        raise RuntimeError(
+            f"the replica's PostgreSQL backends were not all pinned: {pinned or 'none found'}"
+        )
     return latencies, achieved, writes
 
 
-def _pin_backends(database_url: str, application: str, cpu: int, stop: threading.Event) -> None:
+def _pin_backends(
+    database_url: str,
+    application: str,
+    cpu: int,
+    stop: threading.Event,
+    pinned: dict[int, str],
+) -> None:
     """Until `stop`, moves the PostgreSQL backends of `application` to core `cpu` (twice a
-    second: a replica opens its connections when it first writes, and again after losing one)."""
-    with psycopg.connect(database_url, autocommit=True) as conn:
-        while not stop.wait(0.5):
-            for (pid,) in conn.execute(
-                "SELECT pid FROM pg_stat_activity WHERE application_name = %s", (application,)
-            ).fetchall():
-                with contextlib.suppress(ProcessLookupError):
-                    os.sched_setaffinity(pid, {cpu})
+    second: a replica opens its connections when it first writes, and again after losing
+    one), noting in `pinned` each one's pid and what went wrong with it ("" if nothing)."""
+    try:
+        with psycopg.connect(database_url, autocommit=True) as conn:
+            while not stop.wait(0.5):
+                for (pid,) in conn.execute(
+                    "SELECT pid FROM pg_stat_activity WHERE application_name = %s", (application,)
+                ).fetchall():
+                    if pid not in pinned:
+                        pinned[pid] = _pin_local_backend(pid, cpu)
+    except psycopg.Error as exc:
+        pinned[-1] = f"cannot list the backends: {exc}"
+
+
+def _pin_local_backend(pid: int, cpu: int) -> str:
+    """Pins a backend of this machine to `cpu`: "" if done, else why not."""
+    try:
+        with open(f"/proc/{pid}/comm") as comm:
+            if comm.read().strip() != "postgres":
+                return "not a local postgres process"
+        os.sched_setaffinity(pid, {cpu})
+    except (FileNotFoundError, ProcessLookupError):
+        return "not on this machine (or gone)"
+    except PermissionError as exc:
+        return f"not allowed: {exc}"
+    return ""
 
 
 def _counter(text: str, name: str) -> float:
@@ -632,6 +661,10 @@ def main(argv: list[str]) -> None:
         help="with --pin-cpu, the replica's PostgreSQL backends on that core too (freshness)",
     )
     args, _ = parser.parse_known_args(argv)  # options of other sections pass through
+    if args.pin_backends and args.pin_cpu is None:
+        parser.error("--pin-backends needs --pin-cpu")
+    if args.pin_cpu is not None and args.pin_cpu not in os.sched_getaffinity(0):
+        parser.error(f"--pin-cpu must be one of the cores {sorted(os.sched_getaffinity(0))}")
     env = environ()
     bootstrap = KAFKA_BOOTSTRAP_SERVERS.read(env)
     server_url = DATABASE_URL.read(env)

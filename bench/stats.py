@@ -395,22 +395,28 @@ def start_api(
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
     )
+    try:
+        _wait_until_ready(process, env, port)
+        if pin_cpu is not None:
+            _pin_backends(_api_backends(database_url) - earlier, pin_cpu)
+    except BaseException:
+        process.kill()
+        raise
+    return process
+
+
+def _wait_until_ready(process: subprocess.Popen[bytes], env: dict[str, str], port: int) -> None:
+    """Until the API answers with its pool's kept connections all open and warmed, as a
+    service's are well before its first visitor: no measurement waits for one."""
+    kept = min(DB_POOL_MIN_SIZE.read(env), DB_POOL_MAX_SIZE.read(env))
     deadline = time.monotonic() + 60
     while time.monotonic() < deadline:
         if process.poll() is not None:
             raise RuntimeError("the API exited during start-up (is Kafka running?)")
-        try:
-            # The pool's kept connections all open and warmed, as a service's are well
-            # before its first visitor: no measurement waits for one.
-            kept = min(DB_POOL_MIN_SIZE.read(env), DB_POOL_MAX_SIZE.read(env))
+        with contextlib.suppress(httpx.TransportError):
             if _pool_ready(port, kept):
-                if pin_cpu is not None:
-                    _pin_backends(_api_backends(database_url) - earlier, pin_cpu)
-                return process
-        except httpx.TransportError:
-            pass
+                return
         time.sleep(0.2)
-    process.kill()
     raise RuntimeError("the API did not answer within 60 s")
 
 
@@ -425,10 +431,19 @@ def _api_backends(database_url: str) -> set[int]:
 
 
 def _pin_backends(pids: set[int], cpu: int) -> None:
-    """Moves these backends (a new API's pool, open and warmed by now) to core `cpu`."""
+    """Moves these backends (a new API's pool, open and warmed by now) to core `cpu`; they
+    must be processes of this machine (PostgreSQL on another host or in a container cannot
+    be pinned from here)."""
+    if not pids:
+        raise RuntimeError("found none of the API's PostgreSQL backends to pin")
     for pid in pids:
-        with contextlib.suppress(ProcessLookupError):  # closed meanwhile
+        try:
+            with open(f"/proc/{pid}/comm") as comm:
+                if comm.read().strip() != "postgres":
+                    raise RuntimeError(f"backend {pid} is not a local postgres process")
             os.sched_setaffinity(pid, {cpu})
+        except (FileNotFoundError, ProcessLookupError) as exc:
+            raise RuntimeError(f"backend {pid} is not on this machine: cannot pin it") from exc
 
 
 def _pool_ready(port: int, connections: int) -> bool:

@@ -22,7 +22,7 @@ from ingest.accept import Ingest, post_event, post_events
 from ingest.browser import BrowserRoute, post_browser_event
 from ingest.context import Enricher
 from ingest.cors import cors
-from ingest.database import make_pool, make_salt_pool
+from ingest.database import keep_pool_filled, make_pool, make_salt_pool
 from ingest.errors import JSON_MEDIA_TYPE, ApiError, error_response
 from ingest.fastpath import EventFastPath
 from ingest.health import browser_readyz, healthz, readyz
@@ -117,6 +117,7 @@ def create_app(settings: Settings, env: Mapping[str, str] | None = None) -> Star
         app.state.publisher = publisher
         app.state.pool = pool
         flushing = asyncio.create_task(zone_requests.flush_periodically(pool), name="zone-requests")
+        filling = asyncio.create_task(keep_pool_filled(pool), name="stats-pool-check")
         salts: SaltKeeper | None = None
         keeping: asyncio.Task[None] | None = None
         salt_pool = None
@@ -147,7 +148,7 @@ def create_app(settings: Settings, env: Mapping[str, str] | None = None) -> Star
             yield
         finally:
             # Requests have drained (uvicorn stops accepting first).
-            for task in (flushing, keeping):
+            for task in (flushing, filling, keeping):
                 if task is not None:
                     task.cancel()
                     with contextlib.suppress(asyncio.CancelledError):

@@ -12,6 +12,8 @@ Both are set once per connection, at connect: no request pays a round trip for t
 
 from __future__ import annotations
 
+import asyncio
+import logging
 from collections.abc import Awaitable, Callable
 
 import psycopg
@@ -19,6 +21,8 @@ from psycopg.rows import TupleRow
 from psycopg_pool import AsyncConnectionPool, PoolTimeout
 
 from ingest.settings import Settings
+
+log = logging.getLogger(__name__)
 
 
 class DatabaseUnavailable(Exception):
@@ -52,9 +56,32 @@ def make_pool(
             ),
         },
         configure=configure,
+        # A connection is tried before it is lent: after PostgreSQL restarts, the pool's
+        # kept connections are dead, and each would otherwise fail one question.
+        check=AsyncConnectionPool.check_connection,
         open=False,
         name="api",
     )
+
+
+# How often `keep_pool_filled` checks the stats pool's idle connections.
+POOL_CHECK_INTERVAL_S = 30.0
+
+
+async def keep_pool_filled(
+    pool: AsyncConnectionPool[psycopg.AsyncConnection[TupleRow]],
+    interval_s: float = POOL_CHECK_INTERVAL_S,
+) -> None:
+    """Runs until cancelled: checks the pool's idle connections every `interval_s`, replacing
+    dead ones and growing it back to its kept size. The pool gives up reconnecting after
+    five minutes of failures and then regrows only when a question asks: after a longer
+    outage, the first page would otherwise wait for new connections and their warm-ups."""
+    while True:
+        await asyncio.sleep(interval_s)
+        try:
+            await pool.check()
+        except Exception as exc:  # a failed check changes nothing: the next one retries
+            log.debug("stats pool check failed: %s", exc)
 
 
 def make_salt_pool(settings: Settings) -> AsyncConnectionPool[psycopg.AsyncConnection[TupleRow]]:
