@@ -56,16 +56,14 @@ def make_pool(
             ),
         },
         configure=configure,
-        # A connection is tried before it is lent: after PostgreSQL restarts, the pool's
-        # kept connections are dead, and each would otherwise fail one question.
-        check=AsyncConnectionPool.check_connection,
         open=False,
         name="api",
     )
 
 
-# How often `keep_pool_filled` checks the stats pool's idle connections.
-POOL_CHECK_INTERVAL_S = 30.0
+# How often `keep_pool_filled` checks the stats pool's idle connections. Not on every loan
+# (psycopg_pool's `check=`): that round trip added about 0.5 ms to every question's p99.
+POOL_CHECK_INTERVAL_S = 5.0
 
 
 async def keep_pool_filled(
@@ -73,9 +71,11 @@ async def keep_pool_filled(
     interval_s: float = POOL_CHECK_INTERVAL_S,
 ) -> None:
     """Runs until cancelled: checks the pool's idle connections every `interval_s`, replacing
-    dead ones and growing it back to its kept size. The pool gives up reconnecting after
-    five minutes of failures and then regrows only when a question asks: after a longer
-    outage, the first page would otherwise wait for new connections and their warm-ups."""
+    dead ones and growing it back to its kept size. After PostgreSQL restarts, every kept
+    connection is dead: each would fail one question. And the pool gives up reconnecting
+    after five minutes of failures, then regrows only when a question asks: after a longer
+    outage, the first page would wait for new connections and their warm-ups. The checks
+    also keep idle connections from being cut by a firewall's idle timeout."""
     while True:
         await asyncio.sleep(interval_s)
         try:

