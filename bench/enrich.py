@@ -52,7 +52,7 @@ def main(argv: list[str]) -> None:
     parser = argparse.ArgumentParser(prog="python -m bench enrich")
     parser.add_argument("--calls", type=int, default=20_000)
     parser.add_argument("--rounds", type=int, default=5)
-    args = parser.parse_args(argv)
+    args, _ = parser.parse_known_args(argv)  # options of other sections pass through
     started = time.perf_counter()
     enricher = Enricher.from_settings({})
     engine = bots.prepare()
