@@ -580,13 +580,14 @@ def _pin_backends(
                     "SELECT pid FROM pg_stat_activity WHERE application_name = %s", (application,)
                 ).fetchall():
                     if pid not in pinned:
-                        pinned[pid] = _pin_local_backend(pid, cpu)
+                        pinned[pid] = pin_local_backend(pid, cpu)
     except psycopg.Error as exc:
         pinned[-1] = f"cannot list the backends: {exc}"
 
 
-def _pin_local_backend(pid: int, cpu: int) -> str:
-    """Pins a backend of this machine to `cpu`: "" if done, else why not."""
+def pin_local_backend(pid: int, cpu: int) -> str:
+    """Pins a PostgreSQL backend of this machine to `cpu`: "" if done, else why not (one in a
+    container or on another host cannot be pinned from here)."""
     try:
         with open(f"/proc/{pid}/comm") as comm:
             if comm.read().strip() != "postgres":

@@ -37,6 +37,7 @@ import psycopg
 
 from bench import http_load, stats_data
 from bench.batches import OTHER_SITE, batches_beside
+from bench.consumer import pin_local_backend
 from bench.table import print_table
 from consumer.zones import remove_zone
 from core.settings import DATABASE_URL, DB_POOL_MAX_SIZE, DB_POOL_MIN_SIZE
@@ -437,13 +438,8 @@ def _pin_backends(pids: set[int], cpu: int) -> None:
     if not pids:
         raise RuntimeError("found none of the API's PostgreSQL backends to pin")
     for pid in pids:
-        try:
-            with open(f"/proc/{pid}/comm") as comm:
-                if comm.read().strip() != "postgres":
-                    raise RuntimeError(f"backend {pid} is not a local postgres process")
-            os.sched_setaffinity(pid, {cpu})
-        except (FileNotFoundError, ProcessLookupError) as exc:
-            raise RuntimeError(f"backend {pid} is not on this machine: cannot pin it") from exc
+        if refused := pin_local_backend(pid, cpu):
+            raise RuntimeError(f"cannot pin backend {pid}: {refused}")
 
 
 def _pool_ready(port: int, connections: int) -> bool:
