@@ -838,3 +838,17 @@ def _report_statements(database_url: str) -> None:
     print("\npg_stat_statements (calls, total ms, mean ms, rows, query):", file=sys.stderr)
     for row in rows:
         print("  ", *row, file=sys.stderr)
+    _report_updates(database_url)
+
+
+def _report_updates(database_url: str) -> None:
+    """The tables the drain updated most, and how many of those updates stayed in their page
+    without new index entries (HOT: docs/decisions/0035-visits-updated-in-place.md)."""
+    with psycopg.connect(database_url) as conn:
+        rows = conn.execute(
+            "SELECT relname, n_tup_upd, n_tup_hot_upd FROM pg_stat_user_tables"
+            " WHERE n_tup_upd > 0 ORDER BY n_tup_upd DESC LIMIT 8"
+        ).fetchall()
+    print("\nmost updated tables (updates, of which in place):", file=sys.stderr)
+    for name, updated, in_place in rows:
+        print(f"   {name} {updated} {in_place} ({in_place / updated:.0%})", file=sys.stderr)

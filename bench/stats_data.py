@@ -134,7 +134,8 @@ def _month_days() -> dict[str, object]:
 FILL_VISITS = """
 INSERT INTO visits (site_id, visitor, started_at, last_at, day, entry_page, exit_page,
                     referrer_host, referrer_source, utm_source, utm_medium, utm_campaign,
-                    utm_content, utm_term, browser, os, device, country, page_views, events)
+                    utm_content, utm_term, browser, os, device, country, page_views, events,
+                    last_bucket)
 WITH marked AS (
     SELECT *, coalesce(event_time - lag(event_time) OVER w > interval '30 minutes', true)
               AS starts
@@ -159,7 +160,8 @@ SELECT site_id, user_id, min(event_time), max(event_time),
        (array_agg(browser) FILTER (WHERE starts))[1], (array_agg(os) FILTER (WHERE starts))[1],
        (array_agg(device) FILTER (WHERE starts))[1],
        (array_agg(country) FILTER (WHERE starts))[1],
-       count(*) FILTER (WHERE event_type = 'page_view'), count(*)
+       count(*) FILTER (WHERE event_type = 'page_view'), count(*),
+       date_bin('15 minutes', max(event_time), timestamptz '2000-01-01 00:00+00')
 FROM numbered GROUP BY site_id, user_id, visit
 """
 

@@ -303,19 +303,23 @@ WITH changed AS MATERIALIZED (
            hll_hash_text(c.visitor) AS visitor_hash
     FROM visit_changes c
 ),
+-- An extended visit changes no indexed column unless its last event enters another quarter
+-- hour (last_bucket): the update is then rewritten in its page (schema.sql, visits).
 stored AS (
     INSERT INTO visits AS v (site_id, visitor, started_at, last_at, day, entry_page, exit_page,
                              referrer_host, referrer_source, utm_source, utm_medium,
                              utm_campaign, utm_content, utm_term, browser, os, device, country,
-                             page_views, events)
+                             page_views, events, last_bucket)
     SELECT site_id, visitor, started_at, last_at, day, entry_page, exit_page, referrer_host,
            referrer_source, utm_source, utm_medium, utm_campaign, utm_content, utm_term,
-           browser, os, device, country, page_views, events
+           browser, os, device, country, page_views, events,
+           date_bin('15 minutes', last_at, timestamptz '2000-01-01 00:00+00')
     FROM changed
     ORDER BY site_id COLLATE "C", visitor COLLATE "C", started_at
     ON CONFLICT (site_id, visitor, started_at) DO UPDATE SET
         last_at = EXCLUDED.last_at, exit_page = EXCLUDED.exit_page,
-        page_views = EXCLUDED.page_views, events = EXCLUDED.events
+        page_views = EXCLUDED.page_views, events = EXCLUDED.events,
+        last_bucket = EXCLUDED.last_bucket
 ),
 -- Each changed visit's contribution now (+) and as stored (-), at the grain of every visit
 -- rollup: its bucket and day, and each dimension's value, a missing one as '(not set)' here
@@ -598,9 +602,11 @@ SELECT site_id, user_id, min(event_time), max(event_time), (min(event_time) AT T
     'UTC')::date,
        (array_agg(path ORDER BY event_time, event_id))[1],
        (array_agg(path ORDER BY event_time DESC, event_id DESC))[1],
-       count(*) FILTER (WHERE event_type = 'page_view'), count(*)
+       count(*) FILTER (WHERE event_type = 'page_view'), count(*),
+       date_bin('15 minutes', max(event_time), timestamptz '2000-01-01 00:00+00')
 FROM numbered GROUP BY site_id, user_id, visit ORDER BY 1, 2, 3
 
 -- name: visits.stored
-SELECT site_id, visitor, started_at, last_at, day, entry_page, exit_page, page_views, events
+SELECT site_id, visitor, started_at, last_at, day, entry_page, exit_page, page_views, events,
+       last_bucket
 FROM visits ORDER BY 1, 2, 3
