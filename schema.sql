@@ -349,10 +349,11 @@ CREATE TABLE visits (
     country          text,
     page_views       integer     NOT NULL,
     events           integer     NOT NULL,
-    -- The 15-minute UTC bucket of last_at, written with it by the consumer: the realtime
-    -- count's key. Unlike last_at it rarely changes when a batch extends the visit, so that
-    -- update rewrites the row in its page without new index entries (a HOT update; hence the
-    -- room left on each page). NULL for visits last written before migration 0018.
+    -- The 15-minute UTC bucket of last_at, written with it by the consumer (and by the
+    -- trigger below for any other writer): the realtime count's key. Unlike last_at it
+    -- rarely changes when a batch extends the visit, so that update rewrites the row in its
+    -- page without new index entries (a HOT update; hence the room left on each page). NULL
+    -- for visits last written before migration 0018 and not active then.
     last_bucket      timestamptz,
     PRIMARY KEY (site_id, visitor, started_at)
 ) WITH (fillfactor = 80);
@@ -360,6 +361,17 @@ CREATE TABLE visits (
 -- (the partial days of a range outside UTC), and retention by day.
 CREATE INDEX visits_active ON visits (site_id, last_bucket) WHERE last_bucket IS NOT NULL;
 CREATE INDEX visits_by_day_and_site ON visits (day, site_id, started_at);
+-- Keeps last_bucket right whoever writes the row; called only when it is missing or stale.
+CREATE FUNCTION visits_last_bucket() RETURNS trigger LANGUAGE plpgsql AS $$
+BEGIN
+    NEW.last_bucket := date_bin('15 minutes', NEW.last_at, timestamptz '2000-01-01 00:00+00');
+    RETURN NEW;
+END
+$$;
+CREATE TRIGGER visits_last_bucket BEFORE INSERT OR UPDATE ON visits FOR EACH ROW
+    WHEN (NEW.last_bucket IS DISTINCT FROM
+          date_bin('15 minutes', NEW.last_at, timestamptz '2000-01-01 00:00+00'))
+    EXECUTE FUNCTION visits_last_bucket();
 
 -- A visit's value of each of its thirteen dimensions (NULL when missing), as the visit
 -- dimension rollups file it: for the statements that count them from stored visits.

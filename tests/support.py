@@ -67,14 +67,24 @@ def make_record(**changes: Any) -> EventRecord:
     return EventRecord(**fields)
 
 
+# Every visit's realtime key, whatever path wrote it (late events, moved starts, isolation).
+STALE_BUCKETS = (
+    "SELECT count(*) FROM visits WHERE last_bucket IS DISTINCT FROM"
+    " date_bin('15 minutes', last_at, timestamptz '2000-01-01 00:00+00')"
+)
+
+
 def assert_rollups_match_raw_rows(database_url: str) -> None:
     """Every rollup of the registry (consumer/rollups) equals its recount from the raw events
-    (its `expected` and `stored` statements): nothing lost, nothing twice."""
+    (its `expected` and `stored` statements): nothing lost, nothing twice; and every visit
+    carries its last event's quarter hour."""
     with psycopg.connect(database_url) as conn:
         for table, recount, rollup in checks():
             expected = conn.execute(recount).fetchall()
             actual = conn.execute(rollup).fetchall()
             assert actual == expected, f"{table} differs from a recount of the raw events"
+        stale = conn.execute(STALE_BUCKETS).fetchone()
+        assert stale == (0,), "visits whose last_bucket is not their last event's quarter hour"
 
 
 def assert_visits_match_events(database_url: str, timeout_s: float = 1800) -> None:
@@ -97,10 +107,12 @@ def unversion(conn: psycopg.Connection[Any]) -> None:
     visitor salts of 0006, the visits of 0007, the imports of 0008, the dimension pairs of
     0009, the sealed visit months of 0010, the other event types' quarter hours of 0012, the
     hourly paths of 0013, the quarter-hour context of 0014 and visit dimensions (with its
-    function) of 0015, the answer versions of 0016), the key of quarter_hour_paths before
-    0017, and the names that migration 0004 changed as they were then."""
+    function) of 0015, the answer versions of 0016, the visits' bucket trigger of 0018), the key of
+    quarter_hour_paths before 0017, and the names that migration 0004 changed as they were then."""
     conn.execute("DROP TABLE schema_migrations")
     conn.execute("DROP FUNCTION visit_dimension_values(visits)")
+    conn.execute("DROP TRIGGER visits_last_bucket ON visits")
+    conn.execute("DROP FUNCTION visits_last_bucket()")
     conn.execute(
         "DROP TABLE daily_dimensions, daily_props, visitor_salts, visits, quarter_hour_visits,"
         " daily_visit_dimensions, daily_dimension_pairs, sealed_monthly_visit_dimensions,"

@@ -62,14 +62,6 @@ COLUMNS = [f.name for f in fields(Visit)]
 VISIT_ROLLUPS = [rollup for rollup in ROLLUPS if rollup.from_visits and not rollup.sealed]
 
 
-# What the consumer writes with each visit (consumer/rollups/visits.sql): the realtime count's
-# key.
-SET_LAST_BUCKET = (
-    "UPDATE visits SET last_bucket = "
-    "date_bin('15 minutes', last_at, timestamptz '2000-01-01 00:00+00')"
-)
-
-
 def seed_visits(database_url: str, visits: Iterable[Visit]) -> None:
     """The visits rows, `day` the UTC day of the start, and their rollups recounted. They
     replace whatever visits the consumer made of events written before: the rows given are
@@ -85,7 +77,6 @@ def seed_visits(database_url: str, visits: Iterable[Visit]) -> None:
                     for v in visits
                 ],
             )
-        conn.execute(SET_LAST_BUCKET)
         conn.execute("TRUNCATE " + ", ".join(rollup.table for rollup in VISIT_ROLLUPS))
         days = sorted({v.started_at.astimezone(dt.UTC).date() for v in visits})
         for rollup in VISIT_ROLLUPS:
@@ -485,7 +476,6 @@ async def test_a_realtime_count_answers_its_site_for_a_few_seconds(database_url:
                 " exit_page, page_views, events) VALUES (%s, 'b', %s, %s, %s, '/', '/', 1, 1)",
                 (SITE, now, now, now.date()),
             )
-            conn.execute(SET_LAST_BUCKET)
         clock[0] = 4.9
         assert await counts.current_visitors(pool, SITE, now) == 1  # the shared count
         assert await counts.current_visitors(pool, "other", now) == 0  # per site
