@@ -134,6 +134,13 @@ INSERT_AND_ROLL_UP = batch_statement()
 
 ENSURE_PARTITION = "SELECT ensure_events_partition(%s)"
 
+# The batch statement's CTEs hold the inserted rows and their groupings in tuplestores that
+# its many readers scan again; at the default work_mem (4 MB) those of a few thousand events
+# already spill to temporary files. Larger values changed the plans for the worse
+# (docs/decisions/0036-batch-work-mem.md). For this transaction only (the visit statements
+# then set their own).
+BATCH_WORK_MEM = "SET LOCAL work_mem = '16MB'"
+
 # Empties the staging table between the probes of one transaction (a successful probe keeps
 # its rows there until commit otherwise).
 CLEAR_STAGING = "TRUNCATE staging_events, " + ", ".join(VISIT_TABLES)
@@ -294,6 +301,7 @@ class Writer:
 
     async def _insert(self, conn: psycopg.AsyncConnection[TupleRow], rows: Sequence[Row]) -> int:
         async with conn.cursor() as cur:
+            await cur.execute(BATCH_WORK_MEM)
             try:
                 async with cur.copy(COPY_STAGING) as copy:
                     copy.set_types(COPY_TYPES)
