@@ -138,7 +138,7 @@ ENSURE_PARTITION = "SELECT ensure_events_partition(%s)"
 # its many readers scan again; at the default work_mem (4 MB) those of a few thousand events
 # already spill to temporary files. Larger values changed the plans for the worse
 # (docs/decisions/0036-batch-work-mem.md). For this transaction only (the visit statements
-# then set their own).
+# then set the same, consumer/sessions_store.py).
 BATCH_WORK_MEM = "SET LOCAL work_mem = '16MB'"
 
 # Empties the staging table between the probes of one transaction (a successful probe keeps
