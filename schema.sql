@@ -574,13 +574,29 @@ INSERT INTO sealed_days (sealed_before) VALUES ('-infinity');
 -- What the stats API keys the answers it keeps by (ingest/stats_answers.py), so that an
 -- answer is computed again only when what it reads may have changed:
 -- - site_versions: per site, bumped by each consumer batch that stores events of the site, in
---   the batch's transaction (consumer/rollups/batch.sql); a site without a row is at 0;
+--   the batch's transaction (consumer/rollups/batch.sql); a site without a row is at 0.
+--   `stamped` is the last version whose batch stamped its days (below); a batch of a consumer
+--   before migration 0020 bumps `version` only, and the next one that stamps moves that
+--   version into `unstamped`, which keys every later answer of the site;
+-- - site_day_versions: per (site, UTC day), the site's version of the last batch that changed
+--   what the stats read of that day (its events' days, the start days of the visits it
+--   changed): an answer is keyed by the largest over the UTC days its range touches; a day
+--   without a row is at 0;
 -- - data_epoch: one row, bumped as the last statement of every other transaction that
 --   changes what the stats read (seal, zones, rebuild, retention, imports:
 --   consumer/data_epoch.py). Last, so that no transaction holding it waits for another lock.
 CREATE TABLE site_versions (
-    site_id  text   PRIMARY KEY,
-    version  bigint NOT NULL
+    site_id    text   PRIMARY KEY,
+    version    bigint NOT NULL,
+    stamped    bigint NOT NULL DEFAULT 0,
+    unstamped  bigint NOT NULL DEFAULT 0
+);
+
+CREATE TABLE site_day_versions (
+    site_id  text   NOT NULL,
+    day      date   NOT NULL,
+    version  bigint NOT NULL,
+    PRIMARY KEY (site_id, day)
 );
 
 CREATE TABLE data_epoch (

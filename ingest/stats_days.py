@@ -32,6 +32,12 @@ class DateRange(msgspec.Struct, frozen=True):
     end: dt.datetime
 
     @property
+    def utc_days(self) -> tuple[dt.date, dt.date]:
+        """The first and last UTC day the instants [start, end) touch."""
+        last_instant = self.end - dt.timedelta(microseconds=1)
+        return self.start.astimezone(dt.UTC).date(), last_instant.astimezone(dt.UTC).date()
+
+    @property
     def utc_aligned(self) -> bool:
         """True when every local midnight in the range is a UTC midnight."""
         return _alignment(self.timezone, self.first, self.last)[0]

@@ -38,6 +38,7 @@ from ingest.errors import JSON_MEDIA_TYPE, SchemaOutdated, ServiceUnavailable, S
 from ingest.export import ExportRoute
 from ingest.settings import Settings
 from ingest.stats_answers import StatsAnswers, question
+from ingest.stats_days import DateRange, make_range
 from ingest.stats_run import (
     COSTLY,
     COSTLY_CLIENT,
@@ -187,12 +188,19 @@ class StatsApi:
             RAW_READS.reset(token)
 
     async def _answered(
-        self, request: Request, site: str, asked: bytes, compute: Callable[[], Awaitable[bytes]]
+        self,
+        request: Request,
+        site: str,
+        days: DateRange,
+        asked: bytes,
+        compute: Callable[[], Awaitable[bytes]],
     ) -> bytes:
-        """The question's answer as `_read` gives it: the one already computed for the site's
-        current version, or `compute`'s (ingest/stats_answers.py)."""
+        """The question's answer as `_read` gives it: the one already computed for the
+        current version of the site's UTC days the range touches, or `compute`'s
+        (ingest/stats_answers.py)."""
         pool = request.app.state.pool
-        return await self._read(request, self._answers.answer(pool, site, asked, compute))
+        span = (site, *days.utc_days)
+        return await self._read(request, self._answers.answer(pool, span, asked, compute))
 
     @staticmethod
     def _now() -> dt.datetime:
@@ -209,7 +217,8 @@ class StatsApi:
             return msgspec.json.encode(await stats_legacy.daily_stats(pool, parsed))
 
         asked = question("stats", parsed)
-        return _json(await self._answered(request, parsed.site_id, asked, compute))
+        days = make_range(parsed.day, parsed.day, parsed.timezone)
+        return _json(await self._answered(request, parsed.site_id, days, asked, compute))
 
     @_timed
     async def aggregate(self, request: Request) -> Response:
@@ -223,7 +232,7 @@ class StatsApi:
             return msgspec.json.encode(_named(body, params))
 
         asked = _asked("aggregate", parsed, params)
-        return _json(await self._answered(request, parsed.site_id, asked, compute))
+        return _json(await self._answered(request, parsed.site_id, parsed.range, asked, compute))
 
     @_timed
     async def timeseries(self, request: Request) -> Response:
@@ -237,7 +246,8 @@ class StatsApi:
             return msgspec.json.encode(_named(body, params))
 
         asked = _asked("timeseries", parsed, params)
-        return _json(await self._answered(request, parsed.stats.site_id, asked, compute))
+        stats = parsed.stats
+        return _json(await self._answered(request, stats.site_id, stats.range, asked, compute))
 
     @_timed
     async def breakdown(self, request: Request) -> Response:
@@ -251,7 +261,8 @@ class StatsApi:
             return msgspec.json.encode(_named(body, params))
 
         asked = _asked("breakdown", parsed, params)
-        return _json(await self._answered(request, parsed.stats.site_id, asked, compute))
+        stats = parsed.stats
+        return _json(await self._answered(request, stats.site_id, stats.range, asked, compute))
 
     @_timed
     async def realtime_visitors(self, request: Request) -> Response:

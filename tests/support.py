@@ -107,8 +107,9 @@ def unversion(conn: psycopg.Connection[Any]) -> None:
     visitor salts of 0006, the visits of 0007, the imports of 0008, the dimension pairs of
     0009, the sealed visit months of 0010, the other event types' quarter hours of 0012, the
     hourly paths of 0013, the quarter-hour context of 0014 and visit dimensions (with its
-    function) of 0015, the answer versions of 0016, the visits' bucket trigger of 0018), the key of
-    quarter_hour_paths before 0017, and the names that migration 0004 changed as they were then."""
+    function) of 0015, the answer versions of 0016 and 0020, the visits' bucket trigger of 0018),
+    the key of quarter_hour_paths before 0017, and the names that migration 0004 changed as they
+    were then."""
     conn.execute("DROP TABLE schema_migrations")
     conn.execute("DROP FUNCTION visit_dimension_values(visits)")
     conn.execute("DROP TRIGGER visits_last_bucket ON visits")
@@ -117,8 +118,8 @@ def unversion(conn: psycopg.Connection[Any]) -> None:
         "DROP TABLE daily_dimensions, daily_props, visitor_salts, visits, quarter_hour_visits,"
         " daily_visit_dimensions, daily_dimension_pairs, sealed_monthly_visit_dimensions,"
         " quarter_hour_event_types, quarter_hour_event_paths, hourly_paths,"
-        " quarter_hour_dimensions, quarter_hour_visit_dimensions, site_versions, data_epoch,"
-        " imports, " + ", ".join(IMPORTED_TABLES)
+        " quarter_hour_dimensions, quarter_hour_visit_dimensions, site_versions,"
+        " site_day_versions, data_epoch, imports, " + ", ".join(IMPORTED_TABLES)
     )
     conn.execute(
         "ALTER TABLE events " + ", ".join(f"DROP COLUMN {name}" for name in CONTEXT_FIELDS)

@@ -136,9 +136,11 @@ def batch_statement() -> str:
 
 def visit_statement() -> str:
     """The statement a batch runs once its new events are placed in visits (rows of
-    `visit_changes`): store the visits, then each visit rollup's delta in the lock order; it
-    returns the number of visits made or changed."""
+    `visit_changes`): store the visits, then each visit rollup's delta in the lock order, then
+    stamp the days they changed with the site's version; it returns the number of visits made
+    or changed."""
     ctes = [statement("visits.head")] + [r.sql("upsert") for r in ROLLUPS if r.from_visits]
+    ctes.append(statement("visits.site_days"))
     return ",\n".join(ctes) + "\n" + statement("visits.tail")
 
 

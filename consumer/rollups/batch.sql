@@ -105,14 +105,27 @@ sealed AS (
 )
 
 -- name: batch.site_versions
--- The sites whose stored events this batch changes: their kept stats answers are computed
--- again (ingest/stats_answers.py). Last of the statement, after every rollup's lock: two
--- batches that share a site (one spread over partitions by HOT_SITES) already wait for each
--- other at that site's rollup rows, before they get here.
+-- The sites whose stored events this batch changes, and their events' UTC days: the kept
+-- stats answers that read those days are computed again (ingest/stats_answers.py). Last of
+-- the statement, after every rollup's lock: two batches that share a site (one spread over
+-- partitions by HOT_SITES) already wait for each other at that site's rollup rows, before
+-- they get here, and the site's row is locked before its days'. A version left unstamped (a
+-- batch of a consumer before migration 0020) moves into `unstamped` (schema.sql).
 site_versions_bumped AS (
-    INSERT INTO site_versions AS v (site_id, version)
-    SELECT DISTINCT site_id COLLATE "C", 1 FROM inserted ORDER BY 1
-    ON CONFLICT (site_id) DO UPDATE SET version = v.version + 1
+    INSERT INTO site_versions AS v (site_id, version, stamped)
+    SELECT DISTINCT site_id COLLATE "C", 1, 1 FROM inserted ORDER BY 1
+    ON CONFLICT (site_id) DO UPDATE SET
+        version = v.version + 1, stamped = v.version + 1,
+        unstamped = CASE WHEN v.stamped < v.version THEN v.version ELSE v.unstamped END
+    RETURNING site_id, version
+),
+site_days_stamped AS (
+    INSERT INTO site_day_versions AS d (site_id, day, version)
+    SELECT c.site_id, c.day, b.version
+    FROM (SELECT DISTINCT site_id, day FROM counts) AS c
+    JOIN site_versions_bumped b ON b.site_id = c.site_id
+    ORDER BY 1, 2
+    ON CONFLICT (site_id, day) DO UPDATE SET version = EXCLUDED.version
 )
 
 -- name: batch.tail

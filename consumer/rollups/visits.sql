@@ -411,6 +411,21 @@ visit_dimension_sketches AS MATERIALIZED (
 )
 
 
+-- name: visits.site_days
+-- The UTC days whose visit rollups this statement changed (each changed visit's start day,
+-- and its stored one's when a late event moved it) take the version the batch statement gave
+-- the site (batch.site_versions), in this transaction: the kept stats answers that read
+-- those days are computed again (ingest/stats_answers.py). A late event can change a day the
+-- batch's events are not on.
+visit_days_stamped AS (
+    INSERT INTO site_day_versions AS d (site_id, day, version)
+    SELECT c.site_id, c.day, v.version
+    FROM (SELECT DISTINCT site_id COLLATE "C" AS site_id, day FROM visit_deltas) AS c
+    JOIN site_versions v ON v.site_id = c.site_id
+    ORDER BY 1, 2
+    ON CONFLICT (site_id, day) DO UPDATE SET version = EXCLUDED.version
+)
+
 -- name: visits.tail
 SELECT count(*) FROM changed
 

@@ -37,6 +37,12 @@ pytestmark = pytest.mark.postgres
 
 SITE = "site-answers"
 MONTH = {"site_id": SITE, "period": "month", "date": "2025-11-12"}
+# What the answers below read: SITE's November, in UTC.
+SPAN = (SITE, dt.date(2025, 11, 1), dt.date(2025, 11, 30))
+
+
+def _span(site: str) -> tuple[str, dt.date, dt.date]:
+    return (site, *SPAN[1:])
 
 
 def _answers(app: Any) -> StatsAnswers:
@@ -207,32 +213,32 @@ async def test_what_is_kept_stays_within_its_bound_and_failures_are_not(
         raise RuntimeError("the statement failed")
 
     small = await _twice_in_one_snapshot(
-        database_url, lambda: answers.answer(pool, SITE, b"small", computing(b"s" * 500))
+        database_url, lambda: answers.answer(pool, SPAN, b"small", computing(b"s" * 500))
     )
     assert small == (b"s" * 500, b"s" * 500)
     assert answers.counts["hit"] >= 1
     # Larger than the whole bound: answered, never kept.
     calls.clear()
     await _twice_in_one_snapshot(
-        database_url, lambda: answers.answer(pool, SITE, b"large", computing(b"l" * 5_000))
+        database_url, lambda: answers.answer(pool, SPAN, b"large", computing(b"l" * 5_000))
     )
     assert len(calls) == 2
     assert answers.stored_bytes <= 2_000
     # Many answers: the least recently used go first, the total stays within the bound.
     for i in range(20):
-        await answers.answer(pool, SITE, b"many %d" % i, computing(b"m" * 300))
+        await answers.answer(pool, SPAN, b"many %d" % i, computing(b"m" * 300))
     assert 0 < answers.stored_bytes <= 2_000
     # A failure is not kept: the next request computes again.
     calls.clear()
     for _ in range(2):
         with pytest.raises(RuntimeError, match="the statement failed"):
-            await answers.answer(pool, SITE, b"failing", failing)
+            await answers.answer(pool, SPAN, b"failing", failing)
     assert calls == ["failed", "failed"]
     # Turned off: computed every time, and no snapshot read.
     off = StatsAnswers(max_bytes=0)
     calls.clear()
     for _ in range(2):
-        await off.answer(pool, SITE, b"off", computing(b"o"))
+        await off.answer(pool, SPAN, b"off", computing(b"o"))
     assert calls == ["x", "x"] and off.counts == {"hit": 0, "joined": 0, "computed": 2}
 
 
@@ -386,7 +392,7 @@ async def test_requests_arriving_together_share_one_read_of_the_version(
 
     sites = [f"site-{i % 4}" for i in range(20)]
     bodies = await asyncio.gather(
-        *(answers.answer(pool, site, b"q " + site.encode(), compute) for site in sites)
+        *(answers.answer(pool, _span(site), b"q " + site.encode(), compute) for site in sites)
     )
     assert bodies == [b"answer"] * 20
     # All twenty were waiting when the read started: one statement for them all, whatever
@@ -395,7 +401,7 @@ async def test_requests_arriving_together_share_one_read_of_the_version(
     assert answers.counts["computed"] == 4
     assert answers.counts["joined"] + answers.counts["hit"] == 16
     # A request after it gets a read of its own (something may have committed since).
-    await answers.answer(pool, "site-0", b"q site-0", compute)
+    await answers.answer(pool, _span("site-0"), b"q site-0", compute)
     assert answers._versions.reads == 2
 
 
@@ -480,3 +486,123 @@ async def test_a_database_not_yet_migrated_answers_503_naming_the_migration(
     body = response.json()
     assert body["code"] == "schema_outdated"
     assert "python -m consumer.migrate" in body["message"]
+
+
+class _Batches:
+    """Consumer batches of SITE, each one transaction of the Writer, as a replica commits."""
+
+    def __init__(self, database_url: str) -> None:
+        self.database_url = database_url
+        self.offset = 0
+
+    async def write(self, *events: tuple[str, dt.datetime]) -> None:
+        """Stores one page view per (visitor, time)."""
+        rows = [
+            to_row(make_record(site_id=SITE, user_id=user, timestamp=at, received_at=at))
+            for user, at in events
+        ]
+        writer = Writer(self.database_url, "g", "events")
+        try:
+            previous = {0: self.offset} if self.offset else {}
+            self.offset += len(rows)
+            await writer.write(rows, {0: self.offset}, previous)
+        finally:
+            await writer.close()
+
+
+def _utc(day: int, hour: int, minute: int = 0, month: int = 11) -> dt.datetime:
+    return dt.datetime(2025, month, day, hour, minute, tzinfo=dt.UTC)
+
+
+async def test_a_batch_of_other_days_leaves_an_answer_kept(database_url: str) -> None:
+    """Answers are keyed by the UTC days they read: a batch of December keeps the answers
+    about November, in UTC and in a zone whose November ends before December's first UTC
+    hours; a batch on a day the range touches, even only through its zone's offset, sends it
+    back to PostgreSQL, and the new answer counts it."""
+    batches = _Batches(database_url)
+    await batches.write(("u1", _utc(12, 10)))
+    new_york = {**MONTH, "timezone": "America/New_York"}
+    december = {**MONTH, "date": "2025-12-03"}
+    async with _api(database_url) as (client, answers):
+
+        async def visitors(params: dict[str, str]) -> int:
+            response = await client.get("/api/v1/stats/aggregate", params=params)
+            assert response.status_code == 200, response.text
+            return int(response.json()["results"]["visitors"]["value"])
+
+        assert [await visitors(p) for p in (MONTH, new_york, december)] == [1, 1, 0]
+        computed = answers.counts["computed"]
+
+        # December 3: neither November is touched; December is computed again.
+        await batches.write(("u2", _utc(3, 12, month=12)))
+        assert [await visitors(p) for p in (MONTH, new_york)] == [1, 1]
+        assert answers.counts["computed"] == computed
+        assert await visitors(december) == 1
+        assert answers.counts["computed"] == computed + 1
+
+        # December 1, 03:00 UTC is November 30 in New York: its November is computed again
+        # and counts the visitor; UTC's November is still kept.
+        await batches.write(("u3", _utc(1, 3, month=12)))
+        hits = answers.counts["hit"]
+        assert await visitors(MONTH) == 1
+        assert answers.counts["hit"] == hits + 1
+        assert await visitors(new_york) == 2
+
+        # A batch in UTC's November: computed again.
+        await batches.write(("u4", _utc(20, 8)))
+        assert await visitors(MONTH) == 2
+
+
+async def test_a_visit_changed_on_another_day_than_the_batchs_events(database_url: str) -> None:
+    """The visit rollups count a visit on the day it starts: a batch whose events are on
+    November 13 can extend a visit of the 12th, and a late one on the 11th can move a visit
+    out of the 12th. Both change the 12th's answer, which is computed again."""
+    batches = _Batches(database_url)
+    await batches.write(("extended", _utc(12, 23, 50)), ("moved", _utc(12, 0, 10)))
+    day = {"site_id": SITE, "period": "day", "date": "2025-11-12"}
+    question = {**day, "metrics": "visits,visit_duration"}
+    async with _api(database_url) as (client, _):
+
+        async def visits() -> tuple[int, int]:
+            response = await client.get("/api/v1/stats/aggregate", params=question)
+            assert response.status_code == 200, response.text
+            results = response.json()["results"]
+            return int(results["visits"]["value"]), int(results["visit_duration"]["value"])
+
+        assert await visits() == (2, 0)
+        # The visit of 23:50 goes on past midnight, ten minutes: its duration is the 12th's.
+        await batches.write(("extended", _utc(13, 0, 0)))
+        assert await visits() == (2, 300)
+        # An event at 23:55 on the 11th starts the visit that began at 00:10 on the 12th.
+        await batches.write(("moved", _utc(11, 23, 55)))
+        assert await visits() == (1, 600)
+
+
+async def test_a_batch_that_stamps_no_day_sends_every_answer_back(database_url: str) -> None:
+    """A consumer of the release before migration 0020 bumps the site's version but stamps no
+    day. The API then keys the site's answers by that version; after a later batch of this
+    release (which stamps December only), the old batch's version still keys them: November's
+    answer counts what the old batch wrote."""
+    batches = _Batches(database_url)
+    await batches.write(("u1", _utc(12, 10)))
+    async with _api(database_url) as (client, answers):
+
+        async def visitors() -> int:
+            response = await client.get("/api/v1/stats/aggregate", params=MONTH)
+            return int(response.json()["results"]["visitors"]["value"])
+
+        assert await visitors() == 1
+        # What an older consumer's batch leaves: the version bumped, no day stamped.
+        await batches.write(("u2", _utc(20, 8)))
+        with psycopg.connect(database_url, autocommit=True) as conn:
+            conn.execute(
+                "DELETE FROM site_day_versions WHERE site_id = %s AND day = '2025-11-20'", (SITE,)
+            )
+            conn.execute(
+                "UPDATE site_versions SET stamped = stamped - 1 WHERE site_id = %s", (SITE,)
+            )
+        await batches.write(("u3", _utc(3, 12, month=12)))
+        assert await visitors() == 2
+        computed = answers.counts["computed"]
+        assert await visitors() == 2
+        assert answers.counts["computed"] == computed  # and kept again

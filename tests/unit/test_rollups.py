@@ -50,7 +50,8 @@ def test_every_declared_statement_exists_and_none_is_stray() -> None:
     declared = {f"{r.table}.{kind}" for r in ROLLUPS for kind in r.kinds}
     batch = {"batch.head", "batch.site_versions", "batch.tail"}
     batch |= {f"batch.{name}" for name in BATCH_INPUTS}
-    visits = {"visits.head", "visits.tail", "visits.place_in_order", "visits.delete_moved"}
+    visits = {"visits.head", "visits.site_days", "visits.tail", "visits.place_in_order"}
+    visits |= {"visits.delete_moved"}
     visits |= {"visits.load_late_events", "visits.load_late_stored", "visits.cap_values"}
     visits |= {"visits.expected", "visits.stored"}  # the tests' oracle
     assert set(all_statements()) == declared | batch | visits

@@ -79,3 +79,19 @@ def test_random_ranges_in_every_zone_count_each_instant_once() -> None:
 
 def test_a_day_in_a_zone_that_is_not_utc_holds_no_whole_utc_day() -> None:
     assert _check(dt.date(2025, 11, 12), dt.date(2025, 11, 12), "Asia/Kathmandu") is None
+
+
+@pytest.mark.parametrize(
+    ("zone", "first_day", "last_day"),
+    [
+        ("UTC", dt.date(2025, 11, 1), dt.date(2025, 11, 30)),
+        ("America/New_York", dt.date(2025, 11, 1), dt.date(2025, 12, 1)),  # UTC-4, then -5
+        ("Asia/Kathmandu", dt.date(2025, 10, 31), dt.date(2025, 11, 30)),  # UTC+5:45
+        ("Pacific/Kiritimati", dt.date(2025, 10, 31), dt.date(2025, 11, 30)),  # UTC+14
+    ],
+)
+def test_the_utc_days_a_range_touches(zone: str, first_day: dt.date, last_day: dt.date) -> None:
+    """What a kept answer's version reads (ingest/stats_answers.py): every UTC day holding an
+    instant of the range, and no other."""
+    r = stats_days.make_range(dt.date(2025, 11, 1), dt.date(2025, 11, 30), zone)
+    assert r.utc_days == (first_day, last_day)
