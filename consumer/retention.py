@@ -46,6 +46,9 @@ DROP_PARTITION = "SELECT drop_events_partition(%s)"
 LOCK_VISITS = "LOCK TABLE visits IN SHARE ROW EXCLUSIVE MODE"
 VISITS_LOCK_TIMEOUT = "SET LOCAL lock_timeout = '30s'"
 DELETE_VISITS = "DELETE FROM visits WHERE day < %s"
+# The versions kept answers read of the dropped days (ingest/stats_answers.py): removing one
+# can lower a range's version, so the epoch is bumped with it.
+DELETE_DAY_VERSIONS = "DELETE FROM site_day_versions WHERE day < %s"
 
 
 def first_kept_day(retention_days: int, today: dt.date) -> dt.date:
@@ -56,7 +59,8 @@ def first_kept_day(retention_days: int, today: dt.date) -> dt.date:
 async def apply_retention(database_url: str, retention_days: int, today: dt.date) -> list[str]:
     """Drops the raw-event partitions of days before the retained window, one transaction per
     day (each waits at most the function's lock_timeout for `events`), then deletes the visits
-    that started on those days; returns the partitions' names.
+    that started on those days, then those days' answer versions; returns the partitions'
+    names.
 
     Raises psycopg.Error if the database cannot be reached or a lock is not granted in time;
     the days dropped before that stay dropped (and recorded).
@@ -78,6 +82,10 @@ async def apply_retention(database_url: str, retention_days: int, today: dt.date
             await conn.execute(VISITS_LOCK_TIMEOUT)
             await conn.execute(LOCK_VISITS)
             cur = await conn.execute(DELETE_VISITS, (first_kept,))
+            if cur.rowcount:
+                await bump_epoch(conn)
+        async with conn.transaction():
+            cur = await conn.execute(DELETE_DAY_VERSIONS, (first_kept,))
             if cur.rowcount:
                 await bump_epoch(conn)
     return dropped

@@ -643,11 +643,12 @@ STATS_ANSWER_CACHE_MB = _declare(
         env="STATS_ANSWER_CACHE_MB",
         default=64,
         maximum=65_536,
-        doc="MiB of stats answers one API process keeps, each for its site's version when it "
-        "was computed (a consumer batch with events of the site, or a seal, rebuild, zone "
-        "change, retention or import, makes a new one), least recently used first out; a "
-        "request asking a question already answered for the current version gets that "
-        "answer. 0 turns it off (docs/decisions/0032-answers-by-site-version.md)",
+        doc="MiB of stats answers one API process keeps, each for the version of the site's "
+        "UTC days its range touches when it was computed (a consumer batch that changes one of "
+        "those days, or a seal, rebuild, zone change, retention or import, makes a new one), "
+        "least recently used first out; a request asking a question already answered for the "
+        "current version gets that answer. 0 turns it off "
+        "(docs/decisions/0037-answers-by-site-day.md)",
         read_by="api",
     )
 )

@@ -175,3 +175,16 @@ async def test_retention_then_replay_leaves_the_retained_days_exact(database_url
     await apply_retention(database_url, 2, TODAY)  # nothing to drop yet
     await write_batch(database_url, events, partition=1)  # a replay of retained days
     assert_rollups_match_raw_rows(database_url)
+
+
+async def test_retention_deletes_the_answer_versions_of_the_days_it_drops(
+    database_url: str,
+) -> None:
+    await write_batch(database_url, [on_day(d, user_id=f"u{d}") for d in (10, 11, 12)])
+    epoch = scalar(database_url, "SELECT epoch FROM data_epoch")
+    stamped = "SELECT array_agg(day ORDER BY day) FROM site_day_versions"
+    assert scalar(database_url, stamped) == [date(2025, 11, d) for d in (10, 11, 12)]
+    await apply_retention(database_url, 2, TODAY)  # keeps the 11th and 12th
+    assert scalar(database_url, stamped) == [date(2025, 11, 11), date(2025, 11, 12)]
+    # The versions of the ranges that touched the 10th went down: the epoch moved with them.
+    assert scalar(database_url, "SELECT epoch FROM data_epoch") > epoch
