@@ -60,9 +60,10 @@ async def run(
     requests: int,
     connections: int = 32,
     timeout_s: float = 60.0,
+    delay_s: float = 0.0,
 ) -> LoadResult:
-    """Sends `requests` GETs cycling through `targets` at `rate_per_s`; waits for all answers
-    (at most `timeout_s` after the last is due)."""
+    """Sends `requests` GETs cycling through `targets` at `rate_per_s`, the first `delay_s`
+    after the call; waits for all answers (at most `timeout_s` after the last is due)."""
     assert host in ("127.0.0.1", "localhost", "::1"), "loopback only"
     idle: asyncio.Queue[_Connection] = asyncio.Queue()
     for _ in range(connections):
@@ -90,7 +91,7 @@ async def run(
         if server is not None:
             server_ms.append(server)
 
-    started = loop.time() + 0.05
+    started = loop.time() + 0.05 + delay_s
     tasks: list[asyncio.Task[None]] = []
     wall = time.monotonic()
     while len(tasks) < requests:

@@ -485,6 +485,12 @@ def main(argv: list[str]) -> None:
         help="each query alone, all at once (--rate shared), or both in turn",
     )
     parser.add_argument(
+        "--lockstep",
+        action="store_true",
+        help="with --mode=together, every query sends at the same instants (bursts) rather "
+        "than spread evenly over each second",
+    )
+    parser.add_argument(
         "--batches-per-s",
         type=float,
         default=0.0,
@@ -611,8 +617,13 @@ def _measure_alone(database_url: str, query: Query, args: argparse.Namespace) ->
 
 
 async def _together_window(
-    port: int, urls: list[str], rates: list[float], seconds: float
+    port: int, urls: list[str], rates: list[float], seconds: float, lockstep: bool
 ) -> list[http_load.LoadResult]:
+    """Each query at its rate, all at once. Spread (the default), query k starts k/total of a
+    second later than the first, so that the total rate arrives evenly (one request every
+    1/total s when the rates are equal); in lockstep every query sends at the same instants,
+    bursts of one request per query."""
+    total = sum(rates)
     return list(
         await asyncio.gather(
             *(
@@ -623,8 +634,9 @@ async def _together_window(
                     rate_per_s=rate,
                     requests=max(1, int(rate * seconds)),
                     connections=8,
+                    delay_s=0.0 if lockstep else k / total,
                 )
-                for url, rate in zip(urls, rates, strict=True)
+                for k, (url, rate) in enumerate(zip(urls, rates, strict=True))
             )
         )
     )
@@ -649,7 +661,7 @@ def _measure_together(
     try:
         asyncio.run(http_load.run("127.0.0.1", port, urls, rate_per_s=20, requests=2 * len(urls)))
         windows = [
-            asyncio.run(_together_window(port, urls, rates, args.seconds))
+            asyncio.run(_together_window(port, urls, rates, args.seconds, args.lockstep))
             for _ in range(args.windows)
         ]
     finally:
@@ -681,6 +693,7 @@ def _print_rows(
         f"({args.filtered_rate:g} with a context filter), "
         f"{args.windows} windows of "
         f"{args.seconds:g} s per query (ms)"
+        + (", sent in lockstep" if mode == "together" and args.lockstep else "")
         + (
             f", {args.batches_per_s:g} batches/s of the {args.batches_site} site beside"
             if args.batches_per_s > 0
