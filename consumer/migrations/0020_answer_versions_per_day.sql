@@ -13,8 +13,9 @@
 --   first batch after the migration.
 --
 -- Locks: ACCESS EXCLUSIVE on site_versions for the two column additions (no rewrite), which
--- waits for the batch in flight: batches touch it last, after every rollup, so nothing waits
--- the other way.
+-- waits for the batches in flight to commit: batches touch it last, after every rollup, so
+-- nothing waits the other way. Stats questions read it to key their answers: they queue
+-- behind the wait, and those past STATS_LOCK_TIMEOUT_MS answer 503 (docs/operations.md).
 ALTER TABLE site_versions
     ADD COLUMN stamped    bigint NOT NULL DEFAULT 0,
     ADD COLUMN unstamped  bigint NOT NULL DEFAULT 0;

@@ -540,13 +540,23 @@ async def test_a_batch_of_other_days_leaves_an_answer_kept(database_url: str) ->
         assert await visitors(december) == 1
         assert answers.counts["computed"] == computed + 1
 
-        # December 1, 03:00 UTC is November 30 in New York: its November is computed again
-        # and counts the visitor; UTC's November is still kept.
+        # December 1, 03:00 UTC is November 30 in New York: its November (and the base
+        # contract's November 30 there) is computed again and counts the visitor; UTC's
+        # November is still kept.
+        legacy_ny = {"site_id": SITE, "date": "2025-11-30", "timezone": "America/New_York"}
+
+        async def legacy_views() -> int:
+            response = await client.get("/stats", params=legacy_ny)
+            assert response.status_code == 200, response.text
+            return int(response.json()["total_views"])
+
+        assert await legacy_views() == 0
         await batches.write(("u3", _utc(1, 3, month=12)))
         hits = answers.counts["hit"]
         assert await visitors(MONTH) == 1
         assert answers.counts["hit"] == hits + 1
         assert await visitors(new_york) == 2
+        assert await legacy_views() == 1
 
         # A batch in UTC's November: computed again.
         await batches.write(("u4", _utc(20, 8)))
@@ -580,18 +590,19 @@ async def test_a_visit_changed_on_another_day_than_the_batchs_events(database_ur
 
 async def test_a_batch_that_stamps_no_day_sends_every_answer_back(database_url: str) -> None:
     """A consumer of the release before migration 0020 bumps the site's version but stamps no
-    day. The API then keys the site's answers by that version; after a later batch of this
-    release (which stamps December only), the old batch's version still keys them: November's
-    answer counts what the old batch wrote."""
+    day. Until a batch of this release comes, the API keys the site's answers by that version;
+    after one (which stamps December only), the old batch's version still keys them: an answer
+    about a day the old batch wrote counts it, whether or not it was asked in between."""
     batches = _Batches(database_url)
     await batches.write(("u1", _utc(12, 10)))
+    day = {"site_id": SITE, "period": "day", "date": "2025-11-20"}
     async with _api(database_url) as (client, answers):
 
-        async def visitors() -> int:
-            response = await client.get("/api/v1/stats/aggregate", params=MONTH)
+        async def visitors(params: dict[str, str]) -> int:
+            response = await client.get("/api/v1/stats/aggregate", params=params)
             return int(response.json()["results"]["visitors"]["value"])
 
-        assert await visitors() == 1
+        assert [await visitors(MONTH), await visitors(day)] == [1, 0]
         # What an older consumer's batch leaves: the version bumped, no day stamped.
         await batches.write(("u2", _utc(20, 8)))
         with psycopg.connect(database_url, autocommit=True) as conn:
@@ -601,8 +612,9 @@ async def test_a_batch_that_stamps_no_day_sends_every_answer_back(database_url: 
             conn.execute(
                 "UPDATE site_versions SET stamped = stamped - 1 WHERE site_id = %s", (SITE,)
             )
+        assert await visitors(MONTH) == 2  # asked before any batch of this release
         await batches.write(("u3", _utc(3, 12, month=12)))
-        assert await visitors() == 2
+        assert await visitors(day) == 1  # asked only after one
         computed = answers.counts["computed"]
-        assert await visitors() == 2
+        assert [await visitors(MONTH), await visitors(day)] == [2, 1]
         assert answers.counts["computed"] == computed  # and kept again
