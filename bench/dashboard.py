@@ -33,20 +33,22 @@ TARGET_MS = 50.0
 # Eucla (+08:45) is not among the zones the API warms its connections in (Kathmandu is).
 ZONES = ("UTC", "Europe/Berlin", "Asia/Kathmandu", "Australia/Eucla")
 VIEW = {"site_id": stats_data.SITE, "period": DEFAULT_PERIOD, "date": "2025-11-25"}
+# With --recent: the view as the dashboard opens it, the 30 days ending today.
+VIEW_TODAY = {"site_id": stats_data.SITE, "period": DEFAULT_PERIOD}
 # The questions of refresh() in ingest/dashboard/dashboard.js, as the API warms them.
 QUESTIONS = DASHBOARD_QUESTIONS
 # A browser opens at most six HTTP/1.1 connections to one host.
 BROWSER_CONNECTIONS = 6
 
 
-async def _view(port: int, zone: str) -> tuple[float, list[httpx.Response]]:
+async def _view(port: int, zone: str, view: dict[str, str]) -> tuple[float, list[httpx.Response]]:
     """One load of the view: the wall time until every answer is in, and the answers (those
     of QUESTIONS, then the realtime count's).
 
     As a browser: at most BROWSER_CONNECTIONS connections to the API, open before the clock
     starts (the page came over them), and the realtime count asked with the view, as start()
     in ingest/dashboard/dashboard.js does."""
-    base = {**VIEW, **({} if zone == "UTC" else {"timezone": zone})}
+    base = {**view, **({} if zone == "UTC" else {"timezone": zone})}
     limits = httpx.Limits(max_connections=BROWSER_CONNECTIONS)
     async with httpx.AsyncClient(
         base_url=f"http://127.0.0.1:{port}", timeout=60, limits=limits
@@ -54,20 +56,25 @@ async def _view(port: int, zone: str) -> tuple[float, list[httpx.Response]]:
         await asyncio.gather(*(client.get("/healthz") for _ in range(BROWSER_CONNECTIONS)))
         started = asyncio.get_running_loop().time()
         asked = [client.get(f"/api/v1/stats/{r}", params={**base, **q}) for _, r, q in QUESTIONS]
-        site = {"site_id": VIEW["site_id"]}
+        site = {"site_id": view["site_id"]}
         realtime = client.get("/api/v1/stats/realtime/visitors", params=site)
         answers = await asyncio.gather(*asked, realtime)
         return (asyncio.get_running_loop().time() - started) * 1000, list(answers)
 
 
 def _measure(
-    database_url: str, zone: str, loads_wanted: int, warmed: bool, pin_cpu: int | None
+    database_url: str,
+    view: dict[str, str],
+    zone: str,
+    loads_wanted: int,
+    warmed: bool,
+    pin_cpu: int | None,
 ) -> list[object]:
     port = free_port()
     settings = {"STATS_WARM_CONNECTIONS": "1" if warmed else "0"}
     api = start_api(database_url, port, settings, pin_cpu)
     try:
-        loads = [asyncio.run(_view(port, zone)) for _ in range(loads_wanted)]
+        loads = [asyncio.run(_view(port, zone, view)) for _ in range(loads_wanted)]
     finally:
         api.terminate()
         api.wait(timeout=30)
@@ -92,9 +99,9 @@ def _measure(
     ]
 
 
-async def _alone(port: int, zone: str, repeats: int) -> list[float]:
+async def _alone(port: int, zone: str, view: dict[str, str], repeats: int) -> list[float]:
     """Each question asked alone `repeats` times after a first: its median server ms."""
-    base = {**VIEW, **({} if zone == "UTC" else {"timezone": zone})}
+    base = {**view, **({} if zone == "UTC" else {"timezone": zone})}
     medians = []
     async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{port}", timeout=60) as client:
         for _, route, params in QUESTIONS:
@@ -106,7 +113,9 @@ async def _alone(port: int, zone: str, repeats: int) -> list[float]:
     return medians
 
 
-def _each_alone(database_url: str, repeats: int, pin_cpu: int | None) -> list[list[object]]:
+def _each_alone(
+    database_url: str, view: dict[str, str], repeats: int, pin_cpu: int | None
+) -> list[list[object]]:
     """Rows (question, median server ms per zone): the view's cost question by question, on a
     fresh API per zone that keeps no answer (each request computes its own)."""
     columns = []
@@ -114,7 +123,7 @@ def _each_alone(database_url: str, repeats: int, pin_cpu: int | None) -> list[li
         port = free_port()
         api = start_api(database_url, port, {"STATS_ANSWER_CACHE_MB": "0"}, pin_cpu)
         try:
-            columns.append(asyncio.run(_alone(port, zone, repeats)))
+            columns.append(asyncio.run(_alone(port, zone, view, repeats)))
         finally:
             api.terminate()
             api.wait(timeout=30)
@@ -141,6 +150,12 @@ def main(argv: Sequence[str]) -> None:
         default=None,
         help="run the API and its PostgreSQL backends on this core alone (a slower server)",
     )
+    parser.add_argument(
+        "--recent",
+        action="store_true",
+        help="a site whose events span the 30 days ending now, viewed as the dashboard opens "
+        "(two calendar months, today's and yesterday's days not sealed); made anew each day",
+    )
     args, _ = parser.parse_known_args(argv)  # options of other sections pass through
     if args.loads < 1:
         parser.error("--loads must be at least 1")
@@ -160,19 +175,23 @@ def main(argv: Sequence[str]) -> None:
 def _report(args: argparse.Namespace) -> None:
     """Measures and prints both tables."""
     server_url = DATABASE_URL.read(os.environ)
-    database_url = stats_data.ensure_dataset(server_url, args.events, reload=False)
+    database_url = stats_data.ensure_dataset(
+        server_url, args.events, reload=False, recent=args.recent
+    )
+    view = VIEW_TODAY if args.recent else VIEW
     zoned: list[Query] = [("", "", {"timezone": zone}, 0.0, "", {}) for zone in ZONES]
     unkeep_other_zones(database_url, zoned)  # zones asked for the first time
     # Each zone on warmed connections (the default), then on cold ones (any data the first
     # run brought into shared buffers helps the cold one).
     rows = [
-        _measure(database_url, zone, args.loads, warmed, args.pin_cpu)
+        _measure(database_url, view, zone, args.loads, warmed, args.pin_cpu)
         for zone in ZONES
         for warmed in (True, False)
     ]
     kept = os.environ.get("STATS_ANSWER_CACHE_MB", "")
     print_table(
-        f"dashboard: default view (last 30 days) of a {args.events:,}-event site, "
+        f"dashboard: default view (last 30 days{', ending today' if args.recent else ''}) of a "
+        f"{args.events:,}-event site, "
         f"{len(QUESTIONS)} questions and the realtime count at once on "
         f"{BROWSER_CONNECTIONS} connections, {args.loads} loads per zone"
         + (f", STATS_ANSWER_CACHE_MB={kept}" if kept else "")
@@ -194,5 +213,5 @@ def _report(args: argparse.Namespace) -> None:
             f"dashboard: each question of the view alone, no answer kept, median server ms of "
             f"{args.alone} after a first",
             ["question", *ZONES],
-            _each_alone(database_url, args.alone, args.pin_cpu),
+            _each_alone(database_url, view, args.alone, args.pin_cpu),
         )

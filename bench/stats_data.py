@@ -1,4 +1,6 @@
-"""The stats benchmark's dataset: one site with N events in November 2025, in its own database.
+"""The stats benchmark's dataset: one site with N events in November 2025, in its own database;
+or, with `recent`, N events over the 30 days ending now (the dashboard's default range, which
+spans two calendar months and days not sealed yet), rebuilt on a later day.
 
 Each event carries a browser hit's context (browser, OS, device, country, a source on some,
 properties on some clicks) from the consumer bench's generator (bench/consumer.py `context`).
@@ -53,6 +55,32 @@ FROM STDIN
 """.format(", ".join(CONTEXT_FIELDS))
 # The dataset's name: a new generator needs a new name, since kept datasets are reused.
 DATABASE_PREFIX = "bench_stats_ctx_"
+RECENT_PREFIX = "bench_stats_recent_"
+
+
+class Span:
+    """The instants [start, end) a dataset's events are spread over, on `days` UTC days."""
+
+    def __init__(self, start: dt.datetime, end: dt.datetime) -> None:
+        self.start, self.end = start, end
+        self.days = [
+            start.date() + dt.timedelta(days=d)
+            for d in range(
+                (end - dt.timedelta(microseconds=1)).date().toordinal()
+                - start.date().toordinal()
+                + 1
+            )
+        ]
+
+
+def span(recent: bool) -> Span:
+    """November 2025, or the 30 UTC days ending now (today up to a minute ago)."""
+    if not recent:
+        return Span(MONTH_START, MONTH_START + dt.timedelta(days=MONTH_DAYS))
+    now = dt.datetime.now(dt.UTC).replace(microsecond=0) - dt.timedelta(minutes=1)
+    first = dt.datetime.combine(now.date() - dt.timedelta(days=29), dt.time(0), dt.UTC)
+    return Span(first, now)
+
 
 CHECK_TOTALS = """
 SELECT (SELECT count(*) FROM events), (SELECT sum(events) FROM daily_stats),
@@ -60,12 +88,12 @@ SELECT (SELECT count(*) FROM events), (SELECT sum(events) FROM daily_stats),
 """
 
 
-def database_name(events: int) -> str:
-    return f"{DATABASE_PREFIX}{events}"
+def database_name(events: int, recent: bool = False) -> str:
+    return f"{RECENT_PREFIX if recent else DATABASE_PREFIX}{events}"
 
 
-def database_url(server_url: str, events: int) -> str:
-    return make_conninfo(server_url, dbname=database_name(events))
+def database_url(server_url: str, events: int, recent: bool = False) -> str:
+    return make_conninfo(server_url, dbname=database_name(events, recent))
 
 
 def _context_columns(found: dict[str, object]) -> str:
@@ -87,31 +115,30 @@ def _zipf_cumulative(n: int, s: float) -> list[float]:
     return list(itertools.accumulate(1 / (k + 1) ** s for k in range(n)))
 
 
-def _chunks(events: int) -> Iterator[bytes]:
-    """Text COPY rows, CHUNK_ROWS at a time: uniform times over the month, Zipf-like paths
+def _chunks(events: int, spread: Span) -> Iterator[bytes]:
+    """Text COPY rows, CHUNK_ROWS at a time: uniform times over the span, Zipf-like paths
     and users (a few hot, a long tail), each event with its context."""
     rng = random.Random(SEED)
     path_weights = _zipf_cumulative(PATHS, 1.0)
     user_weights = _zipf_cumulative(USERS, 0.7)
     paths = [f"/page/{k}" for k in range(PATHS)]
     users = [f"user-{k}" for k in range(USERS)]
-    month_s = MONTH_DAYS * 86400
+    span_s = int((spread.end - spread.start).total_seconds())
+    day_names = [day.isoformat() for day in spread.days]
     for first in range(0, events, CHUNK_ROWS):
         count = min(CHUNK_ROWS, events - first)
-        seconds = sorted(rng.randrange(month_s) for _ in range(count))
+        seconds = sorted(rng.randrange(span_s) for _ in range(count))
         chosen_paths = rng.choices(paths, cum_weights=path_weights, k=count)
         chosen_users = rng.choices(users, cum_weights=user_weights, k=count)
         chosen_types = rng.choices(EVENT_TYPES, weights=EVENT_TYPE_WEIGHTS, k=count)
         lines = []
         for i in range(count):
             sec = seconds[i]
-            day = sec // 86400 + 1
+            day = day_names[sec // 86400]
             rest = sec % 86400
-            stamp = (
-                f"2025-11-{day:02d} {rest // 3600:02d}:{rest % 3600 // 60:02d}:{rest % 60:02d}+00"
-            )
+            stamp = f"{day} {rest // 3600:02d}:{rest % 3600 // 60:02d}:{rest % 60:02d}+00"
             lines.append(
-                f"2025-11-{day:02d}\t00000000-0000-4000-8000-{first + i:012x}\t{SITE}\t"
+                f"{day}\t00000000-0000-4000-8000-{first + i:012x}\t{SITE}\t"
                 f"{chosen_types[i]}\t{chosen_paths[i]}\t{chosen_users[i]}\t{stamp}\t{stamp}\t"
                 f"{_context_columns(context(rng, chosen_types[i]))}\n"
             )
@@ -121,10 +148,9 @@ def _chunks(events: int) -> Iterator[bytes]:
 _INTO = re.compile(r"INSERT INTO (\w+)")
 
 
-def _month_days() -> dict[str, object]:
+def _span_days(spread: Span) -> dict[str, object]:
     """The parameters of consumer/rebuild.py's recounts for the whole dataset."""
-    days = [MONTH_START.date() + dt.timedelta(days=d) for d in range(MONTH_DAYS)]
-    return {"days": days, "site": None}
+    return {"days": spread.days, "site": None}
 
 
 # The dataset's visits: a plain sessionization of its events (a gap over 30 minutes ends a
@@ -177,7 +203,7 @@ def _fill_visits(conn: psycopg.Connection[TupleRow]) -> None:
     conn.commit()
 
 
-def _fill_new_rollups(conn: psycopg.Connection[TupleRow]) -> None:
+def _fill_new_rollups(conn: psycopg.Connection[TupleRow], spread: Span) -> None:
     """Computes rollups that a kept dataset predates (their tables are still empty), with the
     same recounts as `python -m consumer.rebuild`."""
     for _, recount in REBUILDS:
@@ -186,15 +212,17 @@ def _fill_new_rollups(conn: psycopg.Connection[TupleRow]) -> None:
         table = sql.Identifier(match.group(1))
         if conn.execute(sql.SQL("SELECT 1 FROM {} LIMIT 1").format(table)).fetchone() is None:
             print(f"stats bench: computing {match.group(1)} for the kept dataset", flush=True)
-            conn.execute(recount, _month_days())
+            conn.execute(recount, _span_days(spread))
             conn.execute(sql.SQL("ANALYZE {}").format(table))
             conn.commit()
 
 
-def ensure_dataset(server_url: str, events: int, *, reload: bool) -> str:
-    """Creates and loads the dataset's database unless a complete one exists; returns its URL."""
-    url = database_url(server_url, events)
-    name = database_name(events)
+def ensure_dataset(server_url: str, events: int, *, reload: bool, recent: bool = False) -> str:
+    """Creates and loads the dataset's database unless a complete one exists (for `recent`,
+    one made today); returns its URL."""
+    url = database_url(server_url, events, recent)
+    name = database_name(events, recent)
+    spread = span(recent)
     with psycopg.connect(server_url, autocommit=True) as admin:
         exists = admin.execute("SELECT 1 FROM pg_database WHERE datname = %s", (name,)).fetchone()
         if exists and not reload:
@@ -202,10 +230,11 @@ def ensure_dataset(server_url: str, events: int, *, reload: bool) -> str:
             with psycopg.connect(url) as conn:
                 conn.execute(MARKER_DDL)
                 row = conn.execute(MARKER_SQL).fetchone()
-                if row and row[0] == events:
+                last = conn.execute("SELECT max(day) FROM daily_stats").fetchone()
+                if row and row[0] == events and (not recent or last == (spread.days[-1],)):
                     print(f"stats bench: reusing database {name} ({events:,} events)")
                     _fill_visits(conn)
-                    _fill_new_rollups(conn)
+                    _fill_new_rollups(conn, spread)
                     _keep_site_zone(url)
                     _seal_closed_days(url)
                     return url
@@ -216,14 +245,17 @@ def ensure_dataset(server_url: str, events: int, *, reload: bool) -> str:
     asyncio.run(apply_schema(url))
     started = time.monotonic()
     with psycopg.connect(url, autocommit=True) as conn:
-        for day in range(MONTH_DAYS):
-            conn.execute(
-                "SELECT ensure_events_partition(%s)", (MONTH_START.date() + dt.timedelta(days=day),)
-            )
+        for day in spread.days:
+            conn.execute("SELECT ensure_events_partition(%s)", (day,))
         print(f"stats bench: generating and copying {events:,} events into {name} ...", flush=True)
+        shown = time.monotonic()
         with conn.cursor() as cur, cur.copy(COPY_EVENTS) as copy:
-            for chunk in _chunks(events):
+            for n, chunk in enumerate(_chunks(events, spread), 1):
                 copy.write(chunk)
+                if time.monotonic() - shown >= 1:
+                    shown = time.monotonic()
+                    done = min(events, n * CHUNK_ROWS)
+                    print(f"stats bench: {done:,} of {events:,} events copied", flush=True)
         copied_s = time.monotonic() - started
         print(
             f"stats bench: copied in {copied_s:.0f} s; computing rollups with SQL ...", flush=True
@@ -231,8 +263,12 @@ def ensure_dataset(server_url: str, events: int, *, reload: bool) -> str:
         conn.execute("SET work_mem = '256MB'")
         conn.execute("VACUUM ANALYZE events")
         _fill_visits(conn)
-        for _, recount in REBUILDS:  # the operators' rebuild, over the whole month
-            conn.execute(recount, _month_days())
+        for _, recount in REBUILDS:  # the operators' rebuild, over the whole span
+            step = time.monotonic()
+            conn.execute(recount, _span_days(spread))
+            match = _INTO.search(recount)
+            table = match.group(1) if match else "?"
+            print(f"stats bench: {table} in {time.monotonic() - step:.0f} s", flush=True)
         conn.execute("VACUUM ANALYZE")
         raw, daily, quarter, details = conn.execute(CHECK_TOTALS).fetchone() or (0, 0, 0, 0)
         if not raw == daily == quarter == details == events:
