@@ -9,6 +9,8 @@ from its `Server-Timing: app;dur=<ms>` header.
 from __future__ import annotations
 
 import asyncio
+import itertools
+import random
 import re
 import time
 
@@ -61,9 +63,12 @@ async def run(
     connections: int = 32,
     timeout_s: float = 60.0,
     delay_s: float = 0.0,
+    poisson_seed: int | None = None,
 ) -> LoadResult:
     """Sends `requests` GETs cycling through `targets` at `rate_per_s`, the first `delay_s`
-    after the call; waits for all answers (at most `timeout_s` after the last is due)."""
+    after the call: evenly spaced, or with `poisson_seed` at random (exponential) gaps of the
+    same mean, as independent clients arrive. Waits for all answers (at most `timeout_s`
+    after the last is due)."""
     assert host in ("127.0.0.1", "localhost", "::1"), "loopback only"
     idle: asyncio.Queue[_Connection] = asyncio.Queue()
     for _ in range(connections):
@@ -92,16 +97,19 @@ async def run(
             server_ms.append(server)
 
     started = loop.time() + 0.05 + delay_s
+    if poisson_seed is None:
+        offsets = [i / rate_per_s for i in range(requests)]
+    else:
+        rng = random.Random(poisson_seed)
+        gaps = [0.0] + [rng.expovariate(rate_per_s) for _ in range(requests - 1)]
+        offsets = list(itertools.accumulate(gaps))
     tasks: list[asyncio.Task[None]] = []
     wall = time.monotonic()
     while len(tasks) < requests:
         now = loop.time()
-        due_count = min(requests, int((now - started) * rate_per_s) + 1) if now >= started else 0
-        while len(tasks) < due_count:
+        while len(tasks) < requests and started + offsets[len(tasks)] <= now:
             i = len(tasks)
-            tasks.append(
-                asyncio.create_task(one(targets[i % len(targets)], started + i / rate_per_s))
-            )
+            tasks.append(asyncio.create_task(one(targets[i % len(targets)], started + offsets[i])))
         await asyncio.sleep(0.0005)
     _, pending = await asyncio.wait(tasks, timeout=timeout_s)
     for task in pending:

@@ -485,10 +485,11 @@ def main(argv: list[str]) -> None:
         help="each query alone, all at once (--rate shared), or both in turn",
     )
     parser.add_argument(
-        "--lockstep",
-        action="store_true",
-        help="with --mode=together, every query sends at the same instants (bursts) rather "
-        "than spread evenly over each second",
+        "--arrivals",
+        choices=ARRIVALS,
+        default="even",
+        help="with --mode=together: the queries' requests evenly spaced, at random "
+        "(Poisson) gaps, or every query at the same instants (bursts of one each)",
     )
     parser.add_argument(
         "--batches-per-s",
@@ -616,13 +617,19 @@ def _measure_alone(database_url: str, query: Query, args: argparse.Namespace) ->
         api.wait(30)
 
 
+# How --mode=together's requests arrive (--arrivals).
+ARRIVALS = ("even", "poisson", "lockstep")
+
+
 async def _together_window(
-    port: int, urls: list[str], rates: list[float], seconds: float, lockstep: bool
+    port: int, urls: list[str], rates: list[float], seconds: float, arrivals: str
 ) -> list[http_load.LoadResult]:
-    """Each query at its rate, all at once. Spread (the default), query k starts k/total of a
-    second later than the first, so that the total rate arrives evenly (one request every
-    1/total s when the rates are equal); in lockstep every query sends at the same instants,
-    bursts of one request per query."""
+    """Each query at its rate, all at once. Even (the default): query k starts k/total s
+    after the first (total: the queries' summed rate), so that the requests arrive evenly
+    spaced, one every 1/total s when the rates are equal. Poisson: each query's requests at
+    random gaps of the same mean, as many independent clients, so that they sometimes
+    bunch up. Lockstep: every query sends at the same instants, bursts of one request per
+    query."""
     total = sum(rates)
     return list(
         await asyncio.gather(
@@ -634,7 +641,8 @@ async def _together_window(
                     rate_per_s=rate,
                     requests=max(1, int(rate * seconds)),
                     connections=8,
-                    delay_s=0.0 if lockstep else k / total,
+                    delay_s=k / total if arrivals == "even" else 0.0,
+                    poisson_seed=k if arrivals == "poisson" else None,
                 )
                 for k, (url, rate) in enumerate(zip(urls, rates, strict=True))
             )
@@ -661,7 +669,7 @@ def _measure_together(
     try:
         asyncio.run(http_load.run("127.0.0.1", port, urls, rate_per_s=20, requests=2 * len(urls)))
         windows = [
-            asyncio.run(_together_window(port, urls, rates, args.seconds, args.lockstep))
+            asyncio.run(_together_window(port, urls, rates, args.seconds, args.arrivals))
             for _ in range(args.windows)
         ]
     finally:
@@ -693,7 +701,7 @@ def _print_rows(
         f"({args.filtered_rate:g} with a context filter), "
         f"{args.windows} windows of "
         f"{args.seconds:g} s per query (ms)"
-        + (", sent in lockstep" if mode == "together" and args.lockstep else "")
+        + (f", {args.arrivals} arrivals" if mode == "together" else "")
         + (
             f", {args.batches_per_s:g} batches/s of the {args.batches_site} site beside"
             if args.batches_per_s > 0

@@ -59,10 +59,12 @@ RECENT_PREFIX = "bench_stats_recent_"
 
 
 class Span:
-    """The instants [start, end) a dataset's events are spread over, on `days` UTC days."""
+    """The instants [start, end) a dataset's events are spread over, from a UTC midnight, on
+    `days` UTC days (the last `last_day`, which a dataset made today must have reached)."""
 
-    def __init__(self, start: dt.datetime, end: dt.datetime) -> None:
-        self.start, self.end = start, end
+    def __init__(self, start: dt.datetime, end: dt.datetime, last_day: dt.date) -> None:
+        assert start == dt.datetime.combine(start.date(), dt.time(0), dt.UTC), start
+        self.start, self.end, self.last_day = start, end, last_day
         self.days = [
             start.date() + dt.timedelta(days=d)
             for d in range(
@@ -76,10 +78,11 @@ class Span:
 def span(recent: bool) -> Span:
     """November 2025, or the 30 UTC days ending now (today up to a minute ago)."""
     if not recent:
-        return Span(MONTH_START, MONTH_START + dt.timedelta(days=MONTH_DAYS))
-    now = dt.datetime.now(dt.UTC).replace(microsecond=0) - dt.timedelta(minutes=1)
+        end = MONTH_START + dt.timedelta(days=MONTH_DAYS)
+        return Span(MONTH_START, end, end.date() - dt.timedelta(days=1))
+    now = dt.datetime.now(dt.UTC).replace(microsecond=0)
     first = dt.datetime.combine(now.date() - dt.timedelta(days=29), dt.time(0), dt.UTC)
-    return Span(first, now)
+    return Span(first, now - dt.timedelta(minutes=1), now.date())
 
 
 CHECK_TOTALS = """
@@ -231,7 +234,7 @@ def ensure_dataset(server_url: str, events: int, *, reload: bool, recent: bool =
                 conn.execute(MARKER_DDL)
                 row = conn.execute(MARKER_SQL).fetchone()
                 last = conn.execute("SELECT max(day) FROM daily_stats").fetchone()
-                if row and row[0] == events and (not recent or last == (spread.days[-1],)):
+                if row and row[0] == events and (not recent or last == (spread.last_day,)):
                     print(f"stats bench: reusing database {name} ({events:,} events)")
                     _fill_visits(conn)
                     _fill_new_rollups(conn, spread)
