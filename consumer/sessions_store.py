@@ -60,10 +60,6 @@ CHANGE_TYPES = ["text", "text", "timestamptz", "timestamptz", *_STATE_TYPES, *_S
 LOCK_VISITS = "LOCK TABLE visits, {} IN ROW EXCLUSIVE MODE".format(
     ", ".join(r.table for r in ROLLUPS if r.from_visits)
 )
-# The visit statements sort and group a batch's events and visits a few ways; at the default
-# work_mem (4 MB) a 40,000-event batch's sorts spill to disk. 64 MB was slower than 16 MB,
-# as for the batch statement (docs/decisions/0036-batch-work-mem.md). For this transaction.
-VISIT_WORK_MEM = "SET LOCAL work_mem = '16MB'"
 PLACE_IN_ORDER = statement("visits.place_in_order")
 LOAD_LATE_EVENTS = statement("visits.load_late_events")
 LOAD_LATE_STORED = statement("visits.load_late_stored")
@@ -100,7 +96,7 @@ async def store_visits(
     read, placed by consumer/sessions.py and copied back. A free-text value past
     `values_per_day` for its site, day and dimension is kept as '(other)' (visits.cap_values)."""
     timeout = {"timeout_s": visit_timeout.total_seconds()}
-    await cur.execute(f"{VISIT_WORK_MEM}; {LOCK_VISITS}")  # one round trip
+    await cur.execute(LOCK_VISITS)
     await cur.execute(PLACE_IN_ORDER, timeout)
     late = await cur.fetchall()
     if late:

@@ -135,10 +135,10 @@ INSERT_AND_ROLL_UP = batch_statement()
 ENSURE_PARTITION = "SELECT ensure_events_partition(%s)"
 
 # The batch statement's CTEs hold the inserted rows and their groupings in tuplestores that
-# its many readers scan again; at the default work_mem (4 MB) those of a few thousand events
-# already spill to temporary files. Larger values changed the plans for the worse
-# (docs/decisions/0036-batch-work-mem.md). For this transaction only (the visit statements
-# then set the same, consumer/sessions_store.py).
+# its many readers scan again, and the visit statements sort and group the batch's events and
+# visits a few ways; at the default work_mem (4 MB) those of a few thousand events already
+# spill to temporary files. Larger values changed the plans for the worse
+# (docs/decisions/0036-batch-work-mem.md). Set once for the transaction, before both.
 BATCH_WORK_MEM = "SET LOCAL work_mem = '16MB'"
 
 # Empties the staging table between the probes of one transaction (a successful probe keeps
