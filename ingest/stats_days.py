@@ -23,13 +23,22 @@ EPOCH = dt.datetime(1970, 1, 1, tzinfo=dt.UTC)
 
 
 class DateRange(msgspec.Struct, frozen=True):
-    """Local days [first, last] in `timezone`, and the UTC instants [start, end) they span."""
+    """Local days [first, last] in `timezone`, and the UTC instants [start, end) they span.
+
+    `read_to`, when set, is where the rollups are read to instead of `end` (readable_end): it
+    differs from `end` only by instants no event can be dated at."""
 
     first: dt.date
     last: dt.date
     timezone: str
     start: dt.datetime
     end: dt.datetime
+    read_to: dt.datetime | None = None
+
+    @property
+    def read_end(self) -> dt.datetime:
+        """The end of the instants the planner reads: `read_to`, else `end`."""
+        return self.end if self.read_to is None else self.read_to
 
     @property
     def utc_days(self) -> tuple[dt.date, dt.date]:
@@ -86,15 +95,55 @@ def local_midnight(day: dt.date, zone: zoneinfo.ZoneInfo) -> dt.datetime:
     return high.replace(microsecond=0)
 
 
-def make_range(first: dt.date, last: dt.date, timezone: str) -> DateRange:
+def make_range(
+    first: dt.date, last: dt.date, timezone: str, horizon: dt.datetime | None = None
+) -> DateRange:
+    """The range of local days [first, last]; with `horizon` (data_horizon), read only as
+    far as events can be dated (readable_end)."""
     zone = zoneinfo.ZoneInfo(timezone)
+    start = local_midnight(first, zone)
+    end = local_midnight(last + ONE_DAY, zone)
+    read_to = None if horizon is None else readable_end(start, end, horizon)
     return DateRange(
         first=first,
         last=last,
         timezone=timezone,
-        start=local_midnight(first, zone),
-        end=local_midnight(last + ONE_DAY, zone),
+        start=start,
+        end=end,
+        read_to=None if read_to == end else read_to,
     )
+
+
+# Added to MAX_FUTURE_S in data_horizon: the clocks of the API processes that accepted the
+# events and of the one asking may differ by this much.
+HORIZON_SLACK = dt.timedelta(minutes=15)
+
+
+def data_horizon(now: dt.datetime, max_future_s: float) -> dt.datetime:
+    """The instant no accepted event is dated at or after: the API clamps a timestamp more
+    than MAX_FUTURE_S ahead of its receipt to the receipt time (ingest/accept.py)."""
+    return now + dt.timedelta(seconds=max_future_s) + HORIZON_SLACK
+
+
+def readable_end(start: dt.datetime, end: dt.datetime, horizon: dt.datetime) -> dt.datetime:
+    """Where to read [start, end) to, given that no event is dated at or after `horizon`.
+
+    A range that ends inside a UTC day (any zone but UTC) has that day's part as an edge:
+    sub-day rows, up to 96 quarter hours of every value. Around today, that part may be read
+    in a cheaper shape that holds the same events: not at all when the day starts at or
+    after the horizon (a zone west of UTC: tomorrow's UTC day), or as the whole UTC day (one
+    daily row a value) when what the range leaves out of it lies after the horizon (a zone
+    east of UTC, whose day ends before the UTC one). Either way only instants no event can
+    be dated at are added or left out. Otherwise (the range ends before the horizon, or
+    within the hour or so before a local midnight): `end`."""
+    floor = dt.datetime.combine(end.astimezone(dt.UTC).date(), dt.time(0), dt.UTC)
+    if floor == end or floor <= start:
+        return end
+    if floor >= horizon:
+        return floor
+    if end >= horizon:
+        return floor + ONE_DAY
+    return end
 
 
 def whole_months(day_from: dt.date, day_to: dt.date) -> tuple[dt.date, dt.date]:

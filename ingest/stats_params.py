@@ -225,13 +225,18 @@ def check_day(day: dt.date, field: str) -> None:
 
 
 def parse_range(
-    params: dict[str, str], *, now: dt.datetime, max_days: int = MAX_RANGE_DAYS
+    params: dict[str, str],
+    *,
+    now: dt.datetime,
+    max_days: int = MAX_RANGE_DAYS,
+    horizon: dt.datetime | None = None,
 ) -> DateRange:
     """`period` (day, 7d, 30d, month, 6mo, 12mo, custom) with `date`, or `from` and `to`.
 
     `date` is the period's last day (day, 7d, 30d), a day of the month (month) or of the
     last month (6mo, 12mo), or `FIRST,LAST` with period=custom; it defaults to today in the
-    request's time zone (`now` is an aware instant).
+    request's time zone (`now` is an aware instant). With `horizon`
+    (stats_days.data_horizon), the range is read only as far as events can be dated.
     """
     timezone = parse_timezone(params)
     today = now.astimezone(zoneinfo.ZoneInfo(timezone)).date()
@@ -269,7 +274,7 @@ def parse_range(
             f"the range covers {days} days; at most {max_days} are allowed here",
             field=order_field if order_field != "date" or period == "custom" else "period",
         )
-    return make_range(first, last, timezone)
+    return make_range(first, last, timezone, horizon)
 
 
 def _period_days(period: str, anchor: dt.date) -> tuple[dt.date, dt.date]:
@@ -361,13 +366,14 @@ def parse_stats(
     default_metrics: tuple[Metric, ...] = METRICS,
     max_days: int = MAX_RANGE_DAYS,
     dimension: Dimension | None = None,
+    horizon: dt.datetime | None = None,
 ) -> StatsRequest:
     """The request, its visit metrics and filters checked (check_visits) for a breakdown by
     `dimension`, or for totals and series when it is None. A question counted over visits
     (from_visits) asked without `metrics` gets the defaults but events."""
     request = StatsRequest(
         site_id=parse_site(params),
-        range=parse_range(params, now=now, max_days=max_days),
+        range=parse_range(params, now=now, max_days=max_days, horizon=horizon),
         metrics=parse_metrics(params, default_metrics),
         filters=parse_filters(params),
     )
@@ -434,12 +440,14 @@ def check_visits(request: StatsRequest, dimension: Dimension | None) -> None:
         )
 
 
-def parse_timeseries(params: dict[str, str], *, now: dt.datetime) -> TimeseriesRequest:
+def parse_timeseries(
+    params: dict[str, str], *, now: dt.datetime, horizon: dt.datetime | None = None
+) -> TimeseriesRequest:
     interval = params.get("interval", "") or "day"
     if interval not in ("hour", "day"):
         raise BadRequest(f"`interval` must be hour or day; got {interval!r}", field="interval")
     max_days = MAX_HOURLY_RANGE_DAYS if interval == "hour" else MAX_RANGE_DAYS
-    stats = parse_stats(params, now=now, max_days=max_days)
+    stats = parse_stats(params, now=now, max_days=max_days, horizon=horizon)
     return TimeseriesRequest(stats, interval)  # type: ignore[arg-type]
 
 
@@ -464,7 +472,9 @@ def _prop_key(key: str, field: str) -> str:
     return key
 
 
-def parse_breakdown(params: dict[str, str], *, now: dt.datetime) -> BreakdownRequest:
+def parse_breakdown(
+    params: dict[str, str], *, now: dt.datetime, horizon: dt.datetime | None = None
+) -> BreakdownRequest:
     """`property`: a dimension (event:page by default), `event:props:<key>` (one custom
     property's values) or `event:props` (every key's values)."""
     raw_property = params.get("property", "") or "event:page"
@@ -485,7 +495,9 @@ def parse_breakdown(params: dict[str, str], *, now: dt.datetime) -> BreakdownReq
         default = ("events", "visitors")
     elif dimension in SESSION_DIMENSIONS:
         default = ("visitors", "visits")
-    stats = parse_stats(params, now=now, default_metrics=default, dimension=dimension)
+    stats = parse_stats(
+        params, now=now, default_metrics=default, dimension=dimension, horizon=horizon
+    )
     limit = _parse_int(params, "limit", DEFAULT_BREAKDOWN_LIMIT, 1, MAX_BREAKDOWN_LIMIT)
     page = _parse_int(params, "page", 1, 1, 1_000_000)
     return BreakdownRequest(stats, dimension, limit, page, key)

@@ -129,12 +129,12 @@ def plan_aggregate(request: StatsRequest, exact_max_rows: int) -> Plan:
     One filter on a context dimension reads that dimension's rows of daily_dimensions (and
     raw edges); other filters on a context dimension or a custom property read raw events."""
     if context_filter(request) is not None:
-        pieces = split(request.range.start, request.range.end)
+        pieces = split(request.range.start, request.range.read_end)
         days = _days("daily_dimensions", pieces.day_from, pieces.day_to)
         return Plan(Statement("context totals", days + _edges("events", pieces)))
     if _raw_filters(request):
         return Plan(Statement("raw totals", _raw(request)))
-    pieces = split(request.range.start, request.range.end)
+    pieces = split(request.range.start, request.range.read_end)
     if not request.filters:
         parts = _totals_parts(pieces)
         if _local_zone(request) and pieces.edges:
@@ -242,12 +242,12 @@ def plan_timeseries(request: TimeseriesRequest) -> Plan:
     r = stats.range
     daily_utc = request.interval == "day" and r.utc_aligned
     if daily_utc and context_filter(stats) is not None:
-        pieces = split(r.start, r.end)
+        pieces = split(r.start, r.read_end)
         days = _days("daily_dimensions", pieces.day_from, pieces.day_to)
         return Plan(Statement("context series", days))
     if _raw_filters(stats):
         return Plan(Statement("raw series", _raw(stats)))
-    pieces = split(r.start, r.end)
+    pieces = split(r.start, r.read_end)
     if not stats.filters:
         if daily_utc:
             return Plan(
@@ -269,7 +269,7 @@ def plan_timeseries(request: TimeseriesRequest) -> Plan:
 def plan_breakdown(request: BreakdownRequest, today: dt.date) -> Plan:
     """A page of values by the first metric. `today` (UTC) bounds what may be sealed."""
     stats = request.stats
-    pieces = split(stats.range.start, stats.range.end)
+    pieces = split(stats.range.start, stats.range.read_end)
     sort = stats.metrics[0]
     if request.dimension == "props":
         return _props_ranking(stats, pieces)
@@ -342,7 +342,7 @@ def _utc_pages(stats: StatsRequest, pieces: Pieces, sort: str, today: dt.date) -
             (Months("monthly_paths", month_from, month_to),),
         )
         return Plan(Statement("pages", (sealed,)), then)
-    cover = stats_days.cover(stats.range.start, stats.range.end)
+    cover = stats_days.cover(stats.range.start, stats.range.read_end)
     if cover is None:
         parts = _days("daily_paths", pieces.day_from, pieces.day_to) + _path_edges(pieces.edges)
         return Plan(Statement("pages", parts), then)

@@ -38,7 +38,7 @@ from ingest.errors import JSON_MEDIA_TYPE, SchemaOutdated, ServiceUnavailable, S
 from ingest.export import ExportRoute
 from ingest.settings import Settings
 from ingest.stats_answers import StatsAnswers, question
-from ingest.stats_days import DateRange, make_range
+from ingest.stats_days import DateRange, data_horizon, make_range
 from ingest.stats_run import (
     COSTLY,
     COSTLY_CLIENT,
@@ -121,6 +121,7 @@ class StatsApi:
             MAX_COSTLY_WAITING,
         )
         self._retry_after_s = settings.retry_after_s
+        self._max_future_s = settings.max_future_s
         self._realtime = stats_realtime.RealtimeCounts()
         page = (DASHBOARD_DIR / "index.html").read_text()
         self._dashboard_page = page.replace("{{REFRESH_S}}", str(settings.dashboard_refresh_s))
@@ -206,6 +207,12 @@ class StatsApi:
     def _now() -> dt.datetime:
         return dt.datetime.now(dt.UTC)
 
+    def _when(self) -> tuple[dt.datetime, dt.datetime]:
+        """`now`, and the horizon past which no event is dated: the ranges of the parsed
+        requests are read no further than it makes a difference (stats_days.readable_end)."""
+        now = self._now()
+        return now, data_horizon(now, self._max_future_s)
+
     @_timed
     async def base_stats(self, request: Request) -> Response:
         params = self._admit(request)
@@ -223,7 +230,8 @@ class StatsApi:
     @_timed
     async def aggregate(self, request: Request) -> Response:
         params = self._admit(request)
-        parsed = stats_params.parse_stats(params, now=self._now())
+        now, horizon = self._when()
+        parsed = stats_params.parse_stats(params, now=now, horizon=horizon)
         self._zone_requests.note(parsed.site_id, parsed.range.timezone)
         pool = request.app.state.pool
 
@@ -237,7 +245,8 @@ class StatsApi:
     @_timed
     async def timeseries(self, request: Request) -> Response:
         params = self._admit(request)
-        parsed = stats_params.parse_timeseries(params, now=self._now())
+        now, horizon = self._when()
+        parsed = stats_params.parse_timeseries(params, now=now, horizon=horizon)
         self._zone_requests.note(parsed.stats.site_id, parsed.stats.range.timezone)
         pool = request.app.state.pool
 
@@ -252,7 +261,8 @@ class StatsApi:
     @_timed
     async def breakdown(self, request: Request) -> Response:
         params = self._admit(request)
-        parsed = stats_params.parse_breakdown(params, now=self._now())
+        now, horizon = self._when()
+        parsed = stats_params.parse_breakdown(params, now=now, horizon=horizon)
         self._zone_requests.note(parsed.stats.site_id, parsed.stats.range.timezone)
         pool = request.app.state.pool
 

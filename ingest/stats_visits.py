@@ -101,7 +101,7 @@ def plan_visit_totals(request: StatsRequest) -> tuple[VisitPart, ...]:
     if not request.filters:
         return (Buckets(r.start, r.end),)
     if len(request.filters) == 1:
-        return _dimension_parts(request.filters[0].dimension, r.start, r.end, filtered=True)
+        return _dimension_parts(request.filters[0].dimension, r.start, r.read_end, filtered=True)
     return (VisitRows(((r.start, r.end),)),)
 
 
@@ -136,7 +136,7 @@ def plan_visit_series(request: TimeseriesRequest) -> tuple[VisitPart, ...]:
     if not stats.filters:
         return (Buckets(r.start, r.end),)
     if request.interval == "day" and r.utc_aligned and len(stats.filters) == 1:
-        pieces = split(r.start, r.end)
+        pieces = split(r.start, r.read_end)
         return (DimensionDays(stats.filters[0].dimension, pieces.day_from, pieces.day_to, True),)
     return (VisitRows(((r.start, r.end),)),)
 
@@ -147,7 +147,7 @@ def plan_visit_breakdown(request: BreakdownRequest) -> tuple[VisitPart, ...]:
     r = request.stats.range
     if request.stats.filters:
         return (VisitRows(((r.start, r.end),)),)
-    return _dimension_parts(request.dimension, r.start, r.end, months=True)
+    return _dimension_parts(request.dimension, r.start, r.read_end, months=True)
 
 
 def raw_read(parts: tuple[VisitPart, ...]) -> bool:

@@ -29,9 +29,11 @@ import msgspec
 import psycopg
 from psycopg.rows import TupleRow
 
+from core.settings import MAX_FUTURE_S
 from ingest import stats_imported, stats_params
 from ingest.database import Configure
 from ingest.settings import Settings
+from ingest.stats_days import data_horizon
 from ingest.stats_expect import FACTS, Facts
 from ingest.stats_params import MAX_SITE_ID_BYTES
 from ingest.stats_run import Pool, fetch
@@ -94,7 +96,7 @@ def configure(settings: Settings) -> Configure | None:
         return None
 
     async def warm_connection(conn: psycopg.AsyncConnection[TupleRow]) -> None:
-        await warm(conn, settings.stats_exact_visitors_max_rows)
+        await warm(conn, settings.stats_exact_visitors_max_rows, settings.max_future_s)
 
     return warm_connection
 
@@ -111,18 +113,24 @@ class _Process:
 _ONCE = _Process()
 
 
-async def warm(conn: psycopg.AsyncConnection[Any], exact_max_rows: int) -> None:
+async def warm(
+    conn: psycopg.AsyncConnection[Any],
+    exact_max_rows: int,
+    max_future_s: float = MAX_FUTURE_S.default,
+) -> None:
     """Asks the dashboard's default view on `conn` in each of WARM_ZONES, then loads the
     zones sites keep into the planner's facts."""
     pool = cast(Pool, _OneConnection(conn))
     now = dt.datetime.now(dt.UTC)
+    # As the routes parse requests: the same statements get prepared.
+    horizon = data_horizon(now, max_future_s)
     step = "the kept zones"
     try:
         for zone in WARM_ZONES:
             for name, route, asked in DASHBOARD_QUESTIONS:
                 step = f"{name} in {zone}"
                 params = {"site_id": _PARSED_SITE, "period": DEFAULT_PERIOD, "timezone": zone}
-                await _compute(pool, route, {**params, **asked}, now, exact_max_rows)
+                await _compute(pool, route, {**params, **asked}, (now, horizon), exact_max_rows)
         step = "the kept zones"
         await _remember_kept_zones(pool)
     # Best effort, whatever went wrong: the connection's first visitor pays instead.
@@ -133,17 +141,22 @@ async def warm(conn: psycopg.AsyncConnection[Any], exact_max_rows: int) -> None:
 
 
 async def _compute(
-    pool: Pool, route: str, params: dict[str, str], now: dt.datetime, exact_max_rows: int
+    pool: Pool,
+    route: str,
+    params: dict[str, str],
+    when: tuple[dt.datetime, dt.datetime],
+    exact_max_rows: int,
 ) -> None:
+    now, horizon = when
     if route == "aggregate":
-        parsed = _unstorable(stats_params.parse_stats(params, now=now))
+        parsed = _unstorable(stats_params.parse_stats(params, now=now, horizon=horizon))
         await stats_imported.aggregate(pool, parsed, params, exact_max_rows)
     elif route == "timeseries":
-        series = stats_params.parse_timeseries(params, now=now)
+        series = stats_params.parse_timeseries(params, now=now, horizon=horizon)
         series = msgspec.structs.replace(series, stats=_unstorable(series.stats))
         await stats_imported.timeseries(pool, series, params)
     else:
-        breakdown = stats_params.parse_breakdown(params, now=now)
+        breakdown = stats_params.parse_breakdown(params, now=now, horizon=horizon)
         breakdown = msgspec.structs.replace(breakdown, stats=_unstorable(breakdown.stats))
         await stats_imported.breakdown(pool, breakdown, params)
 
