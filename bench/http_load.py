@@ -29,7 +29,10 @@ class LoadResult(msgspec.Struct):
     elapsed_s: float
 
 
-class _Connection:
+class Connection:
+    """One keep-alive HTTP/1.1 connection, opened on its first GET: a client that costs next
+    to nothing beside the server it measures (docs/benchmarks.md: what httpx adds)."""
+
     def __init__(self, host: str, port: int) -> None:
         self._host, self._port = host, port
         self._reader: asyncio.StreamReader | None = None
@@ -70,9 +73,9 @@ async def run(
     same mean, as independent clients arrive. Waits for all answers (at most `timeout_s`
     after the last is due)."""
     assert host in ("127.0.0.1", "localhost", "::1"), "loopback only"
-    idle: asyncio.Queue[_Connection] = asyncio.Queue()
+    idle: asyncio.Queue[Connection] = asyncio.Queue()
     for _ in range(connections):
-        idle.put_nowait(_Connection(host, port))
+        idle.put_nowait(Connection(host, port))
     client_ms: list[float] = []
     server_ms: list[float] = []
     errors = 0
