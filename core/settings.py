@@ -330,7 +330,10 @@ MAX_FUTURE_S = _declare(
     Setting(
         env="MAX_FUTURE_S",
         default=3600.0,
-        doc="a timestamp further than this ahead of its receipt is clamped to the receipt time",
+        doc="a timestamp further than this ahead of its receipt is clamped to the receipt time; "
+        "stats then know no event is dated past now plus this and 15 minutes, and read a range "
+        "ending after that to its next UTC midnight: give every API process the same value, "
+        "and after lowering it wait the old value before relying on today's stats",
         read_by="api",
     )
 )

@@ -117,33 +117,34 @@ def make_range(
 # Added to MAX_FUTURE_S in data_horizon: the clocks of the API processes that accepted the
 # events and of the one asking may differ by this much.
 HORIZON_SLACK = dt.timedelta(minutes=15)
+# Past this, the horizon lies after the end of any range that holds today (Kiritimati's ends
+# some 38 hours after a UTC midnight): larger values change nothing, and cannot overflow.
+_FURTHEST_AHEAD_S = 7 * 86400
 
 
 def data_horizon(now: dt.datetime, max_future_s: float) -> dt.datetime:
     """The instant no accepted event is dated at or after: the API clamps a timestamp more
-    than MAX_FUTURE_S ahead of its receipt to the receipt time (ingest/accept.py)."""
-    return now + dt.timedelta(seconds=max_future_s) + HORIZON_SLACK
+    than MAX_FUTURE_S ahead of its receipt to the receipt time (ingest/accept.py). It holds
+    while every API process accepts with the same MAX_FUTURE_S (or a smaller one) and their
+    clocks agree within HORIZON_SLACK (docs/decisions/0038-ranges-read-to-the-horizon.md)."""
+    ahead = min(max(max_future_s, 0.0), _FURTHEST_AHEAD_S)
+    return now + dt.timedelta(seconds=ahead) + HORIZON_SLACK
 
 
 def readable_end(start: dt.datetime, end: dt.datetime, horizon: dt.datetime) -> dt.datetime:
     """Where to read [start, end) to, given that no event is dated at or after `horizon`.
 
     A range that ends inside a UTC day (any zone but UTC) has that day's part as an edge:
-    sub-day rows, up to 96 quarter hours of every value. Around today, that part may be read
-    in a cheaper shape that holds the same events: not at all when the day starts at or
-    after the horizon (a zone west of UTC: tomorrow's UTC day), or as the whole UTC day (one
-    daily row a value) when what the range leaves out of it lies after the horizon (a zone
-    east of UTC, whose day ends before the UTC one). Either way only instants no event can
-    be dated at are added or left out. Otherwise (the range ends before the horizon, or
-    within the hour or so before a local midnight): `end`."""
+    sub-day rows, up to 96 quarter hours of every value for today's range. When the range
+    ends at or after the horizon, what the whole UTC day holds beyond the range's end was
+    dated past the horizon, that is nothing: the day is read whole instead (one daily row a
+    value), the next UTC midnight. Otherwise (a range that ends before the horizon, or within
+    the hour or so before a local midnight): `end`. Only the instants [end, next midnight)
+    are added; an event dated there would be counted in the range."""
     floor = dt.datetime.combine(end.astimezone(dt.UTC).date(), dt.time(0), dt.UTC)
-    if floor == end or floor <= start:
+    if floor == end or floor <= start or end < horizon:
         return end
-    if floor >= horizon:
-        return floor
-    if end >= horizon:
-        return floor + ONE_DAY
-    return end
+    return floor + ONE_DAY
 
 
 def whole_months(day_from: dt.date, day_to: dt.date) -> tuple[dt.date, dt.date]:

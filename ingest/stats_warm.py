@@ -122,10 +122,10 @@ async def warm(
     zones sites keep into the planner's facts."""
     pool = cast(Pool, _OneConnection(conn))
     now = dt.datetime.now(dt.UTC)
-    # As the routes parse requests: the same statements get prepared.
-    horizon = data_horizon(now, max_future_s)
     step = "the kept zones"
     try:
+        # As the routes parse requests: the same statements get prepared.
+        horizon = data_horizon(now, max_future_s)
         for zone in WARM_ZONES:
             for name, route, asked in DASHBOARD_QUESTIONS:
                 step = f"{name} in {zone}"

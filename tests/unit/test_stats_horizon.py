@@ -1,6 +1,6 @@
-"""stats_days.readable_end: a range is read to another end only where the instants added or
-left out lie at or after the horizon (no event is dated there), and only to a UTC midnight, so
-that the range's last UTC day becomes a whole day or no day at all."""
+"""stats_days.readable_end: a range is read to another end only when the instants it adds
+lie at or after the horizon (no event is dated there), and only to the next UTC midnight, so
+that the range's last UTC day is read whole."""
 
 from __future__ import annotations
 
@@ -42,11 +42,11 @@ def test_the_horizon_is_max_future_and_the_slack_past_now() -> None:
         # East of UTC, the day ends inside Nov 12 (UTC) after the horizon: the whole UTC day.
         ("Europe/Berlin", "2025-11-13 00:00"),
         ("Asia/Kathmandu", "2025-11-13 00:00"),
-        # West of UTC, the day ends inside Nov 13, which starts after the horizon: not read.
-        ("America/New_York", "2025-11-13 00:00"),
-        ("Pacific/Pago_Pago", "2025-11-13 00:00"),
+        # West of UTC, it ends inside Nov 13: that whole day, which holds nothing yet.
+        ("America/New_York", "2025-11-14 00:00"),
+        ("Pacific/Pago_Pago", "2025-11-14 00:00"),
         # Kiritimati's today is Nov 13 (10:00 UTC on the 12th to 10:00 on the 13th).
-        ("Pacific/Kiritimati", "2025-11-13 00:00"),
+        ("Pacific/Kiritimati", "2025-11-14 00:00"),
     ],
 )
 def test_today_is_read_to_a_utc_midnight(zone: str, read_end: str) -> None:
@@ -93,7 +93,14 @@ def test_random_ranges_change_only_instants_past_the_horizon() -> None:
         first = last - dt.timedelta(days=rng.randrange(0, 40))
         r = stats_days.make_range(first, last, zone, horizon)
         end = r.read_end
-        assert end == r.end or (end.astimezone(UTC).time() == dt.time(0) and end > r.start)
-        # Whatever [start, read_end) and [start, end) do not share lies past the horizon.
-        assert min(end, r.end) >= horizon or end == r.end
-        assert abs(end - r.end) < dt.timedelta(days=1)
+        assert end == r.end or (end.astimezone(UTC).time() == dt.time(0) and end > r.end)
+        # What [start, read_end) adds to [start, end) lies past the horizon.
+        assert r.end >= horizon or end == r.end
+        assert end - r.end < dt.timedelta(days=1)
+
+
+def test_a_huge_max_future_reads_every_range_to_its_end() -> None:
+    horizon = stats_days.data_horizon(NOW, 1e12)  # no overflow
+    for zone in ZONES:
+        r = stats_params.parse_range({"period": "day", "timezone": zone}, now=NOW, horizon=horizon)
+        assert r.read_end == r.end
