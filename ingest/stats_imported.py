@@ -20,11 +20,13 @@ Imported days are whole days and count as the request's local days.
 
 Whether a site has imports is read for every site at once and kept for the epoch the answer
 is computed for (imports bump it: ingest/stats_answers.py), or IMPORT_SPANS_TTL_S when answers
-are not kept, so questions of sites without imports cost no statement of their own.
+are not kept, so questions of sites without imports cost no statement of their own; the
+questions that find them stale together wait for one read.
 """
 
 from __future__ import annotations
 
+import asyncio
 import datetime as dt
 import math
 import time
@@ -146,9 +148,20 @@ class _Spans:
         self.read_at = -math.inf
         self.epoch: str | None = None  # the answers' epoch they were read for, if any
         self.spans: dict[str, tuple[dt.date, dt.date]] = {}
+        # The read in flight, and the epoch it reads for: a page's questions arrive together
+        # and all find the spans stale; they wait for one read rather than each send one.
+        self.reading: asyncio.Task[None] | None = None
+        self.reading_for: str | None = None
 
 
 _SPANS: weakref.WeakKeyDictionary[Pool, _Spans] = weakref.WeakKeyDictionary()
+
+
+async def _read_spans(pool: Pool, spans: _Spans, epoch: str | None) -> None:
+    rows = await fetch(pool, STATEMENTS["import_spans"], {})
+    spans.spans = {site: (first, last) for site, first, last in rows}
+    spans.read_at = time.monotonic()
+    spans.epoch = epoch
 
 
 async def _covers(pool: Pool, request: StatsRequest) -> bool:
@@ -163,10 +176,14 @@ async def _covers(pool: Pool, request: StatsRequest) -> bool:
         else time.monotonic() - spans.read_at > IMPORT_SPANS_TTL_S
     )
     if stale:
-        rows = await fetch(pool, STATEMENTS["import_spans"], {})
-        spans.spans = {site: (first, last) for site, first, last in rows}
-        spans.read_at = time.monotonic()
-        spans.epoch = epoch
+        reading = spans.reading
+        if reading is None or reading.done() or spans.reading_for != epoch:
+            reading = asyncio.create_task(_read_spans(pool, spans, epoch), name="import-spans")
+            # Marks a failure seen even if every request waiting for it was cancelled.
+            reading.add_done_callback(lambda t: t.cancelled() or t.exception())
+            spans.reading, spans.reading_for = reading, epoch
+        # Shielded: a request going away does not cancel the read the others wait for.
+        await asyncio.shield(reading)
     span = spans.spans.get(request.site_id)
     return span is not None and span[0] <= request.range.last and request.range.first <= span[1]
 

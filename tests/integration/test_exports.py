@@ -22,6 +22,7 @@ from consumer.imports import import_export
 from consumer.imports_read import ImportRefused
 from consumer.imports_write import DuplicateRows, list_imports, remove_imports
 from core.plausible_csv import IMPORTED_TABLES, TABLES
+from ingest import stats_imported
 from ingest.export import export_to_file
 from ingest.settings import Settings
 from tests.integration.exports_support import (
@@ -360,6 +361,32 @@ async def test_with_imported_false_and_filters_leave_imports_out(
     assert [r["path"] for r in results(page)] == ["/pricing", "/blog/b"]  # "/blog/a" ties
     assert results(page) == results(native)
     assert page["page"] == 2 and page["limit"] == 2
+
+
+async def test_a_page_of_questions_asked_together_reads_the_import_spans_once(
+    client: httpx.AsyncClient, loaded: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    path = tmp_path / "export.zip"
+    path.write_bytes(await export(client, NATIVE))
+    await import_export(loaded, path, IMPORTED, say)
+    reads: list[str] = []
+    real_fetch = stats_imported.fetch
+
+    async def counting_fetch(pool: Any, query: Any, params: dict[str, Any]) -> Any:
+        if query == stats_imported.STATEMENTS["import_spans"]:
+            reads.append(query)
+        return await real_fetch(pool, query, params)
+
+    monkeypatch.setattr(stats_imported, "fetch", counting_fetch)
+    whole = {"period": "custom", "date": f"{FIRST},{LAST}"}
+    questions = [("aggregate", {"metrics": m}) for m in ("views", "events", "views,events")] + [
+        ("breakdown", {"property": p}) for p in ("event:page", "event:name", "visit:browser")
+    ]
+    answers = await asyncio.gather(
+        *(get(client, route, IMPORTED, **whole, **asked) for route, asked in questions)
+    )
+    assert len(reads) == 1
+    assert all(a.get("imports_included") is True for a in answers)
 
 
 QUERY = f"period=custom&date={FIRST},{LAST}"
