@@ -43,6 +43,7 @@ VIEW_TODAY = {"site_id": stats_data.SITE, "period": DEFAULT_PERIOD}
 QUESTIONS = DASHBOARD_QUESTIONS
 # A browser opens at most six HTTP/1.1 connections to one host.
 BROWSER_CONNECTIONS = 6
+ANSWER_TIMEOUT_S = 60.0
 
 
 # (status, server ms or NaN) of each answer of a load.
@@ -68,32 +69,36 @@ async def _view(
     if client == "httpx":
         return await _view_httpx(port, targets)
     idle: asyncio.Queue[http_load.Connection] = asyncio.Queue()
-    for _ in range(BROWSER_CONNECTIONS):
-        conn = http_load.Connection("127.0.0.1", port)
-        await conn.get("/healthz")
-        idle.put_nowait(conn)
+    opened = [http_load.Connection("127.0.0.1", port) for _ in range(BROWSER_CONNECTIONS)]
 
     async def ask(target: str) -> Answer:
         conn = await idle.get()
         try:
-            status, server = await conn.get(target)
+            status, server = await asyncio.wait_for(conn.get(target), ANSWER_TIMEOUT_S)
+        except (OSError, asyncio.IncompleteReadError, ValueError, TimeoutError):
+            conn.close()  # reopened by its next request; this answer counts as refused
+            return 0, math.nan
         finally:
             idle.put_nowait(conn)
         return status, server if server is not None and status == 200 else math.nan
 
-    loop = asyncio.get_running_loop()
-    started = loop.time()
-    answers = await asyncio.gather(*(ask(t) for t in targets))
-    wall = (loop.time() - started) * 1000
-    while not idle.empty():
-        idle.get_nowait().close()
-    return wall, list(answers)
+    try:
+        for conn in opened:
+            await asyncio.wait_for(conn.get("/healthz"), ANSWER_TIMEOUT_S)
+            idle.put_nowait(conn)
+        loop = asyncio.get_running_loop()
+        started = loop.time()
+        answers = await asyncio.gather(*(ask(t) for t in targets))
+        return (loop.time() - started) * 1000, list(answers)
+    finally:
+        for conn in opened:
+            conn.close()
 
 
 async def _view_httpx(port: int, targets: list[str]) -> tuple[float, list[Answer]]:
     limits = httpx.Limits(max_connections=BROWSER_CONNECTIONS)
     async with httpx.AsyncClient(
-        base_url=f"http://127.0.0.1:{port}", timeout=60, limits=limits
+        base_url=f"http://127.0.0.1:{port}", timeout=ANSWER_TIMEOUT_S, limits=limits
     ) as client:
         await asyncio.gather(*(client.get("/healthz") for _ in range(BROWSER_CONNECTIONS)))
         started = asyncio.get_running_loop().time()

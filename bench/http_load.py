@@ -18,6 +18,7 @@ import msgspec
 
 _SERVER_TIMING = re.compile(rb"server-timing:\s*app;dur=([0-9.]+)", re.IGNORECASE)
 _CONTENT_LENGTH = re.compile(rb"content-length:\s*(\d+)", re.IGNORECASE)
+_CLOSE = re.compile(rb"connection:\s*close", re.IGNORECASE)
 
 
 class LoadResult(msgspec.Struct):
@@ -48,6 +49,8 @@ class Connection:
         await self._reader.readexactly(int(length.group(1)) if length else 0)
         status = int(head[9:12])
         timing = _SERVER_TIMING.search(head)
+        if _CLOSE.search(head):
+            self.close()  # the server closes it after this answer: the next GET reconnects
         return status, float(timing.group(1)) if timing else None
 
     def close(self) -> None:

@@ -28,6 +28,7 @@ from __future__ import annotations
 
 import asyncio
 import datetime as dt
+import functools
 import math
 import time
 import weakref
@@ -141,27 +142,42 @@ def parse_with_imported(params: dict[str, str]) -> bool:
     return raw == "true"
 
 
+Spans = dict[str, tuple[dt.date, dt.date]]
+
+
 class _Spans:
     """Per site, the first and last day its imports cover; read for every site at once."""
 
     def __init__(self) -> None:
         self.read_at = -math.inf
         self.epoch: str | None = None  # the answers' epoch they were read for, if any
-        self.spans: dict[str, tuple[dt.date, dt.date]] = {}
+        self.spans: Spans = {}
         # The read in flight, and the epoch it reads for: a page's questions arrive together
         # and all find the spans stale; they wait for one read rather than each send one.
-        self.reading: asyncio.Task[None] | None = None
+        self.reading: asyncio.Task[Spans] | None = None
         self.reading_for: str | None = None
 
 
 _SPANS: weakref.WeakKeyDictionary[Pool, _Spans] = weakref.WeakKeyDictionary()
 
 
-async def _read_spans(pool: Pool, spans: _Spans, epoch: str | None) -> None:
+async def _read_spans(pool: Pool, spans: _Spans, epoch: str | None) -> Spans:
+    """Reads every site's spans; keeps them as the pool's unless a later read started
+    meanwhile (that one's are newer)."""
     rows = await fetch(pool, STATEMENTS["import_spans"], {})
-    spans.spans = {site: (first, last) for site, first, last in rows}
-    spans.read_at = time.monotonic()
-    spans.epoch = epoch
+    found = {site: (first, last) for site, first, last in rows}
+    if spans.reading is asyncio.current_task():
+        spans.spans, spans.read_at, spans.epoch = found, time.monotonic(), epoch
+    return found
+
+
+def _read_done(spans: _Spans, task: asyncio.Task[Spans]) -> None:
+    # Marks a failure seen even if every request waiting for it was cancelled, and lets go
+    # of the task (a failure's traceback holds the pool, which keys the spans).
+    if not task.cancelled():
+        task.exception()
+    if spans.reading is task:
+        spans.reading = None
 
 
 async def _covers(pool: Pool, request: StatsRequest) -> bool:
@@ -175,16 +191,17 @@ async def _covers(pool: Pool, request: StatsRequest) -> bool:
         if epoch is not None
         else time.monotonic() - spans.read_at > IMPORT_SPANS_TTL_S
     )
+    found = spans.spans
     if stale:
         reading = spans.reading
-        if reading is None or reading.done() or spans.reading_for != epoch:
+        if reading is None or spans.reading_for != epoch:
             reading = asyncio.create_task(_read_spans(pool, spans, epoch), name="import-spans")
-            # Marks a failure seen even if every request waiting for it was cancelled.
-            reading.add_done_callback(lambda t: t.cancelled() or t.exception())
+            reading.add_done_callback(functools.partial(_read_done, spans))
             spans.reading, spans.reading_for = reading, epoch
-        # Shielded: a request going away does not cancel the read the others wait for.
-        await asyncio.shield(reading)
-    span = spans.spans.get(request.site_id)
+        # Shielded: a request going away does not cancel the read the others wait for. Its
+        # own result, not the pool's latest: a read for an older epoch may end after it.
+        found = await asyncio.shield(reading)
+    span = found.get(request.site_id)
     return span is not None and span[0] <= request.range.last and request.range.first <= span[1]
 
 
