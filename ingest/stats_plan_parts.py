@@ -72,13 +72,16 @@ class Instants:
     15-minute rows (quarter_hour_stats) of the hours that hold a period's start, as a zone
     whose offset is not whole hours needs: about a tenth of the rows and sketches of reading
     every 15 minutes. `visitors` False (a series not asked for them): no sketch is merged,
-    the visitors column is NULL."""
+    the visitors column is NULL. `period_starts` (with quarters_at_edges): the UTC instants
+    the local periods start at, computed here so that the statement finds those hours by
+    their keys instead of converting every row's time to the zone."""
 
     table: str
     start: dt.datetime
     end: dt.datetime
     quarters_at_edges: bool = False
     visitors: bool = True
+    period_starts: tuple[dt.datetime, ...] = ()
 
 
 @dataclass(frozen=True)

@@ -200,21 +200,20 @@ _TIME = {
 # path (listed_buckets).
 _PATH_EDGES = ("quarter_hour_paths", "hourly_paths", "quarter_hour_event_paths")
 
-# Whether the hour starting at `{}` lies in one local period: every period starts on a
-# 15-minute boundary, so its first and last quarter hours fall in the same one.
-_ONE_PERIOD = (
-    "date_trunc(%(unit)s, {t} AT TIME ZONE %(tz)s) "
-    "= date_trunc(%(unit)s, ({t} + interval '45 minutes') AT TIME ZONE %(tz)s)"
-)
+
+def _hour_floor(t: dt.datetime) -> dt.datetime:
+    return t.astimezone(dt.UTC).replace(minute=0, second=0, microsecond=0)
+
+
+QUARTER = dt.timedelta(minutes=15)
 
 
 def _hours_and_quarters(
     p: str, gate: sql.Composable | None, visitors: sql.Composable
 ) -> sql.Composable:
     """Series rows from the hours that lie in one local period and the quarter hours of
-    the others (Instants.quarters_at_edges)."""
-    hour = sql.SQL(_ONE_PERIOD).format(t=sql.SQL("hour"))
-    quarter = sql.SQL("NOT " + _ONE_PERIOD).format(t=sql.SQL("date_trunc('hour', bucket)"))
+    the others (Instants.quarters_at_edges): the hours holding a period's start are bound as
+    {p}hours, their quarter hours as {p}quarters, both found through the tables' keys."""
     return sql.SQL(
         "SELECT date_trunc(%(unit)s, time AT TIME ZONE %(tz)s) AS t, sum(page_views)::bigint, "
         "sum(events)::bigint, {visitors} FROM ("
@@ -223,8 +222,18 @@ def _hours_and_quarters(
         "WHERE {quarters}) x GROUP BY 1"
     ).format(
         visitors=visitors,
-        hours=_where(SITE, _between("hour", p), hour, gate=gate),
-        quarters=_where(SITE, _between("bucket", p), quarter, gate=gate),
+        hours=_where(
+            SITE,
+            _between("hour", p),
+            sql.SQL("hour <> ALL({})").format(_ph(p, "hours")),
+            gate=gate,
+        ),
+        quarters=_where(
+            SITE,
+            _between("bucket", p),
+            sql.SQL("bucket = ANY({})").format(_ph(p, "quarters")),
+            gate=gate,
+        ),
     )
 
 
@@ -376,6 +385,10 @@ def bind(parts: tuple[Part, ...], params: dict[str, Any], prefix: str = "p") -> 
             )
         elif isinstance(part, Instants):
             params[p + "first"], params[p + "end"] = part.start, part.end
+            if part.quarters_at_edges:
+                hours = sorted({_hour_floor(t) for t in part.period_starts})
+                params[p + "hours"] = hours
+                params[p + "quarters"] = [h + QUARTER * k for h in hours for k in range(4)]
         elif isinstance(part, Edges):
             for j, (a, b) in enumerate(part.spans):
                 params[f"{p}a{j}"], params[f"{p}b{j}"] = a, b

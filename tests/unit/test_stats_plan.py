@@ -176,12 +176,23 @@ def test_daily_timeseries_of_utc_days_is_exact_and_of_a_zone_tries_its_rollups()
     )
     [choice] = zone.answer.parts
     assert isinstance(choice, IfKept) and not zone.exact
-    # hourly rows, and 15-minute rows only in the hours where a local day starts
-    assert choice.otherwise[0] == Instants(
-        "hourly_stats", *_instants("Asia/Kolkata"), quarters_at_edges=True
+    # hourly rows, and 15-minute rows only in the hours where a local day starts: Kolkata's
+    # days start at 18:30 UTC the day before, Nov 1 to Dec 1
+    starts = tuple(
+        dt.datetime.combine(D(2025, 10, 31) + dt.timedelta(days=i), dt.time(18, 30), dt.UTC)
+        for i in range(31)
     )
-    text = stats_sql.series_sql(zone.answer, "s", "Asia/Kolkata", "day", ())[0].as_string(None)
+    assert choice.otherwise[0] == Instants(
+        "hourly_stats", *_instants("Asia/Kolkata"), quarters_at_edges=True, period_starts=starts
+    )
+    query, params = stats_sql.series_sql(zone.answer, "s", "Asia/Kolkata", "day", ())
+    text = query.as_string(None)
     assert "hourly_stats" in text and "quarter_hour_stats" in text
+    [hours] = [v for k, v in params.items() if k.endswith("_hours")]
+    [quarters] = [v for k, v in params.items() if k.endswith("_quarters")]
+    assert hours == [t.replace(minute=0) for t in starts]
+    assert quarters[:4] == [starts[0].replace(minute=m) for m in (0, 15, 30, 45)]
+    assert len(quarters) == 4 * len(hours)
     berlin = stats_plan.plan_timeseries(
         TimeseriesRequest(stats("2025-11-01", "2025-11-30", "Europe/Berlin"), "day")
     )
