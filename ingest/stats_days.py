@@ -57,18 +57,29 @@ class DateRange(msgspec.Struct, frozen=True):
         whole UTC hour (an offset that is not whole hours would last until the next midnight)."""
         return _alignment(self.timezone, self.first, self.last)[1]
 
+    @property
+    def midnights(self) -> tuple[dt.datetime, ...]:
+        """The UTC instants the local days first..last+1 start at."""
+        return local_midnights(self.timezone, self.first, self.last)
+
 
 # Cached: each request asks several times, and the same ranges come back (a dashboard's).
+@functools.lru_cache(maxsize=4096)
+def local_midnights(timezone: str, first: dt.date, last: dt.date) -> tuple[dt.datetime, ...]:
+    """The UTC instants the local days first..last+1 start at in `timezone`."""
+    zone = zoneinfo.ZoneInfo(timezone)
+    return tuple(
+        local_midnight(first + dt.timedelta(days=d), zone).astimezone(dt.UTC)
+        for d in range((last - first).days + 2)
+    )
+
+
 @functools.lru_cache(maxsize=4096)
 def _alignment(timezone: str, first: dt.date, last: dt.date) -> tuple[bool, bool]:
     """(utc_aligned, hour_aligned) of the local days [first, last] in `timezone`."""
     if timezone == "UTC":
         return True, True
-    zone = zoneinfo.ZoneInfo(timezone)
-    midnights = [
-        local_midnight(first + dt.timedelta(days=d), zone).astimezone(dt.UTC)
-        for d in range((last - first).days + 2)
-    ]
+    midnights = local_midnights(timezone, first, last)
     return (
         all(m.time() == dt.time(0) for m in midnights),
         all(m.minute == m.second == 0 for m in midnights),
@@ -289,9 +300,10 @@ def cover(start: dt.datetime, end: dt.datetime) -> Cover | None:
 
 
 ONE_HOUR = dt.timedelta(hours=1)
+QUARTER = dt.timedelta(minutes=15)
 
 
-def _hour_floor(t: dt.datetime) -> dt.datetime:
+def hour_floor(t: dt.datetime) -> dt.datetime:
     return t.astimezone(dt.UTC).replace(minute=0, second=0, microsecond=0)
 
 
@@ -301,10 +313,10 @@ def by_hours(spans: tuple[Span, ...]) -> tuple[tuple[Span, ...], tuple[Span, ...
     hours: list[Span] = []
     quarters: list[Span] = []
     for a, b in spans:
-        first = _hour_floor(a)
+        first = hour_floor(a)
         if first < a:
             first += ONE_HOUR
-        last = _hour_floor(b)
+        last = hour_floor(b)
         if first >= last:
             quarters.append((a, b))
             continue

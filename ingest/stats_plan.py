@@ -25,7 +25,6 @@ and at most one follow-up statement, whose use depends on the first one's rows.
 from __future__ import annotations
 
 import datetime as dt
-import zoneinfo
 
 from core.calendar import one_whole_month
 from ingest import stats_days
@@ -108,18 +107,13 @@ def _sub_day_series(request: TimeseriesRequest) -> Instants:
         return Instants("hourly_stats", r.start, r.end, visitors=visitors)
     if request.interval == "hour":
         return Instants("quarter_hour_stats", r.start, r.end, visitors=visitors)
-    zone = zoneinfo.ZoneInfo(r.timezone)
-    starts = tuple(
-        stats_days.local_midnight(r.first + dt.timedelta(days=i), zone)
-        for i in range((r.last - r.first).days + 2)
-    )
     return Instants(
         "hourly_stats",
         r.start,
         r.end,
         quarters_at_edges=True,
         visitors=visitors,
-        period_starts=starts,
+        period_starts=r.midnights,
     )
 
 

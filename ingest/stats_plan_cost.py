@@ -17,8 +17,7 @@ queue (ingest/stats_run.py, CostlyPlans); the others never wait on them.
 
 from __future__ import annotations
 
-import datetime as dt
-
+from ingest.stats_days import QUARTER
 from ingest.stats_plan_parts import (
     Days,
     Edges,
@@ -34,7 +33,6 @@ from ingest.stats_plan_parts import (
     tables,
 )
 
-QUARTER = dt.timedelta(minutes=15)
 # The quarter hours at the two edges of any range in any zone (at most a UTC day each): what
 # the dashboard's default questions (this month, the last 30 days) read in a zone other than
 # UTC. Only a plan past that bound is costly, so those questions never queue behind one.

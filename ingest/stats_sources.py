@@ -20,7 +20,7 @@ from typing import Any, Literal
 from psycopg import sql
 
 from core.calendar import next_month
-from ingest.stats_days import utc_days
+from ingest.stats_days import QUARTER, hour_floor, utc_days
 from ingest.stats_plan_parts import (
     Days,
     Edges,
@@ -201,13 +201,6 @@ _TIME = {
 _PATH_EDGES = ("quarter_hour_paths", "hourly_paths", "quarter_hour_event_paths")
 
 
-def _hour_floor(t: dt.datetime) -> dt.datetime:
-    return t.astimezone(dt.UTC).replace(minute=0, second=0, microsecond=0)
-
-
-QUARTER = dt.timedelta(minutes=15)
-
-
 def _hours_and_quarters(
     p: str, gate: sql.Composable | None, visitors: sql.Composable
 ) -> sql.Composable:
@@ -386,7 +379,7 @@ def bind(parts: tuple[Part, ...], params: dict[str, Any], prefix: str = "p") -> 
         elif isinstance(part, Instants):
             params[p + "first"], params[p + "end"] = part.start, part.end
             if part.quarters_at_edges:
-                hours = sorted({_hour_floor(t) for t in part.period_starts})
+                hours = sorted({hour_floor(t) for t in part.period_starts})
                 params[p + "hours"] = hours
                 params[p + "quarters"] = [h + QUARTER * k for h in hours for k in range(4)]
         elif isinstance(part, Edges):

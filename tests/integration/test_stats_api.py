@@ -28,6 +28,7 @@ from core.events import EventRecord
 from ingest.app import handle_api_error
 from ingest.errors import ApiError
 from ingest.settings import Settings
+from ingest.stats_params import MAX_RANGE_DAYS
 from ingest.stats_routes import stats_routes
 from tests.support import assert_rollups_match_raw_rows, make_record
 
@@ -275,6 +276,29 @@ async def test_daily_timeseries_matches_a_recount(client: httpx.AsyncClient, zon
         interval="day",
     )
     assert len(body["results"]) == 14
+    for point in body["results"]:
+        day = dt.date.fromisoformat(point["date"])
+        assert {k: point[k] for k in ("views", "visitors", "events")} == recount(zone, day, day)
+
+
+@pytest.mark.parametrize("zone", ["Asia/Kathmandu", "America/St_Johns"])
+async def test_the_longest_daily_timeseries_in_a_zone_of_quarter_hours(
+    client: httpx.AsyncClient, zone: str
+) -> None:
+    """The most local midnights a daily series can bind (MAX_RANGE_DAYS + 1), their hours
+    read from 15-minute rows: St John's across both its daylight-saving changes."""
+    last = dt.date(2025, 12, 31)
+    first = last - dt.timedelta(days=MAX_RANGE_DAYS - 1)
+    body = await get_json(
+        client,
+        "/api/v1/stats/timeseries",
+        site_id=SITE,
+        timezone=zone,
+        period="custom",
+        date=f"{first},{last}",
+        interval="day",
+    )
+    assert len(body["results"]) == MAX_RANGE_DAYS
     for point in body["results"]:
         day = dt.date.fromisoformat(point["date"])
         assert {k: point[k] for k in ("views", "visitors", "events")} == recount(zone, day, day)
