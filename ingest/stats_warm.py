@@ -8,13 +8,13 @@ one (psycopg_pool's max_lifetime), so each one pays it once, here, instead of a 
 
 The view is asked in UTC, a whole-hour zone and a :45 zone, which between them read every
 rollup the view's plans read, for a site id longer than any event may carry (`WARM_SITE`:
-nothing can be stored under it, so no one's traffic makes the warm-up costly), with the two
-statements every page sends besides: the kept answers' version read and the realtime count.
-Its answers are dropped and nothing is noted (no zone request, no kept answer). Then, once
-a process, the zones sites keep seed the facts the planner guesses from
-(ingest/stats_expect.py), so that after a restart a kept zone's first question is not
-guessed unkept. It is best effort: any error ends the warm-up of that connection (logged once
-a process at WARNING) and leaves it as it is.
+nothing can be stored under it, so no one's traffic makes the warm-up costly). Its answers
+are dropped and nothing is noted (no zone request, no kept answer). Then, once a process,
+the zones sites keep seed the facts the planner guesses from (ingest/stats_expect.py), so
+that after a restart a kept zone's first question is not guessed unkept. Last, the two
+statements a page sends besides its questions: the kept answers' version read (unless
+STATS_ANSWER_CACHE_MB=0) and the realtime count. It is best effort: any error ends the
+warm-up of that connection (logged once a process at WARNING) and leaves it as it is.
 """
 
 from __future__ import annotations
@@ -134,13 +134,13 @@ async def warm(
                 step = f"{name} in {zone}"
                 params = {"site_id": _PARSED_SITE, "period": DEFAULT_PERIOD, "timezone": zone}
                 await _compute(pool, route, {**params, **asked}, (now, horizon), exact_max_rows)
+        step = "the kept zones"
+        await _remember_kept_zones(pool)
         step = "the answers' version"
         today = now.date()
         await fetch(pool, VERSION_SQL, {"sites": [WARM_SITE], "firsts": [today], "lasts": [today]})
         step = "the realtime count"
         await current_visitors(pool, WARM_SITE, now)
-        step = "the kept zones"
-        await _remember_kept_zones(pool)
     # Best effort, whatever went wrong: the connection's first visitor pays instead.
     except Exception as exc:
         level = logging.DEBUG if _ONCE.warned else logging.WARNING

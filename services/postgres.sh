@@ -6,16 +6,17 @@
 #   services/postgres.sh start     initdb once, start on 127.0.0.1:$PG_PORT (default 15432),
 #                                  create database "analytics"; no-op if already up
 #   services/postgres.sh stop      pg_ctl stop -m fast, then give back the huge pages the
-#                                  start reserved
+#                                  start reserved (services/huge_pages.sh)
 #   services/postgres.sh status    exit 0 if running
 #
-# PG_HUGE_PAGES=0 leaves the kernel's huge pages alone (see reserve_huge_pages).
+# PG_HUGE_PAGES=0: no huge pages reserved, the server on 4 kB pages (services/huge_pages.sh).
 # DATABASE_URL: postgresql://postgres@127.0.0.1:$PG_PORT/analytics (trust auth, loopback only)
 # Data, log and unix socket live in $ROOT/.local/postgres (see pg_home below for the
 # case where the postgres user cannot reach the repo). PG_STATE_DIR replaces
 # $ROOT/.local/postgres, so a second server (other PG_PORT) can run beside the first.
 set -euo pipefail
 source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
+source "$(dirname "${BASH_SOURCE[0]}")/huge_pages.sh"
 
 NAME=postgres
 PG_LINK="${PG_STATE_DIR:-$LOCAL_DIR/postgres}"
@@ -154,71 +155,11 @@ checkpoint_timeout = 15min
 checkpoint_completion_target = 0.9
 wal_compression = $wal_compression
 shared_preload_libraries = '$preload'
-# On 2 MB pages when the start could reserve them (reserve_huge_pages), else on 4 kB pages.
-huge_pages = try
+# On huge pages when the start could reserve them (services/huge_pages.sh).
+huge_pages = $(huge_pages_setting)
 log_line_prefix = '%m [%p] %q%u@%d '
 EOF
     chown postgres:postgres "$PGDATA/dev.conf"
-}
-
-# Huge pages for the server's shared memory, reserved in the kernel (vm.nr_hugepages) by root
-# before the server starts and given back when it stops. On 4 kB pages, every new backend
-# takes a page fault of its own for each page of shared buffers it touches first, and a
-# stats connection's first questions on a site cost up to twice their later runs
-# (docs/decisions/0039-huge-pages.md). The count is the machine's: this adds only what the
-# free ones lack, notes what it added in $PG_HOME/huge-pages, and takes that back at stop.
-HUGE_PAGES_KNOB=/proc/sys/vm/nr_hugepages
-HUGE_PAGES_LOCK=/tmp/.dev-postgres-huge-pages.lock
-
-meminfo() { awk -v key="$1:" '$1 == key { print $2 }' /proc/meminfo; }
-
-reserve_huge_pages() {
-    [[ "${PG_HUGE_PAGES:-1}" == 0 ]] && return 0
-    if [[ $EUID -ne 0 || ! -w "$HUGE_PAGES_KNOB" ]]; then
-        log $NAME "shared memory on 4 kB pages: reserving huge pages needs root" \
-            "(docs/operations.md, \"Huge pages\")"
-        return 0
-    fi
-    local need
-    # PostgreSQL 15 and later compute it from the configuration, on a stopped server.
-    need="$(as_pg "$PG_BIN/postgres" -D "$PGDATA" -C shared_memory_size_in_huge_pages 2>/dev/null)" \
-        || need=""
-    [[ "$need" =~ ^[0-9]+$ ]] && ((need > 0)) || return 0
-    (
-        flock 7
-        local avail short have got added=0
-        avail=$(($(meminfo HugePages_Free) - $(meminfo HugePages_Rsvd)))
-        short=$((need - avail))
-        ((short > 0)) || exit 0
-        have="$(<"$HUGE_PAGES_KNOB")"
-        echo $((have + short)) >"$HUGE_PAGES_KNOB" 2>/dev/null || true
-        got=$(($(<"$HUGE_PAGES_KNOB") - have))
-        [[ -f "$PG_HOME/huge-pages" ]] && added="$(<"$PG_HOME/huge-pages")"
-        echo $((added + got)) >"$PG_HOME/huge-pages"
-        log $NAME "reserved $got huge pages in the kernel (vm.nr_hugepages $have -> $((have + got)))," \
-            "given back at stop; PG_HUGE_PAGES=0 leaves them alone"
-        ((got >= short)) || log $NAME "the kernel found $got of the $short free huge pages" \
-            "the server needs (memory too fragmented): it runs on 4 kB pages"
-    ) 7>"$HUGE_PAGES_LOCK"
-}
-
-release_huge_pages() {
-    [[ -f "$PG_HOME/huge-pages" ]] || return 0
-    (
-        flock 7
-        local added have
-        added="$(<"$PG_HOME/huge-pages")"
-        have="$(<"$HUGE_PAGES_KNOB")"
-        echo $((have > added ? have - added : 0)) >"$HUGE_PAGES_KNOB" 2>/dev/null || true
-        rm -f "$PG_HOME/huge-pages"
-    ) 7>"$HUGE_PAGES_LOCK"
-}
-
-# "2 MB" or "4 kB": the pages the running server's shared memory is on.
-page_size_in_use() {
-    local pid
-    pid="$(head -n 1 "$PGDATA/postmaster.pid" 2>/dev/null)"
-    if grep -q anon_hugepage "/proc/$pid/maps" 2>/dev/null; then echo "2 MB"; else echo "4 kB"; fi
 }
 
 cmd_start() {
@@ -236,12 +177,15 @@ cmd_start() {
         port_open "$PG_PORT" && die $NAME "port $PG_PORT is already used by another process (ss -ltnp 'sport = :$PG_PORT'); set PG_PORT"
         init_cluster
         write_dev_conf
+        huge_pages_lock
         reserve_huge_pages
         log $NAME "starting on 127.0.0.1:$PG_PORT (log: ${LOG_FILE#"$ROOT"/})"
         touch "$LOG_FILE" && chown postgres:postgres "$LOG_FILE"
-        # 8>&-: the server must not inherit the lock fd. pg_ctl -w waits for the server.
+        # 7>&- 8>&-: the server must not inherit the lock fds. pg_ctl -w waits for the server,
+        # which has mapped its shared memory by then.
         as_pg "$PG_BIN/pg_ctl" start -D "$PGDATA" -l "$LOG_FILE" -w -t "$START_TIMEOUT" \
-            >/dev/null 8>&- || fail_start "pg_ctl start failed"
+            >/dev/null 7>&- 8>&- || { release_huge_pages; fail_start "pg_ctl start failed"; }
+        huge_pages_unlock
         local waited=0
         until is_ready; do
             ((waited >= START_TIMEOUT)) && fail_start "not accepting connections after ${START_TIMEOUT}s"
@@ -270,6 +214,7 @@ cmd_stop() {
     setup_paths
     exec 8>"$PG_HOME/.lock"
     flock 8
+    huge_pages_lock
     if ! is_running; then
         release_huge_pages # after a server that died: its pages are free again
         log $NAME "not running"
@@ -277,7 +222,7 @@ cmd_stop() {
     fi
     log $NAME "stopping"
     # fast: roll back open transactions and disconnect clients, then a clean checkpoint.
-    as_pg "$PG_BIN/pg_ctl" stop -D "$PGDATA" -m fast -w -t 60 >/dev/null
+    as_pg "$PG_BIN/pg_ctl" stop -D "$PGDATA" -m fast -w -t 60 >/dev/null 7>&-
     release_huge_pages
     log $NAME "stopped"
 }
