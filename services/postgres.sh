@@ -175,9 +175,11 @@ cmd_start() {
     else
         is_running && die $NAME "server in $PGDATA is running but not answering on $PG_PORT; run '$0 stop' first"
         port_open "$PG_PORT" && die $NAME "port $PG_PORT is already used by another process (ss -ltnp 'sport = :$PG_PORT'); set PG_PORT"
+        # Before initdb too: its own short-lived servers could map the pages another start
+        # has just reserved.
+        huge_pages_lock
         init_cluster
         write_dev_conf
-        huge_pages_lock
         reserve_huge_pages
         log $NAME "starting on 127.0.0.1:$PG_PORT (log: ${LOG_FILE#"$ROOT"/})"
         touch "$LOG_FILE" && chown postgres:postgres "$LOG_FILE"
