@@ -9,9 +9,10 @@ httpx client, as before, whose time on the same cores is in the wall time too). 
 first is the view's first load (no answer kept, statements not yet prepared); the later ones
 repeat it, answered from the kept answers unless `STATS_ANSWER_CACHE_MB=0` is set for the
 run. With `--idle-s=S` each later load comes after S seconds of quiet, as a visitor opening
-the view on an idle server: on the development VM a load after 3 s of quiet cost as much
-CPU as the first one (docs/benchmarks.md, "A load after a quiet spell"). The target (issue
-15): the whole view within 50 ms of server time in any zone, every answer 200.
+the view on an idle server: on the development VM a load after 3 s of quiet took up to two
+and a half times the API's CPU of a load back to back (docs/benchmarks.md, "A load after a
+quiet spell"). The target (issue 15): the whole view within 50 ms of server time in any
+zone, every answer 200; with `--idle-s`, the later loads' median too.
 A second table then gives each question's own cost: asked alone, on a fresh API per zone
 that keeps no answer (`--alone`). `--pin-cpu=C` runs the server's side (the API and its
 PostgreSQL backends) on core C alone and this client on the others: a slower server.
@@ -139,6 +140,8 @@ def _measure(
     again = [wall for wall, _ in loads[1:]]
     again_ms = statistics.median(again) if again else float("nan")
     met = first_wall <= TARGET_MS and refused == 0
+    if idle_s:  # the later loads are visitors on an idle server too
+        met = met and again_ms <= TARGET_MS
     warm = "warmed" if warmed else "cold (STATS_WARM_CONNECTIONS=0)"
     print(f"dashboard bench: {zone}, {warm}: first load {first_wall:.1f} ms", flush=True)
     return [
@@ -226,8 +229,8 @@ def main(argv: Sequence[str]) -> None:
     args, _ = parser.parse_known_args(argv)  # options of other sections pass through
     if args.loads < 1:
         parser.error("--loads must be at least 1")
-    if args.idle_s < 0:
-        parser.error("--idle-s must be 0 or more")
+    if not math.isfinite(args.idle_s) or args.idle_s < 0:
+        parser.error("--idle-s must be a number of seconds, 0 or more")
     affinity = os.sched_getaffinity(0)
     if args.pin_cpu is not None:
         if args.pin_cpu not in affinity or len(affinity) < 2:

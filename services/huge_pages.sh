@@ -25,13 +25,22 @@ huge_pages_setting() { if huge_pages_wanted; then echo try; else echo off; fi; }
 
 meminfo() { awk -v key="$1:" '$1 == key { print $2 }' /proc/meminfo; }
 
-# Held on fd 7 until huge_pages_unlock (or the script's end). Only root reserves pages.
+# Held on fd 7 until huge_pages_unlock (or the script's end). Only root reserves pages. A lock
+# file that cannot be opened (no writable /run) reserves none, and must not fail a stop.
+HUGE_PAGES_LOCKED=0
 huge_pages_lock() {
     [[ $EUID -eq 0 && -w "$HUGE_PAGES_KNOB" ]] || return 0
-    exec 7>"$HUGE_PAGES_LOCK"
+    if ! { exec 7>"$HUGE_PAGES_LOCK"; } 2>/dev/null; then
+        log "$NAME" "cannot open $HUGE_PAGES_LOCK: no huge pages lock, so a start reserves none"
+        return 0
+    fi
     flock 7
+    HUGE_PAGES_LOCKED=1
 }
-huge_pages_unlock() { exec 7>&-; }
+huge_pages_unlock() {
+    exec 7>&-
+    HUGE_PAGES_LOCKED=0
+}
 
 # The pages this server's starts added in this boot (a note of an earlier boot: none, the
 # kernel's count started again).
@@ -54,23 +63,28 @@ reserve_huge_pages() {
             "(docs/operations.md, \"Huge pages\")"
         return 0
     fi
+    ((HUGE_PAGES_LOCKED)) || return 0
     local need avail short have got
-    # PostgreSQL 15 and later compute it from the configuration, on a stopped server.
-    need="$(as_pg "$PG_BIN/postgres" -D "$PGDATA" -C shared_memory_size_in_huge_pages 2>/dev/null)" \
-        || need=""
+    # PostgreSQL 15 and later compute it from the configuration, on a stopped server. It also
+    # fails on a configuration error, which the start below then reports.
+    if ! need="$(as_pg "$PG_BIN/postgres" -D "$PGDATA" -C shared_memory_size_in_huge_pages 2>&1)"; then
+        log "$NAME" "no huge pages reserved: postgres -C shared_memory_size_in_huge_pages failed" \
+            "(${need%%$'\n'*}; PostgreSQL before 15 has no such setting)"
+        return 0
+    fi
     if ! [[ "$need" =~ ^[0-9]+$ ]] || ((need == 0)); then
-        log $NAME "no huge pages reserved: this PostgreSQL does not say how many it needs (15+ does)"
+        log "$NAME" "no huge pages reserved: the server says it needs '$need'"
         return 0
     fi
     avail=$(($(meminfo HugePages_Free) - $(meminfo HugePages_Rsvd)))
     short=$((need - avail))
     ((short > 0)) || return 0
     have="$(<"$HUGE_PAGES_KNOB")"
-    echo $((have + short)) >"$HUGE_PAGES_KNOB" 2>/dev/null || true
+    echo $((have + short)) 2>/dev/null >"$HUGE_PAGES_KNOB" || true
     got=$(($(<"$HUGE_PAGES_KNOB") - have))
     if ((got < short)); then
         # The server maps its memory in one piece: fewer pages than it needs are no use.
-        echo "$have" >"$HUGE_PAGES_KNOB" 2>/dev/null || true
+        echo "$have" 2>/dev/null >"$HUGE_PAGES_KNOB" || true
         log $NAME "the kernel found $got of the $short huge pages the server needs (memory too" \
             "fragmented): none reserved, shared memory on 4 kB pages"
         return 0
@@ -88,7 +102,7 @@ release_huge_pages() {
     if ((added > 0)); then
         have="$(<"$HUGE_PAGES_KNOB")"
         target=$((have > added ? have - added : 0))
-        echo "$target" >"$HUGE_PAGES_KNOB" 2>/dev/null || true
+        echo "$target" 2>/dev/null >"$HUGE_PAGES_KNOB" || true
         if [[ "$(<"$HUGE_PAGES_KNOB")" != "$target" ]]; then
             log $NAME "could not give back $added huge pages (vm.nr_hugepages is $have);" \
                 "the next stop tries again"
