@@ -7,7 +7,7 @@
 # their later runs (docs/decisions/0039-huge-pages.md). So, run as root, `start` reserves the
 # huge pages the server needs in the kernel (vm.nr_hugepages) and `stop` gives them back.
 # The count is the machine's: a start adds only what the free, unreserved ones lack, and
-# notes what it added (with the boot it was added in) in $PG_HOME/huge-pages. The
+# notes what it added (with the boot it was added in) in /run, root's own (huge_pages_note). The
 # machine-wide lock is held from the count until the server has mapped its memory, and from
 # a stop until the pages are given back, so two servers' starts and stops cannot count the
 # same pages. PG_HUGE_PAGES=0 (or off) reserves nothing and runs the server on 4 kB pages.
@@ -15,6 +15,12 @@
 HUGE_PAGES_KNOB=/proc/sys/vm/nr_hugepages
 # Root's own directory: a fixed name in /tmp could be anyone's symlink.
 HUGE_PAGES_LOCK=/run/dev-postgres-huge-pages.lock
+
+# Where a server's note lives: in /run too, not in $PG_HOME, which the postgres user owns and
+# could fill with a symlink for root to write through.
+huge_pages_note() {
+    echo "/run/dev-postgres-huge-pages.$(printf '%s' "$PGDATA" | sha256sum | cut -c1-16)"
+}
 
 huge_pages_wanted() {
     case "${PG_HUGE_PAGES:-1}" in 0 | off | false | no) return 1 ;; *) return 0 ;; esac
@@ -46,7 +52,7 @@ huge_pages_unlock() {
 # kernel's count started again).
 huge_pages_added() {
     local boot="" count=""
-    [[ -f "$PG_HOME/huge-pages" ]] && read -r boot count <"$PG_HOME/huge-pages"
+    [[ -f "$(huge_pages_note)" ]] && read -r boot count <"$(huge_pages_note)"
     if [[ "$boot" == "$(</proc/sys/kernel/random/boot_id)" && "$count" =~ ^[0-9]+$ ]]; then
         echo "$count"
     else
@@ -89,14 +95,14 @@ reserve_huge_pages() {
             "fragmented): none reserved, shared memory on 4 kB pages"
         return 0
     fi
-    echo "$(</proc/sys/kernel/random/boot_id) $(($(huge_pages_added) + got))" >"$PG_HOME/huge-pages"
+    echo "$(</proc/sys/kernel/random/boot_id) $(($(huge_pages_added) + got))" >"$(huge_pages_note)"
     log $NAME "reserved $got huge pages (vm.nr_hugepages $have -> $((have + got))), given back" \
         "at stop; PG_HUGE_PAGES=0 reserves none"
 }
 
 # With the lock held, once the server has stopped (or was found dead).
 release_huge_pages() {
-    [[ -f "$PG_HOME/huge-pages" ]] || return 0
+    [[ -f "$(huge_pages_note)" ]] || return 0
     local added have target
     added="$(huge_pages_added)"
     if ((added > 0)); then
@@ -109,7 +115,7 @@ release_huge_pages() {
             return 0
         fi
     fi
-    rm -f "$PG_HOME/huge-pages"
+    rm -f "$(huge_pages_note)"
 }
 
 # "huge" or "4 kB": the pages the running server's shared memory is on.
