@@ -85,9 +85,23 @@ pg_home() {
     real="/var/tmp/dev-postgres-$(printf '%s' "$key" | sha256sum | cut -c1-12)"
     # Only move an empty folder aside; never touch existing data.
     rmdir "$PG_LINK" 2>/dev/null || die $NAME "$PG_LINK is not reachable by user postgres and not empty"
+    # /var/tmp is anyone's: a folder someone else made there (or a symlink) would be chowned.
+    if [[ -L "$real" ]] || { [[ -e "$real" ]] && ! [[ "$(stat -c %U "$real")" =~ ^(root|postgres)$ ]]; }; then
+        die $NAME "$real exists and is not root's or postgres's folder; remove it and start again"
+    fi
     mkdir -p "$real"
     ln -s "$real" "$PG_LINK"
     echo "$real"
+}
+
+# The lock serializing this server's starts and stops: in /run, root's own, where it can be;
+# not in $PG_HOME, which the postgres user owns.
+state_lock_path() {
+    if [[ -w /run ]]; then
+        echo "/run/dev-postgres.$(printf '%s' "$PG_HOME" | sha256sum | cut -c1-16).lock"
+    else
+        echo "$PG_HOME/.lock"
+    fi
 }
 
 is_running() {
@@ -124,9 +138,9 @@ init_cluster() {
     log $NAME "initdb ${PGDATA#"$ROOT"/} (locale $locale)"
     # trust: loopback-only dev server, so URLs need no password.
     as_pg "$PG_BIN/initdb" -D "$PGDATA" --auth=trust -U postgres --encoding=UTF8 \
-        --locale="$locale" >"$PG_HOME/initdb.log" 2>&1 \
+        --locale="$locale" 2>&1 | as_pg tee "$PG_HOME/initdb.log" >/dev/null \
         || { cat "$PG_HOME/initdb.log" >&2; die $NAME "initdb failed"; }
-    echo "include_if_exists = 'dev.conf'" >>"$PGDATA/postgresql.conf"
+    echo "include_if_exists = 'dev.conf'" | as_pg tee -a "$PGDATA/postgresql.conf" >/dev/null
 }
 
 # Rewritten on every start so PG_PORT or tuning changes apply without a re-init.
@@ -139,7 +153,9 @@ write_dev_conf() {
     local major="${PG_BIN%/bin}"
     major="${major##*/}"
     [[ "$major" =~ ^[0-9]+$ ]] && ((major < 15)) && wal_compression=on
-    cat >"$PGDATA/dev.conf" <<EOF
+    # Written by the postgres user: root writing into the postgres user's directory would
+    # follow any symlink that user put there.
+    as_pg tee "$PGDATA/dev.conf" >/dev/null <<EOF
 # Written by services/postgres.sh on each start; edit that script, not this file.
 listen_addresses = '127.0.0.1'
 port = $PG_PORT
@@ -159,7 +175,6 @@ shared_preload_libraries = '$preload'
 huge_pages = $(huge_pages_setting)
 log_line_prefix = '%m [%p] %q%u@%d '
 EOF
-    chown postgres:postgres "$PGDATA/dev.conf"
 }
 
 cmd_start() {
@@ -167,7 +182,7 @@ cmd_start() {
     mkdir -p "$PG_HOME"
     chown postgres:postgres "$PG_HOME"
     # Serialize concurrent starts/stops of the same checkout.
-    exec 8>"$PG_HOME/.lock"
+    exec 8>"$(state_lock_path)"
     flock 8
 
     if is_running && is_ready; then
@@ -182,7 +197,7 @@ cmd_start() {
         write_dev_conf
         reserve_huge_pages
         log $NAME "starting on 127.0.0.1:$PG_PORT (log: ${LOG_FILE#"$ROOT"/})"
-        touch "$LOG_FILE" && chown postgres:postgres "$LOG_FILE"
+        as_pg touch "$LOG_FILE"
         # 7>&- 8>&-: the server must not inherit the lock fds. pg_ctl -w waits for the server,
         # which has mapped its shared memory by then.
         as_pg "$PG_BIN/pg_ctl" start -D "$PGDATA" -l "$LOG_FILE" -w -t "$START_TIMEOUT" \
@@ -214,7 +229,7 @@ cmd_stop() {
         return 0
     fi
     setup_paths
-    exec 8>"$PG_HOME/.lock"
+    exec 8>"$(state_lock_path)"
     flock 8
     huge_pages_lock
     if ! is_running; then
