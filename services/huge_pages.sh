@@ -1,5 +1,5 @@
 # Huge pages for the local PostgreSQL's shared memory. Sourced by services/postgres.sh, whose
-# PG_BIN, PGDATA, PG_HOME, NAME and as_pg these use.
+# PG_BIN, PGDATA, PG_HOME, NAME, as_pg and server_run_file these use.
 # shellcheck shell=bash
 #
 # On 4 kB pages every new backend takes a page fault of its own for each page of shared
@@ -16,11 +16,8 @@ HUGE_PAGES_KNOB=/proc/sys/vm/nr_hugepages
 # Root's own directory: a fixed name in /tmp could be anyone's symlink.
 HUGE_PAGES_LOCK=/run/dev-postgres-huge-pages.lock
 
-# Where a server's note lives: in /run too, not in $PG_HOME, which the postgres user owns and
-# could fill with a symlink for root to write through.
-huge_pages_note() {
-    echo "/run/dev-postgres-huge-pages.$(printf '%s' "$PGDATA" | sha256sum | cut -c1-16)"
-}
+# Where a server's note lives (server_run_file, services/postgres.sh: in /run).
+huge_pages_note() { server_run_file huge-pages; }
 
 huge_pages_wanted() {
     case "${PG_HUGE_PAGES:-1}" in 0 | off | false | no) return 1 ;; *) return 0 ;; esac

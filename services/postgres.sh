@@ -94,14 +94,13 @@ pg_home() {
     echo "$real"
 }
 
-# The lock serializing this server's starts and stops: in /run, root's own, where it can be;
-# not in $PG_HOME, which the postgres user owns.
+# A file of this server's that root writes (a lock, the huge pages' note): in /run, root's
+# own, not in $PG_HOME, which the postgres user owns and could fill with symlinks.
+server_run_file() { echo "/run/dev-postgres.$(printf '%s' "$PG_HOME" | sha256sum | cut -c1-16).$1"; }
+
+# The lock serializing this server's starts and stops (in $PG_HOME only without a /run).
 state_lock_path() {
-    if [[ -w /run ]]; then
-        echo "/run/dev-postgres.$(printf '%s' "$PG_HOME" | sha256sum | cut -c1-16).lock"
-    else
-        echo "$PG_HOME/.lock"
-    fi
+    if [[ -w /run ]]; then server_run_file lock; else echo "$PG_HOME/.lock"; fi
 }
 
 is_running() {
