@@ -60,10 +60,10 @@ from core.events import (
     encode_record,
     encode_records,
 )
-from core.settings import DATABASE_URL, KAFKA_BOOTSTRAP_SERVERS
+from core.settings import DATABASE_URL, KAFKA_BOOTSTRAP_SERVERS, MAX_BATCH_ROWS
 
 ROOT = Path(__file__).resolve().parent.parent
-BATCH_ROWS = 40_000  # the consumer's default MAX_BATCH_ROWS, used by both sides
+BATCH_ROWS = MAX_BATCH_ROWS.default  # the consumer's batch size, for both references too
 BASE_TIME = datetime(2025, 11, 12, tzinfo=UTC)
 ZONE = "Asia/Kolkata"  # for --site-zones
 

@@ -790,7 +790,7 @@ CONSUMER_WRITERS = _declare(
 MAX_BATCH_ROWS = _declare(
     Setting(
         env="MAX_BATCH_ROWS",
-        default=40_000,
+        default=80_000,
         minimum=1,
         doc="a batch is written when it holds this many events…",
         read_by="consumer",

@@ -197,6 +197,22 @@ def test_a_row_carries_the_context_and_gives_the_record_back() -> None:
     assert record_of(to_row(record)) == record
 
 
+def test_the_rows_of_a_batch_share_one_copy_of_each_repeated_text() -> None:
+    records = [
+        make_record(site_id="site", path="/p", user_id="u", browser="Firefox", country="FR")
+        for _ in range(3)
+    ]
+    batch = Batch(FakeClock())
+    batch.add(Message(0, 0, encode_records(records), SCHEMA_EVENT_BATCH_V1))
+    batch.add(Message(0, 1, encode_records(records[:1]), SCHEMA_EVENT_BATCH_V1))
+    first, *others = batch.rows
+    for row in others:  # decoded apart, the same values: the same objects in every row
+        assert [a is b for a, b in zip(first[2:6], row[2:6], strict=True)] == [True] * 4
+        assert row[9] is first[9] and row[12] is first[12]
+    assert [record_of(row) for row in batch.rows] == [*records, records[0]]
+    assert len(Batch(FakeClock()).texts) == 0  # each batch has its own pool
+
+
 def test_a_record_from_an_earlier_api_decodes_without_context() -> None:
     earlier = msgspec.msgpack.encode(
         [str(uuid.uuid4()), "s", "page_view", "/", "u", "2025-11-12T10:00:00Z",
