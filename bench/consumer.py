@@ -63,7 +63,6 @@ from core.events import (
 from core.settings import DATABASE_URL, KAFKA_BOOTSTRAP_SERVERS, MAX_BATCH_ROWS
 
 ROOT = Path(__file__).resolve().parent.parent
-BATCH_ROWS = MAX_BATCH_ROWS.default  # the consumer's batch size, for both references too
 BASE_TIME = datetime(2025, 11, 12, tzinfo=UTC)
 ZONE = "Asia/Kolkata"  # for --site-zones
 
@@ -256,10 +255,11 @@ def bare_copy(
     dedupe: bool,
     with_context: bool = True,
     users: int = 5_000,
+    batch_rows: int = MAX_BATCH_ROWS.default,
 ) -> float:
-    """Seconds spent in binary COPY of the same rows in batches of BATCH_ROWS, one transaction
-    each (row building excluded): into an unindexed table, or with `dedupe` through the
-    staging table into a keyed one with ON CONFLICT DO NOTHING."""
+    """Seconds spent in binary COPY of the same rows in batches of `batch_rows` (the replica's),
+    one transaction each (row building excluded): into an unindexed table, or with `dedupe`
+    through the staging table into a keyed one with ON CONFLICT DO NOTHING."""
     spent = 0.0
     with psycopg.connect(database_url, autocommit=True) as conn:
         conn.execute(STAGING_DDL)
@@ -267,7 +267,7 @@ def bare_copy(
         rows: list[Row] = []
         for record in generate(seed, count, recorded_rate, with_context=with_context, users=users):
             rows.append(to_row(record))
-            if len(rows) == BATCH_ROWS:
+            if len(rows) == batch_rows:
                 spent += _copy_batch(conn, rows, dedupe)
                 rows = []
         if rows:
@@ -714,12 +714,11 @@ def main(argv: list[str]) -> None:
         rate = drained / result["elapsed_s"] if result["elapsed_s"] else float("nan")
         copy_args = (database_url, args.seed, args.events, args.recorded_rate)
         with_context = not args.without_context
-        ceiling = args.events / bare_copy(
-            *copy_args, dedupe=False, with_context=with_context, users=args.users
-        )
-        dedupe = args.events / bare_copy(
-            *copy_args, dedupe=True, with_context=with_context, users=args.users
-        )
+        # The references write batches of the replica's size (--env=MAX_BATCH_ROWS=N if given).
+        env = dict(item.partition("=")[::2] for item in args.env)
+        batch_rows = int(env.get("MAX_BATCH_ROWS", MAX_BATCH_ROWS.default))
+        ceiling = args.events / bare_copy(*copy_args, False, with_context, args.users, batch_rows)
+        dedupe = args.events / bare_copy(*copy_args, True, with_context, args.users, batch_rows)
         _report_statements(database_url)
         latencies, achieved, writes = (
             freshness(

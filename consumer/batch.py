@@ -18,7 +18,7 @@ import datetime as dt
 import uuid
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any, overload
 
 import msgspec
 
@@ -68,15 +68,29 @@ Row = tuple[
 ]  # fmt: skip
 
 
-class TextPool(dict[Any, Any]):
+# The most distinct values a batch's pool keeps: a batch of repeated values needs a few
+# thousand; past this (unique values, as hostile input would send) the rows keep their own.
+TEXT_POOL_ENTRIES = 65_536
+
+
+class TextPool(dict[str | None, str | None]):
     """One copy of each text value a batch repeats (its sites, paths, browsers, countries,
     visitors...): decoding makes a new string of every field of every event, and rows that
     share them take about half the memory, which is what bounds the batch size
-    (MAX_BATCH_ROWS). One pool per batch, dropped with it, so hostile values live no longer
-    than their batch does."""
+    (MAX_BATCH_ROWS). One pool per batch, dropped with it, and at most TEXT_POOL_ENTRIES
+    values, so unique values cost it no more than a bounded table."""
 
-    def __missing__(self, text: Any) -> Any:
-        self[text] = text
+    if TYPE_CHECKING:  # `pool[text]` has the type of `text` (no Python-level override)
+
+        @overload
+        def __getitem__(self, text: str, /) -> str: ...
+        @overload
+        def __getitem__(self, text: None, /) -> None: ...
+        def __getitem__(self, text: str | None, /) -> str | None: ...
+
+    def __missing__(self, text: str | None) -> str | None:
+        if len(self) < TEXT_POOL_ENTRIES:
+            self[text] = text
         return text
 
 

@@ -9,10 +9,12 @@ import msgspec
 
 from consumer.batch import (
     MIN_ROWS_BY_TIME,
+    TEXT_POOL_ENTRIES,
     UNDECODABLE,
     Batch,
     BatchPolicy,
     Message,
+    TextPool,
     WriteTimeSizer,
     record_of,
     to_row,
@@ -199,7 +201,9 @@ def test_a_row_carries_the_context_and_gives_the_record_back() -> None:
 
 def test_the_rows_of_a_batch_share_one_copy_of_each_repeated_text() -> None:
     records = [
-        make_record(site_id="site", path="/p", user_id="u", browser="Firefox", country="FR")
+        make_record(
+            site_id="site-a", path="/pricing", user_id="visitor-1", browser="Firefox", country="FR"
+        )
         for _ in range(3)
     ]
     batch = Batch(FakeClock())
@@ -211,6 +215,14 @@ def test_the_rows_of_a_batch_share_one_copy_of_each_repeated_text() -> None:
         assert row[9] is first[9] and row[12] is first[12]
     assert [record_of(row) for row in batch.rows] == [*records, records[0]]
     assert len(Batch(FakeClock()).texts) == 0  # each batch has its own pool
+
+
+def test_a_batch_pools_a_bounded_number_of_values() -> None:
+    pool = TextPool()
+    values = [f"unique-{i}" for i in range(TEXT_POOL_ENTRIES + 10)]
+    assert [pool[v] for v in values] == values
+    assert len(pool) == TEXT_POOL_ENTRIES  # past it, a value stays the row's own
+    assert pool[None] is None and pool[values[0]] is values[0]
 
 
 def test_a_record_from_an_earlier_api_decodes_without_context() -> None:
