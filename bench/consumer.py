@@ -334,6 +334,11 @@ def free_port() -> int:
         return int(s.getsockname()[1])
 
 
+def env_items(items: list[str]) -> dict[str, str]:
+    """The consumer's settings given as `--env=KEY=VALUE` options."""
+    return dict((key, value) for key, _, value in (item.partition("=") for item in items))
+
+
 def start_replica(
     bootstrap: str,
     database_url: str,
@@ -359,9 +364,7 @@ def start_replica(
         "CONSUMER_METRICS_PORT": str(port),
         "LOG_LEVEL": "WARNING",
     }
-    for item in extra:
-        key, _, value = item.partition("=")
-        env[key] = value
+    env.update(env_items(extra))
     command = [sys.executable, "-m", "consumer"]
     if pin_cpu is not None:
         command = ["taskset", "-c", str(pin_cpu), *command]
@@ -715,8 +718,7 @@ def main(argv: list[str]) -> None:
         copy_args = (database_url, args.seed, args.events, args.recorded_rate)
         with_context = not args.without_context
         # The references write batches of the replica's size (--env=MAX_BATCH_ROWS=N if given).
-        env = dict(item.partition("=")[::2] for item in args.env)
-        batch_rows = int(env.get("MAX_BATCH_ROWS", MAX_BATCH_ROWS.default))
+        batch_rows = int(env_items(args.env).get("MAX_BATCH_ROWS", MAX_BATCH_ROWS.default))
         ceiling = args.events / bare_copy(*copy_args, False, with_context, args.users, batch_rows)
         dedupe = args.events / bare_copy(*copy_args, True, with_context, args.users, batch_rows)
         _report_statements(database_url)
