@@ -1,6 +1,6 @@
 """`python -m bench consumer [--events=N] [--per-message=K] [--partitions=P] [--recorded-rate=R]
-[--site-zones=Z] [--env=KEY=VALUE] [--freshness-rate=F] [--pin-cpu=C] [--pin-backends]
-[--consumer-tree=DIR]`
+[--site-zones=Z] [--env=KEY=VALUE] [--freshness-rate=F] [--freshness-late] [--pin-cpu=C]
+[--pin-backends] [--consumer-tree=DIR]`
 
 (Options in the `--name=value` form: `python -m bench` passes on only the arguments that start
 with a dash.)
@@ -13,11 +13,13 @@ same rows, in batches of the same size, into an unindexed table, and the same th
 staging table with ON CONFLICT into a keyed table (dedupe without rollups). Prints the ratios.
 With --site-zones=Z the Z busiest sites keep a time zone (`python -m consumer.zones add`), so
 that the replica also writes their local-day rollups. Then, unless --freshness-rate=0, a
-second replica takes a steady F events/s and the time from each probe's ack to its row in
-daily_stats is measured, with the batches' mean size and write times. --pin-cpu=C runs every
-replica on core C alone (`taskset`), and the freshness load beside it: a slower machine; with
---pin-backends the freshness replica's PostgreSQL backends, where a batch's work is done, run
-there too: the whole consumer side on one core. --consumer-tree=DIR runs the replicas from
+second replica takes a steady F events/s, received now as a live site's are (with
+--freshness-late, on the backlog's long-sealed days instead), and the time from each probe's
+ack to its row in daily_stats is measured, with the batches' mean size and write times.
+--pin-cpu=C runs every replica on core C alone (`taskset`), and the freshness load beside it:
+a slower machine; with --pin-backends the freshness replica's PostgreSQL backends, where a
+batch's work is done, run there too: the whole consumer side on one core.
+--consumer-tree=DIR runs the replicas from
 another checkout, e.g. an issue's starting commit, on this tree's events and schema: comparing
 commits with their own bench would also compare their generators.
 """
@@ -132,8 +134,9 @@ def generate(
     emitter_ids: bool = False,
     with_context: bool = True,
     users: int = 5_000,
+    base: datetime = BASE_TIME,
 ) -> Iterator[EventRecord]:
-    """Deterministic events as the API would accept them, received in order at
+    """Deterministic events as the API would accept them, received in order from `base` at
     `recorded_rate` events/s (0: spread evenly over two days, however many), with UUIDv7 ids
     (time-ordered, like the API's) and event times up to a minute earlier (by a lag of each
     user's own, so a user's events come in order, as a visitor's do); 50 sites (a few
@@ -156,7 +159,7 @@ def generate(
         if recent and rng.random() < 0.01:
             yield rng.choice(recent)
             continue
-        received = BASE_TIME + timedelta(microseconds=i * step_us)
+        received = base + timedelta(microseconds=i * step_us)
         millis = int(received.timestamp() * 1000)
         event_id = uuid.UUID(
             int=(millis << 80)
@@ -419,10 +422,18 @@ def drain(
 
 
 async def measure_freshness(
-    bootstrap: str, database_url: str, topic: str, port: int, rate: int, seconds: float
+    bootstrap: str,
+    database_url: str,
+    topic: str,
+    port: int,
+    rate: int,
+    seconds: float,
+    late: bool = False,
 ) -> list[float]:
     """Produces `rate` single-event messages a second (one per message, as the API does) for
-    `seconds`; every 100 ms one of them is a probe of a site of its own. Returns, per probe,
+    `seconds`; every 100 ms one of them is a probe of a site of its own. The events are
+    received now, as a live site's are; with `late`, on the backlog's days instead, sealed
+    long ago, so that each batch also goes through the late events' rollups. Returns, per probe,
     the seconds from the broker's ack (when the API would answer 202) to the probe's row in
     daily_stats (what /stats reads), polled every 20 ms."""
     async with httpx.AsyncClient() as client:
@@ -463,7 +474,8 @@ async def measure_freshness(
     watcher = asyncio.create_task(watch())
     probes = []
     try:
-        records = generate(2, int(rate * seconds), rate)
+        base = BASE_TIME if late else datetime.now(UTC)
+        records = generate(2, int(rate * seconds), rate, base=base)
         tick_s = 0.01
         per_tick = max(1, int(rate * tick_s))
         started = time.monotonic()
@@ -510,6 +522,7 @@ def freshness(
     pin_cpu: int | None = None,
     pin_backends: bool = False,
     tree: Path = ROOT,
+    late: bool = False,
 ) -> tuple[list[float], float, dict[str, float]]:
     """Runs measure_freshness against a fresh topic and a replica; returns the latencies,
     the event rate actually stored, and the replica's batch sizes and write times. With
@@ -537,7 +550,7 @@ def freshness(
         started = time.monotonic()
         before = _scalar(database_url, "SELECT count(*) FROM events")
         latencies = asyncio.run(
-            measure_freshness(bootstrap, database_url, topic, port, rate, seconds)
+            measure_freshness(bootstrap, database_url, topic, port, rate, seconds, late)
         )
         stored = _scalar(database_url, "SELECT count(*) FROM events") - before
         achieved = stored / (time.monotonic() - started)
@@ -641,6 +654,12 @@ def main(argv: list[str]) -> None:
     parser.add_argument("--freshness-rate", type=int, default=10_000, help="events/s; 0: skip")
     parser.add_argument("--freshness-s", type=float, default=20.0)
     parser.add_argument(
+        "--freshness-late",
+        action="store_true",
+        help="the freshness stream's events on the backlog's days (sealed long ago: late "
+        "events, which the sealed months' rollups take too), not received now",
+    )
+    parser.add_argument(
         "--site-zones", type=int, default=0, help="how many sites keep Asia/Kolkata (of 50)"
     )
     parser.add_argument(
@@ -733,6 +752,7 @@ def main(argv: list[str]) -> None:
                 args.pin_cpu,
                 args.pin_backends,
                 args.consumer_tree,
+                args.freshness_late,
             )
             if args.freshness_rate
             else ([], 0.0, {})
@@ -771,6 +791,7 @@ def main(argv: list[str]) -> None:
         print_table(
             f"consumer: freshness at {args.freshness_rate:,} events/s, one event per message, "
             f"ack (202) to visible in daily_stats, {len(latencies)} probes"
+            + (", late events (of the backlog's sealed days)" if args.freshness_late else "")
             + (
                 f", replica{', its PostgreSQL backends' if args.pin_backends else ''} and load "
                 f"pinned to CPU {args.pin_cpu}"
