@@ -45,7 +45,12 @@ CREATE TABLE events (
 -- arrive roughly in time order, so a BRIN index (a min/max per 16 pages) narrows a window to a
 -- few pages at next to no cost per batch; a B-tree on (site_id, event_time) would be more
 -- selective for one site among many but costs every batch noticeably more
--- (docs/decisions/0001-brin-index-on-events.md).
+-- (docs/decisions/0001-brin-index-on-events.md). Each day's index has `autosummarize` off
+-- (ensure_events_partition below) and the consumer summarizes its new ranges itself
+-- (consumer/brin_ranges.py): autosummarize's requests overflow at a few thousand events a
+-- second, and each refused one is logged with its whole statement. The option stays on here,
+-- on the partitioned index, because PostgreSQL cannot change it there, and a new database
+-- is built as a migrated one is.
 CREATE INDEX events_time ON events USING brin (event_time)
     WITH (pages_per_range = 16, autosummarize = on);
 
@@ -73,6 +78,7 @@ CREATE FUNCTION ensure_events_partition(d date) RETURNS void
 LANGUAGE plpgsql SET lock_timeout = '5s' AS $$
 DECLARE
     part text := format('events_%s', to_char(d, 'YYYYMMDD'));
+    time_index regclass;
 BEGIN
     IF to_regclass(part) IS NOT NULL AND NOT EXISTS (SELECT 1 FROM dropped_days WHERE day = d)
     THEN
@@ -88,6 +94,12 @@ BEGIN
     EXECUTE format(
         'CREATE TABLE IF NOT EXISTS %I PARTITION OF events FOR VALUES FROM (%L) TO (%L)',
         part, d, d + 1);
+    -- The consumer summarizes the new ranges (consumer/brin_ranges.py), not autovacuum.
+    SELECT i.indexrelid::regclass INTO time_index
+    FROM pg_index AS i
+    JOIN pg_inherits AS h ON h.inhrelid = i.indexrelid AND h.inhparent = 'events_time'::regclass
+    WHERE i.indrelid = part::regclass;
+    EXECUTE format('ALTER INDEX %s SET (autosummarize = off)', time_index);
 END;
 $$;
 

@@ -16,6 +16,7 @@ import sys
 import psycopg
 from aiokafka.errors import KafkaError
 
+from consumer.brin_ranges import summarize_new_ranges_periodically
 from consumer.deadletter import DeadLetters
 from consumer.loop import ConsumerLoop, ReplicaHealth, make_kafka_consumer, report_progress, tune_gc
 from consumer.metrics import ConsumerStats
@@ -64,6 +65,9 @@ async def run(settings: ConsumerSettings, stop: asyncio.Event) -> None:
         log.info("metrics and health on http://%s:%d", settings.metrics_host, settings.metrics_port)
     periodic = [asyncio.create_task(seal_periodically(settings), name="seal")]
     periodic.append(asyncio.create_task(keep_requested_zones_periodically(settings), name="zones"))
+    periodic.append(
+        asyncio.create_task(summarize_new_ranges_periodically(settings), name="brin-ranges")
+    )
     if settings.retention_days:
         periodic.append(
             asyncio.create_task(apply_retention_periodically(settings), name="retention")

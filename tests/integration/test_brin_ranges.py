@@ -1,0 +1,89 @@
+"""The consumer's summaries of the events' BRIN ranges against a real PostgreSQL: each day's
+index leaves summarizing to it (autosummarize off), a pass summarizes every new range of the
+partitions that grew and nothing else, and replicas take turns."""
+
+from __future__ import annotations
+
+import psycopg
+import pytest
+
+from consumer.brin_ranges import PASS_LOCK, RangeSummarizer
+from consumer.brin_ranges import main as brin_ranges_main
+from tests.support import scalar
+
+pytestmark = pytest.mark.postgres
+
+INDEX = "events_20251111_event_time_idx"
+
+
+def insert_events(database_url: str, day: str, count: int) -> None:
+    """`count` raw events of `day`, about 40 a page: each 16 pages is one BRIN range."""
+    with psycopg.connect(database_url, autocommit=True) as conn:
+        conn.execute("SELECT ensure_events_partition(%s)", (day,))
+        conn.execute(
+            "INSERT INTO events (day, event_id, site_id, event_type, path, user_id, event_time,"
+            " received_at) "
+            "SELECT %(day)s, gen_random_uuid(), 'a', 'page_view', '/' || repeat('p', 80) || i,"
+            " 'u' || i, %(day)s::date + i * interval '1 second', now() "
+            "FROM generate_series(1, %(count)s) AS i",
+            {"day": day, "count": count},
+        )
+
+
+def unsummarized(database_url: str, index: str) -> int:
+    """Summarizes what is left of `index` and says how many ranges that was."""
+    return int(scalar(database_url, "SELECT brin_summarize_new_values(%s::regclass)", (index,)))
+
+
+async def summarize_once(database_url: str, summarizer: RangeSummarizer) -> int | None:
+    async with await psycopg.AsyncConnection.connect(database_url, autocommit=True) as conn:
+        return await summarizer.summarize(conn)
+
+
+def test_a_new_day_leaves_summarizing_to_the_consumer(database_url: str) -> None:
+    with psycopg.connect(database_url, autocommit=True) as conn:
+        conn.execute("SELECT ensure_events_partition('2025-11-11')")
+    options = scalar(database_url, "SELECT reloptions FROM pg_class WHERE relname = %s", (INDEX,))
+    assert "autosummarize=off" in options
+
+
+async def test_a_pass_summarizes_the_new_ranges_of_the_days_that_grew(database_url: str) -> None:
+    insert_events(database_url, "2025-11-11", 5_000)
+    insert_events(database_url, "2025-11-12", 5_000)
+    summarizer = RangeSummarizer()
+
+    first = await summarize_once(database_url, summarizer)
+
+    assert first is not None and first >= 2 * 5  # both days, several ranges each
+    assert unsummarized(database_url, INDEX) == 0
+    assert unsummarized(database_url, "events_20251112_event_time_idx") == 0
+    # Nothing grew: nothing to do.
+    assert await summarize_once(database_url, summarizer) == 0
+
+    insert_events(database_url, "2025-11-11", 5_000)
+    again = await summarize_once(database_url, summarizer)
+
+    assert again is not None and again >= 5
+    assert unsummarized(database_url, INDEX) == 0
+
+
+async def test_replicas_take_turns(database_url: str) -> None:
+    insert_events(database_url, "2025-11-11", 2_000)
+    with psycopg.connect(database_url, autocommit=True) as other_replica:
+        other_replica.execute(PASS_LOCK)
+
+        assert await summarize_once(database_url, RangeSummarizer()) is None
+
+    assert unsummarized(database_url, INDEX) > 0  # left to the pass that held the lock
+
+
+def test_the_command_summarizes_every_day(
+    database_url: str, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    insert_events(database_url, "2025-11-11", 2_000)
+    monkeypatch.setenv("DATABASE_URL", database_url)
+
+    assert brin_ranges_main() == 0
+
+    assert "summarized" in capsys.readouterr().out
+    assert unsummarized(database_url, INDEX) == 0
