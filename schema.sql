@@ -71,9 +71,12 @@ CREATE TABLE dropped_days (
 -- dropped that day: then it raises SQLSTATE 22023 (the data's fault: the consumer sets those
 -- events aside with the message as reason). Serialized by an advisory lock so that two
 -- consumers meeting a new day at once do not collide, and so that retention cannot drop a
--- day between the check and the creation. Its locks wait at most lock_timeout (SQLSTATE
--- 55P03 after: a database-side error, retried): CREATE TABLE … PARTITION OF takes an ACCESS
--- EXCLUSIVE lock on `events`, and waiting behind a long reader would queue every batch too.
+-- day between the check and the creation. The day is made as a table of its own, then
+-- attached: ATTACH PARTITION takes SHARE UPDATE EXCLUSIVE on `events`, which neither batches
+-- in flight nor stats questions hold it back from (CREATE TABLE … PARTITION OF takes ACCESS
+-- EXCLUSIVE: it waited for every open batch and question, and every batch after it waited
+-- for it). Its locks wait at most lock_timeout (SQLSTATE 55P03 after: a database-side
+-- error, retried).
 CREATE FUNCTION ensure_events_partition(d date) RETURNS void
 LANGUAGE plpgsql SET lock_timeout = '5s' AS $$
 DECLARE
@@ -92,8 +95,13 @@ BEGIN
             MESSAGE = format('day %s was dropped by retention; events for it are refused', d);
     END IF;
     EXECUTE format(
-        'CREATE TABLE IF NOT EXISTS %I PARTITION OF events FOR VALUES FROM (%L) TO (%L)',
-        part, d, d + 1);
+        'CREATE TABLE IF NOT EXISTS %I (LIKE events INCLUDING DEFAULTS INCLUDING CONSTRAINTS '
+        'INCLUDING STORAGE INCLUDING COMPRESSION)', part);
+    -- Another consumer may have made it while this one waited for the lock.
+    IF NOT EXISTS (SELECT 1 FROM pg_inherits WHERE inhrelid = part::regclass) THEN
+        EXECUTE format(
+            'ALTER TABLE events ATTACH PARTITION %I FOR VALUES FROM (%L) TO (%L)', part, d, d + 1);
+    END IF;
     -- The consumer summarizes the new ranges (consumer/brin_ranges.py), not autovacuum.
     SELECT i.indexrelid::regclass INTO time_index
     FROM pg_index AS i

@@ -1,6 +1,7 @@
 """Retention's record of dropped days against a real PostgreSQL: a dropped day is never counted
 again (replays, retries, a consumer that still believes the partition exists), rebuild leaves
-it alone, partition DDL waits a bounded time, and an earlier database learns its dropped days."""
+it alone, partition DDL waits a bounded time (and a new day's none for batches or questions),
+and an earlier database learns its dropped days."""
 
 from __future__ import annotations
 
@@ -92,16 +93,54 @@ async def test_a_consumer_that_saw_the_partition_before_the_drop_cannot_count_it
 
 async def test_partition_ddl_waits_a_bounded_time_for_its_lock(database_url: str) -> None:
     await write_batch(database_url, [on_day(12)])
-    with psycopg.connect(database_url) as reader:
-        reader.execute("SELECT count(*) FROM events")  # holds ACCESS SHARE until it ends
+    with psycopg.connect(database_url) as holder:
+        holder.execute("LOCK TABLE events IN SHARE MODE")  # as a CREATE INDEX on events would
         async with await psycopg.AsyncConnection.connect(database_url, autocommit=True) as conn:
             with pytest.raises(psycopg.errors.LockNotAvailable):  # 55P03: retried by the consumer
                 await conn.execute("SELECT ensure_events_partition('2025-11-13')")
+    with psycopg.connect(database_url) as reader:
+        reader.execute("SELECT count(*) FROM events")  # holds ACCESS SHARE until it ends
+        async with await psycopg.AsyncConnection.connect(database_url, autocommit=True) as conn:
             with pytest.raises(psycopg.errors.LockNotAvailable):
                 await conn.execute("SELECT drop_events_partition('2025-11-12')")
-    # Nothing half done: the drop was not recorded, the day keeps its rows.
+    # Nothing half done: no partition made, the drop was not recorded, the day keeps its rows.
+    assert scalar(database_url, "SELECT to_regclass('events_20251113')") is None
     assert dropped_days(database_url) == []
     assert scalar(database_url, "SELECT count(*) FROM events") == 1
+
+
+async def test_a_new_day_does_not_wait_for_batches_or_questions(database_url: str) -> None:
+    await write_batch(database_url, [on_day(12)])
+    with (
+        psycopg.connect(database_url) as batch,
+        psycopg.connect(database_url) as question,
+    ):
+        # A batch in flight (ROW EXCLUSIVE on events) and a stats question (ACCESS SHARE),
+        # both open: the day is made and attached beside them, not after them (before, this
+        # waited the function's 5 s lock timeout and failed).
+        batch.execute(
+            "INSERT INTO events (day, event_id, site_id, event_type, path, user_id, event_time,"
+            " received_at) SELECT day, gen_random_uuid(), site_id, event_type, path, user_id,"
+            " event_time, received_at FROM events"
+        )
+        question.execute("SELECT count(*) FROM events")
+        async with await psycopg.AsyncConnection.connect(database_url, autocommit=True) as conn:
+            await conn.execute("SELECT ensure_events_partition('2025-11-13')")
+            await conn.execute(
+                "INSERT INTO events (day, event_id, site_id, event_type, path, user_id,"
+                " event_time, received_at) VALUES ('2025-11-13', gen_random_uuid(), 'a',"
+                " 'page_view', '/', 'u', '2025-11-13 10:00+00', now())"
+            )
+        batch.commit()
+    assert scalar(database_url, "SELECT count(*) FROM events") == 3
+    assert (
+        scalar(
+            database_url,
+            "SELECT count(*) FROM pg_inherits WHERE inhrelid = 'events_20251113'::regclass"
+            " AND inhparent = 'events'::regclass",
+        )
+        == 1
+    )
     settings = scalar(
         database_url,
         "SELECT array_agg(proname || ':' || array_to_string(proconfig, ',') ORDER BY proname) "
