@@ -46,11 +46,11 @@ CREATE TABLE events (
 -- few pages at next to no cost per batch; a B-tree on (site_id, event_time) would be more
 -- selective for one site among many but costs every batch noticeably more
 -- (docs/decisions/0001-brin-index-on-events.md). Each day's index has `autosummarize` off
--- (ensure_events_partition below) and the consumer summarizes its new ranges itself
--- (consumer/brin_ranges.py): autosummarize's requests overflow at a few thousand events a
--- second, and each refused one is logged with its whole statement. The option stays on here,
--- on the partitioned index, because PostgreSQL cannot change it there, and a new database
--- is built as a migrated one is.
+-- (ensure_events_partition below makes it so) and the consumer summarizes its new ranges
+-- itself (consumer/brin_ranges.py): autosummarize's requests overflow at a few thousand
+-- events a second, and each refused one is logged with its whole statement. The option
+-- stays on here, where nothing reads it any more, because PostgreSQL cannot change it on a
+-- partitioned index, and a new database is built as a migrated one is.
 CREATE INDEX events_time ON events USING brin (event_time)
     WITH (pages_per_range = 16, autosummarize = on);
 
@@ -72,16 +72,18 @@ CREATE TABLE dropped_days (
 -- events aside with the message as reason). Serialized by an advisory lock so that two
 -- consumers meeting a new day at once do not collide, and so that retention cannot drop a
 -- day between the check and the creation. The day is made as a table of its own, then
--- attached: ATTACH PARTITION takes SHARE UPDATE EXCLUSIVE on `events`, which neither batches
--- in flight nor stats questions hold it back from (CREATE TABLE … PARTITION OF takes ACCESS
--- EXCLUSIVE: it waited for every open batch and question, and every batch after it waited
--- for it). Its locks wait at most lock_timeout (SQLSTATE 55P03 after: a database-side
+-- attached: ATTACH PARTITION takes SHARE UPDATE EXCLUSIVE on `events` and its indexes, which
+-- neither batches in flight nor stats questions hold it back from (CREATE TABLE … PARTITION
+-- OF takes ACCESS EXCLUSIVE: it waited for every open batch and question, and every batch
+-- after it waited for it; a DEFAULT partition, which `events` does not have, would still be
+-- locked so). Its locks wait at most lock_timeout (SQLSTATE 55P03 after: a database-side
 -- error, retried).
 CREATE FUNCTION ensure_events_partition(d date) RETURNS void
 LANGUAGE plpgsql SET lock_timeout = '5s' AS $$
 DECLARE
     part text := format('events_%s', to_char(d, 'YYYYMMDD'));
-    time_index regclass;
+    table_space text;
+    index_space text;
 BEGIN
     IF to_regclass(part) IS NOT NULL AND NOT EXISTS (SELECT 1 FROM dropped_days WHERE day = d)
     THEN
@@ -94,20 +96,28 @@ BEGIN
             ERRCODE = 'invalid_parameter_value',
             MESSAGE = format('day %s was dropped by retention; events for it are refused', d);
     END IF;
+    -- Where PARTITION OF would put them: the tablespaces of events and of events_time, if set.
+    SELECT coalesce(' TABLESPACE ' || quote_ident(s.spcname), '') INTO table_space
+    FROM pg_class AS c LEFT JOIN pg_tablespace AS s ON s.oid = c.reltablespace
+    WHERE c.oid = 'events'::regclass;
+    SELECT coalesce(' TABLESPACE ' || quote_ident(s.spcname), '') INTO index_space
+    FROM pg_class AS c LEFT JOIN pg_tablespace AS s ON s.oid = c.reltablespace
+    WHERE c.oid = 'events_time'::regclass;
     EXECUTE format(
         'CREATE TABLE IF NOT EXISTS %I (LIKE events INCLUDING DEFAULTS INCLUDING CONSTRAINTS '
-        'INCLUDING STORAGE INCLUDING COMPRESSION)', part);
+        'INCLUDING GENERATED INCLUDING STORAGE INCLUDING COMPRESSION)%s', part, table_space);
     -- Another consumer may have made it while this one waited for the lock.
     IF NOT EXISTS (SELECT 1 FROM pg_inherits WHERE inhrelid = part::regclass) THEN
+        -- The day's part of events_time, as ATTACH would make it but without autosummarize:
+        -- the consumer summarizes the new ranges itself (consumer/brin_ranges.py). ATTACH
+        -- adopts it, and makes the day's part of the primary key.
+        EXECUTE format(
+            'CREATE INDEX IF NOT EXISTS %I ON %I USING brin (event_time) '
+            'WITH (pages_per_range = 16, autosummarize = off)%s',
+            part || '_event_time_idx', part, index_space);
         EXECUTE format(
             'ALTER TABLE events ATTACH PARTITION %I FOR VALUES FROM (%L) TO (%L)', part, d, d + 1);
     END IF;
-    -- The consumer summarizes the new ranges (consumer/brin_ranges.py), not autovacuum.
-    SELECT i.indexrelid::regclass INTO time_index
-    FROM pg_index AS i
-    JOIN pg_inherits AS h ON h.inhrelid = i.indexrelid AND h.inhparent = 'events_time'::regclass
-    WHERE i.indrelid = part::regclass;
-    EXECUTE format('ALTER INDEX %s SET (autosummarize = off)', time_index);
 END;
 $$;
 

@@ -3,14 +3,14 @@ which stats questions read the raw events of a range's edges
 (docs/decisions/0001-brin-index-on-events.md).
 
 PostgreSQL's `autosummarize` asks autovacuum to summarize each range once inserts have filled
-it, but holds at most 256 such requests per database between autovacuum's visits (one a
-minute by default). Past that it refuses each one with a LOG line that carries the whole
+it, but holds at most 256 such requests, for the whole server, between autovacuum's visits
+(one a minute by default). Past that it refuses each one with a LOG line that carries the whole
 statement, the batch statement of several kB: a replica storing a few thousand events a
 second, or draining a backlog, writes hundreds of MB of server log an hour, and the refused
 ranges stay unsummarized (read by every edge query) until the partition is next vacuumed.
-So each day's index has `autosummarize` off (ensure_events_partition, migration 0021), and
-every replica runs this pass instead: each partition that grew since the last pass has its
-new ranges summarized.
+So each day's index has `autosummarize` off (ensure_events_partition, migration 0021; a pass
+turns it off on the days made before), and every replica runs this pass instead: each
+partition that grew since the last pass has its new ranges summarized.
 
     python -m consumer.brin_ranges   # one pass over every partition, then exit
 """
@@ -20,9 +20,11 @@ from __future__ import annotations
 import asyncio
 import logging
 import sys
+from dataclasses import dataclass
 from typing import Any
 
 import psycopg
+from psycopg import sql
 
 from consumer.settings import ConsumerSettings, settings_for_command
 from core.config import without_password
@@ -34,22 +36,46 @@ log = logging.getLogger(__name__)
 # events/s that is some 40 MB of the current day's newest rows, which a query of today reads
 # anyway.
 SUMMARIZE_INTERVAL_S = 15.0
-# A pass gives way rather than queue: autovacuum, retention or another replica's pass may
-# hold a partition (summarizing takes SHARE UPDATE EXCLUSIVE, which inserts do not wait for).
-LOCK_TIMEOUT = "1s"
+# A pass gives way rather than queue. Each day is locked NOWAIT first (SHARE UPDATE
+# EXCLUSIVE, which inserts and questions do not wait for): a lock request that waited as long
+# as deadlock_timeout would cancel an autovacuum of that day. The index's lock (the same mode,
+# taken by the summary) and a legacy day's ALTER INDEX (ACCESS EXCLUSIVE on the index, which
+# inserts into that day wait behind) wait this long at most.
+LOCK_TIMEOUT = "100ms"
 # One replica's pass at a time: two would only wait for each other's locks.
 PASS_LOCK = "SELECT pg_try_advisory_lock(hashtext('events brin summaries'))"
 PASS_UNLOCK = "SELECT pg_advisory_unlock(hashtext('events brin summaries'))"
-# Each day's partition, its BRIN index (the partition of events_time) and its size in bytes.
-PARTITIONS = """
-SELECT t.relid::regclass::text, i.indexrelid::regclass::text, pg_relation_size(t.relid)
-FROM pg_partition_tree('events') AS t
-JOIN pg_index AS i ON i.indrelid = t.relid
-JOIN pg_inherits AS h ON h.inhrelid = i.indexrelid AND h.inhparent = 'events_time'::regclass
-WHERE t.isleaf
-ORDER BY 1
+# Each day's partition, its part of events_time, and whether that still has autosummarize on
+# (days made before migration 0021), newest first: retention drops the oldest, so a first
+# pass over many days meets it last. Read from the catalogs alone, locking no day.
+DAYS = """
+SELECT t.oid::regclass::text, i.oid::regclass::text,
+       EXISTS (SELECT 1 FROM pg_options_to_table(i.reloptions) AS o
+               WHERE o.option_name = 'autosummarize' AND o.option_value::bool)
+FROM pg_inherits AS ht
+JOIN pg_class AS t ON t.oid = ht.inhrelid
+JOIN pg_index AS x ON x.indrelid = t.oid
+JOIN pg_inherits AS hi ON hi.inhrelid = x.indexrelid AND hi.inhparent = 'events_time'::regclass
+JOIN pg_class AS i ON i.oid = x.indexrelid
+WHERE ht.inhparent = 'events'::regclass
+ORDER BY t.relname DESC
 """
+LOCK_DAY = "LOCK TABLE {} IN SHARE UPDATE EXCLUSIVE MODE NOWAIT"
+DAY_SIZE = "SELECT pg_relation_size(%s::regclass)"
 SUMMARIZE = "SELECT brin_summarize_new_values(%s::regclass)"
+AUTOSUMMARIZE_OFF = "ALTER INDEX {} SET (autosummarize = off)"
+
+
+@dataclass
+class Pass:
+    """What one pass did: ranges summarized, days whose new ranges it summarized, days it left
+    for the next pass (locked, or dropped meanwhile), and earlier days' indexes whose
+    autosummarize it turned off."""
+
+    ranges: int = 0
+    days: int = 0
+    left: int = 0
+    turned_off: int = 0
 
 
 class RangeSummarizer:
@@ -59,32 +85,51 @@ class RangeSummarizer:
     def __init__(self) -> None:
         self._sizes: dict[str, int] = {}
 
-    async def summarize(self, conn: psycopg.AsyncConnection[Any]) -> int | None:
-        """One pass on `conn` (autocommit); returns the ranges summarized, or None when
-        another replica's pass was running."""
+    async def summarize(self, conn: psycopg.AsyncConnection[Any]) -> Pass | None:
+        """One pass on `conn` (autocommit); None when another replica's pass was running."""
         await conn.execute(f"SET lock_timeout = '{LOCK_TIMEOUT}'")
         locked = await (await conn.execute(PASS_LOCK)).fetchone()
         if not locked or not locked[0]:
             return None
         try:
-            rows = await (await conn.execute(PARTITIONS)).fetchall()
-            summarized = 0
-            for table, index, size in rows:
-                if self._sizes.get(table) == size:
-                    continue
+            done = Pass()
+            days = await (await conn.execute(DAYS)).fetchall()
+            for table, index, autosummarize in days:
                 try:
-                    cur = await conn.execute(SUMMARIZE, (index,))
-                except (psycopg.errors.LockNotAvailable, psycopg.errors.UndefinedTable):
-                    continue  # held, or dropped by retention meanwhile: the next pass
-                row = await cur.fetchone()
-                summarized += int(row[0]) if row else 0
-                self._sizes[table] = size
-            present = {table for table, _, _ in rows}
+                    if autosummarize:
+                        await conn.execute(sql.SQL(AUTOSUMMARIZE_OFF).format(_name(index)))
+                        done.turned_off += 1
+                    await self._summarize_day(conn, table, index, done)
+                except psycopg.Error:
+                    if conn.broken:
+                        raise
+                    done.left += 1  # locked, or dropped by retention meanwhile: next pass
+            present = {table for table, _, _ in days}
             for table in self._sizes.keys() - present:
                 del self._sizes[table]
-            return summarized
+            return done
         finally:
-            await conn.execute(PASS_UNLOCK)
+            if not conn.broken:
+                await conn.execute(PASS_UNLOCK)
+
+    async def _summarize_day(
+        self, conn: psycopg.AsyncConnection[Any], table: str, index: str, done: Pass
+    ) -> None:
+        async with conn.transaction():
+            await conn.execute(sql.SQL(LOCK_DAY).format(_name(table)))
+            row = await (await conn.execute(DAY_SIZE, (table,))).fetchone()
+            size = int(row[0]) if row else 0
+            if self._sizes.get(table) == size:
+                return
+            row = await (await conn.execute(SUMMARIZE, (index,))).fetchone()
+        done.ranges += int(row[0]) if row else 0
+        done.days += 1
+        self._sizes[table] = size
+
+
+def _name(regclass_text: str) -> sql.Composable:
+    """A relation's name as regclass prints it (quoted where needed), back into SQL."""
+    return sql.SQL(regclass_text)
 
 
 async def summarize_new_ranges_periodically(settings: ConsumerSettings) -> None:
@@ -92,12 +137,12 @@ async def summarize_new_ranges_periodically(settings: ConsumerSettings) -> None:
     summarizer = RangeSummarizer()
     while True:
         try:
-            async with await psycopg.AsyncConnection.connect(
-                settings.database_url, autocommit=True
-            ) as conn:
-                summarized = await summarizer.summarize(conn)
-            if summarized:
-                log.debug("summarized %d new ranges of the events' BRIN index", summarized)
+            async with await _connect(settings) as conn:
+                done = await summarizer.summarize(conn)
+            if done is None:
+                log.debug("BRIN ranges: another replica's pass is running")
+            elif done.ranges or done.left or done.turned_off:
+                log.debug("BRIN ranges: %s", done)
         except psycopg.Error as exc:
             reason = without_password(str(exc), settings.database_url)
             log.warning(
@@ -110,29 +155,41 @@ async def summarize_new_ranges_periodically(settings: ConsumerSettings) -> None:
         await asyncio.sleep(SUMMARIZE_INTERVAL_S)
 
 
+async def _connect(settings: ConsumerSettings) -> psycopg.AsyncConnection[Any]:
+    return await psycopg.AsyncConnection.connect(
+        settings.database_url, autocommit=True, connect_timeout=10
+    )
+
+
 def main() -> int:
     configure_logging("brin_ranges")
     settings = settings_for_command("brin_ranges")
     if settings is None:
         return 2
 
-    async def once() -> int | None:
-        async with await psycopg.AsyncConnection.connect(
-            settings.database_url, autocommit=True
-        ) as conn:
+    async def once() -> Pass | None:
+        async with await _connect(settings) as conn:
             return await RangeSummarizer().summarize(conn)
 
     try:
-        summarized = asyncio.run(once())
+        done = asyncio.run(once())
     except psycopg.Error as exc:
         reason = without_password(str(exc), settings.database_url)
         print(f"brin_ranges: {reason}; is PostgreSQL up (make up)?", file=sys.stderr)
         return 1
-    if summarized is None:
+    if done is None:
         print("brin_ranges: another replica's pass is running; nothing done", file=sys.stderr)
         return 1
-    print(f"brin_ranges: summarized {summarized} new ranges")
-    return 0
+    print(
+        f"brin_ranges: {done.ranges} new ranges summarized (days that grew: {done.days})"
+        + (
+            f"; autosummarize turned off on {done.turned_off} earlier days"
+            if done.turned_off
+            else ""
+        )
+        + (f"; {done.left} days locked or dropped, left for the next pass" if done.left else "")
+    )
+    return 0 if not done.left else 1
 
 
 if __name__ == "__main__":

@@ -133,6 +133,9 @@ WHERE group_id = %s AND topic = %s AND partition = ANY(%s)
 INSERT_AND_ROLL_UP = batch_statement()
 
 ENSURE_PARTITION = "SELECT ensure_events_partition(%s)"
+# What ensure_events_partition raises when the day itself is refused: retention dropped it
+# (22023), or a DEFAULT partition already holds rows of it (23514).
+DAY_REFUSED = frozenset({"22023", "23514"})
 
 # The batch statement's CTEs hold the inserted rows and their groupings in tuplestores that
 # its many readers scan again, and the visit statements sort and group the batch's events and
@@ -243,7 +246,10 @@ class Writer:
                 try:
                     await self._ensure_partitions(conn, {day})
                 except psycopg.Error as exc:
-                    if fault_of(exc) is not Fault.DATA:
+                    # Only a refusal of the day itself sets its events aside: any other
+                    # error of the partition's DDL (a schema it cannot copy, say) is the
+                    # database's, retried, rather than every event of that day dead-lettered.
+                    if sqlstate_of(exc) not in DAY_REFUSED:
                         raise
                     refused_days[day] = RowsRejected.from_error(exc)
             candidates = []

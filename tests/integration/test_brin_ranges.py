@@ -1,13 +1,14 @@
 """The consumer's summaries of the events' BRIN ranges against a real PostgreSQL: each day's
-index leaves summarizing to it (autosummarize off), a pass summarizes every new range of the
-partitions that grew and nothing else, and replicas take turns."""
+index leaves summarizing to it (autosummarize off, and turned off on days made before), a pass
+summarizes every new range of the partitions that grew and nothing else, gives way to a day
+someone else holds, and replicas take turns."""
 
 from __future__ import annotations
 
 import psycopg
 import pytest
 
-from consumer.brin_ranges import PASS_LOCK, RangeSummarizer
+from consumer.brin_ranges import PASS_LOCK, Pass, RangeSummarizer
 from consumer.brin_ranges import main as brin_ranges_main
 from tests.support import scalar
 
@@ -17,9 +18,12 @@ INDEX = "events_20251111_event_time_idx"
 
 
 def insert_events(database_url: str, day: str, count: int) -> None:
-    """`count` raw events of `day`, about 40 a page: each 16 pages is one BRIN range."""
+    """`count` raw events of `day`, about 40 a page: each 16 pages is one BRIN range. The day
+    is kept from autovacuum, whose VACUUM would summarize it too."""
     with psycopg.connect(database_url, autocommit=True) as conn:
         conn.execute("SELECT ensure_events_partition(%s)", (day,))
+        table = f"events_{day.replace('-', '')}"
+        conn.execute(f"ALTER TABLE {table} SET (autovacuum_enabled = off)")
         conn.execute(
             "INSERT INTO events (day, event_id, site_id, event_type, path, user_id, event_time,"
             " received_at) "
@@ -35,7 +39,7 @@ def unsummarized(database_url: str, index: str) -> int:
     return int(scalar(database_url, "SELECT brin_summarize_new_values(%s::regclass)", (index,)))
 
 
-async def summarize_once(database_url: str, summarizer: RangeSummarizer) -> int | None:
+async def summarize_once(database_url: str, summarizer: RangeSummarizer) -> Pass | None:
     async with await psycopg.AsyncConnection.connect(database_url, autocommit=True) as conn:
         return await summarizer.summarize(conn)
 
@@ -54,16 +58,47 @@ async def test_a_pass_summarizes_the_new_ranges_of_the_days_that_grew(database_u
 
     first = await summarize_once(database_url, summarizer)
 
-    assert first is not None and first >= 2 * 5  # both days, several ranges each
+    assert first is not None and first.days == 2 and first.ranges >= 2 * 5
     assert unsummarized(database_url, INDEX) == 0
     assert unsummarized(database_url, "events_20251112_event_time_idx") == 0
-    # Nothing grew: nothing to do.
-    assert await summarize_once(database_url, summarizer) == 0
+    # Nothing grew: no day is summarized again.
+    assert await summarize_once(database_url, summarizer) == Pass()
 
     insert_events(database_url, "2025-11-11", 5_000)
     again = await summarize_once(database_url, summarizer)
 
-    assert again is not None and again >= 5
+    assert again is not None and again.days == 1 and again.ranges >= 5
+    assert unsummarized(database_url, INDEX) == 0
+
+
+async def test_a_day_made_before_gets_autosummarize_off(database_url: str) -> None:
+    insert_events(database_url, "2025-11-11", 2_000)
+    with psycopg.connect(database_url, autocommit=True) as conn:
+        conn.execute(f"ALTER INDEX {INDEX} SET (autosummarize = on)")  # as PARTITION OF made it
+
+    done = await summarize_once(database_url, RangeSummarizer())
+
+    assert done is not None and done.turned_off == 1 and done.days == 1
+    options = scalar(database_url, "SELECT reloptions FROM pg_class WHERE relname = %s", (INDEX,))
+    assert "autosummarize=off" in options
+    assert unsummarized(database_url, INDEX) == 0
+
+
+async def test_a_day_held_by_someone_else_is_left_for_the_next_pass(database_url: str) -> None:
+    insert_events(database_url, "2025-11-11", 2_000)
+    insert_events(database_url, "2025-11-12", 2_000)
+    summarizer = RangeSummarizer()
+    with psycopg.connect(database_url) as vacuum:  # holds what a VACUUM of the day would
+        vacuum.execute("LOCK TABLE events_20251111 IN SHARE UPDATE EXCLUSIVE MODE")
+
+        held = await summarize_once(database_url, summarizer)
+
+        assert held is not None and held.left == 1 and held.days == 1
+        assert unsummarized(database_url, "events_20251112_event_time_idx") == 0
+
+    later = await summarize_once(database_url, summarizer)
+
+    assert later is not None and later.days == 1 and later.left == 0
     assert unsummarized(database_url, INDEX) == 0
 
 
@@ -85,5 +120,5 @@ def test_the_command_summarizes_every_day(
 
     assert brin_ranges_main() == 0
 
-    assert "summarized" in capsys.readouterr().out
+    assert "(days that grew: 1)" in capsys.readouterr().out
     assert unsummarized(database_url, INDEX) == 0

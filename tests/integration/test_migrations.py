@@ -20,6 +20,7 @@ import pytest
 from psycopg import sql
 from psycopg.conninfo import conninfo_to_dict, make_conninfo
 
+from consumer.brin_ranges import RangeSummarizer
 from consumer.migrate import main as migrate_main
 from consumer.schema import (
     SchemaNotCurrent,
@@ -142,6 +143,12 @@ async def test_the_previous_release_migrates_to_the_schema_of_a_new_database(
 
     plan = await migrate(previous_release_database)
     assert [m.version for m in plan.pending] == list(range(1, LATEST + 1))  # baseline first
+    # The days made before 0021 have autosummarize on until a replica's first pass.
+    async with await psycopg.AsyncConnection.connect(
+        previous_release_database, autocommit=True
+    ) as conn:
+        done = await RangeSummarizer().summarize(conn)
+    assert done is not None and done.turned_off == len(DAYS)
     await migrate(new_database)
     with psycopg.connect(new_database, autocommit=True) as conn:
         for day in DAYS:  # the same partitions, made the current way
@@ -296,6 +303,11 @@ async def test_consumers_of_the_previous_release_beside_a_migrated_database(
         # renamed column.
         with pytest.raises(psycopg.errors.UndefinedColumn, match="views"):
             conn.execute(PREVIOUS_RELEASE_SCHEMA.read_bytes())
+    # A replica of this release turns autosummarize off on the days made before 0021.
+    async with await psycopg.AsyncConnection.connect(
+        previous_release_database, autocommit=True
+    ) as pass_conn:
+        await RangeSummarizer().summarize(pass_conn)
     assert schema_dump(previous_release_database) == current
 
 
