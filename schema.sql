@@ -84,6 +84,7 @@ DECLARE
     part text := format('events_%s', to_char(d, 'YYYYMMDD'));
     table_space text;
     index_space text;
+    adopted regclass;
 BEGIN
     IF to_regclass(part) IS NOT NULL AND NOT EXISTS (SELECT 1 FROM dropped_days WHERE day = d)
     THEN
@@ -117,6 +118,16 @@ BEGIN
             part || '_event_time_idx', part, index_space);
         EXECUTE format(
             'ALTER TABLE events ATTACH PARTITION %I FOR VALUES FROM (%L) TO (%L)', part, d, d + 1);
+        -- Unless an operator changed events_time's definition: then ATTACH made an index of
+        -- its own. Keep that one, without autosummarize (no one sees this day before the
+        -- commit, so altering it waits for nothing).
+        SELECT h.inhrelid::regclass INTO adopted
+        FROM pg_inherits AS h JOIN pg_index AS i ON i.indexrelid = h.inhrelid
+        WHERE h.inhparent = 'events_time'::regclass AND i.indrelid = part::regclass;
+        IF adopted IS DISTINCT FROM to_regclass(part || '_event_time_idx') THEN
+            EXECUTE format('DROP INDEX IF EXISTS %I', part || '_event_time_idx');
+            EXECUTE format('ALTER INDEX %s SET (autosummarize = off)', adopted);
+        END IF;
     END IF;
 END;
 $$;

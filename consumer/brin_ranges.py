@@ -5,14 +5,14 @@ which stats questions read the raw events of a range's edges
 PostgreSQL's `autosummarize` asks autovacuum to summarize each range once inserts have filled
 it, but holds at most 256 such requests, for the whole server, between autovacuum's visits
 (one a minute by default). Past that it refuses each one with a LOG line that carries the whole
-statement, the batch statement of several kB: a replica storing a few thousand events a
+statement, the batch statement of about 20 kB: a replica storing a few thousand events a
 second, or draining a backlog, writes hundreds of MB of server log an hour, and the refused
 ranges stay unsummarized (read by every edge query) until the partition is next vacuumed.
 So each day's index has `autosummarize` off (ensure_events_partition, migration 0021; a pass
-turns it off on the days made before), and every replica runs this pass instead: each
-partition that grew since the last pass has its new ranges summarized.
+turns it off on the days made before, once they stop growing), and every replica runs this
+pass instead: each partition that grew since the last pass has its new ranges summarized.
 
-    python -m consumer.brin_ranges   # one pass over every partition, then exit
+    python -m consumer.brin_ranges   # summarize every day's new ranges, then exit
 """
 
 from __future__ import annotations
@@ -20,17 +20,20 @@ from __future__ import annotations
 import asyncio
 import logging
 import sys
+from collections.abc import Awaitable
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, TypeVar
 
 import psycopg
 from psycopg import sql
 
+from consumer.errors import describe
 from consumer.settings import ConsumerSettings, settings_for_command
 from core.config import without_password
 from core.logs import configure_logging
 
 log = logging.getLogger(__name__)
+T = TypeVar("T")
 
 # Ranges written since the last pass are read whole by an edge query until then; at 10,000
 # events/s that is some 40 MB of the current day's newest rows, which a query of today reads
@@ -39,9 +42,14 @@ SUMMARIZE_INTERVAL_S = 15.0
 # A pass gives way rather than queue. Each day is locked NOWAIT first (SHARE UPDATE
 # EXCLUSIVE, which inserts and questions do not wait for): a lock request that waited as long
 # as deadlock_timeout would cancel an autovacuum of that day. The index's lock (the same mode,
-# taken by the summary) and a legacy day's ALTER INDEX (ACCESS EXCLUSIVE on the index, which
-# inserts into that day wait behind) wait this long at most.
-LOCK_TIMEOUT = "100ms"
+# taken by the summary) and an earlier day's ALTER INDEX (ACCESS EXCLUSIVE on the index,
+# which inserts into that day and questions planned on it wait behind) wait at most 100 ms,
+# and under half of deadlock_timeout.
+SET_LOCK_TIMEOUT = """
+SELECT set_config('lock_timeout',
+                  least(100, (SELECT setting::int FROM pg_settings
+                              WHERE name = 'deadlock_timeout') / 2)::text, false)
+"""
 # One replica's pass at a time: two would only wait for each other's locks.
 PASS_LOCK = "SELECT pg_try_advisory_lock(hashtext('events brin summaries'))"
 PASS_UNLOCK = "SELECT pg_advisory_unlock(hashtext('events brin summaries'))"
@@ -69,13 +77,15 @@ AUTOSUMMARIZE_OFF = "ALTER INDEX {} SET (autosummarize = off)"
 @dataclass
 class Pass:
     """What one pass did: ranges summarized, days whose new ranges it summarized, days it left
-    for the next pass (locked, or dropped meanwhile), and earlier days' indexes whose
-    autosummarize it turned off."""
+    for the next pass (locked by someone else, or dropped meanwhile), earlier days' indexes
+    whose autosummarize it turned off, and days it could not summarize for another reason
+    (logged as a warning)."""
 
     ranges: int = 0
     days: int = 0
     left: int = 0
     turned_off: int = 0
+    failed: int = 0
 
 
 class RangeSummarizer:
@@ -87,7 +97,7 @@ class RangeSummarizer:
 
     async def summarize(self, conn: psycopg.AsyncConnection[Any]) -> Pass | None:
         """One pass on `conn` (autocommit); None when another replica's pass was running."""
-        await conn.execute(f"SET lock_timeout = '{LOCK_TIMEOUT}'")
+        await conn.execute(SET_LOCK_TIMEOUT)
         locked = await (await conn.execute(PASS_LOCK)).fetchone()
         if not locked or not locked[0]:
             return None
@@ -95,15 +105,17 @@ class RangeSummarizer:
             done = Pass()
             days = await (await conn.execute(DAYS)).fetchall()
             for table, index, autosummarize in days:
-                try:
-                    if autosummarize:
-                        await conn.execute(sql.SQL(AUTOSUMMARIZE_OFF).format(_name(index)))
+                quiet = await self._attempt(
+                    conn, table, done, self._summarize_day(conn, table, index, done)
+                )
+                # A day made before migration 0021 has autosummarize on. Turning it off locks
+                # the index (ACCESS EXCLUSIVE): only on a day that did not grow since this
+                # replica's last pass, so never on the day being written (today keeps it
+                # until it ends), and never in the way of a batch statement.
+                if autosummarize and quiet:
+                    alter = conn.execute(sql.SQL(AUTOSUMMARIZE_OFF).format(_name(index)))
+                    if await self._attempt(conn, table, done, alter) is not None:
                         done.turned_off += 1
-                    await self._summarize_day(conn, table, index, done)
-                except psycopg.Error:
-                    if conn.broken:
-                        raise
-                    done.left += 1  # locked, or dropped by retention meanwhile: next pass
             present = {table for table, _, _ in days}
             for table in self._sizes.keys() - present:
                 del self._sizes[table]
@@ -114,17 +126,39 @@ class RangeSummarizer:
 
     async def _summarize_day(
         self, conn: psycopg.AsyncConnection[Any], table: str, index: str, done: Pass
-    ) -> None:
+    ) -> bool:
+        """Summarizes the day's new ranges if it grew; returns whether it had not."""
         async with conn.transaction():
             await conn.execute(sql.SQL(LOCK_DAY).format(_name(table)))
             row = await (await conn.execute(DAY_SIZE, (table,))).fetchone()
             size = int(row[0]) if row else 0
             if self._sizes.get(table) == size:
-                return
+                return True
             row = await (await conn.execute(SUMMARIZE, (index,))).fetchone()
         done.ranges += int(row[0]) if row else 0
         done.days += 1
         self._sizes[table] = size
+        return False
+
+    @staticmethod
+    async def _attempt(
+        conn: psycopg.AsyncConnection[Any], table: str, done: Pass, step: Awaitable[T]
+    ) -> T | None:
+        """Awaits one day's step; None if it failed. A day someone else holds, or dropped
+        meanwhile, is left for the next pass; any other error is said (a day the replica's
+        role does not own, a statement timeout...); a lost connection ends the pass."""
+        try:
+            return await step
+        except (psycopg.errors.LockNotAvailable, psycopg.errors.UndefinedTable):
+            if conn.broken:
+                raise
+            done.left += 1
+        except psycopg.Error as exc:
+            if conn.broken:
+                raise
+            done.failed += 1
+            log.warning("BRIN ranges of %s not summarized: %s", table, describe(exc))
+        return None
 
 
 def _name(regclass_text: str) -> sql.Composable:
@@ -141,7 +175,7 @@ async def summarize_new_ranges_periodically(settings: ConsumerSettings) -> None:
                 done = await summarizer.summarize(conn)
             if done is None:
                 log.debug("BRIN ranges: another replica's pass is running")
-            elif done.ranges or done.left or done.turned_off:
+            elif done.ranges or done.left or done.turned_off or done.failed:
                 log.debug("BRIN ranges: %s", done)
         except psycopg.Error as exc:
             reason = without_password(str(exc), settings.database_url)
@@ -168,8 +202,21 @@ def main() -> int:
         return 2
 
     async def once() -> Pass | None:
+        """Two passes: the second turns autosummarize off on the earlier days that did not
+        grow in between (a replica does it on its second pass too)."""
+        summarizer = RangeSummarizer()
         async with await _connect(settings) as conn:
-            return await RangeSummarizer().summarize(conn)
+            first = await summarizer.summarize(conn)
+            second = await summarizer.summarize(conn)
+        if first is None or second is None:
+            return None
+        return Pass(
+            first.ranges + second.ranges,
+            first.days + second.days,
+            second.left,
+            second.turned_off,
+            second.failed,
+        )
 
     try:
         done = asyncio.run(once())
@@ -188,8 +235,9 @@ def main() -> int:
             else ""
         )
         + (f"; {done.left} days locked or dropped, left for the next pass" if done.left else "")
+        + (f"; {done.failed} days failed (said above)" if done.failed else "")
     )
-    return 0 if not done.left else 1
+    return 0 if not done.left and not done.failed else 1
 
 
 if __name__ == "__main__":

@@ -228,7 +228,8 @@ class Writer:
         """Stores every row the database accepts, with the offsets, leaving out the others.
 
         For a batch `write` refused with RowsRejected. A day whose partition the database
-        refuses to create (class 22/23: e.g. a day retention dropped) rejects that day's rows;
+        refuses (DAY_REFUSED: a day retention dropped, or rows of it in a DEFAULT partition)
+        rejects that day's rows;
         the other rows are bisected in savepoints of one transaction until the refused ones
         are single rows. `dead_letter` is awaited with the rejected rows before the commit
         that skips them; if it raises, nothing is stored. Raises Fenced or

@@ -12,9 +12,10 @@
 --   server between autovacuum's visits, overflowed at a few thousand events a second, and each
 --   refusal was logged with the whole batch statement
 --   (docs/decisions/0001-brin-index-on-events.md). The days made before keep the option until
---   a replica's pass turns it off, one day at a time, each waiting at most 100 ms for its lock
---   (ALTER INDEX … SET takes ACCESS EXCLUSIVE on the index): not here, where every day's index
---   would stay locked until the migration commits.
+--   a replica's pass turns it off, on each day once it no longer grows (ALTER INDEX … SET
+--   takes ACCESS EXCLUSIVE on the index, which inserts into the day wait for): not here,
+--   where every day's index would stay locked until the migration commits, the day being
+--   written included. So the day of the upgrade keeps it until it ends.
 --
 -- Locks: none but the function's replacement. Consumers of the previous release call the new
 -- function at once; while only they run, nothing summarizes new ranges but VACUUM, and
@@ -25,6 +26,7 @@ DECLARE
     part text := format('events_%s', to_char(d, 'YYYYMMDD'));
     table_space text;
     index_space text;
+    adopted regclass;
 BEGIN
     IF to_regclass(part) IS NOT NULL AND NOT EXISTS (SELECT 1 FROM dropped_days WHERE day = d)
     THEN
@@ -58,6 +60,16 @@ BEGIN
             part || '_event_time_idx', part, index_space);
         EXECUTE format(
             'ALTER TABLE events ATTACH PARTITION %I FOR VALUES FROM (%L) TO (%L)', part, d, d + 1);
+        -- Unless an operator changed events_time's definition: then ATTACH made an index of
+        -- its own. Keep that one, without autosummarize (no one sees this day before the
+        -- commit, so altering it waits for nothing).
+        SELECT h.inhrelid::regclass INTO adopted
+        FROM pg_inherits AS h JOIN pg_index AS i ON i.indexrelid = h.inhrelid
+        WHERE h.inhparent = 'events_time'::regclass AND i.indrelid = part::regclass;
+        IF adopted IS DISTINCT FROM to_regclass(part || '_event_time_idx') THEN
+            EXECUTE format('DROP INDEX IF EXISTS %I', part || '_event_time_idx');
+            EXECUTE format('ALTER INDEX %s SET (autosummarize = off)', adopted);
+        END IF;
     END IF;
 END;
 $$;

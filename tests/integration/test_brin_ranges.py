@@ -71,17 +71,56 @@ async def test_a_pass_summarizes_the_new_ranges_of_the_days_that_grew(database_u
     assert unsummarized(database_url, INDEX) == 0
 
 
-async def test_a_day_made_before_gets_autosummarize_off(database_url: str) -> None:
+async def test_a_day_made_before_gets_autosummarize_off_once_it_stops_growing(
+    database_url: str,
+) -> None:
     insert_events(database_url, "2025-11-11", 2_000)
     with psycopg.connect(database_url, autocommit=True) as conn:
         conn.execute(f"ALTER INDEX {INDEX} SET (autosummarize = on)")  # as PARTITION OF made it
+    summarizer = RangeSummarizer()
 
-    done = await summarize_once(database_url, RangeSummarizer())
+    # It grew since the last pass (there was none): its index is not locked to alter it.
+    first = await summarize_once(database_url, summarizer)
+    assert first is not None and first.days == 1 and first.turned_off == 0
+    assert unsummarized(database_url, INDEX) == 0
+    insert_events(database_url, "2025-11-11", 2_000)
+    growing = await summarize_once(database_url, summarizer)
+    assert growing is not None and growing.days == 1 and growing.turned_off == 0
 
-    assert done is not None and done.turned_off == 1 and done.days == 1
+    quiet = await summarize_once(database_url, summarizer)
+
+    assert quiet is not None and quiet.turned_off == 1 and quiet.days == 0
     options = scalar(database_url, "SELECT reloptions FROM pg_class WHERE relname = %s", (INDEX,))
     assert "autosummarize=off" in options
-    assert unsummarized(database_url, INDEX) == 0
+
+
+def test_a_new_day_keeps_the_index_events_time_makes_when_its_definition_changed(
+    database_url: str,
+) -> None:
+    with psycopg.connect(database_url, autocommit=True) as conn:
+        conn.execute("DROP INDEX events_time")  # an operator's other operator class
+        conn.execute(
+            "CREATE INDEX events_time ON events"
+            " USING brin (event_time timestamptz_minmax_multi_ops) WITH (pages_per_range = 32)"
+        )
+        conn.execute("SELECT ensure_events_partition('2025-11-11')")
+    indexes = scalar(
+        database_url,
+        "SELECT array_agg(pg_get_indexdef(x.indexrelid) || ' ' || c.reloptions::text)"
+        " FROM pg_index AS x JOIN pg_class AS c ON c.oid = x.indexrelid"
+        " WHERE x.indrelid = 'events_20251111'::regclass AND x.indexrelid IN"
+        " (SELECT inhrelid FROM pg_inherits WHERE inhparent = 'events_time'::regclass)",
+    )
+    assert len(indexes) == 1
+    assert "timestamptz_minmax_multi_ops" in indexes[0]
+    assert "autosummarize=off" in indexes[0]
+    brin_indexes = scalar(
+        database_url,
+        "SELECT count(*) FROM pg_index AS x JOIN pg_class AS c ON c.oid = x.indexrelid"
+        " JOIN pg_am AS a ON a.oid = c.relam"
+        " WHERE x.indrelid = 'events_20251111'::regclass AND a.amname = 'brin'",
+    )
+    assert brin_indexes == 1  # the one made before ATTACH is not left behind
 
 
 async def test_a_day_held_by_someone_else_is_left_for_the_next_pass(database_url: str) -> None:
@@ -118,7 +157,12 @@ def test_the_command_summarizes_every_day(
     insert_events(database_url, "2025-11-11", 2_000)
     monkeypatch.setenv("DATABASE_URL", database_url)
 
+    with psycopg.connect(database_url, autocommit=True) as conn:
+        conn.execute(f"ALTER INDEX {INDEX} SET (autosummarize = on)")
+
     assert brin_ranges_main() == 0
 
-    assert "(days that grew: 1)" in capsys.readouterr().out
+    said = capsys.readouterr().out
+    assert "(days that grew: 1)" in said
+    assert "autosummarize turned off on 1 earlier days" in said
     assert unsummarized(database_url, INDEX) == 0

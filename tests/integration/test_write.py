@@ -172,6 +172,36 @@ async def test_a_failed_dead_letter_stores_nothing(writer: Writer, database_url:
     assert await writer.load_offsets([0]) == {0: None}
 
 
+async def test_a_partition_that_cannot_be_made_is_retried_not_dead_lettered(
+    writer: Writer, database_url: str
+) -> None:
+    # Any other error of the partition's DDL is the database's (a schema it cannot copy,
+    # say): the batch is retried, and no event of that day is set aside.
+    with psycopg.connect(database_url, autocommit=True) as conn:
+        conn.execute("ALTER FUNCTION ensure_events_partition(date) RENAME TO ensure_partition_0")
+        conn.execute(
+            """
+            CREATE FUNCTION ensure_events_partition(d date) RETURNS void LANGUAGE plpgsql AS $$
+            BEGIN
+                RAISE EXCEPTION 'column "hour" in child table must be a generated column'
+                    USING ERRCODE = '42804';
+            END $$
+            """
+        )
+    rows = [to_row(make_record()) for _ in range(3)]
+    spy = DeadLetterSpy(database_url)
+    with pytest.raises(RowsRejected):
+        await writer.write(rows, {0: 3}, {})
+
+    with pytest.raises(RowsRejected) as again:
+        await writer.write_isolating(rows, {0: 3}, {}, spy)
+
+    assert again.value.sqlstate == "42804"
+    assert spy.rejected == []
+    assert scalar(database_url, "SELECT count(*) FROM events") == 0
+    assert await writer.load_offsets([0]) == {0: None}
+
+
 async def test_a_day_whose_partition_is_refused_isolates_that_days_events(
     writer: Writer, database_url: str
 ) -> None:
