@@ -172,22 +172,27 @@ async def test_a_failed_dead_letter_stores_nothing(writer: Writer, database_url:
     assert await writer.load_offsets([0]) == {0: None}
 
 
+def wrap_partition_function(database_url: str, body: str) -> None:
+    """Puts `body` in place of ensure_events_partition(d), the original still callable as
+    ensure_partition_0(d)."""
+    with psycopg.connect(database_url, autocommit=True) as conn:
+        conn.execute("ALTER FUNCTION ensure_events_partition(date) RENAME TO ensure_partition_0")
+        conn.execute(
+            "CREATE FUNCTION ensure_events_partition(d date) RETURNS void LANGUAGE plpgsql AS $$"
+            f" BEGIN {body} END $$"
+        )
+
+
 async def test_a_partition_that_cannot_be_made_is_retried_not_dead_lettered(
     writer: Writer, database_url: str
 ) -> None:
     # Any other error of the partition's DDL is the database's (a schema it cannot copy,
     # say): the batch is retried, and no event of that day is set aside.
-    with psycopg.connect(database_url, autocommit=True) as conn:
-        conn.execute("ALTER FUNCTION ensure_events_partition(date) RENAME TO ensure_partition_0")
-        conn.execute(
-            """
-            CREATE FUNCTION ensure_events_partition(d date) RETURNS void LANGUAGE plpgsql AS $$
-            BEGIN
-                RAISE EXCEPTION 'column "hour" in child table must be a generated column'
-                    USING ERRCODE = '42804';
-            END $$
-            """
-        )
+    wrap_partition_function(
+        database_url,
+        """RAISE EXCEPTION 'column "hour" in child table must be a generated column'
+               USING ERRCODE = '42804';""",
+    )
     rows = [to_row(make_record()) for _ in range(3)]
     spy = DeadLetterSpy(database_url)
     with pytest.raises(RowsRejected):
@@ -207,19 +212,13 @@ async def test_a_day_whose_partition_is_refused_isolates_that_days_events(
 ) -> None:
     # What the partition function does for a day retention dropped: refuse it with a
     # class-22 code of its own.
-    with psycopg.connect(database_url, autocommit=True) as conn:
-        conn.execute("ALTER FUNCTION ensure_events_partition(date) RENAME TO ensure_partition_0")
-        conn.execute(
-            """
-            CREATE FUNCTION ensure_events_partition(d date) RETURNS void LANGUAGE plpgsql AS $$
-            BEGIN
-                IF d < date '2020-01-01' THEN
-                    RAISE EXCEPTION 'day % was dropped by retention', d USING ERRCODE = '22023';
-                END IF;
-                PERFORM ensure_partition_0(d);
-            END $$
-            """
-        )
+    wrap_partition_function(
+        database_url,
+        """IF d < date '2020-01-01' THEN
+               RAISE EXCEPTION 'day % was dropped by retention', d USING ERRCODE = '22023';
+           END IF;
+           PERFORM ensure_partition_0(d);""",
+    )
     old = datetime(2019, 5, 1, 12, tzinfo=UTC)
     records = [
         make_record(timestamp=old if i % 4 == 0 else make_record().timestamp) for i in range(12)
