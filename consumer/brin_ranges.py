@@ -9,7 +9,7 @@ statement, the batch statement of about 20 kB: a replica storing a few thousand 
 second, or draining a backlog, writes hundreds of MB of server log an hour, and the refused
 ranges stay unsummarized (read by every edge query) until the partition is next vacuumed.
 So each day's index has `autosummarize` off (ensure_events_partition, migration 0021; a pass
-turns it off on the days made before, once they stop growing), and every replica runs this
+turns it off on the days made before, once they are over), and every replica runs this
 pass instead: each partition that grew since the last pass has its new ranges summarized.
 
     python -m consumer.brin_ranges   # summarize every day's new ranges, then exit
@@ -27,7 +27,7 @@ from typing import Any, TypeVar
 import psycopg
 from psycopg import sql
 
-from consumer.errors import describe
+from consumer.errors import describe, sqlstate_of
 from consumer.settings import ConsumerSettings, settings_for_command
 from core.config import without_password
 from core.logs import configure_logging
@@ -44,27 +44,31 @@ SUMMARIZE_INTERVAL_S = 15.0
 # as deadlock_timeout would cancel an autovacuum of that day. The index's lock (the same mode,
 # taken by the summary) and an earlier day's ALTER INDEX (ACCESS EXCLUSIVE on the index,
 # which inserts into that day and questions planned on it wait behind) wait at most 100 ms,
-# and under half of deadlock_timeout.
+# and under half of deadlock_timeout (at least 1 ms: 0 would be no limit).
 SET_LOCK_TIMEOUT = """
 SELECT set_config('lock_timeout',
-                  least(100, (SELECT setting::int FROM pg_settings
-                              WHERE name = 'deadlock_timeout') / 2)::text, false)
+                  greatest(1, least(100, (SELECT setting::int FROM pg_settings
+                                          WHERE name = 'deadlock_timeout') / 2))::text, false)
 """
 # One replica's pass at a time: two would only wait for each other's locks.
 PASS_LOCK = "SELECT pg_try_advisory_lock(hashtext('events brin summaries'))"
 PASS_UNLOCK = "SELECT pg_advisory_unlock(hashtext('events brin summaries'))"
-# Each day's partition, its part of events_time, and whether that still has autosummarize on
-# (days made before migration 0021), newest first: retention drops the oldest, so a first
-# pass over many days meets it last. Read from the catalogs alone, locking no day.
+# Each day's partition (its oid and name), its part of events_time if that is a BRIN index,
+# whether that still has autosummarize on (days made before migration 0021), and whether the
+# day is before today (UTC); newest first: retention drops the oldest, so a first pass over
+# many days meets it last. Read from the catalogs alone, locking no day.
 DAYS = """
-SELECT t.oid::regclass::text, i.oid::regclass::text,
+SELECT t.oid, t.oid::regclass::text, i.oid::regclass::text,
        EXISTS (SELECT 1 FROM pg_options_to_table(i.reloptions) AS o
-               WHERE o.option_name = 'autosummarize' AND o.option_value::bool)
+               WHERE o.option_name = 'autosummarize' AND o.option_value::bool),
+       right(t.relname, 8) < to_char(now() AT TIME ZONE 'UTC', 'YYYYMMDD')
 FROM pg_inherits AS ht
 JOIN pg_class AS t ON t.oid = ht.inhrelid
 JOIN pg_index AS x ON x.indrelid = t.oid
-JOIN pg_inherits AS hi ON hi.inhrelid = x.indexrelid AND hi.inhparent = 'events_time'::regclass
+JOIN pg_inherits AS hi
+    ON hi.inhrelid = x.indexrelid AND hi.inhparent = to_regclass('events_time')
 JOIN pg_class AS i ON i.oid = x.indexrelid
+JOIN pg_am AS a ON a.oid = i.relam AND a.amname = 'brin'
 WHERE ht.inhparent = 'events'::regclass
 ORDER BY t.relname DESC
 """
@@ -93,7 +97,11 @@ class RangeSummarizer:
     only the partitions that grew (on its first pass, all of them)."""
 
     def __init__(self) -> None:
-        self._sizes: dict[str, int] = {}
+        # partition oid -> its size at its last summary (by oid: a day dropped and made again
+        # under its name is another table)
+        self._sizes: dict[int, int] = {}
+        # partition oid -> the SQLSTATE of its last failure, said once until it changes
+        self._failures: dict[int, str] = {}
 
     async def summarize(self, conn: psycopg.AsyncConnection[Any]) -> Pass | None:
         """One pass on `conn` (autocommit); None when another replica's pass was running."""
@@ -104,61 +112,79 @@ class RangeSummarizer:
         try:
             done = Pass()
             days = await (await conn.execute(DAYS)).fetchall()
-            for table, index, autosummarize in days:
-                quiet = await self._attempt(
-                    conn, table, done, self._summarize_day(conn, table, index, done)
-                )
+            for oid, table, index, autosummarize, past in days:
+                summary = self._summarize_day(conn, oid, table, index, done)
+                quiet = await self._attempt(conn, oid, f"{table}'s new ranges", done, summary)
                 # A day made before migration 0021 has autosummarize on. Turning it off locks
-                # the index (ACCESS EXCLUSIVE): only on a day that did not grow since this
-                # replica's last pass, so never on the day being written (today keeps it
-                # until it ends), and never in the way of a batch statement.
-                if autosummarize and quiet:
+                # the index (ACCESS EXCLUSIVE), which inserts into that day wait behind: only
+                # on a day before today (UTC) that did not grow since this replica's last
+                # pass, so not on the day being written (today keeps it until it ends).
+                if autosummarize and past and quiet:
                     alter = conn.execute(sql.SQL(AUTOSUMMARIZE_OFF).format(_name(index)))
-                    if await self._attempt(conn, table, done, alter) is not None:
+                    step = f"{index}'s autosummarize"
+                    if await self._attempt(conn, oid, step, done, alter) is not None:
                         done.turned_off += 1
-            present = {table for table, _, _ in days}
-            for table in self._sizes.keys() - present:
-                del self._sizes[table]
+            present = {oid for oid, *_ in days}
+            for gone in self._sizes.keys() - present:
+                del self._sizes[gone]
+            for gone in self._failures.keys() - present:
+                del self._failures[gone]
             return done
         finally:
             if not conn.broken:
                 await conn.execute(PASS_UNLOCK)
 
     async def _summarize_day(
-        self, conn: psycopg.AsyncConnection[Any], table: str, index: str, done: Pass
+        self, conn: psycopg.AsyncConnection[Any], oid: int, table: str, index: str, done: Pass
     ) -> bool:
         """Summarizes the day's new ranges if it grew; returns whether it had not."""
         async with conn.transaction():
             await conn.execute(sql.SQL(LOCK_DAY).format(_name(table)))
             row = await (await conn.execute(DAY_SIZE, (table,))).fetchone()
             size = int(row[0]) if row else 0
-            if self._sizes.get(table) == size:
+            if self._sizes.get(oid) == size:
                 return True
             row = await (await conn.execute(SUMMARIZE, (index,))).fetchone()
         done.ranges += int(row[0]) if row else 0
         done.days += 1
-        self._sizes[table] = size
+        self._sizes[oid] = size
         return False
 
-    @staticmethod
     async def _attempt(
-        conn: psycopg.AsyncConnection[Any], table: str, done: Pass, step: Awaitable[T]
+        self,
+        conn: psycopg.AsyncConnection[Any],
+        oid: int,
+        step_name: str,
+        done: Pass,
+        step: Awaitable[T],
     ) -> T | None:
         """Awaits one day's step; None if it failed. A day someone else holds, or dropped
-        meanwhile, is left for the next pass; any other error is said (a day the replica's
-        role does not own, a statement timeout...); a lost connection ends the pass."""
+        meanwhile, is left for the next pass; any other error is said, once until it changes
+        (a day the replica's role does not own, a statement timeout...); a lost connection
+        ends the pass."""
         try:
-            return await step
+            result = await step
         except (psycopg.errors.LockNotAvailable, psycopg.errors.UndefinedTable):
             if conn.broken:
                 raise
             done.left += 1
+            return None
         except psycopg.Error as exc:
             if conn.broken:
                 raise
             done.failed += 1
-            log.warning("BRIN ranges of %s not summarized: %s", table, describe(exc))
-        return None
+            sqlstate = sqlstate_of(exc) or "?"
+            if self._failures.get(oid) != sqlstate:
+                self._failures[oid] = sqlstate
+                log.warning(
+                    "BRIN summaries: %s failed (%s %s); said once, retried every pass",
+                    step_name,
+                    sqlstate,
+                    describe(exc),
+                )
+            return None
+        self._failures.pop(oid, None)
+        return result
 
 
 def _name(regclass_text: str) -> sql.Composable:
@@ -201,43 +227,37 @@ def main() -> int:
     if settings is None:
         return 2
 
-    async def once() -> Pass | None:
+    async def twice() -> tuple[Pass | None, Pass | None]:
         """Two passes: the second turns autosummarize off on the earlier days that did not
         grow in between (a replica does it on its second pass too)."""
         summarizer = RangeSummarizer()
         async with await _connect(settings) as conn:
             first = await summarizer.summarize(conn)
-            second = await summarizer.summarize(conn)
-        if first is None or second is None:
-            return None
-        return Pass(
-            first.ranges + second.ranges,
-            first.days + second.days,
-            second.left,
-            second.turned_off,
-            second.failed,
-        )
+            second = await summarizer.summarize(conn) if first is not None else None
+        return first, second
 
     try:
-        done = asyncio.run(once())
+        first, second = asyncio.run(twice())
     except psycopg.Error as exc:
         reason = without_password(str(exc), settings.database_url)
         print(f"brin_ranges: {reason}; is PostgreSQL up (make up)?", file=sys.stderr)
         return 1
-    if done is None:
-        print("brin_ranges: another replica's pass is running; nothing done", file=sys.stderr)
-        return 1
+    if first is None:
+        print("brin_ranges: a replica's pass is running; nothing to do", file=sys.stderr)
+        return 0
+    last = second or first
     print(
-        f"brin_ranges: {done.ranges} new ranges summarized (days that grew: {done.days})"
+        f"brin_ranges: {first.ranges + (second.ranges if second else 0)} new ranges summarized"
+        f" (days that grew: {first.days})"
         + (
-            f"; autosummarize turned off on {done.turned_off} earlier days"
-            if done.turned_off
+            f"; autosummarize turned off on {last.turned_off} earlier days"
+            if last.turned_off
             else ""
         )
-        + (f"; {done.left} days locked or dropped, left for the next pass" if done.left else "")
-        + (f"; {done.failed} days failed (said above)" if done.failed else "")
+        + (f"; {last.left} days held by others, left to the replicas" if last.left else "")
+        + (f"; {last.failed} days failed (said above)" if last.failed else "")
     )
-    return 0 if not done.left and not done.failed else 1
+    return 1 if last.failed else 0
 
 
 if __name__ == "__main__":

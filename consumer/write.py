@@ -133,9 +133,6 @@ WHERE group_id = %s AND topic = %s AND partition = ANY(%s)
 INSERT_AND_ROLL_UP = batch_statement()
 
 ENSURE_PARTITION = "SELECT ensure_events_partition(%s)"
-# What ensure_events_partition raises when the day itself is refused: retention dropped it
-# (22023), or a DEFAULT partition already holds rows of it (23514).
-DAY_REFUSED = frozenset({"22023", "23514"})
 
 # The batch statement's CTEs hold the inserted rows and their groupings in tuplestores that
 # its many readers scan again, and the visit statements sort and group the batch's events and
@@ -150,6 +147,16 @@ CLEAR_STAGING = "TRUNCATE staging_events, " + ", ".join(VISIT_TABLES)
 
 # What psycopg raises, before the server sees a row, for a value it cannot encode.
 ROW_ENCODING_ERRORS = (TypeError, ValueError, OverflowError)
+
+
+def day_refused(exc: psycopg.Error) -> bool:
+    """Whether ensure_events_partition refused the day itself: retention dropped it (22023,
+    with its own message: the code alone is also that of other invalid parameters), or a
+    DEFAULT partition already holds rows of it (23514)."""
+    sqlstate = sqlstate_of(exc)
+    if sqlstate == "22023":
+        return "dropped by retention" in (exc.diag.message_primary or "")
+    return sqlstate == "23514"
 
 
 class Writer:
@@ -228,7 +235,7 @@ class Writer:
         """Stores every row the database accepts, with the offsets, leaving out the others.
 
         For a batch `write` refused with RowsRejected. A day whose partition the database
-        refuses (DAY_REFUSED: a day retention dropped, or rows of it in a DEFAULT partition)
+        refuses (day_refused: a day retention dropped, or rows of it in a DEFAULT partition)
         rejects that day's rows;
         the other rows are bisected in savepoints of one transaction until the refused ones
         are single rows. `dead_letter` is awaited with the rejected rows before the commit
@@ -250,7 +257,7 @@ class Writer:
                     # Only a refusal of the day itself sets its events aside: any other
                     # error of the partition's DDL (a schema it cannot copy, say) is the
                     # database's, retried, rather than every event of that day dead-lettered.
-                    if sqlstate_of(exc) not in DAY_REFUSED:
+                    if not day_refused(exc):
                         raise
                     refused_days[day] = RowsRejected.from_error(exc)
             candidates = []

@@ -12,7 +12,7 @@
 --   server between autovacuum's visits, overflowed at a few thousand events a second, and each
 --   refusal was logged with the whole batch statement
 --   (docs/decisions/0001-brin-index-on-events.md). The days made before keep the option until
---   a replica's pass turns it off, on each day once it no longer grows (ALTER INDEX … SET
+--   a replica's pass turns it off, on each day once it is over and quiet (ALTER INDEX … SET
 --   takes ACCESS EXCLUSIVE on the index, which inserts into the day wait for): not here,
 --   where every day's index would stay locked until the migration commits, the day being
 --   written included. So the day of the upgrade keeps it until it ends.
@@ -24,8 +24,9 @@ CREATE OR REPLACE FUNCTION ensure_events_partition(d date) RETURNS void
 LANGUAGE plpgsql SET lock_timeout = '5s' AS $$
 DECLARE
     part text := format('events_%s', to_char(d, 'YYYYMMDD'));
+    time_index regclass := to_regclass('events_time');
     table_space text;
-    index_space text;
+    index_space text := '';
     adopted regclass;
 BEGIN
     IF to_regclass(part) IS NOT NULL AND NOT EXISTS (SELECT 1 FROM dropped_days WHERE day = d)
@@ -43,9 +44,11 @@ BEGIN
     SELECT coalesce(' TABLESPACE ' || quote_ident(s.spcname), '') INTO table_space
     FROM pg_class AS c LEFT JOIN pg_tablespace AS s ON s.oid = c.reltablespace
     WHERE c.oid = 'events'::regclass;
-    SELECT coalesce(' TABLESPACE ' || quote_ident(s.spcname), '') INTO index_space
-    FROM pg_class AS c LEFT JOIN pg_tablespace AS s ON s.oid = c.reltablespace
-    WHERE c.oid = 'events_time'::regclass;
+    IF time_index IS NOT NULL THEN
+        SELECT coalesce(' TABLESPACE ' || quote_ident(s.spcname), '') INTO index_space
+        FROM pg_class AS c LEFT JOIN pg_tablespace AS s ON s.oid = c.reltablespace
+        WHERE c.oid = time_index;
+    END IF;
     EXECUTE format(
         'CREATE TABLE IF NOT EXISTS %I (LIKE events INCLUDING DEFAULTS INCLUDING CONSTRAINTS '
         'INCLUDING GENERATED INCLUDING STORAGE INCLUDING COMPRESSION)%s', part, table_space);
@@ -54,21 +57,32 @@ BEGIN
         -- The day's part of events_time, as ATTACH would make it but without autosummarize:
         -- the consumer summarizes the new ranges itself (consumer/brin_ranges.py). ATTACH
         -- adopts it, and makes the day's part of the primary key.
-        EXECUTE format(
-            'CREATE INDEX IF NOT EXISTS %I ON %I USING brin (event_time) '
-            'WITH (pages_per_range = 16, autosummarize = off)%s',
-            part || '_event_time_idx', part, index_space);
+        IF time_index IS NOT NULL THEN
+            EXECUTE format(
+                'CREATE INDEX IF NOT EXISTS %I ON %I USING brin (event_time) '
+                'WITH (pages_per_range = 16, autosummarize = off)%s',
+                part || '_event_time_idx', part, index_space);
+        END IF;
         EXECUTE format(
             'ALTER TABLE events ATTACH PARTITION %I FOR VALUES FROM (%L) TO (%L)', part, d, d + 1);
         -- Unless an operator changed events_time's definition: then ATTACH made an index of
-        -- its own. Keep that one, without autosummarize (no one sees this day before the
-        -- commit, so altering it waits for nothing).
+        -- its own. Keep that one, without autosummarize if it is a BRIN index (no one sees
+        -- this day before the commit, so altering it waits for nothing), and drop the one
+        -- made above unless another index on events adopted it.
         SELECT h.inhrelid::regclass INTO adopted
         FROM pg_inherits AS h JOIN pg_index AS i ON i.indexrelid = h.inhrelid
-        WHERE h.inhparent = 'events_time'::regclass AND i.indrelid = part::regclass;
+        WHERE h.inhparent = time_index AND i.indrelid = part::regclass;
         IF adopted IS DISTINCT FROM to_regclass(part || '_event_time_idx') THEN
-            EXECUTE format('DROP INDEX IF EXISTS %I', part || '_event_time_idx');
-            EXECUTE format('ALTER INDEX %s SET (autosummarize = off)', adopted);
+            IF NOT EXISTS (
+                SELECT 1 FROM pg_inherits
+                WHERE inhrelid = to_regclass(part || '_event_time_idx')
+            ) THEN
+                EXECUTE format('DROP INDEX IF EXISTS %I', part || '_event_time_idx');
+            END IF;
+            IF (SELECT a.amname FROM pg_class AS c JOIN pg_am AS a ON a.oid = c.relam
+                WHERE c.oid = adopted) = 'brin' THEN
+                EXECUTE format('ALTER INDEX %s SET (autosummarize = off)', adopted);
+            END IF;
         END IF;
     END IF;
 END;

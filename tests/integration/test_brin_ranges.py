@@ -83,7 +83,10 @@ async def test_a_day_made_before_gets_autosummarize_off_once_it_stops_growing(
     first = await summarize_once(database_url, summarizer)
     assert first is not None and first.days == 1 and first.turned_off == 0
     assert unsummarized(database_url, INDEX) == 0
-    insert_events(database_url, "2025-11-11", 2_000)
+    with psycopg.connect(database_url, autocommit=True) as conn:  # no requests to autovacuum
+        conn.execute(f"ALTER INDEX {INDEX} SET (autosummarize = off)")
+        insert_events(database_url, "2025-11-11", 2_000)
+        conn.execute(f"ALTER INDEX {INDEX} SET (autosummarize = on)")
     growing = await summarize_once(database_url, summarizer)
     assert growing is not None and growing.days == 1 and growing.turned_off == 0
 
@@ -101,7 +104,8 @@ def test_a_new_day_keeps_the_index_events_time_makes_when_its_definition_changed
         conn.execute("DROP INDEX events_time")  # an operator's other operator class
         conn.execute(
             "CREATE INDEX events_time ON events"
-            " USING brin (event_time timestamptz_minmax_multi_ops) WITH (pages_per_range = 32)"
+            " USING brin (event_time timestamptz_minmax_multi_ops)"
+            " WITH (pages_per_range = 32, autosummarize = on)"
         )
         conn.execute("SELECT ensure_events_partition('2025-11-11')")
     indexes = scalar(
@@ -121,6 +125,35 @@ def test_a_new_day_keeps_the_index_events_time_makes_when_its_definition_changed
         " WHERE x.indrelid = 'events_20251111'::regclass AND a.amname = 'brin'",
     )
     assert brin_indexes == 1  # the one made before ATTACH is not left behind
+
+
+async def test_a_new_day_and_a_pass_work_when_events_time_is_not_brin(database_url: str) -> None:
+    with psycopg.connect(database_url, autocommit=True) as conn:
+        conn.execute("DROP INDEX events_time")  # an operator's B-tree instead
+        conn.execute("CREATE INDEX events_time ON events (event_time)")
+    insert_events(database_url, "2025-11-11", 100)
+
+    indexes = scalar(
+        database_url,
+        "SELECT array_agg(a.amname ORDER BY a.amname) FROM pg_index AS x"
+        " JOIN pg_class AS c ON c.oid = x.indexrelid JOIN pg_am AS a ON a.oid = c.relam"
+        " WHERE x.indrelid = 'events_20251111'::regclass",
+    )
+    assert indexes == ["btree", "btree"]  # events_time's and the primary key's
+    assert await summarize_once(database_url, RangeSummarizer()) == Pass()
+
+
+async def test_lock_waits_stay_bounded_whatever_deadlock_timeout(database_url: str) -> None:
+    async with await psycopg.AsyncConnection.connect(database_url, autocommit=True) as conn:
+        await conn.execute("SET deadlock_timeout = 1")  # half of it would be 0: no limit
+        await RangeSummarizer().summarize(conn)
+        small = await (await conn.execute("SHOW lock_timeout")).fetchone()
+        await conn.execute("RESET deadlock_timeout")
+        default = await RangeSummarizer().summarize(conn)
+        usual = await (await conn.execute("SHOW lock_timeout")).fetchone()
+    assert default is not None
+    assert small is not None and small[0] == "1ms"
+    assert usual is not None and usual[0] == "100ms"
 
 
 async def test_a_day_held_by_someone_else_is_left_for_the_next_pass(database_url: str) -> None:

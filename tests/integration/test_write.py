@@ -183,15 +183,20 @@ def wrap_partition_function(database_url: str, body: str) -> None:
         )
 
 
+@pytest.mark.parametrize(
+    ("sqlstate", "message"),
+    [
+        ("42804", 'column "hour" in child table must be a generated column'),
+        ("22023", 'unrecognized parameter "autosummarize"'),  # the code of a dropped day
+    ],
+)
 async def test_a_partition_that_cannot_be_made_is_retried_not_dead_lettered(
-    writer: Writer, database_url: str
+    writer: Writer, database_url: str, sqlstate: str, message: str
 ) -> None:
     # Any other error of the partition's DDL is the database's (a schema it cannot copy,
     # say): the batch is retried, and no event of that day is set aside.
     wrap_partition_function(
-        database_url,
-        """RAISE EXCEPTION 'column "hour" in child table must be a generated column'
-               USING ERRCODE = '42804';""",
+        database_url, f"RAISE EXCEPTION '%', {message!r} USING ERRCODE = '{sqlstate}';"
     )
     rows = [to_row(make_record()) for _ in range(3)]
     spy = DeadLetterSpy(database_url)
@@ -201,7 +206,7 @@ async def test_a_partition_that_cannot_be_made_is_retried_not_dead_lettered(
     with pytest.raises(RowsRejected) as again:
         await writer.write_isolating(rows, {0: 3}, {}, spy)
 
-    assert again.value.sqlstate == "42804"
+    assert again.value.sqlstate == sqlstate
     assert spy.rejected == []
     assert scalar(database_url, "SELECT count(*) FROM events") == 0
     assert await writer.load_offsets([0]) == {0: None}
