@@ -100,8 +100,9 @@ class RangeSummarizer:
         # partition oid -> its size at its last summary (by oid: a day dropped and made again
         # under its name is another table)
         self._sizes: dict[int, int] = {}
-        # partition oid -> the SQLSTATE of its last failure, said once until it changes
-        self._failures: dict[int, str] = {}
+        # (partition oid, step) -> the SQLSTATE of its last failure, said once until it
+        # changes or the step succeeds
+        self._failures: dict[tuple[int, str], str] = {}
 
     async def summarize(self, conn: psycopg.AsyncConnection[Any]) -> Pass | None:
         """One pass on `conn` (autocommit); None when another replica's pass was running."""
@@ -114,21 +115,21 @@ class RangeSummarizer:
             days = await (await conn.execute(DAYS)).fetchall()
             for oid, table, index, autosummarize, past in days:
                 summary = self._summarize_day(conn, oid, table, index, done)
-                quiet = await self._attempt(conn, oid, f"{table}'s new ranges", done, summary)
+                quiet = await self._attempt(conn, (oid, f"{table}'s new ranges"), done, summary)
                 # A day made before migration 0021 has autosummarize on. Turning it off locks
                 # the index (ACCESS EXCLUSIVE), which inserts into that day wait behind: only
                 # on a day before today (UTC) that did not grow since this replica's last
                 # pass, so not on the day being written (today keeps it until it ends).
                 if autosummarize and past and quiet:
                     alter = conn.execute(sql.SQL(AUTOSUMMARIZE_OFF).format(_name(index)))
-                    step = f"{index}'s autosummarize"
-                    if await self._attempt(conn, oid, step, done, alter) is not None:
+                    step = (oid, f"{index}'s autosummarize")
+                    if await self._attempt(conn, step, done, alter) is not None:
                         done.turned_off += 1
             present = {oid for oid, *_ in days}
             for gone in self._sizes.keys() - present:
                 del self._sizes[gone]
-            for gone in self._failures.keys() - present:
-                del self._failures[gone]
+            for key in [key for key in self._failures if key[0] not in present]:
+                del self._failures[key]
             return done
         finally:
             if not conn.broken:
@@ -153,8 +154,7 @@ class RangeSummarizer:
     async def _attempt(
         self,
         conn: psycopg.AsyncConnection[Any],
-        oid: int,
-        step_name: str,
+        step_key: tuple[int, str],
         done: Pass,
         step: Awaitable[T],
     ) -> T | None:
@@ -174,16 +174,16 @@ class RangeSummarizer:
                 raise
             done.failed += 1
             sqlstate = sqlstate_of(exc) or "?"
-            if self._failures.get(oid) != sqlstate:
-                self._failures[oid] = sqlstate
+            if self._failures.get(step_key) != sqlstate:
+                self._failures[step_key] = sqlstate
                 log.warning(
                     "BRIN summaries: %s failed (%s %s); said once, retried every pass",
-                    step_name,
+                    step_key[1],
                     sqlstate,
                     describe(exc),
                 )
             return None
-        self._failures.pop(oid, None)
+        self._failures.pop(step_key, None)
         return result
 
 

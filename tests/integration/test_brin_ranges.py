@@ -5,8 +5,12 @@ someone else holds, and replicas take turns."""
 
 from __future__ import annotations
 
+import uuid
+
 import psycopg
 import pytest
+from psycopg import sql
+from psycopg.conninfo import make_conninfo
 
 from consumer.brin_ranges import PASS_LOCK, Pass, RangeSummarizer
 from consumer.brin_ranges import main as brin_ranges_main
@@ -172,6 +176,31 @@ async def test_a_day_held_by_someone_else_is_left_for_the_next_pass(database_url
 
     assert later is not None and later.days == 1 and later.left == 0
     assert unsummarized(database_url, INDEX) == 0
+
+
+async def test_a_day_that_keeps_failing_is_said_once(
+    database_url: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    insert_events(database_url, "2025-11-11", 100)
+    role = f"brin_{uuid.uuid4().hex[:12]}"  # a role that owns no day and may not lock one
+    with psycopg.connect(database_url, autocommit=True) as conn:
+        conn.execute(sql.SQL("CREATE ROLE {} LOGIN").format(sql.Identifier(role)))
+    try:
+        summarizer = RangeSummarizer()
+        passes = []
+        async with await psycopg.AsyncConnection.connect(
+            make_conninfo(database_url, user=role), autocommit=True
+        ) as conn:
+            for _ in range(3):
+                passes.append(await summarizer.summarize(conn))
+    finally:
+        with psycopg.connect(database_url, autocommit=True) as conn:
+            conn.execute(sql.SQL("DROP ROLE {}").format(sql.Identifier(role)))
+
+    assert [p.failed if p else None for p in passes] == [1, 1, 1]
+    said = [r.getMessage() for r in caplog.records if r.levelname == "WARNING"]
+    assert len(said) == 1
+    assert "events_20251111's new ranges failed (42501" in said[0]
 
 
 async def test_replicas_take_turns(database_url: str) -> None:
