@@ -19,9 +19,9 @@ ack to its row in daily_stats is measured, with the batches' mean size and write
 --pin-cpu=C runs every replica on core C alone (`taskset`), and the freshness load beside it:
 a slower machine; with --pin-backends the freshness replica's PostgreSQL backends, where a
 batch's work is done, run there too: the whole consumer side on one core.
---consumer-tree=DIR runs the replicas from
-another checkout, e.g. an issue's starting commit, on this tree's events and schema: comparing
-commits with their own bench would also compare their generators.
+--consumer-tree=DIR runs the replicas from another checkout, e.g. an issue's starting commit,
+on this tree's events and schema: comparing commits with their own bench would also compare
+their generators.
 """
 
 from __future__ import annotations
