@@ -36,8 +36,8 @@ log = logging.getLogger(__name__)
 T = TypeVar("T")
 
 # Ranges written since the last pass are read whole by an edge query until then; at 10,000
-# events/s that is some 40 MB of the current day's newest rows, which a query of today reads
-# anyway.
+# events/s that is some 30 MB of the current day's newest rows (the bench's events fill a
+# 16-page range every 680 or so), which a query of today reads anyway.
 SUMMARIZE_INTERVAL_S = 15.0
 # A pass gives way rather than queue. Each day is locked NOWAIT first (SHARE UPDATE
 # EXCLUSIVE, which inserts and questions do not wait for): a lock request that waited as long

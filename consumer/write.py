@@ -236,12 +236,11 @@ class Writer:
 
         For a batch `write` refused with RowsRejected. A day whose partition the database
         refuses (day_refused: a day retention dropped, or rows of it in a DEFAULT partition)
-        rejects that day's rows;
-        the other rows are bisected in savepoints of one transaction until the refused ones
-        are single rows. `dead_letter` is awaited with the rejected rows before the commit
-        that skips them; if it raises, nothing is stored. Raises Fenced or
-        DatabaseUnavailable as `write` does (nothing stored); the caller retries the whole
-        batch later, which may dead-letter the same rows again.
+        rejects that day's rows; the other rows are bisected in savepoints of one transaction
+        until the refused ones are single rows. `dead_letter` is awaited with the rejected
+        rows before the commit that skips them; if it raises, nothing is stored. Raises
+        Fenced or DatabaseUnavailable as `write` does (nothing stored); the caller retries the
+        whole batch later, which may dead-letter the same rows again.
         """
         async with self._translated_errors():
             conn = await self._connection()
