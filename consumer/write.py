@@ -214,7 +214,8 @@ class Writer:
         Waits for PostgreSQL's commit. Returns how many rows were new (the rest were
         duplicates). Raises Fenced if another replica moved one of the offsets (nothing is
         stored), RowsRejected if the database refuses the data, DatabaseUnavailable if it
-        cannot be reached; in every error case nothing was stored.
+        cannot be reached or cannot make a day's partition (other than a day it refuses,
+        day_refused); in every error case nothing was stored.
         """
         async with self._translated_errors():
             conn = await self._connection()
@@ -253,9 +254,6 @@ class Writer:
                 try:
                     await self._ensure_partitions(conn, {day})
                 except psycopg.Error as exc:
-                    # Only a refusal of the day itself sets its events aside: any other
-                    # error of the partition's DDL (a schema it cannot copy, say) is the
-                    # database's, retried, rather than every event of that day dead-lettered.
                     if not day_refused(exc):
                         raise
                     refused_days[day] = RowsRejected.from_error(exc)
@@ -334,7 +332,17 @@ class Writer:
     ) -> None:
         for day in sorted(days - self._known_days):
             # Outside the batch's transaction: DDL would hold a lock on `events` until commit.
-            await conn.execute(ENSURE_PARTITION, (day,))
+            try:
+                await conn.execute(ENSURE_PARTITION, (day,))
+            except psycopg.Error as exc:
+                if day_refused(exc) or fault_of(exc) is not Fault.DATA:
+                    raise  # the day's events set aside (write_isolating), or a lost server
+                # Any other refusal of the day's DDL (a schema it cannot copy, say) is the
+                # database's: the batch waits and is retried, no event is dead-lettered.
+                raise DatabaseUnavailable(
+                    f"cannot make the partition of {day}: {describe(exc)}"
+                    f" (SQLSTATE {sqlstate_of(exc)}); docs/operations.md, Day partitions"
+                ) from exc
             self._known_days.add(day)
 
     async def _connection(self) -> psycopg.AsyncConnection[TupleRow]:

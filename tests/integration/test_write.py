@@ -200,16 +200,27 @@ async def test_a_partition_that_cannot_be_made_is_retried_not_dead_lettered(
     )
     rows = [to_row(make_record()) for _ in range(3)]
     spy = DeadLetterSpy(database_url)
-    with pytest.raises(RowsRejected):
+    with pytest.raises(DatabaseUnavailable) as refused:
         await writer.write(rows, {0: 3}, {})
+    day = rows[0][0]
+    assert str(refused.value).startswith(f"cannot make the partition of {day}: {message}")
+    assert f"(SQLSTATE {sqlstate})" in str(refused.value)
 
-    with pytest.raises(RowsRejected) as again:
+    # The same from an isolation pass (a batch refused for another reason first).
+    with pytest.raises(DatabaseUnavailable):
         await writer.write_isolating(rows, {0: 3}, {}, spy)
 
-    assert again.value.sqlstate == sqlstate
     assert spy.rejected == []
     assert scalar(database_url, "SELECT count(*) FROM events") == 0
     assert await writer.load_offsets([0]) == {0: None}
+
+    # Once the function can make the day again, the retry stores the batch, on the same
+    # connection.
+    with psycopg.connect(database_url, autocommit=True) as conn:
+        conn.execute("DROP FUNCTION ensure_events_partition(date)")
+        conn.execute("ALTER FUNCTION ensure_partition_0(date) RENAME TO ensure_events_partition")
+    assert await writer.write(rows, {0: 3}, {}) == 3
+    assert await writer.load_offsets([0]) == {0: 3}
 
 
 async def test_a_day_whose_partition_is_refused_isolates_that_days_events(
