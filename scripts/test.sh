@@ -11,5 +11,8 @@ echo "test: lint (ruff, mypy --strict)"
 
 # The URL may hold a password: shown without it.
 database=$("$PY" -c 'import os, core.config as c; print(c.redacted_conninfo(os.environ["DATABASE_URL"]))')
-echo "test: pytest against Kafka at $KAFKA_BOOTSTRAP_SERVERS and PostgreSQL at $database"
-"$PY" -m pytest "$@"
+# Most of the suite waits on Kafka and PostgreSQL rather than on a core, and every test has
+# its own topic, group and database: two workers share the services (docs/testing.md).
+workers=${TEST_WORKERS:-2}
+echo "test: pytest in $workers workers against Kafka at $KAFKA_BOOTSTRAP_SERVERS and PostgreSQL at $database"
+"$PY" -m pytest -n "$workers" "$@"
