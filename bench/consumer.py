@@ -549,6 +549,7 @@ def freshness(
     try:
         started = time.monotonic()
         before = _scalar(database_url, "SELECT count(*) FROM events")
+        work_before = _rows_and_wal(database_url)
         latencies = asyncio.run(
             measure_freshness(bootstrap, database_url, topic, port, rate, seconds, late)
         )
@@ -576,7 +577,27 @@ def freshness(
         raise RuntimeError(
             f"the replica's PostgreSQL backends were not all pinned: {pinned or 'none found'}"
         )
+    # After the replica stopped: its backends report their table counters when they exit.
+    work_after = _rows_and_wal(database_url)
+    events = max(1, stored)
+    writes["rows_per_event"] = (work_after[0] - work_before[0]) / events
+    writes["wal_bytes_per_event"] = (work_after[1] - work_before[1]) / events
     return latencies, achieved, writes
+
+
+def _rows_and_wal(database_url: str) -> tuple[int, int]:
+    """Rows inserted or updated so far in this database's tables other than the raw events
+    (rollups, visits, versions, offsets; session-local tables left out), and the WAL the
+    whole server wrote (bytes)."""
+    with psycopg.connect(database_url, autocommit=True) as conn:
+        row = conn.execute(
+            "SELECT (SELECT coalesce(sum(s.n_tup_ins + s.n_tup_upd), 0)"
+            "        FROM pg_stat_user_tables s JOIN pg_class c ON c.oid = s.relid"
+            "        WHERE c.relpersistence = 'p' AND NOT c.relispartition"
+            "          AND s.relname <> 'events'),"
+            "       (SELECT wal_bytes FROM pg_stat_wal)"
+        ).fetchone()
+    return (int(row[0]), int(row[1])) if row else (0, 0)
 
 
 def _pin_backends(
@@ -809,6 +830,8 @@ def main(argv: list[str]) -> None:
                     "batch write p50 / p99 (s)",
                     f"{writes['write_p50_s']:.2f} / {writes['write_p99_s']:.2f}",
                 ],
+                ["rows inserted or updated per event, raw events aside", writes["rows_per_event"]],
+                ["WAL bytes per event (the whole server's)", writes["wal_bytes_per_event"]],
             ],
         )
 
