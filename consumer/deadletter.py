@@ -342,7 +342,7 @@ async def read_dead_letters(bootstrap_servers: str, topic: str) -> tuple[int, li
                 f"the dead-letter topic {topic!r} does not exist: nothing was dead-lettered "
                 "yet, or DLQ_TOPIC names another topic"
             )
-        partitions = await _partitions_of(bootstrap_servers, topic)
+        partitions = await partitions_of(bootstrap_servers, topic)
         tps = [TopicPartition(topic, p) for p in partitions]
         reader.assign(tps)
         ends = {tp: int(o) for tp, o in (await reader.end_offsets(tps)).items()}
@@ -376,7 +376,8 @@ async def read_dead_letters(bootstrap_servers: str, topic: str) -> tuple[int, li
         await reader.stop()
 
 
-async def _partitions_of(bootstrap_servers: str, topic: str) -> list[int]:
+async def partitions_of(bootstrap_servers: str, topic: str) -> list[int]:
+    """The partition numbers of `topic`, from the cluster's metadata."""
     admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap_servers)
     await admin.start()
     try:

@@ -15,4 +15,4 @@ database=$("$PY" -c 'import os, core.config as c; print(c.redacted_conninfo(os.e
 # its own topic, group and database: two workers share the services (docs/testing.md).
 workers=${TEST_WORKERS:-2}
 echo "test: pytest in $workers workers against Kafka at $KAFKA_BOOTSTRAP_SERVERS and PostgreSQL at $database"
-"$PY" -m pytest -n "$workers" "$@"
+"$PY" -m pytest -n "$workers" --dist loadgroup "$@"

@@ -190,10 +190,14 @@ cmd_start() {
         is_running && die $NAME "server in $PGDATA is running but not answering on $PG_PORT; run '$0 stop' first"
         port_open "$PG_PORT" && die $NAME "port $PG_PORT is already used by another process (ss -ltnp 'sport = :$PG_PORT'); set PG_PORT"
         # Before initdb too: its own short-lived servers could map the pages another start
-        # has just reserved.
-        huge_pages_lock
+        # has just reserved. A server on 4 kB pages (PG_HUGE_PAGES=0) maps none itself, so it
+        # holds the lock for its initdb alone: the tests' private servers start and stop often.
+        if huge_pages_wanted || [[ ! -f "$PGDATA/PG_VERSION" ]]; then
+            huge_pages_lock
+        fi
         init_cluster
         write_dev_conf
+        huge_pages_wanted || huge_pages_unlock
         reserve_huge_pages
         log $NAME "starting on 127.0.0.1:$PG_PORT (log: ${LOG_FILE#"$ROOT"/})"
         as_pg touch "$LOG_FILE"
@@ -230,7 +234,10 @@ cmd_stop() {
     setup_paths
     exec 8>"$(state_lock_path)"
     flock 8
-    huge_pages_lock
+    # Only a stop that gives pages back counts them: one without a note leaves the count alone.
+    if [[ -f "$(huge_pages_note)" ]]; then
+        huge_pages_lock
+    fi
     if ! is_running; then
         release_huge_pages # after a server that died: its pages are free again
         log $NAME "not running"

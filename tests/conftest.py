@@ -84,9 +84,9 @@ def _with_dbname(url: str, dbname: str) -> str:
 @pytest.fixture(scope="session")
 def template_database(server_database_url: str) -> Iterator[str]:
     """A database holding the schema, cloned by every test that needs a clean one."""
-    name = f"analytics_template_{os.getpid()}"
+    # Unique across processes and hosts sharing the server (a pid alone can repeat).
+    name = f"analytics_template_{os.getpid()}_{uuid.uuid4().hex[:8]}"
     with psycopg.connect(server_database_url, autocommit=True) as conn:
-        conn.execute(sql.SQL("DROP DATABASE IF EXISTS {}").format(sql.Identifier(name)))
         conn.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name)))
     asyncio.run(apply_schema(_with_dbname(server_database_url, name)))
     yield name

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import socket
@@ -18,10 +19,38 @@ from ingest.settings import Settings
 ROOT = Path(__file__).resolve().parent.parent
 
 
+# Ports a pytest-xdist worker hands out: a range of its own below the kernel's ephemeral
+# ports, so that no other worker's connection or free_port() can take one between the moment
+# it is handed out and the moment its server binds it.
+_WORKER_PORTS = 1000
+_FIRST_WORKER_PORT = 20000
+_next_port: dict[str, int] = {}
+
+
+def _ephemeral_start() -> int:
+    try:
+        return int(Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split()[0])
+    except (OSError, ValueError, IndexError):
+        return 32768
+
+
 def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
+    """A loopback port nothing is bound to now, for a server a test starts."""
+    worker = os.environ.get("PYTEST_XDIST_WORKER", "")
+    index = int(worker[2:]) if worker.startswith("gw") and worker[2:].isdigit() else -1
+    first = _FIRST_WORKER_PORT + _WORKER_PORTS * index
+    if index < 0 or first + _WORKER_PORTS > _ephemeral_start():
+        with socket.socket() as s:  # one process (or too many workers): any free port
+            s.bind(("127.0.0.1", 0))
+            return int(s.getsockname()[1])
+    for _ in range(_WORKER_PORTS):
+        offset = _next_port.get(worker, 0)
+        _next_port[worker] = (offset + 1) % _WORKER_PORTS
+        port = first + offset
+        with socket.socket() as s, contextlib.suppress(OSError):
+            s.bind(("127.0.0.1", port))
+            return port
+    raise RuntimeError(f"no free port in {first}-{first + _WORKER_PORTS - 1} for {worker}")
 
 
 def _env(**values: str) -> dict[str, str]:

@@ -12,10 +12,10 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import psycopg
-from aiokafka import AIOKafkaProducer
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 
 from consumer.batch import to_row
-from consumer.deadletter import DeadLetters
+from consumer.deadletter import DeadLetters, partitions_of
 from consumer.loop import ConsumerLoop, make_kafka_consumer
 from consumer.metrics import ConsumerStats
 from consumer.rollups import checks
@@ -211,13 +211,43 @@ async def write_batch(database_url: str, records: list[EventRecord], partition: 
         await writer.close()
 
 
-async def started_and_waiting(work: Awaitable[Any]) -> asyncio.Task[Any]:
-    """Starts `work` and checks, half a second later, that it is still waiting (for a lock
-    the caller holds); the caller then lets go and awaits it."""
+LOCK_WAITERS = """
+SELECT count(*) FROM pg_stat_activity
+WHERE datname = current_database() AND wait_event_type = 'Lock' AND pid <> pg_backend_pid()
+"""
+
+
+async def started_and_waiting(
+    work: Awaitable[Any], database_url: str, timeout_s: float = 30
+) -> asyncio.Task[Any]:
+    """Starts `work` and returns once a session of the database waits for a lock (the one the
+    caller holds), the work still running; the caller then lets go and awaits it. Watched
+    rather than a fixed pause, which a busy machine could pass before the work got there."""
     task = asyncio.ensure_future(work)
-    await asyncio.sleep(0.5)
+    deadline = time.monotonic() + timeout_s
+    async with await psycopg.AsyncConnection.connect(database_url, autocommit=True) as conn:
+        while True:
+            assert not task.done(), "the work ended without waiting for the caller's lock"
+            row = await (await conn.execute(LOCK_WAITERS)).fetchone()
+            if row and row[0]:
+                break
+            assert time.monotonic() < deadline, f"no session waited for a lock in {timeout_s}s"
+            await asyncio.sleep(0.02)
     assert not task.done()
     return task
+
+
+async def topic_end_offsets(bootstrap: str, topic: str) -> dict[int, int]:
+    """The offset after the last message of each partition of `topic`."""
+    tps = [TopicPartition(topic, p) for p in await partitions_of(bootstrap, topic)]
+    assert tps, f"topic {topic} has no partitions"
+    reader = AIOKafkaConsumer(bootstrap_servers=bootstrap)
+    await reader.start()
+    try:
+        ends = await reader.end_offsets(tps)
+    finally:
+        await reader.stop()
+    return {tp.partition: int(offset) for tp, offset in ends.items()}
 
 
 async def produce_events(settings: ConsumerSettings, records: list[EventRecord]) -> None:

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import base64
 import os
+import time
 import uuid
 from pathlib import Path
 from typing import Any
@@ -15,9 +16,10 @@ import httpx
 import msgspec
 import psycopg
 import pytest
-from aiokafka import AIOKafkaConsumer
+from aiokafka import AIOKafkaConsumer, TopicPartition
 from psycopg import sql
 
+from consumer.deadletter import partitions_of
 from consumer.settings import ConsumerSettings
 from ingest.salts import decode_key, unseal
 from ingest.settings import Settings
@@ -31,20 +33,22 @@ FIREFOX = "Mozilla/5.0 (X11; Linux x86_64; rv:128.0) Gecko/20100101 Firefox/128.
 ADDRESS_A, ADDRESS_B = "198.51.100.23", "2001:db8:77::1"
 
 
-async def topic_values(bootstrap: str, topic: str) -> list[bytes]:
-    """Every message's key, headers and value, from the start of the topic."""
-    consumer = AIOKafkaConsumer(
-        topic,
-        bootstrap_servers=bootstrap,
-        group_id=f"read-{uuid.uuid4().hex}",
-        auto_offset_reset="earliest",
-        enable_auto_commit=False,
-    )
+async def topic_values(bootstrap: str, topic: str, timeout_s: float = 30) -> list[bytes]:
+    """Every message's key, headers and value, from the start of the topic to its end when
+    called (read whole, however long the reader's start takes on a busy broker)."""
+    tps = [TopicPartition(topic, p) for p in await partitions_of(bootstrap, topic)]
+    assert tps, f"topic {topic} has no partitions"
+    consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap, enable_auto_commit=False)
     await consumer.start()
     found: list[bytes] = []
     try:
-        for _ in range(5):
-            batches = await consumer.getmany(timeout_ms=1000)
+        consumer.assign(tps)
+        await consumer.seek_to_beginning(*tps)
+        ends = await consumer.end_offsets(tps)
+        deadline = time.monotonic() + timeout_s
+        while [tp for tp in tps if await consumer.position(tp) < ends[tp]]:
+            assert time.monotonic() < deadline, f"{topic} not read to its end in {timeout_s}s"
+            batches = await consumer.getmany(timeout_ms=500)
             for batch in batches.values():
                 for message in batch:
                     found += [message.key or b"", message.value or b""]

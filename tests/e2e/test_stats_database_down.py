@@ -21,7 +21,8 @@ from tests.processes import start_api
 from tests.services import PrivateService, private_postgres
 from tests.support import wait_for
 
-pytestmark = pytest.mark.e2e
+# Its private server: on the worker of the other private services (tests/faults).
+pytestmark = [pytest.mark.e2e, pytest.mark.xdist_group("private-services")]
 
 
 class OwnPostgres(NamedTuple):

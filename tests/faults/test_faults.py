@@ -24,7 +24,13 @@ from tests.faults.conftest import FaultCase
 from tests.processes import free_port
 from tests.support import make_record, scalar, wait_for
 
-pytestmark = [pytest.mark.faults, pytest.mark.kafka, pytest.mark.postgres]
+# One worker runs every test that starts private services (tests/services.py), one at a time.
+pytestmark = [
+    pytest.mark.faults,
+    pytest.mark.kafka,
+    pytest.mark.postgres,
+    pytest.mark.xdist_group("private-services"),
+]
 
 
 async def test_sigkill_mid_batch_at_random_moments(case: FaultCase) -> None:

@@ -23,7 +23,8 @@ from tests.processes import free_port
 from tests.services import PrivateService, private_kafka
 from tests.support import make_record
 
-pytestmark = pytest.mark.kafka
+# Its private broker: on the worker of the other private services (tests/faults).
+pytestmark = [pytest.mark.kafka, pytest.mark.xdist_group("private-services")]
 
 
 class OwnBroker(NamedTuple):

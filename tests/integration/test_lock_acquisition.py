@@ -28,6 +28,7 @@ pytestmark = pytest.mark.postgres
 WAITING_FOR = """
 SELECT pid FROM pg_locks
 WHERE locktype = 'relation' AND relation = to_regclass(%s) AND NOT granted
+  AND database = (SELECT oid FROM pg_database WHERE datname = current_database())
 """
 HELD_BY = """
 SELECT relation::regclass::text FROM pg_locks

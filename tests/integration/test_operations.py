@@ -238,7 +238,9 @@ async def test_a_batch_in_flight_when_a_zone_is_added_is_counted_once(
         async with batch.transaction():
             await write_without_commit(batch, kolkata_evening(3, "u2"))
             # The zone's build waits for the batch.
-            adding = await started_and_waiting(add_zone(database_url, "a", "Asia/Kolkata"))
+            adding = await started_and_waiting(
+                add_zone(database_url, "a", "Asia/Kolkata"), database_url
+            )
         assert await adding == 2
     assert_rollups_match_raw_rows(database_url)
     assert scalar(database_url, "SELECT sum(page_views) FROM local_daily_stats") == 7
@@ -253,7 +255,7 @@ async def test_a_batch_arriving_during_a_zone_build_waits_and_counts_into_it(
             await _lock(conn)
             # The batch waits for the zone change.
             arriving = await started_and_waiting(
-                write_batch(database_url, kolkata_evening(5, "u2"), partition=1)
+                write_batch(database_url, kolkata_evening(5, "u2"), partition=1), database_url
             )
             await _add(conn, "a", "Asia/Kolkata")
         await arriving  # it took its snapshot after the commit: it sees the zone

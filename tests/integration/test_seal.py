@@ -191,7 +191,7 @@ async def test_a_seal_waits_for_a_batch_in_flight_and_counts_it(database_url: st
         async with batch.transaction():
             await write_without_commit(batch, november(3, "v"))
             # The seal waits for the batch.
-            sealing = await started_and_waiting(seal_closed_days(database_url, TODAY))
+            sealing = await started_and_waiting(seal_closed_days(database_url, TODAY), database_url)
         await sealing
     assert_rollups_match_raw_rows(database_url)
     assert scalar(database_url, "SELECT sum(page_views) FROM sealed_monthly_paths") == 7
@@ -206,7 +206,7 @@ async def test_a_batch_arriving_during_a_seal_waits_and_adds_its_late_events(
             assert await _seal_step(conn, seal_target(TODAY)) == dt.date(2025, 12, 1)
             # The batch waits for the seal to commit.
             arriving = await started_and_waiting(
-                write_batch(database_url, november(5, "v"), partition=1)
+                write_batch(database_url, november(5, "v"), partition=1), database_url
             )
         await arriving  # its snapshot follows its locks: it sees November sealed
     assert_rollups_match_raw_rows(database_url)
@@ -228,7 +228,9 @@ async def test_a_batch_on_a_connection_that_prepared_its_statement_waits_for_a_s
             async with conn.transaction():
                 await _seal_step(conn, seal_target(TODAY))
                 rows = [to_row(r) for r in november(3, "late-")]
-                arriving = await started_and_waiting(writer.write(rows, {0: 7}, {0: 6}))
+                arriving = await started_and_waiting(
+                    writer.write(rows, {0: 7}, {0: 6}), database_url
+                )
             await arriving
     finally:
         await writer.close()
