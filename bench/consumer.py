@@ -577,27 +577,42 @@ def freshness(
         raise RuntimeError(
             f"the replica's PostgreSQL backends were not all pinned: {pinned or 'none found'}"
         )
-    # After the replica stopped: its backends report their table counters when they exit.
+    # Once the replica's backends are gone: they report their table counters as they exit.
+    _wait_for_backends_to_exit(database_url, f"analytics-consumer:{group}")
     work_after = _rows_and_wal(database_url)
-    events = max(1, stored)
+    events = max(1, work_after[2] - work_before[2])
     writes["rows_per_event"] = (work_after[0] - work_before[0]) / events
     writes["wal_bytes_per_event"] = (work_after[1] - work_before[1]) / events
     return latencies, achieved, writes
 
 
-def _rows_and_wal(database_url: str) -> tuple[int, int]:
+def _rows_and_wal(database_url: str) -> tuple[int, int, int]:
     """Rows inserted or updated so far in this database's tables other than the raw events
-    (rollups, visits, versions, offsets; session-local tables left out), and the WAL the
-    whole server wrote (bytes)."""
+    (rollups, visits, versions, offsets; session-local tables left out), the server's WAL
+    position (bytes: everything the server wrote, whichever database), and the raw events."""
     with psycopg.connect(database_url, autocommit=True) as conn:
         row = conn.execute(
             "SELECT (SELECT coalesce(sum(s.n_tup_ins + s.n_tup_upd), 0)"
             "        FROM pg_stat_user_tables s JOIN pg_class c ON c.oid = s.relid"
             "        WHERE c.relpersistence = 'p' AND NOT c.relispartition"
             "          AND s.relname <> 'events'),"
-            "       (SELECT wal_bytes FROM pg_stat_wal)"
+            "       pg_wal_lsn_diff(pg_current_wal_insert_lsn(), '0/0')::bigint,"
+            "       (SELECT count(*) FROM events)"
         ).fetchone()
-    return (int(row[0]), int(row[1])) if row else (0, 0)
+    return (int(row[0]), int(row[1]), int(row[2])) if row else (0, 0, 0)
+
+
+def _wait_for_backends_to_exit(database_url: str, application: str, timeout_s: float = 10) -> None:
+    deadline = time.monotonic() + timeout_s
+    with psycopg.connect(database_url, autocommit=True) as conn:
+        while time.monotonic() < deadline:
+            row = conn.execute(
+                "SELECT count(*) FROM pg_stat_activity WHERE application_name = %s",
+                (application,),
+            ).fetchone()
+            if not row or not row[0]:
+                return
+            time.sleep(0.05)
 
 
 def _pin_backends(

@@ -192,12 +192,13 @@ cmd_start() {
         # Before initdb too: its own short-lived servers could map the pages another start
         # has just reserved. A server on 4 kB pages (PG_HUGE_PAGES=0) maps none itself, so it
         # holds the lock for its initdb alone: the tests' private servers start and stop often.
-        if huge_pages_wanted || [[ ! -f "$PGDATA/PG_VERSION" ]]; then
+        if huge_pages_wanted || [[ ! -f "$PGDATA/PG_VERSION" || -f "$(huge_pages_note)" ]]; then
             huge_pages_lock
         fi
         init_cluster
         write_dev_conf
-        huge_pages_wanted || huge_pages_unlock
+        # (kept when a note says pages of an earlier start are to be given back on a failure)
+        huge_pages_wanted || [[ -f "$(huge_pages_note)" ]] || huge_pages_unlock
         reserve_huge_pages
         log $NAME "starting on 127.0.0.1:$PG_PORT (log: ${LOG_FILE#"$ROOT"/})"
         as_pg touch "$LOG_FILE"
@@ -234,8 +235,9 @@ cmd_stop() {
     setup_paths
     exec 8>"$(state_lock_path)"
     flock 8
-    # Only a stop that gives pages back counts them: one without a note leaves the count alone.
-    if [[ -f "$(huge_pages_note)" ]]; then
+    # A stop that gives pages back, or frees the huge pages its server mapped, changes what
+    # another start counts; a server on 4 kB pages that added none does neither.
+    if [[ -f "$(huge_pages_note)" || "$(page_size_in_use)" == huge* ]]; then
         huge_pages_lock
     fi
     if ! is_running; then

@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import collections
 import contextlib
+import fcntl
 import os
 import signal
 import socket
 import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
 
@@ -21,10 +24,14 @@ ROOT = Path(__file__).resolve().parent.parent
 
 # Ports a pytest-xdist worker hands out: a range of its own below the kernel's ephemeral
 # ports, so that no other worker's connection or free_port() can take one between the moment
-# it is handed out and the moment its server binds it.
+# it is handed out and the moment its server binds it. Another run on the machine (a second
+# checkout's suite) has workers of the same names: each port handed out is also claimed with
+# a lock file, which the other run's workers skip, kept while the port may still be unbound.
 _WORKER_PORTS = 1000
 _FIRST_WORKER_PORT = 20000
+_CLAIMS_KEPT = 64
 _next_port: dict[str, int] = {}
+_claims: collections.deque[int] = collections.deque()
 
 
 def _ephemeral_start() -> int:
@@ -32,6 +39,23 @@ def _ephemeral_start() -> int:
         return int(Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split()[0])
     except (OSError, ValueError, IndexError):
         return 32768
+
+
+def _claim(port: int) -> bool:
+    """Whether this process now holds the machine's claim on `port` (a lock on a file of a
+    directory only this user can write)."""
+    folder = Path(tempfile.gettempdir()) / f"analytics-test-ports-{os.getuid()}"
+    folder.mkdir(mode=0o700, exist_ok=True)
+    fd = os.open(folder / f"{port}.lock", os.O_CREAT | os.O_RDWR | os.O_NOFOLLOW, 0o600)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except OSError:
+        os.close(fd)
+        return False
+    _claims.append(fd)
+    if len(_claims) > _CLAIMS_KEPT:  # bound by now, or never will be
+        os.close(_claims.popleft())
+    return True
 
 
 def free_port() -> int:
@@ -49,7 +73,8 @@ def free_port() -> int:
         port = first + offset
         with socket.socket() as s, contextlib.suppress(OSError):
             s.bind(("127.0.0.1", port))
-            return port
+            if _claim(port):
+                return port
     raise RuntimeError(f"no free port in {first}-{first + _WORKER_PORTS - 1} for {worker}")
 
 

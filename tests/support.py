@@ -213,28 +213,35 @@ async def write_batch(database_url: str, records: list[EventRecord], partition: 
 
 LOCK_WAITERS = """
 SELECT count(*) FROM pg_stat_activity
-WHERE datname = current_database() AND wait_event_type = 'Lock' AND pid <> pg_backend_pid()
+WHERE datname = current_database() AND wait_event_type = 'Lock'
+  AND cardinality(pg_blocking_pids(pid)) > 0 AND pid <> pg_backend_pid()
 """
 
 
 async def started_and_waiting(
     work: Awaitable[Any], database_url: str, timeout_s: float = 30
 ) -> asyncio.Task[Any]:
-    """Starts `work` and returns once a session of the database waits for a lock (the one the
-    caller holds), the work still running; the caller then lets go and awaits it. Watched
-    rather than a fixed pause, which a busy machine could pass before the work got there."""
+    """Starts `work` and returns once a session of the database waits for a lock another
+    holds (the caller's), the work still running; the caller then lets go and awaits it.
+    Watched rather than a fixed pause, which a busy machine could pass before the work got
+    there."""
     task = asyncio.ensure_future(work)
     deadline = time.monotonic() + timeout_s
-    async with await psycopg.AsyncConnection.connect(database_url, autocommit=True) as conn:
-        while True:
-            assert not task.done(), "the work ended without waiting for the caller's lock"
-            row = await (await conn.execute(LOCK_WAITERS)).fetchone()
-            if row and row[0]:
-                break
-            assert time.monotonic() < deadline, f"no session waited for a lock in {timeout_s}s"
-            await asyncio.sleep(0.02)
-    assert not task.done()
-    return task
+    try:
+        async with await psycopg.AsyncConnection.connect(database_url, autocommit=True) as conn:
+            while True:
+                if task.done():
+                    raise AssertionError(
+                        f"the work ended without waiting for the caller's lock: {task.exception()}"
+                    )
+                row = await (await conn.execute(LOCK_WAITERS)).fetchone()
+                if row and row[0]:
+                    return task
+                assert time.monotonic() < deadline, f"no session waited for a lock in {timeout_s}s"
+                await asyncio.sleep(0.02)
+    except BaseException:
+        task.cancel()
+        raise
 
 
 async def topic_end_offsets(bootstrap: str, topic: str) -> dict[int, int]:
