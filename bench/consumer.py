@@ -435,13 +435,18 @@ async def measure_freshness(
     received now, as a live site's are; with `late`, on the backlog's days instead, sealed
     long ago, so that each batch also goes through the late events' rollups. Returns, per probe,
     the seconds from the broker's ack (when the API would answer 202) to the probe's row in
-    daily_stats (what /stats reads), polled every 20 ms."""
+    daily_stats (what /stats reads), polled every 20 ms. The stream starts once the group
+    has settled (each of the replica's writers owns a partition, or every partition is
+    owned): a steady stream, not a start-up rebalance, which would hand one writer every
+    partition for its first seconds and then pause them all."""
     async with httpx.AsyncClient() as client:
         deadline = time.monotonic() + 60
         while time.monotonic() < deadline:
             with contextlib.suppress(httpx.TransportError):
-                answer = await client.get(f"http://127.0.0.1:{port}/healthz")
-                if answer.json()["assigned_partitions"] > 0:
+                health = (await client.get(f"http://127.0.0.1:{port}/healthz")).json()
+                assigned = health["assigned_partitions"]
+                writers = health.get("writers_assigned", 1)  # an older tree's replica: 1
+                if assigned > 0 and writers >= min(health.get("writers", 1), assigned):
                     break
             await asyncio.sleep(0.2)
     producer = AIOKafkaProducer(bootstrap_servers=bootstrap, acks="all", enable_idempotence=True)

@@ -557,6 +557,8 @@ class ReplicaHealth:
             "assigned_partitions": sum(p["assigned_partitions"] for p in parts),
             "database_writes_failing": any(p["database_writes_failing"] for p in parts),
             "writers": len(parts),
+            # Members owning a partition: fewer than both counts while the group rebalances.
+            "writers_assigned": sum(1 for p in parts if p["assigned_partitions"]),
         }
 
 

@@ -63,6 +63,7 @@ def test_a_replica_is_as_healthy_as_its_worst_member() -> None:
     status, body = get(app, "/healthz")
     assert status.startswith("503") and body["seconds_since_poll"] > STALE_AFTER_S
     assert body["assigned_partitions"] == 5 and body["writers"] == 2
+    assert body["writers_assigned"] == 2
     assert body["seconds_since_stored"] == 0  # the latest store of any member
     stuck.polled()
     assert get(app, "/healthz")[0].startswith("200")
