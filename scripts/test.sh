@@ -14,5 +14,6 @@ database=$("$PY" -c 'import os, core.config as c; print(c.redacted_conninfo(os.e
 # Most of the suite waits on Kafka and PostgreSQL rather than on a core, and every test has
 # its own topic, group and database: two workers share the services (docs/testing.md).
 workers=${TEST_WORKERS:-2}
-echo "test: pytest in $workers workers against Kafka at $KAFKA_BOOTSTRAP_SERVERS and PostgreSQL at $database"
+processes=$([[ "$workers" == 0 ]] && echo "one process" || echo "$workers workers")
+echo "test: pytest in $processes against Kafka at $KAFKA_BOOTSTRAP_SERVERS and PostgreSQL at $database"
 "$PY" -m pytest -n "$workers" --dist loadgroup "$@"
