@@ -100,10 +100,18 @@ async def test_scale_one_to_three_to_one(case: FaultCase) -> None:
         what="the last replica to own every partition",
     )
     await case.progress()
-    async with httpx.AsyncClient() as client:
-        metrics = (await client.get(f"http://127.0.0.1:{port}/metrics", timeout=5)).text
-    assert 'consumer_lag{partition="0"}' in metrics
-    assert "consumer_rebalances_total" in metrics
+
+    def metrics() -> str:
+        return httpx.get(f"http://127.0.0.1:{port}/metrics", timeout=5).text
+
+    # The lag of a partition that came back is reported at the replica's next lag refresh,
+    # once its stored offset is loaded: a moment after the assignment.
+    await wait_for(
+        lambda: 'consumer_lag{partition="0"}' in metrics(),
+        timeout_s=30,
+        what="the lag of partition 0 on the last replica",
+    )
+    assert "consumer_rebalances_total" in metrics()
 
     await case.settle()
     case.stop_consumers()
