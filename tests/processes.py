@@ -30,7 +30,7 @@ ROOT = Path(__file__).resolve().parent.parent
 _WORKER_PORTS = 1000
 _FIRST_WORKER_PORT = 20000
 _CLAIMS_KEPT = 64
-_next_port: dict[str, int] = {}
+_next_offset = 0  # in this process's range (a worker is one process)
 _claims: collections.deque[int] = collections.deque()
 
 
@@ -67,10 +67,10 @@ def free_port() -> int:
         with socket.socket() as s:  # one process (or too many workers): any free port
             s.bind(("127.0.0.1", 0))
             return int(s.getsockname()[1])
+    global _next_offset
     for _ in range(_WORKER_PORTS):
-        offset = _next_port.get(worker, 0)
-        _next_port[worker] = (offset + 1) % _WORKER_PORTS
-        port = first + offset
+        port = first + _next_offset
+        _next_offset = (_next_offset + 1) % _WORKER_PORTS
         with socket.socket() as s, contextlib.suppress(OSError):
             s.bind(("127.0.0.1", port))
             if _claim(port):
